@@ -1,0 +1,108 @@
+"""The Python API behind the CLI: load inputs, run a build on a backend, report the result.
+
+Backends are looked up by name; each takes the build and the quantized input arrays and
+returns the quantized output arrays (plus backend-specific facts such as VM steps). Every
+backend must give the interpreter's bits exactly: the output root is how users compare them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from opmlc.artifact import Build
+from opmlc.commit import tensor_root
+from opmlc.errors import InputError, OpmlcError
+from opmlc.ir.fixedpoint import dequantize, quantize
+from opmlc.ir.interpreter import run_outputs
+from opmlc.ir.types import DType, TensorType
+
+
+@dataclass
+class RunResult:
+    backend: str
+    outputs: list[np.ndarray]  # quantized, as the program computes them
+    output_types: list[TensorType]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def output_roots(self) -> list[bytes]:
+        return [tensor_root(a, t) for a, t in zip(self.outputs, self.output_types, strict=True)]
+
+    def dequantized(self) -> list[np.ndarray]:
+        return [
+            dequantize(a, t.frac) if t.dtype is DType.FX32 else np.asarray(a)
+            for a, t in zip(self.outputs, self.output_types, strict=True)
+        ]
+
+
+BackendFn = Callable[[Build, list[np.ndarray]], tuple[list[np.ndarray], dict]]
+BACKENDS: dict[str, BackendFn] = {}
+
+
+def backend(name: str) -> Callable[[BackendFn], BackendFn]:
+    def register(fn: BackendFn) -> BackendFn:
+        BACKENDS[name] = fn
+        return fn
+
+    return register
+
+
+@backend("interp")
+def _interp(build: Build, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+    return run_outputs(build.graph, inputs), {}
+
+
+def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:
+    """Read a .npy input for graph input `name` and check it against the build's type."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; pass a .npy file for input {name!r}") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a .npy array ({str(exc).splitlines()[0]}); save it with numpy.save") from None
+    return check_input(arr, name, t, str(path))
+
+
+def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input") -> np.ndarray:
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{source}: input {name!r} must be a float array, got dtype {arr.dtype}")
+    shape = tuple(arr.shape)
+    if shape != t.shape:
+        lead = len(t.shape) - len(shape)  # accept the tensor without its leading unit (batch) dims
+        if lead > 0 and t.shape[lead:] == shape and all(d == 1 for d in t.shape[:lead]):
+            arr = arr.reshape(t.shape)
+        else:
+            raise InputError(f"{source}: input {name!r} must have shape {list(t.shape)}, got {list(shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{source}: input {name!r} holds inf or NaN")
+    return arr
+
+
+def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    graph = build.graph
+    if len(arrays) != len(graph.inputs):
+        names = [r["name"] for r in build.manifest["inputs"]]
+        raise InputError(f"the model takes {len(names)} input(s) {names}, got {len(arrays)}")
+    out = []
+    for rec, arr in zip(build.manifest["inputs"], arrays, strict=True):
+        t = graph.values[rec["value"]].type
+        arr = check_input(np.asarray(arr), rec["name"], t)
+        out.append(quantize(arr, t.frac))
+    return out
+
+
+def run(build: Build, inputs: list[np.ndarray], backend: str = "interp") -> RunResult:
+    """Run a build on float inputs (quantized at the edge) with the named backend."""
+    try:
+        fn = BACKENDS[backend]
+    except KeyError:
+        raise OpmlcError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
+    q = quantize_inputs(build, inputs)
+    outputs, extra = fn(build, q)
+    types = [build.graph.values[v].type for v in build.graph.outputs]
+    return RunResult(backend, outputs, types, extra)

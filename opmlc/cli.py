@@ -1,0 +1,187 @@
+"""The `opmlc` command line: a thin typer layer over the Python API (opmlc.api, opmlc.artifact).
+
+Every user mistake is an OpmlcError: one line on stderr, exit code 2. `--json` prints one JSON
+object on stdout for machines.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from opmlc import __version__
+from opmlc.errors import OpmlcError
+
+app = typer.Typer(
+    name="opmlc",
+    help="Compile ONNX models to bit-exact fixed-point programs and dispute their inference on chain.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def user_errors(fn):
+    """Turn an OpmlcError into its one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OpmlcError as exc:
+            typer.echo(f"opmlc: error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            raise OpmlcError(f"--input-shape {spec!r}: expected NAME=D0,D1,… (for example input=1,64)") from None
+    return shapes
+
+
+@app.command("compile")
+@user_errors
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to compile.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Build directory to write.")] = None,
+    emit: Annotated[str | None, typer.Option("--emit", help="Print an intermediate form: 'ir'.")] = None,
+    frac_bits: Annotated[int, typer.Option("--frac-bits", help="Default fractional bits of fx32 tensors.")] = 16,
+    input_shape: Annotated[
+        list[str] | None, typer.Option("--input-shape", help="NAME=D0,D1,… fixes an input's shape (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Compile MODEL into a build directory (manifest, IR, weights by tensor root)."""
+    from opmlc.artifact import compile_model
+    from opmlc.frontend import QuantPolicy, lower_model
+
+    if emit not in (None, "ir"):
+        raise OpmlcError(f"--emit {emit!r}: the forms are 'ir'")
+    if not 0 <= frac_bits <= 30:
+        raise OpmlcError(f"--frac-bits {frac_bits}: must be in 0..30")
+    shapes = _parse_shapes(input_shape or [])
+    if output is None:
+        if emit is None:
+            raise OpmlcError("nothing to do: pass -o DIR to write a build, or --emit ir to print the IR")
+        fe = lower_model(model, QuantPolicy(default=frac_bits), shapes)
+        typer.echo(fe.graph.to_text(), nl=False)
+        return
+    build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes)
+    if emit == "ir":
+        typer.echo(build.graph.to_text(), nl=False)
+    if as_json:
+        typer.echo(json.dumps({"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values)}))
+    elif emit is None:
+        typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
+    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
+    backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"backend", "output_root", "output"}.')] = False,
+) -> None:
+    """Run a build on inputs and print the dequantized output and its tensor root."""
+    from opmlc.api import load_input, run
+    from opmlc.artifact import Build
+
+    build = Build.load(build_dir)
+    recs = build.manifest["inputs"]
+    if len(input) != len(recs):
+        raise OpmlcError(f"the model takes {len(recs)} input(s) {[r['name'] for r in recs]}, got {len(input)} --input")
+    arrays = [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(input, recs, strict=True)]
+    result = run(build, arrays, backend)
+    outs = result.dequantized()
+    roots = ["0x" + r.hex() for r in result.output_roots]
+    if as_json:
+        doc = {"backend": backend, "output_root": roots[0], "output": outs[0].tolist(), **result.extra}
+        if len(outs) > 1:
+            doc["outputs"] = [{"name": r["name"], "output_root": root, "output": o.tolist()}
+                              for r, root, o in zip(build.manifest["outputs"], roots, outs, strict=True)]
+        typer.echo(json.dumps(doc))
+        return
+    for rec, root, out in zip(build.manifest["outputs"], roots, outs, strict=True):
+        typer.echo(f"{rec['name']}: {np.array2string(out, precision=5, max_line_width=100)}")
+        if out.ndim >= 1 and out.shape[-1] > 1:
+            typer.echo(f"{rec['name']} argmax: {np.argmax(out, axis=-1).tolist()}")
+        typer.echo(f"{rec['name']} root: {root}")
+    for k, v in result.extra.items():
+        typer.echo(f"{k}: {v}")
+
+
+@app.command("inspect")
+@user_errors
+def inspect_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
+) -> None:
+    """Summarise a build: its model, inputs, outputs, ops and weights."""
+    from collections import Counter
+
+    from opmlc.artifact import Build
+
+    build = Build.load(build_dir)
+    m, g = build.manifest, build.graph
+    ops = Counter(n.op for n in g.nodes)
+    weight_bytes = sum(g.values[v].type.nbytes for v in g.initializers)
+    summary = {
+        "model": m["model"],
+        "opmlc_version": m["opmlc_version"],
+        "inputs": [{k: r[k] for k in ("name", "dtype", "shape", "frac")} for r in m["inputs"]],
+        "outputs": [{k: r[k] for k in ("name", "dtype", "shape", "frac")} for r in m["outputs"]],
+        "nodes": len(g.nodes),
+        "ops": dict(sorted(ops.items())),
+        "initializers": len(g.initializers),
+        "weight_bytes": weight_bytes,
+    }
+    for key in ("program",):
+        if key in m:
+            summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"model     {m['model']['file']} (sha256 {m['model']['sha256'][:16]}…, opset {m['model']['opset']})")
+    for r in summary["inputs"]:
+        typer.echo(f"input     {r['name']}: {r['dtype']}<{r['frac']}>{r['shape']}")
+    for r in summary["outputs"]:
+        typer.echo(f"output    {r['name']}: {r['dtype']}<{r['frac']}>{r['shape']}")
+    typer.echo(f"nodes     {len(g.nodes)}: " + ", ".join(f"{op}×{n}" for op, n in sorted(ops.items())))
+    typer.echo(f"weights   {len(g.initializers)} tensors, {weight_bytes} bytes")
+    if "program" in m:
+        p = m["program"]
+        typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"opmlc {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app(prog_name="opmlc")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

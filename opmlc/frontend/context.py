@@ -1,0 +1,135 @@
+"""The lowering context: what an ONNX tensor name stands for while the graph is lowered.
+
+A name is either a compile-time constant (`Const`: a float or integer numpy array, after
+folding) or a value of the IR being built (`Ref`). Constants become IR initializers, quantized,
+only when an IR op consumes them; shape arithmetic on constants never reaches the IR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from opmlc.errors import UnsupportedError
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.types import MAX_FRAC, DType, TensorType
+
+
+@dataclass(frozen=True)
+class Const:
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class Ref:
+    id: int
+
+
+Sym = Const | Ref
+
+
+@dataclass
+class QuantPolicy:
+    """Fractional bits per tensor: `default` for activations and constants, or per-name overrides."""
+
+    default: int = 16
+    overrides: dict[str, int] = field(default_factory=dict)
+
+    def activation(self, name: str) -> int:
+        return self.overrides.get(name, self.default)
+
+    def constant(self, name: str, data: np.ndarray) -> int:
+        """Bits for a constant: the default unless its largest magnitude would then saturate."""
+        want = self.overrides.get(name, self.default)
+        peak = float(np.max(np.abs(data))) if data.size else 0.0
+        if peak == 0.0:
+            return want
+        fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
+        return max(0, min(want, fits))
+
+
+class LoweringContext:
+    def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str) -> None:
+        self.builder = builder
+        self.policy = policy
+        self.opset = opset
+        self.source = source  # the model's path, for error messages
+        self.env: dict[str, Sym] = {}
+        self._const_refs: dict[tuple[str, int], int] = {}
+        self.node: onnx.NodeProto | None = None
+
+    # -- errors ---------------------------------------------------------------------------
+    def where(self) -> str:
+        n = self.node
+        if n is None:
+            return self.source
+        return f"{self.source}: node {n.name or '(unnamed)'!r} ({n.op_type}, opset {self.opset})"
+
+    def unsupported(self, what: str) -> UnsupportedError:
+        return UnsupportedError(f"{self.where()}: {what}")
+
+    # -- names ----------------------------------------------------------------------------
+    def sym(self, name: str) -> Sym:
+        try:
+            return self.env[name]
+        except KeyError:
+            raise self.unsupported(f"input {name!r} is not defined before use") from None
+
+    def const(self, name: str) -> np.ndarray | None:
+        s = self.sym(name)
+        return s.array if isinstance(s, Const) else None
+
+    def require_const(self, name: str, what: str) -> np.ndarray:
+        arr = self.const(name)
+        if arr is None:
+            raise self.unsupported(f"{what} ({name!r}) must be a compile-time constant")
+        return arr
+
+    def ref(self, name: str, dtype: DType = DType.FX32) -> int:
+        """The IR value for a name, turning a constant into a quantized initializer once."""
+        s = self.sym(name)
+        if isinstance(s, Ref):
+            return s.id
+        return self.const_ref(name, s.array, dtype)
+
+    def const_ref(self, name: str, arr: np.ndarray, dtype: DType = DType.FX32) -> int:
+        if dtype is DType.FX32:
+            if not np.issubdtype(arr.dtype, np.floating):
+                arr = arr.astype(np.float64)
+            if not np.all(np.isfinite(arr)):
+                raise self.unsupported(f"constant {name!r} holds inf or NaN, which fixed point cannot represent")
+            frac = self.policy.constant(name, arr)
+            key = (name, frac)
+            if key not in self._const_refs:
+                t = TensorType(DType.FX32, tuple(arr.shape), frac)
+                self._const_refs[key] = self.builder.add_initializer(name, fp.quantize(arr, frac), t)
+            return self._const_refs[key]
+        key = (name, -1)
+        if key not in self._const_refs:
+            t = TensorType(dtype, tuple(arr.shape))
+            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy), t)
+        return self._const_refs[key]
+
+    def type_of(self, name: str) -> TensorType:
+        s = self.sym(name)
+        if isinstance(s, Ref):
+            return self.builder.type_of(s.id)
+        raise AssertionError("type_of is for IR values")
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        s = self.sym(name)
+        return tuple(s.array.shape) if isinstance(s, Const) else self.builder.type_of(s.id).shape
+
+    def emit(self, op: str, inputs: list[int], attrs: dict | None = None, name: str = "") -> int:
+        return self.builder.add_node(op, inputs, attrs, name)
+
+    def bind(self, name: str, sym: Sym | int) -> None:
+        self.env[name] = Ref(sym) if isinstance(sym, int) else sym
+
+    def attrs(self) -> dict:
+        assert self.node is not None
+        return {a.name: onnx.helper.get_attribute_value(a) for a in self.node.attribute}

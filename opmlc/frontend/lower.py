@@ -1,0 +1,119 @@
+"""The frontend driver: an ONNX model in, a verified fixed-point IR graph out.
+
+read → check → static shapes → for each node in order: fold it if all its inputs are
+constants, else apply its op's lowering rule → mark outputs → build (canonical numbering)
+and verify. Float inputs are quantized at the edge with the policy's bits, recorded in the
+graph's input types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+from opmlc.errors import ModelError, UnsupportedError
+from opmlc.frontend import fold
+from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
+from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
+from opmlc.frontend.rules import RULES
+from opmlc.ir.graph import Graph, GraphBuilder
+from opmlc.ir.ops import IRTypeError
+from opmlc.ir.types import DType, TensorType
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+
+
+@dataclass
+class Frontend:
+    """The lowered graph plus what the build records about its source."""
+
+    graph: Graph
+    model_sha256: str
+    opset: int
+    input_names: list[str]
+    output_names: list[str]
+
+
+def lower_model(
+    path: str | Path,
+    policy: QuantPolicy | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> Frontend:
+    path = Path(path)
+    policy = policy or QuantPolicy()
+    model = read_model(path)
+    model = fix_input_shapes(model, path, input_shapes)
+    opset = default_opset(model)
+    g = model.graph
+    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx"}
+    builder = GraphBuilder(g.name or path.stem)
+    ctx = LoweringContext(builder, policy, opset, str(path))
+
+    for init in g.initializer:
+        ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+    for inp in real_inputs(g):
+        tt = inp.type.tensor_type
+        if tt.elem_type not in FLOAT_TYPES:
+            raise UnsupportedError(
+                f"{path}: input {inp.name!r} has element type "
+                f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; only float inputs are supported"
+            )
+        shape = tuple(d.dim_value for d in tt.shape.dim)
+        t = TensorType(DType.FX32, shape, policy.activation(inp.name))
+        ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
+
+    for node in g.node:
+        ctx.node = node
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
+                                   + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
+        ins = [ctx.sym(name) if name else None for name in node.input]
+        if fold.can_fold(node, [s is None or isinstance(s, Const) for s in ins]):
+            try:
+                results = fold.evaluate(node, [s.array if s else None for s in ins], list(model.opset_import))
+            except Exception as exc:  # the reference evaluator raises anything; the model is at fault
+                raise ModelError(f"{ctx.where()}: constant folding failed: {str(exc).splitlines()[0][:200]}") from None
+            for name, arr in zip(node.output, results, strict=False):
+                if name:
+                    ctx.bind(name, Const(arr))
+            continue
+        lower = RULES.get(node.op_type)
+        if lower is None:
+            raise UnsupportedError(
+                f"{ctx.where()}: op {node.op_type} is not supported by opmlc "
+                f"(supported: {', '.join(sorted(RULES))})"
+            )
+        try:
+            lower(ctx, node)
+        except IRTypeError as exc:
+            raise UnsupportedError(f"{ctx.where()}: {exc}") from None
+    ctx.node = None
+
+    outputs = []
+    for out in g.output:
+        s = ctx.sym(out.name)
+        if isinstance(s, Const):
+            ref = ctx.const_ref(out.name, s.array)
+        else:
+            ref = s.id
+        if ref in outputs or not builder.is_node_output(ref):
+            # every output gets a value of its own, computed by a node (a copy if need be)
+            ref = builder.add_node("reshape", [ref], {"shape": list(builder.type_of(ref).shape)}, out.name)
+        outputs.append(ref)
+        builder.mark_output(ref)
+    try:
+        graph = builder.build()
+    except IRTypeError as exc:
+        raise ModelError(f"{path}: lowering produced an invalid graph: {exc}") from None
+    return Frontend(
+        graph=graph,
+        model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        opset=opset,
+        input_names=[i.name for i in real_inputs(g)],
+        output_names=[o.name for o in g.output],
+    )
+

@@ -1,0 +1,87 @@
+"""Rules for Gemm and MatMul, both lowered onto the IR's `matmul` (bias fused when it is a
+constant vector). Transposes and the alpha/beta scales of constant operands are folded into
+the constants before quantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from opmlc.frontend.context import Const, LoweringContext
+from opmlc.frontend.rules import rule
+from opmlc.frontend.rules.shape import reshape_to
+
+
+@rule("Gemm")
+def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    a = ctx.attrs()
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    trans_a, trans_b = a.get("transA", 0), a.get("transB", 0)
+    out = node.output[0]
+    a_name, b_name = node.input[0], node.input[1]
+    if trans_a:
+        a_const = ctx.const(a_name)
+        if a_const is None:
+            raise ctx.unsupported("Gemm with transA=1 on a runtime input")
+        a_name = f"{a_name}/T"
+        ctx.bind(a_name, Const(a_const.T))
+    b_const = ctx.const(b_name)
+    if b_const is not None:
+        b_name = f"{b_name}/gemm" if (trans_b or alpha != 1.0) else b_name
+        ctx.bind(b_name, Const(alpha * (b_const.T if trans_b else b_const)))
+    elif trans_b or alpha != 1.0:
+        raise ctx.unsupported("Gemm with transB=1 or alpha≠1 on a runtime B")
+    inputs = [ctx.ref(a_name), ctx.ref(b_name)]
+    n = ctx.shape_of(b_name)[1]
+    c_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    bias_vector = None
+    if c_name is not None:
+        c_const = ctx.const(c_name)
+        if c_const is not None:
+            c = beta * np.broadcast_to(c_const, (ctx.shape_of(a_name)[0], n))
+            if np.all(c == c[:1]):  # the same row everywhere: a bias vector, fused
+                bias_vector = c[0]
+                plain = beta == 1.0 and c_const.shape == (n,)
+                bias_name = c_name if plain else f"{c_name}/bias"
+        elif beta != 1.0:
+            raise ctx.unsupported("Gemm with beta≠1 on a runtime C")
+    frac = ctx.policy.activation(out)
+    if bias_vector is not None:
+        inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector)))
+        ctx.bind(out, ctx.emit("matmul", inputs, {"frac": frac}, out))
+        return
+    if c_name is None:
+        ctx.bind(out, ctx.emit("matmul", inputs, {"frac": frac}, out))
+        return
+    prod_name = f"{out}/matmul"
+    ctx.bind(prod_name, ctx.emit("matmul", inputs, {"frac": frac}, prod_name))
+    c_ref = ctx.const_ref(f"{c_name}/beta", beta * ctx.const(c_name)) if ctx.const(c_name) is not None else ctx.ref(c_name)
+    ctx.bind(out, ctx.emit("add", [ctx.ref(prod_name), c_ref], {"frac": frac}, out))
+
+
+@rule("MatMul")
+def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    a_name, b_name = node.input[0], node.input[1]
+    out = node.output[0]
+    a_shape, b_shape = ctx.shape_of(a_name), ctx.shape_of(b_name)
+    # ONNX (numpy) MatMul promotes 1-D operands to matrices and drops the added axis after.
+    if len(a_shape) == 1:
+        reshape_to(ctx, a_name, (1, a_shape[0]), a_name + "/2d")
+        a_name = a_name + "/2d"
+    if len(b_shape) == 1:
+        reshape_to(ctx, b_name, (b_shape[0], 1), b_name + "/2d")
+        b_name = b_name + "/2d"
+    frac = ctx.policy.activation(out)
+    result = ctx.emit("matmul", [ctx.ref(a_name), ctx.ref(b_name)], {"frac": frac}, out)
+    shape = ctx.builder.type_of(result).shape
+    final = shape
+    if len(a_shape) == 1:
+        final = final[:-2] + final[-1:]
+    if len(b_shape) == 1:
+        final = final[:-1]
+    if final == shape:
+        ctx.bind(out, result)
+    else:
+        tmp = out + "/mm"
+        ctx.bind(tmp, result)
+        reshape_to(ctx, tmp, final, out)

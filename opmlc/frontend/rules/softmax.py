@@ -1,0 +1,33 @@
+"""Rule for Softmax: the IR op works on the last axis; other axes are reshaped onto it."""
+
+from __future__ import annotations
+
+from math import prod
+
+import onnx
+
+from opmlc.frontend.context import LoweringContext
+from opmlc.frontend.rules import rule
+from opmlc.frontend.rules.shape import reshape_to
+
+
+@rule("Softmax")
+def softmax(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    src = ctx.shape_of(node.input[0])
+    rank = len(src)
+    axis = ctx.attrs().get("axis", -1 if ctx.opset >= 13 else 1)
+    if axis < 0:
+        axis += rank
+    out = node.output[0]
+    frac = ctx.policy.activation(out)
+    if axis == rank - 1:
+        ctx.bind(out, ctx.emit("softmax", [ctx.ref(node.input[0])], {"frac": frac}, out))
+        return
+    if ctx.opset >= 13:
+        raise ctx.unsupported(f"Softmax over axis {axis} of a rank-{rank} tensor (only the last axis)")
+    # Before opset 13, Softmax normalises over all dimensions from `axis` on: a 2-D view.
+    flat = f"{out}/flat"
+    reshape_to(ctx, node.input[0], (prod(src[:axis]), prod(src[axis:])), flat)
+    soft = f"{out}/softmax"
+    ctx.bind(soft, ctx.emit("softmax", [ctx.ref(flat)], {"frac": frac}, soft))
+    reshape_to(ctx, soft, src, out)

@@ -1,0 +1,47 @@
+"""The golden interpreter: runs an IR graph with each op's exact numpy semantics.
+
+This is the reference every backend is compared with, bit for bit: the native build, the MIPS
+ELF under unicorn and under the VM, and (through the VM) the on-chain stepper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opmlc.ir.graph import Graph
+from opmlc.ir.ops import get_op
+
+
+def run_node(graph: Graph, index: int, values: list[np.ndarray | None]) -> np.ndarray:
+    """Evaluate node `index` given the arrays of (at least) its inputs; returns its output."""
+    node = graph.nodes[index]
+    out_type = graph.values[node.output].type
+    result = get_op(node.op).evaluate(
+        [values[i] for i in node.inputs], graph.input_types(node), node.attrs, out_type
+    )
+    result = np.ascontiguousarray(result, dtype=out_type.dtype.numpy)
+    assert result.shape == out_type.shape, (node.op, result.shape, out_type.shape)
+    return result
+
+
+def run_graph(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Every value of the graph (inputs, initializers, node outputs), in value order."""
+    if len(inputs) != len(graph.inputs):
+        raise ValueError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
+    values: list[np.ndarray | None] = [None] * len(graph.values)
+    for v_id, arr in zip(graph.inputs, inputs, strict=True):
+        t = graph.values[v_id].type
+        arr = np.asarray(arr)
+        if arr.shape != t.shape:
+            raise ValueError(f"input %{v_id} must have shape {t.shape}, got {arr.shape}")
+        values[v_id] = arr.astype(t.dtype.numpy)
+    for v_id, arr in graph.initializers.items():
+        values[v_id] = arr
+    for i, node in enumerate(graph.nodes):
+        values[node.output] = run_node(graph, i, values)
+    return values  # type: ignore[return-value]
+
+
+def run_outputs(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    values = run_graph(graph, inputs)
+    return [values[i] for i in graph.outputs]
