@@ -1,4 +1,4 @@
-"""Build models/digits_mlp.onnx: an MLP (64 → 32 → 10) trained on scikit-learn's digits.
+"""Build models/digits_mlp.onnx (and digit_sample.npy, one input): an MLP (64 → 32 → 10) trained on scikit-learn's digits.
 
 The data ships with scikit-learn (no download). Training is scikit-learn's MLPClassifier with a
 fixed seed; the ONNX graph (Gemm → Relu → Gemm, logits out) is written with onnx.helper so that
@@ -57,6 +57,7 @@ def main() -> None:
     onnx.checker.check_model(model, full_check=True)
     out = HERE / "digits_mlp.onnx"
     onnx.save(model, out)
+    np.save(HERE / "digit_sample.npy", x[:1])  # one digit (a 0), the README's example input
     print(f"wrote {out}: train accuracy {clf.score(x_train, y_train):.4f}, "
           f"test accuracy {clf.score(x_test, y_test):.4f}, all {clf.score(x, y):.4f}")
 

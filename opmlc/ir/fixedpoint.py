@@ -95,12 +95,15 @@ def exp2_frac_q30(r: np.ndarray) -> np.ndarray:
 def exp_nonpositive_q30(d: np.ndarray, frac: int) -> np.ndarray:
     """e^(d / 2^frac) · 2^30 for int64 d ≤ 0 (|d| < 2^32), frac ≤ 30. Result in [0, 2^30].
 
-    t = d·log2(e) in frac bits; split t = k + r/2^frac with integer k ≤ 0 and r in [0, 2^frac);
-    e^x = 2^k · 2^(r/2^frac). The final shift by -k is clamped at 32, beyond which any value
-    below 2^31 rounds to 0 anyway, so no shift amount reaches the bit width.
+    t = d·log2(e) is formed in Q30 whatever `frac` is (|t| < 2^63 since |d·LOG2E_Q30| < 2^63),
+    split as t = k + r with integer k ≤ 0 and r in [0, 1), and e^x = 2^k · 2^r. The final shift
+    by -k is clamped at 32, beyond which any value below 2^31 rounds to 0 anyway, so no shift
+    amount reaches the bit width.
+
+    Error bound: |result/2^30 - e^x| ≤ 1.3e-7 · e^x + 2^-30 (the polynomial's 1.2e-7, the Q30
+    rounding of t and of Horner's steps, and the final rounding shift).
     """
-    t = shr_round(mul64(d, LOG2E_Q30), Q30)
-    k = np.right_shift(t, frac)  # floor
-    r = t - np.left_shift(k, frac)
-    p = exp2_frac_q30(np.left_shift(r, Q30 - frac))
+    t = shr_round(mul64(d, LOG2E_Q30), frac)
+    k = np.right_shift(t, Q30)  # floor
+    p = exp2_frac_q30(t - np.left_shift(k, Q30))
     return shr_round(p, np.minimum(-k, 32))

@@ -8,13 +8,13 @@ roots and the MIPS program see.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from math import prod
 
 import numpy as np
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     FX32 = "fx32"
     I32 = "i32"
     I64 = "i64"
