@@ -1,0 +1,186 @@
+"""Chain access for opmlc: an embedded py-evm chain by default, or any JSON-RPC node by URL.
+
+This is the bottom of the on-chain side of the pipeline: the dispute code and the CLI get a
+`Chain` from `connect()`, deploy the committed contract artifacts with `deploy()`, and call them
+through web3. `execution_gas()` measures what a call costs beyond its transaction's intrinsic gas,
+which is how bench/gas.py and `opmlc verify-step` report the cost of `MIPS.step`.
+
+The embedded chain runs py-evm's Cancun rules, the fork the contracts are compiled for. Cancun also
+keeps the gas measurement exact: from Prague on (EIP-7623) a call with much calldata and little
+computation pays a calldata floor instead, and gas used minus intrinsic gas no longer isolates
+the execution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+
+from contracts import load_artifact
+from toolchain.errors import ChainError
+
+# Gas of a transaction before it executes anything (yellow paper G_transaction, EIP-2028 calldata).
+TX_BASE_GAS = 21_000
+CALLDATA_ZERO_BYTE_GAS = 4
+CALLDATA_NONZERO_BYTE_GAS = 16
+# EIP-7623 (Prague): a transaction pays at least this per calldata token (zero byte = 1 token,
+# other byte = 4 tokens); when that floor wins, execution gas cannot be read off a receipt.
+CALLDATA_FLOOR_GAS_PER_TOKEN = 10
+
+# The embedded chain's block gas limit: room for large deployments and long calls in tests.
+EMBEDDED_BLOCK_GAS_LIMIT = 60_000_000
+# Seconds to wait for a JSON-RPC node's first answer before calling it unreachable.
+RPC_TIMEOUT_S = 10
+
+
+@dataclass
+class Chain:
+    """A connection to a chain plus the account that pays for deployments and transactions."""
+
+    w3: Web3
+    url: str | None  # None for the embedded chain
+    accounts: list[str]
+    # Deployed contracts by artifact name, reused by `deploy(..., reuse=True)`.
+    deployed: dict[str, Contract] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+    @property
+    def sender(self) -> str:
+        """The default funded account."""
+        if not self.accounts:
+            raise ChainError(f"the node at {self.url} has no unlocked account to send from")
+        return self.accounts[0]
+
+    def describe(self) -> str:
+        return "embedded py-evm chain (Cancun)" if self.embedded else f"JSON-RPC node at {self.url}"
+
+
+def _embedded_web3() -> Web3:
+    from eth.vm.forks import CancunVM
+    from eth_tester import EthereumTester, PyEVMBackend
+    from eth_tester.backends.pyevm.main import get_default_genesis_params
+    from web3.providers.eth_tester import EthereumTesterProvider
+
+    genesis = get_default_genesis_params(overrides={"gas_limit": EMBEDDED_BLOCK_GAS_LIMIT})
+    backend = PyEVMBackend(genesis_parameters=genesis, vm_configuration=((0, CancunVM),))
+    return Web3(EthereumTesterProvider(EthereumTester(backend)))
+
+
+def _rpc_web3(url: str) -> Web3:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ChainError(f"not a JSON-RPC URL: {url!r} (expected http://host:port or https://...)")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ChainError(f"not a JSON-RPC URL: {url!r} (bad port)") from None
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - the first request tells a live node from a dead URL
+    except Exception as exc:  # any transport or protocol failure means the same to the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ChainError(f"cannot reach a JSON-RPC node at {url}: {reason}") from None
+    return w3
+
+
+def connect(rpc: str | None = None) -> Chain:
+    """A chain to deploy and call opmlc's contracts on.
+
+    `rpc=None` starts a fresh embedded chain (py-evm, funded test accounts, nothing to install);
+    otherwise `rpc` is the HTTP(S) URL of a JSON-RPC node (anvil, hardhat, geth, a testnet), whose
+    unlocked accounts (`eth_accounts`) pay. Raises ChainError, with a one-line message, for a
+    malformed or unreachable URL.
+    """
+    w3 = _embedded_web3() if rpc is None else _rpc_web3(rpc)
+    try:
+        accounts = list(w3.eth.accounts)
+    except Exception:  # a public node may refuse eth_accounts; then only calls work
+        accounts = []
+    return Chain(w3=w3, url=rpc, accounts=accounts)
+
+
+def deploy(chain: Chain, name: str, *args: Any, reuse: bool = False) -> Contract:
+    """Deploys the committed artifact `name` (e.g. "MIPS") and returns the contract.
+
+    With `reuse=True` a contract this Chain already deployed under that name is returned instead.
+    """
+    if reuse and name in chain.deployed:
+        return chain.deployed[name]
+    artifact = load_artifact(name)
+    factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    try:
+        tx_hash = factory.constructor(*args).transact({"from": chain.sender})
+        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    except ChainError:
+        raise
+    except Exception as exc:
+        raise ChainError(f"deploying {name} on the {chain.describe()} failed: {exc}") from None
+    if receipt["status"] != 1:
+        raise ChainError(f"deploying {name} on the {chain.describe()} reverted")
+    contract = chain.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    chain.deployed[name] = contract
+    return contract
+
+
+def intrinsic_gas(calldata: bytes) -> int:
+    """Gas a call transaction pays before executing: base cost plus calldata (EIP-2028)."""
+    zeros = calldata.count(0)
+    return (
+        TX_BASE_GAS
+        + CALLDATA_ZERO_BYTE_GAS * zeros
+        + CALLDATA_NONZERO_BYTE_GAS * (len(calldata) - zeros)
+    )
+
+
+def calldata_floor_gas(calldata: bytes) -> int:
+    """The least gas a transaction with this calldata pays under EIP-7623 (Prague and later)."""
+    zeros = calldata.count(0)
+    tokens = zeros + 4 * (len(calldata) - zeros)
+    return TX_BASE_GAS + CALLDATA_FLOOR_GAS_PER_TOKEN * tokens
+
+
+@dataclass(frozen=True)
+class GasMeasurement:
+    """The gas of one call, sent as a transaction.
+
+    `execution` = `gas_used` − `intrinsic`: what the EVM spent running the call (the figure Cannon
+    and ORA report per step), without the 21,000 base cost and the calldata charge. `floor_bound`
+    is True when the chain charged the EIP-7623 calldata floor instead (Prague rules): then the
+    execution figure is an upper bound, not a measurement.
+    """
+
+    gas_used: int
+    intrinsic: int
+    execution: int
+    floor_bound: bool
+
+
+def execution_gas(chain: Chain, call: ContractFunction) -> GasMeasurement:
+    """Sends `call` as a transaction and measures its execution gas from the receipt.
+
+    The transaction must succeed; a revert raises ChainError.
+    """
+    calldata = bytes.fromhex(call._encode_transaction_data()[2:])
+    try:
+        tx_hash = call.transact({"from": chain.sender})
+        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    except Exception as exc:
+        raise ChainError(f"the measured call failed on the {chain.describe()}: {exc}") from None
+    if receipt["status"] != 1:
+        raise ChainError(f"the measured call reverted on the {chain.describe()}")
+    used = int(receipt["gasUsed"])
+    intrinsic = intrinsic_gas(calldata)
+    return GasMeasurement(
+        gas_used=used,
+        intrinsic=intrinsic,
+        execution=used - intrinsic,
+        floor_bound=used == calldata_floor_gas(calldata) and used > intrinsic,
+    )
