@@ -44,7 +44,7 @@ def test_compile_writes_a_manifest_with_roots_ir_and_version(build_dir):
     m = json.loads((build_dir / "manifest.json").read_text())
     assert m["opmlc_version"] and len(m["model"]["sha256"]) == 64
     assert m["inputs"][0]["shape"] == [1, 64] and m["inputs"][0]["frac"] == 16
-    assert {r["name"] for r in m["initializers"]} == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert {r["name"] for r in m["initializers"]} == {"fc1.weight.T", "fc1.bias", "fc2.weight.T", "fc2.bias"}
     assert all(len(r["root"]) == 66 for r in m["initializers"])
     assert "matmul" in m["ir"]
 

@@ -26,13 +26,15 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         a_name = f"{a_name}/T"
         ctx.bind(a_name, Const(a_const.T))
     b_const = ctx.const(b_name)
-    if b_const is not None:
-        b_name = f"{b_name}/gemm" if (trans_b or alpha != 1.0) else b_name
-        ctx.bind(b_name, Const(alpha * (b_const.T if trans_b else b_const)))
-    elif trans_b or alpha != 1.0:
-        raise ctx.unsupported("Gemm with transB=1 or alpha≠1 on a runtime B")
+    if b_const is not None:  # weights are stored [N, K] (see the IR's matmul)
+        if not trans_b or alpha != 1.0:
+            b_name = f"{b_name}.T" if alpha == 1.0 else f"{b_name}.T*alpha"
+            ctx.bind(b_name, Const(np.ascontiguousarray(alpha * (b_const if trans_b else b_const.T))))
+    elif alpha != 1.0:
+        raise ctx.unsupported("Gemm with alpha≠1 on a runtime B")
+    transpose_b = bool(b_const is not None or trans_b)
     inputs = [ctx.ref(a_name), ctx.ref(b_name)]
-    n = ctx.shape_of(b_name)[1]
+    n = ctx.shape_of(b_name)[0 if transpose_b else 1]
     c_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     bias_vector = None
     if c_name is not None:
@@ -46,15 +48,16 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         elif beta != 1.0:
             raise ctx.unsupported("Gemm with beta≠1 on a runtime C")
     frac = ctx.policy.activation(out)
+    mm_attrs = {"frac": frac, "transpose_b": transpose_b}
     if bias_vector is not None:
         inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector)))
-        ctx.bind(out, ctx.emit("matmul", inputs, {"frac": frac}, out))
+        ctx.bind(out, ctx.emit("matmul", inputs, mm_attrs, out))
         return
     if c_name is None:
-        ctx.bind(out, ctx.emit("matmul", inputs, {"frac": frac}, out))
+        ctx.bind(out, ctx.emit("matmul", inputs, mm_attrs, out))
         return
     prod_name = f"{out}/matmul"
-    ctx.bind(prod_name, ctx.emit("matmul", inputs, {"frac": frac}, prod_name))
+    ctx.bind(prod_name, ctx.emit("matmul", inputs, mm_attrs, prod_name))
     c_ref = ctx.const_ref(f"{c_name}/beta", beta * ctx.const(c_name)) if ctx.const(c_name) is not None else ctx.ref(c_name)
     ctx.bind(out, ctx.emit("add", [ctx.ref(prod_name), c_ref], {"frac": frac}, out))
 
@@ -72,7 +75,13 @@ def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         reshape_to(ctx, b_name, (b_shape[0], 1), b_name + "/2d")
         b_name = b_name + "/2d"
     frac = ctx.policy.activation(out)
-    result = ctx.emit("matmul", [ctx.ref(a_name), ctx.ref(b_name)], {"frac": frac}, out)
+    attrs = {"frac": frac}
+    b_const = ctx.const(b_name)
+    if b_const is not None and b_const.ndim == 2:  # weights are stored [N, K] (see the IR's matmul)
+        b_name = f"{b_name}.T"
+        ctx.bind(b_name, Const(np.ascontiguousarray(b_const.T)))
+        attrs["transpose_b"] = True
+    result = ctx.emit("matmul", [ctx.ref(a_name), ctx.ref(b_name)], attrs, out)
     shape = ctx.builder.type_of(result).shape
     final = shape
     if len(a_shape) == 1:

@@ -1,8 +1,12 @@
 """matmul: a @ b (+ bias) on fx32, accumulated exactly in int64, rescaled once at the end.
 
-Inputs: a [..., M, K] (frac fa), b [K, N] or [..., K, N] (frac fb, batch dimensions
-broadcast), optionally bias [N] (frac fc ≤ fa + fb). Attribute `frac`: the output's bits fo,
-with 0 ≤ fa + fb - fo ≤ 62.
+Inputs: a [..., M, K] (frac fa), b [..., K, N] (frac fb, batch dimensions broadcast), or
+b [..., N, K] when the attribute `transpose_b` is true, optionally bias [N] (frac fc ≤ fa + fb).
+Attribute `frac`: the output's bits fo, with 0 ≤ fa + fb - fo ≤ 62.
+
+The frontend stores constant weights as [N, K] (`transpose_b`), PyTorch's Linear layout: then
+each output element is a dot product of two contiguous rows, which vectorises on the host and
+keeps the MIPS inner loop to loads, a `madd` and the loop step.
 
 Semantics: acc = Σ_k a·b + (bias << (fa + fb - fc)), all in wrap-around int64 (wrap-around
 addition is associative, so every summation order gives the same bits); out =
@@ -26,6 +30,8 @@ class MatMul(Op):
     def infer(self, inputs: list[TensorType], attrs: dict) -> TensorType:
         self.check_arity(inputs)
         a, b = inputs[0], inputs[1]
+        if attrs.get("transpose_b"):
+            b = b.with_shape((*b.shape[:-2], b.shape[-1], b.shape[-2])) if len(b.shape) >= 2 else b
         if any(t.dtype is not DType.FX32 for t in inputs):
             raise IRTypeError("matmul takes fx32 operands")
         if len(a.shape) < 2 or len(b.shape) < 2:
@@ -53,6 +59,8 @@ class MatMul(Op):
     ) -> np.ndarray:
         a = fp.as_i64(args[0]).astype(np.uint64)
         b = fp.as_i64(args[1]).astype(np.uint64)
+        if attrs.get("transpose_b"):
+            b = np.swapaxes(b, -1, -2)
         acc = np.matmul(a, b).view(np.int64)  # uint64 matmul: defined wrap-around
         prod_frac = types[0].frac + types[1].frac
         if len(args) == 3:
