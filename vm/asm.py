@@ -189,3 +189,70 @@ def elf32_mips(segments: list[tuple[int, bytes, int]], entry: int) -> bytes:
         0,
     )
     return header + phdrs + body
+
+
+DEMO_TEXT = 0x00400000
+DEMO_DATA = 0x10000000
+
+
+def demo_program(vectors: int = 4, length: int = 64, repeat: int = 1, seed: int = 0) -> bytes:
+    """A small ELF shaped like compiled model code: fixed-point dot products in a loop.
+
+    `_start` calls `dot(a, b, n)` (a leaf function that saves $ra on the stack, accumulates
+    with madd in HI/LO and rescales by >> 16) for each of `vectors` rows of a matrix times one
+    vector, `repeat` times, storing each result with sw and its low byte with sb, then exits
+    with code 0. About 8 instructions per multiply-add, like LLVM's output.
+    """
+    import random
+
+    rng = random.Random(seed)
+    a = Asm(DEMO_TEXT)
+    mat, vec, out = DEMO_DATA, DEMO_DATA + 4 * vectors * length, DEMO_DATA + 0x8000
+    a.li(16, repeat)  # $s0: repetitions left
+    a.label("again")
+    a.li(17, mat)  # $s1: row pointer
+    a.li(18, out)  # $s2: output pointer
+    a("addiu", 19, 0, vectors)  # $s3: rows left
+    a.label("row")
+    a("addu", 4, 17, 0)
+    a.li(5, vec)
+    a.jump("jal", "dot")
+    a("addiu", 6, 0, length)  # delay slot: third argument
+    a("sw", 2, 0, 18)
+    a("sb", 2, 0x100, 18)
+    a("lbu", 8, 0x100, 18)
+    a("addu", 9, 8, 2)
+    a("addiu", 17, 17, 4 * length)
+    a("addiu", 19, 19, -1)
+    a.branch("bgtz", "row", rs=19)
+    a("addiu", 18, 18, 4)
+    a("addiu", 16, 16, -1)
+    a.branch("bne", "again", rs=16, rt=0)
+    a.word(NOP)
+    a("addiu", 2, 0, 4001)
+    a("addiu", 4, 0, 0)
+    a("syscall")
+    a.label("dot")  # v0 = (sum a[i] * b[i]) >> 16, wrapping like the IR's int64 accumulator
+    a("addiu", 29, 29, -8)
+    a("sw", 31, 4, 29)
+    a("mtlo", 0)
+    a("mthi", 0)
+    a.label("loop")
+    a("lw", 8, 0, 4)
+    a("lw", 9, 0, 5)
+    a("addiu", 4, 4, 4)
+    a("addiu", 6, 6, -1)
+    a("madd", 8, 9)
+    a.branch("bne", "loop", rs=6, rt=0)
+    a("addiu", 5, 5, 4)
+    a("mflo", 10)
+    a("mfhi", 11)
+    a("srl", 10, 10, 16)
+    a("sll", 11, 11, 16)
+    a("or", 2, 10, 11)
+    a("lw", 31, 4, 29)
+    a("jr", 31)
+    a("addiu", 29, 29, 8)
+    values = [rng.randrange(-(1 << 20), 1 << 20) & MASK for _ in range(vectors * length + length)]
+    data = b"".join(v.to_bytes(4, "big") for v in values)
+    return elf32_mips([(DEMO_TEXT, a.assemble(), 0), (DEMO_DATA, data, 0x9000)], DEMO_TEXT)

@@ -279,7 +279,7 @@ class _BlockCompiler:
         if rs == 0:
             self.emit(f"a = {simm & MASK}")
         else:
-            self.emit(f"a = ({self.r(rs)} + {simm}) & 0xFFFFFFFF" if simm else f"a = r{rs}")
+            self.emit(f"a = ({self.r(rs)} + {simm}) & 0xFFFFFFFF" if simm else f"a = {self.r(rs)}")
 
     def load(self, pc: int, insn: int) -> None:
         op, rt = insn >> 26, (insn >> 16) & 31
