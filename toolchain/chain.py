@@ -13,16 +13,19 @@ the execution.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from eth_abi import decode as abi_decode
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 
 from contracts import load_artifact
-from toolchain.errors import ChainError
+from toolchain.errors import ChainError, ContractReverted
 
 # Gas of a transaction before it executes anything (yellow paper G_transaction, EIP-2028 calldata).
 TX_BASE_GAS = 21_000
@@ -184,3 +187,55 @@ def execution_gas(chain: Chain, call: ContractFunction) -> GasMeasurement:
         execution=used - intrinsic,
         floor_bound=used == calldata_floor_gas(calldata) and used > intrinsic,
     )
+
+
+def revert_data(exc: BaseException) -> bytes | None:
+    """The raw revert data carried by a failed call's exception, whichever provider raised it.
+
+    A JSON-RPC node's error gives it as hex (web3 puts it in `exc.data`); eth-tester, under the
+    embedded chain, only formats the bytes into its message ("execution reverted: b'...'").
+    """
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes.fromhex(data[2:])
+        except ValueError:
+            return None
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    message = str(exc.args[0]) if exc.args else ""
+    prefix = "execution reverted: "
+    if message.startswith(prefix) and message[len(prefix) :].startswith(("b'", 'b"')):
+        try:
+            value = ast.literal_eval(message[len(prefix) :])
+        except (ValueError, SyntaxError):
+            return None
+        return value if isinstance(value, bytes) else None
+    return None
+
+
+def decode_revert(abi: list[dict[str, Any]], data: bytes) -> tuple[str, tuple[Any, ...]] | None:
+    """(error name, arguments) of revert data that matches a custom error of `abi`."""
+    for item in abi:
+        if item.get("type") != "error":
+            continue
+        types = [i["type"] for i in item["inputs"]]
+        if data[:4] == keccak(text=f"{item['name']}({','.join(types)})")[:4]:
+            return item["name"], tuple(abi_decode(types, data[4:]))
+    return None
+
+
+def call(fn: ContractFunction) -> Any:
+    """`fn.call()` (eth_call), with a revert raised as ContractReverted naming the custom error.
+
+    Any other failure (transport, node) raises ChainError.
+    """
+    try:
+        return fn.call()
+    except Exception as exc:
+        data = revert_data(exc)
+        if data is None:
+            raise ChainError(f"call of {fn.fn_name} failed: {exc}") from None
+        decoded = decode_revert(fn.contract_abi, data)
+        name, args = decoded if decoded else (None, ())
+        raise ContractReverted(fn.fn_name, name, args, data) from None

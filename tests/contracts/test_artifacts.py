@@ -1,0 +1,43 @@
+"""The committed contract artifacts are what the sources compile to, and load without Node."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts import ARTIFACTS_DIR, artifact_names, load_artifact
+from toolchain.solc import compile_contracts, node_available
+
+
+def test_artifacts_load_without_node() -> None:
+    assert {"MIPS", "MemoryProofHarness"} <= set(artifact_names())
+    mips = load_artifact("MIPS")
+    assert mips["bytecode"].startswith("0x6") and len(mips["deployedBytecode"]) > 1000
+    names = {item.get("name") for item in mips["abi"]}
+    assert {"step", "InvalidStateLength", "InvalidExitedFlag", "InvalidMemoryProof"} <= names
+    (step,) = [i for i in mips["abi"] if i.get("name") == "step"]
+    assert step["stateMutability"] == "pure"
+
+
+def test_unknown_artifact_names_the_known_ones() -> None:
+    with pytest.raises(FileNotFoundError, match="MIPS"):
+        load_artifact("NoSuchContract")
+
+
+def test_artifacts_are_deterministic_json() -> None:
+    for path in ARTIFACTS_DIR.glob("*.json"):
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", path.name
+
+
+@pytest.mark.skipif(not node_available(), reason="node/npm not installed: cannot recompile")
+def test_committed_artifacts_are_not_stale(tmp_path: Path) -> None:
+    # Without toolchain/node_modules, compile_contracts runs `npm ci` first (CI does it anyway).
+    written = compile_contracts(tmp_path)
+    fresh = {p.name: p.read_bytes() for p in written}
+    committed = {p.name: p.read_bytes() for p in ARTIFACTS_DIR.glob("*.json")}
+    assert sorted(fresh) == sorted(committed), "artifact set differs: run python -m toolchain.solc"
+    for name, data in fresh.items():
+        assert data == committed[name], f"{name} is stale: run python -m toolchain.solc and commit"
