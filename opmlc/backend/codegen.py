@@ -1,0 +1,84 @@
+"""IR graph → one target-independent LLVM module (text), built natively and for MIPS alike.
+
+The module defines `void task(ptr regions, i32 node)` (docs/DESIGN.md, the task ABI):
+`regions[v]` points at value v's data; `node` is a node index, or 0xFFFFFFFF for the whole
+graph; any other index traps (a panic in the VM). Each node is a small function that loads its
+operands' pointers from the table and calls its kernel; nodes with the same op, types and
+attributes share one kernel function.
+"""
+
+from __future__ import annotations
+
+import json
+
+from llvmlite import ir
+
+from opmlc.backend.kernels import KERNELS
+from opmlc.backend.kernels._ir import I32, PTR, VOID, c32
+from opmlc.ir.graph import Graph
+
+TASK = "task"
+WHOLE_GRAPH = 0xFFFFFFFF
+
+
+def _signature(graph: Graph, index: int) -> str:
+    node = graph.nodes[index]
+    return json.dumps(
+        [node.op, [str(t) for t in graph.input_types(node)], node.attrs, str(graph.values[node.output].type)],
+        sort_keys=True,
+    )
+
+
+def generate_module(graph: Graph) -> str:
+    """The LLVM IR text of `graph`'s program (no triple: opmlc/backend/target.py sets it)."""
+    module = ir.Module(name=graph.name)
+    kernels: dict[str, ir.Function] = {}
+    node_fns = []
+    for index, node in enumerate(graph.nodes):
+        sig = _signature(graph, index)
+        if sig not in kernels:
+            n_args = 1 + len(node.inputs)
+            fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * n_args), f"k{len(kernels)}.{node.op}")
+            fn.linkage = "internal"
+            fn.attributes.add("nounwind")
+            b = ir.IRBuilder(fn.append_basic_block("entry"))
+            KERNELS[node.op](b, fn.args[0], list(fn.args[1:]), graph.input_types(node), node.attrs,
+                             graph.values[node.output].type)
+            b.ret_void()
+            kernels[sig] = fn
+        nf = ir.Function(module, ir.FunctionType(VOID, [PTR]), f"node{index}")
+        nf.linkage = "internal"
+        nf.attributes.add("nounwind")
+        b = ir.IRBuilder(nf.append_basic_block("entry"))
+        table = nf.args[0]
+        ptrs = [b.load(b.gep(table, [c32(v)], source_etype=PTR), typ=PTR) for v in [node.output, *node.inputs]]
+        b.call(kernels[sig], ptrs)
+        b.ret_void()
+        node_fns.append(nf)
+
+    task = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), TASK)
+    task.attributes.add("nounwind")
+    regions, which = task.args
+    entry = task.append_basic_block("entry")
+    whole = task.append_basic_block("whole")
+    bad = task.append_basic_block("bad")
+    b = ir.IRBuilder(entry)
+    switch = b.switch(which, bad)
+    switch.add_case(ir.Constant(I32, WHOLE_GRAPH), whole)
+    for index, nf in enumerate(node_fns):
+        blk = task.append_basic_block(f"node{index}")
+        switch.add_case(c32(index), blk)
+        b.position_at_end(blk)
+        b.call(nf, [regions])
+        b.ret_void()
+    b.position_at_end(whole)
+    for nf in node_fns:
+        b.call(nf, [regions])
+    b.ret_void()
+    b.position_at_end(bad)
+    trap = ir.Function(module, ir.FunctionType(VOID, []), "llvm.trap")
+    b.call(trap, [])
+    b.unreachable()
+    text = str(module)
+    # The codegen's text names no target; target.py sets the triple and data layout per target.
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("target triple", "target datalayout"))) + "\n"

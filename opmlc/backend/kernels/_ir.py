@@ -1,0 +1,171 @@
+"""LLVM IR building blocks shared by the kernels: types, counted loops, and the integer
+primitives of opmlc/ir/fixedpoint.py (round-half-up shifts, saturation, the Q30 exp).
+
+Each primitive here is the IR twin of the numpy function of the same name, and obeys
+docs/DESIGN.md "Determinism rules": no nsw/nuw/exact flags, no `inbounds`, every shift amount
+provably below the bit width (variable shifts are clamped first), no division by zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from llvmlite import ir
+
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.types import DType
+
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+ELEM = {DType.FX32: I32, DType.I32: I32, DType.I64: I64, DType.BOOL: I8}
+
+
+def c32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v)
+
+
+def c64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+@contextmanager
+def loop(b: ir.IRBuilder, count: int | ir.Value, name: str = "i") -> Iterator[ir.Value]:
+    """for (i = 0; i < count; i++) { body } with an i32 counter; yields i inside the body."""
+    count = c32(count) if isinstance(count, int) else count
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I32, name)
+    i.add_incoming(c32(0), pre)
+    b.cbranch(b.icmp_unsigned("<", i, count), body, done)
+    b.position_at_end(body)
+    yield i
+    i.add_incoming(b.add(i, c32(1)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def entry_alloca(b: ir.IRBuilder, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:
+    """A stack slot in the entry block, where mem2reg/SROA can promote it."""
+    fn = b.function
+    with b.goto_block(fn.entry_basic_block):
+        if fn.entry_basic_block.instructions:
+            b.position_before(fn.entry_basic_block.instructions[0])
+        return b.alloca(ty, size=None if count == 1 else c32(count), name=name)
+
+
+def elem_ptr(b: ir.IRBuilder, base: ir.Value, index: ir.Value, ty: ir.Type) -> ir.Value:
+    return b.gep(base, [index], source_etype=ty)
+
+
+def load(b: ir.IRBuilder, base: ir.Value, index: ir.Value, ty: ir.Type = I32) -> ir.Value:
+    return b.load(elem_ptr(b, base, index, ty), typ=ty)
+
+
+def store(b: ir.IRBuilder, value: ir.Value, base: ir.Value, index: ir.Value) -> None:
+    b.store(value, elem_ptr(b, base, index, value.type))
+
+
+def sext64(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    return b.sext(v, I64)
+
+
+def shr_round(b: ir.IRBuilder, x: ir.Value, s: int) -> ir.Value:
+    """fixedpoint.shr_round with a constant shift 0..62."""
+    assert 0 <= s <= 62
+    if s == 0:
+        return x
+    return b.ashr(b.add(x, c64(1 << (s - 1))), c64(s))
+
+
+def shr_round_var(b: ir.IRBuilder, x: ir.Value, s: ir.Value, max_shift: int) -> ir.Value:
+    """fixedpoint.shr_round with an i64 shift, clamped to 0..max_shift (≤ 62) first."""
+    s = b.select(b.icmp_signed("<", s, c64(0)), c64(0), s)
+    s = b.select(b.icmp_signed(">", s, c64(max_shift)), c64(max_shift), s)
+    is_zero = b.icmp_signed("==", s, c64(0))
+    half = b.shl(c64(1), b.select(is_zero, c64(0), b.sub(s, c64(1))))
+    half = b.select(is_zero, c64(0), half)
+    return b.ashr(b.add(x, half), s)
+
+
+def shl(b: ir.IRBuilder, x: ir.Value, s: int) -> ir.Value:
+    assert 0 <= s <= 63
+    return x if s == 0 else b.shl(x, c64(s))
+
+
+def rescale(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> ir.Value:
+    """fixedpoint.rescale: exact left shift or rounded right shift of an i64."""
+    if to_frac >= from_frac:
+        return shl(b, x, to_frac - from_frac)
+    return shr_round(b, x, from_frac - to_frac)
+
+
+def saturate32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """fixedpoint.saturate32: clamp an i64 to the int32 range and truncate."""
+    x = b.select(b.icmp_signed("<", x, c64(fp.INT32_MIN)), c64(fp.INT32_MIN), x)
+    x = b.select(b.icmp_signed(">", x, c64(fp.INT32_MAX)), c64(fp.INT32_MAX), x)
+    return b.trunc(x, I32)
+
+
+def exp_nonpositive_q30(module: ir.Module) -> ir.Function:
+    """fixedpoint.exp_nonpositive_q30 as an internal function `i64 (i64 d, i64 frac)`."""
+    name = "opmlc.exp_q30"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(I64, [I64, I64]), name)
+    fn.linkage = "internal"
+    d, frac = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    t = shr_round_var(b, b.mul(d, c64(fp.LOG2E_Q30)), frac, fp.Q30)
+    k = b.ashr(t, c64(fp.Q30))
+    r = b.sub(t, b.shl(k, c64(fp.Q30)))
+    p = c64(fp.EXP2_Q30[-1])
+    for c in fp.EXP2_Q30[-2::-1]:
+        p = b.add(shr_round(b, b.mul(p, r), fp.Q30), c64(c))
+    b.ret(shr_round_var(b, p, b.sub(c64(0), k), 32))
+    return fn
+
+
+def strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def broadcast_strides(src: tuple[int, ...], out: tuple[int, ...]) -> list[int]:
+    """Element strides of `src` seen with the (numpy-broadcast) shape `out`: 0 where broadcast."""
+    pad = (1,) * (len(out) - len(src)) + tuple(src)
+    return [0 if d == 1 and o != 1 else s for d, o, s in zip(pad, out, strides(pad), strict=True)]
+
+
+def linear_index(b: ir.IRBuilder, idx: list[ir.Value], st: list[int]) -> ir.Value:
+    acc = c32(0)
+    for i, s in zip(idx, st, strict=True):
+        if s:
+            acc = b.add(acc, b.mul(i, c32(s)))
+    return acc
+
+
+@contextmanager
+def nest(b: ir.IRBuilder, shape: tuple[int, ...], name: str = "d") -> Iterator[list[ir.Value]]:
+    """Nested loops over every index of `shape` (row-major); yields the index list."""
+    if not shape:
+        yield []
+        return
+    with loop(b, shape[0], f"{name}0") as i0:
+        if len(shape) == 1:
+            yield [i0]
+        else:
+            with nest(b, shape[1:], name + "_") as rest:
+                yield [i0, *rest]
