@@ -56,6 +56,15 @@ def _interp(build: Build, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], d
     return run_outputs(build.graph, inputs), {}
 
 
+@backend("native")
+def _native(build: Build, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+    from opmlc.backend.native import native_program, run_native
+
+    graph = build.graph
+    bufs = run_native(native_program(graph), graph, inputs)
+    return [bufs[v] for v in graph.outputs], {}
+
+
 def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:
     """Read a .npy input for graph input `name` and check it against the build's type."""
     path = Path(path)

@@ -5,6 +5,7 @@
                         program, its regions and its task roots)
     DIR/graph.json      the IR graph's structure (initializer data by root)
     DIR/tensors/        content-addressed store of initializer encodings (opmlc.store)
+    DIR/model.elf       the MIPS program (opmlc.backend.program), reproducible byte for byte
 
 The manifest is the build's public record: users diff it in CI, and the dispute's model
 commitment is derived from it.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opmlc import __version__
-from opmlc.commit import from_bytes, padded_bytes, tensor_root
+from opmlc.commit import from_bytes, padded_bytes
 from opmlc.errors import BuildError
 from opmlc.frontend import QuantPolicy, lower_model
 from opmlc.ir.graph import Graph
@@ -86,10 +87,15 @@ def compile_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build."""
+    from opmlc.backend.program import build_program
+
     model = Path(model)
     fe = lower_model(model, QuantPolicy(default=frac_bits), input_shapes)
     graph = fe.graph
+    program = build_program(graph)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / program.manifest_record()["elf"]).write_bytes(program.elf)
     store = TensorStore(out_dir / TENSORS)
     inits = []
     for v_id, data in graph.initializers.items():
@@ -101,6 +107,7 @@ def compile_model(
         "opmlc_version": __version__,
         "model": {"file": model.name, "sha256": fe.model_sha256, "opset": fe.opset},
         "quantization": {"default_frac": frac_bits},
+        "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
         "graph": graph.name,
         "inputs": [_io_record(graph, v, n) for v, n in zip(graph.inputs, fe.input_names, strict=True)],
         "outputs": [_io_record(graph, v, n) for v, n in zip(graph.outputs, fe.output_names, strict=True)],
@@ -108,12 +115,32 @@ def compile_model(
         "n_values": len(graph.values),
         "n_nodes": len(graph.nodes),
         "ir": graph.to_text(),
+        "program": program.manifest_record(),
     }
     build = Build(out_dir, manifest, graph)
     build.save()
     return build
 
 
-def initializer_root(build: Build, value_id: int) -> bytes:
-    v = build.graph.values[value_id]
-    return tensor_root(build.graph.initializers[value_id], v.type)
+def check_build(model: str | Path, directory: str | Path) -> list[str]:
+    """Rebuild `model` with the options recorded in `directory`; the files that differ."""
+    import filecmp
+    import tempfile
+
+    build = Build.load(directory)
+    m = build.manifest
+    with tempfile.TemporaryDirectory() as tmp:
+        compile_model(
+            model,
+            tmp,
+            frac_bits=m["quantization"]["default_frac"],
+            input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
+        )
+        fresh = Path(tmp)
+        names = sorted({p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
+                       | {p.relative_to(build.directory).as_posix() for p in build.directory.rglob("*") if p.is_file()})
+        return [
+            n for n in names
+            if not ((fresh / n).is_file() and (build.directory / n).is_file()
+                    and filecmp.cmp(fresh / n, build.directory / n, shallow=False))
+        ]

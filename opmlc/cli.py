@@ -64,11 +64,28 @@ def compile_cmd(
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="NAME=D0,D1,… fixes an input's shape (repeatable).")
     ] = None,
+    check: Annotated[
+        Path | None, typer.Option("--check", help="Rebuild MODEL and compare with this build directory; exit 1 if anything differs.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Compile MODEL into a build directory (manifest, IR, weights by tensor root)."""
-    from opmlc.artifact import compile_model
+    """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
+
+    The build is reproducible: the same model and opmlc version give byte-identical files on any
+    machine. `--check DIR` rebuilds and compares, for CI.
+    """
+    from opmlc.artifact import check_build, compile_model
     from opmlc.frontend import QuantPolicy, lower_model
+
+    if check is not None:
+        differ = check_build(model, check)
+        if as_json:
+            typer.echo(json.dumps({"build": str(check), "reproducible": not differ, "differ": differ}))
+        elif differ:
+            typer.echo(f"{check}: rebuild differs in {', '.join(differ)}", err=True)
+        else:
+            typer.echo(f"{check}: rebuild is byte-identical")
+        raise typer.Exit(1 if differ else 0)
 
     if emit not in (None, "ir"):
         raise OpmlcError(f"--emit {emit!r}: the forms are 'ir'")

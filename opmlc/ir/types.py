@@ -47,6 +47,8 @@ class TensorType:
     frac: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "frac", int(self.frac))
         if self.dtype is not DType.FX32 and self.frac != 0:
             raise ValueError(f"only fx32 tensors have fractional bits, not {self.dtype.value}")
         if not 0 <= self.frac <= MAX_FRAC:

@@ -1,0 +1,65 @@
+"""Run one IR graph on every backend: interpreter, native build, MIPS ELF in the VM and in
+unicorn; used by the kernel and model tests to compare the bits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from opmlc.backend.codegen import WHOLE_GRAPH
+from opmlc.backend.native import native_program, run_native
+from opmlc.backend.program import Program, build_program
+from opmlc.commit import from_bytes, padded_bytes, tensor_root
+from opmlc.ir.graph import Graph
+from opmlc.ir.interpreter import run_graph
+from vm.loader import load_task
+from vm.run import run as vm_run
+
+
+@dataclass
+class Outcome:
+    values: list[np.ndarray]  # interpreter: every value
+    native: list[np.ndarray]  # native: every value
+
+
+def interp_and_native(graph: Graph, inputs: list[np.ndarray]) -> Outcome:
+    return Outcome(run_graph(graph, inputs), run_native(native_program(graph), graph, inputs))
+
+
+def task_inputs(graph: Graph, program: Program, values: list[np.ndarray], node: int | None):
+    """(addr, size, root) of each input of the task, and the store holding their bytes."""
+    ids = list(graph.inputs) + list(graph.initializers) if node is None else list(dict.fromkeys(graph.nodes[node].inputs))
+    store, spliced = {}, []
+    for v in ids:
+        t = graph.values[v].type
+        store[tensor_root(values[v], t)] = padded_bytes(values[v], t)
+        r = program.regions[v]
+        spliced.append((r.addr, r.size, tensor_root(values[v], t)))
+    return spliced, store
+
+
+def run_vm(graph: Graph, program: Program, values: list[np.ndarray], node: int | None = None,
+           max_steps: int = 50_000_000):
+    """Run the whole graph (node None) or one node in the VM; returns (state, outputs)."""
+    spliced, store = task_inputs(graph, program, values, node)
+    state = load_task(program.elf, WHOLE_GRAPH if node is None else node, spliced, store)
+    vm_run(state, max_steps)
+    outs = graph.outputs if node is None else [graph.nodes[node].output]
+    arrays = [from_bytes(state.memory.read_region(program.regions[v].addr, program.regions[v].size),
+                         graph.values[v].type) for v in outs]
+    return state, arrays
+
+
+def run_unicorn(graph: Graph, program: Program, values: list[np.ndarray], node: int | None = None):
+    from toolchain.unicorn_ref import run_elf
+
+    ids = list(graph.inputs) + list(graph.initializers) if node is None else list(dict.fromkeys(graph.nodes[node].inputs))
+    ins = [(program.regions[v].addr, padded_bytes(values[v], graph.values[v].type)) for v in ids]
+    outs = graph.outputs if node is None else [graph.nodes[node].output]
+    res = run_elf(program.elf, WHOLE_GRAPH if node is None else node, ins,
+                  [(program.regions[v].addr, program.regions[v].size) for v in outs])
+    return res, [from_bytes(b, graph.values[v].type) for b, v in zip(res.outputs, outs, strict=True)]
+
+
+__all__ = ["Outcome", "build_program", "interp_and_native", "run_unicorn", "run_vm"]
