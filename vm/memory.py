@@ -101,7 +101,10 @@ def page_root(page: bytes | bytearray) -> bytes:
 
 
 def _fetch(store: TensorStore | Mapping[bytes, bytes], root: bytes, size: int) -> bytes:
-    data = store.get(root)
+    try:
+        data = store.get(root)
+    except KeyError:  # stores that raise rather than return None (opmlc.store.TensorStore)
+        data = None
     if data is None:
         raise StoreError(f"tensor root 0x{root.hex()} is not in the tensor store")
     data = bytes(data)
