@@ -71,6 +71,14 @@ def test_matmul(seed):
     check_all_backends(g, x)
 
 
+@pytest.mark.parametrize("trans", [False, True])
+def test_matmul_row_tiles_and_remainder_rows(trans):
+    rng = np.random.default_rng(5)
+    b_shape = (3, 7) if trans else (7, 3)
+    g, x = single_op("matmul", [fx((9, 7), 16), fx(b_shape, 16)], {"frac": 16, "transpose_b": trans}, rng)
+    check_all_backends(g, x)
+
+
 def test_matmul_with_batch_broadcast_and_no_bias():
     rng = np.random.default_rng(7)
     g, x = single_op("matmul", [fx((2, 1, 3, 4), 8), fx((3, 4, 5), 8)], {"frac": 8}, rng)

@@ -27,6 +27,11 @@ from opmlc.backend.kernels._ir import (
 from opmlc.ir.types import TensorType
 
 
+# Rows of `a` computed together: each loaded element of `b` serves ROW_TILE dot products, which
+# cuts the passes over a large weight matrix (natively) and the loads per multiply-add (on MIPS).
+ROW_TILE = 4
+
+
 @kernel("matmul")
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType) -> None:
@@ -41,23 +46,34 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     bso = [int(s) for s in np.cumprod((1,) + batch[::-1])[-2::-1]] if batch else []
     prod_frac = ta.frac + tb.frac
     shift = prod_frac - out_type.frac
-    acc_slot = entry_alloca(b, I64, name="acc")
+    tiles = [(ROW_TILE, m // ROW_TILE), (1, m % ROW_TILE)]
+    slots = [entry_alloca(b, I64, name=f"acc{r}") for r in range(ROW_TILE)]
     with nest(b, batch, "batch") as bidx:
         a_base = b.mul(linear_index(b, bidx, bsa), c32(m * k)) if batch else c32(0)
         b_base = b.mul(linear_index(b, bidx, bsb), c32(k * n)) if batch else c32(0)
         o_base = b.mul(linear_index(b, bidx, bso), c32(m * n)) if batch else c32(0)
-        with loop(b, m, "m") as i:
-            a_row = b.add(a_base, b.mul(i, c32(k)))
-            with loop(b, n, "n") as j:
-                if len(args) == 3:
-                    bias = shl(b, sext64(b, load(b, args[2], j)), prod_frac - types[2].frac)
-                else:
-                    bias = c64(0)
-                b.store(bias, acc_slot)
-                with loop(b, k, "k") as kk:
-                    x = sext64(b, load(b, args[0], b.add(a_row, kk)))
-                    b_idx = b.add(b.mul(j, c32(k)), kk) if trans else b.add(b.mul(kk, c32(n)), j)
-                    y = sext64(b, load(b, args[1], b.add(b_base, b_idx)))
-                    b.store(b.add(b.load(acc_slot, typ=I64), b.mul(x, y)), acc_slot)
-                result = saturate32(b, shr_round(b, b.load(acc_slot, typ=I64), shift))
-                store(b, result, out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
+        first_row = 0
+        for rows, count in tiles:  # full tiles of ROW_TILE rows, then the remaining rows one by one
+            if count == 0:
+                continue
+            with loop(b, count, f"m{rows}") as t:
+                i0 = b.add(c32(first_row), b.mul(t, c32(rows)))
+                with loop(b, n, f"n{rows}") as j:
+                    if len(args) == 3:
+                        bias = shl(b, sext64(b, load(b, args[2], j)), prod_frac - types[2].frac)
+                    else:
+                        bias = c64(0)
+                    for r in range(rows):
+                        b.store(bias, slots[r])
+                    with loop(b, k, f"k{rows}") as kk:
+                        b_idx = b.add(b.mul(j, c32(k)), kk) if trans else b.add(b.mul(kk, c32(n)), j)
+                        y = sext64(b, load(b, args[1], b.add(b_base, b_idx)))
+                        for r in range(rows):
+                            a_idx = b.add(a_base, b.add(b.mul(b.add(i0, c32(r)), c32(k)), kk))
+                            x = sext64(b, load(b, args[0], a_idx))
+                            b.store(b.add(b.load(slots[r], typ=I64), b.mul(x, y)), slots[r])
+                    for r in range(rows):
+                        result = saturate32(b, shr_round(b, b.load(slots[r], typ=I64), shift))
+                        o_idx = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), j))
+                        store(b, result, out, o_idx)
+            first_row += rows * count
