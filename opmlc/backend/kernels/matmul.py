@@ -26,7 +26,6 @@ from opmlc.backend.kernels._ir import (
 )
 from opmlc.ir.types import TensorType
 
-
 # Rows of `a` computed together: each loaded element of `b` serves ROW_TILE dot products, which
 # cuts the passes over a large weight matrix (natively) and the loads per multiply-add (on MIPS).
 ROW_TILE = 4
