@@ -63,6 +63,12 @@ def _sdiv(a: int, b: int) -> tuple[int, int]:
 _GLOBALS["sdiv"] = _sdiv
 
 
+# Block functions by source text: they depend only on the code, not on the Memory, so copies
+# of a state (checkpoints, bisection queries) and later runs of the same program reuse them.
+_COMPILED: dict[str, BlockFn] = {}
+_COMPILED_MAX = 50_000
+
+
 def _kind(insn: int) -> int:
     op = insn >> 26
     if op == 0:
@@ -443,9 +449,14 @@ class Jit:
         if comp.hilo:
             head += ["    hi = s.hi", "    lo = s.lo"]
         src = "\n".join(head + comp.lines + end_lines + [f"    return {comp.executed}"])
-        namespace: dict[str, object] = {}
-        exec(compile(src, f"<block {start:#010x}>", "exec"), dict(_GLOBALS), namespace)
-        fn = namespace["block"]
+        fn = _COMPILED.get(src)
+        if fn is None:
+            namespace: dict[str, object] = {}
+            exec(compile(src, f"<block {start:#010x}>", "exec"), dict(_GLOBALS), namespace)
+            fn = namespace["block"]
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            _COMPILED[src] = fn
         entry = (fn, comp.executed)  # type: ignore[assignment]
         self.blocks[start] = entry
         last = (pc - 4) & MASK
