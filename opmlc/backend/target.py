@@ -75,9 +75,13 @@ def mips_target_machine() -> llvm.TargetMachine:
     )
 
 
-@cache
 def host_target_machine() -> llvm.TargetMachine:
-    """The machine we run on, with all its CPU features: vector code gives the same integers."""
+    """A new target machine for the machine we run on, with all its CPU features.
+
+    Vector code gives the same integers, so the host may use every feature it has. Not cached:
+    an MCJIT engine takes ownership of its target machine and frees it with itself, so every
+    NativeProgram needs its own (sharing one is a use-after-free once a program is collected).
+    """
     _init_llvm()
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
@@ -90,6 +94,12 @@ def host_target_machine() -> llvm.TargetMachine:
         codemodel="jitdefault",
         jit=True,
     )
+
+
+@cache
+def _host_description() -> str:
+    tm = host_target_machine()
+    return f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}|{_describe(tm)}"
 
 
 def _describe(tm: llvm.TargetMachine) -> str:
@@ -180,16 +190,15 @@ class NativeProgram:
 
     def __init__(self, module_ir: str, cache_dir: Path | None = None) -> None:
         tm = host_target_machine()
-        self.key = cache_key(
-            module_ir,
-            f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}|{_describe(tm)}",
-        )
+        self.key = cache_key(module_ir, _host_description())
         self._cache_path: Path | None = None
         if cache_dir is not None:
             self._cache_path = Path(cache_dir) / f"{self.key}.o"
         cached = self._read_cache()
         self.from_cache = cached is not None
         module = parse_for_target(module_ir, tm)
+        if not any(f.name == TASK_FUNCTION and not f.is_declaration for f in module.functions):
+            raise ValueError(f"module has no function @{TASK_FUNCTION}")
         if cached is None:
             optimize(module, tm)
         self._engine = llvm.create_mcjit_compiler(module, tm)
@@ -199,8 +208,6 @@ class NativeProgram:
         )
         self._engine.finalize_object()
         address = self._engine.get_function_address(TASK_FUNCTION)
-        if not address:
-            raise ValueError(f"module has no function @{TASK_FUNCTION}")
         self._task = _TASK_CTYPE(address)
 
     def _read_cache(self) -> bytes | None:
@@ -261,8 +268,7 @@ def load_native(module_ir: str, cache_dir: Path | None | str = "default") -> Nat
     if cache_dir == "default":
         cache_dir = default_cache_dir()
     resolved = None if cache_dir is None else Path(cache_dir)
-    tm = host_target_machine()
-    key = cache_key(module_ir, _describe(tm))
+    key = cache_key(module_ir, _host_description())
     prog = _native_programs.get(key)
     if prog is None:
         prog = NativeProgram(module_ir, cache_dir=resolved)
