@@ -39,7 +39,7 @@ class RunResult:
         ]
 
 
-BackendFn = Callable[[Build, list[np.ndarray]], tuple[list[np.ndarray], dict]]
+BackendFn = Callable[[Build, list[np.ndarray], int | None], tuple[list[np.ndarray], dict]]
 BACKENDS: dict[str, BackendFn] = {}
 
 
@@ -52,17 +52,44 @@ def backend(name: str) -> Callable[[BackendFn], BackendFn]:
 
 
 @backend("interp")
-def _interp(build: Build, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
-    return run_outputs(build.graph, inputs), {}
+def _interp(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
+    from opmlc.ir.interpreter import run_node
+    from opmlc.tasks import honest_values
+
+    if node is None:
+        return run_outputs(build.graph, inputs), {}
+    return [run_node(build.graph, node, honest_values(build, inputs, upto=node))], {}
 
 
 @backend("native")
-def _native(build: Build, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+def _native(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
     from opmlc.backend.native import native_program, run_native
+    from opmlc.tasks import honest_values
 
     graph = build.graph
-    bufs = run_native(native_program(graph), graph, inputs)
-    return [bufs[v] for v in graph.outputs], {}
+    values = None if node is None else honest_values(build, inputs, upto=node)
+    bufs = run_native(native_program(graph), graph, inputs, node=node, values=values)
+    outs = graph.outputs if node is None else [graph.nodes[node].output]
+    return [bufs[v] for v in outs], {}
+
+
+@backend("vm")
+def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
+    from opmlc.tasks import honest_values, initial_state, read_outputs
+    from vm.run import run as vm_run
+
+    # the whole graph needs only its inputs and initializers (upto=0); node k needs its operands
+    values = honest_values(build, inputs, upto=0 if node is None else node)
+    state = initial_state(build, values, node)
+    vm_run(state, MAX_VM_STEPS)
+    if not state.exited:
+        raise OpmlcError(f"the VM did not finish the task within {MAX_VM_STEPS} steps")
+    if state.exit_code != 0:
+        raise OpmlcError(f"the program stopped with exit code {state.exit_code} at pc 0x{state.pc:08x} (a panic)")
+    return read_outputs(build, state, node), {"steps": state.step, "final_state_hash": "0x" + state.hash().hex()}
+
+
+MAX_VM_STEPS = 1 << 40
 
 
 def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:
@@ -105,13 +132,21 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def run(build: Build, inputs: list[np.ndarray], backend: str = "interp") -> RunResult:
-    """Run a build on float inputs (quantized at the edge) with the named backend."""
+def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: int | None = None) -> RunResult:
+    """Run a build on float inputs (quantized at the edge) with the named backend.
+
+    With `node`, only that node runs, as its own task, on operands the interpreter computed; the
+    result is that node's output.
+    """
+    from opmlc.tasks import check_node
+
     try:
         fn = BACKENDS[backend]
     except KeyError:
         raise OpmlcError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
+    check_node(build, node)
     q = quantize_inputs(build, inputs)
-    outputs, extra = fn(build, q)
-    types = [build.graph.values[v].type for v in build.graph.outputs]
+    outputs, extra = fn(build, q, node)
+    out_ids = build.graph.outputs if node is None else [build.graph.nodes[node].output]
+    types = [build.graph.values[v].type for v in out_ids]
     return RunResult(backend, outputs, types, extra)

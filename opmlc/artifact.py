@@ -95,7 +95,8 @@ def compile_model(
     program = build_program(graph)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / program.manifest_record()["elf"]).write_bytes(program.elf)
+    program_record = program.manifest_record(len(graph.nodes))
+    (out_dir / program_record["elf"]).write_bytes(program.elf)
     store = TensorStore(out_dir / TENSORS)
     inits = []
     for v_id, data in graph.initializers.items():
@@ -115,7 +116,7 @@ def compile_model(
         "n_values": len(graph.values),
         "n_nodes": len(graph.nodes),
         "ir": graph.to_text(),
-        "program": program.manifest_record(),
+        "program": program_record,
     }
     build = Build(out_dir, manifest, graph)
     build.save()

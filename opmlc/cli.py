@@ -113,34 +113,88 @@ def run_cmd(
     build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
     input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
-    as_json: Annotated[bool, typer.Option("--json", help='Print {"backend", "output_root", "output"}.')] = False,
+    node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"backend", "output_root", "output"} (+ "steps", "final_state_hash" for vm).')
+    ] = False,
 ) -> None:
-    """Run a build on inputs and print the dequantized output and its tensor root."""
-    from opmlc.api import load_input, run
+    """Run a build on inputs and print the dequantized output and its tensor root.
+
+    With --node K, node K runs alone on operands the interpreter computed, and its output is
+    printed: the unit of phase 2 of a dispute.
+    """
+    from opmlc.api import run
     from opmlc.artifact import Build
 
     build = Build.load(build_dir)
-    recs = build.manifest["inputs"]
-    if len(input) != len(recs):
-        raise OpmlcError(f"the model takes {len(recs)} input(s) {[r['name'] for r in recs]}, got {len(input)} --input")
-    arrays = [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(input, recs, strict=True)]
-    result = run(build, arrays, backend)
+    arrays = _load_inputs(build, input)
+    result = run(build, arrays, backend, node)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]
+    if node is None:
+        names = [r["name"] for r in build.manifest["outputs"]]
+    else:
+        names = [build.graph.values[build.graph.nodes[node].output].name or f"node {node}"]
     if as_json:
         doc = {"backend": backend, "output_root": roots[0], "output": outs[0].tolist(), **result.extra}
+        if node is not None:
+            doc["node"] = node
         if len(outs) > 1:
-            doc["outputs"] = [{"name": r["name"], "output_root": root, "output": o.tolist()}
-                              for r, root, o in zip(build.manifest["outputs"], roots, outs, strict=True)]
+            doc["outputs"] = [{"name": n, "output_root": root, "output": o.tolist()}
+                              for n, root, o in zip(names, roots, outs, strict=True)]
         typer.echo(json.dumps(doc))
         return
-    for rec, root, out in zip(build.manifest["outputs"], roots, outs, strict=True):
-        typer.echo(f"{rec['name']}: {np.array2string(out, precision=5, max_line_width=100)}")
+    for name, root, out in zip(names, roots, outs, strict=True):
+        typer.echo(f"{name}: {np.array2string(out, precision=5, max_line_width=100)}")
         if out.ndim >= 1 and out.shape[-1] > 1:
-            typer.echo(f"{rec['name']} argmax: {np.argmax(out, axis=-1).tolist()}")
-        typer.echo(f"{rec['name']} root: {root}")
+            typer.echo(f"{name} argmax: {np.argmax(out, axis=-1).tolist()}")
+        typer.echo(f"{name} root: {root}")
     for k, v in result.extra.items():
         typer.echo(f"{k}: {v}")
+
+
+@app.command("prove")
+@user_errors
+def prove_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
+    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
+    step: Annotated[int, typer.Option("--step", help="The step to prove: the instruction after N steps.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the witness JSON.")],
+    node: Annotated[int | None, typer.Option("--node", help="Prove a step of node K's task.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Write the witness of one VM step: pre-state, memory proofs, pre and post state hashes.
+
+    The witness is what MIPS.sol's step() takes; `opmlc verify-step W.json` checks it on chain.
+    """
+    from rich.progress import Progress
+
+    from opmlc.artifact import Build
+    from opmlc.prove import prove_step
+
+    if step < 0:
+        raise OpmlcError(f"--step {step}: steps count from 0")
+    build = Build.load(build_dir)
+    arrays = _load_inputs(build, input)
+    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+        job = bar.add_task("running the VM", total=step)
+        witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(job, completed=k))
+    output.write_text(witness.to_json() + "\n")
+    summary = {"witness": str(output), "step": step, "node": node,
+               "pre_hash": "0x" + witness.pre_hash.hex(), "post_hash": "0x" + witness.post_hash.hex()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"wrote {output}: step {step}, pre {summary['pre_hash']}, post {summary['post_hash']}")
+
+
+def _load_inputs(build, paths: list[Path]) -> list[np.ndarray]:
+    from opmlc.api import load_input
+
+    recs = build.manifest["inputs"]
+    if len(paths) != len(recs):
+        raise OpmlcError(f"the model takes {len(recs)} input(s) {[r['name'] for r in recs]}, got {len(paths)} --input")
+    return [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(paths, recs, strict=True)]
 
 
 @app.command("inspect")

@@ -10,7 +10,7 @@ from opmlc.backend.codegen import generate_module
 from opmlc.backend.mips_program import build_mips_elf
 from opmlc.backend.regions import Region, assign_regions
 from opmlc.ir.graph import Graph
-from vm.loader import parse_elf
+from vm.loader import WHOLE_GRAPH, base_root, parse_elf
 
 ELF_NAME = "model.elf"
 
@@ -29,13 +29,22 @@ class Program:
     def entry(self) -> int:
         return parse_elf(self.elf).entry
 
-    def manifest_record(self) -> dict:
+    def base_roots(self, n_nodes: int) -> dict:
+        """The base root of every task: the program image plus its descriptor, regions empty."""
+        program = parse_elf(self.elf)
+        return {
+            "whole": "0x" + base_root(program, WHOLE_GRAPH).hex(),
+            "nodes": ["0x" + base_root(program, k).hex() for k in range(n_nodes)],
+        }
+
+    def manifest_record(self, n_nodes: int) -> dict:
         return {
             "elf": ELF_NAME,
             "sha256": self.sha256,
             "entry": f"0x{self.entry:08x}",
             "ir_sha256": hashlib.sha256(self.module_ir.encode()).hexdigest(),
             "regions": [r.to_json() for r in self.regions],
+            "base_roots": self.base_roots(n_nodes),
         }
 
 

@@ -1,0 +1,44 @@
+"""Witnesses of single VM steps, from a build: what `opmlc prove --step` writes and
+`opmlc verify-step` (or the dispute game's last phase) checks on chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from opmlc.api import quantize_inputs
+from opmlc.artifact import Build
+from opmlc.tasks import check_node, honest_values, initial_state
+from vm.run import run as vm_run
+from vm.state import State
+from vm.witness import StepWitness, step_with_proof
+
+CHUNK = 1 << 20  # steps between progress reports
+
+
+def run_to(state: State, steps: int, progress: Callable[[int], None] | None = None) -> State:
+    """Advance `state` to step `steps` (or its exit, whichever comes first), in place."""
+    while not state.exited and state.step < steps:
+        vm_run(state, min(CHUNK, steps - state.step))
+        if progress:
+            progress(state.step)
+    return state
+
+
+def task_state(build: Build, inputs: list[np.ndarray], node: int | None) -> State:
+    """The initial state of a task on float inputs, with honest operands for a single node."""
+    check_node(build, node)
+    q = quantize_inputs(build, inputs)
+    values = honest_values(build, q, upto=0 if node is None else node)
+    return initial_state(build, values, node)
+
+
+def prove_step(build: Build, inputs: list[np.ndarray], step: int, node: int | None = None,
+               progress: Callable[[int], None] | None = None) -> StepWitness:
+    """The witness of step `step` (0-based: the instruction executed after `step` steps).
+
+    Past the exit, the witness shows the exited state stepping to itself.
+    """
+    state = run_to(task_state(build, inputs, node), step, progress)
+    return step_with_proof(state)
