@@ -158,24 +158,46 @@ def run_cmd(
 def prove_cmd(
     build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
     input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
-    step: Annotated[int, typer.Option("--step", help="The step to prove: the instruction after N steps.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the witness JSON.")],
-    node: Annotated[int | None, typer.Option("--node", help="Prove a step of node K's task.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the witness or dispute JSON.")],
+    step: Annotated[int | None, typer.Option("--step", help="Prove one step: the instruction after N steps.")] = None,
+    claim: Annotated[
+        Path | None, typer.Option("--claim", help="Compute the whole dispute against this claim (from `opmlc claim`).")
+    ] = None,
+    node: Annotated[int | None, typer.Option("--node", help="With --step: a step of node K's task.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Write the witness of one VM step: pre-state, memory proofs, pre and post state hashes.
+    """Write dispute evidence: the witness of one VM step (--step), or a whole dispute (--claim).
 
-    The witness is what MIPS.sol's step() takes; `opmlc verify-step W.json` checks it on chain.
+    --step N writes what MIPS.sol's step() takes (pre-state, memory proofs, pre and post state
+    hashes); `opmlc verify-step W.json` checks it on chain. --claim CLAIM.json computes, for a
+    wrong claim, the dispute an honest challenger plays: every bisection move, the disputed node
+    and step, and the final witness, as a JSON trace the contracts accept.
     """
     from rich.progress import Progress
 
     from opmlc.artifact import Build
     from opmlc.prove import prove_step
 
-    if step < 0:
-        raise OpmlcError(f"--step {step}: steps count from 0")
+    if (step is None) == (claim is None):
+        raise OpmlcError("pass exactly one of --step N (one witness) or --claim CLAIM.json (a whole dispute)")
     build = Build.load(build_dir)
     arrays = _load_inputs(build, input)
+    if claim is not None:
+        from opmlc.api import quantize_inputs
+        from opmlc.dispute.claims import dispute_record, read_claim
+
+        doc = dispute_record(build, quantize_inputs(build, arrays), read_claim(claim, build))
+        output.write_text(json.dumps(doc, indent=1) + "\n")
+        summary = {"trace": str(output), "winner": doc["winner"], "node": doc["node"], "step": doc["step"],
+                   "rounds_phase1": doc["rounds_phase1"], "rounds_phase2": doc["rounds_phase2"]}
+        if as_json:
+            typer.echo(json.dumps(summary))
+        else:
+            typer.echo(f"wrote {output}: node {doc['node']} is disputed, step {doc['step']} settles it; "
+                       f"{doc['rounds_phase1']} + {doc['rounds_phase2']} bisection rounds; the {doc['winner']} wins")
+        return
+    if step < 0:
+        raise OpmlcError(f"--step {step}: steps count from 0")
     with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
         job = bar.add_task("running the VM", total=step)
         witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(job, completed=k))
@@ -195,6 +217,32 @@ def _load_inputs(build, paths: list[Path]) -> list[np.ndarray]:
     if len(paths) != len(recs):
         raise OpmlcError(f"the model takes {len(recs)} input(s) {[r['name'] for r in recs]}, got {len(paths)} --input")
     return [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(paths, recs, strict=True)]
+
+
+@app.command("claim")
+@user_errors
+def claim_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
+    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the claim JSON.")],
+    tamper_node: Annotated[
+        int | None, typer.Option("--tamper-node", help="Claim a wrong output for node K (for tests and demos).")
+    ] = None,
+) -> None:
+    """Write the claim a server posts for these inputs: every value root, the output root and the
+    final trace state. Honest unless --tamper-node K changes node K's output."""
+    from opmlc.api import quantize_inputs
+    from opmlc.artifact import Build
+    from opmlc.dispute.claims import make_claim
+    from opmlc.dispute.graph_trace import Tamper
+    from opmlc.tasks import check_node
+
+    build = Build.load(build_dir)
+    check_node(build, tamper_node)
+    q = quantize_inputs(build, _load_inputs(build, input))
+    claim = make_claim(build, q, None if tamper_node is None else Tamper(tamper_node))
+    output.write_text(json.dumps(claim, indent=1) + "\n")
+    typer.echo(f"wrote {output}: output root {claim['output_root']}, final trace {claim['final_trace']}")
 
 
 @app.command("inspect")

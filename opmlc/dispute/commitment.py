@@ -1,0 +1,111 @@
+"""The model commitment a TaskRegistry stores, derived from a build's manifest.
+
+Mirrors the Solidity structs of docs/DESIGN.md "The dispute protocol": a `NodeInfo` leaf per
+node (its task's base root and the regions of its operands and output) and the
+`ModelCommitment` that names the node list, the trace template and the graph's shape.
+Encodings are eth_abi's, the same as Solidity's `abi.encode`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+from eth_abi import encode as abi_encode
+
+from opmlc.artifact import Build
+from vm.merkle import ZERO_LEAF, height_of, keccak256, list_proof, list_root
+
+NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8)"
+MODEL_COMMITMENT_TYPE = "(bytes32,bytes32,uint32,uint32,uint32,uint32,uint32,uint32)"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    base_root: bytes
+    input_values: tuple[int, ...]
+    input_addrs: tuple[int, ...]
+    input_heights: tuple[int, ...]
+    output_value: int
+    output_addr: int
+    output_height: int
+
+    def as_tuple(self) -> tuple:
+        return tuple(list(x) if isinstance(x, tuple) else x for x in astuple(self))
+
+    def leaf(self) -> bytes:
+        return keccak256(abi_encode([NODE_INFO_TYPE], [self.as_tuple()]))
+
+
+@dataclass(frozen=True)
+class ModelCommitment:
+    nodes_root: bytes
+    trace_template: bytes
+    n_nodes: int
+    n_values: int
+    n_inputs: int
+    first_node_value: int
+    output_value: int
+    entry: int
+
+    def as_tuple(self) -> tuple:
+        return astuple(self)
+
+    def model_id(self) -> bytes:
+        return keccak256(abi_encode([MODEL_COMMITMENT_TYPE], [self.as_tuple()]))
+
+
+def node_infos(build: Build) -> list[NodeInfo]:
+    g = build.graph
+    program = build.manifest["program"]
+    regions = program["regions"]
+    bases = program["base_roots"]["nodes"]
+    infos = []
+    for k, node in enumerate(g.nodes):
+        ins = sorted(set(node.inputs))
+        out = node.output
+        infos.append(NodeInfo(
+            base_root=bytes.fromhex(bases[k][2:]),
+            input_values=tuple(ins),
+            input_addrs=tuple(regions[v]["addr"] for v in ins),
+            input_heights=tuple(height_of(regions[v]["size"]) for v in ins),
+            output_value=out,
+            output_addr=regions[out]["addr"],
+            output_height=height_of(regions[out]["size"]),
+        ))
+    return infos
+
+
+def initializer_leaves(build: Build) -> list[bytes]:
+    """The trace template's leaves: initializer roots at their positions, zero elsewhere."""
+    leaves = [ZERO_LEAF] * len(build.graph.values)
+    for rec in build.manifest["initializers"]:
+        leaves[rec["value"]] = bytes.fromhex(rec["root"][2:])
+    return leaves
+
+
+def model_commitment(build: Build) -> ModelCommitment:
+    g = build.graph
+    return ModelCommitment(
+        nodes_root=list_root([n.leaf() for n in node_infos(build)]),
+        trace_template=list_root(initializer_leaves(build)),
+        n_nodes=len(g.nodes),
+        n_values=len(g.values),
+        n_inputs=len(g.inputs),
+        first_node_value=g.first_node_value,
+        output_value=g.outputs[0],
+        entry=int(build.manifest["program"]["entry"], 16),
+    )
+
+
+def node_proof(build: Build, k: int) -> list[bytes]:
+    return list_proof([n.leaf() for n in node_infos(build)], k)
+
+
+def input_proofs(build: Build, input_roots: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """Trace state 0 and the proofs requestInference checks: input i's leaf replaced in order."""
+    leaves = initializer_leaves(build)
+    proofs = []
+    for i, root in enumerate(input_roots):
+        proofs.append(list_proof(leaves, i))
+        leaves[i] = root
+    return list_root(leaves), proofs
