@@ -32,11 +32,16 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from toolchain.errors import ToolchainError
+
         try:
             return fn(*args, **kwargs)
         except OpmlcError as exc:
             typer.echo(f"opmlc: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except ToolchainError as exc:  # the user's environment: no node, no Node.js, a bad URL
+            typer.echo(f"opmlc: error: {exc}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -217,6 +222,44 @@ def _load_inputs(build, paths: list[Path]) -> list[np.ndarray]:
     if len(paths) != len(recs):
         raise OpmlcError(f"the model takes {len(recs)} input(s) {[r['name'] for r in recs]}, got {len(paths)} --input")
     return [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(paths, recs, strict=True)]
+
+
+@app.command("verify-step")
+@user_errors
+def verify_step_cmd(
+    witness: Annotated[Path, typer.Argument(help="A witness from `opmlc prove --step`.")],
+    rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {contract_post_hash, vm_post_hash, equal, gas}.")] = False,
+) -> None:
+    """Execute a witnessed step with MIPS.sol on a chain and compare with the VM's post-state hash.
+
+    Deploys MIPS.sol (on the embedded chain by default), calls step(pre_state, proof), and exits 0
+    only if the contract's post-state hash equals the witness's.
+    """
+    from toolchain.chain import call, connect, deploy, execution_gas
+    from vm.witness import StepWitness
+
+    try:
+        w = StepWitness.from_json(witness.read_text())
+    except FileNotFoundError:
+        raise OpmlcError(f"{witness}: no such file; write a witness with `opmlc prove --step`") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise OpmlcError(f"{witness}: not a step witness (JSON with 0x-hex pre_state, proof, pre_hash, post_hash)") from None
+    chain = connect(rpc)
+    mips = deploy(chain, "MIPS", reuse=True)
+    fn = mips.functions.step(w.pre_state, w.proof)
+    post = bytes(call(fn))
+    gas = execution_gas(chain, fn).execution
+    equal = post == w.post_hash
+    doc = {"contract_post_hash": "0x" + post.hex(), "vm_post_hash": "0x" + w.post_hash.hex(), "equal": equal,
+           "gas": gas, "chain": chain.describe()}
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        typer.echo(f"contract post-state hash {doc['contract_post_hash']}")
+        typer.echo(f"VM post-state hash       {doc['vm_post_hash']}")
+        typer.echo(f"{'equal' if equal else 'DIFFERENT'}; execution gas {gas} on the {doc['chain']}")
+    raise typer.Exit(0 if equal else 1)
 
 
 @app.command("claim")
