@@ -32,9 +32,13 @@ class Ref:
 Sym = Const | Ref
 
 
+SCALAR_FRAC = 28  # bits for scalar constants, at most (they scale whole tensors)
+
+
 @dataclass
 class QuantPolicy:
-    """Fractional bits per tensor: `default` for activations and constants, or per-name overrides."""
+    """Fractional bits per tensor: `default` for activations and constants, or per-name overrides.
+    Scalar constants take up to SCALAR_FRAC bits."""
 
     default: int = 16
     overrides: dict[str, int] = field(default_factory=dict)
@@ -44,12 +48,31 @@ class QuantPolicy:
 
     def constant(self, name: str, data: np.ndarray) -> int:
         """Bits for a constant: the default unless its largest magnitude would then saturate."""
-        want = self.overrides.get(name, self.default)
+        if name in self.overrides:
+            want = self.overrides[name]
+        elif np.size(data) == 1:
+            want = SCALAR_FRAC  # a scalar (alpha, epsilon, a clip bound) costs nothing in precision
+        else:
+            want = self.default
         peak = float(np.max(np.abs(data))) if data.size else 0.0
         if peak == 0.0:
             return want
         fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
         return max(0, min(want, fits))
+
+
+def numpy_dtype_to_ir(dt: np.dtype) -> DType:
+    """fx32 for floats, i64 for int64/uint32, i32 for narrower ints, bool for bool."""
+    dt = np.dtype(dt)
+    if dt == np.bool_:
+        return DType.BOOL
+    if np.issubdtype(dt, np.floating):
+        return DType.FX32
+    if dt in (np.dtype(np.int64), np.dtype(np.uint32)):
+        return DType.I64
+    if np.issubdtype(dt, np.integer) and dt.itemsize <= 4:
+        return DType.I32
+    raise UnsupportedError(f"element type {dt} has no IR type")
 
 
 class LoweringContext:
@@ -113,6 +136,29 @@ class LoweringContext:
             t = TensorType(dtype, tuple(arr.shape))
             self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy), t)
         return self._const_refs[key]
+
+    # -- typed values (the CNN / conformance rules) -----------------------------------------
+    def dtype(self, name: str) -> DType:
+        """The IR element type a name has (constants: by their numpy dtype)."""
+        s = self.sym(name)
+        if isinstance(s, Ref):
+            return self.builder.type_of(s.id).dtype
+        return numpy_dtype_to_ir(s.array.dtype)
+
+    def value(self, name: str) -> int:
+        """The IR value for a name, constants quantized in their natural element type."""
+        return self.ref(name, self.dtype(name))
+
+    def fx(self, name: str) -> int:
+        """The IR value for a name as fx32 (ints and bools cast, with the policy's bits)."""
+        ref = self.value(name)
+        t = self.builder.type_of(ref)
+        if t.dtype is DType.FX32:
+            return ref
+        return self.emit("cast", [ref], {"to": "fx32", "frac": self.policy.activation(name)}, f"{name}/fx")
+
+    def frac_of(self, ref: int) -> int:
+        return self.builder.type_of(ref).frac
 
     def type_of(self, name: str) -> TensorType:
         s = self.sym(name)

@@ -12,12 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
 from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
+from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.rules import RULES
 from opmlc.ir.graph import Graph, GraphBuilder
@@ -25,6 +27,12 @@ from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+_T = onnx.TensorProto
+INPUT_TYPES = {
+    **{t: DType.FX32 for t in (*FLOAT_TYPES, _T.BFLOAT16)},
+    **{t: DType.I32 for t in (_T.INT8, _T.INT16, _T.INT32, _T.UINT8, _T.UINT16)},
+    _T.INT64: DType.I64, _T.UINT32: DType.I64, _T.BOOL: DType.BOOL,
+}
 
 
 @dataclass
@@ -42,11 +50,16 @@ def lower_model(
     path: str | Path,
     policy: QuantPolicy | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    constant_inputs: dict[str, np.ndarray] | None = None,
 ) -> Frontend:
+    """Lower the model at `path`. `constant_inputs` binds graph inputs to compile-time constants
+    (a static compiler's specialisation: shape, axes or pads given as inputs must be known)."""
     path = Path(path)
+    constant_inputs = dict(constant_inputs or {})
     policy = policy or QuantPolicy()
     model = read_model(path)
     model = fix_input_shapes(model, path, input_shapes)
+    model = fuse_batchnorm(model)
     opset = default_opset(model)
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx"}
@@ -55,16 +68,23 @@ def lower_model(
 
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+    runtime_inputs = []
     for inp in real_inputs(g):
+        if inp.name in constant_inputs:
+            ctx.bind(inp.name, Const(np.asarray(constant_inputs[inp.name])))
+            continue
         tt = inp.type.tensor_type
-        if tt.elem_type not in FLOAT_TYPES:
+        dtype = INPUT_TYPES.get(tt.elem_type)
+        if dtype is None:
             raise UnsupportedError(
                 f"{path}: input {inp.name!r} has element type "
-                f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; only float inputs are supported"
+                f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which has no IR type "
+                "(supported: float, double, float16, bfloat16, int8..int64, uint8..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
-        t = TensorType(DType.FX32, shape, policy.activation(inp.name))
+        t = TensorType(dtype, shape, policy.activation(inp.name) if dtype is DType.FX32 else 0)
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
+        runtime_inputs.append(inp.name)
 
     for node in g.node:
         ctx.node = node
@@ -97,7 +117,7 @@ def lower_model(
     for out in g.output:
         s = ctx.sym(out.name)
         if isinstance(s, Const):
-            ref = ctx.const_ref(out.name, s.array)
+            ref = ctx.value(out.name)
         else:
             ref = s.id
         if ref in outputs or not builder.is_node_output(ref):
@@ -113,7 +133,7 @@ def lower_model(
         graph=graph,
         model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         opset=opset,
-        input_names=[i.name for i in real_inputs(g)],
+        input_names=runtime_inputs,
         output_names=[o.name for o in g.output],
     )
 

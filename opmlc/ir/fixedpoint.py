@@ -107,3 +107,52 @@ def exp_nonpositive_q30(d: np.ndarray, frac: int) -> np.ndarray:
     k = np.right_shift(t, Q30)  # floor
     p = exp2_frac_q30(t - np.left_shift(k, Q30))
     return shr_round(p, np.minimum(-k, 32))
+
+
+# -- helpers of the CNN / conformance op set (binary, unary, cast, reduce, pool, …) -----------
+
+def to_fx(x: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
+    """int64 values with `from_frac` bits → int32 with `to_frac` bits, exactly rounded, saturated.
+
+    A right shift rounds half up (shr_round); a left shift (at most 30) is exact, with operands
+    first clamped to ±2^32 (anything beyond saturates anyway), so it never wraps.
+    """
+    x = as_i64(x)
+    if to_frac >= from_frac:
+        s = to_frac - from_frac
+        assert s <= 30
+        return saturate32(np.left_shift(np.clip(x, -(1 << 32), 1 << 32), s))
+    return saturate32(shr_round(x, from_frac - to_frac))
+
+
+def floor_div(n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Floor quotient and remainder (0 ≤ r < d) of int64 n by int64 d > 0."""
+    n, d = np.broadcast_arrays(as_i64(n), as_i64(d))
+    q = np.floor_divide(n, d)
+    return q, n - q * d
+
+
+def round_div(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """n / d rounded half up, for int64 n and 0 < d < 2^62: floor(n/d) + (2r ≥ d)."""
+    q, r = floor_div(n, d)
+    return q + (r >= as_i64(d) - r)
+
+
+def trunc_frac(x: np.ndarray, frac: int) -> np.ndarray:
+    """The integer part of x / 2^frac, rounded toward zero (C's float → int conversion)."""
+    x = as_i64(x)
+    return np.where(x < 0, -np.right_shift(-x, frac), np.right_shift(x, frac))
+
+
+def isqrt64(n: np.ndarray) -> np.ndarray:
+    """floor(sqrt(n)) for int64 n ≥ 0, by the bit-by-bit method (32 fixed steps)."""
+    n = as_i64(n).astype(np.uint64)
+    res = np.zeros_like(n)
+    bit = np.uint64(1 << 62)
+    for _ in range(32):
+        cand = res + bit
+        take = n >= cand
+        n = np.where(take, n - cand, n)
+        res = np.where(take, (res >> np.uint64(1)) + bit, res >> np.uint64(1))
+        bit >>= np.uint64(2)
+    return res.astype(np.int64)

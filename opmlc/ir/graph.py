@@ -157,7 +157,7 @@ class GraphBuilder:
         return ref
 
     def add_initializer(self, name: str, data: np.ndarray, t: TensorType) -> int:
-        data = np.ascontiguousarray(data, dtype=t.dtype.numpy)
+        data = np.array(data, dtype=t.dtype.numpy, order="C")  # keeps 0-d arrays 0-d
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")
         ref = self._new(name, t)

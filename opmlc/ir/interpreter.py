@@ -19,7 +19,7 @@ def run_node(graph: Graph, index: int, values: list[np.ndarray | None]) -> np.nd
     result = get_op(node.op).evaluate(
         [values[i] for i in node.inputs], graph.input_types(node), node.attrs, out_type
     )
-    result = np.ascontiguousarray(result, dtype=out_type.dtype.numpy)
+    result = np.array(result, dtype=out_type.dtype.numpy, order="C")  # 0-d stays 0-d
     assert result.shape == out_type.shape, (node.op, result.shape, out_type.shape)
     return result
 

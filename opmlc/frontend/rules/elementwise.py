@@ -6,12 +6,18 @@ import onnx
 
 from opmlc.frontend.context import LoweringContext
 from opmlc.frontend.rules import rule
+from opmlc.ir.types import DType
 
 
 @rule("Add")
 def add(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    a, b = (ctx.ref(x) for x in node.input)
     out = node.output[0]
+    if DType.FX32 not in (ctx.dtype(node.input[0]), ctx.dtype(node.input[1])):
+        from opmlc.frontend.rules.arith import binary
+
+        binary(ctx, "add", node.input[0], node.input[1], out)  # integer Add wraps around
+        return
+    a, b = (ctx.fx(x) for x in node.input)
     ctx.bind(out, ctx.emit("add", [a, b], {"frac": ctx.policy.activation(out)}, out))
 
 

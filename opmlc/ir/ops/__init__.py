@@ -59,4 +59,19 @@ def get_op(name: str) -> Op:
 
 
 # Importing the op modules registers them.
-from opmlc.ir.ops import add, matmul, relu, reshape, softmax  # noqa: E402,F401
+from opmlc.ir.ops import (  # noqa: E402,F401  # noqa: E402,F401
+    add,
+    binary,
+    cast,
+    concat,
+    conv,
+    matmul,
+    pool,
+    reduce,
+    relu,
+    reshape,
+    softmax,
+    unary,
+    view,
+    where,
+)

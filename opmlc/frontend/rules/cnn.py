@@ -1,0 +1,133 @@
+"""Rules for convolutional networks: Conv (1-D/2-D/N-D, groups, strides, pads, dilations,
+auto_pad) onto the IR's `conv`; MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool onto
+`pool`; BatchNormalization (when frontend/fuse.py could not fold it into the Conv/Gemm before
+it) onto mul/add with constant per-channel scale and shift, or, with run-time statistics, onto
+sqrt/div/sub/mul/add."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from opmlc.frontend.context import Const, LoweringContext
+from opmlc.frontend.rules import rule
+from opmlc.frontend.rules.arith import binary, unary
+from opmlc.frontend.rules.shape import reshape_to
+from opmlc.ir.types import DType
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else (v or "NOTSET")
+
+
+def resolve_pads(ctx: LoweringContext, spatial, kernel, strides, dilations) -> list[int]:
+    a = ctx.attrs()
+    r = len(spatial)
+    auto = _str(a.get("auto_pad", "NOTSET"))
+    if auto in ("NOTSET",):
+        return list(a.get("pads") or [0] * 2 * r)
+    if auto == "VALID":
+        return [0] * 2 * r
+    begin, end = [], []
+    for i in range(r):
+        out = -(-spatial[i] // strides[i])
+        total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i])
+        small = total // 2
+        begin.append(small if auto == "SAME_UPPER" else total - small)
+        end.append(total - begin[-1])
+    return begin + end
+
+
+@rule("Conv")
+def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    a = ctx.attrs()
+    x = ctx.fx(node.input[0])
+    w = ctx.fx(node.input[1])
+    xt, wt = ctx.builder.type_of(x), ctx.builder.type_of(w)
+    r = len(xt.shape) - 2
+    kernel = list(a.get("kernel_shape") or wt.shape[2:])
+    strides = list(a.get("strides") or [1] * r)
+    dilations = list(a.get("dilations") or [1] * r)
+    pads = resolve_pads(ctx, xt.shape[2:], kernel, strides, dilations)
+    inputs = [x, w]
+    prod_frac = xt.frac + wt.frac
+    if len(node.input) > 2 and node.input[2]:
+        b = ctx.fx(node.input[2])
+        if ctx.frac_of(b) > prod_frac:
+            b = ctx.emit("cast", [b], {"to": "fx32", "frac": prod_frac}, f"{node.input[2]}/bits")
+        inputs.append(b)
+    out = node.output[0]
+    fo = min(ctx.policy.activation(out), prod_frac)
+    attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo}
+    ctx.bind(out, ctx.emit("conv", inputs, attrs, out))
+
+
+@rule("MaxPool", "AveragePool")
+def pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    if len(node.output) > 1 and node.output[1]:
+        raise ctx.unsupported("MaxPool's Indices output")
+    a = ctx.attrs()
+    if ctx.dtype(node.input[0]) is not DType.FX32:
+        raise ctx.unsupported(f"{node.op_type} of an integer tensor")
+    x = ctx.fx(node.input[0])
+    spatial = ctx.builder.type_of(x).shape[2:]
+    r = len(spatial)
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides") or [1] * r)
+    dilations = list(a.get("dilations") or [1] * r)
+    pads = resolve_pads(ctx, spatial, kernel, strides, dilations)
+    attrs = {"kind": "max" if node.op_type == "MaxPool" else "avg", "kernel": kernel, "strides": strides,
+             "dilations": dilations, "pads": pads, "ceil_mode": int(a.get("ceil_mode", 0)),
+             "count_include_pad": int(a.get("count_include_pad", 0))}
+    out = node.output[0]
+    ctx.bind(out, ctx.emit("pool", [x], attrs, out))
+
+
+@rule("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    x = ctx.fx(node.input[0])
+    spatial = ctx.builder.type_of(x).shape[2:]
+    r = len(spatial)
+    attrs = {"kind": "avg" if node.op_type == "GlobalAveragePool" else "max", "kernel": list(spatial),
+             "strides": [1] * r, "dilations": [1] * r, "pads": [0] * 2 * r, "ceil_mode": 0, "count_include_pad": 0}
+    out = node.output[0]
+    ctx.bind(out, ctx.emit("pool", [x], attrs, out))
+
+
+@rule("BatchNormalization")
+def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    if len([o for o in node.output if o]) > 1 or ctx.attrs().get("training_mode", 0):
+        raise ctx.unsupported("BatchNormalization in training mode")
+    eps = ctx.attrs().get("epsilon", 1e-5)
+    x, g, b, mean, var = node.input[:5]
+    rank = len(ctx.shape_of(x))
+    out = node.output[0]
+    c = ctx.shape_of(x)[1]
+    per_channel = (c,) + (1,) * (rank - 2)
+    params = [ctx.const(n) for n in (g, b, mean, var)]
+    if all(p is not None for p in params):
+        gamma, beta, mu, sigma2 = (np.asarray(p, np.float64) for p in params)
+        scale = gamma / np.sqrt(sigma2 + eps)
+        shift = beta - mu * scale
+        ctx.bind(f"{out}/scale", Const(scale.reshape(per_channel).astype(np.float32)))
+        ctx.bind(f"{out}/shift", Const(shift.reshape(per_channel).astype(np.float32)))
+        binary(ctx, "mul", x, f"{out}/scale", f"{out}/scaled")
+        ctx.bind(out, ctx.emit("add", [ctx.fx(f"{out}/scaled"), ctx.fx(f"{out}/shift")],
+                               {"frac": ctx.policy.activation(out)}, out))
+        return
+    ctx.bind(f"{out}/eps", Const(np.asarray(eps, np.float32)))
+    ctx.bind(f"{out}/var_eps", Ref_add(ctx, var, f"{out}/eps", f"{out}/var_eps"))
+    unary(ctx, "sqrt", f"{out}/var_eps", f"{out}/std")
+    binary(ctx, "div", g, f"{out}/std", f"{out}/scale1")
+    for name in ("scale1", "mean", "beta"):
+        src = {"scale1": f"{out}/scale1", "mean": mean, "beta": b}[name]
+        reshape_to(ctx, src, per_channel, f"{out}/{name}_c")
+    binary(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered")
+    binary(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled")
+    ctx.bind(out, Ref_add(ctx, f"{out}/scaled", f"{out}/beta_c", out))
+
+
+def Ref_add(ctx: LoweringContext, a: str, b: str, out: str):  # noqa: N802
+    from opmlc.frontend.context import Ref
+
+    return Ref(ctx.emit("add", [ctx.fx(a), ctx.fx(b)], {"frac": ctx.policy.activation(out)}, out))

@@ -1,0 +1,115 @@
+"""unary: one elementwise one-operand op, selected by the attribute `kind`.
+
+Like `binary`, one op with kinds: they share the type rule and the loop; each scalar formula is
+written once here and once in kernels/unary.py. Kinds by dtype:
+
+- fx32 → fx32 (attribute `frac`: the output's bits fo). Exact ones (then `to_fx` to fo):
+  neg, abs, floor, ceil, round (half to even, ONNX's Round), sign.
+  Nonlinear ones, integer-only, on the exact input value x = q / 2^f, error bounds against
+  float64 (before saturation; tests/ir/test_cnn_ops.py measures them):
+  - sigmoid: e = exp(−|x|) in Q30 (fixedpoint.exp_nonpositive_q30); σ(|x|) = 2^(30+fo) / (2^30 + e),
+    σ(−|x|) = e·2^fo / (2^30 + e), each one rounded division.
+    |y − σ(x)| ≤ 1.5e-7 + 2^−(fo+1).
+  - tanh: e = exp(−2|x|) in Q30; tanh(|x|) = (2^30 − e)·2^fo / (2^30 + e) rounded, sign restored.
+    |y − tanh(x)| ≤ 3e-7 + 2^−(fo+1).
+  - exp: t = x·log2(e) in Q30, k = floor(t), 2^(t−k) by fixedpoint.exp2_frac_q30 in [2^30, 2^31),
+    shifted by k + fo − 30 (round half up; saturates to INT32_MAX above the range).
+    |y − e^x| ≤ 2e-7·e^x + 2^−(fo+1).
+  - sqrt: n = q·2^(2fo−f) (0 ≤ 2fo − f ≤ 31 required), y = floor(sqrt(n) + 1/2) by the exact
+    integer square root: |y − sqrt(x)| ≤ 2^−(fo+1) (exactly rounded). x < 0 gives 0.
+- i32/i64 → same type: neg, abs (wrap around: −INT_MIN = INT_MIN), sign, bitnot.
+- bool → bool: not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.ops import IRTypeError, Op, register
+from opmlc.ir.types import DType, TensorType
+
+FX_KINDS = ("neg", "abs", "floor", "ceil", "round", "sign", "sigmoid", "tanh", "exp", "sqrt")
+INT_KINDS = ("neg", "abs", "sign", "bitnot")
+
+
+@register
+class Unary(Op):
+    name = "unary"
+
+    def infer(self, inputs: list[TensorType], attrs: dict) -> TensorType:
+        self.check_arity(inputs)
+        (x,) = inputs
+        kind = attrs["kind"]
+        allowed = {DType.FX32: FX_KINDS, DType.I32: INT_KINDS, DType.I64: INT_KINDS, DType.BOOL: ("not",)}
+        if kind not in allowed[x.dtype]:
+            raise IRTypeError(f"unary {kind} is not defined on {x.dtype.value}")
+        if x.dtype is not DType.FX32:
+            return x
+        fo = attrs["frac"]
+        if kind == "sqrt" and not 0 <= 2 * fo - x.frac <= 31:
+            raise IRTypeError(f"unary sqrt: output bits {fo} out of range for {x}")
+        return TensorType(DType.FX32, x.shape, fo)
+
+    def evaluate(
+        self, args: list[np.ndarray], types: list[TensorType], attrs: dict, out: TensorType
+    ) -> np.ndarray:
+        kind = attrs["kind"]
+        (t,) = types
+        if t.dtype is DType.BOOL:
+            return np.logical_not(args[0])
+        x = fp.as_i64(args[0])
+        if t.dtype is not DType.FX32:
+            u = x.view(np.uint64)
+            r = {"neg": lambda: (np.uint64(0) - u).view(np.int64),
+                 "abs": lambda: np.where(x < 0, (np.uint64(0) - u).view(np.int64), x),
+                 "sign": lambda: np.sign(x),
+                 "bitnot": lambda: np.invert(x)}[kind]()
+            return r.astype(t.dtype.numpy)
+        return fx_unary(kind, x, t.frac, out.frac)
+
+
+def fx_unary(kind: str, x: np.ndarray, f: int, fo: int) -> np.ndarray:
+    if kind == "neg":
+        return fp.to_fx(-x, f, fo)
+    if kind == "abs":
+        return fp.to_fx(np.abs(x), f, fo)
+    if kind == "sign":
+        return fp.to_fx(np.sign(x), 0, fo)
+    if kind == "floor":
+        return fp.to_fx(np.right_shift(x, f), 0, fo)
+    if kind == "ceil":
+        return fp.to_fx(-np.right_shift(-x, f), 0, fo)
+    if kind == "round":
+        q = np.right_shift(x, f)
+        if f:
+            rem = x - np.left_shift(q, f)
+            half = 1 << (f - 1)
+            q = q + ((rem > half) | ((rem == half) & (q % 2 == 1)))
+        return fp.to_fx(q, 0, fo)
+    if kind == "sigmoid":
+        e = fp.exp_nonpositive_q30(-np.abs(x), f)
+        den = fp.ONE_Q30 + e
+        pos = fp.round_div(np.int64(1) << (30 + fo), den)
+        neg = fp.round_div(np.left_shift(e, fo), den)
+        return fp.saturate32(np.where(x >= 0, pos, neg))
+    if kind == "tanh":
+        e = fp.exp_nonpositive_q30(-2 * np.abs(x), f)
+        mag = fp.round_div(np.left_shift(fp.ONE_Q30 - e, fo), fp.ONE_Q30 + e)
+        return fp.saturate32(np.where(x < 0, -mag, mag))
+    if kind == "exp":
+        return exp_fx(x, f, fo)
+    if kind == "sqrt":
+        n = np.left_shift(np.maximum(x, 0), 2 * fo - f)
+        r = fp.isqrt64(n)
+        return fp.saturate32(r + (n - r * r > r))
+    raise AssertionError(kind)
+
+
+def exp_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
+    t = fp.shr_round(x * fp.LOG2E_Q30, f)
+    k = np.right_shift(t, fp.Q30)
+    p = fp.exp2_frac_q30(t - np.left_shift(k, fp.Q30))
+    sh = k + fo - fp.Q30
+    down = fp.shr_round(p, np.clip(-sh, 0, 32))
+    return fp.saturate32(np.where(sh > 0, fp.INT32_MAX, down))
