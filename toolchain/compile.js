@@ -92,6 +92,9 @@ function main() {
       const bytecode = contract.evm.bytecode.object;
       // A library of internal functions only (MemoryProof) is compiled into its users.
       if (!contract.abi.some((item) => item.type === "function")) continue;
+      // An abstract contract (DisputeGame, inherited by TaskRegistry) has nothing to deploy; its
+      // ABI is part of the deployable contract's.
+      if (bytecode === "") continue;
       const artifact = sortKeys({
         contractName: name,
         sourceName: `contracts/${sourceName}`,
