@@ -1,0 +1,141 @@
+"""The contracts as the parties see them: deployment, transactions from an account, game state.
+
+A thin layer over toolchain/chain.py (connection, deploy, revert decoding) and the committed
+TaskRegistry ABI (which includes DisputeGame's moves): it sends a move from a party's account,
+turns a revert into ContractReverted naming the custom error, counts the gas each party spends,
+and moves a test chain's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from web3.contract import Contract
+
+from toolchain.chain import Chain, call, connect, decode_revert, deploy, revert_data
+from toolchain.errors import ChainError, ContractReverted
+
+DEFAULT_BOND = 10**17  # 0.1 ether, the contract's DEFAULT_BOND
+DEFAULT_WINDOW = 3600
+DEFAULT_CLOCK = 7200
+
+
+class Phase(IntEnum):
+    """DisputeGame.Phase, as the ABI numbers it."""
+
+    NONE = 0
+    BISECT_TRACE = 1
+    RESPOND_TRACE = 2
+    START_NODE = 3
+    BISECT_STEP = 4
+    RESPOND_STEP = 5
+    PROVE_STEP = 6
+    ENDED = 7
+
+
+SERVER_PHASES = {Phase.BISECT_TRACE, Phase.START_NODE, Phase.BISECT_STEP}
+CHALLENGER_PHASES = {Phase.RESPOND_TRACE, Phase.RESPOND_STEP, Phase.PROVE_STEP}
+PARTY = {0: "none", 1: "server", 2: "challenger"}
+
+
+@dataclass
+class GameView:
+    """DisputeGame.Game, decoded."""
+
+    task_id: int
+    server: str
+    phase: Phase
+    winner: str
+    reason: int
+    node: int
+    challenger: str
+    turn_started_at: int
+    lo: int
+    hi: int
+    server_clock: int
+    challenger_clock: int
+    lo_hash: bytes
+    hi_hash: bytes
+    mid_hash: bytes
+
+    @property
+    def mid(self) -> int:
+        return (self.lo + self.hi) // 2
+
+    @property
+    def mover(self) -> str:
+        if self.phase in SERVER_PHASES:
+            return "server"
+        if self.phase in CHALLENGER_PHASES:
+            return "challenger"
+        return "none"
+
+
+@dataclass
+class Deployment:
+    """MIPS.sol and the TaskRegistry (which is also the DisputeGame) on one chain."""
+
+    chain: Chain
+    registry: Contract
+    gas_by: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, chain: Chain | None = None, bond: int = DEFAULT_BOND, window: int = DEFAULT_WINDOW,
+               clock: int = DEFAULT_CLOCK) -> Deployment:
+        chain = chain or connect(None)
+        mips = deploy(chain, "MIPS", reuse=True)
+        registry = deploy(chain, "TaskRegistry", mips.address, bond, window, clock)
+        return cls(chain, registry)
+
+    def game(self, game_id: int) -> GameView:
+        raw = call(self.registry.functions.getGame(game_id))
+        g = GameView(*raw)
+        g.phase = Phase(g.phase)
+        g.winner = PARTY[int(raw[3])]
+        return g
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        names = ("model_id", "trace0", "output_root", "final_trace", "requester", "status", "open_games",
+                 "deadline", "server", "server_bond")
+        return dict(zip(names, call(self.registry.functions.getTask(task_id)), strict=True))
+
+    def send(self, who: str, account: str, fn, value: int = 0) -> dict:
+        """Send a transaction of `fn` from `account`; a revert raises ContractReverted."""
+        tx = {"from": account, "value": value}
+        try:  # an eth_call first: a revert comes back decoded, and nothing is spent
+            fn.call(tx)
+        except Exception as exc:
+            data = revert_data(exc)
+            if data is None:
+                raise ChainError(f"{fn.fn_name} from the {who} failed: {str(exc).splitlines()[0]}") from None
+            name, args = decode_revert(fn.contract_abi, data) or (None, ())
+            raise ContractReverted(fn.fn_name, name, args, data) from None
+        try:
+            tx_hash = fn.transact(tx)
+            receipt = self.chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+        except Exception as exc:
+            raise ChainError(f"{fn.fn_name} from the {who} failed: {str(exc).splitlines()[0]}") from None
+        if receipt["status"] != 1:
+            raise ChainError(f"{fn.fn_name} from the {who} reverted")
+        self.gas_by[who] = self.gas_by.get(who, 0) + int(receipt["gasUsed"])
+        return receipt
+
+    def now(self) -> int:
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
+
+    def advance_time(self, seconds: int) -> None:
+        """Move a test chain's clock forward (embedded py-evm, or anvil/hardhat by RPC)."""
+        w3 = self.chain.w3
+        if self.chain.embedded:
+            tester = w3.provider.ethereum_tester
+            tester.time_travel(self.now() + seconds)
+            tester.mine_blocks(1)
+        else:
+            w3.provider.make_request("evm_increaseTime", [seconds])
+            w3.provider.make_request("evm_mine", [])
+
+    def events(self, name: str, **filters) -> list[dict]:
+        ev = getattr(self.registry.events, name)
+        return list(ev.get_logs(from_block=0, argument_filters=filters or None))
