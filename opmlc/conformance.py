@@ -211,7 +211,7 @@ def run_case(case, native: bool = False) -> CaseResult:
 
         bufs = run_native(native_program(g), g, q)
         for v in range(len(g.values)):
-            if not np.array_equal(bufs[v], values_q[v]):
+            if not np.array_equal(np.ravel(bufs[v]), np.ravel(values_q[v])):
                 return CaseResult(case.name, op, "failed", f"native differs from the interpreter at %{v}")
     in_fracs = [g.values[v].type.frac for v in g.inputs if g.values[v].type.dtype is DType.FX32]
     for name, v, want in zip(out_names, g.outputs, expected, strict=True):

@@ -26,4 +26,19 @@ def kernel(op: str) -> Callable[[Emit], Emit]:
     return register
 
 
-from opmlc.backend.kernels import add, matmul, relu, reshape, softmax  # noqa: E402,F401
+from opmlc.backend.kernels import (  # noqa: E402,F401  # noqa: E402,F401
+    add,
+    binary,
+    cast,
+    concat,
+    conv,
+    matmul,
+    pool,
+    reduce,
+    relu,
+    reshape,
+    softmax,
+    unary,
+    view,
+    where,
+)

@@ -1,0 +1,99 @@
+"""Kernel of opmlc/ir/ops/binary.py: one broadcast loop nest, the scalar formula of the node's
+kind inside it (every operand widened to i64, as the interpreter computes)."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from opmlc.backend.kernels import kernel
+from opmlc.backend.kernels._fx import ld, positive, round_div, smax, smin, st, to_fx
+from opmlc.backend.kernels._ir import (
+    I64,
+    broadcast_strides,
+    c64,
+    linear_index,
+    nest,
+    saturate32,
+    strides,
+)
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.ops.binary import CMP, div_shift
+from opmlc.ir.types import DType, TensorType
+
+PRED = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb: int, fo: int) -> ir.Value:
+    if kind == "mul":
+        return to_fx(b, b.mul(a, y), fa + fb, fo)
+    if kind == "div":
+        s = div_shift(fa, fb, fo)
+        num = b.shl(a, c64(max(s, 0))) if s > 0 else a
+        den = b.shl(y, c64(-s)) if s < 0 else y
+        neg = b.icmp_signed("<", den, c64(0))
+        num = b.select(neg, b.sub(c64(0), num), num)
+        den = b.select(neg, b.sub(c64(0), den), den)
+        q = saturate32(b, round_div(b, num, positive(b, den)))
+        inf = b.select(b.icmp_signed(">", a, c64(0)), c64(fp.INT32_MAX),
+                       b.select(b.icmp_signed("<", a, c64(0)), c64(fp.INT32_MIN), c64(0)))
+        return b.select(b.icmp_signed("==", den, c64(0)), b.trunc(inf, q.type), q)
+    top = max(fa, fb)
+    x = b.shl(a, c64(top - fa)) if top > fa else a
+    z = b.shl(y, c64(top - fb)) if top > fb else y
+    if kind in CMP:
+        return b.icmp_signed(PRED[kind], x, z)
+    r = {"add": lambda: b.add(x, z), "sub": lambda: b.sub(x, z),
+         "max": lambda: smax(b, x, z), "min": lambda: smin(b, x, z)}[kind]()
+    return to_fx(b, r, top, fo)
+
+
+def int_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, dt: DType) -> ir.Value:
+    if kind in CMP:
+        return b.icmp_signed(PRED[kind], a, y)
+    simple = {"add": b.add, "sub": b.sub, "mul": b.mul, "bitand": b.and_, "bitor": b.or_, "bitxor": b.xor}
+    if kind in simple:
+        return simple[kind](a, y)
+    if kind == "max":
+        return smax(b, a, y)
+    if kind == "min":
+        return smin(b, a, y)
+    width_min = fp.INT32_MIN if dt is DType.I32 else -(1 << 63)
+    zero = b.icmp_signed("==", y, c64(0))
+    overflow = b.and_(b.icmp_signed("==", a, c64(width_min)), b.icmp_signed("==", y, c64(-1)))
+    safe = b.select(b.or_(zero, overflow), c64(1), y)
+    q = b.sdiv(a, safe)  # truncating, like the interpreter's adjusted floor division
+    if kind == "div":
+        r = b.select(overflow, a, q)
+    else:
+        rem = b.srem(a, safe)  # sign of the dividend (C's %)
+        if kind == "mod":
+            fix = b.and_(b.icmp_signed("!=", rem, c64(0)),
+                         b.xor(b.icmp_signed("<", rem, c64(0)), b.icmp_signed("<", safe, c64(0))))
+            rem = b.select(fix, b.add(rem, safe), rem)
+        r = b.select(overflow, c64(0), rem)
+    return b.select(zero, c64(0), r)
+
+
+@kernel("binary")
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType) -> None:
+    kind = attrs["kind"]
+    shape = out_type.shape
+    sa, sb = (broadcast_strides(t.shape, shape) for t in types)
+    so = strides(shape)
+    dt = types[0].dtype
+    with nest(b, shape) as idx:
+        a = ld(b, args[0], linear_index(b, idx, sa), dt)
+        y = ld(b, args[1], linear_index(b, idx, sb), dt)
+        if dt is DType.BOOL:
+            x1, y1 = b.icmp_signed("!=", a, c64(0)), b.icmp_signed("!=", y, c64(0))
+            r = {"and": lambda: b.and_(x1, y1), "or": lambda: b.or_(x1, y1), "xor": lambda: b.xor(x1, y1),
+                 "eq": lambda: b.icmp_signed("==", a, y), "ne": lambda: b.icmp_signed("!=", a, y)}[kind]()
+        elif dt is DType.FX32:
+            r = fx_scalar(b, kind, a, y, types[0].frac, types[1].frac, out_type.frac)
+        else:
+            r = int_scalar(b, kind, a, y, dt)
+        st(b, r, out, linear_index(b, idx, so), out_type.dtype)
+
+
+__all__ = ["I64", "emit"]

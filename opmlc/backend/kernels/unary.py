@@ -1,0 +1,82 @@
+"""Kernel of opmlc/ir/ops/unary.py: one flat loop, the scalar formula of the node's kind."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from opmlc.backend.kernels import kernel
+from opmlc.backend.kernels._fx import exp_fx, isqrt64, ld, round_div, smax, st, to_fx
+from opmlc.backend.kernels._ir import I64, c64, exp_nonpositive_q30, loop, saturate32
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.types import DType, TensorType
+
+
+def floor_q(b: ir.IRBuilder, x: ir.Value, f: int) -> ir.Value:
+    return b.ashr(x, c64(f)) if f else x
+
+
+def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Value:
+    neg = b.icmp_signed("<", x, c64(0))
+    ax = b.select(neg, b.sub(c64(0), x), x)
+    if kind == "neg":
+        return to_fx(b, b.sub(c64(0), x), f, fo)
+    if kind == "abs":
+        return to_fx(b, ax, f, fo)
+    if kind == "sign":
+        s = b.sub(b.zext(b.icmp_signed(">", x, c64(0)), I64), b.zext(neg, I64))
+        return to_fx(b, s, 0, fo)
+    if kind == "floor":
+        return to_fx(b, floor_q(b, x, f), 0, fo)
+    if kind == "ceil":
+        return to_fx(b, b.sub(c64(0), floor_q(b, b.sub(c64(0), x), f)), 0, fo)
+    if kind == "round":
+        q = floor_q(b, x, f)
+        if f:
+            rem = b.sub(x, b.shl(q, c64(f)))
+            half = c64(1 << (f - 1))
+            odd = b.icmp_signed("!=", b.and_(q, c64(1)), c64(0))
+            up = b.or_(b.icmp_signed(">", rem, half), b.and_(b.icmp_signed("==", rem, half), odd))
+            q = b.add(q, b.zext(up, I64))
+        return to_fx(b, q, 0, fo)
+    one = c64(fp.ONE_Q30)
+    if kind == "sigmoid":
+        e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), ax), c64(f)])
+        den = b.add(one, e)
+        pos = round_div(b, c64(1 << (30 + fo)), den)
+        negv = round_div(b, b.shl(e, c64(fo)), den)
+        return saturate32(b, b.select(neg, negv, pos))
+    if kind == "tanh":
+        e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), b.shl(ax, c64(1))), c64(f)])
+        mag = round_div(b, b.shl(b.sub(one, e), c64(fo)), b.add(one, e))
+        return saturate32(b, b.select(neg, b.sub(c64(0), mag), mag))
+    if kind == "exp":
+        return b.call(exp_fx(b.module), [x, c64(f), c64(fo)])
+    if kind == "sqrt":
+        n = smax(b, x, c64(0))
+        m = 2 * fo - f
+        n = b.shl(n, c64(m)) if m else n
+        r = b.call(isqrt64(b.module), [n])
+        up = b.icmp_signed(">", b.sub(n, b.mul(r, r)), r)
+        return saturate32(b, b.add(r, b.zext(up, I64)))
+    raise AssertionError(kind)
+
+
+@kernel("unary")
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType) -> None:
+    kind = attrs["kind"]
+    dt = types[0].dtype
+    with loop(b, out_type.numel) as i:
+        x = ld(b, args[0], i, dt)
+        if dt is DType.BOOL:
+            r = b.icmp_signed("==", x, c64(0))
+        elif dt is DType.FX32:
+            r = fx_scalar(b, kind, x, types[0].frac, out_type.frac)
+        else:
+            neg = b.sub(c64(0), x)
+            r = {"neg": lambda: neg,
+                 "abs": lambda: b.select(b.icmp_signed("<", x, c64(0)), neg, x),
+                 "sign": lambda: b.sub(b.zext(b.icmp_signed(">", x, c64(0)), I64),
+                                       b.zext(b.icmp_signed("<", x, c64(0)), I64)),
+                 "bitnot": lambda: b.xor(x, c64(-1))}[kind]()
+        st(b, r, out, i, out_type.dtype)
