@@ -224,6 +224,54 @@ def _load_inputs(build, paths: list[Path]) -> list[np.ndarray]:
     return [load_input(p, r["name"], build.graph.values[r["value"]].type) for p, r in zip(paths, recs, strict=True)]
 
 
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    model: Annotated[Path | None, typer.Option("--model", help="ONNX model (default: models/digits_mlp.onnx).")] = None,
+    liar: Annotated[str, typer.Option("--liar", help="Who lies: server, challenger or none.")] = "server",
+    lie_node: Annotated[int | None, typer.Option("--lie-node", help="The node whose output the liar alters (default: the last).")] = None,
+    input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy per model input (default: a sample).")] = None,
+    rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "seconds"}.')
+    ] = False,
+) -> None:
+    """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
+
+    A Requester, a Server and a Challenger play on the embedded chain (or --rpc URL). At the end:
+    who won, the bisection rounds of each phase, the gas of the dispute, the VM steps the
+    challenger ran, and the wall time.
+    """
+    import sys as _sys
+
+    from rich.console import Console
+
+    from opmlc.dispute.demo import run_demo
+
+    console = Console(stderr=True)
+    say = (lambda _m: None) if as_json else (lambda m: console.print(f"[bold cyan]•[/] {m}"))
+    arrays = None
+    if input:
+        from opmlc.frontend import lower_model
+
+        graph = lower_model(model or Path(__file__).resolve().parents[1] / "models" / "digits_mlp.onnx").graph
+        from opmlc.api import load_input
+
+        if len(input) != len(graph.inputs):
+            raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
+        arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
+    result = run_demo(model, liar, rpc, lie_node, arrays, say)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _sys.stdout.flush()
+    typer.echo(f"winner: {result['winner']}" + (f" ({result.get('reason')})" if result.get("reason") else ""))
+    typer.echo(f"rounds: {result['rounds_phase1']} over nodes, {result['rounds_phase2']} over VM steps"
+               + (f" (node {result['node']}, step {result['step']})" if result.get("node") is not None else ""))
+    typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
+    typer.echo(f"wall time: {result['seconds']} s")
+
+
 @app.command("verify-step")
 @user_errors
 def verify_step_cmd(

@@ -1,0 +1,107 @@
+"""`opmlc demo`: compile a model, deploy the contracts, request an inference, post a result
+(lying as asked), dispute it and settle it, on the embedded chain or any JSON-RPC node.
+
+This is opML end to end in one process: a Requester, a Server and a Challenger, each with its
+own account, playing through the same API a real deployment uses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from opmlc.artifact import Build, compile_model
+from opmlc.dispute.graph_trace import Tamper
+from opmlc.dispute.onchain import Deployment, GameView, Phase
+from opmlc.dispute.parties import Challenger, Requester, Server
+from opmlc.dispute.session import settle
+from opmlc.errors import OpmlcError
+from toolchain.chain import connect
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL = MODELS / "digits_mlp.onnx"
+LIARS = ("server", "challenger", "none")
+
+
+def default_input(build: Build) -> list[np.ndarray]:
+    """The digit sample for the digits models; otherwise values in [0, 1) from a fixed seed."""
+    sample = MODELS / "digit_sample.npy"
+    arrays = []
+    rng = np.random.default_rng(0)
+    for rec in build.manifest["inputs"]:
+        shape = tuple(rec["shape"])
+        if sample.exists() and np.load(sample).size == int(np.prod(shape)):
+            arrays.append(np.load(sample).reshape(shape).astype(np.float32))
+        else:
+            arrays.append(rng.random(shape, dtype=np.float32))
+    return arrays
+
+
+def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | None = None,
+             lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
+             say: Callable[[str], None] = lambda _: None) -> dict:
+    if liar not in LIARS:
+        raise OpmlcError(f"--liar {liar!r}: choose one of {', '.join(LIARS)}")
+    start = time.perf_counter()
+    model = Path(model) if model else DEFAULT_MODEL
+    with tempfile.TemporaryDirectory(prefix="opmlc-demo-") as tmp:
+        say(f"compiling {model.name}")
+        build = compile_model(model, Path(tmp) / "build")
+        n_nodes = len(build.graph.nodes)
+        node = n_nodes - 1 if lie_node is None else lie_node
+        if not 0 <= node < n_nodes:
+            raise OpmlcError(f"--lie-node {node}: the model has nodes 0..{n_nodes - 1}")
+        inputs = inputs if inputs is not None else default_input(build)
+        chain = connect(rpc)
+        if len(chain.accounts) < 3:
+            raise OpmlcError(f"the {chain.describe()} has {len(chain.accounts)} unlocked accounts; the demo needs 3")
+        say(f"deploying MIPS.sol and TaskRegistry on the {chain.describe()}")
+        d = Deployment.create(chain)
+        a = chain.accounts
+        requester = Requester(d, a[0], build)
+        requester.register()
+        task = requester.request(inputs)
+        server = Server(d, a[1], build, tamper=Tamper(node) if liar == "server" else None)
+        say(f"task {task}: the server posts {'a wrong' if liar == 'server' else 'its'} result"
+            + (f" (node {node} altered)" if liar == "server" else ""))
+        server.submit(task, inputs)
+        gas_before = sum(d.gas_by.values())
+        challenger = Challenger(d, a[2], build, tamper=Tamper(node) if liar == "challenger" else None)
+        game = challenger.check(task, inputs)
+        result = {"model": model.name, "chain": chain.describe(), "liar": liar, "task": task}
+        if game is None:
+            say("the challenger agrees with the result; waiting out the challenge window")
+            d.advance_time(int(d.registry.functions.challengeWindow().call()) + 1)
+            d.send("server", a[1], d.registry.functions.finalize(task))
+            result.update(winner="none", finalized=True, rounds_phase1=0, rounds_phase2=0, gas_total=0,
+                          vm_steps=0, node=None, step=None)
+        else:
+            phases = {Phase.BISECT_TRACE: "phase 1: bisecting the graph trace",
+                      Phase.START_NODE: "hand-off: binding the disputed node",
+                      Phase.BISECT_STEP: "phase 2: bisecting the node's VM steps",
+                      Phase.PROVE_STEP: "phase 3: executing one MIPS step on chain"}
+            seen: set[Phase] = set()
+
+            def on_move(g: GameView) -> None:
+                if g.phase in phases and g.phase not in seen:
+                    seen.add(g.phase)
+                    say(phases[g.phase] + (f" (node {g.node}, {g.hi} steps)" if g.phase is Phase.BISECT_STEP else ""))
+
+            say(f"the challenger disputes it: game {game}")
+            g = settle(d, server, challenger, game, on_move)
+            result.update(
+                winner=g.winner,
+                reason={1: "step proven", 2: "timeout"}.get(g.reason, str(g.reason)),
+                rounds_phase1=len(d.events("TraceResponded", gameId=game)),
+                rounds_phase2=len(d.events("StepResponded", gameId=game)),
+                gas_total=sum(d.gas_by.values()) - gas_before,
+                vm_steps=challenger.verifier(task).vm_steps,
+                node=int(g.node), step=int(g.lo),
+            )
+            say(f"the {g.winner} wins ({result['reason']})")
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result

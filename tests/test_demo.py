@@ -1,0 +1,53 @@
+"""`opmlc demo`, the README's main job: a lying server loses, a lying challenger loses, an honest
+result finalizes, on the embedded chain and on anvil (a real JSON-RPC node)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from opmlc.cli import app
+from toolchain.anvil import Anvil, find_anvil
+
+runner = CliRunner()
+KEYS = {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "seconds"}
+
+
+def demo(*args):
+    r = runner.invoke(app, ["demo", "--json", *args])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert KEYS <= doc.keys()
+    return doc
+
+
+def test_demo_with_a_lying_server_is_won_by_the_challenger():
+    doc = demo()
+    assert doc["winner"] == "challenger" and doc["reason"] == "step proven"
+    assert doc["rounds_phase1"] == 2 and doc["rounds_phase2"] >= 10
+    assert 0 < doc["gas_total"] and 0 < doc["vm_steps"]
+
+
+def test_demo_with_a_lying_challenger_is_won_by_the_server():
+    assert demo("--liar", "challenger", "--lie-node", "0")["winner"] == "server"
+
+
+def test_demo_without_a_liar_finalizes_the_result():
+    doc = demo("--liar", "none")
+    assert doc["winner"] == "none" and doc["finalized"] is True
+
+
+def test_demo_rejects_a_bad_liar_and_node():
+    r = runner.invoke(app, ["demo", "--liar", "nobody"])
+    assert r.exit_code == 2 and "--liar" in r.stderr
+    r = runner.invoke(app, ["demo", "--lie-node", "99"])
+    assert r.exit_code == 2 and "--lie-node 99" in r.stderr
+
+
+@pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci in toolchain/)")
+def test_demo_against_anvil():
+    with Anvil() as url:
+        doc = demo("--rpc", url)
+    assert doc["winner"] == "challenger" and url in doc["chain"]
