@@ -104,6 +104,20 @@ def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:
     return check_input(arr, name, t, str(path))
 
 
+def load_samples(path: str | Path) -> np.ndarray:
+    """Read a .npy of calibration samples (a float array whose first axis indexes the samples)."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; pass a .npy of sample inputs for --calibrate") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a .npy array ({str(exc).splitlines()[0]}); save it with numpy.save") from None
+    if not np.issubdtype(arr.dtype, np.floating) or arr.ndim < 1 or not np.all(np.isfinite(arr)):
+        raise InputError(f"{path}: calibration samples must be a finite float array [S, …]")
+    return arr
+
+
 def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input") -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"{source}: input {name!r} must be a float array, got dtype {arr.dtype}")

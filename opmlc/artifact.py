@@ -85,12 +85,17 @@ def compile_model(
     *,
     frac_bits: int = 16,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    frac_overrides: dict[str, int] | None = None,
 ) -> Build:
-    """Compile an ONNX model into a build directory and return the loaded build."""
+    """Compile an ONNX model into a build directory and return the loaded build.
+
+    `frac_overrides` (per ONNX tensor name, e.g. from opmlc.frontend.calibrate) take precedence
+    over `frac_bits`; the manifest records both under "quantization"."""
     from opmlc.backend.program import build_program
 
     model = Path(model)
-    fe = lower_model(model, QuantPolicy(default=frac_bits), input_shapes)
+    overrides = dict(sorted((frac_overrides or {}).items()))
+    fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides), input_shapes)
     graph = fe.graph
     program = build_program(graph)
     out_dir = Path(out_dir)
@@ -107,7 +112,7 @@ def compile_model(
         "format": FORMAT,
         "opmlc_version": __version__,
         "model": {"file": model.name, "sha256": fe.model_sha256, "opset": fe.opset},
-        "quantization": {"default_frac": frac_bits},
+        "quantization": {"default_frac": frac_bits, "per_tensor": overrides},
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
         "graph": graph.name,
         "inputs": [_io_record(graph, v, n) for v, n in zip(graph.inputs, fe.input_names, strict=True)],
@@ -135,6 +140,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
             model,
             tmp,
             frac_bits=m["quantization"]["default_frac"],
+            frac_overrides=m["quantization"].get("per_tensor"),
             input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
         )
         fresh = Path(tmp)

@@ -66,6 +66,9 @@ def compile_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Build directory to write.")] = None,
     emit: Annotated[str | None, typer.Option("--emit", help="Print an intermediate form: 'ir'.")] = None,
     frac_bits: Annotated[int, typer.Option("--frac-bits", help="Default fractional bits of fx32 tensors.")] = 16,
+    calibrate: Annotated[
+        Path | None, typer.Option("--calibrate", help="A .npy of sample inputs [S, …]: pick each tensor's bits from its observed range.")
+    ] = None,
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="NAME=D0,D1,… fixes an input's shape (repeatable).")
     ] = None,
@@ -97,13 +100,19 @@ def compile_cmd(
     if not 0 <= frac_bits <= 30:
         raise OpmlcError(f"--frac-bits {frac_bits}: must be in 0..30")
     shapes = _parse_shapes(input_shape or [])
+    overrides = None
+    if calibrate is not None:
+        from opmlc.api import load_samples
+        from opmlc.frontend.calibrate import calibrate as calibrate_model
+
+        overrides = calibrate_model(model, load_samples(calibrate), default=frac_bits).overrides
     if output is None:
         if emit is None:
             raise OpmlcError("nothing to do: pass -o DIR to write a build, or --emit ir to print the IR")
-        fe = lower_model(model, QuantPolicy(default=frac_bits), shapes)
+        fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides or {}), shapes)
         typer.echo(fe.graph.to_text(), nl=False)
         return
-    build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes)
+    build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides)
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     if as_json:
@@ -334,6 +343,40 @@ def claim_cmd(
     claim = make_claim(build, q, None if tamper_node is None else Tamper(tamper_node))
     output.write_text(json.dumps(claim, indent=1) + "\n")
     typer.echo(f"wrote {output}: output root {claim['output_root']}, final trace {claim['final_trace']}")
+
+
+@app.command("conformance")
+@user_errors
+def conformance_cmd(
+    op: Annotated[list[str] | None, typer.Option("--op", help="Only the cases of this ONNX op (repeatable).")] = None,
+    native: Annotated[bool, typer.Option("--native", help="Also run each case natively; it must match the interpreter bit for bit.")] = False,
+    cases: Annotated[bool, typer.Option("--cases", help="List every case with its status and reason.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"passed", "failed", "unsupported", "total", "ops"} (+ "cases").')] = False,
+) -> None:
+    """Run the ONNX backend node test cases (built offline by onnx) through opmlc.
+
+    Each case is compiled (shape inputs bound as constants, bits calibrated on the case's own
+    inputs), run on the golden interpreter (and natively with --native), and compared with the
+    expected outputs under the tolerance rule of opmlc/conformance.py (docs/CONFORMANCE.md).
+    Every case counts as passed, failed or unsupported.
+    """
+    from rich.progress import Progress
+
+    from opmlc import conformance
+
+    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+        job = bar.add_task("conformance", total=None)
+        report = conformance.run(op, native, progress=lambda k, n: bar.update(job, completed=k, total=n))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(cases=cases)))
+        return
+    if cases:
+        for r in report.results:
+            typer.echo(f"{r.status:<12} {r.name}  {r.detail}")
+    for name, c in report.per_op().items():
+        typer.echo(f"{name:<28} passed {c['passed']:>4}  failed {c['failed']:>3}  unsupported {c['unsupported']:>4}")
+    t = report.totals()
+    typer.echo(f"total: {t['passed']} passed, {t['failed']} failed, {t['unsupported']} unsupported of {t['total']} cases")
 
 
 @app.command("inspect")

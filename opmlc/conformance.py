@@ -167,8 +167,9 @@ def run_case(case, native: bool = False) -> CaseResult:
     def unsupported(why: str) -> CaseResult:
         return CaseResult(case.name, op, "unsupported", why)
 
-    if not all(isinstance(a, np.ndarray) for a in [*inputs, *expected]):
+    if not all(isinstance(a, np.ndarray | np.generic) for a in [*inputs, *expected]):
         return unsupported("sequence, map or optional values have no IR type")
+    inputs, expected = [np.asarray(a) for a in inputs], [np.asarray(a) for a in expected]
     feeds = {n: np.asarray(a) for n, a in zip(in_names, inputs, strict=False)}
     for name, arr in list(feeds.items()) + list(zip(out_names, expected, strict=False)):
         if arr.dtype.kind in "OUSV" or arr.dtype.names:
