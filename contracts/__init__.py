@@ -1,9 +1,10 @@
 """opmlc's Solidity contracts and their committed build artifacts.
 
 The last stage of the pipeline: `src/MIPS.sol` re-executes one disputed MIPS instruction on chain,
-`src/MemoryProof.sol` checks and updates memory proofs. `toolchain/compile.js` compiles them into
-`artifacts/<Name>.json` (abi, bytecode, deployedBytecode), which are committed so that using opmlc
-needs neither Node nor solc; `load_artifact` reads them.
+`src/MemoryProof.sol` checks and updates memory proofs, and the dispute contracts built on them
+(`src/TaskRegistry.sol`, `src/DisputeGame.sol`) run the game. `toolchain/compile.js` compiles
+them into `artifacts/<Name>.json` (abi, bytecode, deployedBytecode), which are committed so that
+using opmlc needs neither Node nor solc; `load_artifact` reads them.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts import ARTIFACTS_DIR, artifact_names, load_artifact
+from toolchain.errors import CompilerError
 from toolchain.solc import compile_contracts, node_available
 
 
@@ -41,3 +42,13 @@ def test_committed_artifacts_are_not_stale(tmp_path: Path) -> None:
     assert sorted(fresh) == sorted(committed), "artifact set differs: run python -m toolchain.solc"
     for name, data in fresh.items():
         assert data == committed[name], f"{name} is stale: run python -m toolchain.solc and commit"
+
+
+def test_recompiling_without_node_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import toolchain.solc as solc
+
+    monkeypatch.setattr(solc.shutil, "which", lambda name: None)
+    assert not solc.node_available()
+    with pytest.raises(CompilerError, match="node not found") as info:
+        solc.compile_contracts(Path("unused"))
+    assert "\n" not in str(info.value)
