@@ -38,6 +38,7 @@ from opmlc.backend.kernels import (  # noqa: E402,F401  # noqa: E402,F401
     relu,
     reshape,
     softmax,
+    tree_ensemble,
     unary,
     view,
     where,

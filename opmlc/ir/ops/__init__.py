@@ -71,6 +71,7 @@ from opmlc.ir.ops import (  # noqa: E402,F401  # noqa: E402,F401
     relu,
     reshape,
     softmax,
+    tree_ensemble,
     unary,
     view,
     where,
