@@ -5,9 +5,18 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import exp_fx, isqrt64, ld, round_div, smax, st, to_fx
-from opmlc.backend.kernels._ir import I64, c64, exp_nonpositive_q30, loop, saturate32
+from opmlc.backend.kernels._fx import I32, exp_fx, isqrt64, ld, round_div, smax, smin, st, to_fx
+from opmlc.backend.kernels._ir import (
+    I64,
+    c64,
+    exp_nonpositive_q30,
+    loop,
+    saturate32,
+    shr_round,
+    shr_round_var,
+)
 from opmlc.ir import fixedpoint as fp
+from opmlc.ir.ops import unary as unary_op
 from opmlc.ir.types import DType, TensorType
 
 
@@ -51,6 +60,8 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
         return saturate32(b, b.select(neg, b.sub(c64(0), mag), mag))
     if kind == "exp":
         return b.call(exp_fx(b.module), [x, c64(f), c64(fo)])
+    if kind == "erf":
+        return b.call(erf_fx(b.module), [x, c64(f), c64(fo)])
     if kind == "sqrt":
         n = smax(b, x, c64(0))
         m = 2 * fo - f
@@ -59,6 +70,35 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
         up = b.icmp_signed(">", b.sub(n, b.mul(r, r)), r)
         return saturate32(b, b.add(r, b.zext(up, I64)))
     raise AssertionError(kind)
+
+
+def erf_fx(module: ir.Module) -> ir.Function:
+    """unary erf (ops/unary.py erf_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
+    name = "opmlc.erf_fx"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(I32, [I64, I64, I64]), name)
+    fn.linkage = "internal"
+    x, f, fo = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    neg = b.icmp_signed("<", x, c64(0))
+    ax = b.select(neg, b.sub(c64(0), x), x)
+    down = shr_round_var(b, ax, b.sub(f, c64(unary_op.ERF_FRAC)), 62)
+    up = b.shl(ax, smax(b, b.sub(c64(unary_op.ERF_FRAC), f), c64(0)))
+    a = b.select(b.icmp_signed(">=", f, c64(unary_op.ERF_FRAC)), down, up)
+    a = smin(b, a, c64(unary_op.ERF_CLAMP))
+    px = shr_round(b, b.mul(a, c64(unary_op.ERF_P_Q30)), unary_op.ERF_FRAC)
+    t = round_div(b, c64(1 << 60), b.add(c64(fp.ONE_Q30), px))
+    p = c64(unary_op.ERF_A_Q30[-1])
+    for c in unary_op.ERF_A_Q30[-2::-1]:
+        p = b.add(shr_round(b, b.mul(p, t), fp.Q30), c64(c))
+    p = shr_round(b, b.mul(p, t), fp.Q30)
+    d = b.sub(c64(0), shr_round(b, b.mul(a, a), unary_op.ERF_FRAC))
+    e = b.call(exp_nonpositive_q30(b.module), [d, c64(unary_op.ERF_FRAC)])
+    m = b.sub(c64(fp.ONE_Q30), shr_round(b, b.mul(p, e), fp.Q30))
+    y = shr_round_var(b, m, b.sub(c64(fp.Q30), fo), 62)
+    b.ret(saturate32(b, b.select(neg, b.sub(c64(0), y), y)))
+    return fn
 
 
 @kernel("unary")

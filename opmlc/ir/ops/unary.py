@@ -17,6 +17,11 @@ written once here and once in kernels/unary.py. Kinds by dtype:
     |y − e^x| ≤ 2e-7·e^x + 2^−(fo+1).
   - sqrt: n = q·2^(2fo−f) (0 ≤ 2fo − f ≤ 31 required), y = floor(sqrt(n) + 1/2) by the exact
     integer square root: |y − sqrt(x)| ≤ 2^−(fo+1) (exactly rounded). x < 0 gives 0.
+  - erf (fo ≤ 30): Abramowitz–Stegun 7.1.26 in integers: a = min(|x|, 6) in Q26,
+    t = 1/(1 + p·a) in Q30 (one rounded division), poly = t·(a1 + t·(a2 + … + t·a5)) by Horner
+    in Q30, e = exp(−a²) by fixedpoint.exp_nonpositive_q30, erf(|x|) = 2^30 − poly·e in Q30,
+    rounded to fo, sign restored. |y − erf(x)| ≤ 3.5e-7 + 2^−(fo+1) (the formula's 1.5e-7,
+    exp's 1.3e-7 relative, Q30 roundings). Gelu lowers onto it (x/2 · (1 + erf(x/√2))).
 - i32/i64 → same type: neg, abs (wrap around: −INT_MIN = INT_MIN), sign, bitnot.
 - bool → bool: not.
 """
@@ -29,7 +34,12 @@ from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops import IRTypeError, Op, register
 from opmlc.ir.types import DType, TensorType
 
-FX_KINDS = ("neg", "abs", "floor", "ceil", "round", "sign", "sigmoid", "tanh", "exp", "sqrt")
+FX_KINDS = ("neg", "abs", "floor", "ceil", "round", "sign", "sigmoid", "tanh", "exp", "sqrt", "erf")
+# erf: Abramowitz–Stegun 7.1.26, p and a1..a5 in Q30; |x| beyond ERF_CLAMP gives ±1 in Q30.
+ERF_P_Q30 = round(0.3275911 * 2**30)
+ERF_A_Q30 = tuple(round(a * 2**30) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+ERF_FRAC = 26
+ERF_CLAMP = 6 << ERF_FRAC
 INT_KINDS = ("neg", "abs", "sign", "bitnot")
 
 
@@ -49,6 +59,8 @@ class Unary(Op):
         fo = attrs["frac"]
         if kind == "sqrt" and not 0 <= 2 * fo - x.frac <= 31:
             raise IRTypeError(f"unary sqrt: output bits {fo} out of range for {x}")
+        if kind == "erf" and fo > fp.Q30:
+            raise IRTypeError(f"unary erf: output bits {fo} above 30")
         return TensorType(DType.FX32, x.shape, fo)
 
     def evaluate(
@@ -103,7 +115,25 @@ def fx_unary(kind: str, x: np.ndarray, f: int, fo: int) -> np.ndarray:
         n = np.left_shift(np.maximum(x, 0), 2 * fo - f)
         r = fp.isqrt64(n)
         return fp.saturate32(r + (n - r * r > r))
+    if kind == "erf":
+        return erf_fx(x, f, fo)
     raise AssertionError(kind)
+
+
+def erf_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
+    ax = np.abs(x)
+    a = fp.shr_round(ax, f - ERF_FRAC) if f >= ERF_FRAC else np.left_shift(ax, ERF_FRAC - f)
+    a = np.minimum(a, ERF_CLAMP)
+    px = fp.shr_round(a * ERF_P_Q30, ERF_FRAC)
+    t = fp.round_div(np.int64(1 << 60), fp.ONE_Q30 + px)
+    p = np.full(np.shape(x), ERF_A_Q30[-1], dtype=np.int64)
+    for c in ERF_A_Q30[-2::-1]:
+        p = fp.shr_round(p * t, fp.Q30) + c
+    p = fp.shr_round(p * t, fp.Q30)
+    e = fp.exp_nonpositive_q30(-fp.shr_round(a * a, ERF_FRAC), ERF_FRAC)
+    m = fp.ONE_Q30 - fp.shr_round(p * e, fp.Q30)
+    y = fp.shr_round(m, fp.Q30 - fo)
+    return fp.saturate32(np.where(x < 0, -y, y))
 
 
 def exp_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
