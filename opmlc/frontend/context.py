@@ -38,7 +38,8 @@ SCALAR_FRAC = 28  # bits for scalar constants, at most (they scale whole tensors
 @dataclass
 class QuantPolicy:
     """Fractional bits per tensor: `default` for activations and constants, or per-name overrides.
-    Scalar constants take up to SCALAR_FRAC bits."""
+    Scalar constants take up to SCALAR_FRAC bits; a constant holding ±inf (an attention mask's
+    −inf) at most `default`, where it saturates to ∓2^(31 − default)."""
 
     default: int = 16
     overrides: dict[str, int] = field(default_factory=dict)
@@ -54,7 +55,11 @@ class QuantPolicy:
             want = SCALAR_FRAC  # a scalar (alpha, epsilon, a clip bound) costs nothing in precision
         else:
             want = self.default
-        peak = float(np.max(np.abs(data))) if data.size else 0.0
+        data = np.asarray(data)
+        finite = np.abs(data[np.isfinite(data)]) if np.issubdtype(data.dtype, np.floating) else np.abs(data)
+        if finite.size < data.size:  # ±inf saturates: at most the default bits keep it as large as any tensor
+            want = min(want, self.default)
+        peak = float(np.max(finite)) if finite.size else 0.0
         if peak == 0.0:
             return want
         fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
@@ -123,8 +128,9 @@ class LoweringContext:
         if dtype is DType.FX32:
             if not np.issubdtype(arr.dtype, np.floating):
                 arr = arr.astype(np.float64)
-            if not np.all(np.isfinite(arr)):
-                raise self.unsupported(f"constant {name!r} holds inf or NaN, which fixed point cannot represent")
+            if np.any(np.isnan(arr)):
+                raise self.unsupported(f"constant {name!r} holds NaN, which fixed point cannot represent")
+            # ±inf (the −inf of an attention mask) saturates to the int32 extremes in quantize
             frac = self.policy.constant(name, arr)
             key = (name, frac)
             if key not in self._const_refs:

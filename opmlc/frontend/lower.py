@@ -20,6 +20,7 @@ from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
 from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
 from opmlc.frontend.fuse import fuse_batchnorm
+from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.rules import RULES
 from opmlc.ir.graph import Graph, GraphBuilder
@@ -59,7 +60,7 @@ def lower_model(
     policy = policy or QuantPolicy()
     model = read_model(path)
     model = fix_input_shapes(model, path, input_shapes)
-    model = fuse_batchnorm(model)
+    model = fuse_rmsnorm(fuse_batchnorm(model))
     opset = default_opset(model)
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx"}

@@ -1,7 +1,8 @@
 """Rules for ONNX data-movement ops, all lowered onto the IR's `view` (a strided copy with a
 constant border), `concat` and `reshape`: Transpose, Slice, Expand, Tile, Pad (constant mode),
-Split, Squeeze, Unsqueeze, DepthToSpace, SpaceToDepth, Gather (constant indices), Trilu, EyeLike,
-Concat. Shape parameters (axes, starts, pads, repeats…) must be compile-time constants.
+Split, Squeeze, Unsqueeze, DepthToSpace, SpaceToDepth, Gather (constant indices; run-time ones
+are rules/decoder.py's), Trilu, EyeLike, Concat. Shape parameters (axes, starts, pads, repeats…)
+must be compile-time constants.
 """
 
 from __future__ import annotations
@@ -226,7 +227,10 @@ def gather(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     src = ctx.shape_of(node.input[0])
     idx = ctx.const(node.input[1])
     if idx is None:
-        raise ctx.unsupported("Gather with run-time indices")
+        from opmlc.frontend.rules.decoder import gather_runtime
+
+        gather_runtime(ctx, node)
+        return
     axis = norm_axes([ctx.attrs().get("axis", 0)], len(src))[0]
     idx = np.asarray(idx, dtype=np.int64)
     idx = np.where(idx < 0, idx + src[axis], idx)
