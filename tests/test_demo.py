@@ -46,7 +46,7 @@ def test_demo_rejects_a_bad_liar_and_node():
     assert r.exit_code == 2 and "--lie-node 99" in r.stderr
 
 
-@pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm ci in toolchain/)")
+@pytest.mark.skipif(find_anvil() is None, reason="anvil not installed (npm install in toolchain/)")
 def test_demo_against_anvil():
     with Anvil() as url:
         doc = demo("--rpc", url)

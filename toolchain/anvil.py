@@ -68,7 +68,7 @@ class Anvil:
         found = executable or find_anvil()
         if found is None:
             raise ChainError(
-                "anvil not found: run `npm ci` in toolchain/ or put foundry's anvil on PATH"
+                "anvil not found: run `npm install` in toolchain/ or put foundry's anvil on PATH"
             )
         self.executable = found
         self.hardfork = hardfork

@@ -14,7 +14,7 @@ class ToolchainError(Exception):
 
 
 class CompilerError(ToolchainError):
-    """Node/npm is missing, `npm ci` failed, or solc rejected the contracts."""
+    """Node/npm is missing, `npm install` failed, or solc rejected the contracts."""
 
 
 class ChainError(ToolchainError):

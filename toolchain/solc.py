@@ -26,7 +26,7 @@ def node_available() -> bool:
 
 
 def ensure_node_modules() -> None:
-    """Installs the pinned npm packages (`npm ci`) when toolchain/node_modules is missing."""
+    """Installs the pinned npm packages when toolchain/node_modules is missing."""
     if (NODE_MODULES / "solc").is_dir():
         return
     npm = shutil.which("npm")
@@ -34,16 +34,19 @@ def ensure_node_modules() -> None:
         raise CompilerError(
             "npm not found: install Node.js ≥ 18 with npm to recompile the contracts"
         )
-    # npm ci installs exactly package-lock.json; --no-audit/--no-fund keep it quiet and offline-safe.
+    # `npm install` with the committed lock installs its exact versions. Not `npm ci`: npm 11
+    # records anvil's per-platform optional packages only for the platform that wrote the lock,
+    # and `npm ci` then refuses the lock as out of sync on every machine. --no-audit/--no-fund
+    # keep it quiet and offline-safe.
     proc = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
+        [npm, "install", "--no-audit", "--no-fund"],
         cwd=TOOLCHAIN_DIR,
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise CompilerError(f"npm ci in {TOOLCHAIN_DIR} failed: {last}")
+        raise CompilerError(f"npm install in {TOOLCHAIN_DIR} failed: {last}")
 
 
 def compile_contracts(out_dir: Path | None = None) -> list[Path]:

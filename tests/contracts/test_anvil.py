@@ -16,7 +16,7 @@ from toolchain.chain import Chain, call, connect, deploy, execution_gas
 from vm.witness import step_with_proof
 
 pytestmark = pytest.mark.skipif(
-    find_anvil() is None, reason="anvil not installed (npm ci in toolchain/, or foundry on PATH)"
+    find_anvil() is None, reason="anvil not installed (npm install in toolchain/, or foundry on PATH)"
 )
 
 CASES_PER_MNEMONIC = 3
