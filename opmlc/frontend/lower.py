@@ -27,6 +27,7 @@ from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
 
+ML_DOMAIN = "ai.onnx.ml"  # scikit-learn models (skl2onnx): rules/ml.py, registered as "ai.onnx.ml:Op"
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _T = onnx.TensorProto
 INPUT_TYPES = {
@@ -63,7 +64,7 @@ def lower_model(
     model = fuse_rmsnorm(fuse_batchnorm(model))
     opset = default_opset(model)
     g = model.graph
-    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx"}
+    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
     ctx = LoweringContext(builder, policy, opset, str(path))
 
@@ -89,7 +90,7 @@ def lower_model(
 
     for node in g.node:
         ctx.node = node
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx", ML_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
                                    + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
         ins = [ctx.sym(name) if name else None for name in node.input]
@@ -102,10 +103,11 @@ def lower_model(
                 if name:
                     ctx.bind(name, Const(arr))
             continue
-        lower = RULES.get(node.op_type)
+        key = f"{ML_DOMAIN}:{node.op_type}" if node.domain == ML_DOMAIN else node.op_type
+        lower = RULES.get(key)
         if lower is None:
             raise UnsupportedError(
-                f"{ctx.where()}: op {node.op_type} is not supported by opmlc "
+                f"{ctx.where()}: op {key} is not supported by opmlc "
                 f"(supported: {', '.join(sorted(RULES))})"
             )
         try:
