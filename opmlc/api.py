@@ -119,7 +119,11 @@ def load_samples(path: str | Path) -> np.ndarray:
 
 
 def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input") -> np.ndarray:
-    if not np.issubdtype(arr.dtype, np.floating):
+    if t.dtype is not DType.FX32:  # integer or bool inputs (token ids): integer-valued arrays
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_
+                or (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
+            raise InputError(f"{source}: input {name!r} must hold integers ({t.dtype.value}), got dtype {arr.dtype}")
+    elif not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"{source}: input {name!r} must be a float array, got dtype {arr.dtype}")
     shape = tuple(arr.shape)
     if shape != t.shape:
@@ -142,8 +146,25 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
     for rec, arr in zip(build.manifest["inputs"], arrays, strict=True):
         t = graph.values[rec["value"]].type
         arr = check_input(np.asarray(arr), rec["name"], t)
-        out.append(quantize(arr, t.frac))
+        out.append(quantize(arr, t.frac) if t.dtype is DType.FX32 else arr.astype(t.dtype.numpy))
     return out
+
+
+PAD_BYTE = 0x20  # a space
+
+
+def encode_text(text: str | bytes, t: TensorType) -> np.ndarray:
+    """Token ids for a byte-level decoder whose input has type `t` ([1, T] or [T], integer): the
+    UTF-8 bytes of `text`, the last T of them if longer, right-aligned after spaces (PAD_BYTE) if
+    shorter, so that the last position always holds the last byte and predicts the next one."""
+    if t.dtype not in (DType.I32, DType.I64) or not t.shape or any(d != 1 for d in t.shape[:-1]):
+        raise InputError(f"--tokens needs a model whose input is integer token ids [1, T], not {t}")
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if not data:
+        raise InputError("--tokens: the text is empty")
+    n = t.shape[-1]
+    data = data[-n:].rjust(n, bytes([PAD_BYTE]))
+    return np.frombuffer(data, dtype=np.uint8).astype(t.dtype.numpy).reshape(t.shape)
 
 
 def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: int | None = None) -> RunResult:

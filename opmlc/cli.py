@@ -125,7 +125,13 @@ def compile_cmd(
 @user_errors
 def run_cmd(
     build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
-    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
+    input: Annotated[
+        list[Path] | None, typer.Option("--input", "-i", help="A .npy file per model input, in order.")
+    ] = None,
+    tokens: Annotated[
+        str | None, typer.Option("--tokens", help="Text for a byte-level decoder instead of --input: its UTF-8 bytes are "
+                                 "the token ids (the last T bytes; shorter text is padded with spaces on the left).")
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
     as_json: Annotated[
@@ -135,22 +141,36 @@ def run_cmd(
     """Run a build on inputs and print the dequantized output and its tensor root.
 
     With --node K, node K runs alone on operands the interpreter computed, and its output is
-    printed: the unit of phase 2 of a dispute.
+    printed: the unit of phase 2 of a dispute. With --tokens TEXT (a byte-level decoder such as
+    models/tiny_llama.onnx), the predicted next byte (the argmax of the last position's logits)
+    is printed too.
     """
-    from opmlc.api import run
+    from opmlc.api import encode_text, run
     from opmlc.artifact import Build
 
     build = Build.load(build_dir)
-    arrays = _load_inputs(build, input)
+    if tokens is not None:
+        recs = build.manifest["inputs"]
+        if input or len(recs) != 1:
+            raise OpmlcError("--tokens replaces --input for a model with one token-id input; pass one or the other")
+        arrays = [encode_text(tokens, build.graph.values[recs[0]["value"]].type)]
+    else:
+        arrays = _load_inputs(build, input or [])
     result = run(build, arrays, backend, node)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]
+    next_token = None
+    if tokens is not None and node is None:
+        nid = int(np.argmax(outs[0].reshape(-1, outs[0].shape[-1])[-1]))
+        next_token = {"id": nid, "char": chr(nid) if nid < 128 else None}
     if node is None:
         names = [r["name"] for r in build.manifest["outputs"]]
     else:
         names = [build.graph.values[build.graph.nodes[node].output].name or f"node {node}"]
     if as_json:
         doc = {"backend": backend, "output_root": roots[0], "output": outs[0].tolist(), **result.extra}
+        if next_token is not None:
+            doc["next_token"] = next_token
         if node is not None:
             doc["node"] = node
         if len(outs) > 1:
@@ -163,6 +183,9 @@ def run_cmd(
         if out.ndim >= 1 and out.shape[-1] > 1:
             typer.echo(f"{name} argmax: {np.argmax(out, axis=-1).tolist()}")
         typer.echo(f"{name} root: {root}")
+    if next_token is not None:
+        shown = repr(next_token["char"]) if next_token["char"] is not None else "(not ASCII)"
+        typer.echo(f"next token: {next_token['id']} {shown}")
     for k, v in result.extra.items():
         typer.echo(f"{k}: {v}")
 

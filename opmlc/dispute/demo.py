@@ -27,14 +27,25 @@ DEFAULT_MODEL = MODELS / "digits_mlp.onnx"
 LIARS = ("server", "challenger", "none")
 
 
+DEFAULT_TEXT = "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + "
+
+
 def default_input(build: Build) -> list[np.ndarray]:
-    """The digit sample for the digits models; otherwise values in [0, 1) from a fixed seed."""
+    """The digit sample for the digits models; for an integer input (a byte-level decoder's token
+    ids) the bytes of DEFAULT_TEXT; otherwise values in [0, 1) from a fixed seed."""
+    from opmlc.api import encode_text
+    from opmlc.ir.types import DType
+
     sample = MODELS / "digit_sample.npy"
     arrays = []
     rng = np.random.default_rng(0)
     for rec in build.manifest["inputs"]:
         shape = tuple(rec["shape"])
-        if sample.exists() and np.load(sample).size == int(np.prod(shape)):
+        t = build.graph.values[rec["value"]].type
+        if t.dtype in (DType.I32, DType.I64):
+            arrays.append(encode_text(DEFAULT_TEXT, t) if all(d == 1 for d in shape[:-1])
+                          else rng.integers(0, 2, shape).astype(t.dtype.numpy))
+        elif sample.exists() and np.load(sample).size == int(np.prod(shape)):
             arrays.append(np.load(sample).reshape(shape).astype(np.float32))
         else:
             arrays.append(rng.random(shape, dtype=np.float32))
