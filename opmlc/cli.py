@@ -167,10 +167,15 @@ def run_cmd(
         names = [r["name"] for r in build.manifest["outputs"]]
     else:
         names = [build.graph.values[build.graph.nodes[node].output].name or f"node {node}"]
+    # a classifier's label output (skl2onnx: "output_label" or "label"): integer class labels
+    labels = [o.tolist() for n, o, t in zip(names, outs, result.output_types, strict=True)
+              if "label" in n and t.dtype.value in ("i32", "i64")]
     if as_json:
         doc = {"backend": backend, "output_root": roots[0], "output": outs[0].tolist(), **result.extra}
         if next_token is not None:
             doc["next_token"] = next_token
+        if labels:
+            doc["label"] = labels[0]
         if node is not None:
             doc["node"] = node
         if len(outs) > 1:
@@ -183,6 +188,9 @@ def run_cmd(
         if out.ndim >= 1 and out.shape[-1] > 1:
             typer.echo(f"{name} argmax: {np.argmax(out, axis=-1).tolist()}")
         typer.echo(f"{name} root: {root}")
+    if labels:
+        lab = labels[0]
+        typer.echo(f"predicted label: {lab[0] if isinstance(lab, list) and len(lab) == 1 else lab}")
     if next_token is not None:
         shown = repr(next_token["char"]) if next_token["char"] is not None else "(not ASCII)"
         typer.echo(f"next token: {next_token['id']} {shown}")
