@@ -312,8 +312,11 @@ def forest_tables(ctx: LoweringContext, a: dict, prefix: str, n_features: int, x
 
 def emit_forest(ctx: LoweringContext, node: onnx.NodeProto, a: dict, prefix: str, n_targets: int,
                 aggregate: str, base: list[float], out: str) -> int:
+    """A tree_ensemble node; `prefix` names the weight attributes (class_*, target_*), or is
+    None for the opset-5 TreeEnsemble's layout (tree_roots, leaf_*)."""
     x, f = features(ctx, node.input[0])
-    table, targets, weights, n_trees, depth = forest_tables(ctx, a, prefix, f, ctx.frac_of(x))
+    tables = forest_tables if prefix is not None else forest_tables_v5
+    table, targets, weights, n_trees, depth = tables(ctx, a, prefix, f, ctx.frac_of(x))
     if len(targets) and not (0 <= targets.min() and targets.max() < n_targets):
         raise ModelError(f"{ctx.where()}: a leaf weight's {prefix} id is outside 0..{n_targets - 1}")
     both = np.concatenate([weights, np.asarray(base, np.float64)])
@@ -331,6 +334,107 @@ def emit_forest(ctx: LoweringContext, node: onnx.NodeProto, a: dict, prefix: str
     ref = ctx.emit("tree_ensemble", ins, attrs, out)
     ctx.bind(out, ref)
     return ref
+
+
+def tree_depth(ctx: LoweringContext, roots: list[int], kids: Callable[[int], list[int]]) -> int:
+    """The most splits on a path from any root, refusing cycles."""
+    depth, seen = 0, 0
+    stack = [(r, 0) for r in roots]
+    while stack:
+        i, level = stack.pop()
+        depth = max(depth, level)
+        seen += 1
+        if seen > 1 << 22 or level > 1 << 16:
+            raise ModelError(f"{ctx.where()}: the trees have a cycle or are too large")
+        stack.extend((c, level + 1) for c in kids(i))
+    return depth
+
+
+def forest_tables_v5(ctx: LoweringContext, a: dict, _prefix: None, n_features: int, x_frac: int):
+    """forest_tables for the opset-5 TreeEnsemble: splits indexed by node, each child either a
+    split or a leaf (one target and weight per leaf), trees given by `tree_roots`."""
+    where = ctx.where()
+    modes = [int(m) for m in a.get("nodes_modes", [])]
+    n = len(modes)
+    cols = [list(a.get(c, [])) for c in ("nodes_featureids", "nodes_splits", "nodes_truenodeids",
+                                         "nodes_trueleafs", "nodes_falsenodeids", "nodes_falseleafs")]
+    if any(len(c) != n for c in cols):
+        raise ModelError(f"{where}: the nodes_* attributes have different lengths")
+    feats, splits, trues, true_leaf, falses, false_leaf = cols
+    leaf_targets, leaf_weights = list(a.get("leaf_targetids", [])), list(a.get("leaf_weights", []))
+    if len(leaf_targets) != len(leaf_weights):
+        raise ModelError(f"{where}: leaf_targetids and leaf_weights have different lengths")
+    v5_modes = list(MODES)[1:]  # BRANCH_LEQ = 0 … BRANCH_NEQ = 5 in opset 5's numbering
+    for m in modes:
+        if not 0 <= m < len(v5_modes):
+            raise ctx.unsupported(f"node mode {m} ({'BRANCH_MEMBER' if m == 6 else 'unknown'}) "
+                                  f"(supported: {', '.join(v5_modes)})")
+    roots = [int(r) for r in a.get("tree_roots", [])]
+    if not roots or any(not 0 <= r < n for r in roots):
+        raise ModelError(f"{where}: tree_roots must index the nodes")
+
+    def child(i: int, side: int) -> tuple[str, int]:
+        leaf, idx = (true_leaf[i], trues[i]) if side == 0 else (false_leaf[i], falses[i])
+        bound = len(leaf_targets) if leaf else n
+        if not 0 <= idx < bound:
+            raise ModelError(f"{where}: node {i} points at a missing {'leaf' if leaf else 'node'} {idx}")
+        return ("leaf" if leaf else "node", int(idx))
+
+    order: list[tuple[str, int]] = [("node", r) for r in roots]
+    row_of = {k: i for i, k in enumerate(order)}
+    if len(row_of) != len(roots):
+        raise ModelError(f"{where}: two trees share a root")
+
+    def kids(i: int) -> list[int]:  # rows of a split row's children, added on first sight
+        kind, idx = order[i]
+        if kind == "leaf":
+            return []
+        out = []
+        for side in (0, 1):
+            k = child(idx, side)
+            if k not in row_of:
+                row_of[k] = len(order)
+                order.append(k)
+            out.append(row_of[k])
+        return out
+
+    depth = tree_depth(ctx, list(range(len(roots))), kids)
+    table = []
+    for kind, idx in order:
+        if kind == "leaf":
+            table.append([0, idx, idx + 1, 0, 0])
+            continue
+        if not 0 <= feats[idx] < n_features:
+            raise ModelError(f"{where}: a node tests feature {feats[idx]} of {n_features}")
+        thr = int(fp.quantize(np.float32(splits[idx]), x_frac))
+        table.append([modes[idx] + 1, int(feats[idx]), thr, row_of[child(idx, 0)], row_of[child(idx, 1)]])
+    return (np.asarray(table, np.int32).reshape(-1, 5), np.asarray(leaf_targets, np.int32),
+            np.asarray(leaf_weights, np.float64), len(roots), depth)
+
+
+@ml_rule("TreeEnsemble")
+def tree_ensemble_v5(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """ai.onnx.ml opset 5's TreeEnsemble (no base values; enums as integers)."""
+    a = attributes(ctx, {"aggregate_function", "leaf_targetids", "leaf_weights", "membership_values",
+                         "n_targets", "nodes_falseleafs", "nodes_falsenodeids", "nodes_featureids",
+                         "nodes_hitrates", "nodes_missing_value_tracks_true", "nodes_modes", "nodes_splits",
+                         "nodes_trueleafs", "nodes_truenodeids", "post_transform", "tree_roots"})
+    for name in ("leaf_weights", "nodes_splits", "nodes_modes", "nodes_hitrates", "membership_values"):
+        if isinstance(a.get(name), onnx.TensorProto):
+            a[name] = onnx.numpy_helper.to_array(a[name]).ravel().tolist()
+    agg = {0: "average", 1: "sum", 2: "min", 3: "max"}.get(int(a.get("aggregate_function", 1)))
+    if agg is None:
+        raise ctx.unsupported(f"aggregate_function {a['aggregate_function']} (supported: 0..3)")
+    n_targets = int(a.get("n_targets", 1))
+    transform = {0: "NONE", 1: "SOFTMAX", 2: "LOGISTIC", 3: "SOFTMAX_ZERO", 4: "PROBIT"}.get(
+        int(a.get("post_transform", 0)), str(a.get("post_transform")))
+    if transform != "NONE" and n_targets < 2:
+        raise ctx.unsupported(f"post_transform {transform} of a single-target TreeEnsemble")
+    out = node.output[0]
+    scores = f"{out}/scores" if transform != "NONE" else out
+    emit_forest(ctx, node, a, None, n_targets, agg, [], scores)
+    if transform != "NONE":
+        post_transform(ctx, scores, transform, out)
 
 
 @ml_rule("TreeEnsembleRegressor")
