@@ -26,7 +26,8 @@ def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray
     for v in graph.values:
         arr = known.get(v.id)
         t = v.type
-        bufs.append(np.ascontiguousarray(arr, dtype=t.dtype.numpy).copy() if arr is not None
+        # np.array, not np.ascontiguousarray: the latter turns a 0-d value into shape [1]
+        bufs.append(np.array(arr, dtype=t.dtype.numpy, order="C") if arr is not None
                     else np.zeros(t.shape, dtype=t.dtype.numpy))
     return bufs
 
