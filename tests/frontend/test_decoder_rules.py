@@ -144,3 +144,14 @@ def test_softmax_on_a_middle_axis_and_a_minus_inf_mask(tmp_path):
               [helper.make_tensor_value_info("s1", F, [2, 5, 5]), helper.make_tensor_value_info("s2", F, [2, 5, 5])],
               [("mask", mask), ("ninf", np.array(-np.inf, np.float32))], opset=13)
     check(tmp_path, m, {"x": x}, 1e-4)
+
+
+def test_layer_normalization_mean_and_inv_std_dev_outputs(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.5, 1.0, (3, 4, 8)).astype(np.float32)
+    m = model([helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean", "istd"], axis=1)],
+              [helper.make_tensor_value_info("x", F, [3, 4, 8])],
+              [helper.make_tensor_value_info("y", F, [3, 4, 8]), helper.make_tensor_value_info("mean", F, [3, 1, 1]),
+               helper.make_tensor_value_info("istd", F, [3, 1, 1])],
+              [("s", rng.normal(1, 0.2, (4, 8)).astype(np.float32))])
+    check(tmp_path, m, {"x": x}, 2e-4)

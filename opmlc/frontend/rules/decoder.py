@@ -106,11 +106,13 @@ def pow_(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 def _norm(ctx: LoweringContext, node: onnx.NodeProto, kind: str) -> None:
     a = ctx.attrs()
     x, out = node.input[0], node.output[0]
-    if any(o for o in node.output[1:]):
-        raise ctx.unsupported(f"{node.op_type}'s Mean/InvStdDev outputs")
     shape = ctx.shape_of(x)
     axis = a.get("axis", -1)
     axis = axis + len(shape) if axis < 0 else axis
+    if any(o for o in node.output[1:]):
+        if kind != "layer":
+            raise ctx.unsupported(f"{node.op_type}'s InvStdDev output")
+        _norm_statistics(ctx, node, axis, float(a.get("epsilon", 1e-5)))
     if a.get("stash_type", 1) != 1:
         raise ctx.unsupported(f"{node.op_type} with stash_type {a['stash_type']}")
     n = prod(shape[axis:])
@@ -146,6 +148,27 @@ def _norm(ctx: LoweringContext, node: onnx.NodeProto, kind: str) -> None:
     ctx.bind(normed, ctx.emit("norm", [fx_in, *params], attrs, normed))
     if normed != out:
         reshape_to(ctx, normed, tuple(shape), out)
+
+
+def _norm_statistics(ctx: LoweringContext, node: onnx.NodeProto, axis: int, eps: float) -> None:
+    """LayerNormalization's optional Mean and InvStdDev outputs, op by op: mean, the mean of
+    squared deviations (at the input's bits, or the default if more), + eps, sqrt, one
+    reciprocal, each rounded to its bits. Y itself is still the one `norm` node."""
+    x = node.input[0]
+    axes = list(range(axis, len(ctx.shape_of(x))))
+    mean = node.output[1] if len(node.output) > 1 and node.output[1] else tmp(node, "mean")
+    ref = ctx.fx(x)
+    ctx.bind(mean, ctx.emit("reduce", [ref], {"kind": "mean", "axes": axes, "keepdims": 1, "frac": frac(ctx, mean)}, mean))
+    if len(node.output) < 3 or not node.output[2]:
+        return
+    f = max(ctx.frac_of(ref), frac(ctx, tmp(node, "var")))  # the variance keeps the input's bits
+    dev = ctx.emit("binary", [ref, ctx.value(mean)], {"kind": "sub", "frac": f}, tmp(node, "dev"))
+    dev2 = ctx.emit("binary", [dev, dev], {"kind": "mul", "frac": f}, tmp(node, "dev2"))
+    var = ctx.emit("reduce", [dev2], {"kind": "mean", "axes": axes, "keepdims": 1, "frac": f}, tmp(node, "var"))
+    ctx.bind(tmp(node, "vare"), ctx.emit("add", [var, ctx.value(const(ctx, tmp(node, "eps"), eps))], {"frac": f},
+                                         tmp(node, "vare")))
+    unary(ctx, "sqrt", tmp(node, "vare"), tmp(node, "std"))
+    binary(ctx, "div", const(ctx, tmp(node, "one"), 1.0), tmp(node, "std"), node.output[2])
 
 
 @rule("LayerNormalization")
