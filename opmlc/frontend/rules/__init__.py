@@ -26,4 +26,15 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
     return register
 
 
-from opmlc.frontend.rules import arith, cnn, decoder, elementwise, linear, ml, movement, reduce, shape, softmax  # noqa: E402,F401  # noqa: E402,F401
+from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
+    arith,
+    cnn,
+    decoder,
+    elementwise,
+    linear,
+    ml,
+    movement,
+    reduce,
+    shape,
+    softmax,
+)

@@ -85,20 +85,28 @@ def pow_(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if m == 0:
         ctx.bind(pos, Const(np.ones(ctx.shape_of(x), dtype=np.float32 if ctx.dtype(x) is DType.FX32 else np.int64)))
     else:
-        result, sq, k, i = None, base, m, 0
+        # Square-and-multiply, planned first so that the last product is written under the
+        # output's own name and so gets its (possibly calibrated) fractional bits.
+        plan, result, sq, k, i = [], None, base, m, 0
         while True:
             if k & 1:
                 if result is None:
                     result = sq
                 else:
-                    binary(ctx, "mul", result, sq, tmp(node, f"prod{i}"))
+                    plan.append((result, sq, tmp(node, f"prod{i}")))
                     result = tmp(node, f"prod{i}")
             k >>= 1
             if not k:
                 break
-            binary(ctx, "mul", sq, sq, tmp(node, f"sq{i}"))
+            plan.append((sq, sq, tmp(node, f"sq{i}")))
             sq, i = tmp(node, f"sq{i}"), i + 1
-        ctx.bind(pos, ctx.sym(result))
+        if not plan:
+            ctx.bind(pos, ctx.sym(result))
+        else:
+            last = plan[-1][2]
+            for a, b, dst in plan:
+                rename = (lambda n: pos if n == last else n)  # noqa: E731
+                binary(ctx, "mul", rename(a), rename(b), rename(dst))
     if p < 0:
         binary(ctx, "div", const(ctx, tmp(node, "one"), 1.0), pos, out)
 
