@@ -61,7 +61,7 @@ def test_gemm_with_a_full_bias_matrix_adds_it(tmp_path):
     c = RNG.normal(size=(2, 3)).astype(np.float32)
     node = helper.make_node("Gemm", ["x", "w", "c"], ["y"])
     fe = check(make(tmp_path, [node], [("x", [2, 4])], [("y", [2, 3])], [("w", W), ("c", c)]), {"x": X})
-    assert [n.op for n in fe.graph.nodes] == ["matmul", "add"]
+    assert [(n.op, n.attrs.get("kind")) for n in fe.graph.nodes] == [("matmul", None), ("binary", "add")]
 
 
 def test_matmul_add_relu_and_runtime_operands(tmp_path):

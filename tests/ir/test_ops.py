@@ -68,7 +68,7 @@ def test_matmul_broadcasts_batch_dimensions():
 def test_add_aligns_rounds_and_saturates(fa, fb, fo):
     vals = np.array([fp.INT32_MIN, -7, -1, 0, 1, 7, fp.INT32_MAX], dtype=np.int32)
     a, b = np.meshgrid(vals, vals)
-    got, _ = evaluate("add", [a, b], [fx(a.shape, fa), fx(b.shape, fb)], {"frac": fo})
+    got, _ = evaluate("binary", [a, b], [fx(a.shape, fa), fx(b.shape, fb)], {"kind": "add", "frac": fo})
     top = max(fa, fb)
     for x, y, g in zip(a.ravel(), b.ravel(), got.ravel(), strict=True):
         total = (int(x) << (top - fa)) + (int(y) << (top - fb))
@@ -77,8 +77,8 @@ def test_add_aligns_rounds_and_saturates(fa, fb, fo):
 
 
 def test_add_broadcasts():
-    got, out = evaluate("add", [np.ones((2, 3), np.int32), np.arange(3, dtype=np.int32)],
-                        [fx((2, 3), 0), fx((3,), 0)], {"frac": 0})
+    got, out = evaluate("binary", [np.ones((2, 3), np.int32), np.arange(3, dtype=np.int32)],
+                        [fx((2, 3), 0), fx((3,), 0)], {"kind": "add", "frac": 0})
     assert out.shape == (2, 3) and got.tolist() == [[1, 2, 3], [1, 2, 3]]
 
 

@@ -89,7 +89,7 @@ def test_matmul_with_batch_broadcast_and_no_bias():
 @pytest.mark.parametrize("fracs", [(16, 16, 16), (4, 20, 12), (20, 4, 30)])
 def test_add(shapes, fracs):
     rng = np.random.default_rng(len(shapes[0]) * 31 + fracs[0])
-    g, x = single_op("add", [fx(shapes[0], fracs[0]), fx(shapes[1], fracs[1])], {"frac": fracs[2]}, rng)
+    g, x = single_op("binary", [fx(shapes[0], fracs[0]), fx(shapes[1], fracs[1])], {"kind": "add", "frac": fracs[2]}, rng)
     check_all_backends(g, x)
 
 

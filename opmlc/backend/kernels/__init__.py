@@ -26,8 +26,7 @@ def kernel(op: str) -> Callable[[Emit], Emit]:
     return register
 
 
-from opmlc.backend.kernels import (  # noqa: E402,F401  # noqa: E402,F401
-    add,
+from opmlc.backend.kernels import (  # noqa: E402,F401
     binary,
     cast,
     concat,

@@ -117,7 +117,7 @@ def variadic(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         dst = out if last else tmp(node, f"acc{k}")
         if kind == "add" and DType.FX32 in (ctx.dtype(acc), ctx.dtype(name)):
             ra, rb, _ = operands(ctx, acc, name)
-            ctx.bind(dst, ctx.emit("add", [ra, rb], {"frac": frac(ctx, dst)}, dst))
+            ctx.bind(dst, ctx.emit("binary", [ra, rb], {"kind": "add", "frac": frac(ctx, dst)}, dst))
         else:
             binary(ctx, kind, acc, name, dst)
         acc = dst

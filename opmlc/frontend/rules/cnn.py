@@ -112,8 +112,8 @@ def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         ctx.bind(f"{out}/scale", Const(scale.reshape(per_channel).astype(np.float32)))
         ctx.bind(f"{out}/shift", Const(shift.reshape(per_channel).astype(np.float32)))
         binary(ctx, "mul", x, f"{out}/scale", f"{out}/scaled")
-        ctx.bind(out, ctx.emit("add", [ctx.fx(f"{out}/scaled"), ctx.fx(f"{out}/shift")],
-                               {"frac": ctx.policy.activation(out)}, out))
+        ctx.bind(out, ctx.emit("binary", [ctx.fx(f"{out}/scaled"), ctx.fx(f"{out}/shift")],
+                               {"kind": "add", "frac": ctx.policy.activation(out)}, out))
         return
     ctx.bind(f"{out}/eps", Const(np.asarray(eps, np.float32)))
     ctx.bind(f"{out}/var_eps", Ref_add(ctx, var, f"{out}/eps", f"{out}/var_eps"))
@@ -130,4 +130,4 @@ def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 def Ref_add(ctx: LoweringContext, a: str, b: str, out: str):  # noqa: N802
     from opmlc.frontend.context import Ref
 
-    return Ref(ctx.emit("add", [ctx.fx(a), ctx.fx(b)], {"frac": ctx.policy.activation(out)}, out))
+    return Ref(ctx.emit("binary", [ctx.fx(a), ctx.fx(b)], {"kind": "add", "frac": ctx.policy.activation(out)}, out))

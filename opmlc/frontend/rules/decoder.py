@@ -173,7 +173,7 @@ def _norm_statistics(ctx: LoweringContext, node: onnx.NodeProto, axis: int, eps:
     dev = ctx.emit("binary", [ref, ctx.value(mean)], {"kind": "sub", "frac": f}, tmp(node, "dev"))
     dev2 = ctx.emit("binary", [dev, dev], {"kind": "mul", "frac": f}, tmp(node, "dev2"))
     var = ctx.emit("reduce", [dev2], {"kind": "mean", "axes": axes, "keepdims": 1, "frac": f}, tmp(node, "var"))
-    ctx.bind(tmp(node, "vare"), ctx.emit("add", [var, ctx.value(const(ctx, tmp(node, "eps"), eps))], {"frac": f},
+    ctx.bind(tmp(node, "vare"), ctx.emit("binary", [var, ctx.value(const(ctx, tmp(node, "eps"), eps))], {"kind": "add", "frac": f},
                                          tmp(node, "vare")))
     unary(ctx, "sqrt", tmp(node, "vare"), tmp(node, "std"))
     binary(ctx, "div", const(ctx, tmp(node, "one"), 1.0), tmp(node, "std"), node.output[2])

@@ -18,7 +18,7 @@ def add(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         binary(ctx, "add", node.input[0], node.input[1], out)  # integer Add wraps around
         return
     a, b = (ctx.fx(x) for x in node.input)
-    ctx.bind(out, ctx.emit("add", [a, b], {"frac": ctx.policy.activation(out)}, out))
+    ctx.bind(out, ctx.emit("binary", [a, b], {"kind": "add", "frac": ctx.policy.activation(out)}, out))
 
 
 @rule("Relu")

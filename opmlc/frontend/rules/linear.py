@@ -59,7 +59,7 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     prod_name = f"{out}/matmul"
     ctx.bind(prod_name, ctx.emit("matmul", inputs, mm_attrs, prod_name))
     c_ref = ctx.const_ref(f"{c_name}/beta", beta * ctx.const(c_name)) if ctx.const(c_name) is not None else ctx.ref(c_name)
-    ctx.bind(out, ctx.emit("add", [ctx.ref(prod_name), c_ref], {"frac": frac}, out))
+    ctx.bind(out, ctx.emit("binary", [ctx.ref(prod_name), c_ref], {"kind": "add", "frac": frac}, out))
 
 
 @rule("MatMul")

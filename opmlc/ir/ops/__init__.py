@@ -59,8 +59,7 @@ def get_op(name: str) -> Op:
 
 
 # Importing the op modules registers them.
-from opmlc.ir.ops import (  # noqa: E402,F401  # noqa: E402,F401
-    add,
+from opmlc.ir.ops import (  # noqa: E402,F401
     binary,
     cast,
     concat,
