@@ -94,25 +94,22 @@ MAX_VM_STEPS = 1 << 40
 
 def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:
     """Read a .npy input for graph input `name` and check it against the build's type."""
+    return check_input(_read_npy(path, f"a .npy file for input {name!r}"), name, t, str(path))
+
+
+def _read_npy(path: str | Path, wanted: str) -> np.ndarray:
     path = Path(path)
     try:
-        arr = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file; pass a .npy file for input {name!r}") from None
+        raise InputError(f"{path}: no such file; pass {wanted}") from None
     except (ValueError, OSError) as exc:
         raise InputError(f"{path}: not a .npy array ({str(exc).splitlines()[0]}); save it with numpy.save") from None
-    return check_input(arr, name, t, str(path))
 
 
 def load_samples(path: str | Path) -> np.ndarray:
     """Read a .npy of calibration samples (a float array whose first axis indexes the samples)."""
-    path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; pass a .npy of sample inputs for --calibrate") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a .npy array ({str(exc).splitlines()[0]}); save it with numpy.save") from None
+    arr = _read_npy(path, "a .npy of sample inputs for --calibrate")
     if not np.issubdtype(arr.dtype, np.floating) or arr.ndim < 1 or not np.all(np.isfinite(arr)):
         raise InputError(f"{path}: calibration samples must be a finite float array [S, …]")
     return arr

@@ -33,6 +33,7 @@ from vm.merkle import (
     ZERO_HASHES,
     height_of,
     keccak256,
+    tree_levels,
 )
 
 PAGE_SHIFT = 12
@@ -75,29 +76,11 @@ def _check_region(addr: int, size: int) -> None:
         raise RegionError(f"region at {addr:#x} is not aligned to its size {size:#x}")
 
 
-def _levels(data: bytes) -> list[list[bytes]]:
-    """Every level of the tree over `data` (power of two ≥ 32 bytes), leaves first."""
-    level = [data[i : i + LEAF_BYTES] for i in range(0, len(data), LEAF_BYTES)]
-    out = [level]
-    h = 0
-    while len(level) > 1:
-        zero = ZERO_HASHES[h]
-        level = [
-            ZERO_HASHES[h + 1]
-            if level[i] == zero and level[i + 1] == zero
-            else keccak256(level[i] + level[i + 1])
-            for i in range(0, len(level), 2)
-        ]
-        out.append(level)
-        h += 1
-    return out
-
-
 def page_root(page: bytes | bytearray) -> bytes:
     """Merkle root of one 4 KiB page."""
     if page == _ZERO_PAGE:  # most pages a program creates (stack, .bss) stay zero
         return ZERO_HASHES[PAGE_HEIGHT]
-    return _levels(bytes(page))[-1][0]
+    return tree_levels(bytes(page))[-1][0]
 
 
 def _fetch(store: TensorStore | Mapping[bytes, bytes], root: bytes, size: int) -> bytes:
@@ -256,7 +239,7 @@ class Memory:
         """
         addr &= ADDRESS_MASK & ~3
         pi = addr >> PAGE_SHIFT
-        levels = _levels(bytes(self.page(pi)))
+        levels = tree_levels(bytes(self.page(pi)))
         self.root()
         index = (addr & PAGE_MASK) >> 5
         parts = [levels[0][index]]
@@ -289,7 +272,7 @@ class Memory:
                 self._materialise(lg)
         if size < PAGE_SIZE:
             data = _fetch(store, root, size)
-            if _levels(data)[-1][0] != root:
+            if tree_levels(data)[-1][0] != root:
                 raise StoreError(f"the stored bytes of tensor 0x{root.hex()} hash to another root")
             self.write_bytes(addr, data)
             return
@@ -345,7 +328,7 @@ class Memory:
         if size < PAGE_SIZE:
             p = self.page(addr >> PAGE_SHIFT)
             o = addr & PAGE_MASK
-            return _levels(bytes(p[o : o + size]))[-1][0]
+            return tree_levels(bytes(p[o : o + size]))[-1][0]
         g = gindex(addr, size)
         if g in self._lazy:
             return self._lazy[g][0]

@@ -54,37 +54,16 @@ def padded_size(nbytes: int) -> int:
     return max(LEAF_BYTES, 1 << max(0, nbytes - 1).bit_length())
 
 
-def subtree_root(data: bytes | bytearray | memoryview) -> bytes:
-    """Root of `data`, whose length is a power of two ≥ 32 bytes.
+def tree_levels(data: bytes | bytearray | memoryview) -> list[list[bytes]]:
+    """Every level of the tree over `data` (a power of two ≥ 32 bytes), leaves first.
 
     All-zero stretches are recognised and take their precomputed zero hash, so a large, mostly
     empty region costs little.
     """
-    height = height_of(len(data))
+    height_of(len(data))
     mv = memoryview(data).cast("B")
     level = [bytes(mv[i : i + LEAF_BYTES]) for i in range(0, len(mv), LEAF_BYTES)]
-    for h in range(height):
-        zero = ZERO_HASHES[h]
-        nxt = []
-        for i in range(0, len(level), 2):
-            left, right = level[i], level[i + 1]
-            if left == zero and right == zero:
-                nxt.append(ZERO_HASHES[h + 1])
-            else:
-                nxt.append(keccak256(left + right))
-        level = nxt
-    return level[0]
-
-
-def list_root(leaves: list[bytes]) -> bytes:
-    """Root over a list of 32-byte leaves, padded with zero leaves to a power of two.
-
-    Used for the graph trace (a list of tensor roots) and the model commitment.
-    """
-    if not leaves:
-        return ZERO_LEAF
-    size = 1 << max(0, len(leaves) - 1).bit_length()
-    level = list(leaves) + [ZERO_LEAF] * (size - len(leaves))
+    out = [level]
     h = 0
     while len(level) > 1:
         zero = ZERO_HASHES[h]
@@ -94,20 +73,35 @@ def list_root(leaves: list[bytes]) -> bytes:
             else keccak256(level[i] + level[i + 1])
             for i in range(0, len(level), 2)
         ]
+        out.append(level)
         h += 1
-    return level[0]
+    return out
+
+
+def subtree_root(data: bytes | bytearray | memoryview) -> bytes:
+    """Root of `data`, whose length is a power of two ≥ 32 bytes."""
+    return tree_levels(data)[-1][0]
+
+
+def _padded_list(leaves: list[bytes]) -> bytes:
+    size = 1 << max(0, len(leaves) - 1).bit_length()
+    return b"".join(leaves) + ZERO_LEAF * (size - len(leaves))
+
+
+def list_root(leaves: list[bytes]) -> bytes:
+    """Root over a list of 32-byte leaves, padded with zero leaves to a power of two.
+
+    Used for the graph trace (a list of tensor roots) and the model commitment.
+    """
+    if not leaves:
+        return ZERO_LEAF
+    return subtree_root(_padded_list(leaves))
 
 
 def list_proof(leaves: list[bytes], index: int) -> list[bytes]:
     """Siblings, bottom up, proving leaves[index] against list_root(leaves)."""
-    size = 1 << max(0, len(leaves) - 1).bit_length()
-    level = list(leaves) + [ZERO_LEAF] * (size - len(leaves))
-    proof = []
-    while len(level) > 1:
-        proof.append(level[index ^ 1])
-        level = [keccak256(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
-        index >>= 1
-    return proof
+    levels = tree_levels(_padded_list(leaves))
+    return [levels[h][(index >> h) ^ 1] for h in range(len(levels) - 1)]
 
 
 def root_from_proof(leaf: bytes, index: int, siblings: list[bytes]) -> bytes:

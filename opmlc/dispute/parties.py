@@ -70,6 +70,23 @@ class Party:
     def gas(self) -> int:
         return self.d.gas_by.get(self.role, 0)
 
+    stop_after: int | None = None
+
+    def act(self, game_id: int) -> bool:
+        """Make at most one move in game `game_id`; whether one was made."""
+        if self.stop_after is not None and self.moves >= self.stop_after:
+            return False  # a stopped party (tests, demo): it must lose on time
+        g = self.d.game(game_id)
+        if self.timeout_if_due(game_id, g):
+            return True
+        if g.mover != self.role:
+            return False
+        return self.move(game_id, g)
+
+    def move(self, game_id: int, g: GameView) -> bool:
+        """This party's move in a game that waits for it."""
+        raise NotImplementedError
+
     def timeout_if_due(self, game_id: int, g: GameView) -> bool:
         """Claim the game when the other party's clock has run out."""
         if g.mover in ("none", self.role):
@@ -131,14 +148,7 @@ class Server(Party):
         bond = self.d.registry.functions.bondAmount().call()
         self.send(self.d.registry.functions.submitResult(task_id, c.trace.output_root, c.trace.final, proof), bond)
 
-    def act(self, game_id: int) -> bool:
-        if self.stop_after is not None and self.moves >= self.stop_after:
-            return False
-        g = self.d.game(game_id)
-        if self.timeout_if_due(game_id, g):
-            return True
-        if g.mover != "server":
-            return False
+    def move(self, game_id: int, g: GameView) -> bool:
         c = self.claimant(g.task_id)
         f = self.d.registry.functions
         if g.phase is Phase.BISECT_TRACE:
@@ -191,14 +201,7 @@ class Challenger(Party):
         (event,) = self.d.registry.events.Challenged().process_receipt(receipt, errors=DISCARD)
         return int(event["args"]["gameId"])
 
-    def act(self, game_id: int) -> bool:
-        if self.stop_after is not None and self.moves >= self.stop_after:
-            return False
-        g = self.d.game(game_id)
-        if self.timeout_if_due(game_id, g):
-            return True
-        if g.mover != "challenger":
-            return False
+    def move(self, game_id: int, g: GameView) -> bool:
         v = self.verifier(g.task_id)
         f = self.d.registry.functions
         if g.phase is Phase.RESPOND_TRACE:
