@@ -360,8 +360,10 @@ def claim_cmd(
         int | None, typer.Option("--tamper-node", help="Claim a wrong output for node K (for tests and demos).")
     ] = None,
 ) -> None:
-    """Write the claim a server posts for these inputs: every value root, the output root and the
-    final trace state. Honest unless --tamper-node K changes node K's output."""
+    """Write the claim a server posts for these inputs: every value root and the final trace.
+
+    The claim is honest unless --tamper-node K changes node K's output (for tests and demos).
+    """
     from opmlc.api import quantize_inputs
     from opmlc.artifact import Build
     from opmlc.dispute.claims import make_claim
