@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {MemoryProof} from "./MemoryProof.sol";
+import {VMState} from "./VMState.sol";
 
 /// @title MIPS
 /// @notice The on-chain single-step verifier of opmlc: executes one MIPS32 big-endian instruction
@@ -21,28 +22,22 @@ import {MemoryProof} from "./MemoryProof.sol";
 ///      MemoryProof's assembly, are most of it.
 contract MIPS {
     // ---------------------------------------------------------------------------------------
-    // State layout: memRoot ‖ pc ‖ nextPC ‖ lo ‖ hi ‖ step ‖ exitCode ‖ exited ‖ registers[32]
+    // State layout (VMState.sol defines it): memRoot ‖ pc ‖ nextPC ‖ lo ‖ hi ‖ step ‖ exitCode ‖
+    // exited ‖ registers[32]. Short local names for the offsets this contract edits.
     // ---------------------------------------------------------------------------------------
 
-    /// @notice Bytes of an encoded VM state.
-    uint256 internal constant STATE_LENGTH = 186;
-    uint256 internal constant OFFSET_MEM_ROOT = 0;
-    uint256 internal constant OFFSET_PC = 32;
-    uint256 internal constant OFFSET_NEXT_PC = 36;
-    uint256 internal constant OFFSET_LO = 40;
-    uint256 internal constant OFFSET_HI = 44;
-    uint256 internal constant OFFSET_STEP = 48;
-    uint256 internal constant OFFSET_EXIT_CODE = 56;
-    uint256 internal constant OFFSET_EXITED = 57;
-    uint256 internal constant OFFSET_REGISTERS = 58;
+    uint256 internal constant STATE_LENGTH = VMState.STATE_LENGTH;
+    uint256 internal constant OFFSET_PC = VMState.OFFSET_PC;
+    uint256 internal constant OFFSET_NEXT_PC = VMState.OFFSET_NEXT_PC;
+    uint256 internal constant OFFSET_LO = VMState.OFFSET_LO;
+    uint256 internal constant OFFSET_HI = VMState.OFFSET_HI;
+    uint256 internal constant OFFSET_STEP = VMState.OFFSET_STEP;
+    uint256 internal constant OFFSET_EXIT_CODE = VMState.OFFSET_EXIT_CODE;
+    uint256 internal constant OFFSET_EXITED = VMState.OFFSET_EXITED;
+    uint256 internal constant OFFSET_REGISTERS = VMState.OFFSET_REGISTERS;
 
     /// @notice The exit code a panic leaves.
     uint256 internal constant PANIC_EXIT_CODE = 0xFF;
-    /// @notice Status byte of the state hash (its top byte), by outcome.
-    uint256 internal constant STATUS_EXITED_ZERO = 0;
-    uint256 internal constant STATUS_EXITED_ONE = 1;
-    uint256 internal constant STATUS_EXITED_OTHER = 2;
-    uint256 internal constant STATUS_RUNNING = 3;
 
     /// @notice Bytes of one memory proof (leaf and 27 siblings); a step proof is one (the fetch)
     ///         or two (the fetch, then a load's or store's word).
@@ -497,15 +492,8 @@ contract MIPS {
     }
 
     /// @dev keccak256 of the packed state, top byte replaced by the status.
-    function _stateHash(uint256 s) internal pure returns (bytes32 h) {
-        uint256 status = STATUS_RUNNING;
-        if (_u8(s, OFFSET_EXITED) == 1) {
-            uint256 code = _u8(s, OFFSET_EXIT_CODE);
-            status = code == 0 ? STATUS_EXITED_ZERO : code == 1 ? STATUS_EXITED_ONE : STATUS_EXITED_OTHER;
-        }
-        assembly ("memory-safe") {
-            h := or(shr(8, shl(8, keccak256(s, STATE_LENGTH))), shl(248, status))
-        }
+    function _stateHash(uint256 s) internal pure returns (bytes32) {
+        return VMState.hashAt(s);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -515,10 +503,11 @@ contract MIPS {
     /// @dev Copies the state into fresh memory. 32 spare bytes after it keep the 32-byte
     ///      read-modify-writes of the last register inside the allocation.
     function _loadState(bytes calldata state) internal pure returns (uint256 s) {
+        uint256 length = STATE_LENGTH; // inline assembly cannot name another contract's constant
         assembly ("memory-safe") {
             s := mload(0x40)
-            calldatacopy(s, state.offset, STATE_LENGTH)
-            mstore(0x40, add(s, add(STATE_LENGTH, 32)))
+            calldatacopy(s, state.offset, length)
+            mstore(0x40, add(s, add(length, 32)))
         }
     }
 
@@ -533,13 +522,13 @@ contract MIPS {
 
     function _memRoot(uint256 s) internal pure returns (bytes32 root) {
         assembly ("memory-safe") {
-            root := mload(add(s, OFFSET_MEM_ROOT))
+            root := mload(s) // OFFSET_MEM_ROOT = 0
         }
     }
 
     function _setMemRoot(uint256 s, bytes32 root) internal pure {
         assembly ("memory-safe") {
-            mstore(add(s, OFFSET_MEM_ROOT), root)
+            mstore(s, root) // OFFSET_MEM_ROOT = 0
         }
     }
 

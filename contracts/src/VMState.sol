@@ -2,17 +2,24 @@
 pragma solidity ^0.8.24;
 
 /// @title VMState
-/// @notice The VM state's 186-byte encoding and its hash, as vm/state.py defines them, for the
-///         dispute game: it builds a node's initial state and checks the states parties submit.
+/// @notice The VM state's 186-byte encoding and its hash, as vm/state.py defines them: the one
+///         Solidity definition, used by MIPS.sol (which edits a state in place) and by the
+///         dispute game (which builds a node's initial state and checks submitted states).
 /// @dev Encoding, big-endian: memRoot (32) ‖ pc ‖ nextPC ‖ lo ‖ hi (u32) ‖ step (u64) ‖
 ///      exitCode (u8) ‖ exited (u8) ‖ 32 registers (u32). State hash = keccak256(encoding) with its
-///      top byte replaced by the status. MIPS.sol keeps its own copy of these rules, next to the
-///      instructions that edit a state in place.
+///      top byte replaced by the status.
 library VMState {
     /// @notice Bytes of an encoded state.
     uint256 internal constant STATE_LENGTH = 186;
+    uint256 internal constant OFFSET_MEM_ROOT = 0;
+    uint256 internal constant OFFSET_PC = 32;
+    uint256 internal constant OFFSET_NEXT_PC = 36;
+    uint256 internal constant OFFSET_LO = 40;
+    uint256 internal constant OFFSET_HI = 44;
+    uint256 internal constant OFFSET_STEP = 48;
     uint256 internal constant OFFSET_EXIT_CODE = 56;
     uint256 internal constant OFFSET_EXITED = 57;
+    uint256 internal constant OFFSET_REGISTERS = 58;
     /// @notice $sp of every initial state: the stack grows down from here.
     uint32 internal constant SP_INIT = 0x7FFFF000;
     /// @notice Registers $0 .. $28 precede $sp ($29); $fp and $ra follow it.
@@ -58,17 +65,31 @@ library VMState {
     /// @param state A 186-byte encoded state.
     function hash(bytes memory state) internal pure returns (bytes32) {
         if (state.length != STATE_LENGTH) revert InvalidStateLength(state.length);
-        uint256 status;
-        if (uint8(state[OFFSET_EXITED]) == 0) {
-            status = STATUS_RUNNING;
-        } else {
-            uint8 code = uint8(state[OFFSET_EXIT_CODE]);
-            status = code == 0 ? STATUS_EXITED_ZERO : code == 1 ? STATUS_EXITED_ONE : STATUS_EXITED_OTHER;
+        uint256 ptr;
+        assembly ("memory-safe") {
+            ptr := add(state, 32)
         }
-        return bytes32((uint256(keccak256(state)) & (type(uint256).max >> 8)) | (status << 248));
+        return hashAt(ptr);
     }
 
-    /// @notice The memory root of an encoded state (its first 32 bytes).
+    /// @notice The state hash of the 186-byte encoding at memory address `ptr`.
+    /// @dev MIPS.sol hashes its in-place buffer with this; `hash` checks a length first.
+    function hashAt(uint256 ptr) internal pure returns (bytes32 h) {
+        uint256 exitedFlag;
+        uint256 code;
+        assembly ("memory-safe") {
+            exitedFlag := byte(0, mload(add(ptr, OFFSET_EXITED)))
+            code := byte(0, mload(add(ptr, OFFSET_EXIT_CODE)))
+        }
+        uint256 status = STATUS_RUNNING;
+        if (exitedFlag != 0) {
+            status = code == 0 ? STATUS_EXITED_ZERO : code == 1 ? STATUS_EXITED_ONE : STATUS_EXITED_OTHER;
+        }
+        assembly ("memory-safe") {
+            h := or(shr(8, shl(8, keccak256(ptr, STATE_LENGTH))), shl(248, status))
+        }
+    }
+
     function memRoot(bytes calldata state) internal pure returns (bytes32) {
         if (state.length != STATE_LENGTH) revert InvalidStateLength(state.length);
         return bytes32(state[0:32]);
