@@ -32,6 +32,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
+from opmlc.dispute.commitment import MODEL_COMMITMENT_TYPE, NodeInfo
 from toolchain.chain import Chain, decode_revert, revert_data
 from vm.asm import NOP, Asm, elf32_mips
 from vm.checkpoint import Trace
@@ -64,8 +65,6 @@ N_VALUES = FIRST_NODE_VALUE + N_NODES
 OUTPUT_VALUE = 4
 NODE_INPUTS = ((0, 1), (2,), (0, 3))  # node k's operand values, ascending
 
-NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8)"
-MODEL_COMMITMENT_TYPE = "(bytes32,bytes32,uint32,uint32,uint32,uint32,uint32,uint32)"
 
 # Phase enum of DisputeGame, as the ABI's uint8.
 BISECT_TRACE, RESPOND_TRACE, START_NODE, BISECT_STEP, RESPOND_STEP, PROVE_STEP, ENDED = range(1, 8)
@@ -175,29 +174,8 @@ def compute_values(x: list[int], w: list[int], tamper: int | None = None) -> lis
 # ------------------------------------------------------------------------------ commitments
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    base_root: bytes
-    input_values: tuple[int, ...]
-    input_addrs: tuple[int, ...]
-    input_heights: tuple[int, ...]
-    output_value: int
-    output_addr: int
-    output_height: int
-
-    def as_tuple(self) -> tuple:
-        return (
-            self.base_root,
-            list(self.input_values),
-            list(self.input_addrs),
-            list(self.input_heights),
-            self.output_value,
-            self.output_addr,
-            self.output_height,
-        )
-
-    def leaf(self) -> bytes:
-        return keccak256(abi_encode([NODE_INFO_TYPE], [self.as_tuple()]))
+# NodeInfo and its leaf encoding are opmlc's (opmlc/dispute/commitment.py): these tests check
+# that the Python encoding and Commitments.sol's agree.
 
 
 def node_infos() -> list[NodeInfo]:
