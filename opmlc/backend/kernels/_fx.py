@@ -1,5 +1,5 @@
 """LLVM twins of the fixed-point helpers behind the CNN / conformance ops (fixedpoint.to_fx,
-round_div, isqrt64, exp2_frac_q30, …) and typed loads/stores that widen every element to i64.
+round_div, isqrt64, exp_fx, …) and typed loads/stores that widen every element to i64.
 
 Same determinism rules as _ir.py: no nsw/nuw/exact, shift amounts provably in range, every
 division guarded (divisor > 0 or checked for 0 and INT_MIN / −1 by the caller).
@@ -18,6 +18,8 @@ from opmlc.backend.kernels._ir import (
     c32,
     c64,
     entry_alloca,
+    exp2_frac_q30,
+    internal_function,
     load,
     loop,
     saturate32,
@@ -81,12 +83,9 @@ def positive(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
 
 def isqrt64(module: ir.Module) -> ir.Function:
     """fixedpoint.isqrt64 as an internal function `i64 (i64 n)`, n ≥ 0: 32 fixed steps."""
-    name = "opmlc.isqrt64"
-    if name in module.globals:
-        return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(I64, [I64]), name)
-    fn.linkage = "internal"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn, b = internal_function(module, "opmlc.isqrt64", I64, [I64])
+    if b is None:
+        return fn
     n_slot, res_slot, bit_slot = (entry_alloca(b, I64, name=x) for x in ("n", "res", "bit"))
     b.store(fn.args[0], n_slot)
     b.store(c64(0), res_slot)
@@ -103,23 +102,12 @@ def isqrt64(module: ir.Module) -> ir.Function:
     return fn
 
 
-def exp2_frac_q30(b: ir.IRBuilder, r: ir.Value) -> ir.Value:
-    """fixedpoint.exp2_frac_q30 inline: Horner's rule in Q30 for r in [0, 2^30)."""
-    p = c64(fp.EXP2_Q30[-1])
-    for c in fp.EXP2_Q30[-2::-1]:
-        p = b.add(shr_round(b, b.mul(p, r), fp.Q30), c64(c))
-    return p
-
-
 def exp_fx(module: ir.Module) -> ir.Function:
     """unary exp (ops/unary.py exp_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
-    name = "opmlc.exp_fx"
-    if name in module.globals:
-        return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(I32, [I64, I64, I64]), name)
-    fn.linkage = "internal"
+    fn, b = internal_function(module, "opmlc.exp_fx", I32, [I64, I64, I64])
+    if b is None:
+        return fn
     x, f, fo = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     t = shr_round_var(b, b.mul(x, c64(fp.LOG2E_Q30)), f, fp.Q30)
     k = b.ashr(t, c64(fp.Q30))
     p = exp2_frac_q30(b, b.sub(t, b.shl(k, c64(fp.Q30))))
@@ -129,5 +117,5 @@ def exp_fx(module: ir.Module) -> ir.Function:
     return fn
 
 
-__all__ = ["I8", "I32", "c32", "exp2_frac_q30", "exp_fx", "isqrt64", "ld", "positive", "round_div",
+__all__ = ["I8", "I32", "c32", "exp_fx", "isqrt64", "ld", "positive", "round_div",
            "smax", "smin", "st", "to_fx"]

@@ -116,22 +116,37 @@ def saturate32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.trunc(x, I32)
 
 
-def exp_nonpositive_q30(module: ir.Module) -> ir.Function:
-    """fixedpoint.exp_nonpositive_q30 as an internal function `i64 (i64 d, i64 frac)`."""
-    name = "opmlc.exp_q30"
+def internal_function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]
+                      ) -> tuple[ir.Function, ir.IRBuilder | None]:
+    """A module-internal helper function, made once per module.
+
+    Returns the function and a builder at its entry block when it was just created (the caller
+    writes its body), or None when the module already has it.
+    """
     if name in module.globals:
-        return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(I64, [I64, I64]), name)
+        return module.globals[name], None
+    fn = ir.Function(module, ir.FunctionType(ret, args), name)
     fn.linkage = "internal"
-    d, frac = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    t = shr_round_var(b, b.mul(d, c64(fp.LOG2E_Q30)), frac, fp.Q30)
-    k = b.ashr(t, c64(fp.Q30))
-    r = b.sub(t, b.shl(k, c64(fp.Q30)))
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def exp2_frac_q30(b: ir.IRBuilder, r: ir.Value) -> ir.Value:
+    """fixedpoint.exp2_frac_q30 inline: Horner's rule in Q30 for r in [0, 2^30)."""
     p = c64(fp.EXP2_Q30[-1])
     for c in fp.EXP2_Q30[-2::-1]:
         p = b.add(shr_round(b, b.mul(p, r), fp.Q30), c64(c))
-    b.ret(shr_round_var(b, p, b.sub(c64(0), k), 32))
+    return p
+
+
+def exp_nonpositive_q30(module: ir.Module) -> ir.Function:
+    """fixedpoint.exp_nonpositive_q30 as an internal function `i64 (i64 d, i64 frac)`."""
+    fn, b = internal_function(module, "opmlc.exp_q30", I64, [I64, I64])
+    if b is not None:
+        d, frac = fn.args
+        t = shr_round_var(b, b.mul(d, c64(fp.LOG2E_Q30)), frac, fp.Q30)
+        k = b.ashr(t, c64(fp.Q30))
+        p = exp2_frac_q30(b, b.sub(t, b.shl(k, c64(fp.Q30))))
+        b.ret(shr_round_var(b, p, b.sub(c64(0), k), 32))
     return fn
 
 

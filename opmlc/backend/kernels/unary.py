@@ -10,6 +10,7 @@ from opmlc.backend.kernels._ir import (
     I64,
     c64,
     exp_nonpositive_q30,
+    internal_function,
     loop,
     saturate32,
     shr_round,
@@ -74,13 +75,10 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
 
 def erf_fx(module: ir.Module) -> ir.Function:
     """unary erf (ops/unary.py erf_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
-    name = "opmlc.erf_fx"
-    if name in module.globals:
-        return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(I32, [I64, I64, I64]), name)
-    fn.linkage = "internal"
+    fn, b = internal_function(module, "opmlc.erf_fx", I32, [I64, I64, I64])
+    if b is None:
+        return fn
     x, f, fo = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
     neg = b.icmp_signed("<", x, c64(0))
     ax = b.select(neg, b.sub(c64(0), x), x)
     down = shr_round_var(b, ax, b.sub(f, c64(unary_op.ERF_FRAC)), 62)
