@@ -21,6 +21,8 @@ from opmlc import __version__
 from opmlc.commit import from_bytes, padded_bytes
 from opmlc.errors import BuildError
 from opmlc.frontend import QuantPolicy, lower_model
+from opmlc.frontend.calibrate import DEFAULT_FRAC
+from opmlc.frontend.ranges import Analysis, input_ranges_of
 from opmlc.ir.graph import Graph
 from opmlc.store import TensorStore
 
@@ -35,6 +37,7 @@ class Build:
     directory: Path
     manifest: dict
     graph: Graph
+    analysis: Analysis | None = None  # set by compile_model (not saved: the manifest has the bits)
 
     @property
     def store(self) -> TensorStore:
@@ -83,19 +86,26 @@ def compile_model(
     model: str | Path,
     out_dir: str | Path,
     *,
-    frac_bits: int = 16,
+    frac_bits: int | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     frac_overrides: dict[str, int] | None = None,
+    input_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
 
-    `frac_overrides` (per ONNX tensor name, e.g. from opmlc.frontend.calibrate) take precedence
-    over `frac_bits`; the manifest records both under "quantization"."""
+    Without `frac_bits` each tensor's bits come from the range analysis (frontend/ranges.py)
+    with the graph inputs in `input_ranges` (others: the documented default range); an explicit
+    `frac_bits` gives every tensor those bits instead. `frac_overrides` (per ONNX tensor name,
+    e.g. from opmlc.frontend.calibrate) take precedence over both. The manifest records the
+    choice under "quantization"; `build.analysis` holds every tensor's analysed range."""
     from opmlc.backend.program import build_program
 
     model = Path(model)
-    overrides = dict(sorted((frac_overrides or {}).items()))
-    fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides), input_shapes)
+    given = dict(sorted((frac_overrides or {}).items()))
+    ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in sorted((input_ranges or {}).items())}
+    policy = QuantPolicy(default=DEFAULT_FRAC if frac_bits is None else frac_bits, overrides=given,
+                         analyse=frac_bits is None, input_ranges=ranges)
+    fe = lower_model(model, policy, input_shapes)
     graph = fe.graph
     program = build_program(graph)
     out_dir = Path(out_dir)
@@ -112,7 +122,14 @@ def compile_model(
         "format": FORMAT,
         "opmlc_version": __version__,
         "model": {"file": model.name, "sha256": fe.model_sha256, "opset": fe.opset},
-        "quantization": {"default_frac": frac_bits, "per_tensor": overrides},
+        "quantization": {
+            "method": "analysis" if frac_bits is None else "fixed",
+            "default_frac": policy.default,
+            "given": given,  # the caller's overrides (calibration), replayed by check_build
+            "input_ranges": {k: list(v) for k, v in sorted(input_ranges_of(fe.analysis).items())},
+            "declared_ranges": {k: list(v) for k, v in ranges.items()},
+            "per_tensor": fe.policy.overrides,
+        },
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
         "graph": graph.name,
         "inputs": [_io_record(graph, v, n) for v, n in zip(graph.inputs, fe.input_names, strict=True)],
@@ -125,6 +142,7 @@ def compile_model(
     }
     build = Build(out_dir, manifest, graph)
     build.save()
+    build.analysis = fe.analysis
     return build
 
 
@@ -135,12 +153,15 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
 
     build = Build.load(directory)
     m = build.manifest
+    q = m["quantization"]
+    analysed = q.get("method") == "analysis"
     with tempfile.TemporaryDirectory() as tmp:
         compile_model(
             model,
             tmp,
-            frac_bits=m["quantization"]["default_frac"],
-            frac_overrides=m["quantization"].get("per_tensor"),
+            frac_bits=None if analysed else q["default_frac"],
+            frac_overrides=q.get("given", q.get("per_tensor")),
+            input_ranges={k: tuple(v) for k, v in q.get("declared_ranges", {}).items()},
             input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
         )
         fresh = Path(tmp)

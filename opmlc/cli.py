@@ -17,6 +17,7 @@ import typer
 
 from opmlc import __version__
 from opmlc.errors import OpmlcError
+from opmlc.frontend.ranges import DEFAULT_INPUT_BOUND
 
 app = typer.Typer(
     name="opmlc",
@@ -65,9 +66,16 @@ def compile_cmd(
     model: Annotated[Path, typer.Argument(help="The ONNX model to compile.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Build directory to write.")] = None,
     emit: Annotated[str | None, typer.Option("--emit", help="Print an intermediate form: 'ir'.")] = None,
-    frac_bits: Annotated[int, typer.Option("--frac-bits", help="Default fractional bits of fx32 tensors.")] = 16,
+    frac_bits: Annotated[int | None, typer.Option(
+        "--frac-bits", help="Give every fx32 tensor N fractional bits instead of the analysed ones (an override: "
+        "the compile warns of tensors whose analysed range N bits cannot hold).")] = None,
+    input_range: Annotated[
+        list[str] | None, typer.Option("--input-range", help="NAME=LO,HI declares the range of a float input's values "
+                                       f"(repeatable; default ±{DEFAULT_INPUT_BOUND:g}); recorded in the manifest.")
+    ] = None,
     calibrate: Annotated[
-        Path | None, typer.Option("--calibrate", help="A .npy of sample inputs [S, …]: pick each tensor's bits from its observed range.")
+        Path | None, typer.Option("--calibrate", help="A .npy of sample inputs [S, …]: each tensor's bits from its observed "
+                                  "range, the input's range from the samples; prints each tensor's headroom.")
     ] = None,
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="NAME=D0,D1,… fixes an input's shape (repeatable).")
@@ -78,6 +86,15 @@ def compile_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
+
+    Fractional bits are chosen by range analysis: each input's range (--input-range, else the
+    calibration samples' range, else ±16 for a float input; integer token ids are bounded by
+    the embedding they index) is propagated through the graph by interval arithmetic, and every
+    tensor gets the most bits (up to 24) at which its bound, with a factor 2 to spare, still
+    fits an int32, so no tensor can saturate for inputs in range. Weights get up to 24 bits.
+    --calibrate gives the tensors it observes their bits from the samples instead. The bits and
+    the input ranges are recorded in the manifest ("quantization"). Tensors whose range no bits
+    can hold are listed as warnings.
 
     The build is reproducible: the same model and opmlc version give byte-identical files on any
     machine. `--check DIR` rebuilds and compares, for CI.
@@ -97,28 +114,90 @@ def compile_cmd(
 
     if emit not in (None, "ir"):
         raise OpmlcError(f"--emit {emit!r}: the forms are 'ir'")
-    if not 0 <= frac_bits <= 30:
+    if frac_bits is not None and not 0 <= frac_bits <= 30:
         raise OpmlcError(f"--frac-bits {frac_bits}: must be in 0..30")
     shapes = _parse_shapes(input_shape or [])
+    ranges = _parse_ranges(input_range or [])
     overrides = None
+    peaks: dict[str, float] = {}
     if calibrate is not None:
         from opmlc.api import load_samples
         from opmlc.frontend.calibrate import calibrate as calibrate_model
+        from opmlc.frontend.calibrate import observed_peaks
 
-        overrides = calibrate_model(model, load_samples(calibrate), default=frac_bits).overrides
+        samples = load_samples(calibrate)
+        policy = calibrate_model(model, samples, default=16 if frac_bits is None else frac_bits)
+        overrides = policy.overrides
+        ranges = {**policy.input_ranges, **ranges}
+        peaks = observed_peaks(model, samples)[1]
     if output is None:
         if emit is None:
             raise OpmlcError("nothing to do: pass -o DIR to write a build, or --emit ir to print the IR")
-        fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides or {}), shapes)
+        policy = QuantPolicy(default=16 if frac_bits is None else frac_bits, overrides=overrides or {},
+                             analyse=frac_bits is None, input_ranges=ranges)
+        fe = lower_model(model, policy, shapes)
         typer.echo(fe.graph.to_text(), nl=False)
         return
-    build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides)
+    build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
+                          input_ranges=ranges)
+    from opmlc.frontend.ranges import at_risk
+
+    risky = at_risk(build.analysis)
+    for r in risky:
+        typer.echo(f"opmlc: warning: tensor {r.name!r} may saturate: its analysed range [{r.lo:.4g}, {r.hi:.4g}] "
+                   f"exceeds ±{r.capacity:.4g}, what {r.frac} fractional bits hold"
+                   + ("" if frac_bits is None else " (drop --frac-bits to let the analysis choose)"), err=True)
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
+    report = _headroom(build.analysis, peaks) if calibrate is not None else None
     if as_json:
-        typer.echo(json.dumps({"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values)}))
-    elif emit is None:
+        doc = {"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values),
+               "quantization": build.manifest["quantization"]["method"],
+               "may_saturate": [r.name for r in risky]}
+        if report is not None:
+            doc["headroom"] = report
+        typer.echo(json.dumps(doc))
+        return
+    if report is not None:
+        typer.echo("headroom of each fx32 tensor: the magnitude its bits hold, its analysed bound and observed peak,\n"
+                   "and log2(holds / peak), log2(holds / bound) (negative: may saturate)")
+        typer.echo(f"  {'tensor':32} {'bits':>4} {'holds':>10} {'bound':>10} {'peak':>10} {'peak hr':>8} {'bound hr':>8}")
+        for row in report:
+            def num(x, fmt):
+                return format(x, fmt) if x is not None else "-"
+            typer.echo(f"  {row['name'][:32]:32} {row['frac']:4d} {row['holds']:10.4g} {num(row['bound'], '10.4g')} "
+                       f"{num(row['peak'], '10.4g')} {num(row['peak_headroom_bits'], '8.1f')} "
+                       f"{num(row['bound_headroom_bits'], '8.1f')}")
+    if emit is None:
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
+
+
+def _parse_ranges(specs: list[str]) -> dict[str, tuple[float, float]]:
+    ranges = {}
+    for spec in specs:
+        name, sep, bounds = spec.partition("=")
+        try:
+            lo, hi = (float(b) for b in bounds.split(","))
+            if not sep or not name or not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                raise ValueError
+        except ValueError:
+            raise OpmlcError(f"--input-range {spec!r}: expected NAME=LO,HI with finite LO ≤ HI (for example input=0,1)") from None
+        ranges[name] = (lo, hi)
+    return ranges
+
+
+def _headroom(analysis, peaks: dict[str, float]) -> list[dict]:
+    """Per fx32 tensor of the build: bits, what they hold, analysed bound, observed peak, headroom."""
+    import math
+
+    rows = []
+    for r in analysis.ranges():
+        peak = peaks.get(r.name)
+        bound = r.bound if math.isfinite(r.bound) else None
+        rows.append({"name": r.name, "frac": r.frac, "holds": r.capacity, "bound": bound, "peak": peak,
+                     "peak_headroom_bits": math.log2(r.capacity / peak) if peak else None,
+                     "bound_headroom_bits": math.log2(r.capacity / bound) if bound else None})
+    return rows
 
 
 @app.command("run")

@@ -9,8 +9,9 @@ observed magnitude, times HEADROOM, still fits an int32:
 
 so nothing saturates on the samples, with a factor-2 margin for unseen inputs. A tensor whose
 peak needs f < 0 cannot be represented in fx32 at all: an UnsupportedError names it. Tensors
-never observed (and every tensor without --calibrate) take the default, 16 bits
-(`QuantPolicy.default`). The choice is recorded in the build manifest ("quantization").
+never observed (the lowering's own intermediates) take the range analysis's bits
+(frontend/ranges.py), started from the samples' range. The choice is recorded in the build
+manifest ("quantization"); `opmlc compile --calibrate` prints each tensor's headroom.
 """
 
 from __future__ import annotations
@@ -82,9 +83,8 @@ def float_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[s
     return {k: np.asarray(v) for k, v in values.items() if v is not None and not isinstance(v, list)}
 
 
-def calibrate(model_path: str | Path, samples: np.ndarray, default: int = DEFAULT_FRAC,
-              max_frac: int = MAX_FRAC) -> QuantPolicy:
-    """A QuantPolicy from a float run of the model on `samples` (its first input's values)."""
+def observed_peaks(model_path: str | Path, samples: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The model's one input name, and every float tensor's largest |value| over `samples`."""
     model = onnx.load(str(model_path))
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
@@ -103,5 +103,16 @@ def calibrate(model_path: str | Path, samples: np.ndarray, default: int = DEFAUL
         for name, arr in float_values(model, {inputs[0].name: batch.astype(np.float32)}).items():
             if np.issubdtype(arr.dtype, np.floating) and arr.size:
                 peaks[name] = max(peaks.get(name, 0.0), float(np.max(np.abs(arr))))
+    return inputs[0].name, peaks
+
+
+def calibrate(model_path: str | Path, samples: np.ndarray, default: int = DEFAULT_FRAC,
+              max_frac: int = MAX_FRAC) -> QuantPolicy:
+    """A QuantPolicy from a float run of the model on `samples` (its first input's values): the
+    observed tensors' bits as overrides, and the samples' range as the input's range (which the
+    range analysis starts from for every tensor the float run does not name)."""
+    name, peaks = observed_peaks(model_path, samples)
     overrides = fracs_from_values({k: np.array([v]) for k, v in peaks.items()}, max_frac)
-    return QuantPolicy(default=default, overrides=overrides)
+    samples = np.asarray(samples, dtype=np.float64)
+    return QuantPolicy(default=default, overrides=overrides,
+                       input_ranges={name: (float(samples.min()), float(samples.max()))})

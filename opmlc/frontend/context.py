@@ -39,10 +39,17 @@ SCALAR_FRAC = 28  # bits for scalar constants, at most (they scale whole tensors
 class QuantPolicy:
     """Fractional bits per tensor: `default` for activations and constants, or per-name overrides.
     Scalar constants take up to SCALAR_FRAC bits; a constant holding ±inf (an attention mask's
-    −inf) at most `default`, where it saturates to ∓2^(31 − default)."""
+    −inf) at most `default`, where it saturates to ∓2^(31 − default).
+
+    With `analyse`, `lower_model` first bounds every tensor (opmlc/frontend/ranges.py, graph
+    inputs in `input_ranges` or the default range) and adds the bits those bounds allow as
+    overrides; `overrides` given here (calibration's) take precedence over the analysis."""
 
     default: int = 16
     overrides: dict[str, int] = field(default_factory=dict)
+    analyse: bool = False
+    input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    weight_frac: int | None = None  # bits for non-scalar constants, if not `default`
 
     def activation(self, name: str) -> int:
         return self.overrides.get(name, self.default)
@@ -54,7 +61,7 @@ class QuantPolicy:
         elif np.size(data) == 1:
             want = SCALAR_FRAC  # a scalar (alpha, epsilon, a clip bound) costs nothing in precision
         else:
-            want = self.default
+            want = self.default if self.weight_frac is None else self.weight_frac
         data = np.asarray(data)
         finite = np.abs(data[np.isfinite(data)]) if np.issubdtype(data.dtype, np.floating) else np.abs(data)
         if finite.size < data.size:  # ±inf saturates: at most the default bits keep it as large as any tensor
@@ -124,7 +131,7 @@ class LoweringContext:
             return s.id
         return self.const_ref(name, s.array, dtype)
 
-    def const_ref(self, name: str, arr: np.ndarray, dtype: DType = DType.FX32) -> int:
+    def const_ref(self, name: str, arr: np.ndarray, dtype: DType = DType.FX32, max_frac: int | None = None) -> int:
         if dtype is DType.FX32:
             if not np.issubdtype(arr.dtype, np.floating):
                 arr = arr.astype(np.float64)
@@ -132,6 +139,8 @@ class LoweringContext:
                 raise self.unsupported(f"constant {name!r} holds NaN, which fixed point cannot represent")
             # ±inf (the −inf of an attention mask) saturates to the int32 extremes in quantize
             frac = self.policy.constant(name, arr)
+            if max_frac is not None:  # a bias may not have more bits than the product it joins
+                frac = max(0, min(frac, max_frac))
             key = (name, frac)
             if key not in self._const_refs:
                 t = TensorType(DType.FX32, tuple(arr.shape), frac)

@@ -4,12 +4,17 @@ read → check → static shapes → for each node in order: fold it if all its 
 constants, else apply its op's lowering rule → mark outputs → build (canonical numbering)
 and verify. Float inputs are quantized at the edge with the policy's bits, recorded in the
 graph's input types.
+
+By default (no policy, or one with `analyse`) the bits come from the range analysis
+(frontend/ranges.py): the model is lowered once with the policy's bits, every tensor's range is
+bounded on that graph, and the model is lowered again with the bits those bounds allow, until
+the choice settles (ranges are real values: they barely depend on the bits).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,7 @@ from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
 from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
+from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
@@ -46,6 +52,10 @@ class Frontend:
     opset: int
     input_names: list[str]
     output_names: list[str]
+    policy: QuantPolicy = field(default_factory=QuantPolicy)  # the bits actually used
+    analysis: Analysis | None = None  # every fx32 tensor's analysed range (ranges.py)
+
+ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
 
 def lower_model(
@@ -55,10 +65,37 @@ def lower_model(
     constant_inputs: dict[str, np.ndarray] | None = None,
 ) -> Frontend:
     """Lower the model at `path`. `constant_inputs` binds graph inputs to compile-time constants
-    (a static compiler's specialisation: shape, axes or pads given as inputs must be known)."""
+    (a static compiler's specialisation: shape, axes or pads given as inputs must be known).
+    Without a policy the bits come from the range analysis (`QuantPolicy(analyse=True)`)."""
+    policy = policy or QuantPolicy(analyse=True)
+    # analysed builds give weights as many bits as fit (the accumulator check below bounds them)
+    wf = policy.weight_frac if policy.weight_frac is not None or not policy.analyse else MAX_FRAC
+    fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf)
+    fe = _lower(path, fixed, input_shapes, constant_inputs)
+    unknown = set(policy.input_ranges) - set(fe.input_names)
+    if unknown:
+        raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
+    fe.analysis = analyse(fe.graph, policy.input_ranges)
+    if not policy.analyse:
+        return fe
+    for _ in range(ANALYSIS_ROUNDS - 1):
+        chosen = {**bits_by_name(fe.analysis), **policy.overrides}  # calibrated bits take precedence
+        if chosen == fixed.overrides:
+            break
+        fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf)
+        fe = _lower(path, fixed, input_shapes, constant_inputs)
+        fe.analysis = analyse(fe.graph, policy.input_ranges)
+    return fe
+
+
+def _lower(
+    path: str | Path,
+    policy: QuantPolicy,
+    input_shapes: dict[str, tuple[int, ...]] | None,
+    constant_inputs: dict[str, np.ndarray] | None,
+) -> Frontend:
     path = Path(path)
     constant_inputs = dict(constant_inputs or {})
-    policy = policy or QuantPolicy()
     model = read_model(path)
     model = fix_input_shapes(model, path, input_shapes)
     model = fuse_rmsnorm(fuse_batchnorm(model))
@@ -138,5 +175,6 @@ def lower_model(
         opset=opset,
         input_names=runtime_inputs,
         output_names=[o.name for o in g.output],
+        policy=policy,
     )
 

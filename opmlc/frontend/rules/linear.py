@@ -47,10 +47,12 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
                 bias_name = c_name if plain else f"{c_name}/bias"
         elif beta != 1.0:
             raise ctx.unsupported("Gemm with beta≠1 on a runtime C")
-    frac = ctx.policy.activation(out)
+    # at most the product's bits (few input bits, as for large activations, leave fewer)
+    frac = min(ctx.policy.activation(out), sum(ctx.frac_of(r) for r in inputs))
     mm_attrs = {"frac": frac, "transpose_b": transpose_b}
     if bias_vector is not None:
-        inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector)))
+        prod_frac = ctx.frac_of(inputs[0]) + ctx.frac_of(inputs[1])
+        inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector), max_frac=prod_frac))
         ctx.bind(out, ctx.emit("matmul", inputs, mm_attrs, out))
         return
     if c_name is None:
@@ -74,14 +76,15 @@ def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if len(b_shape) == 1:
         reshape_to(ctx, b_name, (b_shape[0], 1), b_name + "/2d")
         b_name = b_name + "/2d"
-    frac = ctx.policy.activation(out)
-    attrs = {"frac": frac}
+    attrs: dict = {}
     b_const = ctx.const(b_name)
     if b_const is not None and b_const.ndim == 2:  # weights are stored [N, K] (see the IR's matmul)
         b_name = f"{b_name}.T"
         ctx.bind(b_name, Const(np.ascontiguousarray(b_const.T)))
         attrs["transpose_b"] = True
-    result = ctx.emit("matmul", [ctx.ref(a_name), ctx.ref(b_name)], attrs, out)
+    ra, rb = ctx.ref(a_name), ctx.ref(b_name)
+    attrs["frac"] = min(ctx.policy.activation(out), ctx.frac_of(ra) + ctx.frac_of(rb))  # ≤ the product's bits
+    result = ctx.emit("matmul", [ra, rb], attrs, out)
     shape = ctx.builder.type_of(result).shape
     final = shape
     if len(a_shape) == 1:

@@ -1,0 +1,456 @@
+"""Range analysis: a sound bound on every tensor of a lowered graph, and fractional bits from it.
+
+The frontend's default quantization (`lower_model` without an explicit policy). Each graph
+input is given a range — declared (`--input-range NAME=LO,HI`), the calibration samples' range,
+or the default [−DEFAULT_INPUT_BOUND, DEFAULT_INPUT_BOUND] for a float input — and intervals are
+propagated through the IR graph node by node (interval arithmetic on real values, one interval
+per tensor):
+
+- matmul/conv with constant weights: per output channel Σ w⁺·hi + Σ w⁻·lo (+ bias), the exact
+  interval of an affine map whose inputs share one interval (loose for deep nets: Σ|w|·max|x|
+  grows faster than real activations do); run-time operands: K · the corner products;
+- nonlinear outputs have known ranges (sigmoid, softmax [0, 1]; tanh, erf [−1, 1]; a norm's
+  |output| ≤ |γ|·√n + |β|); exp, sqrt and the other monotone functions map the endpoints;
+- integer tensors are bounded by their dtype, token ids by their use (a gather yields its table's
+  range, whatever the index); a tree ensemble's scores by its leaves (per tree the largest leaf
+  sum), and a tensor compared by a tree ensemble must hold its thresholds (a graph input
+  compared so has its range widened to them).
+
+A tensor with bound B gets f = min(MAX_FRAC, floor(30 − log2 B)) bits (`calibrate.frac_for_peak`,
+the same formula and factor-2 margin as calibration): it cannot saturate within the inputs'
+ranges. B needs no more than the int32 range: where B ≥ 2^30 even f = 0 is not proven safe and
+the tensor is reported as one that may saturate; an unbounded tensor (a division by a range that
+holds 0) keeps its lowering rule's bits and is reported too. The bits become per-ONNX-name
+overrides of a QuantPolicy, the mechanism calibration uses; `lower_model` then lowers again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from opmlc.frontend.calibrate import MAX_FRAC, frac_for_peak
+from opmlc.ir.fixedpoint import dequantize
+from opmlc.ir.graph import Graph, Node
+from opmlc.ir.types import DType
+
+# Assumed range of a float graph input nobody declared: |x| ≤ 16 covers normalised and
+# standardised features and images scaled to [0, 1] or [−1, 1]; raw data (8-bit pixels, raw
+# measurements) needs --input-range (or --calibrate). A wider default would cost every model
+# precision: each bound, and so each tensor's quantization step, scales with it.
+DEFAULT_INPUT_BOUND = 16.0
+INF = math.inf
+Interval = tuple[float, float]
+DTYPE_RANGE = {DType.I32: (-(2.0**31), 2.0**31 - 1), DType.I64: (-(2.0**63), 2.0**63 - 1), DType.BOOL: (0.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """What the analysis found for one fx32 tensor: its interval and what its bits hold."""
+
+    value: int
+    name: str
+    lo: float
+    hi: float
+    frac: int
+
+    @property
+    def bound(self) -> float:
+        return max(abs(self.lo), abs(self.hi))
+
+    @property
+    def capacity(self) -> float:
+        """The largest magnitude fx32 holds at these bits."""
+        return 2.0 ** (31 - self.frac)
+
+    @property
+    def headroom_bits(self) -> float:
+        """log2(capacity / bound): how many doublings of the bound still fit (< 0: may saturate)."""
+        b = self.bound
+        if b == 0:
+            return INF
+        return math.log2(self.capacity / b) if math.isfinite(b) else -INF
+
+    def to_json(self) -> dict:
+        def num(x: float):
+            return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+        return {"name": self.name, "value": self.value, "lo": num(self.lo), "hi": num(self.hi), "frac": self.frac}
+
+
+def frac_for_bound(bound: float) -> int | None:
+    """The bits a tensor bounded by `bound` takes: None if unbounded; 0 if even 0 bits may not hold it."""
+    if not math.isfinite(bound):
+        return None
+    f = frac_for_peak(bound, MAX_FRAC)
+    return 0 if f is None else f
+
+
+def default_range(dtype: DType) -> Interval:
+    return (-DEFAULT_INPUT_BOUND, DEFAULT_INPUT_BOUND) if dtype is DType.FX32 else DTYPE_RANGE[dtype]
+
+
+# -- interval arithmetic ---------------------------------------------------------------------
+
+def _mul(a: float, b: float) -> float:
+    return 0.0 if a == 0 or b == 0 else a * b  # a bound times zero is zero, even an infinite bound
+
+
+def hull(*ivs: Interval) -> Interval:
+    return (min(i[0] for i in ivs), max(i[1] for i in ivs))
+
+
+def mul_iv(a: Interval, b: Interval) -> Interval:
+    c = [_mul(x, y) for x in a for y in b]
+    return (min(c), max(c))
+
+
+def scale_iv(a: Interval, k: float) -> Interval:
+    return (_mul(a[0], k), _mul(a[1], k)) if k >= 0 else (_mul(a[1], k), _mul(a[0], k))
+
+
+def mag(a: Interval) -> float:
+    return max(abs(a[0]), abs(a[1]))
+
+
+def affine(w: np.ndarray, axis: int, x: Interval, bias: np.ndarray | None = None) -> Interval:
+    """The interval of Σ_axis w·x (+ bias along the kept axes) for every x in `x`: per output,
+    the positive weights times one end and the negative ones times the other."""
+    pos = np.where(w > 0, w, 0).sum(axis=axis)
+    neg = np.where(w < 0, w, 0).sum(axis=axis)
+    lo = np.minimum(pos * x[0], pos * x[1]) + np.minimum(neg * x[0], neg * x[1]) if math.isfinite(mag(x)) else None
+    hi = np.maximum(pos * x[0], pos * x[1]) + np.maximum(neg * x[0], neg * x[1]) if math.isfinite(mag(x)) else None
+    if lo is None or hi is None:
+        return (-INF, INF) if np.any(w != 0) else (0.0, 0.0)
+    if bias is not None:
+        lo, hi = lo + bias, hi + bias
+    return (float(np.min(lo)), float(np.max(hi)))
+
+
+# -- the propagation ------------------------------------------------------------------------
+
+class Analysis:
+    """Intervals of every value of `graph`, given the graph inputs' intervals (by input position)."""
+
+    def __init__(self, graph: Graph, input_ranges: list[Interval]) -> None:
+        self.graph = graph
+        self.iv: dict[int, Interval] = {}
+        for v, r in zip(graph.inputs, input_ranges, strict=True):
+            self.iv[v] = (float(r[0]), float(r[1]))
+        for v, data in graph.initializers.items():
+            self.iv[v] = self._const_range(v, data)
+        for node in graph.nodes:
+            out = self._node(node)
+            t = graph.values[node.output].type
+            if t.dtype is not DType.FX32:  # integers cannot exceed their type; bools are 0/1
+                lo, hi = DTYPE_RANGE[t.dtype]
+                out = (max(out[0], lo), min(out[1], hi))
+            self.iv[node.output] = out
+
+    def const(self, v: int) -> np.ndarray | None:
+        """A constant operand's real values (None for a run-time value)."""
+        data = self.graph.initializers.get(v)
+        if data is None:
+            return None
+        t = self.graph.values[v].type
+        return dequantize(data, t.frac) if t.dtype is DType.FX32 else np.asarray(data, np.float64)
+
+    def _const_range(self, v: int, data: np.ndarray) -> Interval:
+        arr = self.const(v)
+        return (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+
+    def ranges(self) -> list[TensorRange]:
+        """Every fx32 graph input and node output, with its bits."""
+        g = self.graph
+        ids = list(g.inputs) + [n.output for n in g.nodes]
+        return [TensorRange(v, g.values[v].name, *self.iv[v], g.values[v].type.frac)
+                for v in ids if g.values[v].type.dtype is DType.FX32]
+
+    # one method per IR op; anything unknown is unbounded (and so reported, never trusted)
+    def _node(self, node: Node) -> Interval:
+        fn = getattr(self, f"_op_{node.op}", None)
+        if fn is None:
+            return (-INF, INF)
+        return fn(node, [self.iv[i] for i in node.inputs], node.attrs)
+
+    def _op_reshape(self, node, ivs, a):
+        return ivs[0]
+
+    def _op_view(self, node, ivs, a):
+        x = ivs[0]
+        if "fill" not in a:
+            return x
+        t = self.graph.values[node.inputs[0]].type
+        fill = float(a["fill"]) / (1 << t.frac) if t.dtype is DType.FX32 else float(a["fill"])
+        return hull(x, (fill, fill))
+
+    def _op_concat(self, node, ivs, a):
+        return hull(*ivs)
+
+    def _op_gather(self, node, ivs, a):
+        return hull(ivs[0], (0.0, 0.0))  # an index out of range selects zeros
+
+    def _op_relu(self, node, ivs, a):
+        return (max(ivs[0][0], 0.0), max(ivs[0][1], 0.0))
+
+    def _op_where(self, node, ivs, a):
+        return hull(ivs[1], ivs[2])
+
+    def _op_softmax(self, node, ivs, a):
+        return (0.0, 1.0)
+
+    def _op_pool(self, node, ivs, a):
+        x = ivs[0]
+        return hull(x, (0.0, 0.0)) if a["kind"] == "avg" and any(a["pads"]) else x
+
+    def _op_cast(self, node, ivs, a):
+        x = ivs[0]
+        src = self.graph.values[node.inputs[0]].type.dtype
+        to = DType(a["to"])
+        if to is DType.BOOL:
+            return (0.0, 1.0)
+        if src is DType.FX32 and to is not DType.FX32:
+            return (math.trunc(x[0]) if math.isfinite(x[0]) else x[0], math.trunc(x[1]) if math.isfinite(x[1]) else x[1])
+        if src is DType.I64 and to is DType.I32 and (x[0] < -(2.0**31) or x[1] >= 2.0**31):
+            return DTYPE_RANGE[DType.I32]  # wraps
+        return x
+
+    def _op_unary(self, node, ivs, a):
+        lo, hi = ivs[0]
+        k = a["kind"]
+        if self.graph.values[node.output].type.dtype is DType.BOOL:
+            return (0.0, 1.0)
+        if k == "neg":
+            return (-hi, -lo)
+        if k == "abs":
+            return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+        if k in ("sign", "tanh", "erf"):
+            return (-1.0, 1.0)
+        if k == "sigmoid":
+            return (0.0, 1.0)
+        if k in ("floor", "ceil", "round"):
+            return (lo - 1, hi + 1)
+        if k == "exp":
+            return (0.0, math.exp(hi) if hi < 709 else INF)
+        if k == "sqrt":
+            return (0.0, math.sqrt(max(hi, 0.0)))
+        return (-INF, INF)  # bitnot
+
+    def _op_binary(self, node, ivs, a):
+        x, y = ivs
+        k = a["kind"]
+        if self.graph.values[node.output].type.dtype is DType.BOOL:
+            return (0.0, 1.0)
+        if k == "add":
+            return (x[0] + y[0], x[1] + y[1])
+        if k == "sub":
+            return (x[0] - y[1], x[1] - y[0])
+        if k == "mul":
+            if node.inputs[0] == node.inputs[1]:  # a square is never negative
+                m = mag(x)
+                return (0.0 if x[0] <= 0 <= x[1] else min(x[0] ** 2, x[1] ** 2), _mul(m, m))
+            return mul_iv(x, y)
+        if k == "max":
+            return (max(x[0], y[0]), max(x[1], y[1]))
+        if k == "min":
+            return (min(x[0], y[0]), min(x[1], y[1]))
+        fx = self.graph.values[node.output].type.dtype is DType.FX32
+        if k == "div":
+            if not fx:
+                return (-mag(x), mag(x))  # integer division never grows a magnitude (b = 0 gives 0)
+            if y[0] > 0 or y[1] < 0:
+                inv = (1 / y[1], 1 / y[0]) if y[0] > 0 else (1 / y[1], 1 / y[0])
+                return mul_iv(x, inv)
+            return (-INF, INF)  # the divisor's range holds 0
+        if k in ("mod", "fmod"):
+            m = mag(y)
+            return (-m, m)
+        return (-INF, INF)  # bitwise
+
+    def _op_reduce(self, node, ivs, a):
+        x = ivs[0]
+        shape = self.graph.values[node.inputs[0]].type.shape
+        n = math.prod(shape[i] for i in a["axes"]) if a["axes"] else math.prod(shape)
+        k = a["kind"]
+        if k == "sum":
+            return (_mul(x[0], n), _mul(x[1], n))
+        if k in ("mean", "max", "min"):
+            return x
+        if k in ("argmax", "argmin"):
+            return (0.0, float(max(n - 1, 0)))
+        m = mag(x)  # prod
+        p = m**n if m <= 1 or n * math.log2(m) < 1024 else INF
+        return (-p, p)
+
+    def _op_matmul(self, node, ivs, a):
+        g = self.graph
+        x, w_iv = ivs[0], ivs[1]
+        ka = g.values[node.inputs[0]].type.shape[-1]
+        w = self.const(node.inputs[1])
+        bias = self.const(node.inputs[2]) if len(node.inputs) == 3 else None
+        if w is not None:
+            if not a.get("transpose_b"):
+                w = np.swapaxes(w, -1, -2)  # [..., N, K]
+            out = affine(w.reshape(-1, w.shape[-2], w.shape[-1]), 2, x)
+            if bias is not None:  # per column: recompute with the bias added along N
+                wb = w.reshape(-1, w.shape[-2], w.shape[-1])
+                out = affine(wb, 2, x, bias[None, :])
+            return out
+        xa = self.const(node.inputs[0])
+        if xa is not None and bias is None:  # constant left operand: per row of a
+            return affine(xa.reshape(-1, xa.shape[-1]), 1, w_iv)
+        p = mul_iv(x, w_iv)
+        out = (_mul(p[0], ka), _mul(p[1], ka))
+        if len(node.inputs) == 3:
+            out = (out[0] + ivs[2][0], out[1] + ivs[2][1])
+        return out
+
+    def _op_conv(self, node, ivs, a):
+        x = ivs[0]
+        if any(a["pads"]):
+            x = hull(x, (0.0, 0.0))  # padded positions contribute 0
+        w = self.const(node.inputs[1])
+        bias = self.const(node.inputs[2]) if len(node.inputs) == 3 else None
+        if w is not None:
+            return affine(w.reshape(w.shape[0], -1), 1, x, bias)
+        wshape = self.graph.values[node.inputs[1]].type.shape
+        p = mul_iv(x, ivs[1])
+        k = math.prod(wshape[1:])
+        out = (_mul(p[0], k), _mul(p[1], k))
+        if len(node.inputs) == 3:
+            out = (out[0] + ivs[2][0], out[1] + ivs[2][1])
+        return out
+
+    def _op_norm(self, node, ivs, a):
+        n = self.graph.values[node.inputs[0]].type.shape[-1]
+        root = math.sqrt(n)  # a normalised row's elements are at most √n in magnitude
+        g = self.const(node.inputs[1])
+        b = self.const(node.inputs[2]) if len(node.inputs) == 3 else None
+        if g is not None:
+            lo = -np.abs(g) * root + (b if b is not None else 0.0)
+            hi = np.abs(g) * root + (b if b is not None else 0.0)
+            return (float(np.min(lo)), float(np.max(hi)))
+        m = mag(ivs[1]) * root
+        bb = ivs[2] if len(node.inputs) == 3 else (0.0, 0.0)
+        return (-m + bb[0], m + bb[1])
+
+    def _op_tree_ensemble(self, node, ivs, a):
+        nodes = self.graph.initializers.get(node.inputs[1])
+        weights = self.const(node.inputs[3])
+        base = mag(ivs[4]) if len(node.inputs) == 5 else 0.0
+        if nodes is None or weights is None:
+            return (-INF, INF)
+        nodes = np.asarray(nodes).reshape(-1, 5)
+        aw = np.abs(weights)
+        n_trees = int(a["n_trees"])
+        if a["aggregate"] in ("min", "max"):
+            m = float(aw.max(initial=0.0)) + base
+            return (-m, m)
+        total = 0.0
+        for t in range(n_trees):  # each tree adds one leaf's weights: the largest sum it can
+            best, seen, todo = 0.0, set(), [t]
+            while todo:
+                r = todo.pop()
+                if r in seen or not 0 <= r < len(nodes):
+                    continue
+                seen.add(r)
+                mode, first, end, yes, no = (int(v) for v in nodes[r])
+                if mode == 0:
+                    best = max(best, float(aw[max(first, 0):max(end, 0)].sum()))
+                else:
+                    todo += [yes, no]
+            total += best
+        if a["aggregate"] == "average":
+            total /= n_trees
+        return (-total - base, total + base)
+
+    def tree_thresholds(self) -> dict[int, float]:
+        """Per value compared by a tree ensemble, the largest |threshold| it is compared with."""
+        out: dict[int, float] = {}
+        for node in self.graph.nodes:
+            if node.op != "tree_ensemble":
+                continue
+            table = self.graph.initializers.get(node.inputs[1])
+            if table is None:
+                continue
+            table = np.asarray(table).reshape(-1, 5)
+            splits = table[table[:, 0] != 0]
+            if splits.size:
+                t = self.graph.values[node.inputs[0]].type
+                peak = float(np.abs(splits[:, 2].astype(np.float64)).max()) / (1 << t.frac)
+                out[node.inputs[0]] = max(out.get(node.inputs[0], 0.0), peak)
+        return out
+
+
+def analyse(graph: Graph, input_ranges: dict[str, Interval]) -> Analysis:
+    """The analysis of `graph` with graph inputs in `input_ranges` (by name; missing: the
+    default range), a graph input compared by a tree ensemble widened to hold its thresholds."""
+    names = [graph.values[v].name for v in graph.inputs]
+    ranges = [input_ranges.get(n) or default_range(graph.values[v].type.dtype) for n, v in zip(names, graph.inputs, strict=True)]
+    result = Analysis(graph, ranges)
+    widen = {v: p for v, p in result.tree_thresholds().items() if v in graph.inputs}
+    if widen:
+        for i, v in enumerate(graph.inputs):
+            if v in widen and names[i] not in input_ranges:
+                lo, hi = ranges[i]
+                ranges[i] = (min(lo, -widen[v]), max(hi, widen[v]))
+        result = Analysis(graph, ranges)
+    return result
+
+
+def bits_by_name(analysis: Analysis) -> dict[str, int]:
+    """Per named fx32 tensor, the bits its range allows (the fewest where a name has several values);
+    unbounded tensors are left out (their lowering rule decides)."""
+    out: dict[str, int] = {}
+    for r in analysis.ranges():
+        f = frac_for_bound(r.bound)
+        if f is None or not r.name:
+            continue
+        out[r.name] = min(out.get(r.name, f), f)
+    for name, f in accumulator_bits(analysis).items():
+        out[name] = min(out.get(name, f), f)
+    return out
+
+
+ACC_BITS = 62  # an int64 accumulator's magnitude bits, less one of margin
+
+
+def accumulator_bits(analysis: Analysis) -> dict[str, int]:
+    """Bits that keep matmul/conv accumulators in int64: the accumulator holds the output times
+    2^(fa + fb), so fa + fb + log2(bound) must stay within ACC_BITS; where it would not, the
+    operand with more bits (the weights, if constant) gives up the excess."""
+    g = analysis.graph
+    out: dict[str, int] = {}
+    for node in g.nodes:
+        if node.op not in ("matmul", "conv"):
+            continue
+        b = mag(analysis.iv[node.output])
+        if not math.isfinite(b) or b == 0:
+            continue
+        va, vb = node.inputs[0], node.inputs[1]
+        fa, fb = g.values[va].type.frac, g.values[vb].type.frac
+        excess = fa + fb + math.ceil(math.log2(b)) + 1 - ACC_BITS
+        if excess <= 0:
+            continue
+        v, f = (vb, fb) if vb in g.initializers or fb >= fa else (va, fa)
+        name = g.values[v].name
+        if name:
+            out[name] = min(out.get(name, f), max(0, f - excess))
+    return out
+
+
+def input_ranges_of(analysis: Analysis) -> dict[str, list[float]]:
+    """The graph inputs' ranges as the analysis assumed them (for the manifest)."""
+    g = analysis.graph
+    return {g.values[v].name: [analysis.iv[v][0], analysis.iv[v][1]] for v in g.inputs}
+
+
+def at_risk(analysis: Analysis) -> list[TensorRange]:
+    """fx32 tensors whose analysed range does not fit their bits (unbounded ones included)."""
+    return [r for r in analysis.ranges() if r.bound >= r.capacity]
+
+
+__all__ = ["DEFAULT_INPUT_BOUND", "MAX_FRAC", "Analysis", "TensorRange", "analyse", "at_risk",
+           "bits_by_name", "frac_for_bound", "input_ranges_of"]
