@@ -147,6 +147,24 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def inputs_out_of_range(build: Build, arrays: list[np.ndarray]) -> list[str]:
+    """One message per float input holding values outside the range the build's bits were chosen
+    for (manifest "quantization"/"input_ranges"): past it, tensors may saturate."""
+    ranges = build.manifest.get("quantization", {}).get("input_ranges", {})
+    out = []
+    for rec, arr in zip(build.manifest["inputs"], arrays, strict=False):
+        r = ranges.get(rec["name"])
+        arr = np.asarray(arr)
+        if r is None or rec["dtype"] != DType.FX32.value or not arr.size or not np.issubdtype(arr.dtype, np.number):
+            continue
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < r[0] or hi > r[1]:
+            out.append(f"input {rec['name']!r} holds values in [{lo:.4g}, {hi:.4g}], outside the range "
+                       f"[{r[0]:.4g}, {r[1]:.4g}] this build was compiled for: tensors may saturate; "
+                       f"compile with --input-range {rec['name']}=LO,HI")
+    return out
+
+
 PAD_BYTE = 0x20  # a space
 
 

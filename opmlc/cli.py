@@ -235,6 +235,10 @@ def run_cmd(
         arrays = [encode_text(tokens, build.graph.values[recs[0]["value"]].type)]
     else:
         arrays = _load_inputs(build, input or [])
+        from opmlc.api import inputs_out_of_range
+
+        for message in inputs_out_of_range(build, arrays):
+            typer.echo(f"opmlc: warning: {message}", err=True)
     result = run(build, arrays, backend, node)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]

@@ -14,8 +14,9 @@ from opmlc.ir.interpreter import run_outputs
 from tests.conftest import MODELS
 
 MODEL = MODELS / "digits_cnn.onnx"
-# 16 fractional bits: inputs, weights and each rescale round by ≤ 2^-17; through 9 conv taps
-# and 128 Gemm inputs (|w| sums of a few units) the logits stay well within 1e-3.
+# The analysed bits (≥ 18 everywhere; 16 was the old default): inputs, weights and each rescale
+# round by ≤ 2^-17; through 9 conv taps and 128 Gemm inputs (|w| sums of a few units) the
+# logits stay well within 1e-3.
 LOGIT_BOUND = 1e-3
 
 
@@ -27,7 +28,9 @@ def test_interpreter_argmax_equals_onnxruntime_on_all_1797_digits():
     x, _ = load_images()
     fe = lower_model(MODEL, input_shapes={"input": x.shape})
     assert [n.op for n in fe.graph.nodes] == ["conv", "relu", "pool", "reshape", "matmul"]
-    got = dequantize(run_outputs(fe.graph, [quantize(x, 16)])[0], 16)
+    g = fe.graph  # the default bits: the range analysis's (opmlc/frontend/ranges.py)
+    got = dequantize(run_outputs(g, [quantize(x, g.values[g.inputs[0]].type.frac)])[0],
+                     g.values[g.outputs[0]].type.frac)
     want = float_logits(x)
     err = np.abs(got - want).max()
     print(f"max |logit error| over 1797 digits: {err:.3g}")

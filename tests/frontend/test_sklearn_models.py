@@ -141,7 +141,7 @@ def test_a_hand_made_stump_matches_onnxruntime_at_and_around_its_threshold(tmp_p
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for v in (0.5, 0.5 - 2.0**-10, 0.5 + 2.0**-10, -3.0, 3.0):
         x = np.array([[v, 0.0]], np.float32)
-        label, prob = run_outputs(g, [quantize(x, 16)])
+        label, prob = run_outputs(g, [quantize(x, g.values[g.inputs[0]].type.frac)])
         ref_label, ref_prob = sess.run(None, {"X": x})
         assert label.tolist() == ref_label.tolist()
-        assert np.allclose(dequantize(prob, 16), ref_prob, atol=1e-4)
+        assert np.allclose(dequantize(prob, g.values[g.outputs[1]].type.frac), ref_prob, atol=1e-4)

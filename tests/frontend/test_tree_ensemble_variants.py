@@ -37,7 +37,7 @@ def save(tmp_path, node, ml_opset: int):
 def compare(path) -> float:
     x, _ = diabetes()
     g = lower_model(path, input_shapes={"X": x.shape}).graph
-    (y,) = run_outputs(g, [quantize(x, 16)])
+    (y,) = run_outputs(g, [quantize(x, g.values[g.inputs[0]].type.frac)])
     (ref,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})
     return float(np.max(np.abs(dequantize(y, g.values[g.outputs[0]].type.frac) - ref)))
 
