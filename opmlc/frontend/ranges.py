@@ -173,7 +173,10 @@ class Analysis:
         fn = getattr(self, f"_op_{node.op}", None)
         if fn is None:
             return (-INF, INF)
-        return fn(node, [self.iv[i] for i in node.inputs], node.attrs)
+        try:
+            return fn(node, [self.iv[i] for i in node.inputs], node.attrs)
+        except (ArithmeticError, ValueError, IndexError, KeyError):  # a case a rule does not model:
+            return (-INF, INF)  # unbounded, so reported, never trusted
 
     def _op_reshape(self, node, ivs, a):
         return ivs[0]
@@ -260,14 +263,36 @@ class Analysis:
         if k == "div":
             if not fx:
                 return (-mag(x), mag(x))  # integer division never grows a magnitude (b = 0 gives 0)
-            if y[0] > 0 or y[1] < 0:
-                inv = (1 / y[1], 1 / y[0]) if y[0] > 0 else (1 / y[1], 1 / y[0])
-                return mul_iv(x, inv)
+            if self._is_norm_of(node.inputs[1], node.inputs[0]):
+                return (-1.0, 1.0)  # x / ‖x‖ (L1 or L2, as ONNX-ML's Normalizer lowers): |x_i| ≤ ‖x‖
+            if y[0] > 0 or y[1] < 0:  # 1/y over a range of one sign: [1/hi, 1/lo]
+                return mul_iv(x, (1 / y[1], 1 / y[0]))
             return (-INF, INF)  # the divisor's range holds 0
         if k in ("mod", "fmod"):
             m = mag(y)
             return (-m, m)
         return (-INF, INF)  # bitwise
+
+    def _producer(self, v: int) -> Node | None:
+        k = self.graph.node_of(v)
+        return None if k is None else self.graph.nodes[k]
+
+    def _is_norm_of(self, d: int, x: int) -> bool:
+        """Whether d is sum(|x|) or sqrt(sum(x·x)) over x's last axis (then |x_i| ≤ d)."""
+        node = self._producer(d)
+        if node is not None and node.op == "unary" and node.attrs.get("kind") == "sqrt":
+            node, squared = self._producer(node.inputs[0]), True
+        else:
+            squared = False
+        rank = len(self.graph.values[x].type.shape)
+        if node is None or node.op != "reduce" or node.attrs.get("kind") != "sum" or list(node.attrs["axes"]) != [rank - 1]:
+            return False
+        inner = self._producer(node.inputs[0])
+        if inner is None:
+            return False
+        if squared:
+            return inner.op == "binary" and inner.attrs.get("kind") == "mul" and inner.inputs == [x, x]
+        return inner.op == "unary" and inner.attrs.get("kind") == "abs" and inner.inputs == [x]
 
     def _op_reduce(self, node, ivs, a):
         x = ivs[0]
