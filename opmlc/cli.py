@@ -146,7 +146,8 @@ def compile_cmd(
     for r in risky:
         typer.echo(f"opmlc: warning: tensor {r.name!r} may saturate: its analysed range [{r.lo:.4g}, {r.hi:.4g}] "
                    f"exceeds ±{r.capacity:.4g}, what {r.frac} fractional bits hold"
-                   + ("" if frac_bits is None else " (drop --frac-bits to let the analysis choose)"), err=True)
+                   + (" (drop --frac-bits to let the analysis choose)" if frac_bits is not None else
+                      "; declare tighter input ranges (--input-range) or calibrate (--calibrate)"), err=True)
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     report = _headroom(build.analysis, peaks) if calibrate is not None else None
@@ -169,6 +170,13 @@ def compile_cmd(
                        f"{num(row['peak'], '10.4g')} {num(row['peak_headroom_bits'], '8.1f')} "
                        f"{num(row['bound_headroom_bits'], '8.1f')}")
     if emit is None:
+        q = build.manifest["quantization"]
+        for rec in build.manifest["inputs"]:  # say what the bits assume where the user did not
+            lo, hi = q["input_ranges"][rec["name"]]
+            if rec["dtype"] == "fx32" and rec["name"] not in ranges:
+                why = "the default" if hi == DEFAULT_INPUT_BOUND else "the default, widened to a tree ensemble's thresholds"
+                typer.echo(f"input {rec['name']!r}: assumed range [{lo:g}, {hi:g}] ({why}; declare the real one "
+                           f"with --input-range {rec['name']}=LO,HI)")
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
 
 

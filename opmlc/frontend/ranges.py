@@ -402,8 +402,8 @@ class Analysis:
                 continue
             table = np.asarray(table).reshape(-1, 5)
             splits = table[table[:, 0] != 0]
-            if splits.size:
-                t = self.graph.values[node.inputs[0]].type
+            t = self.graph.values[node.inputs[0]].type
+            if splits.size and t.dtype is DType.FX32:  # thresholds in x's bits (ir/ops/tree_ensemble.py)
                 peak = float(np.abs(splits[:, 2].astype(np.float64)).max()) / (1 << t.frac)
                 out[node.inputs[0]] = max(out.get(node.inputs[0], 0.0), peak)
         return out
