@@ -161,3 +161,41 @@ def test_run_warns_of_an_input_outside_the_range_the_build_assumed(tmp_path):
     assert r.exit_code == 0 and "warning" not in r.stderr, r.output
     r = runner.invoke(app, ["run", str(out), "--input", str(tmp_path / "big.npy")])
     assert r.exit_code == 0 and "input 'input' holds values in [3, 3], outside the range [0, 1]" in r.stderr
+
+
+def example_inputs(name: str) -> list[dict[str, np.ndarray]]:
+    if name in ("tiny_llama", "tiny_gpt2"):
+        from models.tiny_decoders import CONTEXT, held_out_windows
+
+        return [{"tokens": row[None, :CONTEXT].astype(np.int64)} for row in held_out_windows(2, seed=3)]
+    if name == "digits_cnn":
+        from models.make_digits_cnn import load_images
+
+        return [{"input": x[None]} for x in load_images()[0][::60]]
+    if name == "digits_mlp":
+        from sklearn.datasets import load_digits
+
+        return [{"input": (load_digits().data[::60] / 16).astype(np.float32)}]
+    from models.make_sklearn_models import MODELS as SKLEARN
+
+    return [{"X": SKLEARN[name][0]()[0]}]
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "tiny_llama", "tiny_gpt2", "iris_logreg",
+                                  "diabetes_linear", "diabetes_gboost", "iris_gboost"])
+def test_example_models_values_lie_within_their_analysed_ranges(name):
+    model = onnx.load(str(MODELS / f"{name}.onnx"))
+    feeds = example_inputs(name)
+    fe = lower_model(MODELS / f"{name}.onnx", input_shapes={k: v.shape for k, v in feeds[0].items()})
+    assert not at_risk(fe.analysis)
+    bounds = {r.name: r for r in fe.analysis.ranges()}
+    checked = 0
+    for feed in feeds:
+        for tensor, arr in float_values(model, feed).items():
+            r = bounds.get(tensor)
+            if r is None or not np.issubdtype(arr.dtype, np.floating):
+                continue
+            arr = arr[np.isfinite(arr)]  # an attention mask's −inf saturates by design (DECODERS.md)
+            assert r.lo - 1e-6 <= float(arr.min()) and float(arr.max()) <= r.hi + 1e-6, (tensor, r)
+            checked += 1
+    assert checked >= len(feeds)
