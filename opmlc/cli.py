@@ -154,6 +154,7 @@ def compile_cmd(
     if as_json:
         doc = {"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values),
                "quantization": build.manifest["quantization"]["method"],
+               "input_ranges": build.manifest["quantization"]["input_ranges"],
                "may_saturate": [r.name for r in risky]}
         if report is not None:
             doc["headroom"] = report
@@ -528,6 +529,8 @@ def inspect_cmd(
         "initializers": len(g.initializers),
         "weight_bytes": weight_bytes,
     }
+    q = m.get("quantization", {})
+    summary["quantization"] = {k: q[k] for k in ("method", "default_frac", "input_ranges") if k in q}
     for key in ("program",):
         if key in m:
             summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
@@ -541,6 +544,11 @@ def inspect_cmd(
         typer.echo(f"output    {r['name']}: {r['dtype']}<{r['frac']}>{r['shape']}")
     typer.echo(f"nodes     {len(g.nodes)}: " + ", ".join(f"{op}×{n}" for op, n in sorted(ops.items())))
     typer.echo(f"weights   {len(g.initializers)} tensors, {weight_bytes} bytes")
+    if q.get("method") == "analysis":
+        typer.echo("bits      by range analysis, inputs assumed in " + ", ".join(
+            f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in q.get("input_ranges", {}).items()))
+    elif q:
+        typer.echo(f"bits      {q.get('default_frac')} everywhere (--frac-bits) but where overridden")
     if "program" in m:
         p = m["program"]
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
