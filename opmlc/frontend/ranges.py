@@ -107,10 +107,6 @@ def mul_iv(a: Interval, b: Interval) -> Interval:
     return (min(c), max(c))
 
 
-def scale_iv(a: Interval, k: float) -> Interval:
-    return (_mul(a[0], k), _mul(a[1], k)) if k >= 0 else (_mul(a[1], k), _mul(a[0], k))
-
-
 def mag(a: Interval) -> float:
     return max(abs(a[0]), abs(a[1]))
 
@@ -175,8 +171,8 @@ class Analysis:
             return (-INF, INF)
         try:
             return fn(node, [self.iv[i] for i in node.inputs], node.attrs)
-        except (ArithmeticError, ValueError, IndexError, KeyError):  # a case a rule does not model:
-            return (-INF, INF)  # unbounded, so reported, never trusted
+        except Exception:  # a case a rule does not model (a bug, a shape it did not foresee):
+            return (-INF, INF)  # unbounded, so reported as may-saturate, never trusted or a crash
 
     def _op_reshape(self, node, ivs, a):
         return ivs[0]
@@ -215,7 +211,7 @@ class Analysis:
         if to is DType.BOOL:
             return (0.0, 1.0)
         if src is DType.FX32 and to is not DType.FX32:
-            return (math.trunc(x[0]) if math.isfinite(x[0]) else x[0], math.trunc(x[1]) if math.isfinite(x[1]) else x[1])
+            return tuple(math.trunc(e) if math.isfinite(e) else e for e in x)  # toward zero
         if src is DType.I64 and to is DType.I32 and (x[0] < -(2.0**31) or x[1] >= 2.0**31):
             return DTYPE_RANGE[DType.I32]  # wraps
         return x
@@ -285,7 +281,8 @@ class Analysis:
         else:
             squared = False
         rank = len(self.graph.values[x].type.shape)
-        if node is None or node.op != "reduce" or node.attrs.get("kind") != "sum" or list(node.attrs["axes"]) != [rank - 1]:
+        if (node is None or node.op != "reduce" or node.attrs.get("kind") != "sum"
+                or list(node.attrs["axes"]) != [rank - 1]):
             return False
         inner = self._producer(node.inputs[0])
         if inner is None:
@@ -318,11 +315,8 @@ class Analysis:
         if w is not None:
             if not a.get("transpose_b"):
                 w = np.swapaxes(w, -1, -2)  # [..., N, K]
-            out = affine(w.reshape(-1, w.shape[-2], w.shape[-1]), 2, x)
-            if bias is not None:  # per column: recompute with the bias added along N
-                wb = w.reshape(-1, w.shape[-2], w.shape[-1])
-                out = affine(wb, 2, x, bias[None, :])
-            return out
+            # per output column n (over any batch of weights): Σ_k w[n, k]·x (+ bias[n])
+            return affine(w.reshape(-1, w.shape[-2], w.shape[-1]), 2, x, None if bias is None else bias[None, :])
         xa = self.const(node.inputs[0])
         if xa is not None and bias is None:  # constant left operand: per row of a
             return affine(xa.reshape(-1, xa.shape[-1]), 1, w_iv)
@@ -413,7 +407,8 @@ def analyse(graph: Graph, input_ranges: dict[str, Interval]) -> Analysis:
     """The analysis of `graph` with graph inputs in `input_ranges` (by name; missing: the
     default range), a graph input compared by a tree ensemble widened to hold its thresholds."""
     names = [graph.values[v].name for v in graph.inputs]
-    ranges = [input_ranges.get(n) or default_range(graph.values[v].type.dtype) for n, v in zip(names, graph.inputs, strict=True)]
+    ranges = [input_ranges.get(n) or default_range(graph.values[v].type.dtype)
+              for n, v in zip(names, graph.inputs, strict=True)]
     result = Analysis(graph, ranges)
     widen = {v: p for v, p in result.tree_thresholds().items() if v in graph.inputs}
     if widen:
