@@ -16,6 +16,9 @@ per tensor):
   sum), and a tensor compared by a tree ensemble must hold its thresholds (a graph input
   compared so has its range widened to them).
 
+Per-channel intervals (axis 1) refine the one interval where a CNN keeps channels apart (conv,
+relu, pool, a flatten, the Gemm after it): each output channel sums its own input channels' ends.
+
 A tensor with bound B gets f = min(MAX_FRAC, floor(30 − log2 B)) bits (`calibrate.frac_for_peak`,
 the same formula and factor-2 margin as calibration): it cannot saturate within the inputs'
 ranges. B needs no more than the int32 range: where B ≥ 2^30 even f = 0 is not proven safe and
@@ -137,8 +140,18 @@ class Analysis:
             self.iv[v] = (float(r[0]), float(r[1]))
         for v, data in graph.initializers.items():
             self.iv[v] = self._const_range(v, data)
+        # per-channel intervals (axis 1) where a CNN's layers keep channels apart: tighter through
+        # conv → relu → pool → conv chains and into the Gemm after a flatten
+        self.ch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for node in graph.nodes:
             out = self._node(node)
+            try:
+                ch = self._channels(node)
+            except Exception:  # the refinement is optional: without it the scalar interval stands
+                ch = None
+            if ch is not None and ch[0].size and np.all(np.isfinite(ch[0])) and np.all(np.isfinite(ch[1])):
+                self.ch[node.output] = ch
+                out = (max(out[0], float(ch[0].min())), min(out[1], float(ch[1].max())))
             t = graph.values[node.output].type
             if t.dtype is not DType.FX32:  # integers cannot exceed their type; bools are 0/1
                 lo, hi = DTYPE_RANGE[t.dtype]
@@ -173,6 +186,71 @@ class Analysis:
             return fn(node, [self.iv[i] for i in node.inputs], node.attrs)
         except Exception:  # a case a rule does not model (a bug, a shape it did not foresee):
             return (-INF, INF)  # unbounded, so reported as may-saturate, never trusted or a crash
+
+    def _ch_of(self, v: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Value v's per-channel interval over n channels (its scalar interval if none is known)."""
+        if v in self.ch and self.ch[v][0].shape == (n,):
+            return self.ch[v]
+        lo, hi = self.iv[v]
+        return np.full(n, lo), np.full(n, hi)
+
+    def _channels(self, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+        g = self.graph
+        x = node.inputs[0] if node.inputs else None
+        shape_in = g.values[x].type.shape if x is not None else ()
+        shape_out = g.values[node.output].type.shape
+        if node.op == "relu" and x in self.ch:
+            lo, hi = self.ch[x]
+            return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        if node.op == "pool" and x in self.ch:
+            lo, hi = self.ch[x]
+            if node.attrs["kind"] == "avg" and any(node.attrs["pads"]):
+                return np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+            return lo, hi
+        if node.op == "reshape" and x in self.ch and len(shape_in) >= 2 and len(shape_out) >= 2:
+            lo, hi = self.ch[x]
+            if shape_out[:2] == shape_in[:2] and shape_out[0] == shape_in[0]:
+                return lo, hi  # each channel's elements stay in their channel
+            rest = math.prod(shape_in[2:])
+            if len(shape_out) == 2 and shape_out[0] == shape_in[0] and shape_out[1] == shape_in[1] * rest:
+                return np.repeat(lo, rest), np.repeat(hi, rest)  # a flatten: channel c → features c·rest…
+            return None
+        if node.op == "conv":
+            w = self.const(node.inputs[1])
+            if w is None:
+                return None
+            grp = node.attrs["group"]
+            m, cg = w.shape[0], w.shape[1]
+            lo, hi = self._ch_of(x, cg * grp)
+            if any(node.attrs["pads"]):
+                lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+            pos = np.where(w > 0, w, 0).reshape(m, cg, -1).sum(-1)
+            neg = np.where(w < 0, w, 0).reshape(m, cg, -1).sum(-1)
+            blk = np.arange(m) // (m // grp)  # each output channel's group
+            idx = blk[:, None] * cg + np.arange(cg)[None, :]  # its input channels
+            out_lo = (pos * lo[idx] + neg * hi[idx]).sum(1)
+            out_hi = (pos * hi[idx] + neg * lo[idx]).sum(1)
+            if len(node.inputs) == 3:
+                b = self.const(node.inputs[2])
+                if b is None:
+                    return None
+                out_lo, out_hi = out_lo + b, out_hi + b
+            return out_lo, out_hi
+        if node.op == "matmul" and len(shape_in) == 2 and len(shape_out) == 2 and x in self.ch:
+            w = self.const(node.inputs[1])
+            if w is None or w.ndim != 2:
+                return None
+            w = w if node.attrs.get("transpose_b") else w.T  # [N, K]
+            lo, hi = self._ch_of(x, w.shape[1])
+            pos, neg = np.where(w > 0, w, 0), np.where(w < 0, w, 0)
+            out_lo, out_hi = pos @ lo + neg @ hi, pos @ hi + neg @ lo
+            if len(node.inputs) == 3:
+                b = self.const(node.inputs[2])
+                if b is None:
+                    return None
+                out_lo, out_hi = out_lo + b, out_hi + b
+            return out_lo, out_hi
+        return None
 
     def _op_reshape(self, node, ivs, a):
         return ivs[0]

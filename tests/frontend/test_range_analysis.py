@@ -22,25 +22,28 @@ from opmlc.ir.fixedpoint import dequantize, quantize
 from opmlc.ir.interpreter import run_outputs
 from tests.conftest import MODELS
 
-CHANNELS, LAYERS, SIDE, CLASSES = 8, 4, 4, 10
-GAIN = 6.0  # each conv's He-initialised weights times this: activations grow with depth
+CHANNELS, SIDE, CLASSES = 8, 4, 10
+# (conv layers, gain): each conv's He-initialised weights times the gain, so activations grow with
+# depth. The analysis proves the first safe; the second is too deep for interval bounds (they grow
+# ~8× per layer, the activations ~3×), so it reports tensors that may saturate (it still agrees).
+PROVEN, TOO_DEEP = (4, 6.0), (6, 5.0)
 
 
-def deep_cnn() -> onnx.ModelProto:
-    """Conv(3×3, pad 1) + Relu × LAYERS → GlobalAveragePool → Flatten → Gemm, He-initialised
-    (normal, std √(2 / fan_in)) with a fixed seed, each conv scaled by GAIN."""
+def deep_cnn(layers: int, gain: float) -> onnx.ModelProto:
+    """Conv(3×3, pad 1) + Relu × layers → GlobalAveragePool → Flatten → Gemm, He-initialised
+    (normal, std √(2 / fan_in)) with a fixed seed, each conv scaled by `gain`."""
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "input"
     c_in = 3
-    for i in range(LAYERS):
-        w = rng.normal(0, np.sqrt(2 / (c_in * 9)), (CHANNELS, c_in, 3, 3)) * GAIN
+    for i in range(layers):
+        w = rng.normal(0, np.sqrt(2 / (c_in * 9)), (CHANNELS, c_in, 3, 3)) * gain
         b = rng.normal(0, 0.1, CHANNELS)
         inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
                   numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
         nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"conv{i}"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"])]
         x, c_in = f"relu{i}", CHANNELS
-    wf = rng.normal(0, np.sqrt(2 / CHANNELS), (CLASSES, CHANNELS)) * GAIN
+    wf = rng.normal(0, np.sqrt(2 / CHANNELS), (CLASSES, CHANNELS)) * gain
     inits.append(numpy_helper.from_array(wf.astype(np.float32), "wf"))
     nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
               helper.make_node("Flatten", ["gap"], ["flat"]),
@@ -51,14 +54,14 @@ def deep_cnn() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-@pytest.fixture(scope="module")
-def cnn(tmp_path_factory):
+@pytest.fixture(scope="module", params=[PROVEN, TOO_DEEP], ids=["proven", "too_deep"])
+def cnn(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("deep_cnn") / "deep_cnn.onnx"
-    onnx.save(deep_cnn(), str(path))
+    onnx.save(deep_cnn(*request.param), str(path))
     rng = np.random.default_rng(1)
     xs = rng.uniform(-DEFAULT_INPUT_BOUND, DEFAULT_INPUT_BOUND, (10, 1, 3, SIDE, SIDE)).astype(np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return path, xs, [sess.run(None, {"input": x})[0] for x in xs]
+    return path, xs, [sess.run(None, {"input": x})[0] for x in xs], request.param
 
 
 def interpret(fe, x: np.ndarray) -> np.ndarray:
@@ -68,7 +71,7 @@ def interpret(fe, x: np.ndarray) -> np.ndarray:
 
 
 def test_deep_cnn_with_logits_past_32768_agrees_with_onnxruntime_by_default(cnn):
-    path, xs, want = cnn
+    path, xs, want, config = cnn
     peak = max(float(np.abs(w).max()) for w in want)
     print(f"deep CNN: largest |float logit| {peak:.4g}")
     assert peak > 32768  # where 16 fractional bits saturate
@@ -81,11 +84,12 @@ def test_deep_cnn_with_logits_past_32768_agrees_with_onnxruntime_by_default(cnn)
     print(f"deep CNN, analysed bits: argmax {agree}/10 agree; largest logit error {worst:.2g} of the largest logit; "
           f"bits {[fe.graph.values[v].type.frac for v in fe.graph.inputs + [n.output for n in fe.graph.nodes]]}")
     assert agree == 10
-    assert not at_risk(fe.analysis)
+    risky = at_risk(fe.analysis)  # what the compile warns of: none where the bounds prove safety
+    assert (not risky) if config == PROVEN else (risky and risky[-1].name == "logits")
 
 
 def test_analysed_bounds_hold_every_value_a_float_run_observes(cnn):
-    path, xs, _ = cnn
+    path, xs, _, config = cnn
     fe = lower_model(path)
     bounds = {r.name: r for r in fe.analysis.ranges()}
     model = onnx.load(str(path))
@@ -94,7 +98,8 @@ def test_analysed_bounds_hold_every_value_a_float_run_observes(cnn):
             if name in bounds:
                 r = bounds[name]
                 assert r.lo <= float(arr.min()) and float(arr.max()) <= r.hi, name
-                assert float(np.abs(arr).max()) < r.capacity, name  # and its bits hold it
+                if config == PROVEN:
+                    assert r.bound < r.capacity, name  # and its bits hold it
 
 
 runner = CliRunner()
