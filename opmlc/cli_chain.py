@@ -35,6 +35,16 @@ DbOpt = Annotated[Path | None, typer.Option(
 BuildsArg = Annotated[list[Path], typer.Argument(help="Build directories of the models.")]
 
 
+def _key(keystore: Path | None, account: str | None):
+    """The local key to sign with, read before any connection (a bad key or password fails at
+    once): --keystore, else $OPMLC_PRIVATE_KEY unless --account picks a node's unlocked account."""
+    from opmlc.dispute.accounts import local_account
+
+    if keystore is not None and account is not None:
+        raise OpmlcError("--keystore and --account: pass one (--account picks a node's unlocked account)")
+    return local_account(keystore) if account is None else None
+
+
 def _open(deployment: Path, rpc: str | None, keystore: Path | None, account: str | None):
     """(record, handle, sender address) of a deployment file."""
     from opmlc.dispute.accounts import local_account, use_account
@@ -73,13 +83,13 @@ def add_commands(app: typer.Typer, user_errors, load_inputs) -> None:
 
         Every other chain command takes `--deployment FILE`.
         """
-        from opmlc.dispute.accounts import local_account, use_account
+        from opmlc.dispute.accounts import use_account
         from opmlc.dispute.deployment import deploy
         from toolchain.chain import connect
 
         if output.exists():
             raise OpmlcError(f"{output} exists: a deployment file is never overwritten; choose another -o")
-        key = local_account(keystore) if keystore is not None or account is None else None
+        key = _key(keystore, account)
         chain = connect(rpc)
         sender = use_account(chain, key, account)
         _, info = deploy(chain, bond=bond, window=window, clock=clock, store=store)

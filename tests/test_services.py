@@ -178,3 +178,14 @@ def test_a_lying_server_loses_to_watch_killed_and_restarted_in_phase_2_and_hones
     output = "\n".join(s.text for s in services)
     for key in (bytes(server.key).hex(), bytes(challenger.key).hex()):
         assert key not in output.lower()
+
+
+def test_a_deployment_file_for_another_chain_or_registry_is_refused(world, tmp_path):
+    doc = json.loads(world["dep"].read_text())
+    for change, message in (({"chain_id": 5}, "is chain 31337"), ({"registry": "0x" + "22" * 20}, "no contract at")):
+        path = tmp_path / "other.json"
+        path.write_text(json.dumps({**doc, **change}))
+        r = runner.invoke(app, ["result", "0", "--deployment", str(path)])
+        assert r.exit_code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["result", "99", "--deployment", str(world["dep"])])
+    assert r.exit_code == 2 and "task 99: no such task" in r.stderr
