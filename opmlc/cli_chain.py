@@ -182,8 +182,9 @@ def add_commands(app: typer.Typer, user_errors, load_inputs) -> None:
         if report["output_root"]:
             typer.echo(f"output root {report['output_root']} from {report['server']}")
         for g in report["games"]:
-            end = f", the {g['winner']} won ({g['reason']})" if g["winner"] else ""
-            typer.echo(f"game {g['game_id']}: challenger {g['challenger']}, {g['phase']}{end}")
+            end = f": the {g['winner']} won ({g['reason']})" if g["winner"] else ""
+            state = end or f", in play (awaiting {g['phase']})"
+            typer.echo(f"game {g['game_id']}: challenger {g['challenger']}{state}")
 
     def _service(kind, builds, deployment, rpc, db, store, keystore, account, poll, **kwargs) -> None:
         import sys

@@ -57,7 +57,7 @@ class Service:
             self.lines.append(line.rstrip("\n"))
             self._new.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 60) -> str:
+    def wait_for(self, pattern: str, timeout: float = 120) -> str:
         """The first line (seen before or from now on) matching `pattern`."""
         rx = re.compile(pattern)
         for line in self.lines:
@@ -143,13 +143,15 @@ def test_a_lying_server_loses_to_watch_killed_and_restarted_in_phase_2_and_hones
         watch = Service(watch_args, watch_env)
         services.append(watch)
         watch.wait_for(r"game 0 \(task \d+\): ended, the challenger wins \(step proven\): we won")
-        watch.wait_for(rf"withdrew 2 ETH .* to {challenger.address}")
+        watch.wait_for(rf"withdrew .* ETH .* to {challenger.address}")
         liar.wait_for(r"game 0 .*ended, the challenger wins")
         assert "started" in watch.lines[0] and "result is wrong" not in watch.text  # resumed, not re-challenged
         assert "phase 2 respondStep" in watch.text and "proveStep" in watch.text
         assert len(d.events("Challenged", taskId=task)) == 1
-        withdrawn = d.events("Withdrawn", account=challenger.address)
-        assert [e["args"]["amount"] for e in withdrawn] == [2 * BOND]  # its bond back and the liar's
+        (withdrawn,) = [e["args"]["amount"] for e in d.events("Withdrawn", account=challenger.address)]
+        credited = sum(e["args"]["amount"] for e in d.events("Credited", account=challenger.address))
+        assert withdrawn == credited > BOND  # its own bond back, and the liar's on top
+        assert d.events("Withdrawn", account=server.address) == []
         report = json.loads(cli("result", str(task), "--deployment", dep, "--json"))
         assert report["state"] == "rejected" and report["games"][0]["winner"] == "challenger"
         assert report["server"] == server.address
@@ -164,7 +166,7 @@ def test_a_lying_server_loses_to_watch_killed_and_restarted_in_phase_2_and_hones
         assert json.loads(cli("result", str(task2), "--deployment", dep, "--json"))["state"] == "submitted"
         d.advance_time(WINDOW + 1)  # anvil's clock past the window (evm_increaseTime, evm_mine)
         honest.wait_for(rf"task {task2}: finalized")
-        honest.wait_for(rf"withdrew 1 ETH .* to {server.address}")  # its bond, returned
+        honest.wait_for(rf"withdrew .* ETH .* to {server.address}")  # its bond, returned
         report = json.loads(cli("result", str(task2), "--deployment", dep, "--json"))
         assert report["state"] == "finalized" and report["games"] == []
         assert report["output_root"] == "0x" + bytes(d.task(task2)["output_root"]).hex()
