@@ -31,6 +31,7 @@ from toolchain.chain import connect
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 ADDRESS = Account.from_key(KEY).address
 runner = CliRunner()
+FAST = {"kdf": "pbkdf2", "iterations": 1000}  # scrypt's default cost takes seconds per decryption
 
 
 def no_key(text: str) -> None:
@@ -52,7 +53,7 @@ def test_a_bad_private_key_is_named_but_never_echoed(bad):
 
 def test_keystore_round_trip_wrong_password_and_damage(tmp_path):
     path = tmp_path / "k.json"
-    write_keystore(path, Account.from_key(KEY), "secret")
+    write_keystore(path, Account.from_key(KEY), "secret", **FAST)
     assert (path.stat().st_mode & 0o777) == 0o600
     no_key(path.read_text())
     assert load_keystore(path, "secret").address == ADDRESS
@@ -92,7 +93,7 @@ def test_unlocked_accounts_by_index_or_address():
 
 
 def fail(*args: str, env: dict | None = None) -> str:
-    r = runner.invoke(app, list(args), env=env or {PRIVATE_KEY_ENV: "", PASSWORD_ENV: ""})
+    r = runner.invoke(app, list(args), env=env or {PRIVATE_KEY_ENV: None, PASSWORD_ENV: None})
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("opmlc: error: "), r.output
@@ -115,7 +116,7 @@ def test_chain_commands_fail_in_one_line(tmp_path):
     new = str(tmp_path / "new.json")
     assert PRIVATE_KEY_ENV in fail("deploy", "--rpc", "http://127.0.0.1:1", "-o", new, env={PRIVATE_KEY_ENV: KEY[:-2]})
     keystore = tmp_path / "k.json"
-    write_keystore(keystore, Account.from_key(KEY), "secret")
+    write_keystore(keystore, Account.from_key(KEY), "secret", **FAST)
     assert "wrong password" in fail("deploy", "--rpc", "http://127.0.0.1:1", "-o", new, "--keystore", str(keystore),
                                     env={PASSWORD_ENV: "nope"})
     assert "not a JSON-RPC URL" in fail("deploy", "--rpc", "nonsense", "-o", new)

@@ -86,7 +86,7 @@ class Service:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> str:
-    r = runner.invoke(app, list(args), env=env or {})
+    r = runner.invoke(app, list(args), env=env or {PRIVATE_KEY_ENV: None, PASSWORD_ENV: None})
     assert r.exit_code == 0, r.output
     return r.stdout
 

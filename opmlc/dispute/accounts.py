@@ -67,12 +67,14 @@ def load_keystore(path: str | Path, password: str) -> LocalAccount:
     return Account.from_key(key)
 
 
-def write_keystore(path: str | Path, account: LocalAccount, password: str) -> None:
-    """Encrypt `account` into a new keystore file (readable by its owner only)."""
+def write_keystore(path: str | Path, account: LocalAccount, password: str, kdf: str | None = None,
+                   iterations: int | None = None) -> None:
+    """Encrypt `account` into a new keystore file (readable by its owner only); `kdf` and
+    `iterations` as eth-account's `Account.encrypt` (default: scrypt at its default cost)."""
     path = Path(path)
     if path.exists():
         raise AccountError(f"{path} exists: choose another file (a keystore is never overwritten)")
-    doc = Account.encrypt(account.key, password)
+    doc = Account.encrypt(account.key, password, kdf=kdf, iterations=iterations)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
