@@ -85,6 +85,10 @@ class Service:
         return "\n".join(self.lines)
 
 
+def d_first_block(dep: str) -> int:
+    return DeploymentFile.load(dep).first_block
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> str:
     r = runner.invoke(app, list(args), env=env or {PRIVATE_KEY_ENV: None, PASSWORD_ENV: None})
     assert r.exit_code == 0, r.output
@@ -145,7 +149,9 @@ def test_a_lying_server_loses_to_watch_killed_and_restarted_in_phase_2_and_hones
         watch.wait_for(r"game 0 \(task \d+\): ended, the challenger wins \(step proven\): we won")
         watch.wait_for(rf"withdrew .* ETH .* to {challenger.address}")
         liar.wait_for(r"game 0 .*ended, the challenger wins")
-        assert "started" in watch.lines[0] and "result is wrong" not in watch.text  # resumed, not re-challenged
+        # Resumed from its cursor and database: no rescan from the first block, no second challenge.
+        assert int(re.search(r"started: .* from block (\d+)", watch.lines[0]).group(1)) > d_first_block(dep)
+        assert "requested by" not in watch.text and "result is wrong" not in watch.text
         assert "phase 2 respondStep" in watch.text and "proveStep" in watch.text
         assert len(d.events("Challenged", taskId=task)) == 1
         (withdrawn,) = [e["args"]["amount"] for e in d.events("Withdrawn", account=challenger.address)]
