@@ -202,7 +202,8 @@ def add_commands(app: typer.Typer, user_errors, load_inputs) -> None:
         service = kind(d, info, loaded, sender, db=db, store=_store(info, store), say=say, poll=poll, **kwargs)
 
         def stop(signum, _frame) -> None:
-            service.say(f"{signal.Signals(signum).name}: stopping after the current action")
+            # No printing here: the signal may arrive in the middle of a print (a reentrant write).
+            service.stop_reason = signal.Signals(signum).name
             service.stopping.set()
 
         signal.signal(signal.SIGINT, stop)

@@ -89,7 +89,8 @@ class Service:
             self.models[mid] = b
             self.parties[mid] = self.party_class(d, account, b, db=db, **party_kwargs)
         self._waiting: set[int] = set()  # tasks whose inputs are not in the store yet (logged once)
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # set (by a signal handler) to end `run` after the current action
+        self.stop_reason: str | None = None
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Service:
             except (ChainError, OpmlcError) as exc:  # a node hiccup: say so and try again
                 self.say(f"error: {exc}; retrying in {self.poll:g} s")
             self.stopping.wait(self.poll)
-        self.say("stopped")
+        self.say(f"stopped ({self.stop_reason})" if self.stop_reason else "stopped")
 
     def step(self) -> None:
         """One pass: new events into the database, then every open item acted on."""
