@@ -104,3 +104,27 @@ def test_a_database_belongs_to_one_service(world, build):
         ChallengerService(world["d"], world["info"], [build], world["a"][2], db=world["tmp"] / "serve.db")
     with pytest.raises(OpmlcError, match="--lie-node 7"):
         ServerService(world["d"], world["info"], [build], world["a"][1], lie_node=7)
+
+
+def test_serve_defends_its_result_against_a_lying_challenger_and_keeps_its_bond(world, build):
+    from opmlc.dispute.graph_trace import Tamper
+    from opmlc.dispute.parties import Challenger
+
+    w, d = world, world["d"]
+    s = server(w, build)
+    s.step()
+    liar = Challenger(d, w["a"][3], build, tamper=Tamper(0))
+    game = liar.check(w["task"], w["inputs"])
+    assert game == 0
+    for _ in range(200):
+        s.step()
+        if d.game(game).phase is Phase.ENDED:
+            break
+        liar.act(game)
+    s.step()
+    assert d.game(game).winner == "server"
+    text = "\n".join(w["lines"])
+    assert "challenged by" in text and "we won" in text and "withdrew 1 ETH" in text  # the liar's bond
+    d.advance_time(61)
+    s.step()
+    assert task_report(d, w["info"], w["task"])["state"] == "finalized"
