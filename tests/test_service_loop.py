@@ -128,3 +128,18 @@ def test_serve_defends_its_result_against_a_lying_challenger_and_keeps_its_bond(
     d.advance_time(61)
     s.step()
     assert task_report(d, w["info"], w["task"])["state"] == "finalized"
+
+
+def test_watch_wins_by_timeout_when_the_server_goes_away(world, build):
+    w, d = world, world["d"]
+    s, c = server(w, build, lie_node=2), watch(w, build)
+    s.step()
+    c.step()  # challenges: game 0, the server's move
+    assert d.game(0).mover == "server"
+    c.step()  # not due yet: nothing
+    assert d.game(0).phase is not Phase.ENDED
+    d.advance_time(601)
+    c.step()
+    g = d.game(0)
+    assert g.winner == "challenger" and g.reason == 2
+    assert "timeout: the server's clock ran out" in "\n".join(w["lines"])
