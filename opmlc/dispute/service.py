@@ -88,7 +88,7 @@ class Service:
             mid = model_commitment(b).model_id()
             self.models[mid] = b
             self.parties[mid] = self.party_class(d, account, b, db=db, **party_kwargs)
-        self._waiting: set[int] = set()  # tasks whose inputs are not in the store yet (logged once)
+        self._said: set[object] = set()  # conditions already logged (say_once)
         self.stopping = threading.Event()  # set (by a signal handler) to end `run` after the current action
         self.stop_reason: str | None = None
 
@@ -96,6 +96,12 @@ class Service:
 
     def say(self, msg: str) -> None:
         self._say(f"{utc_now()} {self.role} {msg}")
+
+    def say_once(self, key: object, msg: str) -> None:
+        """Log a condition that may last many passes only the first time."""
+        if key not in self._said:
+            self._said.add(key)
+            self.say(msg)
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM service_meta WHERE key = ?", (key,)).fetchone()
@@ -196,9 +202,8 @@ class Service:
 
     def inputs_of(self, task_id: int, mid: bytes, roots: list[bytes]):
         inputs = self.store.get(self.models[mid], roots)
-        if inputs is None and task_id not in self._waiting:
-            self._waiting.add(task_id)
-            self.say(f"task {task_id}: waiting for its inputs in {self.store.directory}")
+        if inputs is None:
+            self.say_once(("inputs", task_id), f"task {task_id}: waiting for its inputs in {self.store.directory}")
         return inputs
 
     def play(self) -> None:
@@ -310,8 +315,8 @@ class ServerService(Service):
             return
         try:
             self.d.send(self.role, self.account, self.d.registry.functions.finalize(task_id))
-        except ContractReverted as exc:  # a challenge that came in at the last second
-            self.say(f"task {task_id}: not final yet ({exc})")
+        except ContractReverted as exc:  # a challenge at the last second; the contract has the last word
+            self.say_once(("finalize", task_id), f"task {task_id}: not final yet ({exc})")
             return
         self.set_task(task_id, "finalized")
         self.say(f"task {task_id}: finalized (window over, no game open): bond returned")
@@ -355,16 +360,15 @@ class ChallengerService(Service):
         inputs = self.inputs_of(task_id, mid, roots)
         if inputs is None:
             return
-        if self.d.now() > t["deadline"]:
-            self.set_task(task_id, "missed")
-            self.say(f"task {task_id}: challenge window closed before we could check it")
-            return
         party = self.parties[mid]
-        try:
+        try:  # whether the window is still open is the contract's to say (it may pause it)
             game_id = party.check(task_id, inputs)
         except ContractReverted as exc:
-            self.set_task(task_id, "missed")
-            self.say(f"task {task_id}: could not challenge ({exc})")
+            if exc.error in ("ChallengeWindowClosed", "NoOpenResult"):
+                self.set_task(task_id, "missed")
+                self.say(f"task {task_id}: too late to challenge ({exc})")
+            else:  # e.g. every stake of the result is in play: try again on the next pass
+                self.say_once(("challenge", task_id), f"task {task_id}: cannot challenge yet ({exc})")
             return
         ours = party.verifier(task_id).trace.output_root
         if game_id is None:
