@@ -47,12 +47,11 @@ def _key(keystore: Path | None, account: str | None):
 
 def _open(deployment: Path, rpc: str | None, keystore: Path | None, account: str | None):
     """(record, handle, sender address) of a deployment file."""
-    from opmlc.dispute.accounts import local_account, use_account
+    from opmlc.dispute.accounts import use_account
     from opmlc.dispute.deployment import DeploymentFile, open_deployment
 
     info = DeploymentFile.load(deployment)
-    # The key before the node: a bad key or password fails at once, without a network call.
-    key = local_account(keystore) if keystore is not None or account is None else None
+    key = _key(keystore, account)
     d = open_deployment(info, rpc)
     return info, d, use_account(d.chain, key, account)
 
