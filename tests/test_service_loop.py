@@ -103,6 +103,11 @@ def test_a_database_belongs_to_one_service(world, build):
     server(world, build)
     with pytest.raises(OpmlcError, match="belongs to another service"):
         ChallengerService(world["d"], world["info"], [build], world["a"][2], db=world["tmp"] / "serve.db")
+    with pytest.raises(OpmlcError, match="--db .*: not a database"):
+        server(world | {"tmp": world["tmp"] / "no" / "such" / "dir"}, build)
+    (world["tmp"] / "junk.db").write_bytes(b"not sqlite" * 100)
+    with pytest.raises(OpmlcError, match="--db .*: not a database"):
+        ChallengerService(world["d"], world["info"], [build], world["a"][2], db=world["tmp"] / "junk.db")
     with pytest.raises(OpmlcError, match="--lie-node 7"):
         ServerService(world["d"], world["info"], [build], world["a"][1], lie_node=7)
 

@@ -79,8 +79,11 @@ class Service:
         self.d, self.info, self.account, self.poll = d, info, account, poll
         self.store = store or InputStore(info.store_dir())
         self._say = say
-        self.db = sqlite3.connect(":memory:" if db is None else str(db), timeout=30)
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(":memory:" if db is None else str(db), timeout=30)
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise OpmlcError(f"--db {db}: not a database this service can use ({exc})") from None
         self._check_owner(db)
         self.models: dict[bytes, Build] = {}
         self.parties: dict[bytes, Party] = {}
