@@ -554,6 +554,11 @@ def inspect_cmd(
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
 
 
+from opmlc.cli_chain import add_commands  # noqa: E402 - deploy, register, request, result, serve, watch
+
+add_commands(app, user_errors, _load_inputs)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
