@@ -121,6 +121,21 @@ def compile_cmd(
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
 
 
+def _warn_saturation(build, result) -> None:
+    """Saturation is never silent: one warning line per problem on stderr."""
+    from opmlc.api import saturation_report
+
+    for line in saturation_report(build, result):
+        typer.echo(f"opmlc: warning: {line}", err=True)
+
+
+def _saturation_json(result) -> dict:
+    """`opmlc run --json`'s saturation fields: {node index: count}, {input: count}, who counted."""
+    return {"saturated": {str(k): n for k, n in sorted(result.saturated.items())},
+            "clipped_inputs": dict(sorted(result.clipped_inputs.items())),
+            "saturation_counted_by": result.saturation_counted_by}
+
+
 @app.command("run")
 @user_errors
 def run_cmd(
@@ -135,7 +150,8 @@ def run_cmd(
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"backend", "output_root", "output"} (+ "steps", "final_state_hash" for vm).')
+        bool, typer.Option("--json", help='Print {"backend", "output_root", "output", "saturated", "clipped_inputs", '
+                           '"saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
     ] = False,
 ) -> None:
     """Run a build on inputs and print the dequantized output and its tensor root.
@@ -144,6 +160,10 @@ def run_cmd(
     printed: the unit of phase 2 of a dispute. With --tokens TEXT (a byte-level decoder such as
     models/tiny_llama.onnx), the predicted next byte (the argmax of the last position's logits)
     is printed too.
+
+    Saturation is never silent: elements clamped to the int32 range, per node, and input
+    elements clipped at quantization are warned about on stderr (the native build counts them
+    itself, the VM has the interpreter count alongside it).
     """
     from opmlc.api import encode_text, run
     from opmlc.artifact import Build
@@ -157,6 +177,7 @@ def run_cmd(
     else:
         arrays = _load_inputs(build, input or [])
     result = run(build, arrays, backend, node)
+    _warn_saturation(build, result)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]
     next_token = None
@@ -181,6 +202,7 @@ def run_cmd(
         if len(outs) > 1:
             doc["outputs"] = [{"name": n, "output_root": root, "output": o.tolist()}
                               for n, root, o in zip(names, roots, outs, strict=True)]
+        doc.update(_saturation_json(result))
         typer.echo(json.dumps(doc))
         return
     for name, root, out in zip(names, roots, outs, strict=True):

@@ -1,0 +1,100 @@
+"""Saturation is counted, never silent: `opmlc run` warns on stderr naming the nodes and counts
+and `--json` reports them; the interpreter and the native build count the same elements, per
+node and for the whole graph; a model that does not saturate prints no warning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from opmlc import api
+from opmlc.artifact import compile_model
+from opmlc.cli import app
+from tests.conftest import MODELS
+
+runner = CliRunner()
+
+# the first row of scikit-learn's diabetes data; the regressor predicts about 206
+DIABETES_ROW = np.array([[0.0380759, 0.0506801, 0.0616962, 0.0218724, -0.0442235,
+                          -0.0348208, -0.0434008, -0.0025923, 0.0199075, -0.0176461]], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def regressor_24(tmp_path_factory):
+    """The diabetes regressor forced to 24 fractional bits: its output (above 128) saturates."""
+    return compile_model(MODELS / "diabetes_linear.onnx", tmp_path_factory.mktemp("sat") / "b", frac_bits=24)
+
+
+@pytest.fixture(scope="module")
+def regressor_input(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sat_in") / "x.npy"
+    np.save(path, DIABETES_ROW)
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_too_many_fractional_bits_warn_with_node_and_count(regressor_24, regressor_input):
+    out_node = len(regressor_24.graph.nodes) - 1  # the final matmul
+    for backend in ("interp", "native"):
+        result = invoke("run", regressor_24.directory, "--input", regressor_input, "--backend", backend)
+        assert result.exit_code == 0, result.output
+        assert "opmlc: warning: fixed-point saturation in 1 node(s)" in result.stderr
+        assert f"node {out_node} (matmul 'variable'): 1 of 1" in result.stderr
+        result = invoke("run", regressor_24.directory, "--input", regressor_input, "--backend", backend, "--json")
+        doc = json.loads(result.stdout)
+        assert doc["saturated"] == {str(out_node): 1} and doc["clipped_inputs"] == {}
+        assert doc["saturation_counted_by"] == backend
+        assert doc["output"] == [[pytest.approx(128, abs=1e-6)]]  # the saturated value itself
+
+
+def test_vm_reports_the_interpreters_count_alongside(regressor_24, regressor_input):
+    result = invoke("run", regressor_24.directory, "--input", regressor_input, "--backend", "vm", "--json")
+    doc = json.loads(result.stdout)
+    assert doc["saturated"] == {str(len(regressor_24.graph.nodes) - 1): 1}
+    assert doc["saturation_counted_by"] == "interp alongside vm"
+    assert "fixed-point saturation" in result.stderr
+
+
+def test_a_model_that_does_not_saturate_prints_no_warning(digits_build, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.load(MODELS / "digit_sample.npy"))
+    for backend in ("interp", "native"):
+        result = invoke("run", digits_build.directory, "--input", path, "--backend", backend, "--json")
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ""
+        doc = json.loads(result.stdout)
+        assert doc["saturated"] == {} and doc["clipped_inputs"] == {}
+
+
+def test_inputs_clipped_at_quantization_are_reported(digits_build, tmp_path):
+    path = tmp_path / "x.npy"
+    x = np.load(MODELS / "digit_sample.npy").copy()
+    x.flat[:3] = [1e6, -1e6, 40000.0]  # beyond ±32768 at 16 bits
+    np.save(path, x)
+    result = invoke("run", digits_build.directory, "--input", path, "--json")
+    assert json.loads(result.stdout)["clipped_inputs"] == {"input": 3}
+    assert "input 'input': 3 element(s) outside the range" in result.stderr
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e5], ids=["in-range", "saturating"])
+def test_interpreter_and_native_count_equally_per_node_and_whole(digits_build, scale):
+    x = np.load(MODELS / "digit_sample.npy") * scale
+    whole = {b: api.run(digits_build, [x], b) for b in ("interp", "native")}
+    assert whole["interp"].saturated == whole["native"].saturated
+    assert whole["interp"].output_roots == whole["native"].output_roots
+    per_node = {}
+    for k in range(len(digits_build.graph.nodes)):
+        runs = [api.run(digits_build, [x], b, node=k) for b in ("interp", "native")]
+        assert runs[0].saturated == runs[1].saturated, f"node {k}"
+        per_node.update(runs[0].saturated)
+    assert per_node == whole["interp"].saturated  # a node counts the same alone as in the graph
+    if scale == 1.0:
+        assert whole["interp"].saturation_free
+    else:
+        assert len(whole["interp"].saturated) == 2 and whole["interp"].clipped_inputs == {"input": 24}
