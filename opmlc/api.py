@@ -221,11 +221,21 @@ def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: i
     return RunResult(backend, outputs, types, extra, saturated or {}, clipped, by)
 
 
+def clipped_constants(build: Build) -> int:
+    """Finite constants of the model clipped when the build quantized them (the manifest's
+    quantization.clipped_constants, absent when none were)."""
+    return int(build.manifest.get("quantization", {}).get("clipped_constants", 0))
+
+
 def saturation_report(build: Build, result: RunResult) -> list[str]:
     """One line per problem for a person: the nodes that saturated (index, op, name, count of
     elements) and the inputs clipped at quantization; empty when there are none."""
     g = build.graph
     lines = []
+    n_const = clipped_constants(build)
+    if n_const:
+        lines.append(f"this build clipped {n_const} constant element(s) (weights, thresholds) at quantization:"
+                     " they lie outside the range of their fractional bits; compile with fewer (--frac-bits)")
     if result.saturated:
         parts = []
         for k, n in sorted(result.saturated.items()):

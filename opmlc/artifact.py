@@ -92,10 +92,12 @@ def compile_model(
     `frac_overrides` (per ONNX tensor name, e.g. from opmlc.frontend.calibrate) take precedence
     over `frac_bits`; the manifest records both under "quantization"."""
     from opmlc.backend.program import build_program
+    from opmlc.ir.fixedpoint import count_saturation
 
     model = Path(model)
     overrides = dict(sorted((frac_overrides or {}).items()))
-    fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides), input_shapes)
+    with count_saturation() as clipped:  # finite constants that fall outside their bits' range
+        fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides), input_shapes)
     graph = fe.graph
     program = build_program(graph)
     out_dir = Path(out_dir)
@@ -123,6 +125,8 @@ def compile_model(
         "ir": graph.to_text(),
         "program": program_record,
     }
+    if clipped.n:  # recorded only when it happens, so that other manifests stay as they were
+        manifest["quantization"]["clipped_constants"] = clipped.n
     build = Build(out_dir, manifest, graph)
     build.save()
     return build

@@ -113,6 +113,11 @@ def compile_cmd(
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides)
+    from opmlc.api import clipped_constants
+
+    if clipped_constants(build):
+        typer.echo(f"opmlc: warning: {clipped_constants(build)} constant element(s) (weights, thresholds) lie outside"
+                   " the range of their fractional bits and were clipped; compile with fewer (--frac-bits)", err=True)
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     if as_json:
@@ -129,10 +134,14 @@ def _warn_saturation(build, result) -> None:
         typer.echo(f"opmlc: warning: {line}", err=True)
 
 
-def _saturation_json(result) -> dict:
-    """`opmlc run --json`'s saturation fields: {node index: count}, {input: count}, who counted."""
+def _saturation_json(build, result) -> dict:
+    """`opmlc run --json`'s saturation fields: {node index: count}, {input: count}, constants
+    clipped by the build, who counted."""
+    from opmlc.api import clipped_constants
+
     return {"saturated": {str(k): n for k, n in sorted(result.saturated.items())},
             "clipped_inputs": dict(sorted(result.clipped_inputs.items())),
+            "clipped_constants": clipped_constants(build),
             "saturation_counted_by": result.saturation_counted_by}
 
 
@@ -151,7 +160,7 @@ def run_cmd(
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"backend", "output_root", "output", "saturated", "clipped_inputs", '
-                           '"saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
+                           '"clipped_constants", "saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
     ] = False,
 ) -> None:
     """Run a build on inputs and print the dequantized output and its tensor root.
@@ -202,7 +211,7 @@ def run_cmd(
         if len(outs) > 1:
             doc["outputs"] = [{"name": n, "output_root": root, "output": o.tolist()}
                               for n, root, o in zip(names, roots, outs, strict=True)]
-        doc.update(_saturation_json(result))
+        doc.update(_saturation_json(build, result))
         typer.echo(json.dumps(doc))
         return
     for name, root, out in zip(names, roots, outs, strict=True):

@@ -98,3 +98,16 @@ def test_interpreter_and_native_count_equally_per_node_and_whole(digits_build, s
         assert whole["interp"].saturation_free
     else:
         assert len(whole["interp"].saturated) == 2 and whole["interp"].clipped_inputs == {"input": 24}
+
+
+def test_constants_clipped_at_compile_time_are_recorded_and_warned(tmp_path, digits_build):
+    out = tmp_path / "tree30"
+    result = invoke("compile", MODELS / "iris_tree.onnx", "-o", out, "--frac-bits", "30")
+    assert result.exit_code == 0, result.output
+    assert "3 constant element(s) (weights, thresholds) lie outside" in result.stderr  # thresholds ≥ 2
+    assert json.loads((out / "manifest.json").read_text())["quantization"]["clipped_constants"] == 3
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
+    doc = json.loads(invoke("run", out, "--input", x, "--json").stdout)
+    assert doc["clipped_constants"] == 3 and doc["clipped_inputs"] == {"X": 2}
+    assert "clipped_constants" not in digits_build.manifest["quantization"]  # manifests stay as they were
