@@ -205,10 +205,11 @@ def out_of_int32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 def saturate32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """fixedpoint.saturate32: clamp an i64 to the int32 range and truncate (counted)."""
-    if counting(b):
-        count(b, out_of_int32(b, x))
+    wide = x
     x = b.select(b.icmp_signed("<", x, c64(fp.INT32_MIN)), c64(fp.INT32_MIN), x)
     x = b.select(b.icmp_signed(">", x, c64(fp.INT32_MAX)), c64(fp.INT32_MAX), x)
+    if counting(b):  # clamped ≠ original: one compare on top of the clamp
+        count(b, b.icmp_signed("!=", x, wide))
     return b.trunc(x, I32)
 
 
