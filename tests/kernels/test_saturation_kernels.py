@@ -80,3 +80,18 @@ def test_counters_exist_only_in_the_native_module():
     assert SATURATION_MARKER not in plain and "saturated" not in plain
     assert SATURATION_MARKER in counted
     assert generate_module(graph) == plain  # generating a counting module leaves no state behind
+
+
+def test_norm_counts_its_z_clamp_once_per_element():
+    """rms norm of a row of n = 20000 holding one spike: its normalised value sqrt(n) ≈ 141 is
+    clamped to 128 (the guard that never acts for n ≤ 16384); scale 1 keeps the output in range."""
+    n = 20000
+    b = GraphBuilder("norm_clamp")
+    x = b.add_input("x", fx((2, n), 16))
+    g_ = b.add_input("g", fx((n,), 16))
+    b.mark_output(b.add_node("norm", [x, g_], {"kind": "rms", "eps": 0, "frac": 16}))
+    data = np.zeros((2, n), dtype=np.int32)
+    data[0, 0] = 1 << 16  # the spike
+    data[1, :] = np.where(np.arange(n) % 2, 1, -1) << 16  # all ±1: normalised ±1, no clamp
+    out = check_all_backends(b.build(), [data, np.full(n, 1 << 16, dtype=np.int32)], mips=False)
+    assert out.saturated == {0: 1}
