@@ -82,22 +82,47 @@ def test_inputs_clipped_at_quantization_are_reported(digits_build, tmp_path):
     assert "input 'input': 3 element(s) outside the range" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def cnn_build(tmp_path_factory):
+    return compile_model(MODELS / "digits_cnn.onnx", tmp_path_factory.mktemp("cnn") / "b")
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e5], ids=["in-range", "saturating"])
-def test_interpreter_and_native_count_equally_per_node_and_whole(digits_build, scale):
+def test_interpreter_and_native_count_equally_per_node_and_whole_mlp(digits_build, scale):
     x = np.load(MODELS / "digit_sample.npy") * scale
-    whole = {b: api.run(digits_build, [x], b) for b in ("interp", "native")}
+    whole = check_counts_agree(digits_build, x)
+    if scale == 1.0:
+        assert whole.saturation_free
+    else:
+        assert len(whole.saturated) == 2 and whole.clipped_inputs == {"input": 24}
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4], ids=["in-range", "saturating"])
+def test_interpreter_and_native_count_equally_per_node_and_whole_cnn(cnn_build, scale):
+    """The issue's case: a CNN whose activations outgrow 16 fractional bits (here: inputs ×10^4,
+    which still fit, so only the nodes saturate)."""
+    x = np.load(MODELS / "digit_sample.npy").reshape(1, 1, 8, 8) * scale
+    whole = check_counts_agree(cnn_build, x)
+    if scale == 1.0:
+        assert whole.saturation_free
+    else:
+        ops = {cnn_build.graph.nodes[k].op for k in whole.saturated}
+        assert "conv" in ops and whole.clipped_inputs == {}
+
+
+def check_counts_agree(build, x) -> api.RunResult:
+    """Interpreter and native: the same bits and the same counts, whole graph and node by node,
+    and a node counts the same alone as inside the graph."""
+    whole = {b: api.run(build, [x], b) for b in ("interp", "native")}
     assert whole["interp"].saturated == whole["native"].saturated
     assert whole["interp"].output_roots == whole["native"].output_roots
     per_node = {}
-    for k in range(len(digits_build.graph.nodes)):
-        runs = [api.run(digits_build, [x], b, node=k) for b in ("interp", "native")]
+    for k in range(len(build.graph.nodes)):
+        runs = [api.run(build, [x], b, node=k) for b in ("interp", "native")]
         assert runs[0].saturated == runs[1].saturated, f"node {k}"
         per_node.update(runs[0].saturated)
-    assert per_node == whole["interp"].saturated  # a node counts the same alone as in the graph
-    if scale == 1.0:
-        assert whole["interp"].saturation_free
-    else:
-        assert len(whole["interp"].saturated) == 2 and whole["interp"].clipped_inputs == {"input": 24}
+    assert per_node == whole["interp"].saturated
+    return whole["interp"]
 
 
 def test_constants_clipped_at_compile_time_are_recorded_and_warned(tmp_path, digits_build):
