@@ -156,6 +156,11 @@ def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input"
             raise InputError(f"{source}: input {name!r} must have shape {list(t.shape)}, got {list(shape)}")
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{source}: input {name!r} holds inf or NaN")
+    if t.dtype in (DType.I32, DType.I64) and arr.size:  # never a silent wrap-around at the edge
+        info = np.iinfo(t.dtype.numpy)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InputError(f"{source}: input {name!r} holds values outside the {t.dtype.value} range "
+                             f"[{info.min}, {info.max}]; pass values that fit")
     return arr
 
 

@@ -136,3 +136,19 @@ def test_constants_clipped_at_compile_time_are_recorded_and_warned(tmp_path, dig
     doc = json.loads(invoke("run", out, "--input", x, "--json").stdout)
     assert doc["clipped_constants"] == 3 and doc["clipped_inputs"] == {"X": 2}
     assert "clipped_constants" not in digits_build.manifest["quantization"]  # manifests stay as they were
+
+
+def test_integer_inputs_that_would_wrap_are_refused(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "ints",
+        [helper.make_tensor_value_info("x", TensorProto.INT32, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "ints.onnx")
+    build = compile_model(tmp_path / "ints.onnx", tmp_path / "b")
+    assert api.run(build, [np.array([1, -2, 3])]).dequantized()[0].tolist() == [1, -2, 3]
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([1, 1 << 40, 3], dtype=np.int64))  # would wrap to 0 in int32
+    result = invoke("run", tmp_path / "b", "--input", path)
+    assert result.exit_code == 2 and "outside the i32 range" in result.stderr
