@@ -121,7 +121,8 @@ def compile_cmd(
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     if as_json:
-        typer.echo(json.dumps({"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values)}))
+        typer.echo(json.dumps({"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values),
+                               "clipped_constants": clipped_constants(build)}))
     elif emit is None:
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
 

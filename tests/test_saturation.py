@@ -131,6 +131,8 @@ def test_constants_clipped_at_compile_time_are_recorded_and_warned(tmp_path, dig
     assert result.exit_code == 0, result.output
     assert "3 constant element(s) (weights, thresholds) lie outside" in result.stderr  # thresholds ≥ 2
     assert json.loads((out / "manifest.json").read_text())["quantization"]["clipped_constants"] == 3
+    result = invoke("compile", MODELS / "iris_tree.onnx", "-o", tmp_path / "again", "--frac-bits", "30", "--json")
+    assert json.loads(result.stdout)["clipped_constants"] == 3
     x = tmp_path / "x.npy"
     np.save(x, np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
     doc = json.loads(invoke("run", out, "--input", x, "--json").stdout)
