@@ -17,7 +17,7 @@ from tests.conftest import MODELS
 
 runner = CliRunner()
 
-# the first row of scikit-learn's diabetes data; the regressor predicts about 206
+# the first row of scikit-learn's diabetes data; the regressor predicts about 217
 DIABETES_ROW = np.array([[0.0380759, 0.0506801, 0.0616962, 0.0218724, -0.0442235,
                           -0.0348208, -0.0434008, -0.0025923, 0.0199075, -0.0176461]], dtype=np.float32)
 
@@ -70,6 +70,14 @@ def test_a_model_that_does_not_saturate_prints_no_warning(digits_build, tmp_path
         assert result.stderr == ""
         doc = json.loads(result.stdout)
         assert doc["saturated"] == {} and doc["clipped_inputs"] == {}
+
+
+def test_the_same_regressor_at_16_bits_does_not_saturate(tmp_path, regressor_input):
+    build = compile_model(MODELS / "diabetes_linear.onnx", tmp_path / "b16")
+    result = invoke("run", build.directory, "--input", regressor_input, "--backend", "native", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["saturated"] == {} and 210 < doc["output"][0][0] < 220  # well above 128
 
 
 def test_inputs_clipped_at_quantization_are_reported(digits_build, tmp_path):
