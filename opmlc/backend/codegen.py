@@ -66,7 +66,7 @@ def _generate(graph: Graph, module: ir.Module, counts: bool) -> str:
                              graph.values[node.output].type)
             if counts:  # the kernel's count of saturated elements (0 if it has no counter)
                 slot = counted_slot(fn)
-                b.ret(b.load(slot, typ=I64) if slot is not None else ir.Constant(I64, 0))
+                b.ret(b.zext(b.load(slot, typ=I32), I64) if slot is not None else ir.Constant(I64, 0))
             else:
                 b.ret_void()
             kernels[sig] = fn

@@ -7,7 +7,8 @@ provably below the bit width (variable shifts are clamped first), no division by
 
 Saturation counting (the twin of fixedpoint.count_saturation): while a module is generated
 inside `counting_module(module)` — the native build only — `saturate32` and `count` add the
-elements they flag to a per-function i64 counter: a stack slot in a kernel (promoted to a
+elements they flag to a per-function i32 counter (a kernel saturates at most its output's
+< 2^30 elements; i32 keeps vectorised counts as wide as the data): a stack slot in a kernel (promoted to a
 register by mem2reg, so a count is a compare and an add, and loops still vectorise), or the
 counter pointer passed as the last argument of an internal helper declared with
 `counts=True`. Outside such a context nothing is emitted: the MIPS module's text, hence the
@@ -122,7 +123,7 @@ def rescale(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> ir.Va
 @dataclass
 class _Counting:
     module: ir.Module
-    slots: dict[str, ir.Value] = field(default_factory=dict)  # function name → its i64 counter
+    slots: dict[str, ir.Value] = field(default_factory=dict)  # function name → its i32 counter
     counted_helpers: set[str] = field(default_factory=set)  # internal functions taking a counter
     suspended: dict[str, int] = field(default_factory=dict)  # function name → uncounted() depth
 
@@ -166,7 +167,7 @@ def uncounted(b: ir.IRBuilder) -> Iterator[None]:
 
 
 def counter_slot(b: ir.IRBuilder) -> ir.Value:
-    """The i64 counter of the function `b` writes in (made on first use in a kernel)."""
+    """The i32 counter of the function `b` writes in (made on first use in a kernel)."""
     st = _state(b)
     assert st is not None
     fn = b.function
@@ -179,8 +180,8 @@ def counter_slot(b: ir.IRBuilder) -> ir.Value:
             with b.goto_block(entry):
                 if entry.instructions:
                     b.position_before(entry.instructions[0])
-                slot = b.alloca(I64, name="saturated")
-                b.store(c64(0), slot)
+                slot = b.alloca(I32, name="saturated")
+                b.store(c32(0), slot)
         st.slots[fn.name] = slot
     return slot
 
@@ -195,7 +196,7 @@ def count(b: ir.IRBuilder, flag: ir.Value) -> None:
     """Add an i1 `flag` (1: this element saturated) to the counter, when counting."""
     if counting(b):
         slot = counter_slot(b)
-        b.store(b.add(b.load(slot, typ=I64), b.zext(flag, I64)), slot)
+        b.store(b.add(b.load(slot, typ=I32), b.zext(flag, I32)), slot)
 
 
 def out_of_int32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
