@@ -29,9 +29,8 @@ from bench.native_vs_ort import median_time  # noqa: E402
 from models.tiny_decoders import CONTEXT, held_out_windows  # noqa: E402
 from opmlc.artifact import compile_model  # noqa: E402
 from opmlc.backend.codegen import WHOLE_GRAPH  # noqa: E402
-from opmlc.backend.native import native_program, value_buffers  # noqa: E402
+from opmlc.backend.native import native_program, task_table, value_buffers  # noqa: E402
 from opmlc.backend.program import build_program  # noqa: E402
-from opmlc.backend.target import region_table  # noqa: E402
 from opmlc.ir.interpreter import run_graph  # noqa: E402
 from tests.kernels.harness import run_vm  # noqa: E402
 
@@ -42,7 +41,7 @@ def native_vs_ort(path: Path, build, x: np.ndarray) -> tuple[float, float]:
     graph = build.graph
     program = native_program(graph)
     bufs = value_buffers(graph, dict(graph.initializers))
-    table = region_table(bufs)
+    table, _counts = task_table(graph, bufs)  # the program counts saturation into _counts
     in_buf, out_buf = bufs[graph.inputs[0]], bufs[graph.outputs[0]]
 
     def native():

@@ -22,8 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.make_mlp784 import build as build_mlp784  # noqa: E402
 from opmlc.backend.codegen import WHOLE_GRAPH  # noqa: E402
-from opmlc.backend.native import native_program, value_buffers  # noqa: E402
-from opmlc.backend.target import region_table  # noqa: E402
+from opmlc.backend.native import native_program, task_table, value_buffers  # noqa: E402
 from opmlc.frontend import lower_model  # noqa: E402
 from opmlc.ir.fixedpoint import quantize  # noqa: E402
 
@@ -43,7 +42,7 @@ def bench(model: Path, batch: int, features: int) -> tuple[float, float]:
     graph = lower_model(model, input_shapes={"input": (batch, features)}).graph
     program = native_program(graph)
     bufs = value_buffers(graph, dict(graph.initializers))
-    table = region_table(bufs)
+    table, _counts = task_table(graph, bufs)  # the program counts saturation into _counts
     in_buf, out_buf = bufs[graph.inputs[0]], bufs[graph.outputs[0]]
     frac = graph.values[graph.inputs[0]].type.frac
 

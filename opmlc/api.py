@@ -3,6 +3,11 @@
 Backends are looked up by name; each takes the build and the quantized input arrays and
 returns the quantized output arrays (plus backend-specific facts such as VM steps). Every
 backend must give the interpreter's bits exactly: the output root is how users compare them.
+
+Saturation is reported, never silent: a backend puts {node index: saturated elements} under
+`extra["saturated"]` (the interpreter and the native build count them themselves, equally; the
+VM cannot count without changing the program, so the interpreter is run alongside it), and
+`run` moves it to `RunResult.saturated`, next to the input elements clipped at quantization.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from opmlc.artifact import Build
 from opmlc.commit import tensor_root
 from opmlc.errors import InputError, OpmlcError
-from opmlc.ir.fixedpoint import dequantize, quantize
+from opmlc.ir.fixedpoint import count_saturation, dequantize, quantize
 from opmlc.ir.interpreter import run_outputs
 from opmlc.ir.types import DType, TensorType
 
@@ -27,6 +32,15 @@ class RunResult:
     outputs: list[np.ndarray]  # quantized, as the program computes them
     output_types: list[TensorType]
     extra: dict = field(default_factory=dict)
+    saturated: dict[int, int] = field(default_factory=dict)  # {node index: elements saturated}
+    clipped_inputs: dict[str, int] = field(default_factory=dict)  # {input name: elements clipped}
+    # who counted: "interp", "native", "interp alongside vm"; None: a backend that does not count
+    saturation_counted_by: str | None = "interp"
+
+    @property
+    def saturation_free(self) -> bool:
+        """No node saturated and no input clipped: every value was represented exactly in range."""
+        return not self.saturated and not self.clipped_inputs
 
     @property
     def output_roots(self) -> list[bytes]:
@@ -56,9 +70,10 @@ def _interp(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[l
     from opmlc.ir.interpreter import run_node
     from opmlc.tasks import honest_values
 
+    sat: dict[int, int] = {}
     if node is None:
-        return run_outputs(build.graph, inputs), {}
-    return [run_node(build.graph, node, honest_values(build, inputs, upto=node))], {}
+        return run_outputs(build.graph, inputs, sat), {"saturated": sat}
+    return [run_node(build.graph, node, honest_values(build, inputs, upto=node), sat)], {"saturated": sat}
 
 
 @backend("native")
@@ -68,25 +83,35 @@ def _native(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[l
 
     graph = build.graph
     values = None if node is None else honest_values(build, inputs, upto=node)
-    bufs = run_native(native_program(graph), graph, inputs, node=node, values=values)
+    sat: dict[int, int] = {}
+    bufs = run_native(native_program(graph), graph, inputs, node=node, values=values, saturated=sat)
     outs = graph.outputs if node is None else [graph.nodes[node].output]
-    return [bufs[v] for v in outs], {}
+    return [bufs[v] for v in outs], {"saturated": sat}
 
 
 @backend("vm")
 def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
+    from opmlc.ir.interpreter import run_graph, run_node
     from opmlc.tasks import honest_values, initial_state, read_outputs
     from vm.run import run as vm_run
 
     # the whole graph needs only its inputs and initializers (upto=0); node k needs its operands
     values = honest_values(build, inputs, upto=0 if node is None else node)
+    # The MIPS program has no counters (they would change its image): the interpreter, whose
+    # bits the VM must reproduce, counts alongside.
+    sat: dict[int, int] = {}
+    if node is None:
+        run_graph(build.graph, inputs, sat)
+    else:
+        run_node(build.graph, node, values, sat)
     state = initial_state(build, values, node)
     vm_run(state, MAX_VM_STEPS)
     if not state.exited:
         raise OpmlcError(f"the VM did not finish the task within {MAX_VM_STEPS} steps")
     if state.exit_code != 0:
         raise OpmlcError(f"the program stopped with exit code {state.exit_code} at pc 0x{state.pc:08x} (a panic)")
-    return read_outputs(build, state, node), {"steps": state.step, "final_state_hash": "0x" + state.hash().hex()}
+    return read_outputs(build, state, node), {"steps": state.step, "final_state_hash": "0x" + state.hash().hex(),
+                                              "saturated": sat}
 
 
 MAX_VM_STEPS = 1 << 40
@@ -131,10 +156,18 @@ def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input"
             raise InputError(f"{source}: input {name!r} must have shape {list(t.shape)}, got {list(shape)}")
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{source}: input {name!r} holds inf or NaN")
+    if t.dtype in (DType.I32, DType.I64) and arr.size:  # never a silent wrap-around at the edge
+        info = np.iinfo(t.dtype.numpy)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InputError(f"{source}: input {name!r} holds values outside the {t.dtype.value} range "
+                             f"[{info.min}, {info.max}]; pass values that fit")
     return arr
 
 
-def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
+def quantize_inputs(build: Build, arrays: list[np.ndarray],
+                    clipped: dict[str, int] | None = None) -> list[np.ndarray]:
+    """The inputs quantized at the edge; `clipped`, if given, gets {input name: elements that
+    fell outside the int32 range of their fractional bits and were clipped}."""
     graph = build.graph
     if len(arrays) != len(graph.inputs):
         names = [r["name"] for r in build.manifest["inputs"]]
@@ -143,7 +176,13 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray]) -> list[np.ndarray]:
     for rec, arr in zip(build.manifest["inputs"], arrays, strict=True):
         t = graph.values[rec["value"]].type
         arr = check_input(np.asarray(arr), rec["name"], t)
-        out.append(quantize(arr, t.frac) if t.dtype is DType.FX32 else arr.astype(t.dtype.numpy))
+        if t.dtype is DType.FX32:
+            with count_saturation() as c:
+                out.append(quantize(arr, t.frac))
+            if clipped is not None and c.n:
+                clipped[rec["name"]] = c.n
+        else:
+            out.append(arr.astype(t.dtype.numpy))
     return out
 
 
@@ -195,8 +234,43 @@ def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: i
     except KeyError:
         raise OpmlcError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
     check_node(build, node)
-    q = quantize_inputs(build, inputs)
+    clipped: dict[str, int] = {}
+    q = quantize_inputs(build, inputs, clipped)
     outputs, extra = fn(build, q, node)
     out_ids = build.graph.outputs if node is None else [build.graph.nodes[node].output]
     types = [build.graph.values[v].type for v in out_ids]
-    return RunResult(backend, outputs, types, extra)
+    saturated = extra.pop("saturated", None)
+    by = None if saturated is None else {"vm": "interp alongside vm"}.get(backend, backend)
+    return RunResult(backend, outputs, types, extra, saturated or {}, clipped, by)
+
+
+def clipped_constants(build: Build) -> int:
+    """Finite constants of the model clipped when the build quantized them (the manifest's
+    quantization.clipped_constants, absent when none were)."""
+    return int(build.manifest.get("quantization", {}).get("clipped_constants", 0))
+
+
+def saturation_report(build: Build, result: RunResult) -> list[str]:
+    """One line per problem for a person: the nodes that saturated (index, op, name, count of
+    elements) and the inputs clipped at quantization; empty when there are none."""
+    g = build.graph
+    lines = []
+    n_const = clipped_constants(build)
+    if n_const:
+        lines.append(f"this build clipped {n_const} constant element(s) (weights, thresholds) at quantization:"
+                     " they lie outside the range of their fractional bits; compile with fewer (--frac-bits)")
+    if result.saturated:
+        parts = []
+        for k, n in sorted(result.saturated.items()):
+            node = g.nodes[k]
+            name = f" {node.name!r}" if node.name else ""
+            parts.append(f"node {k} ({node.op}{name}): {n} of {g.values[node.output].type.numel}")
+        lines.append(f"fixed-point saturation in {len(parts)} node(s), elements clamped to the int32 range: "
+                     + "; ".join(parts) + " — the result may be wrong; compile with fewer fractional bits"
+                     " (--frac-bits) or --calibrate")
+    for name, n in sorted(result.clipped_inputs.items()):
+        lines.append(f"input {name!r}: {n} element(s) outside the range of its fractional bits, clipped at"
+                     " quantization — compile with fewer fractional bits (--frac-bits) or --calibrate")
+    if result.saturation_counted_by is None:
+        lines.append(f"backend {result.backend!r} does not count saturation")
+    return lines

@@ -140,6 +140,8 @@ def compile_model(
         "ir": graph.to_text(),
         "program": program_record,
     }
+    if fe.clipped_constants:  # recorded only when it happens, so that other manifests stay as they were
+        manifest["quantization"]["clipped_constants"] = fe.clipped_constants
     build = Build(out_dir, manifest, graph)
     build.save()
     build.analysis = fe.analysis

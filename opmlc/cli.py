@@ -148,6 +148,11 @@ def compile_cmd(
                    f"exceeds ±{r.capacity:.4g}, what {r.frac} fractional bits hold"
                    + (" (drop --frac-bits to let the analysis choose)" if frac_bits is not None else
                       "; declare tighter input ranges (--input-range) or calibrate (--calibrate)"), err=True)
+    from opmlc.api import clipped_constants
+
+    if clipped_constants(build):
+        typer.echo(f"opmlc: warning: {clipped_constants(build)} constant element(s) (weights, thresholds) lie outside"
+                   " the range of their fractional bits and were clipped; compile with fewer (--frac-bits)", err=True)
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     report = _headroom(build.analysis, peaks) if calibrate is not None else None
@@ -155,7 +160,7 @@ def compile_cmd(
         doc = {"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values),
                "quantization": build.manifest["quantization"]["method"],
                "input_ranges": build.manifest["quantization"]["input_ranges"],
-               "may_saturate": [r.name for r in risky]}
+               "may_saturate": [r.name for r in risky], "clipped_constants": clipped_constants(build)}
         if report is not None:
             doc["headroom"] = report
         typer.echo(json.dumps(doc))
@@ -209,6 +214,25 @@ def _headroom(analysis, peaks: dict[str, float]) -> list[dict]:
     return rows
 
 
+def _warn_saturation(build, result) -> None:
+    """Saturation is never silent: one warning line per problem on stderr."""
+    from opmlc.api import saturation_report
+
+    for line in saturation_report(build, result):
+        typer.echo(f"opmlc: warning: {line}", err=True)
+
+
+def _saturation_json(build, result) -> dict:
+    """`opmlc run --json`'s saturation fields: {node index: count}, {input: count}, constants
+    clipped by the build, who counted."""
+    from opmlc.api import clipped_constants
+
+    return {"saturated": {str(k): n for k, n in sorted(result.saturated.items())},
+            "clipped_inputs": dict(sorted(result.clipped_inputs.items())),
+            "clipped_constants": clipped_constants(build),
+            "saturation_counted_by": result.saturation_counted_by}
+
+
 @app.command("run")
 @user_errors
 def run_cmd(
@@ -223,7 +247,8 @@ def run_cmd(
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"backend", "output_root", "output"} (+ "steps", "final_state_hash" for vm).')
+        bool, typer.Option("--json", help='Print {"backend", "output_root", "output", "saturated", "clipped_inputs", '
+                           '"clipped_constants", "saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
     ] = False,
 ) -> None:
     """Run a build on inputs and print the dequantized output and its tensor root.
@@ -232,6 +257,10 @@ def run_cmd(
     printed: the unit of phase 2 of a dispute. With --tokens TEXT (a byte-level decoder such as
     models/tiny_llama.onnx), the predicted next byte (the argmax of the last position's logits)
     is printed too.
+
+    Saturation is never silent: elements clamped to the int32 range, per node, and input
+    elements clipped at quantization are warned about on stderr (the native build counts them
+    itself, the VM has the interpreter count alongside it).
     """
     from opmlc.api import encode_text, run
     from opmlc.artifact import Build
@@ -249,6 +278,7 @@ def run_cmd(
         for message in inputs_out_of_range(build, arrays):
             typer.echo(f"opmlc: warning: {message}", err=True)
     result = run(build, arrays, backend, node)
+    _warn_saturation(build, result)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]
     next_token = None
@@ -273,6 +303,7 @@ def run_cmd(
         if len(outs) > 1:
             doc["outputs"] = [{"name": n, "output_root": root, "output": o.tolist()}
                               for n, root, o in zip(names, roots, outs, strict=True)]
+        doc.update(_saturation_json(build, result))
         typer.echo(json.dumps(doc))
         return
     for name, root, out in zip(names, roots, outs, strict=True):

@@ -5,6 +5,11 @@ The module defines `void task(ptr regions, i32 node)` (docs/DESIGN.md, the task 
 graph; any other index traps (a panic in the VM). Each node is a small function that loads its
 operands' pointers from the table and calls its kernel; nodes with the same op, types and
 attributes share one kernel function.
+
+With `count_saturation` (the native build only; never the MIPS program), each kernel returns the
+number of elements it saturated (opmlc/backend/kernels/_ir.py), and each node function adds it
+to `counts[node]`, an i64 array whose address is one more entry of the region table,
+`regions[n_values]`. The module then also defines the marker `@opmlc.counts_saturation`.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import json
 from llvmlite import ir
 
 from opmlc.backend.kernels import KERNELS
-from opmlc.backend.kernels._ir import I32, PTR, VOID, c32
+from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, counted_slot, counting_module
 from opmlc.ir.graph import Graph
 
 TASK = "task"
 WHOLE_GRAPH = 0xFFFFFFFF
+SATURATION_MARKER = "opmlc.counts_saturation"  # opmlc.backend.target reads it by this name
 
 
 def _signature(graph: Graph, index: int) -> str:
@@ -29,22 +35,40 @@ def _signature(graph: Graph, index: int) -> str:
     )
 
 
-def generate_module(graph: Graph) -> str:
-    """The LLVM IR text of `graph`'s program (no triple: opmlc/backend/target.py sets it)."""
+def generate_module(graph: Graph, count_saturation: bool = False) -> str:
+    """The LLVM IR text of `graph`'s program (no triple: opmlc/backend/target.py sets it).
+
+    `count_saturation` adds the saturation counters of the native build (module docstring).
+    """
     module = ir.Module(name=graph.name)
+    if not count_saturation:
+        return _generate(graph, module, False)
+    marker = ir.GlobalVariable(module, I32, SATURATION_MARKER)
+    marker.global_constant = True
+    marker.initializer = c32(len(graph.nodes))
+    with counting_module(module):
+        return _generate(graph, module, True)
+
+
+def _generate(graph: Graph, module: ir.Module, counts: bool) -> str:
     kernels: dict[str, ir.Function] = {}
     node_fns = []
     for index, node in enumerate(graph.nodes):
         sig = _signature(graph, index)
         if sig not in kernels:
             n_args = 1 + len(node.inputs)
-            fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * n_args), f"k{len(kernels)}.{node.op}")
+            fn = ir.Function(module, ir.FunctionType(I64 if counts else VOID, [PTR] * n_args),
+                             f"k{len(kernels)}.{node.op}")
             fn.linkage = "internal"
             fn.attributes.add("nounwind")
             b = ir.IRBuilder(fn.append_basic_block("entry"))
             KERNELS[node.op](b, fn.args[0], list(fn.args[1:]), graph.input_types(node), node.attrs,
                              graph.values[node.output].type)
-            b.ret_void()
+            if counts:  # the kernel's count of saturated elements (0 if it has no counter)
+                slot = counted_slot(fn)
+                b.ret(b.zext(b.load(slot, typ=I32), I64) if slot is not None else ir.Constant(I64, 0))
+            else:
+                b.ret_void()
             kernels[sig] = fn
         nf = ir.Function(module, ir.FunctionType(VOID, [PTR]), f"node{index}")
         nf.linkage = "internal"
@@ -52,7 +76,11 @@ def generate_module(graph: Graph) -> str:
         b = ir.IRBuilder(nf.append_basic_block("entry"))
         table = nf.args[0]
         ptrs = [b.load(b.gep(table, [c32(v)], source_etype=PTR), typ=PTR) for v in [node.output, *node.inputs]]
-        b.call(kernels[sig], ptrs)
+        n_sat = b.call(kernels[sig], ptrs)
+        if counts:  # counts[index] += n_sat, counts = regions[n_values]
+            counts_ptr = b.load(b.gep(table, [c32(len(graph.values))], source_etype=PTR), typ=PTR)
+            cell = b.gep(counts_ptr, [c32(index)], source_etype=I64)
+            b.store(b.add(b.load(cell, typ=I64), n_sat), cell)
         b.ret_void()
         node_fns.append(nf)
 

@@ -180,6 +180,7 @@ def default_cache_dir() -> Path:
 
 
 TASK_FUNCTION = "task"
+SATURATION_MARKER = "opmlc.counts_saturation"  # opmlc.backend.codegen defines it
 _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
 
 
@@ -201,6 +202,9 @@ class NativeProgram:
         module = parse_for_target(module_ir, tm)
         if not any(f.name == TASK_FUNCTION and not f.is_declaration for f in module.functions):
             raise ValueError(f"module has no function @{TASK_FUNCTION}")
+        # built with saturation counters (codegen.SATURATION_MARKER, an i32 holding the number
+        # of nodes): the region table then carries one more pointer, to an i64 count per node
+        counted = any(g.name == SATURATION_MARKER for g in module.global_variables)
         if cached is None:
             optimize(module, tm)
         self._engine = llvm.create_mcjit_compiler(module, tm)
@@ -211,6 +215,15 @@ class NativeProgram:
         self._engine.finalize_object()
         address = self._engine.get_function_address(TASK_FUNCTION)
         self._task = _TASK_CTYPE(address)
+        self.saturation_nodes: int | None = None
+        if counted:
+            marker = self._engine.get_global_value_address(SATURATION_MARKER)
+            self.saturation_nodes = ctypes.c_int32.from_address(marker).value
+
+    @property
+    def counts_saturation(self) -> bool:
+        """Whether the program counts saturated elements (its table takes a counts array)."""
+        return self.saturation_nodes is not None
 
     def _read_cache(self) -> bytes | None:
         if self._cache_path is None or not self._cache_path.is_file():
@@ -233,10 +246,17 @@ class NativeProgram:
             regions = ctypes.addressof(regions)
         self._task(regions, node & 0xFFFFFFFF)
 
-    def run(self, buffers: Sequence[object], node: int = 0xFFFFFFFF) -> None:
-        """Run a task on writable buffers (numpy arrays, bytearrays), one per value, in place."""
+    def run(self, buffers: Sequence[object], node: int = 0xFFFFFFFF) -> list[int] | None:
+        """Run a task on writable buffers (numpy arrays, bytearrays), one per value, in place.
+
+        Returns the saturated elements per node if the program counts them, else None."""
+        counts = None
+        if self.saturation_nodes is not None:
+            counts = (ctypes.c_int64 * max(1, self.saturation_nodes))()
+            buffers = [*buffers, counts]
         table = region_table(buffers)
         self.task(table, node)
+        return None if counts is None else list(counts)[: self.saturation_nodes]
 
 
 def buffer_address(buf: object) -> int:

@@ -54,6 +54,7 @@ class Frontend:
     output_names: list[str]
     policy: QuantPolicy = field(default_factory=QuantPolicy)  # the bits actually used
     analysis: Analysis | None = None  # every fx32 tensor's analysed range (ranges.py)
+    clipped_constants: int = 0  # finite constant elements that fell outside their bits' range
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -89,6 +90,21 @@ def lower_model(
 
 
 def _lower(
+    path: str | Path,
+    policy: QuantPolicy,
+    input_shapes: dict[str, tuple[int, ...]] | None,
+    constant_inputs: dict[str, np.ndarray] | None,
+) -> Frontend:
+    """One lowering, counting the constants it clips (only the final lowering's count is kept)."""
+    from opmlc.ir.fixedpoint import count_saturation
+
+    with count_saturation() as clipped:
+        fe = _lower_once(path, policy, input_shapes, constant_inputs)
+    fe.clipped_constants = clipped.n
+    return fe
+
+
+def _lower_once(
     path: str | Path,
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,

@@ -5,11 +5,23 @@ accumulation, rescaling by an arithmetic right shift with round-half-up, int32 s
 and the integer-only exp2 used by the nonlinear ops. The LLVM kernels implement the same
 formulas; the interpreter (and so this module) is the golden model they are tested against.
 
+Saturation is counted, never silent: inside `count_saturation()`, every element that
+`saturate32` (hence `to_fx`) clamps, and every finite float that `quantize` clips, adds one to
+the active counter; an op whose clamps do not map one to one onto its output elements counts
+explicitly (`uncounted()` around the helper, `count_saturated(mask)` after). The LLVM kernels
+count the same elements (opmlc/backend/kernels/_ir.py), natively only. Counting never changes a
+result bit.
+
 numpy's signed integer overflow is formally undefined in C, so wrapping operations are done on
 uint64 views, where wrap-around is defined, and viewed back as int64.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +37,48 @@ LOG2E_Q30 = 1549082005
 # Fitted by weighted least squares on Chebyshev nodes; relative error ≤ 1.2e-7 over [0, 1)
 # including the Q30 rounding of Horner's steps (tests/ir/test_fixedpoint.py re-measures it).
 EXP2_Q30 = (1073741824, 744266799, 257862113, 59953372, 9635090, 2024323)
+
+
+@dataclass
+class SaturationCount:
+    """How many elements were clamped (or clipped at quantization) while it was active."""
+
+    n: int = 0
+
+
+_counter: ContextVar[SaturationCount | None] = ContextVar("opmlc_saturation", default=None)
+
+
+@contextmanager
+def count_saturation() -> Iterator[SaturationCount]:
+    """Count saturated elements of the code run inside; nested counters do not add to outer ones."""
+    c = SaturationCount()
+    token = _counter.set(c)
+    try:
+        yield c
+    finally:
+        _counter.reset(token)
+
+
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Suspend counting: for helper calls whose clamps an op counts itself, elementwise."""
+    token = _counter.set(None)
+    try:
+        yield
+    finally:
+        _counter.reset(token)
+
+
+def counting() -> bool:
+    return _counter.get() is not None
+
+
+def count_saturated(mask: np.ndarray | bool) -> None:
+    """Add the number of true elements of `mask` to the active counter, if any."""
+    c = _counter.get()
+    if c is not None:
+        c.n += int(np.count_nonzero(mask))
 
 
 def as_i64(x: np.ndarray | int) -> np.ndarray:
@@ -62,8 +116,11 @@ def shr_round(x: np.ndarray, s: int | np.ndarray) -> np.ndarray:
 
 
 def saturate32(x: np.ndarray) -> np.ndarray:
-    """Clamp int64 to the int32 range."""
-    return np.clip(as_i64(x), INT32_MIN, INT32_MAX).astype(np.int32)
+    """Clamp int64 to the int32 range (each clamped element counts as saturated)."""
+    x = as_i64(x)
+    if counting():
+        count_saturated((x < INT32_MIN) | (x > INT32_MAX))
+    return np.clip(x, INT32_MIN, INT32_MAX).astype(np.int32)
 
 
 def rescale(x: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
@@ -74,8 +131,14 @@ def rescale(x: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
 
 
 def quantize(x: np.ndarray, frac: int) -> np.ndarray:
-    """Float → fx32 at the edge of the graph: round half up, saturate."""
-    scaled = np.floor(np.asarray(x, dtype=np.float64) * (1 << frac) + 0.5)
+    """Float → fx32 at the edge of the graph: round half up, saturate.
+
+    A finite value that clips counts as saturated; ±inf saturates by design (an attention
+    mask's −inf) and does not count."""
+    xf = np.asarray(x, dtype=np.float64)
+    scaled = np.floor(xf * (1 << frac) + 0.5)
+    if counting():
+        count_saturated(np.isfinite(xf) & ((scaled < INT32_MIN) | (scaled > INT32_MAX)))
     return np.clip(scaled, INT32_MIN, INT32_MAX).astype(np.int32)
 
 
@@ -117,12 +180,25 @@ def to_fx(x: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
     A right shift rounds half up (shr_round); a left shift (at most 30) is exact, with operands
     first clamped to ±2^32 (anything beyond saturates anyway), so it never wraps.
     """
+    return saturate32(_to_fx_wide(x, from_frac, to_frac))
+
+
+def _to_fx_wide(x: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
+    """to_fx before its final saturation (int64)."""
     x = as_i64(x)
     if to_frac >= from_frac:
         s = to_frac - from_frac
         assert s <= 30
-        return saturate32(np.left_shift(np.clip(x, -(1 << 32), 1 << 32), s))
-    return saturate32(shr_round(x, from_frac - to_frac))
+        return np.left_shift(np.clip(x, -(1 << 32), 1 << 32), s)
+    return shr_round(x, from_frac - to_frac)
+
+
+def to_fx_flagged(x: np.ndarray, from_frac: int, to_frac: int) -> tuple[np.ndarray, np.ndarray]:
+    """to_fx, uncounted, and the mask of the elements it saturated (for ops that count a
+    selection of them, such as `where`)."""
+    wide = _to_fx_wide(x, from_frac, to_frac)
+    with uncounted():
+        return saturate32(wide), (wide < INT32_MIN) | (wide > INT32_MAX)
 
 
 def floor_div(n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

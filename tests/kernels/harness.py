@@ -21,10 +21,20 @@ from vm.run import run as vm_run
 class Outcome:
     values: list[np.ndarray]  # interpreter: every value
     native: list[np.ndarray]  # native: every value
+    saturated: dict[int, int]  # {node: saturated elements}, the same for both (checked here)
 
 
 def interp_and_native(graph: Graph, inputs: list[np.ndarray]) -> Outcome:
-    return Outcome(run_graph(graph, inputs), run_native(native_program(graph), graph, inputs))
+    """Both runs; every kernel test thereby also checks that the native build counts exactly
+    the interpreter's saturated elements, node by node."""
+    sat_interp: dict[int, int] = {}
+    sat_native: dict[int, int] = {}
+    values = run_graph(graph, inputs, saturated=sat_interp)
+    program = native_program(graph)
+    assert program.counts_saturation
+    native = run_native(program, graph, inputs, saturated=sat_native)
+    assert sat_native == sat_interp, f"saturation counts: native {sat_native}, interpreter {sat_interp}"
+    return Outcome(values, native, sat_interp)
 
 
 def task_inputs(graph: Graph, program: Program, values: list[np.ndarray], node: int | None):

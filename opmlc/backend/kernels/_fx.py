@@ -17,15 +17,19 @@ from opmlc.backend.kernels._ir import (
     I64,
     c32,
     c64,
+    count,
+    counting,
     entry_alloca,
     exp2_frac_q30,
     internal_function,
     load,
     loop,
+    out_of_int32,
     saturate32,
     shr_round,
     shr_round_var,
     store,
+    uncounted,
 )
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType
@@ -58,12 +62,24 @@ def smin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 
 
 def to_fx(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> ir.Value:
-    """fixedpoint.to_fx: i64 → i32, rescaled (round half up or exact shift), saturated."""
+    """fixedpoint.to_fx: i64 → i32, rescaled (round half up or exact shift), saturated (counted)."""
+    return saturate32(b, _to_fx_wide(b, x, from_frac, to_frac))
+
+
+def _to_fx_wide(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> ir.Value:
     if to_frac >= from_frac:
         s = to_frac - from_frac
         x = smin(b, smax(b, x, c64(-(1 << 32))), c64(1 << 32))
-        return saturate32(b, b.shl(x, c64(s)) if s else x)
-    return saturate32(b, shr_round(b, x, from_frac - to_frac))
+        return b.shl(x, c64(s)) if s else x
+    return shr_round(b, x, from_frac - to_frac)
+
+
+def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> tuple[ir.Value, ir.Value | None]:
+    """fixedpoint.to_fx_flagged: to_fx uncounted, and (when counting) the i1 "it saturated"."""
+    wide = _to_fx_wide(b, x, from_frac, to_frac)
+    with uncounted(b):
+        v = saturate32(b, wide)
+    return v, (out_of_int32(b, wide) if counting(b) else None)
 
 
 def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
@@ -104,18 +120,20 @@ def isqrt64(module: ir.Module) -> ir.Function:
 
 def exp_fx(module: ir.Module) -> ir.Function:
     """unary exp (ops/unary.py exp_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
-    fn, b = internal_function(module, "opmlc.exp_fx", I32, [I64, I64, I64])
+    fn, b = internal_function(module, "opmlc.exp_fx", I32, [I64, I64, I64], counts=True)
     if b is None:
         return fn
-    x, f, fo = fn.args
+    x, f, fo = fn.args[:3]
     t = shr_round_var(b, b.mul(x, c64(fp.LOG2E_Q30)), f, fp.Q30)
     k = b.ashr(t, c64(fp.Q30))
     p = exp2_frac_q30(b, b.sub(t, b.shl(k, c64(fp.Q30))))
     sh = b.sub(b.add(k, fo), c64(fp.Q30))
     down = shr_round_var(b, p, b.sub(c64(0), sh), 32)
-    b.ret(saturate32(b, b.select(b.icmp_signed(">", sh, c64(0)), c64(fp.INT32_MAX), down)))
+    big = b.icmp_signed(">", sh, c64(0))
+    count(b, big)  # e^x ≥ 2^31 / 2^fo: INT32_MAX stands for a larger value
+    b.ret(saturate32(b, b.select(big, c64(fp.INT32_MAX), down)))
     return fn
 
 
-__all__ = ["I8", "I32", "c32", "exp_fx", "isqrt64", "ld", "positive", "round_div",
+__all__ = ["I8", "I32", "c32", "count", "counting", "exp_fx", "isqrt64", "ld", "positive", "round_div",
            "smax", "smin", "st", "to_fx"]

@@ -4,12 +4,23 @@ primitives of opmlc/ir/fixedpoint.py (round-half-up shifts, saturation, the Q30 
 Each primitive here is the IR twin of the numpy function of the same name, and obeys
 docs/DESIGN.md "Determinism rules": no nsw/nuw/exact flags, no `inbounds`, every shift amount
 provably below the bit width (variable shifts are clamped first), no division by zero.
+
+Saturation counting (the twin of fixedpoint.count_saturation): while a module is generated
+inside `counting_module(module)` — the native build only — `saturate32` and `count` add the
+elements they flag to a per-function i32 counter (a kernel saturates at most its output's
+< 2^30 elements; i32 keeps vectorised counts as wide as the data): a stack slot in a kernel (promoted to a
+register by mem2reg, so a count is a compare and an add, and loops still vectorise), or the
+counter pointer passed as the last argument of an internal helper declared with
+`counts=True`. Outside such a context nothing is emitted: the MIPS module's text, hence the
+program image, is exactly what it would be without counting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
@@ -109,25 +120,127 @@ def rescale(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) -> ir.Va
     return shr_round(b, x, from_frac - to_frac)
 
 
+@dataclass
+class _Counting:
+    module: ir.Module
+    slots: dict[str, ir.Value] = field(default_factory=dict)  # function name → its i32 counter
+    counted_helpers: set[str] = field(default_factory=set)  # internal functions taking a counter
+    suspended: dict[str, int] = field(default_factory=dict)  # function name → uncounted() depth
+
+
+_counting: ContextVar[_Counting | None] = ContextVar("opmlc_counting", default=None)
+
+
+@contextmanager
+def counting_module(module: ir.Module) -> Iterator[None]:
+    """Generate `module` with saturation counters (see the module docstring)."""
+    token = _counting.set(_Counting(module))
+    try:
+        yield
+    finally:
+        _counting.reset(token)
+
+
+def _state(b: ir.IRBuilder) -> _Counting | None:
+    st = _counting.get()
+    return st if st is not None and b.module is st.module else None
+
+
+def counting(b: ir.IRBuilder) -> bool:
+    """Whether saturation is counted in the function `b` is writing (counts not suspended)."""
+    st = _state(b)
+    return st is not None and not st.suspended.get(b.function.name)
+
+
+@contextmanager
+def uncounted(b: ir.IRBuilder) -> Iterator[None]:
+    """Suspend implicit counting (fixedpoint.uncounted): the op counts these elements itself."""
+    st = _state(b)
+    name = b.function.name
+    if st is not None:
+        st.suspended[name] = st.suspended.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        if st is not None:
+            st.suspended[name] -= 1
+
+
+def counter_slot(b: ir.IRBuilder) -> ir.Value:
+    """The i32 counter of the function `b` writes in (made on first use in a kernel)."""
+    st = _state(b)
+    assert st is not None
+    fn = b.function
+    slot = st.slots.get(fn.name)
+    if slot is None:
+        if fn.name in st.counted_helpers:
+            slot = fn.args[-1]
+        else:
+            entry = fn.entry_basic_block
+            with b.goto_block(entry):
+                if entry.instructions:
+                    b.position_before(entry.instructions[0])
+                slot = b.alloca(I32, name="saturated")
+                b.store(c32(0), slot)
+        st.slots[fn.name] = slot
+    return slot
+
+
+def counted_slot(fn: ir.Function) -> ir.Value | None:
+    """A kernel's counter if its body counted anything (codegen returns its value)."""
+    st = _counting.get()
+    return None if st is None else st.slots.get(fn.name)
+
+
+def count(b: ir.IRBuilder, flag: ir.Value) -> None:
+    """Add an i1 `flag` (1: this element saturated) to the counter, when counting."""
+    if counting(b):
+        slot = counter_slot(b)
+        b.store(b.add(b.load(slot, typ=I32), b.zext(flag, I32)), slot)
+
+
+def out_of_int32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """i1: the i64 x lies outside the int32 range (saturate32 would clamp it)."""
+    return b.or_(b.icmp_signed("<", x, c64(fp.INT32_MIN)), b.icmp_signed(">", x, c64(fp.INT32_MAX)))
+
+
 def saturate32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """fixedpoint.saturate32: clamp an i64 to the int32 range and truncate."""
+    """fixedpoint.saturate32: clamp an i64 to the int32 range and truncate (counted)."""
+    wide = x
     x = b.select(b.icmp_signed("<", x, c64(fp.INT32_MIN)), c64(fp.INT32_MIN), x)
     x = b.select(b.icmp_signed(">", x, c64(fp.INT32_MAX)), c64(fp.INT32_MAX), x)
+    if counting(b):  # clamped ≠ original: one compare on top of the clamp
+        count(b, b.icmp_signed("!=", x, wide))
     return b.trunc(x, I32)
 
 
-def internal_function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]
-                      ) -> tuple[ir.Function, ir.IRBuilder | None]:
+def internal_function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type],
+                      counts: bool = False) -> tuple[ir.Function, ir.IRBuilder | None]:
     """A module-internal helper function, made once per module.
 
     Returns the function and a builder at its entry block when it was just created (the caller
-    writes its body), or None when the module already has it.
+    writes its body), or None when the module already has it. `counts`: the helper may
+    saturate; in a counting module it takes its caller's counter as an extra last argument
+    (call it with `call_helper`).
     """
     if name in module.globals:
         return module.globals[name], None
+    st = _counting.get()
+    if counts and st is not None and st.module is module:
+        st.counted_helpers.add(name)
+        args = [*args, PTR]
     fn = ir.Function(module, ir.FunctionType(ret, args), name)
     fn.linkage = "internal"
     return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def call_helper(b: ir.IRBuilder, fn: ir.Function, args: list[ir.Value]) -> ir.Value:
+    """Call an internal helper, passing the caller's counter to one that counts."""
+    st = _state(b)
+    if st is not None and fn.name in st.counted_helpers:
+        assert counting(b), "a counting helper called inside uncounted()"
+        args = [*args, counter_slot(b)]
+    return b.call(fn, args)
 
 
 def exp2_frac_q30(b: ir.IRBuilder, r: ir.Value) -> ir.Value:

@@ -11,10 +11,14 @@ from opmlc.backend.kernels._ir import (
     I64,
     broadcast_strides,
     c64,
+    count,
+    counting,
     linear_index,
     nest,
+    out_of_int32,
     saturate32,
     strides,
+    uncounted,
 )
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops.binary import CMP, div_shift
@@ -33,10 +37,15 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         neg = b.icmp_signed("<", den, c64(0))
         num = b.select(neg, b.sub(c64(0), num), num)
         den = b.select(neg, b.sub(c64(0), den), den)
-        q = saturate32(b, round_div(b, num, positive(b, den)))
+        wide = round_div(b, num, positive(b, den))
+        with uncounted(b):
+            q = saturate32(b, wide)
         inf = b.select(b.icmp_signed(">", a, c64(0)), c64(fp.INT32_MAX),
                        b.select(b.icmp_signed("<", a, c64(0)), c64(fp.INT32_MIN), c64(0)))
-        return b.select(b.icmp_signed("==", den, c64(0)), b.trunc(inf, q.type), q)
+        by_zero = b.icmp_signed("==", den, c64(0))
+        if counting(b):  # ops/binary.py: a quotient outside int32, or a ≠ 0 divided by 0
+            count(b, b.select(by_zero, b.icmp_signed("!=", a, c64(0)), out_of_int32(b, wide)))
+        return b.select(by_zero, b.trunc(inf, q.type), q)
     top = max(fa, fb)
     x = b.shl(a, c64(top - fa)) if top > fa else a
     z = b.shl(y, c64(top - fb)) if top > fb else y

@@ -7,8 +7,18 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import isqrt64, ld, round_div, smax, smin, to_fx
-from opmlc.backend.kernels._ir import I1, I64, c32, c64, entry_alloca, loop, shr_round_var, store
+from opmlc.backend.kernels._fx import isqrt64, ld, round_div, smax, smin, to_fx_flagged
+from opmlc.backend.kernels._ir import (
+    I1,
+    I64,
+    c32,
+    c64,
+    count,
+    entry_alloca,
+    loop,
+    shr_round_var,
+    store,
+)
 from opmlc.ir.ops.norm import Z_FRAC, Z_LIMIT, shift_bits
 from opmlc.ir.types import DType, TensorType
 
@@ -48,11 +58,14 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         sh = b.sub(c64(37 + r // 2), e)
         with loop(b, n, "out") as j:
             c = b.sub(ld(b, args[0], b.add(base, j), fx), mu)
-            z = shr_round_var(b, b.mul(c, rr), sh, 62)
-            z = smin(b, smax(b, z, c64(-Z_LIMIT)), c64(Z_LIMIT))
+            z_wide = shr_round_var(b, b.mul(c, rr), sh, 62)
+            z = smin(b, smax(b, z_wide, c64(-Z_LIMIT)), c64(Z_LIMIT))
             y = b.mul(z, ld(b, args[1], j, fx))
             if len(args) == 3:
                 bias = ld(b, args[2], j, fx)
                 k = acc_frac - types[2].frac
                 y = b.add(y, b.shl(bias, c64(k)) if k else bias)
-            store(b, to_fx(b, y, acc_frac, out_type.frac), out, b.add(base, j))
+            v, sat = to_fx_flagged(b, y, acc_frac, out_type.frac)
+            if sat is not None:  # ops/norm.py: once per element, whichever clamp acted
+                count(b, b.or_(sat, b.icmp_signed("!=", z, z_wide)))
+            store(b, v, out, b.add(base, j))

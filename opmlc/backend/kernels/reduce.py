@@ -11,14 +11,19 @@ from llvmlite import ir
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import ld, round_div, smax, smin, st, to_fx
 from opmlc.backend.kernels._ir import (
+    I1,
     I64,
     c32,
     c64,
+    count,
+    counting,
     entry_alloca,
     linear_index,
     nest,
+    out_of_int32,
     saturate32,
     shr_round,
+    uncounted,
 )
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType, TensorType
@@ -38,6 +43,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     best = entry_alloca(b, I64, name="best")
     pos = entry_alloca(b, I64, name="pos")
     is_fx = dt is DType.FX32
+    # fx prod: whether any step of this output element saturated (counted once per element)
+    hit = entry_alloca(b, I1, name="hit") if kind == "prod" and is_fx and counting(b) else None
     with nest(b, tuple(shape[k] for k in kept), "o") as oidx:
         base = linear_index(b, oidx, [st_in[k] for k in kept])
         out_i = linear_index(b, oidx, [prod(shape[j] for j in kept[i + 1:]) for i in range(len(kept))])
@@ -45,6 +52,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.store(c64(0), acc)
         elif kind == "prod":
             b.store(c64(1 << out_type.frac if is_fx else 1), acc)
+            if hit is not None:
+                b.store(ir.Constant(I1, 0), hit)
         else:
             b.store(ld(b, args[0], base, dt), best)
             b.store(c64(0), pos)
@@ -56,7 +65,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             elif kind == "prod":
                 p = b.mul(b.load(acc, typ=I64), x)
                 if is_fx:
-                    p = b.sext(saturate32(b, shr_round(b, p, t.frac)), I64)
+                    wide = shr_round(b, p, t.frac)
+                    if hit is not None:
+                        b.store(b.or_(b.load(hit, typ=I1), out_of_int32(b, wide)), hit)
+                    with uncounted(b):
+                        p = b.sext(saturate32(b, wide), I64)
                 b.store(p, acc)
             elif kind in ("max", "min"):
                 cur = b.load(best, typ=I64)
@@ -69,6 +82,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 k = linear_index(b, ridx, [prod(shape[a] for a in axes[j + 1:]) for j in range(len(axes))])
                 b.store(b.select(better, x, cur), best)
                 b.store(b.select(better, b.sext(k, I64), b.load(pos, typ=I64)), pos)
+        if hit is not None:
+            count(b, b.load(hit, typ=I1))
         if kind in ("argmax", "argmin"):
             r = b.load(pos, typ=I64)
         elif kind in ("max", "min"):

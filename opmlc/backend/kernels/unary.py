@@ -9,6 +9,7 @@ from opmlc.backend.kernels._fx import I32, exp_fx, isqrt64, ld, round_div, smax,
 from opmlc.backend.kernels._ir import (
     I64,
     c64,
+    call_helper,
     exp_nonpositive_q30,
     internal_function,
     loop,
@@ -60,9 +61,9 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
         mag = round_div(b, b.shl(b.sub(one, e), c64(fo)), b.add(one, e))
         return saturate32(b, b.select(neg, b.sub(c64(0), mag), mag))
     if kind == "exp":
-        return b.call(exp_fx(b.module), [x, c64(f), c64(fo)])
+        return call_helper(b, exp_fx(b.module), [x, c64(f), c64(fo)])
     if kind == "erf":
-        return b.call(erf_fx(b.module), [x, c64(f), c64(fo)])
+        return call_helper(b, erf_fx(b.module), [x, c64(f), c64(fo)])
     if kind == "sqrt":
         n = smax(b, x, c64(0))
         m = 2 * fo - f
@@ -75,10 +76,10 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
 
 def erf_fx(module: ir.Module) -> ir.Function:
     """unary erf (ops/unary.py erf_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
-    fn, b = internal_function(module, "opmlc.erf_fx", I32, [I64, I64, I64])
+    fn, b = internal_function(module, "opmlc.erf_fx", I32, [I64, I64, I64], counts=True)
     if b is None:
         return fn
-    x, f, fo = fn.args
+    x, f, fo = fn.args[:3]
     neg = b.icmp_signed("<", x, c64(0))
     ax = b.select(neg, b.sub(c64(0), x), x)
     down = shr_round_var(b, ax, b.sub(f, c64(unary_op.ERF_FRAC)), 62)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import ld, st, to_fx
-from opmlc.backend.kernels._ir import broadcast_strides, c64, linear_index, nest, strides
+from opmlc.backend.kernels._fx import ld, st, to_fx_flagged
+from opmlc.backend.kernels._ir import broadcast_strides, c64, count, linear_index, nest, strides
 from opmlc.ir.types import DType, TensorType
 
 
@@ -21,7 +21,13 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         c = ld(b, args[0], linear_index(b, idx, sc), DType.BOOL)
         x = ld(b, args[1], linear_index(b, idx, sa), dt)
         y = ld(b, args[2], linear_index(b, idx, sb), dt)
+        sat_x = sat_y = None
         if dt is DType.FX32:
-            x = b.sext(to_fx(b, x, types[1].frac, out_type.frac), x.type)
-            y = b.sext(to_fx(b, y, types[2].frac, out_type.frac), y.type)
-        st(b, b.select(b.icmp_signed("!=", c, c64(0)), x, y), out, linear_index(b, idx, so), dt)
+            x32, sat_x = to_fx_flagged(b, x, types[1].frac, out_type.frac)
+            x = b.sext(x32, x.type)
+            y32, sat_y = to_fx_flagged(b, y, types[2].frac, out_type.frac)
+            y = b.sext(y32, y.type)
+        pick = b.icmp_signed("!=", c, c64(0))
+        if sat_x is not None:  # only the chosen operand's saturation counts (ops/where.py)
+            count(b, b.select(pick, sat_x, sat_y))
+        st(b, b.select(pick, x, y), out, linear_index(b, idx, so), dt)

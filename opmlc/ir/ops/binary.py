@@ -14,6 +14,7 @@ Operands have the same dtype (the frontend casts first). Kinds by dtype:
     a·2^max(s,0), denominator b·2^max(−s,0) (both exact in int64), sign moved to the
     numerator, then `round_div`, saturated. b = 0 gives INT32_MAX, INT32_MIN or 0 by the sign
     of a (the ±inf/NaN of float division, saturated).
+    Saturation count: an element whose quotient left int32, or a ≠ 0 divided by 0 (±inf).
 - fx32 → bool: eq, ne, lt, le, gt, ge on the aligned operands (exact).
 - i32/i64 → same type: add, sub, mul (wrap around at the type's width), div (truncates toward
   zero; b = 0 gives 0; INT_MIN / −1 wraps to INT_MIN), mod (sign of the divisor, Python's %),
@@ -100,7 +101,11 @@ def fx_binary(kind: str, a: np.ndarray, b: np.ndarray, fa: int, fb: int, fo: int
         den = np.abs(den)
         q = fp.round_div(num, np.where(den == 0, 1, den))
         inf = np.where(a > 0, fp.INT32_MAX, np.where(a < 0, fp.INT32_MIN, 0))
-        return np.where(den == 0, inf, fp.saturate32(q)).astype(np.int32)
+        with fp.uncounted():
+            q32 = fp.saturate32(q)
+        if fp.counting():
+            fp.count_saturated(np.where(den == 0, a != 0, (q < fp.INT32_MIN) | (q > fp.INT32_MAX)))
+        return np.where(den == 0, inf, q32).astype(np.int32)
     top = max(fa, fb)
     x, y = np.left_shift(a, top - fa), np.left_shift(b, top - fb)
     if kind in CMP:

@@ -19,7 +19,8 @@ Per row of n values, in int64 (rows are independent; sums are exact):
 
 No division by a run-time value but the two round_divs by n and one by s; no shift amount out
 of range; the clamp of z (|z| ≤ 128 in value, where a normalised value is at most sqrt(n)) only
-guards against overflow and never acts for n ≤ 16384.
+guards against overflow and never acts for n ≤ 16384. An output element counts as saturated
+(once) if the z clamp or the final to_fx clamped it.
 
 Error bound against float64 on the exact (quantized) x, scale and bias, with σ² = var + eps
 (the biased variance, or the mean square for rms):
@@ -103,10 +104,12 @@ class Norm(Op):
         w = np.where(e >= 0, np.left_shift(v, np.maximum(e, 0) * 2), np.right_shift(v, 2))
         s = fp.isqrt64(w)
         rr = fp.round_div(np.int64(1 << 61), s)
-        z = fp.shr_round(c * rr, 37 + r // 2 - e)
-        z = np.clip(z, -Z_LIMIT, Z_LIMIT)
+        z_wide = fp.shr_round(c * rr, 37 + r // 2 - e)
+        z = np.clip(z_wide, -Z_LIMIT, Z_LIMIT)
         y = z * fp.as_i64(args[1])
         acc_frac = Z_FRAC + fg
         if len(args) == 3:
             y = y + np.left_shift(fp.as_i64(args[2]), acc_frac - types[2].frac)
-        return fp.to_fx(y, acc_frac, out.frac)
+        y, sat = fp.to_fx_flagged(y, acc_frac, out.frac)
+        fp.count_saturated(sat | (z != z_wide))  # an element counts once, whichever clamp acted
+        return y

@@ -7,7 +7,8 @@ Kinds and semantics (n = number of reduced elements, taken in row-major order):
 - max, min: the extreme element (for fx32 then `to_fx` to fo).
 - prod: sequential, in row-major order, the accumulator kept at the output's bits fo:
   acc = 2^fo, acc = saturate32(shr_round(acc · x, f)) per element (fx32; a fixed order, so
-  the per-step rounding is deterministic);
+  the per-step rounding is deterministic; an output element counts as saturated once if
+  any of its steps saturated);
   ints multiply with wrap-around.
 - argmax, argmin: one axis only, output i64: the index of the first extreme element
   (`select_last` true: the last one).
@@ -84,8 +85,13 @@ class Reduce(Op):
         else:  # prod
             if t.dtype is DType.FX32:
                 acc = np.full(rows.shape[0], 1 << out.frac, dtype=np.int64)
+                hit = np.zeros(rows.shape[0], dtype=bool)
                 for j in range(n):
-                    acc = fp.saturate32(fp.shr_round(acc * rows[:, j], t.frac)).astype(np.int64)
+                    p = fp.shr_round(acc * rows[:, j], t.frac)
+                    hit |= (p < fp.INT32_MIN) | (p > fp.INT32_MAX)
+                    with fp.uncounted():
+                        acc = fp.saturate32(p).astype(np.int64)
+                fp.count_saturated(hit)
                 return acc.astype(np.int32).reshape(out.shape)
             else:
                 acc = np.ones(rows.shape[0], dtype=np.uint64)

@@ -142,4 +142,5 @@ def exp_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
     p = fp.exp2_frac_q30(t - np.left_shift(k, fp.Q30))
     sh = k + fo - fp.Q30
     down = fp.shr_round(p, np.clip(-sh, 0, 32))
+    fp.count_saturated(sh > 0)  # e^x ≥ 2^31 / 2^fo: INT32_MAX stands for a larger value
     return fp.saturate32(np.where(sh > 0, fp.INT32_MAX, down))

@@ -1,7 +1,8 @@
 """where: cond ? a : b elementwise, the three operands broadcast together.
 
 cond is bool; a and b have one dtype. For fx32 the chosen operand is converted to the output's
-bits (attribute `frac`) with `to_fx`; other dtypes are copied.
+bits (attribute `frac`) with `to_fx`; other dtypes are copied. Only the chosen operand's
+saturation counts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Where(Op):
     ) -> np.ndarray:
         c, a, b = np.broadcast_arrays(*args)
         if out.dtype is DType.FX32:
-            a = fp.to_fx(a, types[1].frac, out.frac)
-            b = fp.to_fx(b, types[2].frac, out.frac)
+            a, sat_a = fp.to_fx_flagged(a, types[1].frac, out.frac)
+            b, sat_b = fp.to_fx_flagged(b, types[2].frac, out.frac)
+            fp.count_saturated(np.where(c.astype(bool), sat_a, sat_b))
         return np.where(c.astype(bool), a, b).astype(out.dtype.numpy)
