@@ -3,7 +3,8 @@
 read → check → static shapes → for each node in order: fold it if all its inputs are
 constants, else apply its op's lowering rule → mark outputs → build (canonical numbering)
 and verify. Float inputs are quantized at the edge with the policy's bits, recorded in the
-graph's input types.
+graph's input types, except a float32 input that only tree ensembles read: it is passed as
+float32 bits (IR type f32), so that splits compare exactly (rules/ml.py exact_tree_inputs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.rules import RULES
+from opmlc.frontend.rules.ml import exact_tree_inputs
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -71,6 +73,7 @@ def lower_model(
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
     runtime_inputs = []
+    exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
         if inp.name in constant_inputs:
             ctx.bind(inp.name, Const(np.asarray(constant_inputs[inp.name])))
@@ -84,6 +87,8 @@ def lower_model(
                 "(supported: float, double, float16, bfloat16, int8..int64, uint8..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
+        if inp.name in exact:
+            dtype = DType.F32
         t = TensorType(dtype, shape, policy.activation(inp.name) if dtype is DType.FX32 else 0)
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
