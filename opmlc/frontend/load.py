@@ -37,7 +37,9 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     opset = default_opset(model)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
+    # opset 0: no default-domain import (onnxmltools' XGBoost models); the checker has made sure
+    # that no node then uses a default-domain op
+    if opset != 0 and not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedError(
             f"{path}: opset {opset} of the default domain is not supported "
             f"(supported: {MIN_OPSET}..{MAX_OPSET}); convert the model with onnx.version_converter"
@@ -46,6 +48,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
 
 
 def default_opset(model: onnx.ModelProto) -> int:
+    """The default domain's opset version, 0 when the model imports none."""
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
