@@ -130,7 +130,7 @@ def test_every_mutated_manifest_field_is_a_one_line_error(build_dir):
             if dotted(where).startswith(("quantization.per_tensor", "input_shapes")) and isinstance(doc, dict):
                 continue  # maps of compile options: any keys are allowed
             path.write_text(json.dumps(doc))
-            assert load_error(build_dir) is not None, f"{dotted(where)} → {json.dumps(doc)[:0]}{where}"
+            assert load_error(build_dir) is not None, f"a manifest with {dotted(where)} mutated loaded"
             tried += 1
     assert tried > 300  # every field, several ways
 
