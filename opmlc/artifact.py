@@ -117,6 +117,7 @@ def compile_model(
         "model": {"file": model.name, "sha256": fe.model_sha256, "opset": fe.opset},
         "quantization": {"default_frac": frac_bits, "per_tensor": overrides},
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+        "batch_defaulted": fe.batch_defaulted,  # inputs whose open batch dim became 1 (announced)
         "graph": graph.name,
         "inputs": [_io_record(graph, v, n) for v, n in zip(graph.inputs, fe.input_names, strict=True)],
         "outputs": [_io_record(graph, v, n) for v, n in zip(graph.outputs, fe.output_names, strict=True)],

@@ -43,6 +43,7 @@ SCHEMA = {
     "model": {"file": str, "sha256": SHA256, "opset": int},
     "quantization": {"default_frac": int, "per_tensor": {str: int}},
     "input_shapes": {str: [int]},
+    "batch_defaulted": [str],
     "graph": str,
     "graph_sha256": SHA256,
     "inputs": [IO],

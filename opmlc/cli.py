@@ -110,15 +110,27 @@ def compile_cmd(
         if emit is None:
             raise OpmlcError("nothing to do: pass -o DIR to write a build, or --emit ir to print the IR")
         fe = lower_model(model, QuantPolicy(default=frac_bits, overrides=overrides or {}), shapes)
+        _announce_batch_defaults(fe.graph, fe.input_names, fe.batch_defaulted)
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides)
+    _announce_batch_defaults(build.graph, [r["name"] for r in build.manifest["inputs"]],
+                             build.manifest["batch_defaulted"])
     if emit == "ir":
         typer.echo(build.graph.to_text(), nl=False)
     if as_json:
         typer.echo(json.dumps({"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values)}))
     elif emit is None:
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
+
+
+def _announce_batch_defaults(graph, names: list[str], defaulted: list[str]) -> None:
+    """One stderr line per input whose dynamic batch dimension was compiled as 1."""
+    for v, name in zip(graph.inputs, names, strict=True):
+        if name in defaulted:
+            rest = ",".join(str(d) for d in graph.values[v].type.shape[1:])
+            typer.echo(f"opmlc: note: input {name!r} has a dynamic batch dimension, compiled as 1; "
+                       f"pass --input-shape {name}=B{',' + rest if rest else ''} for batches of B rows", err=True)
 
 
 @app.command("run")

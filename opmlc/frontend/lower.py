@@ -10,7 +10,7 @@ float32 bits (IR type f32), so that splits compare exactly (rules/ml.py exact_tr
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class Frontend:
     opset: int
     input_names: list[str]
     output_names: list[str]
+    # inputs whose open batch dimension became DEFAULT_BATCH (load.fix_input_shapes), to announce
+    batch_defaulted: list[str] = field(default_factory=list)
 
 
 def lower_model(
@@ -62,7 +64,8 @@ def lower_model(
     constant_inputs = dict(constant_inputs or {})
     policy = policy or QuantPolicy()
     model = read_model(path)
-    model = fix_input_shapes(model, path, input_shapes)
+    batch_defaulted: list[str] = []
+    model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
     model = fuse_rmsnorm(fuse_batchnorm(model))
     opset = default_opset(model)
     g = model.graph
@@ -143,5 +146,6 @@ def lower_model(
         opset=opset,
         input_names=runtime_inputs,
         output_names=[o.name for o in g.output],
+        batch_defaulted=batch_defaulted,
     )
 
