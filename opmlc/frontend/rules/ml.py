@@ -6,9 +6,8 @@ Trees lower onto the IR's `tree_ensemble` (the forest as initializer tables). A 
 input that only tree ensembles read reaches them as float32 bits (`f32`) and the thresholds are
 float32 bits too, so every split is decided exactly as onnxruntime decides it; a tree behind
 another op (a Scaler) reads fixed point, its thresholds quantized with the features' bits.
-Everything else onto existing ops (matmul, binary, unary, softmax,
-reduce, where, concat). Labels are int64 tensors: the first maximal score wins, as in
-onnxruntime. The label and post-transform rules follow onnxruntime (1.32) where the ONNX-ML
+Everything else lowers onto existing ops (matmul, binary, unary, softmax, reduce, where,
+concat). Labels are int64 tensors: the first maximal score wins, as in onnxruntime. The label and post-transform rules follow onnxruntime (1.32) where the ONNX-ML
 spec leaves them open; every case opmlc does not reproduce exactly is refused by name.
 
 ZipMap (a sequence of maps) is dropped: its output is the probability tensor itself.

@@ -22,8 +22,9 @@ Semantics, per row and tree t: start at row t and, at most `depth` times, stop a
 move to true_row if the comparison holds, else to false_row. Comparisons are exact on int32:
 x_q OP t_q for fx32, key(x) OP key(t) for f32, where key (fixedpoint.f32_key) is the bits for a
 positive sign and minus the magnitude bits for a negative one, so that it compares exactly as
-float32 does (−0 = +0; a NaN's bits, which the input edge refuses, order beyond ±inf). If the walk ends on a leaf, each of its weight entries k (clipped to 0..W-1) with
-0 ≤ targets[k] < T goes to its target: summed in wrap-around int64 (sum, average), or its
+float32 does (−0 = +0; a NaN's bits, which the input edge refuses, order beyond ±inf). If the
+walk ends on a leaf, each of its weight entries k (clipped to 0..W-1) with 0 ≤ targets[k] < T
+goes to its target: summed in wrap-around int64 (sum, average), or its
 minimum/maximum taken (min, max). A walk that leaves the table (a row outside 0..M-1), or
 stops at a split after `depth` steps, contributes nothing; a feature index outside 0..F-1 reads
 0; an unknown mode compares false. (The frontend builds well-formed tables; these rules only
