@@ -179,3 +179,15 @@ def test_a_damaged_tensor_or_elf_stops_every_backend(build_dir, tmp_path):
     assert "does not hash to its root" in load_error(build_dir)
     tensor.unlink()
     assert "not in the store" in load_error(build_dir)
+
+
+@pytest.mark.parametrize("command", ["run", "inspect"])
+def test_the_cli_on_a_manifest_of_a_list_or_without_outputs_is_exit_2(build_dir, tmp_path, command):
+    x, _ = iris()
+    np.save(tmp_path / "x.npy", x[:1])
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    args = [command, str(build_dir)] + (["-i", str(tmp_path / "x.npy")] if command == "run" else [])
+    for doc, words in (([], "not a manifest"), ({k: v for k, v in manifest.items() if k != "outputs"}, "outputs is missing")):
+        (build_dir / "manifest.json").write_text(json.dumps(doc))
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.output
