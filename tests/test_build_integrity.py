@@ -23,7 +23,7 @@ from tests.conftest import MODELS as MODEL_DIR
 
 # Fields that describe the build without any other file depending on them (model source,
 # compile options, names); changing them within their type leaves a loadable build.
-DESCRIPTIVE = ("model", "quantization", "input_shapes", "graph", "program.ir_sha256")
+DESCRIPTIVE = ("model", "quantization", "input_shapes", "batch_defaulted", "graph", "program.ir_sha256")
 OTHER_TYPES = (None, True, 1.5, "x", [], {}, -1)
 
 
@@ -122,7 +122,8 @@ def test_every_mutated_manifest_field_is_a_one_line_error(build_dir):
         mutations = [replaced(original, where, v) for v in OTHER_TYPES if type(v) is not type(value)]
         if isinstance(where[-1], str):
             mutations.append(replaced(original, where, delete=True))
-        if not dotted(where).startswith(DESCRIPTIVE) and where[-1] != "name":
+        path_text = dotted(where)
+        if not any(path_text == d or path_text.startswith(d + ".") for d in DESCRIPTIVE) and where[-1] != "name":
             change = same_type_change(value)
             if change is not None and change != value:
                 mutations.append(replaced(original, where, change))
