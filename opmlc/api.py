@@ -21,7 +21,7 @@ import numpy as np
 from opmlc.artifact import Build
 from opmlc.commit import tensor_root
 from opmlc.errors import InputError, OpmlcError
-from opmlc.ir.fixedpoint import count_saturation, dequantize, quantize
+from opmlc.ir.fixedpoint import count_saturation, dequantize, encode
 from opmlc.ir.interpreter import run_outputs
 from opmlc.ir.types import DType, TensorType
 
@@ -141,7 +141,7 @@ def load_samples(path: str | Path) -> np.ndarray:
 
 
 def check_input(arr: np.ndarray, name: str, t: TensorType, source: str = "input") -> np.ndarray:
-    if t.dtype is not DType.FX32:  # integer or bool inputs (token ids): integer-valued arrays
+    if t.dtype not in (DType.FX32, DType.F32):  # integer or bool inputs (token ids): integer-valued arrays
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_
                 or (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
             raise InputError(f"{source}: input {name!r} must hold integers ({t.dtype.value}), got dtype {arr.dtype}")
@@ -176,13 +176,11 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray],
     for rec, arr in zip(build.manifest["inputs"], arrays, strict=True):
         t = graph.values[rec["value"]].type
         arr = check_input(np.asarray(arr), rec["name"], t)
-        if t.dtype is DType.FX32:
-            with count_saturation() as c:
-                out.append(quantize(arr, t.frac))
-            if clipped is not None and c.n:
-                clipped[rec["name"]] = c.n
-        else:
-            out.append(arr.astype(t.dtype.numpy))
+        # fx32 quantized (clips counted), f32 as float32 bits (tree features), ints cast
+        with count_saturation() as c:
+            out.append(encode(arr, t))
+        if clipped is not None and c.n:
+            clipped[rec["name"]] = c.n
     return out
 
 

@@ -3,7 +3,8 @@
     DIR/manifest.json   model hash, inputs/outputs (shapes, fractional bits), initializer
                         roots, the IR text, the opmlc version (and, from the backend, the
                         program, its regions and its task roots)
-    DIR/graph.json      the IR graph's structure (initializer data by root)
+    DIR/graph.json      the IR graph's structure (initializer data by root; its sha256 in the
+                        manifest)
     DIR/tensors/        content-addressed store of initializer encodings (opmlc.store)
     DIR/model.elf       the MIPS program (opmlc.backend.program), reproducible byte for byte
 
@@ -13,12 +14,13 @@ commitment is derived from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from opmlc import __version__
-from opmlc.commit import from_bytes, padded_bytes
+from opmlc.commit import padded_bytes
 from opmlc.errors import BuildError
 from opmlc.frontend import QuantPolicy, lower_model
 from opmlc.frontend.calibrate import DEFAULT_FRAC
@@ -45,35 +47,36 @@ class Build:
 
     @classmethod
     def load(cls, directory: str | Path) -> Build:
+        """Load a build, checking every file against the manifest first (opmlc/buildcheck.py):
+        a BuildError of one line for anything missing, malformed or corrupted."""
+        from opmlc import buildcheck
+
         directory = Path(directory)
         mpath = directory / MANIFEST
         if not mpath.is_file():
             raise BuildError(f"{directory}: not an opmlc build (no {MANIFEST}); run `opmlc compile MODEL -o {directory}`")
-        try:
-            manifest = json.loads(mpath.read_text())
-            graph_json = json.loads((directory / GRAPH).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BuildError(f"{directory}: unreadable build ({exc.__class__.__name__}); compile it again") from None
+        manifest = buildcheck.read_json(mpath, directory)
+        if not isinstance(manifest, dict):
+            raise BuildError(f"{mpath}: not a manifest (a JSON object); compile the model again")
         if manifest.get("format") != FORMAT or manifest.get("opmlc_version") != __version__:
             raise BuildError(
-                f"{directory}: built by opmlc {manifest.get('opmlc_version')}, this is {__version__}; compile it again"
+                f"{directory}: built by opmlc {str(manifest.get('opmlc_version'))[:40]}, this is {__version__}; "
+                "compile it again"
             )
-        store = TensorStore(directory / TENSORS)
-        inits = {}
-        for rec in manifest["initializers"]:
-            v = graph_json["values"][rec["value"]]
-            from opmlc.ir.types import TensorType
-
-            t = TensorType.from_json(v)
-            try:
-                inits[rec["value"]] = from_bytes(store.get(bytes.fromhex(rec["root"][2:])), t)
-            except KeyError as exc:
-                raise BuildError(f"{directory}: {exc.args[0]}; compile it again") from None
-        return cls(directory, manifest, Graph.from_json(graph_json, inits))
+        buildcheck.check_manifest(manifest, directory)
+        graph_json = buildcheck.read_json(directory / GRAPH, directory, manifest["graph_sha256"])
+        inits = buildcheck.load_initializers(manifest, graph_json, directory, TensorStore(directory / TENSORS))
+        graph = buildcheck.load_graph(graph_json, inits, directory)
+        buildcheck.check_graph_against_manifest(manifest, graph, directory)
+        buildcheck.check_program(manifest, graph, directory)
+        return cls(directory, manifest, graph)
 
     def save(self) -> None:
+        """Write graph.json and the manifest, which records graph.json's sha256."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / GRAPH).write_text(json.dumps(self.graph.to_json(), indent=1) + "\n")
+        graph_text = json.dumps(self.graph.to_json(), indent=1) + "\n"
+        self.manifest["graph_sha256"] = hashlib.sha256(graph_text.encode()).hexdigest()
+        (self.directory / GRAPH).write_text(graph_text)
         (self.directory / MANIFEST).write_text(json.dumps(self.manifest, indent=2) + "\n")
 
 
@@ -131,6 +134,7 @@ def compile_model(
             "per_tensor": fe.policy.overrides,
         },
         "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+        "batch_defaulted": fe.batch_defaulted,  # inputs whose open batch dim became 1 (announced)
         "graph": graph.name,
         "inputs": [_io_record(graph, v, n) for v, n in zip(graph.inputs, fe.input_names, strict=True)],
         "outputs": [_io_record(graph, v, n) for v, n in zip(graph.outputs, fe.output_names, strict=True)],
@@ -153,8 +157,17 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
     import filecmp
     import tempfile
 
-    build = Build.load(directory)
-    m = build.manifest
+    from opmlc import buildcheck
+
+    # not Build.load: a build whose files are damaged is what --check reports, file by file
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        raise BuildError(f"{directory}: not an opmlc build (no {MANIFEST}); run `opmlc compile MODEL -o {directory}`")
+    m = buildcheck.read_json(directory / MANIFEST, directory)
+    try:
+        buildcheck.check_schema(m, {k: buildcheck.SCHEMA[k] for k in ("quantization", "input_shapes")}, "")
+    except ValueError as exc:
+        raise BuildError(f"{directory / MANIFEST}: {exc}; compile the model again") from None
     q = m["quantization"]
     analysed = q.get("method") == "analysis"
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,9 +181,9 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
         )
         fresh = Path(tmp)
         names = sorted({p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
-                       | {p.relative_to(build.directory).as_posix() for p in build.directory.rglob("*") if p.is_file()})
+                       | {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()})
         return [
             n for n in names
-            if not ((fresh / n).is_file() and (build.directory / n).is_file()
-                    and filecmp.cmp(fresh / n, build.directory / n, shallow=False))
+            if not ((fresh / n).is_file() and (directory / n).is_file()
+                    and filecmp.cmp(fresh / n, directory / n, shallow=False))
         ]

@@ -136,10 +136,13 @@ def compile_cmd(
         policy = QuantPolicy(default=16 if frac_bits is None else frac_bits, overrides=overrides or {},
                              analyse=frac_bits is None, input_ranges=ranges)
         fe = lower_model(model, policy, shapes)
+        _announce_batch_defaults(fe.graph, fe.input_names, fe.batch_defaulted)
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
                           input_ranges=ranges)
+    _announce_batch_defaults(build.graph, [r["name"] for r in build.manifest["inputs"]],
+                             build.manifest["batch_defaulted"])
     from opmlc.frontend.ranges import at_risk
 
     risky = at_risk(build.analysis)
@@ -231,6 +234,15 @@ def _saturation_json(build, result) -> dict:
             "clipped_inputs": dict(sorted(result.clipped_inputs.items())),
             "clipped_constants": clipped_constants(build),
             "saturation_counted_by": result.saturation_counted_by}
+
+
+def _announce_batch_defaults(graph, names: list[str], defaulted: list[str]) -> None:
+    """One stderr line per input whose dynamic batch dimension was compiled as 1."""
+    for v, name in zip(graph.inputs, names, strict=True):
+        if name in defaulted:
+            rest = ",".join(str(d) for d in graph.values[v].type.shape[1:])
+            typer.echo(f"opmlc: note: input {name!r} has a dynamic batch dimension, compiled as 1; "
+                       f"pass --input-shape {name}=B{',' + rest if rest else ''} for batches of B rows", err=True)
 
 
 @app.command("run")

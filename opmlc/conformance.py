@@ -137,12 +137,9 @@ def _shape_constants(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> di
 
 
 def _quantized(arr: np.ndarray, t) -> np.ndarray:
-    from opmlc.ir.fixedpoint import quantize
-    from opmlc.ir.types import DType
+    from opmlc.ir.fixedpoint import encode
 
-    if t.dtype is DType.FX32:
-        return quantize(arr, t.frac)
-    return np.asarray(arr).astype(t.dtype.numpy)
+    return encode(arr, t)  # fx32 quantized, f32 (tree features) as float32 bits, ints cast
 
 
 def tolerance(want: np.ndarray, f: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 
 from opmlc.api import quantize_inputs
 from opmlc.artifact import Build
+from opmlc.errors import OpmlcError
 from opmlc.tasks import check_node, honest_values, initial_state
 from vm.run import run as vm_run
 from vm.state import State
@@ -35,10 +36,16 @@ def task_state(build: Build, inputs: list[np.ndarray], node: int | None) -> Stat
 
 
 def prove_step(build: Build, inputs: list[np.ndarray], step: int, node: int | None = None,
-               progress: Callable[[int], None] | None = None) -> StepWitness:
+               progress: Callable[[int], None] | None = None, past_exit: bool = False) -> StepWitness:
     """The witness of step `step` (0-based: the instruction executed after `step` steps).
 
-    Past the exit, the witness shows the exited state stepping to itself.
+    A step at or past the program's exit is an OpmlcError naming the program's step count,
+    unless `past_exit`: then the witness shows the exited state stepping to itself (as the
+    dispute game's padded trace has it).
     """
     state = run_to(task_state(build, inputs, node), step, progress)
+    if state.exited and state.step <= step and not past_exit:
+        task = "the whole graph" if node is None else f"node {node}'s task"
+        raise OpmlcError(f"--step {step}: the program ({task}) exits after {state.step} steps, so its steps are "
+                         f"0..{state.step - 1}; pass one of those")
     return step_with_proof(state)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from opmlc.api import quantize_inputs, run
 from opmlc.cli import app
 from opmlc.commit import tensor_root
-from opmlc.prove import task_state
+from opmlc.prove import run_to, task_state
 from opmlc.tasks import honest_values, initial_state
 from tests.conftest import MODELS
 from vm.checkpoint import Trace
@@ -65,7 +65,7 @@ def test_base_roots_of_every_task_are_in_the_manifest(digits_build):
     assert len({roots["whole"], *roots["nodes"]}) == 1 + len(roots["nodes"])  # the descriptor differs
 
 
-@pytest.mark.parametrize("node,step", [(None, 0), (None, 777), (2, 50), (1, 10**9)])
+@pytest.mark.parametrize("node,step", [(None, 0), (None, 777), (2, 50)])
 def test_prove_writes_the_witness_of_the_asked_step(digits_build, tmp_path, node, step):
     out = tmp_path / "w.json"
     args = ["prove", digits_build.directory, "--input", SAMPLE, "--step", step, "-o", out]
@@ -77,6 +77,19 @@ def test_prove_writes_the_witness_of_the_asked_step(digits_build, tmp_path, node
     trace.run(10_000_000)
     assert w.pre_hash == trace.hash_at(step) and w.post_hash == trace.hash_at(step + 1)
     assert len(w.pre_state) == 186 and len(w.proof) in (896, 1792)
+
+
+def test_prove_past_the_programs_exit_is_a_one_line_error_naming_its_step_count(digits_build, tmp_path):
+    state = run_to(task_state(digits_build, [np.load(SAMPLE)], 1), 10**9)
+    assert state.exited
+    for step in (state.step, 10**9):
+        r = runner.invoke(app, ["prove", str(digits_build.directory), "--input", SAMPLE, "--step", str(step),
+                                "--node", "1", "-o", str(tmp_path / "w.json")])
+        assert r.exit_code == 2 and f"exits after {state.step} steps" in r.stderr, r.output
+        assert "\n" not in r.stderr.strip() and not (tmp_path / "w.json").exists()
+    r = runner.invoke(app, ["prove", str(digits_build.directory), "--input", SAMPLE, "--step", str(state.step - 1),
+                            "--node", "1", "-o", str(tmp_path / "w.json")])
+    assert r.exit_code == 0, r.output  # the last instruction, the exit syscall, is a step
 
 
 def test_a_damaged_model_elf_is_a_one_line_error(digits_build, tmp_path):

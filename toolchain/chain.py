@@ -89,9 +89,35 @@ def _rpc_web3(url: str) -> Web3:
     try:
         w3.eth.chain_id  # noqa: B018 - the first request tells a live node from a dead URL
     except Exception as exc:  # any transport or protocol failure means the same to the user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ChainError(f"cannot reach a JSON-RPC node at {url}: {reason}") from None
+        raise ChainError(f"cannot reach a JSON-RPC node at {url} ({unreachable_reason(exc)}); start the node "
+                         "or correct --rpc, or leave --rpc out to use the embedded chain") from None
     return w3
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a first request failed, in a few words, without the HTTP stack's internals: the
+    innermost OS error (connection refused, name not known), a timeout, an HTTP status, or a
+    reply that is not JSON-RPC."""
+    seen, stack, found = set(), [exc], []
+    while stack:  # the exception, its causes and contexts, and exceptions among their args
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        found.append(e)
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        stack.extend(c for c in (e.__cause__, e.__context__, getattr(e, "reason", None)) if isinstance(c, BaseException))
+    for e in found:
+        if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
+            return f"no answer within {RPC_TIMEOUT_S} s"
+    for e in found:
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror[0].lower() + e.strerror[1:]
+    for e in found:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status is not None:
+            return f"HTTP status {status}"
+    return f"its reply is not JSON-RPC ({type(exc).__name__})"
 
 
 def connect(rpc: str | None = None) -> Chain:

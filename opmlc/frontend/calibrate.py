@@ -77,10 +77,20 @@ def float_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[s
         sess = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         values = dict(zip(names, sess.run(names, feeds), strict=True))
-    except Exception:  # onnxruntime lacks the op or opset: the reference evaluator has them all
-        values = ReferenceEvaluator(model).run(None, feeds, intermediate=True)
+    except Exception as ort_exc:  # onnxruntime lacks the op or opset: the reference evaluator has more
+        try:
+            values = ReferenceEvaluator(model).run(None, feeds, intermediate=True)
+        except Exception as ref_exc:  # neither can run the model on these samples: say why, in one line
+            raise InputError(
+                f"--calibrate: the float model does not run on the samples ({_first_line(ort_exc)}; "
+                f"onnx's reference evaluator: {_first_line(ref_exc)}); check the samples' shape") from None
     values.update(feeds)
     return {k: np.asarray(v) for k, v in values.items() if v is not None and not isinstance(v, list)}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def observed_peaks(model_path: str | Path, samples: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -94,6 +104,10 @@ def observed_peaks(model_path: str | Path, samples: np.ndarray) -> tuple[str, di
     if not np.issubdtype(samples.dtype, np.floating) or not np.all(np.isfinite(samples)):
         raise InputError("--calibrate: the samples must be a finite float array")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    want = ["S", *(str(d) if d > 0 else "?" for d in dims[1:])]
+    if dims and (samples.ndim != len(dims) or any(0 < d != n for d, n in zip(dims[1:], samples.shape[1:], strict=True))):
+        raise InputError(f"--calibrate: the samples have shape {list(samples.shape)}, but input "
+                         f"{inputs[0].name!r} takes [{', '.join(want)}] (S samples); reshape them so")
     if dims and dims[0] > 0 and samples.shape[0] != dims[0]:  # a fixed batch: one sample at a time
         batches = [samples[i:i + dims[0]] for i in range(0, samples.shape[0] - dims[0] + 1, dims[0])]
     else:

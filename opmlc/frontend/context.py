@@ -102,7 +102,8 @@ class LoweringContext:
         n = self.node
         if n is None:
             return self.source
-        return f"{self.source}: node {n.name or '(unnamed)'!r} ({n.op_type}, opset {self.opset})"
+        opset = f"opset {self.opset}" if self.opset else "no default-domain opset"  # 0: an ai.onnx.ml-only model
+        return f"{self.source}: node {n.name or '(unnamed)'!r} ({n.op_type}, {opset})"
 
     def unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(f"{self.where()}: {what}")

@@ -17,7 +17,7 @@ from opmlc.errors import ModelError, UnsupportedError
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
-DEFAULT_DIM = 1  # what an open (symbolic) input dimension becomes unless the user says otherwise
+DEFAULT_BATCH = 1  # what an open leading (batch) input dimension becomes, announced, unless the user says otherwise
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
@@ -37,7 +37,9 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     opset = default_opset(model)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
+    # opset 0: no default-domain import (onnxmltools' XGBoost models); the checker has made sure
+    # that no node then uses a default-domain op
+    if opset != 0 and not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedError(
             f"{path}: opset {opset} of the default domain is not supported "
             f"(supported: {MIN_OPSET}..{MAX_OPSET}); convert the model with onnx.version_converter"
@@ -46,6 +48,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
 
 
 def default_opset(model: onnx.ModelProto) -> int:
+    """The default domain's opset version, 0 when the model imports none."""
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
@@ -59,9 +62,14 @@ def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 
 
 def fix_input_shapes(
-    model: onnx.ModelProto, path: str | Path, overrides: dict[str, tuple[int, ...]] | None = None
+    model: onnx.ModelProto, path: str | Path, overrides: dict[str, tuple[int, ...]] | None = None,
+    defaulted: list[str] | None = None,
 ) -> onnx.ModelProto:
-    """Give every graph input a static shape (overrides, else open dims → 1) and re-infer shapes."""
+    """Give every graph input a static shape and re-infer shapes.
+
+    An input's shape is its --input-shape override, else its own static dims. An open leading
+    (batch) dim becomes DEFAULT_BATCH and the input's name is appended to `defaulted`, for the
+    caller to announce; any other open dim is a ModelError saying which --input-shape to pass."""
     overrides = dict(overrides or {})
     model = onnx.ModelProto.FromString(model.SerializeToString())
     inputs = real_inputs(model.graph)
@@ -86,10 +94,18 @@ def fix_input_shapes(
             for d in want:
                 dims.add().dim_value = int(d)
         else:
-            for d in dims:
-                if not d.HasField("dim_value") or d.dim_value <= 0:
-                    d.Clear()
-                    d.dim_value = DEFAULT_DIM
+            open_dims = [k for k, d in enumerate(dims) if not d.HasField("dim_value") or d.dim_value <= 0]
+            if any(k > 0 for k in open_dims):
+                k = next(k for k in open_dims if k > 0)
+                example = ",".join(str(d.dim_value) if j not in open_dims else "1" if j == 0
+                                   else f"<{d.dim_param or f'dim{j}'}>" for j, d in enumerate(dims))
+                raise ModelError(f"{path}: input {inp.name!r} has a dynamic dimension {k} "
+                                 f"({dims[k].dim_param or 'unnamed'}); pass --input-shape {inp.name}={example}")
+            if open_dims:
+                dims[0].Clear()
+                dims[0].dim_value = DEFAULT_BATCH
+                if defaulted is not None:
+                    defaulted.append(inp.name)
     del model.graph.value_info[:]
     try:
         return shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)

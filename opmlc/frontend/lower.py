@@ -3,7 +3,8 @@
 read → check → static shapes → for each node in order: fold it if all its inputs are
 constants, else apply its op's lowering rule → mark outputs → build (canonical numbering)
 and verify. Float inputs are quantized at the edge with the policy's bits, recorded in the
-graph's input types.
+graph's input types, except a float32 input that only tree ensembles read: it is passed as
+float32 bits (IR type f32), so that splits compare exactly (rules/ml.py exact_tree_inputs).
 
 By default (no policy, or one with `analyse`) the bits come from the range analysis
 (frontend/ranges.py): the model is lowered once with the policy's bits, every tensor's range is
@@ -29,6 +30,7 @@ from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
+from opmlc.frontend.rules.ml import exact_tree_inputs
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -55,6 +57,8 @@ class Frontend:
     policy: QuantPolicy = field(default_factory=QuantPolicy)  # the bits actually used
     analysis: Analysis | None = None  # every fx32 tensor's analysed range (ranges.py)
     clipped_constants: int = 0  # finite constant elements that fell outside their bits' range
+    # inputs whose open batch dimension became DEFAULT_BATCH (load.fix_input_shapes), to announce
+    batch_defaulted: list[str] = field(default_factory=list)
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -113,7 +117,8 @@ def _lower_once(
     path = Path(path)
     constant_inputs = dict(constant_inputs or {})
     model = read_model(path)
-    model = fix_input_shapes(model, path, input_shapes)
+    batch_defaulted: list[str] = []
+    model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
     model = fuse_rmsnorm(fuse_batchnorm(model))
     opset = default_opset(model)
     g = model.graph
@@ -124,6 +129,7 @@ def _lower_once(
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
     runtime_inputs = []
+    exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
         if inp.name in constant_inputs:
             ctx.bind(inp.name, Const(np.asarray(constant_inputs[inp.name])))
@@ -137,6 +143,8 @@ def _lower_once(
                 "(supported: float, double, float16, bfloat16, int8..int64, uint8..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
+        if inp.name in exact:
+            dtype = DType.F32
         t = TensorType(dtype, shape, policy.activation(inp.name) if dtype is DType.FX32 else 0)
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
@@ -192,5 +200,6 @@ def _lower_once(
         input_names=runtime_inputs,
         output_names=[o.name for o in g.output],
         policy=policy,
+        batch_defaulted=batch_defaulted,
     )
 

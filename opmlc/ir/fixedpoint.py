@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from opmlc.ir.types import DType, TensorType
+
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 Q30 = 30
@@ -145,6 +147,31 @@ def quantize(x: np.ndarray, frac: int) -> np.ndarray:
 def dequantize(q: np.ndarray, frac: int) -> np.ndarray:
     """fx32 → float64 at the edge of the graph (exact)."""
     return np.asarray(q, dtype=np.float64) / (1 << frac)
+
+
+def f32_bits(x: np.ndarray) -> np.ndarray:
+    """Float → f32 at the edge of the graph: the IEEE-754 binary32 bit patterns, as int32
+    (a float64 is first rounded to the nearest float32, as a float32 model input is)."""
+    return np.asarray(x, dtype=np.float32).view(np.int32)
+
+
+def encode(x: np.ndarray, t: TensorType) -> np.ndarray:
+    """An input array → the value a graph input of type `t` holds: fx32 quantized with its
+    bits, f32 as float32 bits, integers and bools cast."""
+    if t.dtype is DType.FX32:
+        return quantize(x, t.frac)
+    if t.dtype is DType.F32:
+        return f32_bits(x)
+    return np.asarray(x).astype(t.dtype.numpy)
+
+
+def f32_key(bits: np.ndarray) -> np.ndarray:
+    """The order-preserving key of float32 bit patterns (int64 of the int32 bits): the bits for
+    a positive sign, minus the magnitude bits for a negative one. For floats that are not NaN,
+    key(a) OP key(b) ⟺ a OP b for every comparison, −0 and +0 sharing the key 0; a NaN's key
+    lies beyond ±inf's."""
+    b = as_i64(bits)
+    return np.where(b < 0, -(b & 0x7FFFFFFF), b)
 
 
 def exp2_frac_q30(r: np.ndarray) -> np.ndarray:

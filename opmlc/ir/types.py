@@ -1,7 +1,9 @@
 """Element and tensor types of the fixed-point IR (DESIGN "Fixed-point IR").
 
 `fx32` holds round(x · 2^frac) in an int32; `i32`/`i64` are plain integers (i64 only where
-ONNX needs indices); `bool` is one byte 0/1. The byte encoding (big-endian) is what tensor
+ONNX needs indices); `bool` is one byte 0/1. `f32` holds the IEEE-754 binary32 bit pattern of a
+float in an int32: only graph inputs that tree ensembles alone read have it (their splits then
+compare exactly as float32 does, see ops/tree_ensemble.py); no op does arithmetic on it. The byte encoding (big-endian) is what tensor
 roots and the MIPS program see.
 """
 
@@ -19,20 +21,22 @@ class DType(StrEnum):
     I32 = "i32"
     I64 = "i64"
     BOOL = "bool"
+    F32 = "f32"  # float32 bit patterns, compared by tree_ensemble only
 
     @property
     def itemsize(self) -> int:
-        return {"fx32": 4, "i32": 4, "i64": 8, "bool": 1}[self.value]
+        return {"fx32": 4, "i32": 4, "i64": 8, "bool": 1, "f32": 4}[self.value]
 
     @property
     def numpy(self) -> np.dtype:
         """The native-endian numpy dtype the interpreter computes with."""
-        return np.dtype({"fx32": np.int32, "i32": np.int32, "i64": np.int64, "bool": np.bool_}[self.value])
+        return np.dtype({"fx32": np.int32, "i32": np.int32, "i64": np.int64, "bool": np.bool_,
+                         "f32": np.int32}[self.value])
 
     @property
     def big_endian(self) -> np.dtype:
         """The dtype of the committed byte encoding."""
-        return np.dtype({"fx32": ">i4", "i32": ">i4", "i64": ">i8", "bool": "u1"}[self.value])
+        return np.dtype({"fx32": ">i4", "i32": ">i4", "i64": ">i8", "bool": "u1", "f32": ">i4"}[self.value])
 
 
 MAX_FRAC = 30  # nonlinear kernels convert to Q30 internally; more bits would not fit

@@ -1,8 +1,9 @@
 """The scikit-learn models (models/make_sklearn_models.py) against onnxruntime on their whole data
 sets: labels agree on every sample (a disagreement would have to be a listed near-tie), class
-probabilities and regression outputs within stated bounds; the comparisons that quantization
-could flip (a feature within 2^-f of a threshold) are counted and reported; unsupported ONNX-ML
-ops and attributes are refused by name."""
+probabilities and regression outputs within stated bounds; for trees on fixed-point features,
+the comparisons that quantization could flip (a feature within 2^-f of a threshold) are counted
+and reported (trees on a graph input compare float32 bits, exactly); unsupported ONNX-ML ops and
+attributes are refused by name."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from onnx import TensorProto, helper
 from models.make_sklearn_models import MODELS
 from opmlc.errors import UnsupportedError
 from opmlc.frontend import lower_model
-from opmlc.ir.fixedpoint import dequantize, quantize
+from opmlc.ir.fixedpoint import dequantize, encode, quantize
 from opmlc.ir.interpreter import run_outputs
 from tests.conftest import MODELS as MODEL_DIR
 
@@ -32,8 +33,9 @@ def run_both(name: str):
     data, _, _ = MODELS[name]
     x, _ = data()
     g = lower_model(MODEL_DIR / f"{name}.onnx", input_shapes={"X": x.shape}).graph
-    frac = g.values[g.inputs[0]].type.frac
-    ours = run_outputs(g, [quantize(x, frac)])
+    t = g.values[g.inputs[0]].type
+    frac = t.frac if t.dtype.value == "fx32" else None  # None: float32 bits, splits exact
+    ours = run_outputs(g, [encode(x, t)])
     types = [g.values[v].type for v in g.outputs]
     ref = ort.InferenceSession(str(MODEL_DIR / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {"X": x})
     return x, frac, ours, types, ref
@@ -78,7 +80,7 @@ def test_classifier_labels_agree_with_onnxruntime_on_the_whole_data_set(name):
     gap = top2[:, 1] - top2[:, 0]  # the float margin of the label decision
     report = [f"{name}: {len(x)} samples, label agreement "
               f"{np.mean(labels == ref_labels):.4%}, smallest probability gap {gap.min():.3g}"]
-    if "tree" in name or "forest" in name or "gboost" in name:
+    if frac is not None and ("tree" in name or "forest" in name or "gboost" in name):
         margins, flippable = tree_margins(name, x, frac)
         near = np.nonzero(margins < 2.0**-frac)[0]
         report.append(f"  samples with a split within 2^-{frac} of their feature: {len(near)} "
@@ -141,7 +143,7 @@ def test_a_hand_made_stump_matches_onnxruntime_at_and_around_its_threshold(tmp_p
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for v in (0.5, 0.5 - 2.0**-10, 0.5 + 2.0**-10, -3.0, 3.0):
         x = np.array([[v, 0.0]], np.float32)
-        label, prob = run_outputs(g, [quantize(x, g.values[g.inputs[0]].type.frac)])
+        label, prob = run_outputs(g, [encode(x, g.values[g.inputs[0]].type)])
         ref_label, ref_prob = sess.run(None, {"X": x})
         assert label.tolist() == ref_label.tolist()
         assert np.allclose(dequantize(prob, g.values[g.outputs[1]].type.frac), ref_prob, atol=1e-4)

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.make_sklearn_models import diabetes
 from opmlc.frontend import lower_model
-from opmlc.ir.fixedpoint import dequantize, quantize
+from opmlc.ir.fixedpoint import dequantize, encode
 from opmlc.ir.interpreter import run_outputs
 from tests.conftest import MODELS as MODEL_DIR
 
@@ -37,7 +37,7 @@ def save(tmp_path, node, ml_opset: int):
 def compare(path) -> float:
     x, _ = diabetes()
     g = lower_model(path, input_shapes={"X": x.shape}).graph
-    (y,) = run_outputs(g, [quantize(x, g.values[g.inputs[0]].type.frac)])
+    (y,) = run_outputs(g, [encode(x, g.values[g.inputs[0]].type)])
     (ref,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})
     return float(np.max(np.abs(dequantize(y, g.values[g.outputs[0]].type.frac) - ref)))
 

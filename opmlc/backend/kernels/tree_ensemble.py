@@ -2,6 +2,9 @@
 table (an initializer region, read like any operand), then the leaf's weight entries into an i64
 accumulator row on the stack, then the aggregate, the base values and one `to_fx` per target.
 
+With f32 features, feature and threshold are both mapped to their keys (fixedpoint.f32_key:
+select(b < 0, −(b & 0x7FFFFFFF), b) on i64) before the comparison.
+
 Every index read from the table is checked before it addresses memory (row < M, feature < F,
 weight entry in 0..W-1, target < T, all unsigned compares), so no table can make the program
 read outside its operands; the walk is bounded by `depth` steps.
@@ -28,6 +31,12 @@ def _compare(b: ir.IRBuilder, mode: ir.Value, x: ir.Value, t: ir.Value) -> ir.Va
     for code, pred in ((6, "!="), (5, "=="), (4, ">"), (3, ">="), (2, "<"), (1, "<=")):
         cond = b.select(b.icmp_signed("==", mode, c32(code)), b.icmp_signed(pred, x, t), cond)
     return cond
+
+
+def _key(b: ir.IRBuilder, bits: ir.Value) -> ir.Value:
+    """fixedpoint.f32_key of sign-extended float32 bits (i64)."""
+    neg = b.sub(c64(0), b.and_(bits, c64(0x7FFFFFFF)))
+    return b.select(b.icmp_signed("<", bits, c64(0)), neg, bits)
 
 
 @kernel("tree_ensemble")
@@ -73,9 +82,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.position_at_end(step)
             feat = _field(b, nodes, idx, 1)
             fok = b.icmp_unsigned("<", feat, c32(f))
-            xv = ld(b, x, b.add(x_base, b.select(fok, feat, c32(0))), DType.FX32)
+            xv = ld(b, x, b.add(x_base, b.select(fok, feat, c32(0))), types[0].dtype)
             xv = b.select(fok, xv, c64(0))
             thr = b.sext(_field(b, nodes, idx, 2), I64)
+            if types[0].dtype is DType.F32:
+                xv, thr = _key(b, xv), _key(b, thr)
             cond = _compare(b, mode, xv, thr)
             b.store(b.select(cond, _field(b, nodes, idx, 3), _field(b, nodes, idx, 4)), idx_slot)
             b.store(b.add(b.load(step_slot, typ=I32), c32(1)), step_slot)

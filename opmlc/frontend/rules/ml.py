@@ -2,10 +2,12 @@
 TreeEnsembleClassifier, TreeEnsembleRegressor, LinearClassifier, LinearRegressor, Scaler,
 Normalizer and ZipMap (ArgMax and Cast are default-domain ops, lowered in reduce.py/arith.py).
 
-Trees lower onto the IR's `tree_ensemble` (the forest as initializer tables, thresholds quantized
-with the features' bits); everything else onto existing ops (matmul, binary, unary, softmax,
-reduce, where, concat). Labels are int64 tensors: the first maximal score wins, as in
-onnxruntime. The label and post-transform rules follow onnxruntime (1.32) where the ONNX-ML
+Trees lower onto the IR's `tree_ensemble` (the forest as initializer tables). A float32 graph
+input that only tree ensembles read reaches them as float32 bits (`f32`) and the thresholds are
+float32 bits too, so every split is decided exactly as onnxruntime decides it; a tree behind
+another op (a Scaler) reads fixed point, its thresholds quantized with the features' bits.
+Everything else lowers onto existing ops (matmul, binary, unary, softmax, reduce, where,
+concat). Labels are int64 tensors: the first maximal score wins, as in onnxruntime. The label and post-transform rules follow onnxruntime (1.32) where the ONNX-ML
 spec leaves them open; every case opmlc does not reproduce exactly is refused by name.
 
 ZipMap (a sequence of maps) is dropped: its output is the probability tensor itself.
@@ -66,6 +68,50 @@ def features(ctx: LoweringContext, name: str) -> tuple[int, int]:
     if len(shape) != 2:
         raise ctx.unsupported(f"{ctx.node.op_type} on a rank-{len(shape)} input (only [N, F])")
     return ctx.fx(name), shape[1]
+
+
+TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble")
+
+
+def exact_tree_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Names of the float32 graph inputs that only tree ensembles read, as their features (and
+    that are not graph outputs): the frontend gives them the IR type f32 (float32 bits, no
+    quantization), so that their splits compare exactly as float32 does."""
+    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node, k))
+    inits = {t.name for t in graph.initializer}
+    outs = {o.name for o in graph.output}
+    exact = set()
+    for inp in graph.input:
+        if inp.name in inits or inp.name in outs or inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        readers = uses.get(inp.name, [])
+        if readers and all(n.domain == ML and n.op_type in TREE_OPS and k == 0 for n, k in readers):
+            exact.add(inp.name)
+    return exact
+
+
+def tree_features(ctx: LoweringContext, name: str) -> tuple[int, int]:
+    """A tree ensemble's features: f32 [N, F] as they are, anything else as fx32 [N, F]."""
+    shape = ctx.shape_of(name)
+    if len(shape) != 2:
+        raise ctx.unsupported(f"{ctx.node.op_type} on a rank-{len(shape)} input (only [N, F])")
+    if ctx.dtype(name) is DType.F32:
+        return ctx.value(name), shape[1]
+    return features(ctx, name)
+
+
+def threshold(ctx: LoweringContext, value: float, x_type: TensorType) -> int:
+    """A split's threshold in the features' encoding: the float32 bits for f32 features (as
+    onnxruntime compares, in float32), else fixed point with the features' bits."""
+    t = np.float32(value)
+    if np.isnan(t):
+        raise ModelError(f"{ctx.where()}: a split threshold is NaN")
+    if x_type.dtype is DType.F32:
+        return int(fp.f32_bits(t))
+    return int(fp.quantize(t, x_type.frac))
 
 
 def fine_const(ctx: LoweringContext, name: str, arr: np.ndarray) -> int:
@@ -225,7 +271,7 @@ def zipmap(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 # -- tree ensembles ----------------------------------------------------------------------
 
 
-def forest_tables(ctx: LoweringContext, a: dict, prefix: str, n_features: int, x_frac: int):
+def forest_tables(ctx: LoweringContext, a: dict, prefix: str, n_features: int, x_type: TensorType):
     """The nodes table (roots first), leaf targets and float leaf weights, and the tree count and
     depth, from the ONNX-ML node and `prefix`_* (class or target) weight attributes."""
     where = ctx.where()
@@ -303,9 +349,8 @@ def forest_tables(ctx: LoweringContext, a: dict, prefix: str, n_features: int, x
         else:
             if not 0 <= feats[i] < n_features:
                 raise ModelError(f"{where}: a node tests feature {feats[i]} of {n_features}")
-            thr = int(fp.quantize(np.float32(values[i]), x_frac))
             t, f = kids(i)
-            table.append([mode_codes[i], int(feats[i]), thr, row_of[t], row_of[f]])
+            table.append([mode_codes[i], int(feats[i]), threshold(ctx, values[i], x_type), row_of[t], row_of[f]])
     return (np.asarray(table, np.int32).reshape(-1, 5), np.asarray(targets, np.int32),
             np.asarray(weights, np.float64), len(trees), depth)
 
@@ -314,9 +359,9 @@ def emit_forest(ctx: LoweringContext, node: onnx.NodeProto, a: dict, prefix: str
                 aggregate: str, base: list[float], out: str) -> int:
     """A tree_ensemble node; `prefix` names the weight attributes (class_*, target_*), or is
     None for the opset-5 TreeEnsemble's layout (tree_roots, leaf_*)."""
-    x, f = features(ctx, node.input[0])
+    x, f = tree_features(ctx, node.input[0])
     tables = forest_tables if prefix is not None else forest_tables_v5
-    table, targets, weights, n_trees, depth = tables(ctx, a, prefix, f, ctx.frac_of(x))
+    table, targets, weights, n_trees, depth = tables(ctx, a, prefix, f, ctx.builder.type_of(x))
     if len(targets) and not (0 <= targets.min() and targets.max() < n_targets):
         raise ModelError(f"{ctx.where()}: a leaf weight's {prefix} id is outside 0..{n_targets - 1}")
     both = np.concatenate([weights, np.asarray(base, np.float64)])
@@ -350,7 +395,7 @@ def tree_depth(ctx: LoweringContext, roots: list[int], kids: Callable[[int], lis
     return depth
 
 
-def forest_tables_v5(ctx: LoweringContext, a: dict, _prefix: None, n_features: int, x_frac: int):
+def forest_tables_v5(ctx: LoweringContext, a: dict, _prefix: None, n_features: int, x_type: TensorType):
     """forest_tables for the opset-5 TreeEnsemble: splits indexed by node, each child either a
     split or a leaf (one target and weight per leaf), trees given by `tree_roots`."""
     where = ctx.where()
@@ -406,8 +451,8 @@ def forest_tables_v5(ctx: LoweringContext, a: dict, _prefix: None, n_features: i
             continue
         if not 0 <= feats[idx] < n_features:
             raise ModelError(f"{where}: a node tests feature {feats[idx]} of {n_features}")
-        thr = int(fp.quantize(np.float32(splits[idx]), x_frac))
-        table.append([modes[idx] + 1, int(feats[idx]), thr, row_of[child(idx, 0)], row_of[child(idx, 1)]])
+        table.append([modes[idx] + 1, int(feats[idx]), threshold(ctx, splits[idx], x_type),
+                      row_of[child(idx, 0)], row_of[child(idx, 1)]])
     return (np.asarray(table, np.int32).reshape(-1, 5), np.asarray(leaf_targets, np.int32),
             np.asarray(leaf_weights, np.float64), len(roots), depth)
 

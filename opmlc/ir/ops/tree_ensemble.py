@@ -5,10 +5,11 @@ every weight does), and the kernel walks them with a loop, so the program is the
 forest of the same sizes.
 
 Inputs:
-- x: fx32 [N, F] (frac f), the features.
+- x: fx32 [N, F] (frac f), or f32 [N, F] (float32 bit patterns), the features.
 - nodes: i32 [M, 5], one row per tree node, rows 0..n_trees-1 being the roots of trees
   0..n_trees-1. A split row is (mode, feature, threshold, true_row, false_row) with mode
-  1 LEQ (x ≤ t), 2 LT, 3 GTE, 4 GT, 5 EQ, 6 NEQ and the threshold in x's fractional bits f.
+  1 LEQ (x ≤ t), 2 LT, 3 GTE, 4 GT, 5 EQ, 6 NEQ and the threshold in x's encoding: fixed point
+  with x's fractional bits f, or float32 bits.
   A leaf row is (0, first, end, 0, 0): its weights are entries first..end-1 of the next two.
 - targets: i32 [W], the target (class) of each leaf weight.
 - weights: fx32 [W] (frac fw), the leaf weights.
@@ -19,8 +20,11 @@ min, max), `n_targets` T ≥ 1, `frac` (the output's bits fo).
 
 Semantics, per row and tree t: start at row t and, at most `depth` times, stop at a leaf or
 move to true_row if the comparison holds, else to false_row. Comparisons are exact on int32:
-x_q OP t_q. If the walk ends on a leaf, each of its weight entries k (clipped to 0..W-1) with
-0 ≤ targets[k] < T goes to its target: summed in wrap-around int64 (sum, average), or its
+x_q OP t_q for fx32, key(x) OP key(t) for f32, where key (fixedpoint.f32_key) is the bits for a
+positive sign and minus the magnitude bits for a negative one, so that it compares exactly as
+float32 does (−0 = +0; a NaN's bits, which the input edge refuses, order beyond ±inf). If the
+walk ends on a leaf, each of its weight entries k (clipped to 0..W-1) with 0 ≤ targets[k] < T
+goes to its target: summed in wrap-around int64 (sum, average), or its
 minimum/maximum taken (min, max). A walk that leaves the table (a row outside 0..M-1), or
 stops at a split after `depth` steps, contributes nothing; a feature index outside 0..F-1 reads
 0; an unknown mode compares false. (The frontend builds well-formed tables; these rules only
@@ -28,7 +32,9 @@ make every table, however malformed, mean exactly one thing on every backend.)
 Per target: sum → acc + base; average → round_div(acc, n_trees) + base; min/max → (the extreme
 weight, or 0 if no reached leaf scored the target) + base; then `to_fx(·, fw, fo)`.
 
-Quantization: x and the thresholds are both round(v · 2^f) with the same f, a monotone map, so
+Quantization: with f32 features nothing is quantized before the comparison, and every split
+goes as onnxruntime's float32 comparison goes. With fx32 features (a tree behind another op,
+a Scaler say), x and the thresholds are both round(v · 2^f) with the same f, a monotone map, so
 the fixed-point comparison equals the float one except when x and t fall into one quantization
 step (|x − t| < 2^-f): then LEQ/GTE/EQ may hold, and LT/GT/NEQ fail, where float says otherwise.
 Leaf weights are rounded to fw bits: a score is within n_trees · 2^-(fw+1) (+ the final
@@ -66,8 +72,8 @@ class TreeEnsemble(Op):
     def infer(self, inputs: list[TensorType], attrs: dict) -> TensorType:
         self.check_arity(inputs)
         x, nodes, targets, weights = inputs[:4]
-        if x.dtype is not DType.FX32 or len(x.shape) != 2 or x.shape[1] < 1:
-            raise IRTypeError(f"tree_ensemble features must be fx32 [N, F ≥ 1], got {x}")
+        if x.dtype not in (DType.FX32, DType.F32) or len(x.shape) != 2 or x.shape[1] < 1:
+            raise IRTypeError(f"tree_ensemble features must be fx32 or f32 [N, F ≥ 1], got {x}")
         if nodes.dtype is not DType.I32 or len(nodes.shape) != 2 or nodes.shape[1] != ROW:
             raise IRTypeError(f"tree_ensemble nodes must be i32 [M, {ROW}], got {nodes}")
         if targets.dtype is not DType.I32 or weights.dtype is not DType.FX32 \
@@ -89,6 +95,10 @@ class TreeEnsemble(Op):
     ) -> np.ndarray:
         x = fp.as_i64(args[0])
         nodes = fp.as_i64(args[1])
+        if types[0].dtype is DType.F32:  # float32 bits compare as their keys
+            x = fp.f32_key(x)
+            nodes = nodes.copy()
+            nodes[:, 2] = fp.f32_key(nodes[:, 2])
         targets, weights = fp.as_i64(args[2]), fp.as_i64(args[3])
         n, f = x.shape
         m, w = nodes.shape[0], targets.shape[0]

@@ -1,0 +1,225 @@
+"""A build is checked before it is used: what `Build.load` runs for every backend and command.
+
+The manifest is the build's public record (opmlc/artifact.py), and every other file of the build
+is checked against it: the manifest's fields and their types, graph.json (by the sha256 the
+manifest records, then parsed and verified, its IR text equal to the manifest's `ir`, its
+inputs, outputs, initializers and counts equal to the manifest's), every initializer by its root (the stored bytes hash to the root the manifest
+names and have the padded size of the tensor's type), and model.elf by its sha256 (its entry
+point, regions and task base roots equal to the manifest's). Anything else is a BuildError of
+one line naming the file and the field; a malformed build never reaches a backend and never
+gives a traceback.
+
+Costs: hashing the initializers is about 0.2 s per MB of weights; the base roots one memory
+root, then one page's path per node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opmlc.commit import from_bytes, region_size
+from opmlc.errors import BuildError
+from opmlc.ir.graph import Graph
+from opmlc.ir.types import TensorType
+from vm.merkle import subtree_root
+
+HEX32 = re.compile(r"0x[0-9a-f]{64}\Z")
+SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+ADDR = re.compile(r"0x[0-9a-f]{8}\Z")
+
+# The manifest's schema: a dict maps required fields to their specs, [spec] is a list of spec,
+# {str: spec} a dict of any keys; int excludes bool. Fields not named here are allowed (and
+# ignored), so that a later version can add some.
+IO = {"name": str, "value": int, "dtype": str, "shape": [int], "frac": int}
+SCHEMA = {
+    "format": int,
+    "opmlc_version": str,
+    "model": {"file": str, "sha256": SHA256, "opset": int},
+    "quantization": {"method": str, "default_frac": int, "given": {str: int}, "per_tensor": {str: int},
+                     "input_ranges": {str: [float]}, "declared_ranges": {str: [float]}},
+    "input_shapes": {str: [int]},
+    "batch_defaulted": [str],
+    "graph": str,
+    "graph_sha256": SHA256,
+    "inputs": [IO],
+    "outputs": [IO],
+    "initializers": [{**IO, "root": HEX32}],
+    "n_values": int,
+    "n_nodes": int,
+    "ir": str,
+    "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
+                "regions": [{"value": int, "addr": int, "size": int}],
+                "base_roots": {"whole": HEX32, "nodes": [HEX32]}},
+}
+
+
+KIND = re.compile(r"(input|init|node)\Z")
+GRAPH_SCHEMA = {
+    "name": str,
+    "values": [{"id": int, "name": str, "kind": KIND, "dtype": str, "shape": [int], "frac": int}],
+    "nodes": [{"op": str, "inputs": [int], "output": int, "attrs": {str: object}, "name": str}],
+    "inputs": [int],
+    "outputs": [int],
+}
+
+
+def check_schema(value: Any, spec: Any, where: str) -> None:
+    """Raise ValueError naming the first field of `value` that does not fit `spec`."""
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) is str:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be an object")
+        for k, v in value.items():
+            check_schema(v, spec[str], f"{where}.{k}")
+    elif isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where or 'the manifest'} must be an object")
+        for k, sub in spec.items():
+            if k not in value:
+                raise ValueError(f"{where + '.' if where else ''}{k} is missing")
+            check_schema(value[k], sub, f"{where + '.' if where else ''}{k}")
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list")
+        for i, v in enumerate(value):
+            check_schema(v, spec[0], f"{where}[{i}]")
+    elif isinstance(spec, re.Pattern):
+        if not isinstance(value, str) or not spec.match(value):
+            raise ValueError(f"{where} must be a string like {spec.pattern!r}")
+    elif spec is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{where} must be an integer")
+    elif not isinstance(value, spec):
+        raise ValueError(f"{where} must be a {spec.__name__}")
+
+
+def read_json(path: Path, directory: Path, sha256: str | None = None) -> Any:
+    """The JSON in `path`; with `sha256`, only if the file's bytes hash to it."""
+    try:
+        raw = path.read_bytes()
+        if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+            raise BuildError(f"{path}: does not match the sha256 in the manifest (corrupted?); compile the model again")
+        return json.loads(raw)
+    except FileNotFoundError:
+        raise BuildError(f"{directory}: {path.name} is missing; compile the model again") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BuildError(f"{path}: not readable JSON ({type(exc).__name__}); compile the model again") from None
+
+
+def check_manifest(manifest: Any, directory: Path) -> None:
+    try:
+        check_schema(manifest, SCHEMA, "")
+    except ValueError as exc:
+        raise BuildError(f"{directory / 'manifest.json'}: {exc}; compile the model again") from None
+    if not manifest["outputs"]:
+        raise BuildError(f"{directory / 'manifest.json'}: outputs is empty; compile the model again")
+
+
+def load_initializers(manifest: dict, graph_json: Any, directory: Path, store) -> dict[int, np.ndarray]:
+    """Every initializer the manifest lists, read from the store and checked against its root."""
+    bad = f"{directory / 'manifest.json'}: initializers"
+    values = graph_json.get("values") if isinstance(graph_json, dict) else None
+    if not isinstance(values, list):
+        raise BuildError(f"{directory / 'graph.json'}: values must be a list; compile the model again")
+    inits = {}
+    for i, rec in enumerate(manifest["initializers"]):
+        try:
+            t = TensorType.from_json(rec)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BuildError(f"{bad}[{i}]: {exc}; compile the model again") from None
+        root = bytes.fromhex(rec["root"][2:])
+        try:
+            data = store.get(root)
+        except KeyError as exc:
+            raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+        if len(data) != region_size(t) or subtree_root(data) != root:
+            raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root or "
+                             f"has the wrong size for {t}; the store is corrupted, compile the model again")
+        if rec["value"] in inits:
+            raise BuildError(f"{bad}[{i}]: value {rec['value']} is listed twice; compile the model again")
+        inits[rec["value"]] = from_bytes(data, t)
+    return inits
+
+
+def load_graph(graph_json: Any, inits: dict[int, np.ndarray], directory: Path) -> Graph:
+    try:
+        check_schema(graph_json, GRAPH_SCHEMA, "")
+        graph = Graph.from_json(graph_json, inits)
+        n_in, n_init = len(graph.inputs), len(graph.initializers)
+        for v in graph.values:
+            want = "input" if v.id < n_in else "init" if v.id < n_in + n_init else "node"
+            if v.kind != want:
+                raise ValueError(f"value %{v.id} is of kind {v.kind!r}, not {want!r}")
+        return graph
+    except Exception as exc:  # noqa: BLE001 — any failure to parse or verify means a malformed graph.json
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise BuildError(f"{directory / 'graph.json'}: malformed ({type(exc).__name__}: {text}); "
+                         "compile the model again") from None
+
+
+def check_graph_against_manifest(manifest: dict, graph: Graph, directory: Path) -> None:
+    def fail(what: str) -> BuildError:
+        return BuildError(f"{directory}: graph.json and manifest.json disagree on {what}; compile the model again")
+
+    if graph.to_text() != manifest["ir"]:
+        raise fail("the IR")
+    if manifest["n_values"] != len(graph.values) or manifest["n_nodes"] != len(graph.nodes):
+        raise fail("the number of values or nodes")
+    for key, ids in (("inputs", graph.inputs), ("outputs", graph.outputs)):
+        recs = manifest[key]
+        if [r["value"] for r in recs] != list(ids):
+            raise fail(key)
+        for r in recs:
+            if {k: r[k] for k in ("dtype", "shape", "frac")} != graph.values[r["value"]].type.to_json():
+                raise fail(f"the type of {key[:-1]} {r['name']!r}")
+    for r in manifest["initializers"]:
+        if graph.values[r["value"]].type.to_json() != {k: r[k] for k in ("dtype", "shape", "frac")}:
+            raise fail(f"the type of initializer {r['name']!r}")
+
+
+def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
+    """The entry point and Program.base_roots(n_nodes) of an ELF, from one memory: the tasks
+    differ only in the descriptor word, so each further root rehashes one page's path."""
+    from vm.loader import TASK_DESCRIPTOR_ADDR, WHOLE_GRAPH, initial_state
+
+    state = initial_state(elf, WHOLE_GRAPH)
+    whole = state.memory.root()
+    nodes = []
+    for k in range(n_nodes):
+        state.memory.write_u32(TASK_DESCRIPTOR_ADDR, k)
+        nodes.append("0x" + state.memory.root().hex())
+    return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
+
+
+def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
+    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
+    from opmlc.backend.regions import assign_regions
+    from vm.loader import ElfError
+
+    program = manifest["program"]
+    name = program["elf"]
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise BuildError(f"{directory / 'manifest.json'}: program.elf must be a file name in the build; "
+                         "compile the model again")
+    path = directory / name
+    try:
+        elf = path.read_bytes()
+    except OSError:
+        raise BuildError(f"{path}: missing; compile the model again") from None
+    if hashlib.sha256(elf).hexdigest() != program["sha256"]:
+        raise BuildError(f"{path}: does not match the sha256 in the manifest (corrupted?); compile the model again")
+    regions = [r.to_json() for r in assign_regions(graph)]
+    if program["regions"] != regions:
+        raise BuildError(f"{directory / 'manifest.json'}: program.regions do not match the graph; compile the model again")
+    try:
+        entry, roots = base_roots(elf, len(graph.nodes))
+    except (ElfError, ValueError) as exc:
+        raise BuildError(f"{path}: {exc}; compile the model again") from None
+    if program["entry"] != f"0x{entry:08x}" or program["base_roots"] != roots:
+        raise BuildError(f"{directory / 'manifest.json'}: program.entry or program.base_roots do not match "
+                         f"{name}; compile the model again")
