@@ -37,4 +37,5 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     reduce,
     shape,
     softmax,
+    topk,
 )
