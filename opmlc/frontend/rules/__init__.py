@@ -34,6 +34,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     linear,
     ml,
     ml_features,
+    ml_svm,
     movement,
     reduce,
     scan,

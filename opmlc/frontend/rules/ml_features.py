@@ -43,6 +43,7 @@ def array_feature_extractor(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         reshape_to(ctx, y, (n,), flat)
     picked = f"{out}/picked"
     saved = ctx.node
-    RULES["Gather"](ctx, onnx.helper.make_node("Gather", [x, flat], [picked], name=picked, axis=len(shape) - 1))
+    ctx.node = onnx.helper.make_node("Gather", [x, flat], [picked], name=saved.name, axis=len(shape) - 1)
+    RULES["Gather"](ctx, ctx.node)  # rules read their attributes from ctx.node
     ctx.node = saved
     reshape_to(ctx, picked, (1, n) if len(shape) == 1 else (*shape[:-1], n), out)

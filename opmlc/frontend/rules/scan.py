@@ -154,7 +154,8 @@ def _slice(ctx: LoweringContext, src: str, axis: int, index: int, out: str) -> N
     idx = f"{out}/index"
     ctx.bind(idx, Const(np.asarray(index, dtype=np.int64)))
     saved = ctx.node
-    RULES["Gather"](ctx, onnx.helper.make_node("Gather", [src, idx], [out], name=out, axis=axis))
+    ctx.node = onnx.helper.make_node("Gather", [src, idx], [out], name=saved.name, axis=axis)
+    RULES["Gather"](ctx, ctx.node)  # rules read their attributes from ctx.node
     ctx.node = saved
 
 
