@@ -37,7 +37,8 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     opset = default_opset(model)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
+    only_ml = opset == 0 and all(imp.domain == "ai.onnx.ml" for imp in model.opset_import)
+    if not only_ml and not MIN_OPSET <= opset <= MAX_OPSET:  # an ONNX-ML-only graph has no default opset
         raise UnsupportedError(
             f"{path}: opset {opset} of the default domain is not supported "
             f"(supported: {MIN_OPSET}..{MAX_OPSET}); convert the model with onnx.version_converter"
