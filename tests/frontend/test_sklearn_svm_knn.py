@@ -49,6 +49,7 @@ def fit(name: str):
             "knn_iris": lambda: KNeighborsClassifier(K),
             "knn_iris_small": lambda: KNeighborsClassifier(K),
             "knn_diabetes": lambda: KNeighborsRegressor(K),
+            "knn_diabetes_small": lambda: KNeighborsRegressor(K),
             "svc_linear_iris": lambda: SVC(kernel="linear"),
             "svc_rbf_iris": lambda: SVC(kernel="rbf"),
             "svc_poly_iris": lambda: SVC(kernel="poly", degree=3),
@@ -59,12 +60,13 @@ def fit(name: str):
             "svr_rbf_diabetes": lambda: SVR(kernel="rbf", C=100.0),
             "mlp_digits": lambda: MLPClassifier((16,), max_iter=60, random_state=0),
         }[name]()
-        if name == "knn_iris_small":  # 15 training rows: 15 unrolled Scan steps, for the backends
-            return est.fit(x[::10], y[::10])
+        if name.endswith("_small"):  # 15 training rows: 15 unrolled Scan steps, for the backends
+            return est.fit(x[::10][:15], y[::10][:15])
         return est.fit(x, y)
 
 
-DATASET = {"knn_iris": "iris", "knn_iris_small": "iris", "knn_diabetes": "diabetes", "svc_linear_iris": "iris",
+DATASET = {"knn_iris": "iris", "knn_iris_small": "iris", "knn_diabetes": "diabetes",
+           "knn_diabetes_small": "diabetes", "svc_linear_iris": "iris",
            "svc_rbf_iris": "iris", "svc_poly_iris": "iris", "svc_sigmoid_iris": "iris", "svc_rbf_cancer": "cancer",
            "svc_linear_cancer": "cancer", "svr_linear_diabetes": "diabetes", "svr_rbf_diabetes": "diabetes",
            "mlp_digits": "digits"}
@@ -177,7 +179,8 @@ def test_regression_values_within_their_bound(models, name):
     assert err.max() < bound
 
 
-BACKEND_MODELS = ["knn_iris_small", "svc_rbf_iris", "svc_linear_cancer", "svr_rbf_diabetes", "mlp_digits"]
+BACKEND_MODELS = ["knn_iris_small", "knn_diabetes_small", "svc_rbf_iris", "svc_linear_cancer", "svr_linear_diabetes",
+                  "svr_rbf_diabetes", "mlp_digits"]
 
 
 @pytest.mark.parametrize("name", BACKEND_MODELS)
@@ -193,8 +196,11 @@ def test_interpreter_native_and_vm_agree(models, name, tmp_path):
 
 def test_svc_probabilities_are_refused_by_name(tmp_path):
     x, y = data("iris")
-    est = SVC(kernel="rbf", probability=True, random_state=0).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn deprecates probability=True, still exported
+        est = SVC(kernel="rbf", probability=True, random_state=0).fit(x, y)
+        model = skl2onnx.to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 1})
     path = tmp_path / "svc_proba.onnx"
-    onnx.save(skl2onnx.to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 1}), path)
+    onnx.save(model, path)
     with pytest.raises(UnsupportedError, match="prob_a/prob_b"):
         lower_model(path)
