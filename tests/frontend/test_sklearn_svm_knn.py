@@ -204,3 +204,29 @@ def test_svc_probabilities_are_refused_by_name(tmp_path):
     onnx.save(model, path)
     with pytest.raises(UnsupportedError, match="prob_a/prob_b"):
         lower_model(path)
+
+
+def test_every_node_of_an_svc_and_a_knn_runs_as_its_own_vm_task(models, tmp_path):
+    """The dispute's per-node tasks: each node of the SVC (votes, i64 label) and of the small
+    KNN's TopK picks, run alone in the VM on the interpreter's inputs, gives its value."""
+    from opmlc.api import quantize_inputs
+    from opmlc.backend.program import build_program
+    from opmlc.commit import tensor_root
+    from opmlc.ir.interpreter import run_graph
+    from tests.kernels.harness import run_vm
+
+    for name in ("svc_linear_cancer", "knn_iris_small"):
+        path, _ = models[name]
+        x, _ = data(DATASET[name])
+        build = compile_model(path, tmp_path / name, input_shapes={"X": (1, x.shape[1])})
+        g = build.graph
+        values = run_graph(g, quantize_inputs(build, [x[40:41]]))
+        program = build_program(g)
+        # the KNN from its Scan's last step on: TopK's picks, the labels and the votes
+        first = min(k for k, n in enumerate(g.nodes) if "/t14/" in n.name) if name.startswith("knn") else 0
+        nodes = range(first, len(g.nodes))
+        for k in nodes:
+            t = g.values[g.nodes[k].output].type
+            state, (got,) = run_vm(g, program, values, node=k)
+            assert state.exit_code == 0 and tensor_root(got, t) == tensor_root(values[g.nodes[k].output], t), (name, k)
+        assert {g.nodes[k].op for k in nodes} >= {"reduce", "matmul" if name.startswith("svc") else "where"}
