@@ -230,3 +230,32 @@ def test_every_node_of_an_svc_and_a_knn_runs_as_its_own_vm_task(models, tmp_path
             state, (got,) = run_vm(g, program, values, node=k)
             assert state.exit_code == 0 and tensor_root(got, t) == tensor_root(values[g.nodes[k].output], t), (name, k)
         assert {g.nodes[k].op for k in nodes} >= {"reduce", "matmul" if name.startswith("svc") else "where"}
+
+
+@pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX"])
+def test_svm_classifier_scores_and_post_transforms_equal_onnxruntime(models, transform, tmp_path):
+    """The SVMClassifier node alone (skl2onnx's SVC on iris), its post_transform set: labels
+    equal, the one-vs-one scores within 2^(8−f)·(1 + |score|); a two-class SVM refuses anything
+    but NONE (onnxruntime then writes [1 − d, d] of the raw decision)."""
+    model = onnx.load(models["svc_rbf_iris"][0])
+    node = next(n for n in model.graph.node if n.op_type == "SVMClassifier")
+    for at in node.attribute:
+        if at.name == "post_transform":
+            at.s = transform.encode()
+    g = onnx.helper.make_graph([node], "svm", list(model.graph.input), [
+        onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.INT64, [None]),
+        onnx.helper.make_tensor_value_info(node.output[1], onnx.TensorProto.FLOAT, [None, 3])])
+    path = tmp_path / "svm.onnx"
+    onnx.save(onnx.helper.make_model(g, opset_imports=list(model.opset_import)), path)
+    x, _ = data("iris")
+    _, _, low, (labels, scores), (ref_labels, ref_scores) = run_both(path, x)
+    assert np.array_equal(labels, ref_labels)
+    assert np.all(np.abs(scores - ref_scores) <= 2.0 ** (8 - low) * (1 + np.abs(ref_scores)))
+    binary = onnx.load(models["svc_linear_cancer"][0])
+    for n in binary.graph.node:
+        for at in n.attribute:
+            if n.op_type == "SVMClassifier" and at.name == "post_transform":
+                at.s = b"LOGISTIC"
+    onnx.save(binary, tmp_path / "binary.onnx")
+    with pytest.raises(UnsupportedError, match="post_transform LOGISTIC of SVMClassifier with 2 classes"):
+        lower_model(tmp_path / "binary.onnx")

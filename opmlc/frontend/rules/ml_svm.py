@@ -10,10 +10,13 @@ The meaning followed where the ONNX-ML spec is open is onnxruntime's (1.32, svmc
   d = Σ_{s ∈ i} coef[j−1][s]·K[s] + Σ_{s ∈ j} coef[i][s]·K[s] + rho[p]: one matmul of K with a
   [pairs, vectors] matrix. d > 0 votes for i, else j; the label is the first class with the
   most votes (votes are exact small integers: a 0/1 matrix product at 0 fractional bits).
-  The score output is the pairs' decisions for three classes or more, [−d, d] for two.
+  The score output is the pairs' decisions for three classes or more (post_transform NONE,
+  LOGISTIC or SOFTMAX over them), [−d, d] for two (NONE only: onnxruntime then writes [1 − d, d]
+  of the raw decision for any other transform, which opmlc does not mimic).
 - regressor: K·coef + rho[0] (x·coef + rho[0] without support vectors); one_class gives ±1.
-Refused by name: post_transform other than NONE, string labels, the liblinear layout of
-SVMClassifier (no vectors_per_class), non-integer POLY degrees, and prob_a/prob_b (SVC's
+Refused by name: other post_transforms (PROBIT, SOFTMAX_ZERO; any but NONE for SVMRegressor),
+string labels, the liblinear layout of SVMClassifier (no vectors_per_class), non-integer POLY
+degrees, and prob_a/prob_b (SVC's
 probability=True: libsvm's pairwise coupling is an iterative solve with a data-dependent stop,
 which opmlc does not reproduce — export the SVC without probability=True).
 
@@ -31,7 +34,15 @@ import onnx
 
 from opmlc.errors import ModelError
 from opmlc.frontend.context import LoweringContext
-from opmlc.frontend.rules.ml import _str, argmax_labels, attributes, features, fine_const, ml_rule
+from opmlc.frontend.rules.ml import (
+    _str,
+    argmax_labels,
+    attributes,
+    features,
+    fine_const,
+    ml_rule,
+    post_transform,
+)
 from opmlc.ir.types import DType, TensorType
 
 KERNELS = ("LINEAR", "POLY", "RBF", "SIGMOID")
@@ -105,7 +116,7 @@ def svm_classifier(ctx: LoweringContext, node: onnx.NodeProto) -> None:
                          "vectors_per_class"})
     if "classlabels_strings" in a:
         raise ctx.unsupported("string class labels (classlabels_strings); only classlabels_ints")
-    no_transform(ctx, a)
+    transform = _str(a.get("post_transform", "NONE"))
     label_out, score_out = [*node.output, "", ""][:2]
     if (a.get("prob_a") or a.get("prob_b")) and score_out:
         raise ctx.unsupported("SVMClassifier probabilities (prob_a/prob_b, from SVC(probability=True)): "
@@ -154,9 +165,14 @@ def svm_classifier(ctx: LoweringContext, node: onnx.NodeProto) -> None:
                                     ctx.builder.add_initializer(f"{base}/vote_base", against, TensorType(DType.FX32, against.shape, 0))],
                          {"frac": 0, "transpose_b": True}, f"{base}/votes")
         argmax_labels(ctx, votes, labels, label_out)
+    if transform != "NONE" and (c == 2 or transform not in ("LOGISTIC", "SOFTMAX")):
+        # two classes: onnxruntime writes [1 − d, d] of the raw decision whatever the transform
+        raise ctx.unsupported(f"post_transform {transform} of SVMClassifier with {c} classes "
+                              "(NONE, or LOGISTIC/SOFTMAX with three classes or more)")
     if score_out:
         if c > 2:
-            ctx.bind(score_out, dec)
+            ctx.bind(dec_name, dec)
+            post_transform(ctx, dec_name, transform, score_out)
         else:
             neg = ctx.emit("unary", [dec], {"kind": "neg", "frac": ctx.frac_of(dec)}, f"{score_out}/negative")
             ctx.bind(score_out, ctx.emit("concat", [neg, dec], {"axis": 1, "frac": ctx.frac_of(dec)}, score_out))
