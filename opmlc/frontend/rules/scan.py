@@ -159,6 +159,17 @@ def _slice(ctx: LoweringContext, src: str, axis: int, index: int, out: str) -> N
     ctx.node = saved
 
 
+def _joined(ctx: LoweringContext, parts: list[str], axis: int, out: str) -> None:
+    """Concatenate `parts` (one dtype, or fx32 when any is) along `axis` as `out`."""
+    dts = {ctx.dtype(p) for p in parts}
+    refs = [ctx.fx(p) if DType.FX32 in dts else ctx.value(p) for p in parts]
+    attrs = {"axis": axis}
+    if DType.FX32 in dts:
+        fracs = {ctx.frac_of(r) for r in refs}
+        attrs["frac"] = fracs.pop() if len(fracs) == 1 else ctx.policy.activation(out)
+    ctx.bind(out, refs[0] if len(refs) == 1 else ctx.emit("concat", refs, attrs, out))
+
+
 def _stack(ctx: LoweringContext, parts: list[str], axis: int, out: str) -> None:
     """Stack the iterations' values along a new `axis`."""
     arrays = [ctx.const(p) for p in parts]
@@ -167,17 +178,15 @@ def _stack(ctx: LoweringContext, parts: list[str], axis: int, out: str) -> None:
         return
     shape = list(ctx.shape_of(parts[0]))
     axis = axis + len(shape) + 1 if axis < 0 else axis
+    if axis == 0 and shape and all(arr is None for arr in arrays):
+        # along axis 0, stacking is concatenation then one reshape: no reshape node per step
+        _joined(ctx, parts, 0, f"{out}/joined")
+        reshape_to(ctx, f"{out}/joined", (len(parts), *shape), out)
+        return
     one = tuple(shape[:axis] + [1] + shape[axis:])
-    dts = {ctx.dtype(p) for p in parts}
-    refs = []
     for k, (p, arr) in enumerate(zip(parts, arrays, strict=True)):
         if arr is not None:
             ctx.bind(f"{out}/part{k}", Const(arr.reshape(one)))
         else:
             reshape_to(ctx, p, one, f"{out}/part{k}")
-        refs.append(ctx.fx(f"{out}/part{k}") if DType.FX32 in dts else ctx.value(f"{out}/part{k}"))
-    attrs = {"axis": axis}
-    if DType.FX32 in dts:
-        fracs = {ctx.frac_of(r) for r in refs}
-        attrs["frac"] = fracs.pop() if len(fracs) == 1 else ctx.policy.activation(out)
-    ctx.bind(out, refs[0] if len(refs) == 1 else ctx.emit("concat", refs, attrs, out))
+    _joined(ctx, [f"{out}/part{k}" for k in range(len(parts))], axis, out)
