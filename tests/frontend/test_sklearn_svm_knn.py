@@ -259,3 +259,14 @@ def test_svm_classifier_scores_and_post_transforms_equal_onnxruntime(models, tra
     onnx.save(binary, tmp_path / "binary.onnx")
     with pytest.raises(UnsupportedError, match="post_transform LOGISTIC of SVMClassifier with 2 classes"):
         lower_model(tmp_path / "binary.onnx")
+
+
+def test_string_class_labels_are_refused_by_name(tmp_path):
+    x, y = data("iris")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((4,), max_iter=5, random_state=0).fit(x, np.array(["a", "b", "c"])[y])
+        model = skl2onnx.to_onnx(est, x[:1], target_opset={"": 17, "ai.onnx.ml": 1})
+    onnx.save(model, tmp_path / "mlp_strings.onnx")
+    with pytest.raises(UnsupportedError, match="ArrayFeatureExtractor of strings"):
+        lower_model(tmp_path / "mlp_strings.onnx")

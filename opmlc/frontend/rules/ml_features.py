@@ -28,6 +28,9 @@ def array_feature_extractor(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         raise ctx.unsupported(f"attribute(s) {sorted(ctx.attrs())} of ArrayFeatureExtractor")
     x, y = node.input[0], node.input[1]
     out = node.output[0]
+    data = ctx.const(x)
+    if data is not None and data.dtype.kind in "OSU":
+        raise ctx.unsupported("ArrayFeatureExtractor of strings (string class labels); only numeric labels")
     shape = ctx.shape_of(x)
     if not shape:
         raise ctx.unsupported("ArrayFeatureExtractor of a scalar")
