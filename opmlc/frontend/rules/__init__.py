@@ -33,8 +33,12 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     elementwise,
     linear,
     ml,
+    ml_features,
+    ml_svm,
     movement,
     reduce,
+    scan,
     shape,
     softmax,
+    topk,
 )
