@@ -273,7 +273,7 @@ def demo_cmd(
     input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy per model input (default: a sample).")] = None,
     rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "seconds"}.')
+        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "credited", "seconds"}.')
     ] = False,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.

@@ -171,9 +171,21 @@ def test_pause_and_resume_are_events(world: World) -> None:
         )
     assert [e["taskId"] for e in events(world.registry, "ChallengeWindowPaused", r)] == [task_id]
     game_id = event(world.registry, "Challenged", r)["gameId"]
+    start = world.chain.w3.eth.block_number
     world.play(game_id, server, world.side(tamper=2))
     (resumed,) = world.registry.events.ChallengeWindowResumed().get_logs(
-        from_block=0, argument_filters={"taskId": task_id}
+        from_block=start, argument_filters={"taskId": task_id}
     )
     assert resumed["args"]["deadline"] == world.task(task_id)[7]
     assert world.task(task_id)[9] == BACKING - BOND
+
+
+def test_the_registry_holds_exactly_what_it_owes(world: World) -> None:
+    """Solvency, after whatever ran above: the registry's ether is every account's credit, plus
+    every result's free backing, plus the two stakes of every open game."""
+    f = world.registry.functions
+    owed = sum(world.credit(a) for a in world.chain.accounts)
+    for task_id in range(f.taskCount().call()):
+        task = world.task(task_id)
+        owed += task[9] + 2 * BOND * task[6]
+    assert world.chain.w3.eth.get_balance(world.registry.address) == owed > 0
