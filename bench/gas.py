@@ -10,8 +10,10 @@ for each that the contract's post-state hash is the VM's, and measures its execu
   models/digit_sample.npy): a random sample of the trace's steps plus the first step of every distinct
   instruction. Skip with `--no-digits`.
 
-Execution gas = gas used by a transaction calling `step` minus its intrinsic gas (21,000 plus
-calldata at 4/16 gas per zero/non-zero byte), under Cancun rules (toolchain/chain.py says why).
+Execution gas = the gas spent inside `step`, measured in the EVM by contracts/src/GasMeter.sol:
+what a Cancun transaction calling `step` uses beyond its intrinsic gas (21,000 plus calldata at
+4/16 gas per zero/non-zero byte), and the same figure on every chain and fork (a Prague
+transaction may pay EIP-7623's calldata floor instead; toolchain/chain.py says why).
 References: Cannon's MIPS.sol ≈ 58,500 gas per step, ORA's opml ≈ 3.3M gas per step.
 
     python bench/gas.py [--per-mnemonic N] [--digits-sample N] [--no-digits] [--rpc URL] [--json]
@@ -153,8 +155,8 @@ def measure(
                 "class": CLASS_OF.get(name, "other"),
                 "status": w.post_hash[0],
                 "execution_gas": gas.execution,
-                "gas_used": gas.gas_used,
-                "floor_bound": gas.floor_bound,
+                "cancun_transaction_gas": gas.cancun_transaction,
+                "prague_transaction_gas": gas.prague_transaction,
             }
         )
     return out
@@ -173,8 +175,12 @@ def summarise(records: list[dict[str, object]]) -> dict[str, dict[str, float]]:
         if v
     }
     # What a whole step transaction costs (base + calldata + execution), for comparisons made
-    # on that basis.
-    out["all"]["median_tx_gas"] = statistics.median(int(r["gas_used"]) for r in records)  # type: ignore[arg-type]
+    # on that basis: under Cancun, and under Prague's calldata floor.
+    for fork in ("cancun", "prague"):
+        out["all"][f"median_{fork}_tx_gas"] = statistics.median(
+            int(r[f"{fork}_transaction_gas"])  # type: ignore[arg-type]
+            for r in records
+        )
     return out
 
 
@@ -212,8 +218,9 @@ def main() -> int:
     if args.json:
         print(json.dumps({"chain": chain.describe(), "summaries": summaries}, indent=2))
         return 0
-    print(f"MIPS.step execution gas on the {chain.describe()} ({elapsed:.0f} s); every step's")
-    print("post-state hash was checked equal to the Python VM's.")
+    print(f"MIPS.step execution gas on the {chain.describe()} ({elapsed:.0f} s): gas spent inside")
+    print("step, the same on every chain and fork; every step's post-state hash was checked")
+    print("equal to the Python VM's.")
     titles = {
         "random": f"Random pre-states ({args.per_mnemonic} per instruction, panics included)",
         "digits": "Digits MLP, real steps (sampled trace + first step of each instruction)",
@@ -228,7 +235,8 @@ def main() -> int:
     )
     print(
         f"  (a whole step transaction, with its 21,000 base and ~1-2 KB of proof calldata: "
-        f"median {main_summary['median_tx_gas']:,.0f} gas)"
+        f"median {main_summary['median_cancun_tx_gas']:,.0f} gas under Cancun, "
+        f"{main_summary['median_prague_tx_gas']:,.0f} under Prague's calldata floor)"
     )
     print(
         f"  vs Cannon MIPS.sol ≈ {CANNON_GAS_PER_STEP:,}: {headline / CANNON_GAS_PER_STEP:.3f}×"

@@ -408,7 +408,7 @@ def demo_cmd(
     input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy per model input (default: a sample).")] = None,
     rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "seconds"}.')
+        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "credited", "seconds"}.')
     ] = False,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
@@ -452,12 +452,14 @@ def demo_cmd(
 def verify_step_cmd(
     witness: Annotated[Path, typer.Argument(help="A witness from `opmlc prove --step`.")],
     rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {contract_post_hash, vm_post_hash, equal, gas}.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {contract_post_hash, vm_post_hash, equal, gas, cancun_transaction_gas, prague_transaction_gas, chain}; gas is execution gas.")] = False,
 ) -> None:
     """Execute a witnessed step with MIPS.sol on a chain and compare with the VM's post-state hash.
 
     Deploys MIPS.sol (on the embedded chain by default), calls step(pre_state, proof), and exits 0
-    only if the contract's post-state hash equals the witness's.
+    only if the contract's post-state hash equals the witness's. "Execution gas" is the gas spent
+    inside MIPS.step (measured in the EVM by GasMeter.sol): the same figure on every chain and
+    fork, unlike a receipt's gas, which Prague's calldata floor raises.
     """
     from toolchain.chain import call, connect, deploy, execution_gas
     from vm.witness import StepWitness
@@ -472,16 +474,19 @@ def verify_step_cmd(
     mips = deploy(chain, "MIPS", reuse=True)
     fn = mips.functions.step(w.pre_state, w.proof)
     post = bytes(call(fn))
-    gas = execution_gas(chain, fn).execution
+    m = execution_gas(chain, fn)
     equal = post == w.post_hash
     doc = {"contract_post_hash": "0x" + post.hex(), "vm_post_hash": "0x" + w.post_hash.hex(), "equal": equal,
-           "gas": gas, "chain": chain.describe()}
+           "gas": m.execution, "cancun_transaction_gas": m.cancun_transaction,
+           "prague_transaction_gas": m.prague_transaction, "chain": chain.describe()}
     if as_json:
         typer.echo(json.dumps(doc))
     else:
         typer.echo(f"contract post-state hash {doc['contract_post_hash']}")
         typer.echo(f"VM post-state hash       {doc['vm_post_hash']}")
-        typer.echo(f"{'equal' if equal else 'DIFFERENT'}; execution gas {gas} on the {doc['chain']}")
+        typer.echo(f"{'equal' if equal else 'DIFFERENT'}; execution gas {m.execution} on the {doc['chain']}")
+        typer.echo(f"  (gas spent inside MIPS.step, the same on every chain; as a whole transaction "
+                   f"{m.cancun_transaction} under Cancun, {m.prague_transaction} under Prague's calldata floor)")
     raise typer.Exit(0 if equal else 1)
 
 

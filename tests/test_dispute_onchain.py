@@ -1,7 +1,8 @@
 """Whole disputes on the embedded chain with the digits MLP: every lying server loses to the
 honest challenger, every lying challenger loses to the honest server, a party that stops moving
-loses on time, a restarted party resumes from its SQLite file and still wins, bonds go to the
-winner, and an unchallenged result finalizes after the window."""
+loses on time, a restarted party resumes from its SQLite file and still wins, each game's two
+stakes go to its winner, and an unchallenged result finalizes after the window, returning its
+backing (tests/contracts/test_dispute_stakes.py has the collusion and race cases)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 
 from opmlc.dispute.graph_trace import Tamper
-from opmlc.dispute.onchain import DEFAULT_BOND, Deployment, Phase
+from opmlc.dispute.onchain import DEFAULT_BACKED_GAMES, DEFAULT_BOND, Deployment, Phase
 from opmlc.dispute.parties import Challenger, Requester, Server
 from opmlc.dispute.session import settle
 from tests.conftest import MODELS
 from toolchain.errors import ContractReverted
 
 X = np.load(MODELS / "digit_sample.npy")
+BACKING = DEFAULT_BACKED_GAMES * DEFAULT_BOND
 
 
 @pytest.fixture
@@ -48,7 +50,8 @@ def test_a_lying_server_loses_to_the_honest_challenger(game, node):
     assert gid is not None
     g = settle(d, server, challenger, gid)
     assert g.winner == "challenger" and g.node == node and g.reason == 1  # settled by MIPS.step
-    assert credits(d) == (0, 2 * DEFAULT_BOND)
+    # The challenger: both stakes of its game; the server: the backing no game held.
+    assert credits(d) == (BACKING - DEFAULT_BOND, 2 * DEFAULT_BOND)
     assert d.task(task)["status"] != 2  # not finalized: the result was rejected
 
 
@@ -60,7 +63,8 @@ def test_a_lying_challenger_loses_to_the_honest_server(game, kw):
     server, challenger, gid = start(challenger_kw=kw)
     g = settle(d, server, challenger, gid)
     assert g.winner == "server"
-    assert credits(d) == (DEFAULT_BOND, 0)  # the challenger's bond; the server's own returns at finalize
+    assert credits(d) == (DEFAULT_BOND, 0)  # the challenger's stake; the backing returns at finalize
+    assert d.task(d.game(gid).task_id)["backing"] == BACKING
 
 
 def test_a_bad_final_proof_is_rejected_by_the_contract(game):
@@ -107,4 +111,5 @@ def test_an_unchallenged_result_finalizes_after_the_window(game):
         d.send("server", d.chain.accounts[1], d.registry.functions.finalize(task))
     d.advance_time(3601)
     d.send("server", d.chain.accounts[1], d.registry.functions.finalize(task))
-    assert credits(d)[0] == DEFAULT_BOND
+    assert credits(d)[0] == BACKING
+

@@ -2,13 +2,14 @@
 
 This is the bottom of the on-chain side of the pipeline: the dispute code and the CLI get a
 `Chain` from `connect()`, deploy the committed contract artifacts with `deploy()`, and call them
-through web3. `execution_gas()` measures what a call costs beyond its transaction's intrinsic gas,
-which is how bench/gas.py and `opmlc verify-step` report the cost of `MIPS.step`.
+through web3. `execution_gas()` measures the gas a call spends inside the EVM, beyond its transaction's
+intrinsic gas, which is how bench/gas.py and `opmlc verify-step` report the cost of `MIPS.step`.
 
-The embedded chain runs py-evm's Cancun rules, the fork the contracts are compiled for. Cancun also
-keeps the gas measurement exact: from Prague on (EIP-7623) a call with much calldata and little
-computation pays a calldata floor instead, and gas used minus intrinsic gas no longer isolates
-the execution.
+The embedded chain runs py-evm's Cancun rules, the fork the contracts are compiled for. A
+receipt's gas used minus intrinsic gas would isolate the execution only under Cancun: from Prague
+on (EIP-7623) a call with much calldata and little computation pays a calldata floor instead. So
+execution gas is measured inside the EVM (contracts/src/GasMeter.sol), and means the same on
+every chain.
 """
 
 from __future__ import annotations
@@ -178,40 +179,48 @@ def calldata_floor_gas(calldata: bytes) -> int:
 
 @dataclass(frozen=True)
 class GasMeasurement:
-    """The gas of one call, sent as a transaction.
+    """The gas of one call, with one meaning on every chain.
 
-    `execution` = `gas_used` − `intrinsic`: what the EVM spent running the call (the figure Cannon
-    and ORA report per step), without the 21,000 base cost and the calldata charge. `floor_bound`
-    is True when the chain charged the EIP-7623 calldata floor instead (Prague rules): then the
-    execution figure is an upper bound, not a measurement.
+    `execution` is the gas spent inside the callee's frame, measured by GasMeter.sol within the
+    EVM: what a transaction calling it spends beyond its intrinsic gas (the figure Cannon and ORA
+    report per step). It does not depend on how a chain prices transactions, so the embedded
+    chain, anvil under Cancun or Prague, and a testnet give the same number for the same call.
+    `intrinsic` is the 21,000 base plus the calldata charge (EIP-2028); `calldata_floor` the
+    least a Prague (EIP-7623) transaction with this calldata pays.
     """
 
-    gas_used: int
-    intrinsic: int
     execution: int
-    floor_bound: bool
+    intrinsic: int
+    calldata_floor: int
+
+    @property
+    def cancun_transaction(self) -> int:
+        """Gas used by a transaction making this call, under Cancun rules."""
+        return self.intrinsic + self.execution
+
+    @property
+    def prague_transaction(self) -> int:
+        """Gas used by a transaction making this call, under Prague rules (calldata floor)."""
+        return max(self.cancun_transaction, self.calldata_floor)
 
 
 def execution_gas(chain: Chain, call: ContractFunction) -> GasMeasurement:
-    """Sends `call` as a transaction and measures its execution gas from the receipt.
+    """Measures `call`'s execution gas with GasMeter.sol (deployed once per Chain), by eth_call.
 
-    The transaction must succeed; a revert raises ChainError.
+    Nothing is sent or stored. The call must succeed; a revert raises ChainError.
     """
     calldata = bytes.fromhex(call._encode_transaction_data()[2:])
+    meter = deploy(chain, "GasMeter", reuse=True)
     try:
-        tx_hash = call.transact({"from": chain.sender})
-        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+        used, _ = meter.functions.measure(call.address, calldata).call({"from": chain.sender})
     except Exception as exc:
+        if revert_data(exc) is not None:
+            raise ChainError(f"the measured call reverted on the {chain.describe()}") from None
         raise ChainError(f"the measured call failed on the {chain.describe()}: {exc}") from None
-    if receipt["status"] != 1:
-        raise ChainError(f"the measured call reverted on the {chain.describe()}")
-    used = int(receipt["gasUsed"])
-    intrinsic = intrinsic_gas(calldata)
     return GasMeasurement(
-        gas_used=used,
-        intrinsic=intrinsic,
-        execution=used - intrinsic,
-        floor_bound=used == calldata_floor_gas(calldata) and used > intrinsic,
+        execution=int(used),
+        intrinsic=intrinsic_gas(calldata),
+        calldata_floor=calldata_floor_gas(calldata),
     )
 
 

@@ -25,7 +25,7 @@ import {VMState} from "./VMState.sol";
 ///         since the previous move, and once a mover's time is spent anyone may call `timeout`,
 ///         which ends the game for the other party.
 /// @dev Abstract: TaskRegistry creates games (`_startGame`), gives them their model
-///      (`_modelOf`) and settles bonds when one ends (`_onGameEnded`). Every move emits an event,
+///      (`_modelOf`) and pays the stakes when one ends (`_onGameEnded`). Every move emits an event,
 ///      so parties can follow a game from logs alone and resume after a restart.
 abstract contract DisputeGame {
     /// @notice The move a game waits for; the party to move follows from it (`_moverOf`).
@@ -353,7 +353,7 @@ abstract contract DisputeGame {
     /// @notice The model commitment of task `taskId`.
     function _modelOf(uint256 taskId) internal view virtual returns (ModelCommitment storage);
 
-    /// @notice Called once when game `gameId` ends, after `g.winner` is set: bonds and the task.
+    /// @notice Called once when game `gameId` ends, after `g.winner` is set: stakes and the task.
     function _onGameEnded(uint256 gameId, Game storage g) internal virtual;
 
     /// @notice Starts a game of phase 1 over [0, nNodes], from `trace0` to `finalTrace`.
@@ -475,7 +475,7 @@ abstract contract DisputeGame {
         return VMState.hash(finalState);
     }
 
-    /// @dev Ends the game with `winner`, then lets the registry settle bonds and the task.
+    /// @dev Ends the game with `winner`, then lets the registry pay the stakes and settle the task.
     function _end(uint256 gameId, Game storage g, Party winner, EndReason reason) private {
         g.phase = Phase.Ended;
         g.winner = winner;

@@ -9,15 +9,20 @@ import {MIPS} from "./MIPS.sol";
 /// @title TaskRegistry
 /// @notice The entry point of opmlc on chain (docs/DESIGN.md, "The dispute protocol"): models are
 ///         registered by their commitment, requesters ask for inference on input roots, a server
-///         posts a result with a bond, and anyone who computes another result challenges it with
-///         the same bond within the window, which starts a DisputeGame against the server.
+///         posts a result backed by `backedGames` stakes, and anyone who computes another result
+///         challenges it with one stake within the window, which starts a DisputeGame against
+///         the server.
 ///
-///         Every challenge is its own game, and games run side by side: a challenge cannot be
-///         pre-empted by a colluding one. The first challenger to win takes its bond back plus
-///         the server's, and the result is rejected; a server that wins a game takes that
-///         challenger's bond. A result is final once the window has passed and no game is open;
-///         `finalize` then returns the server's bond.
-/// @dev Bonds are paid by credit (`credit`, `withdraw`): a game's end or a finalize never sends
+///         Every game holds one stake from each side: the challenger's, sent with `challenge`,
+///         and the server's, taken at that moment from the result's backing. Its winner is
+///         credited both, and nothing else: no game can take another game's stakes, so a
+///         challenger that wins its game is paid whatever colluding, losing or racing
+///         challengers do in theirs. Games run side by side; while every backed stake is in a
+///         game, `challenge` reverts and the window is paused (its time left is restored when a
+///         server win frees a stake), so colluders that fill the games and lose cannot run out
+///         the clock on a wrong result. A result is final once the window has passed and no game
+///         is open; `finalize` then returns the backing. docs/DESIGN.md, "Stakes", argues it.
+/// @dev Stakes are paid by credit (`credit`, `withdraw`): a game's end or a finalize never sends
 ///      ether, so no recipient can block them.
 contract TaskRegistry is DisputeGame {
     /// @notice A task's life: None 0, Requested 1, Submitted 2 (a result awaits the window's
@@ -32,8 +37,10 @@ contract TaskRegistry is DisputeGame {
 
     /// @notice Everything about one task (`getTask`).
     /// @dev `trace0` is trace state 0 (the template with the input roots); `deadline` the last
-    ///      second a challenge is accepted; `serverBond` the server's bond still held (0 once it
-    ///      has been credited to a winning challenger or back to the server).
+    ///      second a challenge is accepted, not counting a pause in progress; `pausedAt` the
+    ///      second the window was paused (every backed stake in a game), 0 when it runs;
+    ///      `backing` the server's stakes not in a game (credited back to the server once the
+    ///      result is rejected or final).
     struct Task {
         bytes32 modelId;
         bytes32 trace0;
@@ -44,22 +51,31 @@ contract TaskRegistry is DisputeGame {
         uint32 openGames;
         uint64 deadline;
         address server;
-        uint256 serverBond;
+        uint256 backing;
+        uint64 pausedAt;
     }
 
-    /// @notice A sensible bond for a result and for a challenge.
+    /// @notice A sensible stake for each side of a game.
     uint256 public constant DEFAULT_BOND = 0.1 ether;
+    /// @notice A sensible number of games a result's backing pays for at once.
+    uint32 public constant DEFAULT_BACKED_GAMES = 4;
+    /// @notice Stakes in one game: the challenger's and the server's.
+    uint256 public constant GAME_STAKES = 2;
     /// @notice A sensible challenge window: recomputing a result natively takes seconds.
     uint64 public constant DEFAULT_CHALLENGE_WINDOW = 1 hours;
 
-    /// @notice The bond a result and each challenge must carry (exactly).
+    /// @notice Each side's stake in one game: what a challenge carries (exactly), and the unit
+    ///         of a result's backing.
     uint256 public immutable bondAmount;
+    /// @notice The stakes a result carries (exactly `bondAmount × backedGames`): how many games
+    ///         can be open on it at once.
+    uint32 public immutable backedGames;
     /// @notice Seconds after a result is submitted during which it can be challenged.
     uint64 public immutable challengeWindow;
 
     mapping(bytes32 => ModelCommitment) internal _models;
     Task[] internal _tasks;
-    /// @notice Ether each account can withdraw: bonds won or returned.
+    /// @notice Ether each account can withdraw: stakes won or returned.
     mapping(address => uint256) public credit;
 
     /// @notice A model was registered under `modelId` = keccak256(abi.encode(commitment)).
@@ -68,7 +84,8 @@ contract TaskRegistry is DisputeGame {
     event InferenceRequested(
         uint256 indexed taskId, bytes32 indexed modelId, address indexed requester, bytes32[] inputRoots, bytes32 trace0
     );
-    /// @notice A result was posted; it can be challenged until `deadline` (inclusive).
+    /// @notice A result was posted with `backedGames` stakes; it can be challenged until
+    ///         `deadline` (inclusive), plus any time the window spends paused.
     event ResultSubmitted(
         uint256 indexed taskId, address indexed server, bytes32 outputRoot, bytes32 finalTrace, uint64 deadline
     );
@@ -76,6 +93,10 @@ contract TaskRegistry is DisputeGame {
     event Challenged(
         uint256 indexed taskId, uint256 indexed gameId, address indexed challenger, bytes32 outputRoot, bytes32 finalTrace
     );
+    /// @notice Every backed stake of the result is in a game: challenges wait, the window stops.
+    event ChallengeWindowPaused(uint256 indexed taskId);
+    /// @notice A server win freed a stake: the window runs again, now until `deadline`.
+    event ChallengeWindowResumed(uint256 indexed taskId, uint64 deadline);
     /// @notice A challenger won game `gameId`: the result does not stand.
     event ResultRejected(uint256 indexed taskId, uint256 indexed gameId);
     /// @notice The window passed with no game open: the result stands.
@@ -101,8 +122,13 @@ contract TaskRegistry is DisputeGame {
     error ResultAlreadySubmitted(TaskStatus status);
     /// @notice challenge or finalize on a task with no result awaiting its window's end.
     error NoOpenResult(TaskStatus status);
-    /// @notice The ether sent is not the bond.
+    /// @notice challenge: the ether sent is not one stake (`bondAmount`).
     error WrongBond(uint256 sent, uint256 required);
+    /// @notice submitResult: the ether sent is not the backing (`bondAmount × backedGames`).
+    error WrongBacking(uint256 sent, uint256 required);
+    /// @notice challenge while all `open` backed games are running: wait until one ends (the
+    ///         window is paused meanwhile).
+    error NoBackingLeft(uint256 open);
     /// @notice `outputProof` does not show `outputRoot` at position outputValue of `finalTrace`.
     error InvalidOutputProof();
     /// @notice A challenge with the server's own final trace disputes nothing.
@@ -119,17 +145,22 @@ contract TaskRegistry is DisputeGame {
     error WithdrawFailed();
     /// @notice A challenge window of 0 seconds.
     error InvalidChallengeWindow();
+    /// @notice A result backing 0 games.
+    error InvalidBackedGames();
 
     /// @param mips_ The deployed MIPS single-step verifier.
-    /// @param bondAmount_ The bond of a result and of a challenge (DEFAULT_BOND is sensible).
+    /// @param bondAmount_ Each side's stake in a game (DEFAULT_BOND is sensible).
     /// @param challengeWindow_ Seconds to challenge a result (> 0; DEFAULT_CHALLENGE_WINDOW).
     /// @param clockSeconds_ Each party's clock in a game (> 0; DEFAULT_CLOCK_SECONDS).
-    constructor(MIPS mips_, uint256 bondAmount_, uint64 challengeWindow_, uint64 clockSeconds_)
+    /// @param backedGames_ Stakes a result carries (> 0; DEFAULT_BACKED_GAMES).
+    constructor(MIPS mips_, uint256 bondAmount_, uint64 challengeWindow_, uint64 clockSeconds_, uint32 backedGames_)
         DisputeGame(mips_, clockSeconds_)
     {
         if (challengeWindow_ == 0) revert InvalidChallengeWindow();
+        if (backedGames_ == 0) revert InvalidBackedGames();
         bondAmount = bondAmount_;
         challengeWindow = challengeWindow_;
+        backedGames = backedGames_;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -182,7 +213,8 @@ contract TaskRegistry is DisputeGame {
         emit InferenceRequested(taskId, modelId, msg.sender, inputRoots, trace);
     }
 
-    /// @notice Posts the result of task `taskId`, with the bond (one result per task).
+    /// @notice Posts the result of task `taskId` with its backing, `bondAmount × backedGames`:
+    ///         the server's stakes for the games it may have to play (one result per task).
     /// @param taskId The task.
     /// @param outputRoot The root of the graph's output (value outputValue).
     /// @param finalTrace The graph trace state after every node.
@@ -193,7 +225,8 @@ contract TaskRegistry is DisputeGame {
     {
         Task storage t = _task(taskId);
         if (t.status != TaskStatus.Requested) revert ResultAlreadySubmitted(t.status);
-        if (msg.value != bondAmount) revert WrongBond(msg.value, bondAmount);
+        uint256 backing = bondAmount * backedGames;
+        if (msg.value != backing) revert WrongBacking(msg.value, backing);
         _checkOutput(_models[t.modelId], outputRoot, finalTrace, outputProof);
         uint64 deadline = uint64(block.timestamp) + challengeWindow;
         t.status = TaskStatus.Submitted;
@@ -201,12 +234,13 @@ contract TaskRegistry is DisputeGame {
         t.outputRoot = outputRoot;
         t.finalTrace = finalTrace;
         t.deadline = deadline;
-        t.serverBond = msg.value;
+        t.backing = backing;
         emit ResultSubmitted(taskId, msg.sender, outputRoot, finalTrace, deadline);
     }
 
-    /// @notice Disputes task `taskId`'s result with the same bond, within the window: starts a
-    ///         game in which the sender is the challenger. Any number of games may run at once.
+    /// @notice Disputes task `taskId`'s result with one stake, within the window: starts a game
+    ///         in which the sender is the challenger, holding its stake and one of the server's
+    ///         backing. Up to `backedGames` games run at once; the last one pauses the window.
     /// @param taskId The task.
     /// @param outputRoot The challenger's output root.
     /// @param finalTrace The challenger's final graph trace state; it must differ from the server's.
@@ -219,18 +253,25 @@ contract TaskRegistry is DisputeGame {
     {
         Task storage t = _task(taskId);
         if (t.status != TaskStatus.Submitted) revert NoOpenResult(t.status);
-        if (block.timestamp > t.deadline) revert ChallengeWindowClosed(t.deadline);
+        if (t.pausedAt == 0 && block.timestamp > t.deadline) revert ChallengeWindowClosed(t.deadline);
         if (msg.value != bondAmount) revert WrongBond(msg.value, bondAmount);
+        if (t.backing < bondAmount) revert NoBackingLeft(t.openGames);
         if (finalTrace == t.finalTrace) revert SameFinalTrace();
         ModelCommitment storage model = _models[t.modelId];
         _checkOutput(model, outputRoot, finalTrace, outputProof);
         t.openGames += 1;
+        t.backing -= bondAmount; // the server's stake in this game
+        if (t.backing < bondAmount) {
+            t.pausedAt = uint64(block.timestamp);
+            emit ChallengeWindowPaused(taskId);
+        }
         gameId = _startGame(taskId, t.server, msg.sender, model.nNodes, t.trace0, t.finalTrace);
         emit Challenged(taskId, gameId, msg.sender, outputRoot, finalTrace);
     }
 
     /// @notice Makes task `taskId`'s result final once its window has passed and no game on it
-    ///         is open, and credits the server's bond back.
+    ///         is open, and credits the server's backing back.
+    /// @dev With no game open the whole backing is free, so the window is not paused.
     /// @param taskId The task.
     function finalize(uint256 taskId) external {
         Task storage t = _task(taskId);
@@ -238,9 +279,7 @@ contract TaskRegistry is DisputeGame {
         if (block.timestamp <= t.deadline) revert ChallengeWindowOpen(t.deadline);
         if (t.openGames != 0) revert GamesPending(t.openGames);
         t.status = TaskStatus.Finalized;
-        uint256 bond = t.serverBond;
-        t.serverBond = 0;
-        _credit(t.server, bond);
+        _creditBacking(t);
         emit ResultFinalized(taskId, t.outputRoot);
     }
 
@@ -283,21 +322,32 @@ contract TaskRegistry is DisputeGame {
     }
 
     /// @inheritdoc DisputeGame
-    /// @dev The server winning takes the challenger's bond (its own stays with the result); the
-    ///      challenger winning takes its bond back plus the server's bond if no one took it yet,
-    ///      and the result is rejected.
+    /// @dev The game's winner takes its two stakes (GAME_STAKES × bondAmount), and nothing else.
+    ///      A server that wins while its result is open takes the challenger's stake as credit
+    ///      and its own back into the backing (resuming a paused window); the first challenger
+    ///      win rejects the result and credits the server the backing no game holds.
     function _onGameEnded(uint256 gameId, Game storage g) internal override {
         Task storage t = _tasks[g.taskId];
         t.openGames -= 1;
         if (g.winner == Party.Server) {
-            _credit(g.server, bondAmount);
+            if (t.status != TaskStatus.Submitted) {
+                _credit(g.server, GAME_STAKES * bondAmount);
+                return;
+            }
+            _credit(g.server, bondAmount); // the challenger's stake
+            t.backing += bondAmount; // the server's own, free for another game
+            if (t.pausedAt != 0) {
+                t.deadline += uint64(block.timestamp) - t.pausedAt;
+                t.pausedAt = 0;
+                emit ChallengeWindowResumed(g.taskId, t.deadline);
+            }
             return;
         }
-        uint256 serverBond = t.serverBond;
-        t.serverBond = 0;
-        _credit(g.challenger, bondAmount + serverBond);
+        _credit(g.challenger, GAME_STAKES * bondAmount);
         if (t.status == TaskStatus.Submitted) {
             t.status = TaskStatus.Rejected;
+            t.pausedAt = 0;
+            _creditBacking(t);
             emit ResultRejected(g.taskId, gameId);
         }
     }
@@ -325,6 +375,13 @@ contract TaskRegistry is DisputeGame {
         if (ListProof.rootOf(outputRoot, model.outputValue, model.nValues, outputProof) != finalTrace) {
             revert InvalidOutputProof();
         }
+    }
+
+    /// @dev Credits the server the backing no game holds.
+    function _creditBacking(Task storage t) private {
+        uint256 backing = t.backing;
+        t.backing = 0;
+        _credit(t.server, backing);
     }
 
     function _credit(address account, uint256 amount) private {

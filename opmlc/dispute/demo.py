@@ -78,7 +78,8 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         task = requester.request(inputs)
         server = Server(d, a[1], build, tamper=Tamper(node) if liar == "server" else None)
         say(f"task {task}: the server posts {'a wrong' if liar == 'server' else 'its'} result"
-            + (f" (node {node} altered)" if liar == "server" else ""))
+            + (f" (node {node} altered)" if liar == "server" else "")
+            + f", backed by {d.backing / 1e18:g} ETH of game stakes")
         server.submit(task, inputs)
         gas_before = sum(d.gas_by.values())
         challenger = Challenger(d, a[2], build, tamper=Tamper(node) if liar == "challenger" else None)
@@ -113,6 +114,11 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
                 vm_steps=challenger.verifier(task).vm_steps,
                 node=int(g.node), step=int(g.lo),
             )
-            say(f"the {g.winner} wins ({result['reason']})")
+            say(f"the {g.winner} wins ({result['reason']}) and is credited both stakes of the game, "
+                f"{2 * d.stake / 1e18:g} ETH")
+        credit = d.registry.functions.credit
+        # Wei each party can withdraw now: stakes won, and the backing no game holds once the
+        # result is rejected or final.
+        result["credited"] = {"server": int(credit(a[1]).call()), "challenger": int(credit(a[2]).call())}
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result

@@ -17,9 +17,10 @@ from web3.contract import Contract
 from toolchain.chain import Chain, call, connect, decode_revert, deploy, revert_data
 from toolchain.errors import ChainError, ContractReverted
 
-DEFAULT_BOND = 10**17  # 0.1 ether, the contract's DEFAULT_BOND
+DEFAULT_BOND = 10**17  # 0.1 ether, the contract's DEFAULT_BOND: each side's stake in one game
 DEFAULT_WINDOW = 3600
 DEFAULT_CLOCK = 7200
+DEFAULT_BACKED_GAMES = 4  # the contract's DEFAULT_BACKED_GAMES: stakes a result carries
 
 
 class Phase(IntEnum):
@@ -83,11 +84,24 @@ class Deployment:
 
     @classmethod
     def create(cls, chain: Chain | None = None, bond: int = DEFAULT_BOND, window: int = DEFAULT_WINDOW,
-               clock: int = DEFAULT_CLOCK) -> Deployment:
+               clock: int = DEFAULT_CLOCK, backed_games: int = DEFAULT_BACKED_GAMES) -> Deployment:
+        """Deploys MIPS (once per chain) and a TaskRegistry: `bond` is each side's stake in a
+        game, a result carries `bond × backed_games`."""
         chain = chain or connect(None)
         mips = deploy(chain, "MIPS", reuse=True)
-        registry = deploy(chain, "TaskRegistry", mips.address, bond, window, clock)
+        registry = deploy(chain, "TaskRegistry", mips.address, bond, window, clock, backed_games)
         return cls(chain, registry)
+
+    @property
+    def stake(self) -> int:
+        """What a challenge carries: one stake (the registry's bondAmount)."""
+        return int(call(self.registry.functions.bondAmount()))
+
+    @property
+    def backing(self) -> int:
+        """What a result carries: bondAmount × backedGames."""
+        f = self.registry.functions
+        return int(call(f.bondAmount())) * int(call(f.backedGames()))
 
     def game(self, game_id: int) -> GameView:
         raw = call(self.registry.functions.getGame(game_id))
@@ -98,7 +112,7 @@ class Deployment:
 
     def task(self, task_id: int) -> dict[str, Any]:
         names = ("model_id", "trace0", "output_root", "final_trace", "requester", "status", "open_games",
-                 "deadline", "server", "server_bond")
+                 "deadline", "server", "backing", "paused_at")
         return dict(zip(names, call(self.registry.functions.getTask(task_id)), strict=True))
 
     def send(self, who: str, account: str, fn, value: int = 0) -> dict:

@@ -119,7 +119,8 @@ class Requester(Party):
 
 
 class Server(Party):
-    """Computes results, submits them with a bond, and defends them.
+    """Computes results, submits them with their backing (the stakes of the games it may have to
+    play), and defends them.
 
     `tamper` makes it post a wrong result (for tests and the demo); `stop_after` makes it stop
     moving after that many moves (a crashed server, which must lose on time).
@@ -145,8 +146,8 @@ class Server(Party):
         self.store.put(task_id, q, {"tamper": asdict(self.tamper) if self.tamper else None})
         c = self.claimant(task_id)
         proof = c.trace.proof(c.trace.n_nodes, self.build.graph.outputs[0])
-        bond = self.d.registry.functions.bondAmount().call()
-        self.send(self.d.registry.functions.submitResult(task_id, c.trace.output_root, c.trace.final, proof), bond)
+        self.send(self.d.registry.functions.submitResult(task_id, c.trace.output_root, c.trace.final, proof),
+                  self.d.backing)
 
     def move(self, game_id: int, g: GameView) -> bool:
         c = self.claimant(g.task_id)
@@ -187,7 +188,10 @@ class Challenger(Party):
         return self._verifiers[task_id]
 
     def check(self, task_id: int, inputs: list[np.ndarray]) -> int | None:
-        """Recompute task `task_id`'s result; challenge it if it differs. Returns the game id."""
+        """Recompute task `task_id`'s result; challenge it, with one stake, if it differs.
+        Returns the game id (None when the result is right). While every backed game of the
+        result is open the contract refuses the challenge (ContractReverted `NoBackingLeft`):
+        the window is paused meanwhile, so calling again once a game ends is in time."""
         q = quantize_inputs(self.build, inputs)
         self.store.put(task_id, q, {"tamper": asdict(self.tamper) if self.tamper else None,
                                     "moves": self.move_style, "seed": self.seed})
@@ -196,8 +200,8 @@ class Challenger(Party):
         if bytes(task["final_trace"]) == v.trace.final:
             return None
         proof = v.trace.proof(v.trace.n_nodes, self.build.graph.outputs[0])
-        bond = self.d.registry.functions.bondAmount().call()
-        receipt = self.send(self.d.registry.functions.challenge(task_id, v.trace.output_root, v.trace.final, proof), bond)
+        receipt = self.send(self.d.registry.functions.challenge(task_id, v.trace.output_root, v.trace.final, proof),
+                            self.d.stake)
         (event,) = self.d.registry.events.Challenged().process_receipt(receipt, errors=DISCARD)
         return int(event["args"]["gameId"])
 

@@ -493,7 +493,9 @@ def play(
 # ----------------------------------------------------------------------------------- a world
 
 
-BOND = 10**17
+BOND = 10**17  # each side's stake in one game
+BACKED_GAMES = 2  # games a result's backing pays for at once
+BACKING = BOND * BACKED_GAMES
 WINDOW = 600
 CLOCK = 1000
 
@@ -549,9 +551,12 @@ class World:
             server.trace(N_NODES),
             server.output_proof(),
             sender=self.server,
-            value=BOND,
+            value=BACKING,
         )
         return task_id
+
+    def credit(self, account: str) -> int:
+        return self.registry.functions.credit(account).call()
 
     def challenge(self, task_id: int, challenger: Side, sender: str | None = None) -> int:
         r = self.send(
@@ -584,7 +589,7 @@ def make_world(seed: int = 0) -> World:
 
     chain = connect(None)
     mips = deploy(chain, "MIPS")
-    registry = deploy(chain, "TaskRegistry", mips.address, BOND, WINDOW, CLOCK)
+    registry = deploy(chain, "TaskRegistry", mips.address, BOND, WINDOW, CLOCK, BACKED_GAMES)
     rng = random.Random(seed)
     model = Model(tuple(rng.randrange(1 << 32) for _ in range(N_WORDS)))
     x = [rng.randrange(1 << 32) for _ in range(N_WORDS)]

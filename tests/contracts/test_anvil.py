@@ -3,6 +3,7 @@ a free port, with the differential test and a named revert run through `connect(
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 
@@ -50,10 +51,42 @@ def test_bad_proof_reverts_with_named_error_on_anvil(anvil_mips: Contract) -> No
     assert_reverts_with("InvalidStateLength", anvil_mips.functions.step(w.pre_state[:-1], w.proof))
 
 
-def test_execution_gas_on_anvil_matches_embedded(anvil_chain: Chain, anvil_mips: Contract) -> None:
+@pytest.mark.parametrize("hardfork", ["cancun", "prague"])
+def test_execution_gas_is_the_same_on_anvil_under_any_fork_as_embedded(hardfork: str) -> None:
+    """Under Prague a step transaction pays EIP-7623's calldata floor, so gas used minus
+    intrinsic gas would differ from Cancun's by ~18,000; the measured execution gas does not."""
     embedded = connect(None)
     mips = deploy(embedded, "MIPS")
-    w = step_with_proof(random_case("sw", random.Random(5)))
-    on_anvil = execution_gas(anvil_chain, anvil_mips.functions.step(w.pre_state, w.proof))
-    here = execution_gas(embedded, mips.functions.step(w.pre_state, w.proof))
-    assert on_anvil.execution == here.execution and not on_anvil.floor_bound
+    steps = [step_with_proof(random_case(name, random.Random(5))) for name in ("addu", "sw", "madd")]
+    here = [execution_gas(embedded, mips.functions.step(w.pre_state, w.proof)) for w in steps]
+    with Anvil(hardfork=hardfork) as url:
+        chain = connect(url)
+        on_anvil_mips = deploy(chain, "MIPS")
+        there = [execution_gas(chain, on_anvil_mips.functions.step(w.pre_state, w.proof)) for w in steps]
+        fn = on_anvil_mips.functions.step(steps[0].pre_state, steps[0].proof)
+        receipt = chain.w3.eth.wait_for_transaction_receipt(fn.transact({"from": chain.sender}))
+    assert [m.execution for m in there] == [m.execution for m in here]
+    expected_tx = there[0].prague_transaction if hardfork == "prague" else there[0].cancun_transaction
+    assert receipt["gasUsed"] == expected_tx
+    if hardfork == "prague":  # the floor is what made receipts disagree
+        assert receipt["gasUsed"] - there[0].intrinsic != there[0].execution
+
+
+def test_verify_step_reports_one_execution_gas_on_embedded_and_on_anvil_under_prague(tmp_path) -> None:
+    """The reported case: one witness, `opmlc verify-step` on the embedded chain and on an anvil
+    running Prague, must print the same execution gas."""
+    from typer.testing import CliRunner
+
+    from opmlc.cli import app
+
+    path = tmp_path / "w.json"
+    path.write_text(step_with_proof(random_case("lw", random.Random(7))).to_json())
+    runner = CliRunner()
+    here = runner.invoke(app, ["verify-step", str(path), "--json"])
+    with Anvil(hardfork="prague") as url:
+        there = runner.invoke(app, ["verify-step", str(path), "--json", "--rpc", url])
+        text = runner.invoke(app, ["verify-step", str(path), "--rpc", url])
+    assert here.exit_code == there.exit_code == text.exit_code == 0, there.output
+    a, b = json.loads(here.stdout), json.loads(there.stdout)
+    assert a["gas"] == b["gas"] and a["prague_transaction_gas"] > a["cancun_transaction_gas"]
+    assert f"execution gas {a['gas']} on the JSON-RPC node" in text.stdout

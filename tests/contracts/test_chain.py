@@ -1,5 +1,6 @@
 """toolchain.chain: the embedded chain works out of the box, a bad RPC URL is a one-line
-ChainError, and execution gas is measured as gas used minus intrinsic gas."""
+ChainError, and execution gas, measured inside the EVM, is what a Cancun transaction spends
+beyond its intrinsic gas."""
 
 from __future__ import annotations
 
@@ -42,10 +43,22 @@ def test_intrinsic_gas_counts_zero_and_nonzero_calldata() -> None:
     assert intrinsic_gas(b"\x00\x01\x00") == 21_000 + 4 + 16 + 4
 
 
-def test_step_in_a_transaction_costs_its_execution_gas(chain: Chain, mips: Contract) -> None:
+@pytest.mark.parametrize("insn", [0x00221821, 0xAC430010], ids=["addu", "sw"])
+def test_execution_gas_is_a_cancun_transactions_gas_beyond_its_intrinsic_gas(
+    chain: Chain, mips: Contract, insn: int
+) -> None:
     state = State()
-    state.memory.write_u32(0, 0x00221821)  # addu $3, $1, $2
+    state.memory.write_u32(0, insn)
     w = step_with_proof(state)
-    m = execution_gas(chain, mips.functions.step(w.pre_state, w.proof))
-    assert m.gas_used == m.intrinsic + m.execution and not m.floor_bound
+    fn = mips.functions.step(w.pre_state, w.proof)
+    m = execution_gas(chain, fn)
+    receipt = chain.w3.eth.wait_for_transaction_receipt(fn.transact({"from": chain.sender}))
+    assert receipt["gasUsed"] == m.cancun_transaction == m.intrinsic + m.execution
     assert 1_000 < m.execution < 50_000
+    assert m.prague_transaction == max(m.cancun_transaction, m.calldata_floor)
+
+
+def test_execution_gas_of_a_reverting_call_is_a_one_line_error(chain: Chain, mips: Contract) -> None:
+    with pytest.raises(ChainError, match="reverted") as info:
+        execution_gas(chain, mips.functions.step(b"\x00", b""))
+    assert "\n" not in str(info.value)

@@ -1,10 +1,13 @@
-"""TaskRegistry: model ids and trace state 0 as the Python side computes them, results and
-challenges with bonds inside the window, finalize after it, and credits that withdraw."""
+"""TaskRegistry: model ids and trace state 0 as the Python side computes them, results with
+their backing and challenges with one stake inside the window, finalize after it, and credits
+that withdraw."""
 
 from __future__ import annotations
 
 import pytest
 from dispute_world import (
+    BACKED_GAMES,
+    BACKING,
     BOND,
     FINALIZED,
     MODEL_COMMITMENT_TYPE,
@@ -82,20 +85,30 @@ def test_request_checks_model_inputs_and_their_proofs(world: World) -> None:
     )
 
 
-def test_submit_checks_the_bond_the_output_proof_and_takes_one_result(world: World) -> None:
+def test_submit_needs_exactly_the_backing_checks_the_output_proof_and_takes_one_result(
+    world: World,
+) -> None:
     honest = world.side()
     task_id = world.new_task()
     args = (task_id, honest.output_root, honest.trace(N_NODES), honest.output_proof())
-    world.reverts("WrongBond", "submitResult", *args, sender=world.server, value=BOND - 1)
+    for wrong_value in (BOND, BACKING - 1, BACKING + BOND):  # one stake is not the backing
+        assert world.reverts(
+            "WrongBacking", "submitResult", *args, sender=world.server, value=wrong_value
+        ) == (wrong_value, BACKING)
     wrong = (task_id, honest.roots[3], honest.trace(N_NODES), honest.output_proof())
-    world.reverts("InvalidOutputProof", "submitResult", *wrong, sender=world.server, value=BOND)
-    world.reverts("UnknownTask", "submitResult", 10**6, *args[1:], sender=world.server, value=BOND)
-    r = world.send("submitResult", *args, sender=world.server, value=BOND)
+    world.reverts("InvalidOutputProof", "submitResult", *wrong, sender=world.server, value=BACKING)
+    world.reverts(
+        "UnknownTask", "submitResult", 10**6, *args[1:], sender=world.server, value=BACKING
+    )
+    r = world.send("submitResult", *args, sender=world.server, value=BACKING)
     ev = event(world.registry, "ResultSubmitted", r)
     assert ev["deadline"] == world.chain.w3.eth.get_block(r["blockNumber"])["timestamp"] + WINDOW
     task = world.task(task_id)
-    assert task[5] == SUBMITTED and task[8] == world.server and task[9] == BOND
-    world.reverts("ResultAlreadySubmitted", "submitResult", *args, sender=world.other, value=BOND)
+    assert task[5] == SUBMITTED and task[8] == world.server
+    assert (task[9], task[10]) == (BACKING, 0)  # the whole backing free, the window running
+    world.reverts(
+        "ResultAlreadySubmitted", "submitResult", *args, sender=world.other, value=BACKING
+    )
 
 
 def test_a_challenge_with_the_servers_own_final_trace_is_refused(world: World) -> None:
@@ -105,11 +118,14 @@ def test_a_challenge_with_the_servers_own_final_trace_is_refused(world: World) -
     world.reverts("SameFinalTrace", "challenge", *args, sender=world.challenger, value=BOND)
 
 
-def test_a_challenge_needs_the_bond_and_a_valid_output_proof(world: World) -> None:
+def test_a_challenge_needs_exactly_one_stake_and_a_valid_output_proof(world: World) -> None:
     task_id = world.submitted(world.side())
     liar = world.side(tamper=2)
     args = (task_id, liar.output_root, liar.trace(N_NODES), liar.output_proof())
-    world.reverts("WrongBond", "challenge", *args, sender=world.challenger, value=0)
+    for wrong_value in (0, BOND - 1, 2 * BOND):
+        assert world.reverts(
+            "WrongBond", "challenge", *args, sender=world.challenger, value=wrong_value
+        ) == (wrong_value, BOND)
     bad = (task_id, liar.roots[0], liar.trace(N_NODES), liar.output_proof())
     world.reverts("InvalidOutputProof", "challenge", *bad, sender=world.challenger, value=BOND)
     unsubmitted = world.new_task()
@@ -118,7 +134,9 @@ def test_a_challenge_needs_the_bond_and_a_valid_output_proof(world: World) -> No
     )
 
 
-def test_finalize_before_the_window_ends_is_refused_after_it_returns_the_bond(world: World) -> None:
+def test_finalize_before_the_window_ends_is_refused_after_it_returns_the_backing(
+    world: World,
+) -> None:
     honest = world.side()
     task_id = world.submitted(honest)
     deadline = world.task(task_id)[7]
@@ -132,9 +150,9 @@ def test_finalize_before_the_window_ends_is_refused_after_it_returns_the_bond(wo
     r = world.send("finalize", task_id)
     assert event(world.registry, "ResultFinalized", r)["outputRoot"] == honest.output_root
     assert world.task(task_id)[5] == FINALIZED and world.task(task_id)[9] == 0
-    assert world.registry.functions.credit(world.server).call() == credit_before + BOND
+    assert world.registry.functions.credit(world.server).call() == credit_before + BACKING
     world.reverts("NoOpenResult", "finalize", task_id)
-    assert_withdraws(world, world.server, credit_before + BOND)
+    assert_withdraws(world, world.server, credit_before + BACKING)
 
 
 def test_finalize_waits_for_every_open_game(world: World) -> None:
@@ -144,14 +162,14 @@ def test_finalize_waits_for_every_open_game(world: World) -> None:
     assert world.reverts("GamesPending", "finalize", task_id) == (1,)
 
 
-def test_constructor_refuses_a_zero_window_or_clock(world: World) -> None:
+def test_constructor_refuses_a_zero_window_clock_or_backing(world: World) -> None:
     from toolchain.chain import deploy
     from toolchain.errors import ChainError
 
     mips = world.chain.deployed["MIPS"].address
-    for window, clock in ((0, 1), (1, 0)):
+    for window, clock, games in ((0, 1, 1), (1, 0, 1), (1, 1, 0)):
         with pytest.raises(ChainError):
-            deploy(world.chain, "TaskRegistry", mips, BOND, window, clock)
+            deploy(world.chain, "TaskRegistry", mips, BOND, window, clock, games)
 
 
 def test_defaults_are_public_constants(world: World) -> None:
@@ -159,8 +177,10 @@ def test_defaults_are_public_constants(world: World) -> None:
     assert f.DEFAULT_BOND().call() == 10**17
     assert f.DEFAULT_CHALLENGE_WINDOW().call() == 3600
     assert f.DEFAULT_CLOCK_SECONDS().call() == 7200
+    assert f.DEFAULT_BACKED_GAMES().call() == 4 and f.GAME_STAKES().call() == 2
     assert (f.bondAmount().call(), f.challengeWindow().call(), f.clockSeconds().call()) == (
         BOND,
         WINDOW,
         1000,
     )
+    assert f.backedGames().call() == BACKED_GAMES
