@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from opmlc.dispute.onchain import DEFAULT_BOND, DEFAULT_CLOCK, DEFAULT_WINDOW
+from opmlc.dispute.onchain import DEFAULT_BACKED_GAMES, DEFAULT_BOND, DEFAULT_CLOCK, DEFAULT_WINDOW
 from opmlc.errors import OpmlcError
 
 DeploymentOpt = Annotated[Path, typer.Option("--deployment", "-d", help="The file `opmlc deploy` wrote.")]
@@ -70,7 +70,8 @@ def add_commands(app: typer.Typer, user_errors, load_inputs) -> None:
     def deploy_cmd(
         rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the node to deploy on.")],
         output: Annotated[Path, typer.Option("-o", "--output", help="The deployment file to write.")],
-        bond: Annotated[int, typer.Option("--bond", help="Bond of a result and of a challenge, in wei.")] = DEFAULT_BOND,
+        bond: Annotated[int, typer.Option("--bond", help="Each side's stake in a game, in wei (a challenge carries one).")] = DEFAULT_BOND,
+        backed_games: Annotated[int, typer.Option("--backed-games", help="Games a result's backing (bond × N, sent with the result) pays for.")] = DEFAULT_BACKED_GAMES,
         window: Annotated[int, typer.Option("--window", help="Seconds a result can be challenged.")] = DEFAULT_WINDOW,
         clock: Annotated[int, typer.Option("--clock", help="Each party's clock in a game, in seconds.")] = DEFAULT_CLOCK,
         store: Annotated[str, typer.Option("--store", help="Input store directory, relative to the file.")] = "inputs",
@@ -91,7 +92,7 @@ def add_commands(app: typer.Typer, user_errors, load_inputs) -> None:
         key = _key(keystore, account)
         chain = connect(rpc)
         sender = use_account(chain, key, account)
-        _, info = deploy(chain, bond=bond, window=window, clock=clock, store=store)
+        _, info = deploy(chain, bond=bond, window=window, clock=clock, store=store, backed_games=backed_games)
         info.save(output)
         if as_json:
             typer.echo(json.dumps({"deployment": str(output), "from": sender, **info.to_json()}))

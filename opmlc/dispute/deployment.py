@@ -23,7 +23,13 @@ from web3 import Web3
 
 from contracts import load_artifact
 from opmlc.artifact import Build
-from opmlc.dispute.onchain import DEFAULT_BOND, DEFAULT_CLOCK, DEFAULT_WINDOW, Deployment
+from opmlc.dispute.onchain import (
+    DEFAULT_BACKED_GAMES,
+    DEFAULT_BOND,
+    DEFAULT_CLOCK,
+    DEFAULT_WINDOW,
+    Deployment,
+)
 from opmlc.errors import OpmlcError
 from toolchain.chain import Chain, connect
 from toolchain.errors import ChainError
@@ -44,9 +50,10 @@ class DeploymentFile:
     registry: str
     mips: str
     first_block: int
-    bond: int
+    bond: int  # each side's stake in a game; a result carries bond × backed_games
     challenge_window: int
     clock: int
+    backed_games: int = DEFAULT_BACKED_GAMES
     store: str = "inputs"
     path: Path | None = None  # where it was read from or written to (not saved)
 
@@ -74,7 +81,8 @@ class DeploymentFile:
             raise DeploymentError(f"{path} is not an opmlc deployment file (format {FORMAT!r})")
         try:
             info = cls(**{k: doc[k] for k in ("chain_id", "rpc", "registry", "mips", "first_block", "bond",
-                                              "challenge_window", "clock")}, store=doc.get("store", "inputs"))
+                                              "challenge_window", "clock")}, store=doc.get("store", "inputs"),
+                       backed_games=doc.get("backed_games", DEFAULT_BACKED_GAMES))
         except (KeyError, TypeError) as exc:
             raise DeploymentError(f"deployment file {path} lacks {exc}") from None
         for name in ("registry", "mips"):
@@ -89,17 +97,17 @@ class DeploymentFile:
 
 
 def deploy(chain: Chain, bond: int = DEFAULT_BOND, window: int = DEFAULT_WINDOW, clock: int = DEFAULT_CLOCK,
-           store: str = "inputs") -> tuple[Deployment, DeploymentFile]:
+           store: str = "inputs", backed_games: int = DEFAULT_BACKED_GAMES) -> tuple[Deployment, DeploymentFile]:
     """Deploy MIPS.sol and a TaskRegistry from `chain.sender`; the handle and its record."""
     if chain.embedded:
         raise DeploymentError("a deployment is for a JSON-RPC node: pass --rpc URL")
-    if bond < 0 or window <= 0 or clock <= 0:
-        raise DeploymentError("--bond must be ≥ 0, --window and --clock > 0 seconds")
+    if bond < 0 or window <= 0 or clock <= 0 or backed_games <= 0:
+        raise DeploymentError("--bond must be ≥ 0, --window, --clock and --backed-games > 0")
     first_block = int(chain.w3.eth.block_number) + 1
-    d = Deployment.create(chain, bond=bond, window=window, clock=clock)
+    d = Deployment.create(chain, bond=bond, window=window, clock=clock, backed_games=backed_games)
     info = DeploymentFile(chain_id=int(chain.w3.eth.chain_id), rpc=chain.url, registry=d.registry.address,
                           mips=chain.deployed["MIPS"].address, first_block=first_block, bond=bond,
-                          challenge_window=window, clock=clock, store=store)
+                          challenge_window=window, clock=clock, backed_games=backed_games, store=store)
     return d, info
 
 

@@ -305,7 +305,7 @@ class ServerService(Service):
         root = self.parties[mid].claimant(task_id).trace.output_root
         lie = f", lying about node {self.lie_node}" if self.lie_node is not None else ""
         self.say(f"task {task_id}: submitted output root 0x{root.hex()} with a bond of "
-                 f"{ether(self.info.bond)}{lie}")
+                 f"{ether(self.info.bond * self.info.backed_games)} of backing{lie}")
 
     def settle(self, task_id: int) -> None:
         t = self.d.task(task_id)
@@ -380,7 +380,7 @@ class ChallengerService(Service):
             return
         self.add_game(game_id, task_id)
         self.set_task(task_id, "challenged")
-        self.say(f"task {task_id}: result is wrong (ours is 0x{ours.hex()}): challenged with a bond of "
+        self.say(f"task {task_id}: result is wrong (ours is 0x{ours.hex()}): challenged with a stake of "
                  f"{ether(self.info.bond)}, game {game_id}")
 
 
