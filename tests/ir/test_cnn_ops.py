@@ -61,6 +61,19 @@ def test_sqrt_is_exactly_rounded(f, fo):
     assert np.max(np.abs(got / 2.0**fo - np.sqrt(q / 2.0**f))) <= 2.0 ** -(fo + 1) + 1e-12
 
 
+@pytest.mark.parametrize("f,fo", [(16, 24), (24, 24), (0, 26), (30, 30), (8, 16)])
+def test_log_within_its_stated_bound_and_minus_inf_at_zero(f, fo):
+    rng = np.random.default_rng(f + fo)
+    q = np.concatenate([rng.integers(1, fp.INT32_MAX, 20000), np.arange(1, 3000),
+                        2 ** np.arange(1, 31) - 1, 2 ** np.arange(31), [fp.INT32_MAX]]).astype(np.int32)
+    got, _ = evaluate("unary", [q], [fx(q.shape, f)], {"kind": "log", "frac": fo})
+    want = np.log(q / 2.0**f)
+    fits = np.abs(want) < 2.0 ** (31 - fo) - 1  # beyond, the result saturates
+    assert np.max(np.abs(got / 2.0**fo - want)[fits]) <= 5e-9 + 2.0 ** -(fo + 1)
+    bad = np.array([0, -1, fp.INT32_MIN], dtype=np.int32)
+    assert np.all(evaluate("unary", [bad], [fx((3,), f)], {"kind": "log", "frac": fo})[0] == fp.INT32_MIN)
+
+
 def test_fx_division_rounds_half_up_and_saturates_division_by_zero():
     a = np.array([7, -7, 5, -5, 1, -1, 0, 3], np.int32)
     b = np.array([2, 2, -2, -2, 0, 0, 0, 3], np.int32)

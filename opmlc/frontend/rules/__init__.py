@@ -32,6 +32,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     decoder,
     elementwise,
     linear,
+    logs,
     ml,
     movement,
     reduce,
