@@ -28,6 +28,7 @@ def rule(*op_types: str) -> Callable[[Rule], Rule]:
 
 from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     arith,
+    attention,
     cnn,
     decoder,
     elementwise,
