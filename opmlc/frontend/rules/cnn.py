@@ -11,7 +11,7 @@ import onnx
 
 from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
-from opmlc.frontend.rules.arith import binary, unary
+from opmlc.frontend.rules.arith import binary
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
@@ -115,15 +115,20 @@ def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         ctx.bind(out, ctx.emit("binary", [ctx.fx(f"{out}/scaled"), ctx.fx(f"{out}/shift")],
                                {"kind": "add", "frac": ctx.policy.activation(out)}, out))
         return
+    # Run-time statistics: each intermediate keeps the bits of what it is computed from (not
+    # the default), so that sqrt and the division round at the inputs' precision.
+    from opmlc.frontend.rules.logs import bin_, un
+
     ctx.bind(f"{out}/eps", Const(np.asarray(eps, np.float32)))
-    ctx.bind(f"{out}/var_eps", Ref_add(ctx, var, f"{out}/eps", f"{out}/var_eps"))
-    unary(ctx, "sqrt", f"{out}/var_eps", f"{out}/std")
-    binary(ctx, "div", g, f"{out}/std", f"{out}/scale1")
+    fv = ctx.frac_of(ctx.fx(var))
+    bin_(ctx, "add", var, f"{out}/eps", f"{out}/var_eps", fv)
+    un(ctx, "sqrt", f"{out}/var_eps", f"{out}/std", max(-(-fv // 2), min(30, (fv + 31) // 2)))
+    bin_(ctx, "div", g, f"{out}/std", f"{out}/scale1", 24)
     for name in ("scale1", "mean", "beta"):
         src = {"scale1": f"{out}/scale1", "mean": mean, "beta": b}[name]
         reshape_to(ctx, src, per_channel, f"{out}/{name}_c")
-    binary(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered")
-    binary(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled")
+    bin_(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered", min(ctx.frac_of(ctx.fx(x)), ctx.frac_of(ctx.fx(mean))))
+    bin_(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled", ctx.policy.activation(out))
     ctx.bind(out, Ref_add(ctx, f"{out}/scaled", f"{out}/beta_c", out))
 
 
