@@ -30,6 +30,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     arith,
     attention,
     cnn,
+    composite,
     decoder,
     elementwise,
     linear,
