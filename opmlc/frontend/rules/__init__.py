@@ -35,6 +35,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     elementwise,
     linear,
     logs,
+    losses,
     ml,
     movement,
     recurrent,
