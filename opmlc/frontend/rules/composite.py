@@ -1,6 +1,8 @@
-"""Rules for small ONNX ops that are compositions of existing IR ops: Hardmax (argmax and a
-one-hot compare), LpNormalization (p = 2: the IR's `norm`, whose rsqrt is exact; p = 1: a sum
-of magnitudes and one division), Shrink, Swish and SwiGLU (`where`, `binary`, `unary` sigmoid).
+"""Rules for small ONNX ops that are compositions of existing IR ops: Hardmax and OneHot
+(a one-hot compare with the class indices), LpNormalization (p = 2: the IR's `norm`, whose
+rsqrt is exact; p = 1: a sum of magnitudes and one division), InstanceNormalization and
+GroupNormalization (rows normalised by `norm`, then the per-channel scale and bias),
+CenterCropPad (one `view`), Shrink, Swish and SwiGLU (`where`, `binary`, `unary` sigmoid).
 """
 
 from __future__ import annotations
@@ -136,3 +138,121 @@ def swish(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     f = frac(ctx, node.output[0])
     bin_(ctx, "mul", x, tmp(node, "sig"), tmp(node, "swish"), max(f, ctx.frac_of(ctx.fx(x))))
     binary(ctx, "mul", tmp(node, "swish"), node.input[1], node.output[0])
+
+
+@rule("OneHot")
+def one_hot(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """values[1] where the (normalised) index equals the position along `axis`, else values[0];
+    an index outside [−depth, depth) matches nothing."""
+    idx, depth_name, values = node.input[:3]
+    out = node.output[0]
+    depth = int(np.asarray(ctx.require_const(depth_name, "OneHot's depth")).item())
+    shape = ctx.shape_of(idx)
+    rank = len(shape) + 1
+    axis = ctx.attrs().get("axis", -1)
+    axis = axis + rank if axis < 0 else axis
+    ref = ctx.value(idx)
+    if ctx.builder.type_of(ref).dtype is not DType.I64:  # float or narrower int indices: truncated
+        ref = ctx.emit("cast", [ref], {"to": "i64", "frac": 0}, tmp(node, "idx64"))
+    ctx.bind(tmp(node, "idx64"), ref)
+    ctx.bind(tmp(node, "depth"), Const(np.asarray(depth, dtype=np.int64)))
+    ctx.bind(tmp(node, "zero_i"), Const(np.asarray(0, dtype=np.int64)))
+    binary(ctx, "lt", tmp(node, "idx64"), tmp(node, "zero_i"), tmp(node, "neg"))
+    binary(ctx, "add", tmp(node, "idx64"), tmp(node, "depth"), tmp(node, "wrapped"))
+    ctx.bind(tmp(node, "norm"), ctx.emit("where", [ctx.value(tmp(node, "neg")), ctx.value(tmp(node, "wrapped")),
+                                                    ctx.value(tmp(node, "idx64"))], {}, tmp(node, "norm")))
+    expanded = tuple(shape[:axis]) + (1,) + tuple(shape[axis:])
+    reshape_to(ctx, tmp(node, "norm"), expanded, tmp(node, "idx_x"))
+    iota = [1] * rank
+    iota[axis] = depth
+    ctx.bind(tmp(node, "iota"), Const(np.arange(depth, dtype=np.int64).reshape(iota)))
+    binary(ctx, "eq", tmp(node, "idx_x"), tmp(node, "iota"), tmp(node, "hot"))
+    for k, what in enumerate(("off", "on")):
+        s = ctx.sym(values)
+        if isinstance(s, Const):
+            ctx.bind(tmp(node, what), Const(np.asarray(s.array).reshape(-1)[k:k + 1]))
+        else:
+            view(ctx, values, (1,), k, (1,), tmp(node, what))
+    dt = ctx.dtype(values)
+    attrs = {"frac": frac(ctx, out)} if dt is DType.FX32 else {}
+    ctx.bind(out, ctx.emit("where", [ctx.value(tmp(node, "hot")), ctx.value(tmp(node, "on")),
+                                     ctx.value(tmp(node, "off"))], attrs, out))
+
+
+@rule("CenterCropPad")
+def center_crop_pad(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """One view: each listed axis cropped around its centre or zero-padded around the input
+    (the extra element of an odd difference at the end, as ONNX's reference does)."""
+    x, out = node.input[0], node.output[0]
+    shape = list(ctx.shape_of(x))
+    rank = len(shape)
+    target = [int(v) for v in np.asarray(ctx.require_const(node.input[1], "CenterCropPad's shape")).ravel()]
+    axes = ctx.attrs().get("axes") or list(range(rank))
+    axes = [a + rank if a < 0 else a for a in axes]
+    st = strides_of(shape)
+    new, offset, lo, hi = list(shape), 0, [0] * rank, list(shape)
+    for a, sh in zip(axes, target, strict=True):
+        dim = shape[a]
+        new[a] = sh
+        if sh < dim:
+            offset += (dim - sh) // 2 * st[a]
+            hi[a] = sh
+        elif sh > dim:
+            d = (sh - dim) // 2
+            offset -= d * st[a]
+            lo[a], hi[a] = d, d + dim
+    view(ctx, x, new, offset, st, out, lo=lo, hi=hi, fill=0)
+
+
+def _channel_affine(ctx: LoweringContext, node: onnx.NodeProto, normed: str, shape, scale: str, bias: str,
+                    groups: int | None = None) -> None:
+    """out = normed · scale[c] + bias[c] (a per-group scale of older GroupNormalization is
+    repeated over its group's channels)."""
+    c = shape[1]
+    per_channel = (c,) + (1,) * (len(shape) - 2)
+    names = []
+    for what, src in (("scale", scale), ("bias", bias)):
+        n = ctx.shape_of(src)[0]
+        if n != c and groups:  # one value per group
+            view(ctx, src, (groups, c // groups), 0, (1, 0), tmp(node, f"{what}_rep"))
+            src = tmp(node, f"{what}_rep")
+        reshape_to(ctx, src, per_channel, tmp(node, f"{what}_c"))
+        names.append(tmp(node, f"{what}_c"))
+    out = node.output[0]
+    bin_(ctx, "mul", normed, names[0], tmp(node, "scaled"), max(frac(ctx, out), ctx.frac_of(ctx.fx(normed)) - 4))
+    binary(ctx, "add", tmp(node, "scaled"), names[1], out)
+
+
+def _normalize_rows(ctx: LoweringContext, node: onnx.NodeProto, rows: int, n: int, eps: float) -> str:
+    """x reshaped to [rows, n], each row normalised to mean 0 and variance 1 by the IR's norm."""
+    x = node.input[0]
+    reshape_to(ctx, x, (rows, n), tmp(node, "rows"))
+    ctx.bind(tmp(node, "ones"), Const(np.ones((n,), dtype=np.float32)))
+    ref = ctx.fx(tmp(node, "rows"))
+    fz = max(0, min(26, 30 - ceil(log2(sqrt(n) + 1))))  # |z| ≤ √n
+    attrs = {"kind": "layer", "eps": eps_units(eps, ctx.frac_of(ref), n), "frac": fz}
+    ctx.bind(tmp(node, "z"), ctx.emit("norm", [ref, ctx.fx(tmp(node, "ones"))], attrs, tmp(node, "z")))
+    reshape_to(ctx, tmp(node, "z"), tuple(ctx.shape_of(x)), tmp(node, "normed"))
+    return tmp(node, "normed")
+
+
+@rule("InstanceNormalization")
+def instance_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    shape = ctx.shape_of(node.input[0])
+    n = prod(shape[2:])
+    normed = _normalize_rows(ctx, node, shape[0] * shape[1], n, float(ctx.attrs().get("epsilon", 1e-5)))
+    _channel_affine(ctx, node, normed, shape, node.input[1], node.input[2])
+
+
+@rule("GroupNormalization")
+def group_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    a = ctx.attrs()
+    if a.get("stash_type", 1) != 1:
+        raise ctx.unsupported(f"GroupNormalization with stash_type {a['stash_type']}")
+    shape = ctx.shape_of(node.input[0])
+    g = int(a["num_groups"])
+    if shape[1] % g:
+        raise ctx.unsupported(f"GroupNormalization of {shape[1]} channels in {g} groups")
+    rows = shape[0] * g
+    normed = _normalize_rows(ctx, node, rows, prod(shape[1:]) // g, float(a.get("epsilon", 1e-5)))
+    _channel_affine(ctx, node, normed, shape, node.input[1], node.input[2], g)
