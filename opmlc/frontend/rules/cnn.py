@@ -96,12 +96,15 @@ def global_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 @rule("BatchNormalization")
 def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    if len([o for o in node.output if o]) > 1 or ctx.attrs().get("training_mode", 0):
-        raise ctx.unsupported("BatchNormalization in training mode")
+    training = bool(ctx.attrs().get("training_mode", 0))
+    if len([o for o in node.output if o]) > 1 and not training:
+        raise ctx.unsupported("BatchNormalization's running statistics outside training mode")
     eps = ctx.attrs().get("epsilon", 1e-5)
     x, g, b, mean, var = node.input[:5]
     rank = len(ctx.shape_of(x))
     out = node.output[0]
+    if training:
+        mean, var = _batch_statistics(ctx, node, mean, var)
     c = ctx.shape_of(x)[1]
     per_channel = (c,) + (1,) * (rank - 2)
     params = [ctx.const(n) for n in (g, b, mean, var)]
@@ -130,6 +133,40 @@ def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     bin_(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered", min(ctx.frac_of(ctx.fx(x)), ctx.frac_of(ctx.fx(mean))))
     bin_(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled", ctx.policy.activation(out))
     ctx.bind(out, Ref_add(ctx, f"{out}/scaled", f"{out}/beta_c", out))
+
+
+def _batch_statistics(ctx: LoweringContext, node: onnx.NodeProto, mean: str, var: str) -> tuple[str, str]:
+    """Training mode: the batch's mean and (population) variance per channel, kept [C]; and
+    the running statistics mean·momentum + batch·(1 − momentum) for the optional outputs."""
+    from opmlc.frontend.rules.logs import bin_
+
+    x, out = node.input[0], node.output[0]
+    shape = ctx.shape_of(x)
+    axes = [0, *range(2, len(shape))]
+    f = ctx.frac_of(ctx.fx(x))
+    bm, bv = f"{out}/batch_mean", f"{out}/batch_var"
+    ctx.bind(f"{bm}_k", ctx.emit("reduce", [ctx.fx(x)], {"kind": "mean", "axes": axes, "keepdims": 1, "frac": f},
+                                 f"{bm}_k"))
+    bin_(ctx, "sub", x, f"{bm}_k", f"{out}/dev", f)
+    g = max(0, min(30, 2 * f - 31))  # |dev| < 2^(31 − f): dev² fits with 2f − 31 bits
+    bin_(ctx, "mul", f"{out}/dev", f"{out}/dev", f"{out}/dev2", g)
+    ctx.bind(f"{bv}_k", ctx.emit("reduce", [ctx.fx(f"{out}/dev2")], {"kind": "mean", "axes": axes, "keepdims": 1,
+                                                                    "frac": g}, f"{bv}_k"))
+    c = shape[1]
+    reshape_to(ctx, f"{bm}_k", (c,), bm)
+    reshape_to(ctx, f"{bv}_k", (c,), bv)
+    momentum = float(ctx.attrs().get("momentum", 0.9))
+    for k, (running, batch) in enumerate(((mean, bm), (var, bv)), start=1):
+        if len(node.output) <= k or not node.output[k]:
+            continue
+        dst = node.output[k]
+        ctx.bind(f"{dst}/m", Const(np.asarray(momentum)))
+        ctx.bind(f"{dst}/1-m", Const(np.asarray(1.0 - momentum)))
+        fo = ctx.policy.activation(dst)
+        bin_(ctx, "mul", running, f"{dst}/m", f"{dst}/old", fo)
+        bin_(ctx, "mul", batch, f"{dst}/1-m", f"{dst}/new", fo)
+        bin_(ctx, "add", f"{dst}/old", f"{dst}/new", dst, fo)
+    return bm, bv
 
 
 def Ref_add(ctx: LoweringContext, a: str, b: str, out: str):  # noqa: N802
