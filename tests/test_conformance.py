@@ -56,10 +56,12 @@ def test_cli_json_counts():
 # Ops added for issue 16 (recurrent layers, LRN, the log family, attention, losses): their
 # node cases on the interpreter (the native build of their IR ops is checked bit for bit by
 # tests/kernels and tests/frontend/test_recurrent_and_lrn.py).
-NEW_OPS = {"LSTM": 6, "GRU": 6, "RNN": 6, "LRN": 2, "Log": 2, "Softplus": 4, "Hardmax": 7}
+NEW_OPS = {"LSTM": 6, "GRU": 6, "RNN": 6, "LRN": 2, "Log": 2, "Softplus": 4, "Hardmax": 7, "BatchNormalization": 4,
+           "InstanceNormalization": 2, "GroupNormalization": 4}
 NAMED_CASES = ["test_logsoftmax_axis_1", "test_reduce_log_sum_exp_do_not_keepdims_random", "test_pow",
                "test_nllloss_NCd1d2d3_none_no_weight_negative_ii", "test_sce_mean_weight_ii_4d_log_prob",
-               "test_lpnormalization_default", "test_gemm_transposeA", "test_attention_3d_gqa_causal", "test_attention_4d_with_past_and_present_qk_matmul_bias",
+               "test_lpnormalization_default", "test_gemm_transposeA", "test_center_crop_pad_crop_and_pad",
+               "test_onehot_negative_indices", "test_attention_3d_gqa_causal", "test_attention_4d_with_past_and_present_qk_matmul_bias",
                    "test_attention_4d_diff_heads_sizes_softcap", "test_attention_4d_attn_mask_bool_4d",
                    "test_attention_4d_causal_nonpad_attn_mask_composition", "test_attention_local_window_with_past",
                    "test_attention_23_fullymasked_qk_matmul_output_mode3_zero"]
@@ -74,7 +76,7 @@ def test_the_added_ops_pass_every_node_case():
 
 def test_attention_losses_and_log_variants_pass():
     ops = ["Attention", "LogSoftmax", "ReduceLogSumExp", "Pow", "NegativeLogLikelihoodLoss",
-           "SoftmaxCrossEntropyLoss", "LpNormalization", "Gemm"]
+           "SoftmaxCrossEntropyLoss", "LpNormalization", "Gemm", "CenterCropPad", "OneHot"]
     cases = {c.name: c for c in conformance.collect(ops)}
     for name in NAMED_CASES:
         r = conformance.run_case(cases[name])
