@@ -2,7 +2,8 @@
 (a one-hot compare with the class indices), LpNormalization (p = 2: the IR's `norm`, whose
 rsqrt is exact; p = 1: a sum of magnitudes and one division), InstanceNormalization and
 GroupNormalization (rows normalised by `norm`, then the per-channel scale and bias),
-CenterCropPad (one `view`), Shrink, Swish and SwiGLU (`where`, `binary`, `unary` sigmoid).
+CenterCropPad (one `view`), CumSum (a matmul with a constant triangle), Shrink, Swish and
+SwiGLU (`where`, `binary`, `unary` sigmoid).
 """
 
 from __future__ import annotations
@@ -256,3 +257,50 @@ def group_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     rows = shape[0] * g
     normed = _normalize_rows(ctx, node, rows, prod(shape[1:]) // g, float(a.get("epsilon", 1e-5)))
     _channel_affine(ctx, node, normed, shape, node.input[1], node.input[2], g)
+
+
+@rule("CumSum")
+def cumsum(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """A matmul with a constant 0/1 triangle along the axis (moved last and back by views):
+    one int64 accumulation, exact. Integer tensors (int8…int32) go through fx32 with 0 bits and
+    back, so a sum beyond int32 saturates where ONNX would wrap."""
+    a = ctx.attrs()
+    x, out = node.input[0], node.output[0]
+    shape = tuple(ctx.shape_of(x))
+    rank = len(shape)
+    axis = int(np.asarray(ctx.require_const(node.input[1], "CumSum's axis")).item())
+    axis = axis + rank if axis < 0 else axis
+    dt = ctx.dtype(x)
+    if dt not in (DType.FX32, DType.I32):
+        raise ctx.unsupported(f"CumSum of a {dt.value} tensor")
+    n = shape[axis]
+    k, j = np.arange(n).reshape(n, 1), np.arange(n).reshape(1, n)
+    keep = {(0, 0): k <= j, (1, 0): k < j, (0, 1): k >= j, (1, 1): k > j}[(int(a.get("exclusive", 0)),
+                                                                         int(a.get("reverse", 0)))]
+    ctx.bind(tmp(node, "tri_t"), Const(np.ascontiguousarray(keep.T.astype(np.float32))))  # [N, K]
+    src = x
+    perm = [d for d in range(rank) if d != axis] + [axis]
+    moved = tuple(shape[d] for d in perm)
+    if axis != rank - 1:
+        src = tmp(node, "moved")
+        st = strides_of(shape)
+        view(ctx, x, moved, 0, [st[d] for d in perm], src)
+    if rank == 1:
+        reshape_to(ctx, src, (1, n), tmp(node, "row"))
+        src = tmp(node, "row")
+    ref = ctx.fx(src) if dt is DType.FX32 else ctx.emit("cast", [ctx.value(src)], {"to": "fx32", "frac": 0},
+                                                         tmp(node, "as_fx"))
+    fo = frac(ctx, out) if dt is DType.FX32 else 0
+    ctx.bind(tmp(node, "sums"), ctx.emit("matmul", [ref, ctx.fx(tmp(node, "tri_t"))],
+                                         {"frac": min(fo, ctx.frac_of(ref) + ctx.frac_of(ctx.fx(tmp(node, "tri_t")))),
+                                          "transpose_b": True}, tmp(node, "sums")))
+    res = tmp(node, "sums")
+    if dt is not DType.FX32:
+        ctx.bind(tmp(node, "ints"), ctx.emit("cast", [ctx.value(res)], {"to": "i32", "frac": 0}, tmp(node, "ints")))
+        res = tmp(node, "ints")
+    if axis == rank - 1:
+        reshape_to(ctx, res, shape, out)
+        return
+    st2 = strides_of(moved)
+    back = [perm.index(d) for d in range(rank)]
+    view(ctx, res, shape, 0, [st2[b] for b in back], out)
