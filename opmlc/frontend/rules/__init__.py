@@ -39,6 +39,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     ml,
     movement,
     recurrent,
+    resize,
     reduce,
     shape,
     softmax,
