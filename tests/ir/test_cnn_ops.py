@@ -120,6 +120,16 @@ def test_average_pool_divides_by_the_inside_count_with_rounding():
     assert got.ravel().tolist() == [3, 5, 8, 9]  # (1+2+4+5)/4=3, (3+6)/2=4.5→5, (7+8)/2=7.5→8, 9
 
 
+def test_average_pool_counting_the_padding_stops_at_the_padded_edge():
+    # ceil_mode: the last window [3, 5] reaches past the end padding (input 0..3, padded −1..4):
+    # ONNX divides by the positions inside the padded input (2), not by the kernel's size
+    x = np.array([4, 8, 12, 16], dtype=np.int32).reshape(1, 1, 4)
+    attrs = {"kind": "avg", "kernel": [3], "strides": [2], "dilations": [1], "pads": [1, 1],
+             "ceil_mode": 1, "count_include_pad": 1}
+    got, _ = evaluate("pool", [x], [fx(x.shape, 0)], attrs)
+    assert got.ravel().tolist() == [4, 12, 8]  # (0+4+8)/3, (8+12+16)/3, (16+0)/2
+
+
 def test_reduce_and_view_against_numpy():
     rng = np.random.default_rng(1)
     x = rng.integers(-1000, 1000, (2, 3, 4)).astype(np.int32)
