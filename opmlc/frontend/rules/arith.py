@@ -126,8 +126,15 @@ def variadic(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         binary(ctx, "div", acc, const(ctx, tmp(node, "n"), n, acc), out)
 
 
+UNSIGNED_MASK = {onnx.TensorProto.UINT8: 0xFF, onnx.TensorProto.UINT16: 0xFFFF, onnx.TensorProto.UINT32: 0xFFFFFFFF}
+
+
 @rule("Neg", "Abs", "Floor", "Ceil", "Round", "Sign", "Sigmoid", "Tanh", "Exp", "Sqrt", "Not", "BitwiseNot")
 def unary_rule(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    mask = UNSIGNED_MASK.get(ctx.elem_types.get(node.input[0], 0))
+    if node.op_type == "BitwiseNot" and mask is not None:  # ~x of an unsigned type: x ^ all ones of its width
+        binary(ctx, "bitxor", node.input[0], const(ctx, tmp(node, "ones"), mask, node.input[0]), node.output[0])
+        return
     kind = {"Not": "not", "BitwiseNot": "bitnot"}.get(node.op_type, node.op_type.lower())
     unary(ctx, kind, node.input[0], node.output[0])
 
