@@ -57,7 +57,7 @@ def test_cli_json_counts():
 # node cases on the interpreter (the native build of their IR ops is checked bit for bit by
 # tests/kernels and tests/frontend/test_recurrent_and_lrn.py).
 NEW_OPS = {"LSTM": 6, "GRU": 6, "RNN": 6, "LRN": 2, "Log": 2, "Softplus": 4, "Hardmax": 7, "BatchNormalization": 4,
-           "InstanceNormalization": 2, "GroupNormalization": 4}
+           "InstanceNormalization": 2, "GroupNormalization": 4, "BitwiseNot": 3, "CumSum": 9}
 NAMED_CASES = ["test_logsoftmax_axis_1", "test_reduce_log_sum_exp_do_not_keepdims_random", "test_pow",
                "test_nllloss_NCd1d2d3_none_no_weight_negative_ii", "test_sce_mean_weight_ii_4d_log_prob",
                "test_lpnormalization_default", "test_gemm_transposeA", "test_center_crop_pad_crop_and_pad",
