@@ -39,8 +39,8 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     ml,
     movement,
     recurrent,
-    resize,
     reduce,
+    resize,
     shape,
     softmax,
 )
