@@ -173,3 +173,53 @@ def Ref_add(ctx: LoweringContext, a: str, b: str, out: str):  # noqa: N802
     from opmlc.frontend.context import Ref
 
     return Ref(ctx.emit("binary", [ctx.fx(a), ctx.fx(b)], {"kind": "add", "frac": ctx.policy.activation(out)}, out))
+
+
+@rule("LpPool")
+def lp_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """(Σ_window |x|^p)^(1/p), the padding counting as zeros: |x|^p (p = 1: abs, p = 2: x² at
+    2f − 31 bits, which cannot saturate; else exp(p·ln|x|)), the window sums by a depthwise conv
+    with a kernel of ones (exact int64 sums), then the root (sqrt, or exp(ln(s)/p))."""
+    from opmlc.frontend.rules.logs import LOG_FRAC, bin_, un
+
+    a = ctx.attrs()
+    if a.get("ceil_mode", 0):
+        raise ctx.unsupported("LpPool with ceil_mode")
+    x, out = node.input[0], node.output[0]
+    if ctx.dtype(x) is not DType.FX32:
+        raise ctx.unsupported("LpPool of an integer tensor")
+    shape = ctx.shape_of(x)
+    spatial, c, r = shape[2:], shape[1], len(shape) - 2
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides") or [1] * r)
+    dilations = list(a.get("dilations") or [1] * r)
+    pads = resolve_pads(ctx, spatial, kernel, strides, dilations)
+    p = float(a.get("p", 2))
+    f = ctx.frac_of(ctx.fx(x))
+    powered = f"{out}/pow"
+    if p == 1:
+        un(ctx, "abs", x, powered, f)
+    elif p == 2:
+        bin_(ctx, "mul", x, x, powered, max(0, min(30, 2 * f - 31)))
+    else:
+        un(ctx, "abs", x, f"{out}/abs", f)
+        un(ctx, "log", f"{out}/abs", f"{out}/ln", LOG_FRAC)
+        ctx.bind(f"{out}/p", Const(np.asarray(p)))
+        bin_(ctx, "mul", f"{out}/ln", f"{out}/p", f"{out}/pln", LOG_FRAC)
+        un(ctx, "exp", f"{out}/pln", powered, f)
+    ctx.bind(f"{out}/ones", Const(np.ones((c, 1, *kernel), dtype=np.float32)))
+    xp, w = ctx.fx(powered), ctx.fx(f"{out}/ones")
+    n = int(np.prod(kernel))
+    fs = max(0, min(ctx.frac_of(xp) + ctx.frac_of(w), ctx.frac_of(xp) - (n - 1).bit_length()))
+    sums = f"{out}/sums"
+    ctx.bind(sums, ctx.emit("conv", [xp, w], {"strides": strides, "dilations": dilations, "pads": pads,
+                                              "group": c, "frac": fs}, sums))
+    if p == 1:
+        ctx.bind(out, ctx.sym(sums))
+    elif p == 2:
+        un(ctx, "sqrt", sums, out, max(-(-fs // 2), min(ctx.policy.activation(out), (fs + 31) // 2)))
+    else:
+        un(ctx, "log", sums, f"{out}/lns", LOG_FRAC)
+        ctx.bind(f"{out}/inv_p", Const(np.asarray(1.0 / p)))
+        bin_(ctx, "mul", f"{out}/lns", f"{out}/inv_p", f"{out}/root_ln", LOG_FRAC)
+        un(ctx, "exp", f"{out}/root_ln", out)
