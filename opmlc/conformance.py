@@ -50,6 +50,7 @@ SHAPE_INPUTS = {
     "ReduceSumSquare": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "TopK": (1,),
     "OneHot": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     "CumSum": (1,), "Trilu": (1,), "Gather": (1,), "Clip": (), "CenterCropPad": (1,),
+    "Dropout": (1, 2),  # ratio and training_mode: whether the program is random is static
 }
 
 TOL_UNITS = 8  # the tolerance is 2^(TOL_UNITS − f) · (1 + |want|)
@@ -164,6 +165,9 @@ def run_case(case, native: bool = False) -> CaseResult:
     def unsupported(why: str) -> CaseResult:
         return CaseResult(case.name, op, "unsupported", why)
 
+    # Some cases (Cast's) store their data as TensorProto: to numpy, as onnx's own runner does.
+    inputs, expected = ([onnx.numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a for a in arrs]
+                        for arrs in (inputs, expected))
     if not all(isinstance(a, np.ndarray | np.generic) for a in [*inputs, *expected]):
         return unsupported("sequence, map or optional values have no IR type")
     inputs, expected = [np.asarray(a) for a in inputs], [np.asarray(a) for a in expected]

@@ -114,15 +114,15 @@ def test_an_unsupported_op_names_the_op_node_and_opset(tmp_path):
 
 
 def test_a_float_only_construct_is_unsupported_not_wrong(tmp_path):
-    # x ** y with a runtime exponent needs a logarithm, which the fixed-point IR does not have
-    g = helper.make_graph([helper.make_node("Pow", ["x", "x"], ["y"], name="the_pow")], "u",
+    # the floating-point remainder of float tensors has no fixed-point lowering
+    g = helper.make_graph([helper.make_node("Mod", ["x", "x"], ["y"], name="the_mod", fmod=1)], "u",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     path = tmp_path / "p.onnx"
     onnx.save(m, path)
-    assert_one_line_error(invoke("compile", path, "-o", tmp_path / "out"), "Pow", "'the_pow'", "run-time")
+    assert_one_line_error(invoke("compile", path, "-o", tmp_path / "out"), "Mod", "'the_mod'", "float tensors")
 
 
 def test_an_unsupported_opset_is_a_one_line_error(tmp_path):

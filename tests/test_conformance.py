@@ -51,3 +51,45 @@ def test_cli_json_counts():
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["passed"] == doc["total"] > 0 and set(doc["ops"]) == {"Relu", "LeakyRelu"}
+
+
+# Ops added for issue 16 (recurrent layers, LRN, the log family, attention, losses): their
+# node cases on the interpreter (the native build of their IR ops is checked bit for bit by
+# tests/kernels and tests/frontend/test_recurrent_and_lrn.py).
+NEW_OPS = {"LSTM": 6, "GRU": 6, "RNN": 6, "LRN": 2, "Log": 2, "Softplus": 4, "Hardmax": 7, "BatchNormalization": 4,
+           "InstanceNormalization": 2, "GroupNormalization": 4, "BitwiseNot": 3, "CumSum": 9}
+NAMED_CASES = ["test_logsoftmax_axis_1", "test_reduce_log_sum_exp_do_not_keepdims_random", "test_pow",
+               "test_nllloss_NCd1d2d3_none_no_weight_negative_ii", "test_sce_mean_weight_ii_4d_log_prob",
+               "test_lpnormalization_default", "test_gemm_transposeA", "test_center_crop_pad_crop_and_pad",
+               "test_onehot_negative_indices", "test_cumsum_1d_reverse_exclusive", "test_cumsum_2d_int32",
+               "test_resize_downsample_scales_cubic_antialias", "test_resize_tf_crop_and_resize_extrapolation_value",
+               "test_resize_upsample_sizes_nearest_axes_3_2", "test_attention_3d_gqa_causal", "test_attention_4d_with_past_and_present_qk_matmul_bias",
+                   "test_attention_4d_diff_heads_sizes_softcap", "test_attention_4d_attn_mask_bool_4d",
+                   "test_attention_4d_causal_nonpad_attn_mask_composition", "test_attention_local_window_with_past",
+                   "test_attention_23_fullymasked_qk_matmul_output_mode3_zero"]
+
+
+def test_the_added_ops_pass_every_node_case():
+    report = conformance.run(list(NEW_OPS))
+    per_op = report.per_op()
+    for op, n in NEW_OPS.items():
+        assert per_op[op] == {"passed": n, "failed": 0, "unsupported": 0}, (op, per_op[op])
+
+
+def test_attention_losses_and_log_variants_pass():
+    ops = ["Attention", "LogSoftmax", "ReduceLogSumExp", "Pow", "NegativeLogLikelihoodLoss",
+           "SoftmaxCrossEntropyLoss", "LpNormalization", "Gemm", "CenterCropPad", "OneHot", "CumSum",
+           "Resize"]
+    cases = {c.name: c for c in conformance.collect(ops)}
+    for name in NAMED_CASES:
+        r = conformance.run_case(cases[name])
+        assert r.status == "passed", (name, r.detail)
+
+
+def test_resize_leaves_onnxs_reference_as_it_was():
+    from onnx.reference.ops import op_resize
+
+    before = op_resize._interpolate_1d_along_axis
+    cases = {c.name: c for c in conformance.collect(["Resize"])}
+    assert conformance.run_case(cases["test_resize_upsample_scales_linear"]).status == "passed"
+    assert op_resize._interpolate_1d_along_axis is before

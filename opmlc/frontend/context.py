@@ -96,6 +96,9 @@ class LoweringContext:
         self.env: dict[str, Sym] = {}
         self._const_refs: dict[tuple[str, int], int] = {}
         self.node: onnx.NodeProto | None = None
+        # ONNX element types by tensor name (after shape inference), for the few rules whose
+        # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
+        self.elem_types: dict[str, int] = {}
 
     # -- errors ---------------------------------------------------------------------------
     def where(self) -> str:

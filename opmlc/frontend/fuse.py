@@ -29,6 +29,8 @@ def fuse_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     for bn in list(g.node):
         if bn.op_type != "BatchNormalization" or len([o for o in bn.output if o]) != 1:
             continue
+        if any(a.name == "training_mode" and helper.get_attribute_value(a) for a in bn.attribute):
+            continue  # batch statistics, not the stored ones: the rule computes them
         prev = producer.get(bn.input[0])
         if prev is None or prev.op_type not in ("Conv", "Gemm") or uses.get(bn.input[0], 0) != 1:
             continue

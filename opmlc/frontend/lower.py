@@ -125,6 +125,8 @@ def _lower_once(
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
     ctx = LoweringContext(builder, policy, opset, str(path))
+    for vi in (*g.input, *g.value_info, *g.output):
+        ctx.elem_types[vi.name] = vi.type.tensor_type.elem_type
 
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))

@@ -46,7 +46,8 @@ from opmlc.ir.types import DType
 DEFAULT_INPUT_BOUND = 16.0
 INF = math.inf
 Interval = tuple[float, float]
-DTYPE_RANGE = {DType.I32: (-(2.0**31), 2.0**31 - 1), DType.I64: (-(2.0**63), 2.0**63 - 1), DType.BOOL: (0.0, 1.0)}
+DTYPE_RANGE = {DType.I32: (-(2.0**31), 2.0**31 - 1), DType.I64: (-(2.0**63), 2.0**63 - 1), DType.BOOL: (0.0, 1.0),
+               DType.F32: (-float(np.finfo(np.float32).max), float(np.finfo(np.float32).max))}  # tree features
 
 
 @dataclass(frozen=True)

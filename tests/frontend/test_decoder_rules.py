@@ -70,13 +70,31 @@ def test_pow_by_a_constant_exponent(tmp_path, p):
     check(tmp_path, m, {"x": x}, 2e-3 * max(1.0, 3.0**p))
 
 
-def test_pow_by_a_non_half_integer_is_refused(tmp_path):
+@pytest.mark.parametrize("p", [0.3, -2.7, 7.25])
+def test_pow_by_any_other_exponent_is_exp_of_y_ln_x(tmp_path, p):
+    x = np.linspace(0.3, 3.0, 24, dtype=np.float32).reshape(4, 6)
+    m = model([helper.make_node("Pow", ["x", "p"], ["y"])], [helper.make_tensor_value_info("x", F, [4, 6])],
+              [helper.make_tensor_value_info("y", F, [4, 6])], [("p", np.array(p, np.float32))])
+    check(tmp_path, m, {"x": x}, 2e-3 * max(1.0, 3.0**p), {"unary": 4})  # abs, log, exp, neg
+
+
+def test_pow_by_a_runtime_exponent_keeps_the_sign_of_odd_powers(tmp_path):
+    m = model([helper.make_node("Pow", ["x", "e"], ["y"])],
+              [helper.make_tensor_value_info("x", F, [5]), helper.make_tensor_value_info("e", F, [5])],
+              [helper.make_tensor_value_info("y", F, [5])])
+    feeds = {"x": np.array([-2, -1.5, 2, 3, 0], np.float32), "e": np.array([3, 2, 0.5, -1, 2], np.float32)}
+    check(tmp_path, m, feeds, 2e-3)
+
+
+def test_pow_of_an_integer_tensor_by_a_runtime_exponent_is_refused(tmp_path):
     from opmlc.errors import UnsupportedError
 
-    m = model([helper.make_node("Pow", ["x", "p"], ["y"])], [helper.make_tensor_value_info("x", F, [2])],
-              [helper.make_tensor_value_info("y", F, [2])], [("p", np.array(0.3, np.float32))])
+    m = model([helper.make_node("Pow", ["x", "e"], ["y"])],
+              [helper.make_tensor_value_info("x", TensorProto.INT32, [2]),
+               helper.make_tensor_value_info("e", TensorProto.INT32, [2])],
+              [helper.make_tensor_value_info("y", TensorProto.INT32, [2])])
     (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
-    with pytest.raises(UnsupportedError, match="Pow by 0.3"):
+    with pytest.raises(UnsupportedError, match="Pow of an integer tensor"):
         lower_model(tmp_path / "m.onnx")
 
 

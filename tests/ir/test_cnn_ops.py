@@ -61,6 +61,19 @@ def test_sqrt_is_exactly_rounded(f, fo):
     assert np.max(np.abs(got / 2.0**fo - np.sqrt(q / 2.0**f))) <= 2.0 ** -(fo + 1) + 1e-12
 
 
+@pytest.mark.parametrize("f,fo", [(16, 24), (24, 24), (0, 26), (30, 30), (8, 16)])
+def test_log_within_its_stated_bound_and_minus_inf_at_zero(f, fo):
+    rng = np.random.default_rng(f + fo)
+    q = np.concatenate([rng.integers(1, fp.INT32_MAX, 20000), np.arange(1, 3000),
+                        2 ** np.arange(1, 31) - 1, 2 ** np.arange(31), [fp.INT32_MAX]]).astype(np.int32)
+    got, _ = evaluate("unary", [q], [fx(q.shape, f)], {"kind": "log", "frac": fo})
+    want = np.log(q / 2.0**f)
+    fits = np.abs(want) < 2.0 ** (31 - fo) - 1  # beyond, the result saturates
+    assert np.max(np.abs(got / 2.0**fo - want)[fits]) <= 5e-9 + 2.0 ** -(fo + 1)
+    bad = np.array([0, -1, fp.INT32_MIN], dtype=np.int32)
+    assert np.all(evaluate("unary", [bad], [fx((3,), f)], {"kind": "log", "frac": fo})[0] == fp.INT32_MIN)
+
+
 def test_fx_division_rounds_half_up_and_saturates_division_by_zero():
     a = np.array([7, -7, 5, -5, 1, -1, 0, 3], np.int32)
     b = np.array([2, 2, -2, -2, 0, 0, 0, 3], np.int32)
@@ -105,6 +118,16 @@ def test_average_pool_divides_by_the_inside_count_with_rounding():
              "ceil_mode": 0, "count_include_pad": 0}
     got, _ = evaluate("pool", [x], [fx(x.shape, 0)], attrs)
     assert got.ravel().tolist() == [3, 5, 8, 9]  # (1+2+4+5)/4=3, (3+6)/2=4.5→5, (7+8)/2=7.5→8, 9
+
+
+def test_average_pool_counting_the_padding_stops_at_the_padded_edge():
+    # ceil_mode: the last window [3, 5] reaches past the end padding (input 0..3, padded −1..4):
+    # ONNX divides by the positions inside the padded input (2), not by the kernel's size
+    x = np.array([4, 8, 12, 16], dtype=np.int32).reshape(1, 1, 4)
+    attrs = {"kind": "avg", "kernel": [3], "strides": [2], "dilations": [1], "pads": [1, 1],
+             "ceil_mode": 1, "count_include_pad": 1}
+    got, _ = evaluate("pool", [x], [fx(x.shape, 0)], attrs)
+    assert got.ravel().tolist() == [4, 12, 8]  # (0+4+8)/3, (8+12+16)/3, (16+0)/2
 
 
 def test_reduce_and_view_against_numpy():

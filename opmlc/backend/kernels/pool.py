@@ -3,8 +3,6 @@ outside the input (unsigned compare per dimension) are skipped by select, never 
 
 from __future__ import annotations
 
-from math import prod
-
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
@@ -46,19 +44,23 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.store(c64(0), cnt)
             with nest(b, tuple(k), "k") as kidx:
                 ok = ir.Constant(I1, 1)
+                okp = ir.Constant(I1, 1)
                 xi = xbase
                 for d in range(r):
                     coord = b.add(b.sub(b.mul(oidx[d], c32(st_[d])), c32(pads[d])), b.mul(kidx[d], c32(dl[d])))
                     ok = b.and_(ok, b.icmp_unsigned("<", coord, c32(sp[d])))
+                    # inside the padded input: −pb ≤ coord < S + pe
+                    okp = b.and_(okp, b.icmp_unsigned("<", b.add(coord, c32(pads[d])), c32(sp[d] + pads[d] + pads[r + d])))
                     xi = b.add(xi, b.mul(coord, c32(sx[2 + d])))
                 x = sext64(b, load(b, args[0], b.select(ok, xi, c32(0))))
                 cur = b.load(acc, typ=I64)
                 new = smax(b, cur, x) if is_max else b.add(cur, x)
                 b.store(b.select(ok, new, cur), acc)
-                b.store(b.add(b.load(cnt, typ=I64), b.zext(ok, I64)), cnt)
+                counted = okp if attrs.get("count_include_pad") else ok
+                b.store(b.add(b.load(cnt, typ=I64), b.zext(counted, I64)), cnt)
             res = b.load(acc, typ=I64)
             if not is_max:
-                count = c64(prod(k)) if attrs.get("count_include_pad") else b.load(cnt, typ=I64)
+                count = b.load(cnt, typ=I64)
                 count = b.select(b.icmp_signed("<", count, c64(1)), c64(1), count)
                 res = round_div(b, res, count)
             store(b, saturate32(b, res), out, b.add(obase, linear_index(b, oidx, so[2:])))

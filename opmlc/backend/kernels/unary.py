@@ -7,6 +7,7 @@ from llvmlite import ir
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import I32, exp_fx, isqrt64, ld, round_div, smax, smin, st, to_fx
 from opmlc.backend.kernels._ir import (
+    I1,
     I64,
     c64,
     call_helper,
@@ -64,6 +65,8 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
         return call_helper(b, exp_fx(b.module), [x, c64(f), c64(fo)])
     if kind == "erf":
         return call_helper(b, erf_fx(b.module), [x, c64(f), c64(fo)])
+    if kind == "log":
+        return call_helper(b, log_fx(b.module), [x, c64(f), c64(fo)])
     if kind == "sqrt":
         n = smax(b, x, c64(0))
         m = 2 * fo - f
@@ -97,6 +100,30 @@ def erf_fx(module: ir.Module) -> ir.Function:
     m = b.sub(c64(fp.ONE_Q30), shr_round(b, b.mul(p, e), fp.Q30))
     y = shr_round_var(b, m, b.sub(c64(fp.Q30), fo), 62)
     b.ret(saturate32(b, b.select(neg, b.sub(c64(0), y), y)))
+    return fn
+
+
+def log_fx(module: ir.Module) -> ir.Function:
+    """unary log (ops/unary.py log_fx) as an internal function `i32 (i64 x, i64 f, i64 fo)`."""
+    fn, b = internal_function(module, "opmlc.log_fx", I32, [I64, I64, I64], counts=True)
+    if b is None:
+        return fn
+    x, f, fo = fn.args
+    pos = b.icmp_signed(">", x, c64(0))
+    q = b.select(pos, x, c64(1))
+    k = b.sub(c64(63), b.ctlz(q, ir.Constant(I1, 0)))  # bitlen − 1, in 0..30 for q < 2^31
+    m = b.shl(q, b.sub(c64(30), k))
+    big = b.icmp_signed(">=", m, c64(unary_op.SQRT2_Q30))
+    k = b.add(k, b.zext(big, I64))
+    v2 = b.select(big, m, b.shl(m, c64(1)))
+    s = round_div(b, b.shl(b.sub(v2, c64(1 << 31)), c64(30)), b.add(v2, c64(1 << 31)))
+    z = shr_round(b, b.mul(s, s), fp.Q30)
+    p = c64(unary_op.LOG_SERIES_Q30[-1])
+    for c in unary_op.LOG_SERIES_Q30[-2::-1]:
+        p = b.add(shr_round(b, b.mul(p, z), fp.Q30), c64(c))
+    y = b.add(b.mul(b.sub(k, f), c64(unary_op.LN2_Q30)), shr_round(b, b.mul(p, s), fp.Q30))
+    r = saturate32(b, b.select(pos, shr_round_var(b, y, b.sub(c64(fp.Q30), fo), 62), c64(0)))
+    b.ret(b.select(pos, r, ir.Constant(I32, fp.INT32_MIN)))
     return fn
 
 

@@ -126,8 +126,15 @@ def variadic(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         binary(ctx, "div", acc, const(ctx, tmp(node, "n"), n, acc), out)
 
 
+UNSIGNED_MASK = {onnx.TensorProto.UINT8: 0xFF, onnx.TensorProto.UINT16: 0xFFFF, onnx.TensorProto.UINT32: 0xFFFFFFFF}
+
+
 @rule("Neg", "Abs", "Floor", "Ceil", "Round", "Sign", "Sigmoid", "Tanh", "Exp", "Sqrt", "Not", "BitwiseNot")
 def unary_rule(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    mask = UNSIGNED_MASK.get(ctx.elem_types.get(node.input[0], 0))
+    if node.op_type == "BitwiseNot" and mask is not None:  # ~x of an unsigned type: x ^ all ones of its width
+        binary(ctx, "bitxor", node.input[0], const(ctx, tmp(node, "ones"), mask, node.input[0]), node.output[0])
+        return
     kind = {"Not": "not", "BitwiseNot": "bitnot"}.get(node.op_type, node.op_type.lower())
     unary(ctx, kind, node.input[0], node.output[0])
 
@@ -160,10 +167,15 @@ def prelu(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 
 def expm1_scaled(ctx: LoweringContext, node: onnx.NodeProto, x: str, alpha: float, name: str) -> str:
-    """alpha · (exp(x) − 1), bound to `name`."""
-    unary(ctx, "exp", x, tmp(node, "exp"))
-    binary(ctx, "sub", tmp(node, "exp"), const(ctx, tmp(node, "one"), 1.0), tmp(node, "expm1"))
-    binary(ctx, "mul", tmp(node, "expm1"), const(ctx, tmp(node, "alpha"), alpha), name)
+    """alpha · (exp(x) − 1), bound to `name`. The branch is used where x ≤ 0 only, so its values
+    lie in [−alpha, 0] and the intermediates take the output's bits (not the default); where x
+    is large they saturate, and `where` discards them."""
+    fo = frac(ctx, node.output[0])
+    ctx.bind(tmp(node, "exp"), ctx.emit("unary", [ctx.fx(x)], {"kind": "exp", "frac": fo}, tmp(node, "exp")))
+    ra, rb, _ = operands(ctx, tmp(node, "exp"), const(ctx, tmp(node, "one"), 1.0))
+    ctx.bind(tmp(node, "expm1"), ctx.emit("binary", [ra, rb], {"kind": "sub", "frac": fo}, tmp(node, "expm1")))
+    ra, rb, _ = operands(ctx, tmp(node, "expm1"), const(ctx, tmp(node, "alpha"), alpha))
+    ctx.bind(name, ctx.emit("binary", [ra, rb], {"kind": "mul", "frac": fo}, name))
     return name
 
 

@@ -11,7 +11,7 @@ import onnx
 
 from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
-from opmlc.frontend.rules.arith import binary, unary
+from opmlc.frontend.rules.arith import binary
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
@@ -96,12 +96,15 @@ def global_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 @rule("BatchNormalization")
 def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    if len([o for o in node.output if o]) > 1 or ctx.attrs().get("training_mode", 0):
-        raise ctx.unsupported("BatchNormalization in training mode")
+    training = bool(ctx.attrs().get("training_mode", 0))
+    if len([o for o in node.output if o]) > 1 and not training:
+        raise ctx.unsupported("BatchNormalization's running statistics outside training mode")
     eps = ctx.attrs().get("epsilon", 1e-5)
     x, g, b, mean, var = node.input[:5]
     rank = len(ctx.shape_of(x))
     out = node.output[0]
+    if training:
+        mean, var = _batch_statistics(ctx, node, mean, var)
     c = ctx.shape_of(x)[1]
     per_channel = (c,) + (1,) * (rank - 2)
     params = [ctx.const(n) for n in (g, b, mean, var)]
@@ -115,19 +118,108 @@ def batchnorm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         ctx.bind(out, ctx.emit("binary", [ctx.fx(f"{out}/scaled"), ctx.fx(f"{out}/shift")],
                                {"kind": "add", "frac": ctx.policy.activation(out)}, out))
         return
+    # Run-time statistics: each intermediate keeps the bits of what it is computed from (not
+    # the default), so that sqrt and the division round at the inputs' precision.
+    from opmlc.frontend.rules.logs import bin_, un
+
     ctx.bind(f"{out}/eps", Const(np.asarray(eps, np.float32)))
-    ctx.bind(f"{out}/var_eps", Ref_add(ctx, var, f"{out}/eps", f"{out}/var_eps"))
-    unary(ctx, "sqrt", f"{out}/var_eps", f"{out}/std")
-    binary(ctx, "div", g, f"{out}/std", f"{out}/scale1")
+    fv = ctx.frac_of(ctx.fx(var))
+    bin_(ctx, "add", var, f"{out}/eps", f"{out}/var_eps", fv)
+    un(ctx, "sqrt", f"{out}/var_eps", f"{out}/std", max(-(-fv // 2), min(30, (fv + 31) // 2)))
+    bin_(ctx, "div", g, f"{out}/std", f"{out}/scale1", 24)
     for name in ("scale1", "mean", "beta"):
         src = {"scale1": f"{out}/scale1", "mean": mean, "beta": b}[name]
         reshape_to(ctx, src, per_channel, f"{out}/{name}_c")
-    binary(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered")
-    binary(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled")
+    bin_(ctx, "sub", x, f"{out}/mean_c", f"{out}/centered", min(ctx.frac_of(ctx.fx(x)), ctx.frac_of(ctx.fx(mean))))
+    bin_(ctx, "mul", f"{out}/centered", f"{out}/scale1_c", f"{out}/scaled", ctx.policy.activation(out))
     ctx.bind(out, Ref_add(ctx, f"{out}/scaled", f"{out}/beta_c", out))
+
+
+def _batch_statistics(ctx: LoweringContext, node: onnx.NodeProto, mean: str, var: str) -> tuple[str, str]:
+    """Training mode: the batch's mean and (population) variance per channel, kept [C]; and
+    the running statistics mean·momentum + batch·(1 − momentum) for the optional outputs."""
+    from opmlc.frontend.rules.logs import bin_
+
+    x, out = node.input[0], node.output[0]
+    shape = ctx.shape_of(x)
+    axes = [0, *range(2, len(shape))]
+    f = ctx.frac_of(ctx.fx(x))
+    bm, bv = f"{out}/batch_mean", f"{out}/batch_var"
+    ctx.bind(f"{bm}_k", ctx.emit("reduce", [ctx.fx(x)], {"kind": "mean", "axes": axes, "keepdims": 1, "frac": f},
+                                 f"{bm}_k"))
+    bin_(ctx, "sub", x, f"{bm}_k", f"{out}/dev", f)
+    g = max(0, min(30, 2 * f - 31))  # |dev| < 2^(31 − f): dev² fits with 2f − 31 bits
+    bin_(ctx, "mul", f"{out}/dev", f"{out}/dev", f"{out}/dev2", g)
+    ctx.bind(f"{bv}_k", ctx.emit("reduce", [ctx.fx(f"{out}/dev2")], {"kind": "mean", "axes": axes, "keepdims": 1,
+                                                                    "frac": g}, f"{bv}_k"))
+    c = shape[1]
+    reshape_to(ctx, f"{bm}_k", (c,), bm)
+    reshape_to(ctx, f"{bv}_k", (c,), bv)
+    momentum = float(ctx.attrs().get("momentum", 0.9))
+    for k, (running, batch) in enumerate(((mean, bm), (var, bv)), start=1):
+        if len(node.output) <= k or not node.output[k]:
+            continue
+        dst = node.output[k]
+        ctx.bind(f"{dst}/m", Const(np.asarray(momentum)))
+        ctx.bind(f"{dst}/1-m", Const(np.asarray(1.0 - momentum)))
+        fo = ctx.policy.activation(dst)
+        bin_(ctx, "mul", running, f"{dst}/m", f"{dst}/old", fo)
+        bin_(ctx, "mul", batch, f"{dst}/1-m", f"{dst}/new", fo)
+        bin_(ctx, "add", f"{dst}/old", f"{dst}/new", dst, fo)
+    return bm, bv
 
 
 def Ref_add(ctx: LoweringContext, a: str, b: str, out: str):  # noqa: N802
     from opmlc.frontend.context import Ref
 
     return Ref(ctx.emit("binary", [ctx.fx(a), ctx.fx(b)], {"kind": "add", "frac": ctx.policy.activation(out)}, out))
+
+
+@rule("LpPool")
+def lp_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """(Σ_window |x|^p)^(1/p), the padding counting as zeros: |x|^p (p = 1: abs, p = 2: x² at
+    2f − 31 bits, which cannot saturate; else exp(p·ln|x|)), the window sums by a depthwise conv
+    with a kernel of ones (exact int64 sums), then the root (sqrt, or exp(ln(s)/p))."""
+    from opmlc.frontend.rules.logs import LOG_FRAC, bin_, un
+
+    a = ctx.attrs()
+    if a.get("ceil_mode", 0):
+        raise ctx.unsupported("LpPool with ceil_mode")
+    x, out = node.input[0], node.output[0]
+    if ctx.dtype(x) is not DType.FX32:
+        raise ctx.unsupported("LpPool of an integer tensor")
+    shape = ctx.shape_of(x)
+    spatial, c, r = shape[2:], shape[1], len(shape) - 2
+    kernel = list(a["kernel_shape"])
+    strides = list(a.get("strides") or [1] * r)
+    dilations = list(a.get("dilations") or [1] * r)
+    pads = resolve_pads(ctx, spatial, kernel, strides, dilations)
+    p = float(a.get("p", 2))
+    f = ctx.frac_of(ctx.fx(x))
+    powered = f"{out}/pow"
+    if p == 1:
+        un(ctx, "abs", x, powered, f)
+    elif p == 2:
+        bin_(ctx, "mul", x, x, powered, max(0, min(30, 2 * f - 31)))
+    else:
+        un(ctx, "abs", x, f"{out}/abs", f)
+        un(ctx, "log", f"{out}/abs", f"{out}/ln", LOG_FRAC)
+        ctx.bind(f"{out}/p", Const(np.asarray(p)))
+        bin_(ctx, "mul", f"{out}/ln", f"{out}/p", f"{out}/pln", LOG_FRAC)
+        un(ctx, "exp", f"{out}/pln", powered, f)
+    ctx.bind(f"{out}/ones", Const(np.ones((c, 1, *kernel), dtype=np.float32)))
+    xp, w = ctx.fx(powered), ctx.fx(f"{out}/ones")
+    n = int(np.prod(kernel))
+    fs = max(0, min(ctx.frac_of(xp) + ctx.frac_of(w), ctx.frac_of(xp) - (n - 1).bit_length()))
+    sums = f"{out}/sums"
+    ctx.bind(sums, ctx.emit("conv", [xp, w], {"strides": strides, "dilations": dilations, "pads": pads,
+                                              "group": c, "frac": fs}, sums))
+    if p == 1:
+        ctx.bind(out, ctx.sym(sums))
+    elif p == 2:
+        un(ctx, "sqrt", sums, out, max(-(-fs // 2), min(ctx.policy.activation(out), (fs + 31) // 2)))
+    else:
+        un(ctx, "log", sums, f"{out}/lns", LOG_FRAC)
+        ctx.bind(f"{out}/inv_p", Const(np.asarray(1.0 / p)))
+        bin_(ctx, "mul", f"{out}/lns", f"{out}/inv_p", f"{out}/root_ln", LOG_FRAC)
+        un(ctx, "exp", f"{out}/root_ln", out)

@@ -70,11 +70,13 @@ def pow_(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     x^(k/2) = sqrt(x)^k, the power by square-and-multiply, a negative p by one reciprocal."""
     x, out = node.input[0], node.output[0]
     p = ctx.const(node.input[1])
-    if p is None or np.size(p) != 1:
-        raise ctx.unsupported("Pow with a run-time or non-scalar exponent")
+    if p is None or np.size(p) != 1 or not (2 * float(np.asarray(p).ravel()[0])).is_integer() \
+            or abs(float(np.asarray(p).ravel()[0])) > 64:
+        from opmlc.frontend.rules.logs import pow_exp_log
+
+        pow_exp_log(ctx, node)  # any other exponent: exp(y · ln x)
+        return
     p = float(np.asarray(p).ravel()[0])
-    if not (2 * p).is_integer() or abs(p) > 64:
-        raise ctx.unsupported(f"Pow by {p} (only integer and half-integer exponents up to 64)")
     if ctx.dtype(x) is not DType.FX32 and (p < 0 or not p.is_integer()):
         raise ctx.unsupported(f"Pow of an integer tensor by {p}")
     base, m = x, int(abs(p))

@@ -4,6 +4,8 @@ the constants before quantization."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -21,17 +23,27 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a_name, b_name = node.input[0], node.input[1]
     if trans_a:
         a_const = ctx.const(a_name)
-        if a_const is None:
-            raise ctx.unsupported("Gemm with transA=1 on a runtime input")
-        a_name = f"{a_name}/T"
-        ctx.bind(a_name, Const(a_const.T))
+        if a_const is None:  # a run-time A: a transposing view
+            from opmlc.frontend.rules.movement import view
+
+            m, k = ctx.shape_of(a_name)
+            view(ctx, a_name, (k, m), 0, (1, k), f"{a_name}/T")
+            a_name = f"{a_name}/T"
+        else:
+            a_name = f"{a_name}/T"
+            ctx.bind(a_name, Const(a_const.T))
     b_const = ctx.const(b_name)
     if b_const is not None:  # weights are stored [N, K] (see the IR's matmul)
         if not trans_b or alpha != 1.0:
             b_name = f"{b_name}.T" if alpha == 1.0 else f"{b_name}.T*alpha"
             ctx.bind(b_name, Const(np.ascontiguousarray(alpha * (b_const if trans_b else b_const.T))))
-    elif alpha != 1.0:
-        raise ctx.unsupported("Gemm with alpha≠1 on a runtime B")
+    elif alpha != 1.0:  # a run-time B: alpha scales A instead (one more rounding, at A's bits)
+        from opmlc.frontend.rules.logs import bin_
+
+        f = ctx.frac_of(ctx.fx(a_name)) - max(0, math.ceil(math.log2(abs(alpha)))) if alpha else 0
+        ctx.bind(f"{out}/alpha", Const(np.asarray(alpha)))
+        bin_(ctx, "mul", a_name, f"{out}/alpha", f"{a_name}*alpha", max(0, f))
+        a_name = f"{a_name}*alpha"
     transpose_b = bool(b_const is not None or trans_b)
     inputs = [ctx.ref(a_name), ctx.ref(b_name)]
     n = ctx.shape_of(b_name)[0 if transpose_b else 1]
@@ -45,8 +57,13 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
                 bias_vector = c[0]
                 plain = beta == 1.0 and c_const.shape == (n,)
                 bias_name = c_name if plain else f"{c_name}/bias"
-        elif beta != 1.0:
-            raise ctx.unsupported("Gemm with beta≠1 on a runtime C")
+        elif beta != 1.0:  # a run-time C: scaled by beta first, at its own bits
+            from opmlc.frontend.rules.logs import bin_
+
+            f = ctx.frac_of(ctx.fx(c_name)) - max(0, math.ceil(math.log2(abs(beta)))) if beta else 0
+            ctx.bind(f"{out}/beta", Const(np.asarray(beta)))
+            bin_(ctx, "mul", c_name, f"{out}/beta", f"{c_name}*beta", max(0, f))
+            c_name = f"{c_name}*beta"
     # at most the product's bits (few input bits, as for large activations, leave fewer)
     frac = min(ctx.policy.activation(out), sum(ctx.frac_of(r) for r in inputs))
     mm_attrs = {"frac": frac, "transpose_b": transpose_b}

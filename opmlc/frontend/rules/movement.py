@@ -278,5 +278,9 @@ def eye_like(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
     shape = ctx.shape_of(node.input[0])
     a = ctx.attrs()
-    dtype = tensor_dtype_to_np_dtype(a["dtype"]) if "dtype" in a else np.float32
+    if "dtype" in a:
+        dtype = tensor_dtype_to_np_dtype(a["dtype"])
+    else:  # the input's element type
+        dtype = {DType.FX32: np.float32, DType.I32: np.int32, DType.I64: np.int64,
+                 DType.BOOL: np.bool_}[ctx.dtype(node.input[0])]
     ctx.bind(node.output[0], Const(np.eye(*shape, k=a.get("k", 0), dtype=dtype)))

@@ -17,12 +17,11 @@ KIND = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max", "ReduceMin
         "ReduceProd": "prod", "ReduceL1": "sum", "ReduceL2": "sum", "ReduceSumSquare": "sum"}
 
 
-@rule(*KIND)
-def reduce(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+def reduce_axes(ctx: LoweringContext, node: onnx.NodeProto) -> tuple[list[int] | None, bool]:
+    """A reduction node's sorted non-negative axes (None: no-op, empty axes with
+    noop_with_empty_axes) and keepdims."""
     a = ctx.attrs()
-    x, out = node.input[0], node.output[0]
-    shape = ctx.shape_of(x)
-    rank = len(shape)
+    rank = len(ctx.shape_of(node.input[0]))
     if len(node.input) > 1 and node.input[1]:
         axes = [int(v) for v in np.asarray(ctx.require_const(node.input[1], "the reduction axes")).ravel()]
     else:
@@ -30,10 +29,18 @@ def reduce(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     keepdims = bool(a.get("keepdims", 1))
     if not axes:
         if a.get("noop_with_empty_axes", 0):
-            reshape_to(ctx, x, tuple(shape), out)
-            return
+            return None, keepdims
         axes = list(range(rank))
-    axes = sorted({v + rank if v < 0 else v for v in axes})
+    return sorted({v + rank if v < 0 else v for v in axes}), keepdims
+
+
+@rule(*KIND)
+def reduce(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    x, out = node.input[0], node.output[0]
+    axes, keepdims = reduce_axes(ctx, node)
+    if axes is None:
+        reshape_to(ctx, x, tuple(ctx.shape_of(x)), out)
+        return
     src = x
     if node.op_type == "ReduceL1":
         src = f"{out}/abs"

@@ -18,10 +18,12 @@ def identity(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 @rule("Dropout")
 def dropout(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    # Inference: Dropout is the identity, and its optional mask output is all true.
+    # Inference (or training with ratio 0): the identity, and the optional mask output is all true.
     if len(node.input) > 2 and node.input[2]:
         training = ctx.const(node.input[2])
-        if training is None or bool(np.asarray(training).item()):
+        ratio = ctx.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        zero_ratio = ratio is not None and float(np.asarray(ratio).item()) == 0.0
+        if (training is None or bool(np.asarray(training).item())) and not zero_ratio:
             raise ctx.unsupported("Dropout in training mode cannot be compiled (not deterministic)")
     ctx.bind(node.output[0], ctx.sym(node.input[0]))
     if len(node.output) > 1 and node.output[1]:

@@ -8,8 +8,10 @@ up with `ceil_mode` — then one less if the last window would start past S + pb
 - max: the largest element of the window's positions inside the input (padding never wins;
   a window entirely in the padding gives INT32_MIN).
 - avg: the window's elements inside the input summed in int64, then `round_div(sum, count)`
-  (round half up, exact), count = the kernel's size with `count_include_pad`, else the number
-  of positions inside the input (at least 1: a window entirely in the padding averages to 0).
+  (round half up, exact), count = with `count_include_pad` the number of the window's positions
+  inside the padded input (the kernel's size, except for a ceil_mode window that reaches past
+  the end padding: ONNX's divisor), else the number of positions inside the input (at least 1:
+  a window entirely in the padding averages to 0).
 """
 
 from __future__ import annotations
@@ -69,18 +71,19 @@ class Pool(Op):
             # input coordinate of this kernel position for every output position, per dim
             coords = [np.arange(o[i]) * st[i] - pads[i] + kpos[i] * dl[i] for i in range(r)]
             inside = [(c >= 0) & (c < x.shape[2 + i]) for i, c in enumerate(coords)]
+            in_pad = [(c >= -pads[i]) & (c < x.shape[2 + i] + pads[r + i]) for i, c in enumerate(coords)]
             mask = np.ones(o, dtype=bool)
+            pmask = np.ones(o, dtype=bool)
             for i in range(r):
                 mask &= inside[i].reshape((1,) * i + (-1,) + (1,) * (r - i - 1))
+                pmask &= in_pad[i].reshape((1,) * i + (-1,) + (1,) * (r - i - 1))
             clipped = [np.clip(c, 0, x.shape[2 + i] - 1) for i, c in enumerate(coords)]
             vals = x[(slice(None), slice(None), *np.ix_(*clipped))]
             if is_max:
                 best = np.where(mask, np.maximum(best, vals), best)
             else:
                 total = total + np.where(mask, vals, 0)
-                count = count + mask
+                count = count + (pmask if attrs.get("count_include_pad") else mask)
         if is_max:
             return best.astype(np.int32)
-        if attrs.get("count_include_pad"):
-            count = np.full(o, int(np.prod(k)), dtype=np.int64)
         return fp.saturate32(fp.round_div(total, np.maximum(count, 1)))

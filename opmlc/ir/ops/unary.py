@@ -22,6 +22,13 @@ written once here and once in kernels/unary.py. Kinds by dtype:
     in Q30, e = exp(−a²) by fixedpoint.exp_nonpositive_q30, erf(|x|) = 2^30 − poly·e in Q30,
     rounded to fo, sign restored. |y − erf(x)| ≤ 3.5e-7 + 2^−(fo+1) (the formula's 1.5e-7,
     exp's 1.3e-7 relative, Q30 roundings). Gelu lowers onto it (x/2 · (1 + erf(x/√2))).
+  - log (natural, fo ≤ 30): for q > 0, k = bitlen(q) − 1 and m = q·2^(30−k) in [2^30, 2^31)
+    (exact); m ≥ √2·2^30 moves to m/2 (k + 1), so v = m/2^30 lies in [√½, √2). With
+    s = (v − 1)/(v + 1) in Q30 (one rounded division, |s| ≤ 0.1716), ln v = 2·atanh(s) =
+    s·(2 + z·(2/3 + z·(2/5 + z·(2/7 + z·2/9)))) with z = s² (Horner in Q30; the series' tail
+    is below 1e-9), and ln x = (k − f)·ln2 + ln v, rounded from Q30 to fo.
+    |y − ln(x)| ≤ 5e-9 + 2^−(fo+1). q ≤ 0 (ln 0 = −inf, and NaN below) gives INT32_MIN.
+    Log, LogSoftmax, the log reductions, Softplus, Pow and LRN lower onto it.
 - i32/i64 → same type: neg, abs (wrap around: −INT_MIN = INT_MIN), sign, bitnot.
 - bool → bool: not.
 """
@@ -34,13 +41,18 @@ from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops import IRTypeError, Op, register
 from opmlc.ir.types import DType, TensorType
 
-FX_KINDS = ("neg", "abs", "floor", "ceil", "round", "sign", "sigmoid", "tanh", "exp", "sqrt", "erf")
+FX_KINDS = ("neg", "abs", "floor", "ceil", "round", "sign", "sigmoid", "tanh", "exp", "sqrt", "erf", "log")
 # erf: Abramowitz–Stegun 7.1.26, p and a1..a5 in Q30; |x| beyond ERF_CLAMP gives ±1 in Q30.
 ERF_P_Q30 = round(0.3275911 * 2**30)
 ERF_A_Q30 = tuple(round(a * 2**30) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
 ERF_FRAC = 26
 ERF_CLAMP = 6 << ERF_FRAC
 INT_KINDS = ("neg", "abs", "sign", "bitnot")
+# log: √2 in Q30 (where the mantissa moves to [√½, 1)), ln 2 in Q30, and 2/(2i+1) in Q30 for
+# ln v = 2·atanh(s) = s·Σ 2/(2i+1)·s^(2i).
+SQRT2_Q30 = round(2**0.5 * 2**30)
+LN2_Q30 = round(0.6931471805599453 * 2**30)
+LOG_SERIES_Q30 = tuple(round(2 / (2 * i + 1) * 2**30) for i in range(5))
 
 
 @register
@@ -59,8 +71,8 @@ class Unary(Op):
         fo = attrs["frac"]
         if kind == "sqrt" and not 0 <= 2 * fo - x.frac <= 31:
             raise IRTypeError(f"unary sqrt: output bits {fo} out of range for {x}")
-        if kind == "erf" and fo > fp.Q30:
-            raise IRTypeError(f"unary erf: output bits {fo} above 30")
+        if kind in ("erf", "log") and fo > fp.Q30:
+            raise IRTypeError(f"unary {kind}: output bits {fo} above 30")
         return TensorType(DType.FX32, x.shape, fo)
 
     def evaluate(
@@ -117,7 +129,30 @@ def fx_unary(kind: str, x: np.ndarray, f: int, fo: int) -> np.ndarray:
         return fp.saturate32(r + (n - r * r > r))
     if kind == "erf":
         return erf_fx(x, f, fo)
+    if kind == "log":
+        return log_fx(x, f, fo)
     raise AssertionError(kind)
+
+
+def log_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
+    from opmlc.ir.ops.norm import bitlen64
+
+    pos = x > 0
+    q = np.where(pos, x, 1)
+    k = bitlen64(q) - 1  # q < 2^31, so 0 ≤ k ≤ 30
+    m = np.left_shift(q, 30 - k)
+    big = m >= SQRT2_Q30
+    k = k + big
+    v2 = np.where(big, m, np.left_shift(m, 1))  # v in Q31: [√½, √2)·2^31
+    s = fp.round_div(np.left_shift(v2 - (1 << 31), 30), v2 + (1 << 31))
+    z = fp.shr_round(s * s, fp.Q30)
+    p = np.full(np.shape(x), LOG_SERIES_Q30[-1], dtype=np.int64)
+    for c in LOG_SERIES_Q30[-2::-1]:
+        p = fp.shr_round(p * z, fp.Q30) + c
+    y = (k - f) * LN2_Q30 + fp.shr_round(p * s, fp.Q30)
+    # x ≤ 0 stands for −∞ (INT32_MIN), not a saturation: only positive x's clamps count
+    r = fp.saturate32(np.where(pos, fp.shr_round(y, fp.Q30 - fo), 0))
+    return np.where(pos, r, np.int32(fp.INT32_MIN))
 
 
 def erf_fx(x: np.ndarray, f: int, fo: int) -> np.ndarray:
