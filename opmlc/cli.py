@@ -275,6 +275,10 @@ def demo_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "seconds"}.')
     ] = False,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Write the game's moves, with their gas and both clocks, read back from "
+                                  "the chain, as JSON for `opmlc report`.")
+    ] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -300,7 +304,7 @@ def demo_cmd(
         if len(input) != len(graph.inputs):
             raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
         arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
-    result = run_demo(model, liar, rpc, lie_node, arrays, say)
+    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -310,6 +314,28 @@ def demo_cmd(
                + (f" (node {result['node']}, step {result['step']})" if result.get("node") is not None else ""))
     typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
     typer.echo(f"wall time: {result['seconds']} s")
+    if record is not None:
+        typer.echo(f"game record: {record}" if result["winner"] != "none" else "no game was played: nothing recorded")
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    dispute: Annotated[Path, typer.Argument(help="A dispute trace (`opmlc prove --claim`) or a game record (`opmlc demo --record`).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The picture to write: .svg, .png or .html.")],
+) -> None:
+    """Draw a dispute: phase 1 over the nodes, phase 2 over the steps, every move's gas and clocks.
+
+    Phase 1's interval over the graph's nodes narrows round by round to the disputed node, phase
+    2's over that node's VM steps to the one step MIPS.sol executes. A game record (from the
+    chain) adds each move's gas and both parties' clocks; an off-chain trace has neither. The
+    format follows the suffix of -o: SVG, PNG (through cairosvg) or an HTML page with the SVG.
+    """
+    from opmlc import report
+
+    d = report.load(dispute)
+    report.write(d, output)
+    typer.echo(f"wrote {output}: {len(d.phase1) - 1} + {max(len(d.phase2) - 1, 0)} rounds, the {d.winner} wins")
 
 
 @app.command("verify-step")
