@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from opmlc import progress
 from opmlc.artifact import Build
 from opmlc.commit import tensor_root
 from opmlc.errors import InputError, OpmlcError
@@ -81,7 +82,10 @@ def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[
     # the whole graph needs only its inputs and initializers (upto=0); node k needs its operands
     values = honest_values(build, inputs, upto=0 if node is None else node)
     state = initial_state(build, values, node)
-    vm_run(state, MAX_VM_STEPS)
+    with progress.task("running the VM (steps)") as bar:
+        while not state.exited and state.step < MAX_VM_STEPS:  # in chunks, for the bar
+            vm_run(state, min(VM_CHUNK, MAX_VM_STEPS - state.step))
+            bar.update(completed=state.step)
     if not state.exited:
         raise OpmlcError(f"the VM did not finish the task within {MAX_VM_STEPS} steps")
     if state.exit_code != 0:
@@ -90,6 +94,7 @@ def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[
 
 
 MAX_VM_STEPS = 1 << 40
+VM_CHUNK = 1 << 20  # steps between progress updates
 
 
 def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:

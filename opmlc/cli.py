@@ -28,14 +28,19 @@ app = typer.Typer(
 
 
 def user_errors(fn):
-    """Turn an OpmlcError into its one-line message and exit code 2."""
+    """Turn an OpmlcError into its one-line message and exit code 2; show progress bars on stderr.
+
+    The bars (opmlc/progress.py) appear only when stderr is a terminal and --json is off.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from opmlc import progress
         from toolchain.errors import ToolchainError
 
         try:
-            return fn(*args, **kwargs)
+            with progress.shown(sys.stderr.isatty() and not kwargs.get("as_json")):
+                return fn(*args, **kwargs)
         except OpmlcError as exc:
             typer.echo(f"opmlc: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -218,8 +223,7 @@ def prove_cmd(
     wrong claim, the dispute an honest challenger plays: every bisection move, the disputed node
     and step, and the final witness, as a JSON trace the contracts accept.
     """
-    from rich.progress import Progress
-
+    from opmlc import progress
     from opmlc.artifact import Build
     from opmlc.prove import prove_step
 
@@ -243,9 +247,8 @@ def prove_cmd(
         return
     if step < 0:
         raise OpmlcError(f"--step {step}: steps count from 0")
-    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
-        job = bar.add_task("running the VM", total=step)
-        witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(job, completed=k))
+    with progress.task("running the VM (steps)", total=step) as bar:
+        witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(completed=k))
     output.write_text(witness.to_json() + "\n")
     summary = {"witness": str(output), "step": step, "node": node,
                "pre_hash": "0x" + witness.pre_hash.hex(), "post_hash": "0x" + witness.post_hash.hex()}
@@ -290,9 +293,10 @@ def demo_cmd(
 
     from rich.console import Console
 
+    from opmlc import progress
     from opmlc.dispute.demo import run_demo
 
-    console = Console(stderr=True)
+    console = progress.console() or Console(stderr=True)  # the bars' console, so that lines and bars interleave
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[bold cyan]•[/] {m}"))
     arrays = None
     if input:
@@ -419,13 +423,10 @@ def conformance_cmd(
     expected outputs under the tolerance rule of opmlc/conformance.py (docs/CONFORMANCE.md).
     Every case counts as passed, failed or unsupported.
     """
-    from rich.progress import Progress
+    from opmlc import conformance, progress
 
-    from opmlc import conformance
-
-    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
-        job = bar.add_task("conformance", total=None)
-        report = conformance.run(op, native, progress=lambda k, n: bar.update(job, completed=k, total=n))
+    with progress.task("conformance cases") as bar:
+        report = conformance.run(op, native, progress=lambda k, n: bar.update(completed=k, total=n))
     if as_json:
         typer.echo(json.dumps(report.to_json(cases=cases)))
         return

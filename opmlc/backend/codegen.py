@@ -13,6 +13,7 @@ import json
 
 from llvmlite import ir
 
+from opmlc import progress
 from opmlc.backend.kernels import KERNELS
 from opmlc.backend.kernels._ir import I32, PTR, VOID, c32
 from opmlc.ir.graph import Graph
@@ -34,7 +35,7 @@ def generate_module(graph: Graph) -> str:
     module = ir.Module(name=graph.name)
     kernels: dict[str, ir.Function] = {}
     node_fns = []
-    for index, node in enumerate(graph.nodes):
+    for index, node in progress.track(enumerate(graph.nodes), "generating LLVM IR per node", len(graph.nodes)):
         sig = _signature(graph, index)
         if sig not in kernels:
             n_args = 1 + len(node.inputs)
