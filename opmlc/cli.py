@@ -7,6 +7,7 @@ object on stdout for machines.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -18,12 +19,56 @@ import typer
 from opmlc import __version__
 from opmlc.errors import OpmlcError
 
+
+class _ManualGroup(typer.core.TyperGroup):
+    """Help in a manual page's terms: BUILD_DIR, PATH, N, TEXT rather than Python's type names."""
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        for param in getattr(cmd, "params", ()):
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                continue
+            desc = param.type_descriptor
+            if param.param_type_name == "argument":
+                param.metavar = param.name.upper()
+            elif desc.is_path or "Path" in param.bare_type():  # list[Path]: a repeatable path
+                param.metavar = "PATH"
+            else:
+                param.metavar = {"int": "N", "float": "X"}.get(param.bare_type().lower(), "TEXT")
+        return cmd
+
+    def format_commands(self, ctx, formatter) -> None:
+        """Each command with its whole summary line, wrapped (click would cut it at the width)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, " ".join(inspect.cleandoc(cmd.help or "").split("\n\n")[0].split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="opmlc",
-    help="Compile ONNX models to bit-exact fixed-point programs and dispute their inference on chain.",
+    cls=_ManualGroup,
+    context_settings={"max_content_width": 100},
+    help="Compile ONNX models to bit-exact fixed-point programs and dispute their inference on chain.\n\n"
+    "A build runs the same bits on the golden interpreter, natively and in a MIPS VM whose single "
+    "steps a Solidity contract re-executes; a wrong result is found by bisection over the graph's "
+    "nodes, then over one node's VM steps. `opmlc COMMAND --help` describes each command.",
+    epilog="\b\nTypical use:\n"
+    "  opmlc compile MODEL.onnx -o build/      # a reproducible build\n"
+    "  opmlc run build/ --input X.npy --backend vm\n"
+    "  opmlc demo --record game.json          # a whole dispute on a local chain\n"
+    "  opmlc report game.json -o dispute.svg  # … drawn\n\n"
+    "\b\nExit status: 0 success; 1 a check that failed (compile --check, verify-step);\n"
+    "2 a user mistake (a bad model, input or option), reported in one line on stderr.\n"
+    "Progress bars go to stderr, only on a terminal and never with --json.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -480,6 +525,32 @@ def inspect_cmd(
     if "program" in m:
         p = m["program"]
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
+
+
+@app.command("ops")
+@user_errors
+def ops_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help='Print a list of {"domain", "op", "versions", "opsets"}.')] = False,
+) -> None:
+    """List the ONNX ops opmlc compiles: domain, op, the opsets accepted and the op's versions.
+
+    Read from the frontend's lowering rules (opmlc/frontend/rules). An op of the default domain
+    is accepted in every opset the loader takes; "versions" are the op's definitions in force
+    across that range (each one the rule handles). Ops of ai.onnx.ml take their own domain's
+    versions. An op without a rule still compiles where all its inputs are constants: it is
+    folded at compile time. `opmlc conformance` measures how well each op matches ONNX's tests.
+    """
+    from opmlc.frontend.supported import supported_ops
+
+    ops = supported_ops()
+    if as_json:
+        typer.echo(json.dumps([o.to_json() for o in ops]))
+        return
+    for o in ops:
+        opsets = f"opsets {o.opsets[0]}–{o.opsets[1]}" if o.opsets else "any opset"
+        typer.echo(f"{o.domain:<11} {o.op:<26} {opsets:<14} versions {', '.join(map(str, o.versions)) or '—'}")
+    by_domain = {d: sum(o.domain == d for o in ops) for d in sorted({o.domain for o in ops})}
+    typer.echo(f"{len(ops)} ops: " + ", ".join(f"{n} in {d}" for d, n in by_domain.items()))
 
 
 @app.callback(invoke_without_command=True)
