@@ -46,6 +46,6 @@ def test_digits_mlp_steps_match_vm(mips: Contract, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_digits_mlp_many_steps_match_vm(mips: Contract, tmp_path: Path) -> None:
     # 3,000 random steps (a fifth of the trace) keep the suite under 10 minutes on two cores;
-    # every step (about 16,000) took 28 minutes on a loaded machine, 4 alone.
+    # every step (about 16,000) took 28 minutes on a loaded machine (about 4 alone, by the 3,000-step rate).
     every = os.environ.get("OPMLC_TEST_EVERY_STEP") == "1"
     check_digits_steps(mips, tmp_path, sample=10**9 if every else SLOW_SAMPLE)
