@@ -26,7 +26,7 @@ def settle(d: Deployment, server: Server, challenger: Challenger, game_id: int,
                 return g
             if on_move:
                 on_move(g)
-            unit = "nodes" if g.phase in (Phase.BISECT_TRACE, Phase.RESPOND_TRACE) else "steps"
+            unit = "nodes" if g.phase in (Phase.BISECT_TRACE, Phase.RESPOND_TRACE, Phase.START_NODE) else "steps"
             bar.update(description=f"dispute game: {g.phase.name.lower()}, {unit} {g.lo:,}–{g.hi:,}")
             if server.act(game_id) or challenger.act(game_id):
                 bar.advance()
