@@ -140,7 +140,7 @@ def load(path: Path) -> Dispute:
                 raise OpmlcError(f"{path}: the game has no moves to draw")
             return from_game(doc)
         if isinstance(doc, dict) and "phase1" in doc and "commitment" in doc:
-            return from_trace(doc, Path(path).stem)
+            return from_trace(doc, f"the trace {Path(path).name}")
     except (KeyError, TypeError, ValueError):
         pass
     raise OpmlcError(f"{path}: neither a dispute trace (`opmlc prove --claim`) nor a game record (`opmlc demo --record`)")
