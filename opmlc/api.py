@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from opmlc import progress
 from opmlc.artifact import Build
 from opmlc.commit import tensor_root
 from opmlc.errors import InputError, OpmlcError
@@ -105,7 +106,10 @@ def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[
     else:
         run_node(build.graph, node, values, sat)
     state = initial_state(build, values, node)
-    vm_run(state, MAX_VM_STEPS)
+    with progress.task("running the VM (steps)") as bar:
+        while not state.exited and state.step < MAX_VM_STEPS:  # in chunks, for the bar
+            vm_run(state, min(VM_CHUNK, MAX_VM_STEPS - state.step))
+            bar.update(completed=state.step)
     if not state.exited:
         raise OpmlcError(f"the VM did not finish the task within {MAX_VM_STEPS} steps")
     if state.exit_code != 0:
@@ -115,6 +119,7 @@ def _vm(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[
 
 
 MAX_VM_STEPS = 1 << 40
+VM_CHUNK = 1 << 20  # steps between progress updates
 
 
 def load_input(path: str | Path, name: str, t: TensorType) -> np.ndarray:

@@ -7,6 +7,7 @@ object on stdout for machines.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -19,24 +20,73 @@ from opmlc import __version__
 from opmlc.errors import OpmlcError
 from opmlc.frontend.ranges import DEFAULT_INPUT_BOUND
 
+
+class _ManualGroup(typer.core.TyperGroup):
+    """Help in a manual page's terms: BUILD_DIR, PATH, N, TEXT rather than Python's type names."""
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        for param in getattr(cmd, "params", ()):
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                continue
+            desc = param.type_descriptor
+            if param.param_type_name == "argument":
+                param.metavar = param.name.upper()
+            elif desc.is_path or "Path" in param.bare_type():  # list[Path]: a repeatable path
+                param.metavar = "PATH"
+            else:
+                param.metavar = {"int": "N", "float": "X"}.get(param.bare_type().lower(), "TEXT")
+        return cmd
+
+    def format_commands(self, ctx, formatter) -> None:
+        """Each command with its whole summary line, wrapped (click would cut it at the width)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, " ".join(inspect.cleandoc(cmd.help or "").split("\n\n")[0].split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="opmlc",
-    help="Compile ONNX models to bit-exact fixed-point programs and dispute their inference on chain.",
+    cls=_ManualGroup,
+    context_settings={"max_content_width": 100},
+    help="Compile ONNX models to bit-exact fixed-point programs and dispute their inference on chain.\n\n"
+    "A build runs the same bits on the golden interpreter, natively and in a MIPS VM whose single "
+    "steps a Solidity contract re-executes; a wrong result is found by bisection over the graph's "
+    "nodes, then over one node's VM steps. `opmlc COMMAND --help` describes each command.",
+    epilog="\b\nTypical use:\n"
+    "  opmlc compile MODEL.onnx -o build/      # a reproducible build\n"
+    "  opmlc run build/ --input X.npy --backend vm\n"
+    "  opmlc demo --record game.json          # a whole dispute on a local chain\n"
+    "  opmlc report game.json -o dispute.svg  # … drawn\n\n"
+    "\b\nExit status: 0 success; 1 a check that failed (compile --check, verify-step);\n"
+    "2 a user mistake (a bad model, input or option), reported in one line on stderr.\n"
+    "Progress bars go to stderr, only on a terminal and never with --json.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
 def user_errors(fn):
-    """Turn an OpmlcError into its one-line message and exit code 2."""
+    """Turn an OpmlcError into its one-line message and exit code 2; show progress bars on stderr.
+
+    The bars (opmlc/progress.py) appear only when stderr is a terminal and --json is off.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from opmlc import progress
         from toolchain.errors import ToolchainError
 
         try:
-            return fn(*args, **kwargs)
+            with progress.shown(sys.stderr.isatty() and not kwargs.get("as_json")):
+                return fn(*args, **kwargs)
         except OpmlcError as exc:
             typer.echo(f"opmlc: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
@@ -353,8 +403,7 @@ def prove_cmd(
     wrong claim, the dispute an honest challenger plays: every bisection move, the disputed node
     and step, and the final witness, as a JSON trace the contracts accept.
     """
-    from rich.progress import Progress
-
+    from opmlc import progress
     from opmlc.artifact import Build
     from opmlc.prove import prove_step
 
@@ -378,9 +427,8 @@ def prove_cmd(
         return
     if step < 0:
         raise OpmlcError(f"--step {step}: steps count from 0")
-    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
-        job = bar.add_task("running the VM", total=step)
-        witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(job, completed=k))
+    with progress.task("running the VM (steps)", total=step) as bar:
+        witness = prove_step(build, arrays, step, node, progress=lambda k: bar.update(completed=k))
     output.write_text(witness.to_json() + "\n")
     summary = {"witness": str(output), "step": step, "node": node,
                "pre_hash": "0x" + witness.pre_hash.hex(), "post_hash": "0x" + witness.post_hash.hex()}
@@ -410,6 +458,10 @@ def demo_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "credited", "seconds"}.')
     ] = False,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Write the game's moves, with their gas and both clocks, read back from "
+                                  "the chain, as JSON for `opmlc report`.")
+    ] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -421,9 +473,10 @@ def demo_cmd(
 
     from rich.console import Console
 
+    from opmlc import progress
     from opmlc.dispute.demo import run_demo
 
-    console = Console(stderr=True)
+    console = progress.console() or Console(stderr=True)  # the bars' console, so that lines and bars interleave
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[bold cyan]•[/] {m}"))
     arrays = None
     if input:
@@ -435,7 +488,7 @@ def demo_cmd(
         if len(input) != len(graph.inputs):
             raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
         arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
-    result = run_demo(model, liar, rpc, lie_node, arrays, say)
+    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -445,6 +498,28 @@ def demo_cmd(
                + (f" (node {result['node']}, step {result['step']})" if result.get("node") is not None else ""))
     typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
     typer.echo(f"wall time: {result['seconds']} s")
+    if record is not None:
+        typer.echo(f"game record: {record}" if result["winner"] != "none" else "no game was played: nothing recorded")
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    dispute: Annotated[Path, typer.Argument(help="A dispute trace (`opmlc prove --claim`) or a game record (`opmlc demo --record`).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The picture to write: .svg, .png or .html.")],
+) -> None:
+    """Draw a dispute: phase 1 over the nodes, phase 2 over the steps, every move's gas and clocks.
+
+    Phase 1's interval over the graph's nodes narrows round by round to the disputed node, phase
+    2's over that node's VM steps to the one step MIPS.sol executes. A game record (from the
+    chain) adds each move's gas and both parties' clocks; an off-chain trace has neither. The
+    format follows the suffix of -o: SVG, PNG (through cairosvg) or an HTML page with the SVG.
+    """
+    from opmlc import report
+
+    d = report.load(dispute)
+    report.write(d, output)
+    typer.echo(f"wrote {output}: {len(d.phase1) - 1} + {max(len(d.phase2) - 1, 0)} rounds, the {d.winner} wins")
 
 
 @app.command("verify-step")
@@ -533,13 +608,10 @@ def conformance_cmd(
     expected outputs under the tolerance rule of opmlc/conformance.py (docs/CONFORMANCE.md).
     Every case counts as passed, failed or unsupported.
     """
-    from rich.progress import Progress
+    from opmlc import conformance, progress
 
-    from opmlc import conformance
-
-    with Progress(transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
-        job = bar.add_task("conformance", total=None)
-        report = conformance.run(op, native, progress=lambda k, n: bar.update(job, completed=k, total=n))
+    with progress.task("conformance cases") as bar:
+        report = conformance.run(op, native, progress=lambda k, n: bar.update(completed=k, total=n))
     if as_json:
         typer.echo(json.dumps(report.to_json(cases=cases)))
         return
@@ -600,6 +672,32 @@ def inspect_cmd(
     if "program" in m:
         p = m["program"]
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
+
+
+@app.command("ops")
+@user_errors
+def ops_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help='Print a list of {"domain", "op", "versions", "opsets"}.')] = False,
+) -> None:
+    """List the ONNX ops opmlc compiles: domain, op, the opsets accepted and the op's versions.
+
+    Read from the frontend's lowering rules (opmlc/frontend/rules). An op of the default domain
+    is accepted in every opset the loader takes; "versions" are the op's definitions in force
+    across that range (each one the rule handles). Ops of ai.onnx.ml take their own domain's
+    versions. An op without a rule still compiles where all its inputs are constants: it is
+    folded at compile time. `opmlc conformance` measures how well each op matches ONNX's tests.
+    """
+    from opmlc.frontend.supported import supported_ops
+
+    ops = supported_ops()
+    if as_json:
+        typer.echo(json.dumps([o.to_json() for o in ops]))
+        return
+    for o in ops:
+        opsets = f"opsets {o.opsets[0]}–{o.opsets[1]}" if o.opsets else "any opset"
+        typer.echo(f"{o.domain:<11} {o.op:<26} {opsets:<14} versions {', '.join(map(str, o.versions)) or '—'}")
+    by_domain = {d: sum(o.domain == d for o in ops) for d in sorted({o.domain for o in ops})}
+    typer.echo(f"{len(ops)} ops: " + ", ".join(f"{n} in {d}" for d, n in by_domain.items()))
 
 
 from opmlc.cli_chain import add_commands  # noqa: E402 - deploy, register, request, result, serve, watch

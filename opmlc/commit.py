@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from opmlc import progress
 from opmlc.ir.graph import Graph
 from opmlc.ir.types import TensorType
 from vm.merkle import ZERO_LEAF, list_root, padded_size, subtree_root
@@ -35,7 +36,25 @@ def padded_bytes(data: np.ndarray, t: TensorType) -> bytes:
 
 def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
     """The tensor root: the Merkle root of the padded big-endian encoding."""
-    return subtree_root(padded_bytes(data, t))
+    return padded_root(padded_bytes(data, t))
+
+
+LARGE_TENSOR = 1 << 24  # bytes from which hashing shows a progress bar
+HASH_CHUNK = 1 << 20
+
+
+def padded_root(padded: bytes, chunk: int = HASH_CHUNK, large: int = LARGE_TENSOR) -> bytes:
+    """subtree_root of a padded encoding; a large one is hashed chunk by chunk with a progress bar.
+
+    The same root: the tree over the chunks' subtree roots is the upper part of the whole tree.
+    """
+    if len(padded) < max(large, 2 * chunk):
+        return subtree_root(padded)
+    mv = memoryview(padded)
+    starts = range(0, len(padded), chunk)
+    tops = [subtree_root(mv[i : i + chunk])
+            for i in progress.track(starts, f"hashing a {len(padded) >> 20} MiB tensor")]
+    return subtree_root(b"".join(tops))
 
 
 def from_bytes(raw: bytes, t: TensorType) -> np.ndarray:

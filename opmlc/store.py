@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vm.merkle import subtree_root
-
 
 class TensorStore:
     def __init__(self, directory: str | Path) -> None:
@@ -18,7 +16,9 @@ class TensorStore:
 
     def put(self, padded: bytes) -> bytes:
         """Store a padded encoding (power-of-two length ≥ 32); returns its root."""
-        root = subtree_root(padded)
+        from opmlc.commit import padded_root
+
+        root = padded_root(padded)  # a progress bar for a large one
         path = self._path(root)
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)

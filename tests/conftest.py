@@ -1,4 +1,8 @@
-"""Shared fixtures: the digits data and a compiled digits build (made once per session)."""
+"""Shared fixtures: the digits data and a compiled digits build (made once per session).
+
+Also the session's setup: before any test module is collected (so before a skip on a missing
+anvil or solc is decided), the pinned npm packages are installed into toolchain/node_modules.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Installs solc and anvil (`npm ci`, which never rewrites the lock) when they are missing.
+
+    Runs once, in the controlling process: xdist's workers start after it and find them. Without
+    npm, or offline, the tests that need them are skipped with the reason.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    from toolchain.errors import CompilerError
+    from toolchain.solc import ensure_node_modules, node_available, node_modules_complete
+
+    if node_modules_complete() or not node_available():
+        return
+    try:
+        ensure_node_modules()
+    except CompilerError as exc:
+        config.issue_config_time_warning(pytest.PytestWarning(f"npm packages not installed: {exc}"), stacklevel=2)
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,22 @@ def demo(*args):
     return doc
 
 
-def test_demo_with_a_lying_server_is_won_by_the_challenger():
-    doc = demo()
+def test_demo_with_a_lying_server_is_won_by_the_challenger(tmp_path):
+    doc = demo("--record", str(tmp_path / "game.json"))
     assert doc["winner"] == "challenger" and doc["reason"] == "step proven"
     assert doc["rounds_phase1"] == 2 and doc["rounds_phase2"] >= 10
     assert 0 < doc["gas_total"] and 0 < doc["vm_steps"]
     # Both stakes of the game to the challenger; the server keeps the backing no game held.
     assert doc["credited"] == {"challenger": 2 * 10**17, "server": 3 * 10**17}
+    # the record read back from the chain tells the same game, move by move
+    rec = json.loads((tmp_path / "game.json").read_text())
+    moves = [m["move"] for m in rec["moves"]]
+    assert moves.count("respondTrace") == doc["rounds_phase1"] and moves.count("respondStep") == doc["rounds_phase2"]
+    assert moves[0] == "challenge" and moves[-1] == "proveStep" and moves.count("startNode") == 1
+    assert rec["gas_total"] == doc["gas_total"] and (rec["node"], rec["step"]) == (doc["node"], doc["step"])
+    for before, after in zip(rec["moves"], rec["moves"][1:], strict=False):
+        mover = after["party"] + "_clock"
+        assert after[mover] <= before[mover] and after["timestamp"] >= before["timestamp"]
 
 
 def test_demo_with_a_lying_challenger_is_won_by_the_server():

@@ -78,6 +78,10 @@ def test_claim_and_prove_claim_from_the_command_line(digits_build, tmp_path):
     assert json.loads(r.stdout)["winner"] == "challenger"
     doc = json.loads((tmp_path / "t.json").read_text())
     assert doc["node"] == 1 and doc["rounds_phase1"] == 2 and doc["rounds_phase2"] == doc["start_node"]["log2_steps"]
+    r = runner.invoke(app, ["report", str(tmp_path / "t.json"), "-o", str(tmp_path / "t.svg")])
+    assert r.exit_code == 0, r.output
+    assert f"step {doc['step']:,}" in (tmp_path / "t.svg").read_text() and "no gas, no clocks" in r.stdout + (
+        tmp_path / "t.svg").read_text()
     runner.invoke(app, ["claim", d, "-i", str(SAMPLE), "-o", str(tmp_path / "h.json")])
     r = runner.invoke(app, ["prove", d, "-i", str(SAMPLE), "--claim", str(tmp_path / "h.json"), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "nothing to dispute" in r.stderr

@@ -21,6 +21,7 @@ from toolchain.errors import ChainError
 
 TOOLCHAIN_DIR = Path(__file__).resolve().parent
 START_TIMEOUT_S = 30.0
+START_ATTEMPTS = 3
 
 _NPM_PLATFORMS = {
     ("Linux", "x86_64"): "linux-amd64",
@@ -56,6 +57,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _ExitedAtStart(ChainError):
+    """anvil stopped before listening (its port taken, say)."""
+
+
 class Anvil:
     """Runs anvil on 127.0.0.1 at a free port for the duration of a `with` block.
 
@@ -77,6 +82,19 @@ class Anvil:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
+        # A port found free can be taken before anvil binds it (parallel test workers start
+        # nodes at once): then anvil exits at start, and another free port is tried.
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start()
+            except _ExitedAtStart:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start(self) -> str:
         self.process = subprocess.Popen(
             [
                 self.executable,
@@ -104,7 +122,7 @@ class Anvil:
                     else ""
                 )
                 last = (err.strip().splitlines() or ["no output"])[-1]
-                raise ChainError(f"anvil exited at start (code {self.process.returncode}): {last}")
+                raise _ExitedAtStart(f"anvil exited at start (code {self.process.returncode}): {last}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self.url

@@ -25,28 +25,35 @@ def node_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
 
 
+def node_modules_complete() -> bool:
+    """Whether toolchain/node_modules holds solc and anvil's npm package (what the tests use)."""
+    return (NODE_MODULES / "solc").is_dir() and (NODE_MODULES / "@foundry-rs" / "anvil").is_dir()
+
+
 def ensure_node_modules() -> None:
-    """Installs the pinned npm packages when toolchain/node_modules is missing."""
-    if (NODE_MODULES / "solc").is_dir():
+    """Installs the pinned npm packages (solc, anvil) when toolchain/node_modules lacks them.
+
+    `npm ci`: it installs exactly the committed lock and never writes it. The lock lists anvil's
+    binary package for every platform (npm 11 writes them all), so it is in sync everywhere; a lock
+    written with one platform's package only is what made `npm ci` refuse it before.
+    """
+    if node_modules_complete():
         return
     npm = shutil.which("npm")
     if npm is None:
         raise CompilerError(
             "npm not found: install Node.js ≥ 18 with npm to recompile the contracts"
         )
-    # `npm install` with the committed lock installs its exact versions. Not `npm ci`: npm 11
-    # records anvil's per-platform optional packages only for the platform that wrote the lock,
-    # and `npm ci` then refuses the lock as out of sync on every machine. --no-audit/--no-fund
-    # keep it quiet and offline-safe.
+    # --no-audit/--no-fund keep it quiet and offline-safe.
     proc = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund"],
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=TOOLCHAIN_DIR,
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise CompilerError(f"npm install in {TOOLCHAIN_DIR} failed: {last}")
+        raise CompilerError(f"npm ci in {TOOLCHAIN_DIR} failed: {last}")
 
 
 def compile_contracts(out_dir: Path | None = None) -> list[Path]:

@@ -14,6 +14,7 @@ Past the exit, the trace repeats the exited state (DESIGN: "exited states repeat
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from vm.run import run
 from vm.state import State
@@ -49,14 +50,18 @@ class Trace:
             raise RuntimeError("Trace.run() has not been called")
         return self.final.step
 
-    def run(self, max_steps: int) -> State:
-        """Run from the start until exit or `max_steps` total steps, keeping checkpoints."""
+    def run(self, max_steps: int, progress: Callable[[int], None] | None = None) -> State:
+        """Run from the start until exit or `max_steps` total steps, keeping checkpoints.
+
+        `progress(steps)` is called at every checkpoint (a display's hook)."""
         state = self._states[self._steps[0]].copy()
         while not state.exited and state.step < max_steps:
             n = min(self.interval - state.step % self.interval, max_steps - state.step)
             run(state, n)
             if not state.exited and state.step % self.interval == 0:
                 self._keep(state)
+            if progress is not None:
+                progress(state.step)
         state.memory.root()
         self.final = state
         return state.copy()

@@ -18,6 +18,7 @@ import json
 
 from llvmlite import ir
 
+from opmlc import progress
 from opmlc.backend.kernels import KERNELS
 from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, counted_slot, counting_module
 from opmlc.ir.graph import Graph
@@ -53,7 +54,7 @@ def generate_module(graph: Graph, count_saturation: bool = False) -> str:
 def _generate(graph: Graph, module: ir.Module, counts: bool) -> str:
     kernels: dict[str, ir.Function] = {}
     node_fns = []
-    for index, node in enumerate(graph.nodes):
+    for index, node in progress.track(enumerate(graph.nodes), "generating LLVM IR per node", len(graph.nodes)):
         sig = _signature(graph, index)
         if sig not in kernels:
             n_args = 1 + len(node.inputs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from opmlc import progress
 from opmlc.backend.codegen import generate_module
 from opmlc.backend.mips_program import build_mips_elf
 from opmlc.backend.regions import Region, assign_regions
@@ -34,7 +35,7 @@ class Program:
         program = parse_elf(self.elf)
         return {
             "whole": "0x" + base_root(program, WHOLE_GRAPH).hex(),
-            "nodes": ["0x" + base_root(program, k).hex() for k in range(n_nodes)],
+            "nodes": ["0x" + base_root(program, k).hex() for k in progress.track(range(n_nodes), "base roots per node")],
         }
 
     def manifest_record(self, n_nodes: int) -> dict:
@@ -51,4 +52,6 @@ class Program:
 def build_program(graph: Graph) -> Program:
     module_ir = generate_module(graph)
     regions = assign_regions(graph)
-    return Program(module_ir, regions, build_mips_elf(module_ir, [r.addr for r in regions]))
+    with progress.task("LLVM: optimizing and emitting MIPS32, linking"):
+        elf = build_mips_elf(module_ir, [r.addr for r in regions])
+    return Program(module_ir, regions, elf)

@@ -54,7 +54,12 @@ def default_input(build: Build) -> list[np.ndarray]:
 
 def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | None = None,
              lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
-             say: Callable[[str], None] = lambda _: None) -> dict:
+             say: Callable[[str], None] = lambda _: None, record: Path | None = None) -> dict:
+    """Play opML end to end; returns the summary `opmlc demo --json` prints.
+
+    `record`: where to write the game's record (every move with its gas and the clocks, read
+    from the chain: opmlc/dispute/game_record.py), the input of `opmlc report`.
+    """
     if liar not in LIARS:
         raise OpmlcError(f"--liar {liar!r}: choose one of {', '.join(LIARS)}")
     start = time.perf_counter()
@@ -116,9 +121,20 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
             )
             say(f"the {g.winner} wins ({result['reason']}) and is credited both stakes of the game, "
                 f"{2 * d.stake / 1e18:g} ETH")
+            if record is not None:
+                _write_record(record, d, game, n_nodes, model=model.name, chain=chain.describe(), liar=liar,
+                              vm_steps=result["vm_steps"])
         credit = d.registry.functions.credit
         # Wei each party can withdraw now: stakes won, and the backing no game holds once the
         # result is rejected or final.
         result["credited"] = {"server": int(credit(a[1]).call()), "challenger": int(credit(a[2]).call())}
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
+
+
+def _write_record(path: Path, d: Deployment, game: int, n_nodes: int, **about) -> None:
+    import json
+
+    from opmlc.dispute.game_record import game_record
+
+    Path(path).write_text(json.dumps(game_record(d, game, n_nodes, **about), indent=1) + "\n")

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from opmlc import progress
 from opmlc.artifact import Build
 from opmlc.commit import padded_bytes, tensor_root
 from opmlc.dispute.commitment import NodeInfo
@@ -41,7 +42,8 @@ class NodeRun:
         self.program = program_of(build)
         self.start = initial_state(build, values, node, self.program)
         self.trace = Trace(self.start, interval=interval)
-        self.honest_final = self.trace.run(MAX_STEPS)
+        with progress.task(f"node {node}: running the VM (steps)") as bar:
+            self.honest_final = self.trace.run(MAX_STEPS, lambda k: bar.update(completed=k))
         self.steps = self.honest_final.step
         self.log2_steps = max(1, math.ceil(math.log2(max(self.steps, 1))))
         if self.log2_steps > MAX_LOG2_STEPS:

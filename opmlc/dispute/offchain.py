@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from opmlc import progress
 from opmlc.dispute.roles import Claimant, StartNode, Verifier
 from vm.state import state_hash
 from vm.step import step as vm_step  # noqa: F401  (kept for readers: proveStep runs this)
@@ -50,12 +51,14 @@ class DisputeRecord:
 
 def bisect(lo: int, hi: int, claim, agree, log: list[dict]) -> tuple[int, int]:
     """The game's bisection: the claimant posts at the midpoint, the verifier agrees or not."""
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        claimed = claim(mid)
-        ok = agree(mid, claimed)
-        log.append({"lo": lo, "hi": hi, "mid": mid, "claim": hx(claimed), "agree": ok})
-        lo, hi = (mid, hi) if ok else (lo, mid)
+    with progress.task(f"bisecting {lo}–{hi}", total=(hi - lo - 1).bit_length()) as bar:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            claimed = claim(mid)
+            ok = agree(mid, claimed)
+            log.append({"lo": lo, "hi": hi, "mid": mid, "claim": hx(claimed), "agree": ok})
+            lo, hi = (mid, hi) if ok else (lo, mid)
+            bar.update(completed=len(log), description=f"bisecting: {lo:,}–{hi:,} left")
     return lo, hi
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from opmlc import progress
 from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
 from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
@@ -151,7 +152,7 @@ def _lower_once(
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
 
-    for node in g.node:
+    for node in progress.track(g.node, f"lowering {len(g.node)} ONNX nodes"):
         ctx.node = node
         if node.domain not in ("", "ai.onnx", ML_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"

@@ -52,3 +52,30 @@ def test_recompiling_without_node_is_a_one_line_error(monkeypatch: pytest.Monkey
     with pytest.raises(CompilerError, match="node not found") as info:
         solc.compile_contracts(Path("unused"))
     assert "\n" not in str(info.value)
+
+
+def test_npm_lock_lists_anvil_for_every_platform_so_npm_ci_accepts_it() -> None:
+    # npm ci refuses a lock that lacks any optional platform package of anvil (EUSAGE "Missing: …
+    # from lock file"); a lock written on one platform with only its own package broke CI.
+    from toolchain.solc import TOOLCHAIN_DIR
+
+    lock = json.loads((TOOLCHAIN_DIR / "package-lock.json").read_text())["packages"]
+    wanted = lock["node_modules/@foundry-rs/anvil"]["optionalDependencies"]
+    for name, version in wanted.items():
+        assert lock.get(f"node_modules/{name}", {}).get("version") == version, name
+
+
+def test_npm_install_uses_npm_ci_which_never_writes_the_lock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import toolchain.solc as solc
+
+    calls = []
+    monkeypatch.setattr(solc, "NODE_MODULES", tmp_path / "node_modules")
+    monkeypatch.setattr(solc.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(solc.subprocess, "run", lambda args, **kw: calls.append(args) or _Done())
+    solc.ensure_node_modules()
+    assert [c[:2] for c in calls] == [["/usr/bin/npm", "ci"]]
+
+
+class _Done:
+    returncode = 0
+    stderr = ""
