@@ -118,6 +118,11 @@ def check_manifest(manifest: Any, directory: Path) -> None:
         raise BuildError(f"{directory / 'manifest.json'}: {exc}; compile the model again") from None
     if not manifest["outputs"]:
         raise BuildError(f"{directory / 'manifest.json'}: outputs is empty; compile the model again")
+    ranges = manifest["quantization"]["input_ranges"]  # what `run` checks inputs against
+    names = sorted(r["name"] for r in manifest["inputs"])
+    if sorted(ranges) != names or any(len(r) != 2 or not r[0] <= r[1] for r in ranges.values()):
+        raise BuildError(f"{directory / 'manifest.json'}: quantization.input_ranges must give [lo, hi] for each "
+                         f"input {names}; compile the model again")
 
 
 def load_initializers(manifest: dict, graph_json: Any, directory: Path, store) -> dict[int, np.ndarray]:

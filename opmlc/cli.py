@@ -193,9 +193,15 @@ def compile_cmd(
                           input_ranges=ranges)
     _announce_batch_defaults(build.graph, [r["name"] for r in build.manifest["inputs"]],
                              build.manifest["batch_defaulted"])
-    from opmlc.frontend.ranges import at_risk
+    from opmlc.frontend.ranges import COARSE_BITS, at_risk, coarse
 
     risky = at_risk(build.analysis)
+    rough = coarse(build.analysis) if frac_bits is None else []
+    for r in rough:
+        typer.echo(f"opmlc: warning: tensor {r.name!r} keeps only {r.frac} fractional bits (fewer than "
+                   f"{COARSE_BITS}): its analysed bound ±{r.bound:.4g} is wide, so its results may lose "
+                   "precision; declare the inputs' real ranges (--input-range), calibrate (--calibrate) "
+                   "or choose bits (--frac-bits)", err=True)
     for r in risky:
         typer.echo(f"opmlc: warning: tensor {r.name!r} may saturate: its analysed range [{r.lo:.4g}, {r.hi:.4g}] "
                    f"exceeds ±{r.capacity:.4g}, what {r.frac} fractional bits hold"
@@ -213,7 +219,8 @@ def compile_cmd(
         doc = {"build": str(output), "nodes": len(build.graph.nodes), "values": len(build.graph.values),
                "quantization": build.manifest["quantization"]["method"],
                "input_ranges": build.manifest["quantization"]["input_ranges"],
-               "may_saturate": [r.name for r in risky], "clipped_constants": clipped_constants(build)}
+               "may_saturate": [r.name for r in risky], "coarse": [r.name for r in rough],
+               "clipped_constants": clipped_constants(build)}
         if report is not None:
             doc["headroom"] = report
         typer.echo(json.dumps(doc))

@@ -551,5 +551,15 @@ def at_risk(analysis: Analysis) -> list[TensorRange]:
     return [r for r in analysis.ranges() if r.bound >= r.capacity]
 
 
-__all__ = ["DEFAULT_INPUT_BOUND", "MAX_FRAC", "Analysis", "TensorRange", "analyse", "at_risk",
+COARSE_BITS = 8  # fewer fractional bits than this: a value's step is coarse enough to say so
+
+
+def coarse(analysis: Analysis) -> list[TensorRange]:
+    """fx32 tensors left with fewer than COARSE_BITS bits by a wide analysed bound (a bound is a
+    worst case over the declared input ranges and can be far looser than the values met, for
+    example through a Scaler whose features differ in scale): precision may be lost there."""
+    return [r for r in analysis.ranges() if r.frac < COARSE_BITS and r.bound < r.capacity]
+
+
+__all__ = ["COARSE_BITS", "DEFAULT_INPUT_BOUND", "MAX_FRAC", "Analysis", "TensorRange", "analyse", "at_risk", "coarse",
            "bits_by_name", "frac_for_bound", "input_ranges_of"]

@@ -18,7 +18,7 @@ from models.make_sklearn_models import diabetes
 from opmlc.api import run
 from opmlc.artifact import compile_model
 from opmlc.backend.native import native_program, run_native
-from opmlc.frontend import lower_model
+from opmlc.frontend import QuantPolicy, lower_model
 from opmlc.ir.fixedpoint import dequantize, encode
 from opmlc.ir.interpreter import run_outputs
 from opmlc.ir.types import DType
@@ -52,8 +52,9 @@ def models(tmp_path_factory):
     }
 
 
-def ours_and_ort(path, x):
-    g = lower_model(path, input_shapes={"X": x.shape}).graph
+def ours_and_ort(path, x, frac_bits=None):
+    policy = None if frac_bits is None else QuantPolicy(default=frac_bits)
+    g = lower_model(path, policy, input_shapes={"X": x.shape}).graph
     t = g.values[g.inputs[0]].type
     ours = run_outputs(g, [encode(x, t)])
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})
@@ -94,7 +95,7 @@ def test_features_closer_than_the_fixed_point_step_split_as_in_float32(models, m
     assert np.array_equal(labels, ref_labels)
     # what the exact splits guard against: the same tree on 16-bit fixed point features
     monkeypatch.setattr(lower, "exact_tree_inputs", lambda graph: set())
-    _, t, (fixed, _), _ = ours_and_ort(path, x)
+    _, t, (fixed, _), _ = ours_and_ort(path, x, frac_bits=16)
     assert t.dtype is DType.FX32 and np.sum(fixed != ref_labels) > 0
 
 

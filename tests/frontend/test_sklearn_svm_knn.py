@@ -8,6 +8,7 @@ the VM give the same output roots; what opmlc does not reproduce (SVC probabilit
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -26,7 +27,7 @@ from sklearn.svm import SVC, SVR  # noqa: E402
 from opmlc.api import run  # noqa: E402
 from opmlc.artifact import compile_model  # noqa: E402
 from opmlc.errors import UnsupportedError  # noqa: E402
-from opmlc.frontend import lower_model  # noqa: E402
+from opmlc.frontend import QuantPolicy, lower_model  # noqa: E402
 from opmlc.ir.fixedpoint import dequantize, quantize  # noqa: E402
 from opmlc.ir.interpreter import run_outputs  # noqa: E402
 from opmlc.ir.types import DType  # noqa: E402
@@ -94,7 +95,10 @@ def models(tmp_path_factory):
 
 
 def run_both(path, x):
-    g = lower_model(path, input_shapes={"X": x.shape}).graph
+    # 16 bits everywhere (--frac-bits 16): the range analysis bounds these models' tensors far too
+    # loosely (one interval per tensor through a Scaler whose features differ in scale by 10^4),
+    # leaving the decisions a few bits; compile warns of that (test below)
+    g = lower_model(path, QuantPolicy(default=16), input_shapes={"X": x.shape}).graph
     frac = g.values[g.inputs[0]].type.frac
     ours = run_outputs(g, [quantize(x, frac)])
     ours = [dequantize(o, g.values[v].type.frac) if g.values[v].type.dtype is DType.FX32 else o
@@ -270,3 +274,16 @@ def test_string_class_labels_are_refused_by_name(tmp_path):
     onnx.save(model, tmp_path / "mlp_strings.onnx")
     with pytest.raises(UnsupportedError, match="ArrayFeatureExtractor of strings"):
         lower_model(tmp_path / "mlp_strings.onnx")
+
+
+def test_default_compile_warns_where_the_analysis_leaves_few_bits(models, tmp_path):
+    from typer.testing import CliRunner
+
+    from opmlc.cli import app
+
+    path, _ = models["svc_linear_cancer"]
+    x, _ = data(DATASET["svc_linear_cancer"])
+    r = CliRunner().invoke(app, ["compile", str(path), "-o", str(tmp_path / "b"), "--input-shape", f"X=1,{x.shape[1]}",
+                                 "--input-range", f"X={x.min()},{x.max()}", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["coarse"] and "may lose precision" in r.stderr
