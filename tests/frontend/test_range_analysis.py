@@ -204,3 +204,13 @@ def test_example_models_values_lie_within_their_analysed_ranges(name):
             assert r.lo - 1e-6 <= float(arr.min()) and float(arr.max()) <= r.hi + 1e-6, (tensor, r)
             checked += 1
     assert checked >= len(feeds)
+
+
+def test_forcing_16_bits_on_the_deep_cnn_warns_at_compile_and_run(cnn, tmp_path):
+    path, xs, want, _ = cnn
+    r = runner.invoke(app, ["compile", str(path), "-o", str(tmp_path / "b16"), "--frac-bits", "16"])
+    assert r.exit_code == 0 and "may saturate" in r.stderr, r.output
+    np.save(tmp_path / "x.npy", xs[int(np.argmax([np.abs(w).max() for w in want]))])  # logits past 32768
+    r = runner.invoke(app, ["run", str(tmp_path / "b16"), "--input", str(tmp_path / "x.npy"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "fixed-point saturation" in r.stderr and json.loads(r.stdout)["saturated"]
