@@ -108,7 +108,7 @@ def log_fx(module: ir.Module) -> ir.Function:
     fn, b = internal_function(module, "opmlc.log_fx", I32, [I64, I64, I64], counts=True)
     if b is None:
         return fn
-    x, f, fo = fn.args
+    x, f, fo = fn.args[:3]
     pos = b.icmp_signed(">", x, c64(0))
     q = b.select(pos, x, c64(1))
     k = b.sub(c64(63), b.ctlz(q, ir.Constant(I1, 0)))  # bitlen − 1, in 0..30 for q < 2^31
