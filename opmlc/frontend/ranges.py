@@ -102,6 +102,12 @@ def _mul(a: float, b: float) -> float:
     return 0.0 if a == 0 or b == 0 else a * b  # a bound times zero is zero, even an infinite bound
 
 
+def _mulv(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """w · x elementwise, a zero weight giving zero even against an infinite bound (not NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(w == 0, 0.0, w * x)
+
+
 def hull(*ivs: Interval) -> Interval:
     return (min(i[0] for i in ivs), max(i[1] for i in ivs))
 
@@ -229,8 +235,8 @@ class Analysis:
             neg = np.where(w < 0, w, 0).reshape(m, cg, -1).sum(-1)
             blk = np.arange(m) // (m // grp)  # each output channel's group
             idx = blk[:, None] * cg + np.arange(cg)[None, :]  # its input channels
-            out_lo = (pos * lo[idx] + neg * hi[idx]).sum(1)
-            out_hi = (pos * hi[idx] + neg * lo[idx]).sum(1)
+            out_lo = (_mulv(pos, lo[idx]) + _mulv(neg, hi[idx])).sum(1)
+            out_hi = (_mulv(pos, hi[idx]) + _mulv(neg, lo[idx])).sum(1)
             if len(node.inputs) == 3:
                 b = self.const(node.inputs[2])
                 if b is None:
@@ -244,7 +250,8 @@ class Analysis:
             w = w if node.attrs.get("transpose_b") else w.T  # [N, K]
             lo, hi = self._ch_of(x, w.shape[1])
             pos, neg = np.where(w > 0, w, 0), np.where(w < 0, w, 0)
-            out_lo, out_hi = pos @ lo + neg @ hi, pos @ hi + neg @ lo
+            out_lo = (_mulv(pos, lo[None, :]) + _mulv(neg, hi[None, :])).sum(1)
+            out_hi = (_mulv(pos, hi[None, :]) + _mulv(neg, lo[None, :])).sum(1)
             if len(node.inputs) == 3:
                 b = self.const(node.inputs[2])
                 if b is None:
