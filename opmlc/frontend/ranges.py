@@ -235,14 +235,7 @@ class Analysis:
             neg = np.where(w < 0, w, 0).reshape(m, cg, -1).sum(-1)
             blk = np.arange(m) // (m // grp)  # each output channel's group
             idx = blk[:, None] * cg + np.arange(cg)[None, :]  # its input channels
-            out_lo = (_mulv(pos, lo[idx]) + _mulv(neg, hi[idx])).sum(1)
-            out_hi = (_mulv(pos, hi[idx]) + _mulv(neg, lo[idx])).sum(1)
-            if len(node.inputs) == 3:
-                b = self.const(node.inputs[2])
-                if b is None:
-                    return None
-                out_lo, out_hi = out_lo + b, out_hi + b
-            return out_lo, out_hi
+            return self._per_channel_sums(node, pos, neg, lo[idx], hi[idx])
         if node.op == "matmul" and len(shape_in) == 2 and len(shape_out) == 2 and x in self.ch:
             w = self.const(node.inputs[1])
             if w is None or w.ndim != 2:
@@ -250,15 +243,20 @@ class Analysis:
             w = w if node.attrs.get("transpose_b") else w.T  # [N, K]
             lo, hi = self._ch_of(x, w.shape[1])
             pos, neg = np.where(w > 0, w, 0), np.where(w < 0, w, 0)
-            out_lo = (_mulv(pos, lo[None, :]) + _mulv(neg, hi[None, :])).sum(1)
-            out_hi = (_mulv(pos, hi[None, :]) + _mulv(neg, lo[None, :])).sum(1)
-            if len(node.inputs) == 3:
-                b = self.const(node.inputs[2])
-                if b is None:
-                    return None
-                out_lo, out_hi = out_lo + b, out_hi + b
-            return out_lo, out_hi
+            return self._per_channel_sums(node, pos, neg, lo[None, :], hi[None, :])
         return None
+
+    def _per_channel_sums(self, node, pos, neg, lo, hi):
+        """Per output channel (rows of the [M, K] weight halves `pos`, `neg`, against the input
+        channels' ends `lo`, `hi`): Σ pos·lo + neg·hi, Σ pos·hi + neg·lo, plus a constant bias."""
+        out_lo = (_mulv(pos, lo) + _mulv(neg, hi)).sum(1)
+        out_hi = (_mulv(pos, hi) + _mulv(neg, lo)).sum(1)
+        if len(node.inputs) == 3:
+            b = self.const(node.inputs[2])
+            if b is None:
+                return None
+            out_lo, out_hi = out_lo + b, out_hi + b
+        return out_lo, out_hi
 
     def _op_reshape(self, node, ivs, a):
         return ivs[0]
