@@ -96,7 +96,11 @@ class _Gen:
     # ------------------------------------------------------------------ the permutation
 
     def permute(self, b: ir.IRBuilder, a: list) -> list:
-        """24 rounds as a loop (one round's code, the state in phis): small code, quick to JIT."""
+        """24 rounds as a loop (one round's code, the state in phis): small code, quick to JIT.
+
+        Measured on AVX-512: fully unrolled rounds are ~10 % faster but take ~3 s to compile
+        (every process pays it), unrolling by 2-6 gains nothing; the loop costs ~0.2 s.
+        """
         rc_t = ir.ArrayType(I64, ROUNDS)
         rc = ir.GlobalVariable(self.m, rc_t, name="keccak_rc")
         rc.global_constant = True
@@ -112,8 +116,7 @@ class _Gen:
         for k in range(25):
             s[k].add_incoming(a[k], pre)
         i.add_incoming(ir.Constant(I64, 0), pre)
-        rcv = b.load(b.gep(rc, [ir.Constant(I64, 0), i]))
-        nxt = self.round(b, list(s), rcv)
+        nxt = self.round(b, list(s), b.load(b.gep(rc, [ir.Constant(I64, 0), i])))
         i2 = b.add(i, ir.Constant(I64, 1))
         for k in range(25):
             s[k].add_incoming(nxt[k], body)
