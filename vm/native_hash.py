@@ -97,6 +97,11 @@ class Kernels:
             self._local.scratch = s
         return s
 
+    def forget_pools(self) -> None:
+        """After a fork: the parent's worker threads do not exist in the child."""
+        self._pools = {}
+        self._lock = threading.Lock()
+
     def _pool(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:
             pool = self._pools.get(threads)
@@ -154,7 +159,11 @@ def kernels() -> Kernels | None:
         k = Kernels()
     except Exception:  # no usable JIT on this host: the Python path gives the same roots
         return None
-    return k if k.check() else None
+    if not k.check():
+        return None
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=k.forget_pools)
+    return k
 
 
 def backend() -> str:

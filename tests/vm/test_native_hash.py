@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from eth_hash.auto import keccak as other_keccak  # another implementation than the kernel's
@@ -149,3 +151,21 @@ def test_the_environment_can_force_the_python_path():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert out.startswith("True pure Python"), out
+
+
+@needs_native
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_still_hashes_on_threads():
+    data = random.Random(5).randbytes(1 << 23)
+    want = merkle.subtree_root(data, 2)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        os._exit(0 if merkle.subtree_root(data, 2) == want else 1)
+    deadline = time.monotonic() + 60  # a child stuck on the parent's dead pool would hang
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish hashing")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
