@@ -75,11 +75,11 @@ VOID = ir.VoidType()
 
 
 class _Gen:
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, big_endian: bool) -> None:
         self.width = width
         self.m = ir.Module(name=f"opmlc_keccak_x{width}")
         self.lane = I64 if width == 1 else ir.VectorType(I64, width)
-        self.big_endian = sys.byteorder == "big"
+        self.big_endian = big_endian
         self.rotl = self._intrinsic("llvm.fshl", [self.lane, self.lane, self.lane], self.lane)
         if self.big_endian:
             self.bswap = self._intrinsic("llvm.bswap", [I64], I64)
@@ -320,11 +320,14 @@ class _Gen:
 
 
 @cache
-def module_ir(width: int) -> str:
-    """The kernels' module for `width` blocks per vector (1, 2, 4, 8 ...), as IR text."""
+def module_ir(width: int, big_endian: bool | None = None) -> str:
+    """The kernels' module for `width` blocks per vector (1, 2, 4, 8 ...), as IR text.
+
+    Keccak's lanes are little-endian words; on a big-endian host (`big_endian`, default: this
+    host's byte order) every word is byte-swapped after loading and before storing."""
     if width < 1 or width & (width - 1):
         raise ValueError(f"vector width must be a power of two, not {width}")
-    g = _Gen(width)
+    g = _Gen(width, sys.byteorder == "big" if big_endian is None else big_endian)
     blocks = g.blocks(g.group())
     g.chunk_roots(blocks, g.is_zero())
     return str(g.m)

@@ -67,11 +67,11 @@ def _address(buf) -> tuple[int, object]:
 class Kernels:
     """The compiled module and typed entry points; one per process (see `kernels()`)."""
 
-    def __init__(self, width: int | None = None) -> None:
+    def __init__(self, width: int | None = None, big_endian: bool | None = None) -> None:
         from vm import jit, keccak_ir
 
         self.width = vector_width(jit.host_features()) if width is None else width
-        self._module = jit.JitModule(keccak_ir.module_ir(self.width))
+        self._module = jit.JitModule(keccak_ir.module_ir(self.width, big_endian))
         self._blocks = _BLOCKS(self._module.address("keccak_blocks"))
         self._chunks = _CHUNKS(self._module.address("chunk_roots"))
         self._local = threading.local()
@@ -150,9 +150,17 @@ class Kernels:
         return self.keccak_blocks(blocks) == want * 11
 
 
-@cache
+_build_lock = threading.Lock()
+
+
 def kernels() -> Kernels | None:
     """The native kernels, or None where the pure-Python path must be used (see the module doc)."""
+    with _build_lock:  # two threads hashing at once build it once
+        return _kernels()
+
+
+@cache
+def _kernels() -> Kernels | None:
     if os.environ.get(ENV_PURE_PYTHON, "").strip() not in ("", "0"):
         return None
     try:

@@ -169,3 +169,15 @@ def test_a_forked_child_still_hashes_on_threads():
             pytest.fail("the forked child did not finish hashing")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def _swap_words(data: bytes) -> bytes:
+    return b"".join(data[i : i + 8][::-1] for i in range(0, len(data), 8))
+
+
+@needs_native
+def test_the_big_endian_variant_swaps_every_word():
+    """A big-endian host's kernel, run here: it sees every 64-bit word byte-swapped."""
+    k = native_hash.Kernels(4, big_endian=True)
+    blocks = random.Random(9).randbytes(64 * 7)
+    assert k.keccak_blocks(_swap_words(blocks)) == _swap_words(merkle.hash_pairs(blocks))
