@@ -708,6 +708,8 @@ def inspect_cmd(
     }
     q = m.get("quantization", {})
     summary["quantization"] = {k: q[k] for k in ("method", "default_frac", "input_ranges") if k in q}
+    if "weights" in m:  # --weights: the format and the error it introduced
+        summary["weights"] = m["weights"]
     for key in ("program",):
         if key in m:
             summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
@@ -721,6 +723,8 @@ def inspect_cmd(
         typer.echo(f"output    {r['name']}: {r['dtype']}<{r['frac']}>{r['shape']}")
     typer.echo(f"nodes     {len(g.nodes)}: " + ", ".join(f"{op}×{n}" for op, n in sorted(ops.items())))
     typer.echo(f"weights   {len(g.initializers)} tensors, {weight_bytes} bytes")
+    if "weights" in m:
+        typer.echo("          " + _weights_line(m["weights"]))
     if q.get("method") == "analysis":
         typer.echo("bits      by range analysis, inputs assumed in " + ", ".join(
             f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in q.get("input_ranges", {}).items()))

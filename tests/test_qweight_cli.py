@@ -93,3 +93,13 @@ def test_demo_with_4_bit_weights_is_won_by_the_challenger():
     doc = json.loads(r.stdout)
     assert doc["winner"] == "challenger" and doc["reason"] == "step proven" and doc["vm_steps"] > 0
     assert doc["node"] == 2  # the lie is in the last node, a qmatmul: its MIPS steps were disputed
+
+
+def test_inspect_shows_the_weights_format(tmp_path):
+    from opmlc import compile_model
+
+    compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", weights="int4", block_size=16)
+    r = invoke("inspect", tmp_path / "b")
+    assert r.exit_code == 0 and "weights int4 (blocks of 16): 2 tensors, 2,368 parameters" in r.stdout
+    r = invoke("inspect", tmp_path / "b", "--json")
+    assert json.loads(r.stdout)["weights"]["block_size"] == 16
