@@ -131,7 +131,8 @@ class WeightsReport:
 
 
 class LoweringContext:
-    def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str) -> None:
+    def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str,
+                 qcache: dict | None = None) -> None:
         self.builder = builder
         self.policy = policy
         self.opset = opset
@@ -143,6 +144,9 @@ class LoweringContext:
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
         self._qweights: dict[tuple[str, str], QWeightRefs] = {}
+        # QuantizedWeights by (name, bits, block), shared by the lowerings of one model (the
+        # range analysis lowers up to 4 times; the integers depend on the weights alone)
+        self._qcache = {} if qcache is None else qcache
         self.weights_report = WeightsReport()
 
     # -- quantized weights (--weights) ------------------------------------------------------
@@ -163,12 +167,16 @@ class LoweringContext:
         key = (name, "channel" if bs is None else str(bs))
         if key in self._qweights:
             return self._qweights[key]
-        w = np.asarray(w)
-        if not np.issubdtype(w.dtype, np.floating):
-            w = w.astype(np.float64)
-        if not np.all(np.isfinite(w)):
-            raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
-        refs = self.add_qweight(name, quantize_weight(w, bits, bs), shape)
+        ckey = (name, bits, bs)
+        if ckey not in self._qcache:
+            w = np.asarray(w)
+            if not np.issubdtype(w.dtype, np.floating):
+                w = w.astype(np.float64)
+            try:  # quantize_weight refuses NaN and inf, block by block
+                self._qcache[ckey] = quantize_weight(w, bits, bs)
+            except ValueError as exc:
+                raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
+        refs = self.add_qweight(name, self._qcache[ckey], shape)
         self._qweights[key] = refs
         return refs
 

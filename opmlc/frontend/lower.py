@@ -80,7 +80,8 @@ def lower_model(
     wf = policy.weight_frac if policy.weight_frac is not None or not policy.analyse else MAX_FRAC
     qw = {"weights": policy.weights, "block_size": policy.block_size}
     fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf, **qw)
-    fe = _lower(path, fixed, input_shapes, constant_inputs)
+    qcache: dict = {}  # quantized weights, made once for every lowering (they depend on the weights alone)
+    fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
         raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
@@ -92,7 +93,7 @@ def lower_model(
         if chosen == fixed.overrides:
             break
         fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
-        fe = _lower(path, fixed, input_shapes, constant_inputs)
+        fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
         fe.analysis = analyse(fe.graph, policy.input_ranges)
     return fe
 
@@ -102,12 +103,13 @@ def _lower(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
+    qcache: dict | None = None,
 ) -> Frontend:
     """One lowering, counting the constants it clips (only the final lowering's count is kept)."""
     from opmlc.ir.fixedpoint import count_saturation
 
     with count_saturation() as clipped:
-        fe = _lower_once(path, policy, input_shapes, constant_inputs)
+        fe = _lower_once(path, policy, input_shapes, constant_inputs, qcache)
     fe.clipped_constants = clipped.n
     return fe
 
@@ -117,6 +119,7 @@ def _lower_once(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
+    qcache: dict | None = None,
 ) -> Frontend:
     path = Path(path)
     constant_inputs = dict(constant_inputs or {})
@@ -128,7 +131,7 @@ def _lower_once(
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
-    ctx = LoweringContext(builder, policy, opset, str(path))
+    ctx = LoweringContext(builder, policy, opset, str(path), qcache)
     for vi in (*g.input, *g.value_info, *g.output):
         ctx.elem_types[vi.name] = vi.type.tensor_type.elem_type
 

@@ -93,3 +93,22 @@ def test_formats_and_their_default_blocks():
     assert check_format("int4", None) == (4, 32)
     assert check_format("int4", 128) == (4, 128)
     assert check_format(None, None) == (None, None)
+
+
+def test_a_weight_holding_nan_is_a_one_line_model_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from opmlc.errors import UnsupportedError
+    from opmlc.frontend import QuantPolicy, lower_model
+
+    w = np.ones((4, 3), np.float32)
+    w[1, 2] = np.nan
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(UnsupportedError, match="weight 'w.T': the weight holds a NaN"):
+        lower_model(path, QuantPolicy(analyse=True, weights="int8"))
