@@ -186,13 +186,11 @@ class LoweringContext:
         zero point and float scales): the scale rounded to fixed point with the bits of
         `QuantPolicy.scale_frac`, fewer if |q − zp| · scale would not fit an int32. Counts it in
         `weights_report` (its `error`, if any, summed)."""
-        from opmlc.frontend.weights import WeightError
+        from opmlc.frontend.weights import WeightError, block_peaks
 
         n, k = qw.q.shape
-        zp = None if qw.zero_point is None else np.asarray(qw.zero_point).astype(np.int64)
-        d = np.abs(qw.q.astype(np.int64) - (0 if zp is None else np.repeat(zp, qw.block_size, 1)[:, :k]))
-        nb = qw.scale.shape[1]
-        dmax = np.pad(d, ((0, 0), (0, nb * qw.block_size - k))).reshape(n, nb, qw.block_size).max(2) if k else d
+        zp = None if qw.zero_point is None else np.asarray(qw.zero_point)
+        dmax = block_peaks(qw)
         scale = np.abs(np.asarray(qw.scale, np.float64))
         scale_name = f"{name}/scale"
         fs = self.policy.scale_frac(scale_name, float((dmax * scale).max(initial=0.0)))

@@ -137,6 +137,23 @@ def quantize_weight(w: np.ndarray, bits: int, block_size: int | None = None, *, 
     return QuantizedWeight(q, scale, zp, bits, bs, err)
 
 
+def block_peaks(qw: QuantizedWeight) -> np.ndarray:
+    """max |q − zp| per block, [N, nb] int64, computed over CHUNK_ELEMENTS at a time (int16)."""
+    n, k = qw.q.shape
+    bs = qw.block_size
+    nb = qw.scale.shape[1]
+    out = np.zeros((n, nb), np.int64)
+    step = max(1, CHUNK_ELEMENTS // max(1, k))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        d = qw.q[r0:r1].astype(np.int16)
+        if qw.zero_point is not None:
+            d = d - np.repeat(qw.zero_point[r0:r1].astype(np.int16), bs, axis=1)[:, :k]
+        d = np.pad(np.abs(d), ((0, 0), (0, nb * bs - k)))
+        out[r0:r1] = d.reshape(r1 - r0, nb, bs).max(axis=2) if k else 0
+    return out
+
+
 def from_unsigned(q: np.ndarray, zero_point: np.ndarray | None, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Unsigned integers (uint8, uint4 in 0..15) and their zero point as the IR's signed ones:
     both shifted by 2^(bits − 1), so q − zp is unchanged. A missing zero point is 2^(bits − 1)

@@ -112,3 +112,16 @@ def test_a_weight_holding_nan_is_a_one_line_model_error(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(UnsupportedError, match="weight 'w.T': the weight holds a NaN"):
         lower_model(path, QuantPolicy(analyse=True, weights="int8"))
+
+
+def test_block_peaks_are_max_abs_q_minus_zp_per_block(monkeypatch):
+    from opmlc.frontend.weights import block_peaks
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(9, 37)).astype(np.float32)
+    qw = quantize_weight(w, 8, 16, symmetric=False)
+    monkeypatch.setattr(wq, "CHUNK_ELEMENTS", 40)
+    got = block_peaks(qw)
+    d = np.abs(qw.q.astype(int) - np.repeat(qw.zero_point.astype(int), 16, 1)[:, :37])
+    want = np.stack([d[:, i:i + 16].max(1) for i in range(0, 37, 16)], 1)
+    assert np.array_equal(got, want)
