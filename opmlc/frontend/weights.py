@@ -55,7 +55,10 @@ class WeightError:
         self.max_abs = max(self.max_abs, other.max_abs)
 
     def to_json(self) -> dict:
-        return {"rel_rms": self.rel_rms, "max_abs": self.max_abs, "numel": self.numel}
+        """For the manifest, which must be byte-identical on every machine: the RMS comes from
+        float sums whose last bits may depend on the order numpy adds in, so both figures are
+        rounded to 6 significant digits (the max is exact; rounded alike for one format)."""
+        return {"rel_rms": float(f"{self.rel_rms:.6g}"), "max_abs": float(f"{self.max_abs:.6g}"), "numel": self.numel}
 
 
 @dataclass
