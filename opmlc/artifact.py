@@ -79,7 +79,7 @@ class Build:
                                              verified, mapped_weights(directory, manifest))
         graph = buildcheck.load_graph(graph_json, inits, directory)
         buildcheck.check_graph_against_manifest(manifest, graph, directory)
-        buildcheck.check_program(manifest, graph, directory)
+        buildcheck.check_program(manifest, graph, directory, verified)
         verified.save()
         return cls(directory, manifest, graph)
 
@@ -186,6 +186,8 @@ def _write_native(build: Build) -> None:
         verified.mark(build.store.path(bytes.fromhex(r["root"][2:])))
     for name in (HOST, WEIGHTS):
         verified.mark(d / NATIVE_DIR / name)
+    for path in (d / MANIFEST, d / build.manifest["program"]["elf"]):
+        verified.mark(path)
     verified.save()
 
 

@@ -315,17 +315,32 @@ def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
     return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
 
 
-def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
-    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
-    from opmlc.backend.regions import assign_regions
-    from vm.loader import ElfError
+def check_program(manifest: dict, graph: Graph, directory: Path, verified: VerifiedFiles | None = None) -> None:
+    """model.elf by its sha256; its entry, the regions and the base roots against the manifest.
 
+    Skipped when `verified` remembers both manifest.json and model.elf as checked and unchanged
+    (graph.json is checked against the manifest on every load): recomputing the base roots needs
+    the ELF parser (lief), whose import alone costs about a second."""
     program = manifest["program"]
     name = program["elf"]
     if Path(name).name != name or name in ("", ".", ".."):
         raise BuildError(f"{directory / 'manifest.json'}: program.elf must be a file name in the build; "
                          "compile the model again")
     path = directory / name
+    files = (directory / "manifest.json", path)
+    if verified is not None and all(verified.fresh(f) for f in files):
+        return
+    _check_program(program, graph, directory, path)
+    if verified is not None:
+        for f in files:
+            verified.mark(f)
+
+
+def _check_program(program: dict, graph: Graph, directory: Path, path: Path) -> None:
+    from opmlc.backend.regions import assign_regions
+    from vm.loader import ElfError
+
+    name = path.name
     try:
         elf = path.read_bytes()
     except OSError:
