@@ -186,12 +186,14 @@ class VerifiedFiles:
         text = (json.dumps({"files": self.files}, separators=(",", ":")) + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(200):  # a coarse clock ticks within milliseconds
+            for _ in range(50):  # a coarse clock ticks within milliseconds
                 tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
                 tmp.write_bytes(text)
                 os.replace(tmp, self.path)
                 self.mtime_ns = self.path.stat().st_mtime_ns
-                if self.mtime_ns > newest:
+                # a file dated in the future stays unremembered (checked on every load) until
+                # the clock passes it: never wait for that
+                if self.mtime_ns > newest or newest - self.mtime_ns > 50_000_000:
                     break
                 time.sleep(0.002)
         except OSError:
