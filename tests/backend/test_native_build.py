@@ -223,3 +223,21 @@ def test_compile_check_passes_whatever_native_holds(builds, tmp_path):
 def test_native_dir_is_not_in_the_manifest(builds):
     text = (builds["digits_mlp"] / "manifest.json").read_text()
     assert target.host_description() not in text and native_build.NATIVE_DIR + "/" not in text
+
+
+def test_cli_run_right_after_compile_uses_the_object(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from opmlc.cli import app
+
+    runner = CliRunner()
+    d = tmp_path / "b"
+    assert runner.invoke(app, ["compile", str(MODELS / "digits_mlp.onnx"), "-o", str(d)]).exit_code == 0
+    no_codegen(monkeypatch)
+    roots = {}
+    for backend in ("native", "interp"):
+        r = runner.invoke(app, ["run", str(d), "--input", str(MODELS / "digit_sample.npy"), "--backend", backend,
+                                "--json"])
+        assert r.exit_code == 0 and "note:" not in r.output, r.output
+        roots[backend] = json.loads(r.stdout)["output_root"]
+    assert roots["native"] == roots["interp"]
