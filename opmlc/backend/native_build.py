@@ -193,8 +193,12 @@ def load_program(build: Build) -> NativeProgram:
             reason = f"{path} does not match its sha256 in {HOST} (corrupted?)"
         else:
             return NativeProgram.from_object(obj, str(record.get("key")))
-    note(f"{reason}; compiling the native program for this host again (JIT; cached for the next run)")
-    return load_native(generate_module(build.graph, count_saturation=True))
+    program = load_native(generate_module(build.graph, count_saturation=True))
+    if program.from_cache:
+        note(f"{reason}; using the native program for this host compiled by an earlier run (cached)")
+    else:
+        note(f"{reason}; compiled the native program for this host again (JIT; cached for the next run)")
+    return program
 
 
 

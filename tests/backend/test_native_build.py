@@ -106,7 +106,7 @@ def test_a_damaged_object_is_compiled_again_with_a_note_never_used(builds, tmp_p
     x = inputs_for(build, 2)
     got = run(build, x, "native")
     err = capsys.readouterr().err
-    assert err.count("opmlc: note:") >= 1 and "compiling the native program for this host again" in err
+    assert err.count("opmlc: note:") == 1 and "the native program for this host" in err
     assert not build.native.program.from_object_file
     assert got.output_roots == run(build, x, "interp").output_roots
 
