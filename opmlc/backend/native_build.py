@@ -162,8 +162,11 @@ def mapped_weights(directory: Path, manifest: dict) -> dict[int, np.ndarray] | N
     views = {}
     for s in record["slots"]:
         t = TensorType.from_json(s)
-        if not (isinstance(s["offset"], int) and s["offset"] % ALIGN == 0 and s["nbytes"] == t.nbytes
-                and s["offset"] + t.nbytes <= size):
+        # the native buffer's size (numpy's layout of the type), which for a packed type may
+        # differ from the tensor's encoded size
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype.numpy).itemsize
+        if not (isinstance(s["offset"], int) and s["offset"] % ALIGN == 0 and s["nbytes"] == nbytes
+                and s["offset"] + nbytes <= size):
             return None
         views[s["value"]] = np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=mm, offset=s["offset"])
     return views

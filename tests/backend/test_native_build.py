@@ -241,3 +241,13 @@ def test_cli_run_right_after_compile_uses_the_object(tmp_path, monkeypatch):
         assert r.exit_code == 0 and "note:" not in r.output, r.output
         roots[backend] = json.loads(r.stdout)["output_root"]
     assert roots["native"] == roots["interp"]
+
+
+def test_a_truncated_weights_file_is_not_mapped_and_the_store_serves(builds, tmp_path):
+    d = copy_of(builds, "digits_cnn", tmp_path)
+    w = d / "native" / "weights.bin"
+    w.write_bytes(w.read_bytes()[:-100])
+    build = Build.load(d)
+    assert not any(isinstance(a.base, np.memmap) for a in build.graph.initializers.values())
+    x = inputs_for(build, 7)
+    assert run(build, x, "native").output_roots == run(build, x, "interp").output_roots
