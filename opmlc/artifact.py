@@ -183,7 +183,16 @@ def _write_native(build: Build) -> None:
     write_native(d, build.graph, {r["value"]: r["root"] for r in build.manifest["initializers"]})
     verified = buildcheck.VerifiedFiles(d, read=False)
     for r in build.manifest["initializers"]:
-        verified.mark(build.store.path(bytes.fromhex(r["root"][2:])))
+        # the store keeps a file it already had (an earlier compile into this directory): it is
+        # remembered only if it holds this compile's bytes (a compare, no hashing)
+        path = build.store.path(bytes.fromhex(r["root"][2:]))
+        v = build.graph.values[r["value"]]
+        try:
+            same = path.read_bytes() == padded_bytes(build.graph.initializers[v.id], v.type)
+        except OSError:
+            same = False
+        if same:
+            verified.mark(path)
     for name in (HOST, WEIGHTS):
         verified.mark(d / NATIVE_DIR / name)
     for path in (d / MANIFEST, d / build.manifest["program"]["elf"]):

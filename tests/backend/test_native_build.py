@@ -251,3 +251,14 @@ def test_a_truncated_weights_file_is_not_mapped_and_the_store_serves(builds, tmp
     assert not any(isinstance(a.base, np.memmap) for a in build.graph.initializers.values())
     x = inputs_for(build, 7)
     assert run(build, x, "native").output_roots == run(build, x, "interp").output_roots
+
+
+def test_compiling_again_over_a_damaged_store_does_not_vouch_for_it(tmp_path):
+    d = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b").directory
+    tensor = sorted((d / "tensors").iterdir(), key=lambda p: p.stat().st_size)[-1]
+    data = bytearray(tensor.read_bytes())
+    data[-1] ^= 1  # same size; the store keeps the file on the next compile
+    tensor.write_bytes(bytes(data))
+    compile_model(MODELS / "digits_mlp.onnx", d)
+    with pytest.raises(BuildError, match="does not hash to its root"):
+        Build.load(d)
