@@ -34,6 +34,7 @@ from opmlc.backend.native import NativeSession, native_buffer
 from opmlc.backend.target import (
     NativeProgram,
     cache_key,
+    default_cache_dir,
     emit_host_object,
     host_description,
     load_native,
@@ -79,8 +80,11 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     module_ir = generate_module(graph, count_saturation=True)
     host = host_description()
     key = cache_key(module_ir, host)
-    with progress.task("LLVM: compiling the native program for this host"):
-        obj = emit_host_object(module_ir)
+    obj = _cached_object(key)
+    if obj is None:
+        with progress.task("LLVM: compiling the native program for this host"):
+            obj = emit_host_object(module_ir)
+        _cache_object(key, obj)
     for old in out.glob("*.o"):  # one object per build: this host's
         old.unlink()
     _write_atomic(out / f"{key}.o", lambda f: f.write(obj))
@@ -119,6 +123,25 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     }
     _write_atomic(out / HOST, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
     return record
+
+
+# The user's native cache (target.default_cache_dir, where the JIT keeps its objects under the
+# same keys): a model compiled or run before on this host is not compiled again. The JIT trusts
+# that directory as it is; so does this.
+def _cached_object(key: str) -> bytes | None:
+    try:
+        return (default_cache_dir() / f"{key}.o").read_bytes() or None
+    except OSError:
+        return None
+
+
+def _cache_object(key: str, obj: bytes) -> None:
+    path = default_cache_dir() / f"{key}.o"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda f: f.write(obj))
+    except OSError:
+        pass
 
 
 def read_host(directory: Path) -> dict | None:
