@@ -10,9 +10,11 @@ one line naming the file and the field; a malformed build never reaches a backen
 gives a traceback.
 
 Costs: hashing the initializers is about 0.2 s per MB of weights; the base roots one memory
-root, then one page's path per node. Both are paid once per file: `VerifiedFiles`
-(native/verified.json) remembers what was checked, and a later load skips a file that is
-unchanged since (docs/DESIGN.md, "The native build ahead of time").
+root, then one page's path per node.
+
+Both are paid once per file: `VerifiedFiles` (native/verified.json) remembers what was checked,
+and a later load skips a file that is unchanged since (docs/DESIGN.md, "The native build ahead
+of time").
 """
 
 from __future__ import annotations
