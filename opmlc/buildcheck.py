@@ -11,10 +11,6 @@ gives a traceback.
 
 Costs: hashing the initializers is about 0.2 s per MB of weights; the base roots one memory
 root, then one page's path per node.
-
-Both are paid once per file: `VerifiedFiles` (native/verified.json) remembers what was checked,
-and a later load skips a file that is unchanged since (docs/DESIGN.md, "The native build ahead
-of time").
 """
 
 from __future__ import annotations
@@ -133,7 +129,8 @@ def check_manifest(manifest: Any, directory: Path) -> None:
 
 class VerifiedFiles:
     """The files of a build already checked on this host, remembered in native/verified.json by
-    their size, mtime, ctime and inode, so that a large build is hashed once, not on every load.
+    their size, mtime, ctime and inode, so that a large build is hashed once, not on every load
+    (the costs above are paid once per file; docs/DESIGN.md, "The native build ahead of time").
 
     Sound against any change made through the file system: a write changes mtime and ctime, and
     ctime cannot be set back. The "racy" case (a file changed within the timestamp tick in which
