@@ -79,7 +79,9 @@ class Build:
                                              verified, mapped_weights(directory, manifest))
         graph = buildcheck.load_graph(graph_json, inits, directory)
         buildcheck.check_graph_against_manifest(manifest, graph, directory)
-        buildcheck.check_program(manifest, graph, directory, verified)
+        if not buildcheck.program_unchanged(manifest, directory, verified):
+            buildcheck.check_program(manifest, graph, directory)
+            buildcheck.mark_program(manifest, directory, verified)
         verified.save()
         return cls(directory, manifest, graph)
 
@@ -178,6 +180,7 @@ def _write_native(build: Build) -> None:
     remembered as checked: the first run after compile hashes nothing."""
     from opmlc import buildcheck
     from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS, write_native
+    from opmlc.commit import padded_bytes
 
     d = build.directory
     write_native(d, build.graph, {r["value"]: r["root"] for r in build.manifest["initializers"]})
@@ -195,8 +198,7 @@ def _write_native(build: Build) -> None:
             verified.mark(path)
     for name in (HOST, WEIGHTS):
         verified.mark(d / NATIVE_DIR / name)
-    for path in (d / MANIFEST, d / build.manifest["program"]["elf"]):
-        verified.mark(path)
+    buildcheck.mark_program(build.manifest, d, verified)
     verified.save()
 
 

@@ -219,7 +219,11 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
     if not isinstance(values, list):
         raise BuildError(f"{directory / 'graph.json'}: values must be a list; compile the model again")
     verified = verified if verified is not None else VerifiedFiles(directory, read=False)
-    layout = [directory / "native" / "host.json", directory / "native" / "weights.bin"]
+    layout: list[Path] = []
+    if mapped is not None:
+        from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS
+
+        layout = [directory / NATIVE_DIR / HOST, directory / NATIVE_DIR / WEIGHTS]
     mapped_checked = mapped is not None and all(verified.fresh(p) for p in layout)
     inits = {}
     for i, rec in enumerate(manifest["initializers"]):
@@ -242,8 +246,9 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
                                  f"or has the wrong size for {t}; the store is corrupted, compile the model again")
             verified.mark(path)
         # a store file that hashes to its root holds the bytes weights.bin was checked against
-        if mapped_checked:
-            inits[rec["value"]] = mapped[rec["value"]]
+        m = None if mapped is None else mapped.get(rec["value"])
+        if mapped_checked and m is not None:
+            inits[rec["value"]] = m
             continue
         if data is None:
             try:
@@ -251,14 +256,13 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
             except KeyError as exc:
                 raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
         arr = from_bytes(data, t)
-        if mapped is not None:
-            m = mapped[rec["value"]]
+        if m is not None:
             if m.dtype == arr.dtype and m.shape == arr.shape and m.tobytes() == arr.tobytes():  # NaN bits too
                 arr = m
             else:
                 from opmlc.backend.native_build import note
 
-                note(f"{layout[1]} does not hold the tensor store's {rec['name']!r} (corrupted?); "
+                note(f"{layout[-1]} does not hold the tensor store's {rec['name']!r} (corrupted?); "
                      "using the store (compile the model again to restore it)")
                 mapped = None
         inits[rec["value"]] = arr
@@ -318,32 +322,33 @@ def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
     return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
 
 
-def check_program(manifest: dict, graph: Graph, directory: Path, verified: VerifiedFiles | None = None) -> None:
-    """model.elf by its sha256; its entry, the regions and the base roots against the manifest.
+def program_unchanged(manifest: dict, directory: Path, verified: VerifiedFiles) -> bool:
+    """Whether manifest.json and the ELF are as they were when check_program last passed on them
+    (graph.json is checked against the manifest on every load): then Build.load skips it, since
+    recomputing the base roots needs the ELF parser (lief), whose import alone costs a second."""
+    name = manifest["program"]["elf"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return False
+    return all(verified.fresh(f) for f in (directory / "manifest.json", directory / name))
 
-    Skipped when `verified` remembers both manifest.json and model.elf as checked and unchanged
-    (graph.json is checked against the manifest on every load): recomputing the base roots needs
-    the ELF parser (lief), whose import alone costs about a second."""
+
+def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> None:
+    """Remember manifest.json and the ELF as checked (check_program passed on them)."""
+    for f in (directory / "manifest.json", directory / manifest["program"]["elf"]):
+        verified.mark(f)
+
+
+def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
+    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
+    from opmlc.backend.regions import assign_regions
+    from vm.loader import ElfError
+
     program = manifest["program"]
     name = program["elf"]
     if Path(name).name != name or name in ("", ".", ".."):
         raise BuildError(f"{directory / 'manifest.json'}: program.elf must be a file name in the build; "
                          "compile the model again")
     path = directory / name
-    files = (directory / "manifest.json", path)
-    if verified is not None and all(verified.fresh(f) for f in files):
-        return
-    _check_program(program, graph, directory, path)
-    if verified is not None:
-        for f in files:
-            verified.mark(f)
-
-
-def _check_program(program: dict, graph: Graph, directory: Path, path: Path) -> None:
-    from opmlc.backend.regions import assign_regions
-    from vm.loader import ElfError
-
-    name = path.name
     try:
         elf = path.read_bytes()
     except OSError:

@@ -11,8 +11,7 @@ class TensorStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    def path(self, root: bytes) -> Path:
-        """Where the tensor of `root` is (or would be) stored."""
+    def _path(self, root: bytes) -> Path:
         return self.directory / f"{root.hex()}.bin"
 
     def put(self, padded: bytes) -> bytes:
@@ -20,7 +19,7 @@ class TensorStore:
         from opmlc.commit import padded_root
 
         root = padded_root(padded)  # a progress bar for a large one
-        path = self.path(root)
+        path = self._path(root)
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             path.write_bytes(padded)
@@ -28,11 +27,15 @@ class TensorStore:
 
     def get(self, root: bytes) -> bytes:
         try:
-            return self.path(root).read_bytes()
+            return self._path(root).read_bytes()
         except FileNotFoundError:
             raise KeyError(f"tensor 0x{root.hex()} is not in the store at {self.directory}") from None
 
     __getitem__ = get
 
     def __contains__(self, root: bytes) -> bool:
-        return self.path(root).exists()
+        return self._path(root).exists()
+
+    def path(self, root: bytes) -> Path:
+        """Where the encoding of `root` is (or would be) stored."""
+        return self._path(root)

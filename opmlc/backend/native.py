@@ -37,6 +37,12 @@ def native_program(graph: Graph, module_ir: str | None = None) -> NativeProgram:
     return load_native(module_ir if module_ir is not None else generate_module(graph, count_saturation=True))
 
 
+def plain_layout(t: TensorType) -> bool:
+    """Whether a value's native buffer is simply its array as numpy holds it (the interpreter's
+    array), i.e. its encoding has numpy's size: every type but a packed one (e.g. 4-bit)."""
+    return np.dtype(t.dtype.numpy).itemsize * t.numel == t.nbytes
+
+
 def native_buffer(arr: np.ndarray, t: TensorType) -> np.ndarray:
     """A value as the native kernels read it: a native-endian, C-contiguous copy of its type."""
     # np.array, not np.ascontiguousarray: the latter turns a 0-d value into shape [1]
@@ -97,7 +103,7 @@ class NativeSession:
             arr = graph.initializers.get(v.id)
             if arr is None:
                 self.bufs.append(np.zeros(t.shape, dtype=t.dtype.numpy))
-            elif arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
+            elif plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
                 self.bufs.append(arr)
             else:
                 self.bufs.append(native_buffer(arr, t))

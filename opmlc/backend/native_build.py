@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from opmlc.backend.codegen import generate_module
-from opmlc.backend.native import NativeSession, native_buffer
+from opmlc.backend.native import NativeSession, native_buffer, plain_layout
 from opmlc.backend.target import (
     NativeProgram,
     cache_key,
@@ -92,6 +92,8 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     arrays = []
     for v_id, arr in graph.initializers.items():
         t = graph.values[v_id].type
+        if not plain_layout(t):  # e.g. a packed type: the session converts it once instead
+            continue
         a = native_buffer(arr, t)
         slots.append({"value": v_id, "root": roots[v_id], **t.to_json(), "offset": offset, "nbytes": a.nbytes})
         arrays.append((offset, a))
@@ -155,43 +157,42 @@ def read_host(directory: Path) -> dict | None:
     return record
 
 
-def _slots_match(record: dict, manifest: dict) -> bool:
-    want = [{"value": r["value"], "root": r["root"], "dtype": r["dtype"], "shape": r["shape"], "frac": r["frac"]}
-            for r in manifest["initializers"]]
+def _slot_ok(s: object, inits: dict[int, dict], size: int) -> bool:
+    """A slot names an initializer of the manifest (same root and type) and lies in the file."""
     try:
-        have = [{k: s[k] for k in ("value", "root", "dtype", "shape", "frac")} for s in record["slots"]]
-    except (KeyError, TypeError):
+        r = inits[s["value"]]
+        t = TensorType.from_json(s)
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype.numpy).itemsize
+        return (all(s[k] == r[k] for k in ("root", "dtype", "shape", "frac")) and isinstance(s["offset"], int)
+                and s["offset"] % ALIGN == 0 and s["nbytes"] == nbytes and s["offset"] + nbytes <= size)
+    except (KeyError, TypeError, ValueError):
         return False
-    return have == want
 
 
 def mapped_weights(directory: Path, manifest: dict) -> dict[int, np.ndarray] | None:
-    """Read-only views of native/weights.bin, one per initializer of the manifest, or None when
-    the file is absent or was laid out for another byte order or other initializers.
+    """Read-only views of native/weights.bin by value id, one per slot that names an initializer
+    of the manifest (same root and type), or None when the file is absent, laid out for another
+    byte order, or any slot is not such. Values without a slot (a packed type) are not mapped.
 
     The views say nothing about the bytes: the caller (buildcheck.load_initializers) trusts them
     only once they were checked against the tensor store (remembered in native/verified.json)."""
     record = read_host(directory)
-    if record is None or record.get("byteorder") != sys.byteorder or not _slots_match(record, manifest):
+    if record is None or record.get("byteorder") != sys.byteorder or not isinstance(record.get("slots"), list):
         return None
     path = directory / NATIVE_DIR / WEIGHTS
     try:
         size = path.stat().st_size
-        if size == 0:
-            return {s["value"]: np.zeros(s["shape"], TensorType.from_json(s).dtype.numpy) for s in record["slots"]}
-        mm = np.memmap(path, mode="r")
+        mm = np.memmap(path, mode="r") if size else None
     except (OSError, ValueError):
         return None
+    inits = {r["value"]: r for r in manifest["initializers"]}
     views = {}
     for s in record["slots"]:
-        t = TensorType.from_json(s)
-        # the native buffer's size (numpy's layout of the type), which for a packed type may
-        # differ from the tensor's encoded size
-        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype.numpy).itemsize
-        if not (isinstance(s["offset"], int) and s["offset"] % ALIGN == 0 and s["nbytes"] == nbytes
-                and s["offset"] + nbytes <= size):
+        if not _slot_ok(s, inits, size):
             return None
-        views[s["value"]] = np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=mm, offset=s["offset"])
+        t = TensorType.from_json(s)
+        views[s["value"]] = (np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=mm, offset=s["offset"]) if s["nbytes"]
+                             else np.zeros(t.shape, dtype=t.dtype.numpy))
     return views
 
 
