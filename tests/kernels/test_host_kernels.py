@@ -1,6 +1,8 @@
 """The host kernels (opmlc/backend/kernels/native/) against the interpreter, bit for bit and
 count for count, on random shapes that reach every tile and tail, with int32 edge values, on 1,
-2 and 3 threads; and the MIPS module untouched by them."""
+2 and 3 threads; and the MIPS module untouched by them. (The portable kernels' tests in
+test_kernels.py and test_qweight_kernels.py run the host kernels too wherever those take a node:
+the native build is the host module.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from opmlc.backend.codegen import generate_module
 from opmlc.backend.kernels.native import SPLIT_MIN_WORK, split_worth
 from opmlc.backend.native import NativeSession, host_module, native_program
 from opmlc.ir.interpreter import run_graph
-from tests.kernels.test_kernels import check_all_backends, fx, single_op
+from opmlc.ir.types import DType
+from tests.kernels.test_kernels import check_all_backends, fx, rand_fx, single_op
+from tests.kernels.test_qweight_kernels import qmatmul_graph
 
 
 def _matmul(rng, m, k, n, trans, batch_a=(), batch_b=(), bias=True, scales=None):
@@ -97,3 +101,40 @@ def test_session_rejects_a_bad_thread_count():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="threads"):
             NativeSession(native_program(g), g, threads=bad)
+
+
+QCASES = [  # dtype, x shape, N, block, zero point, bias
+    (DType.I8, (1, 40), 5, 40, False, True),   # one token, per-channel scale
+    (DType.I8, (6, 48), 9, 16, True, False),   # row tiles and a leftover row
+    (DType.I8, (2, 3, 24), 7, 8, True, True),  # batch dimensions
+    (DType.I4, (1, 64), 6, 32, False, True),
+    (DType.I4, (5, 96), 11, 16, True, True),
+    (DType.I4, (4, 32), 3, 32, True, False),
+]
+
+
+@pytest.mark.parametrize("dtype,x_shape,n,bs,zp,bias", QCASES)
+def test_host_qmatmul_equals_interpreter_at_the_edges(dtype, x_shape, n, bs, zp, bias):
+    """int32-edge activations against weights with the dtype's extremes (q − zp up to ±255)."""
+    rng = np.random.default_rng(sum(x_shape) + n + bs)
+    g = qmatmul_graph(rng, dtype, x_shape, n, bs, zp, bias)
+    assert "<8 x i8>" in host_module(g), "the host kernel took the node"
+    out = check_all_backends(g, [rand_fx(rng, x_shape)], mips=False)
+    assert out.saturated
+
+
+@pytest.mark.parametrize("dtype", [DType.I8, DType.I4])
+def test_host_qmatmul_split_over_threads(dtype):
+    rng = np.random.default_rng(21)
+    m, k = 5, 256
+    n = SPLIT_MIN_WORK // (m * k) + 13
+    g = qmatmul_graph(rng, dtype, (m, k), n, 32, True, True, scale_bits=8)
+    assert split_worth(g, 0)
+    x = [rand_fx(rng, (m, k), 1 << 20)]
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
+    session = NativeSession(native_program(g), g)
+    for threads in (1, 2, 3):
+        sat: dict[int, int] = {}
+        (got,) = session.run(x, saturated=sat, threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
