@@ -14,6 +14,7 @@ to `counts[node]`, an i64 array whose address is one more entry of the region ta
 With `host_kernels` (the native build only), a node whose op has a host kernel
 (opmlc/backend/kernels/native/) that accepts it gets that kernel instead of the portable one
 (its function takes two more i32 arguments: `part`, `parts`; a node function passes 0, 1), and
+the portable kernels divide through the FPU, exactly (kernels/_host.py), and
 the module exports two more entry points for the native session's threads:
 
 - `void task_span(ptr regions, i32 first, i32 end)`: nodes first..end-1 in order, one call;
@@ -27,11 +28,13 @@ The MIPS module is generated without them, so its text is what it was.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 from llvmlite import ir
 
 from opmlc import progress
 from opmlc.backend.kernels import KERNELS
+from opmlc.backend.kernels._host import host_arithmetic
 from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, counted_slot, counting_module, loop
 from opmlc.backend.kernels.native import host_kernel_for, split_worth
 from opmlc.ir.graph import Graph
@@ -58,13 +61,14 @@ def generate_module(graph: Graph, count_saturation: bool = False, host_kernels: 
     host-only kernels (module docstring).
     """
     module = ir.Module(name=graph.name)
-    if not count_saturation:
-        return _generate(graph, module, False, host_kernels)
-    marker = ir.GlobalVariable(module, I32, SATURATION_MARKER)
-    marker.global_constant = True
-    marker.initializer = c32(len(graph.nodes))
-    with counting_module(module):
-        return _generate(graph, module, True, host_kernels)
+    with host_arithmetic(module) if host_kernels else nullcontext():
+        if not count_saturation:
+            return _generate(graph, module, False, host_kernels)
+        marker = ir.GlobalVariable(module, I32, SATURATION_MARKER)
+        marker.global_constant = True
+        marker.initializer = c32(len(graph.nodes))
+        with counting_module(module):
+            return _generate(graph, module, True, host_kernels)
 
 
 def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool) -> str:

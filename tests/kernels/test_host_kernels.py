@@ -138,3 +138,56 @@ def test_host_qmatmul_split_over_threads(dtype):
         sat: dict[int, int] = {}
         (got,) = session.run(x, saturated=sat, threads=threads)
         assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
+
+
+def _host_divmod():
+    """floor_divmod_host compiled natively as `void divmod(ptr n, ptr d, ptr q, ptr r, i32 count)`."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from opmlc.backend.kernels._host import floor_divmod_host, host_arithmetic
+    from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, load, loop, store
+    from opmlc.backend.target import load_native
+
+    module = ir.Module("divmod")
+    with host_arithmetic(module):
+        fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 4 + [I32]), "divmod")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        n_p, d_p, q_p, r_p, count = fn.args
+        with loop(b, count) as i:
+            q, r = floor_divmod_host(b, load(b, n_p, i, I64), load(b, d_p, i, I64))
+            store(b, q, q_p, i)
+            store(b, r, r_p, i)
+        b.ret_void()
+    task = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), "task")
+    ir.IRBuilder(task.append_basic_block("entry")).ret_void()
+    program = load_native(str(module), cache_dir=None)
+    cfn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int32)(
+        program._engine.get_function_address("divmod"))
+    return program, cfn
+
+
+def test_host_division_is_exact_floor_division_at_the_edges():
+    """The FPU path and its sdiv fallback against Python's integers: the fast path's bounds
+    (|n| near 2^62, |n / d| near 2^50), quotients one off a multiple, INT64_MIN, d = 1."""
+    _program, divmod_fn = _host_divmod()
+    rng = np.random.default_rng(0)
+    i64 = np.iinfo(np.int64)
+    special_n = [0, 1, -1, i64.min, i64.max, (1 << 62) - 1, 1 << 62, -(1 << 62), -(1 << 62) - 1,
+                 (1 << 60), (1 << 54) + 1, -(1 << 53) - 3, (1 << 50) * 3 - 1, (1 << 50) * 3]
+    special_d = [1, 2, 3, (1 << 30), (1 << 30) + 1, (1 << 31) - 1, (1 << 53) + 1, (1 << 62) - 1, i64.max]
+    pairs = [(n, d) for n in special_n for d in special_d]
+    d_rand = rng.integers(1, 1 << 40, 4000)
+    q_rand = rng.integers(-(1 << 50), 1 << 50, 4000)
+    for d, q in zip(d_rand.tolist(), q_rand.tolist(), strict=True):  # n right at multiples of d, ± 1
+        for n in (q * d - 1, q * d, q * d + 1, q * d + d // 2, q * d + (d - 1) // 2):
+            if i64.min <= n <= i64.max:
+                pairs.append((n, d))
+    pairs += list(zip(rng.integers(i64.min, i64.max, 4000).tolist(), rng.integers(1, i64.max, 4000).tolist(), strict=True))
+    n = np.array([p[0] for p in pairs], np.int64)
+    d = np.array([p[1] for p in pairs], np.int64)
+    q, r = np.empty_like(n), np.empty_like(n)
+    divmod_fn(n.ctypes.data, d.ctypes.data, q.ctypes.data, r.ctypes.data, len(n))
+    want = [divmod(int(a), int(c)) for a, c in pairs]
+    assert q.tolist() == [w[0] for w in want] and r.tolist() == [w[1] for w in want]

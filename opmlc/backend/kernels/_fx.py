@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from opmlc.backend.kernels._host import floor_divmod_host, host
 from opmlc.backend.kernels._ir import (
     ELEM,
     I1,
@@ -84,6 +85,9 @@ def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) ->
 
 def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
     """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it)."""
+    if host(b):  # the native build divides through the FPU, exactly (kernels/_host.py)
+        q, r = floor_divmod_host(b, n, d)
+        return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
     q = b.sdiv(n, d)
     r = b.srem(n, d)
     neg = b.icmp_signed("<", r, c64(0))
