@@ -118,8 +118,12 @@ def llama27(tmp: Path, threads: list[int], runs: int) -> None:
     n = make_model(model)
     refs = {"float32": model}
     try:
+        import logging
+
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
 
         q = MatMulNBitsQuantizer(onnx.load(str(model)), bits=8, block_size=32, is_symmetric=True)
         q.process()
