@@ -37,6 +37,9 @@ from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
 
 ML_DOMAIN = "ai.onnx.ml"  # scikit-learn models (skl2onnx): rules/ml.py, registered as "ai.onnx.ml:Op"
+# onnxruntime's contrib ops that its quantizers emit (rules/quantized.py), registered as
+# "com.microsoft:Op"; any other op of the domain is refused by name
+MS_DOMAIN = "com.microsoft"
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _T = onnx.TensorProto
 INPUT_TYPES = {
@@ -123,7 +126,7 @@ def _lower_once(
     model = fuse_rmsnorm(fuse_batchnorm(model))
     opset = default_opset(model)
     g = model.graph
-    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
+    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
     ctx = LoweringContext(builder, policy, opset, str(path))
     for vi in (*g.input, *g.value_info, *g.output):
@@ -131,6 +134,7 @@ def _lower_once(
 
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+        ctx.elem_types.setdefault(init.name, init.data_type)
     runtime_inputs = []
     exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
@@ -154,7 +158,7 @@ def _lower_once(
 
     for node in progress.track(g.node, f"lowering {len(g.node)} ONNX nodes"):
         ctx.node = node
-        if node.domain not in ("", "ai.onnx", ML_DOMAIN):
+        if node.domain not in ("", "ai.onnx", ML_DOMAIN, MS_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
                                    + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
         ins = [ctx.sym(name) if name else None for name in node.input]
@@ -167,8 +171,12 @@ def _lower_once(
                 if name:
                     ctx.bind(name, Const(arr))
             continue
-        key = f"{ML_DOMAIN}:{node.op_type}" if node.domain == ML_DOMAIN else node.op_type
+        key = f"{node.domain}:{node.op_type}" if node.domain in (ML_DOMAIN, MS_DOMAIN) else node.op_type
         lower = RULES.get(key)
+        if lower is None and node.domain == MS_DOMAIN:
+            ms_ops = sorted(k.partition(":")[2] for k in RULES if k.startswith(MS_DOMAIN + ":"))
+            raise UnsupportedError(f"{ctx.where()}: onnxruntime contrib op {key} is not supported by opmlc "
+                                   f"(supported {MS_DOMAIN} ops: {', '.join(ms_ops)})")
         if lower is None:
             raise UnsupportedError(
                 f"{ctx.where()}: op {key} is not supported by opmlc "

@@ -67,9 +67,15 @@ def pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if len(node.output) > 1 and node.output[1]:
         raise ctx.unsupported("MaxPool's Indices output")
     a = ctx.attrs()
-    if ctx.dtype(node.input[0]) is not DType.FX32:
+    integer = ctx.dtype(node.input[0])
+    if integer is DType.FX32:
+        integer = None
+    elif node.op_type == "MaxPool" and integer is DType.I32:  # a quantized tensor: exact at 0 bits
+        x = ctx.emit("cast", [ctx.value(node.input[0])], {"to": "fx32", "frac": 0}, f"{node.output[0]}/int")
+    else:
         raise ctx.unsupported(f"{node.op_type} of an integer tensor")
-    x = ctx.fx(node.input[0])
+    if integer is None:
+        x = ctx.fx(node.input[0])
     spatial = ctx.builder.type_of(x).shape[2:]
     r = len(spatial)
     kernel = list(a["kernel_shape"])
@@ -80,6 +86,10 @@ def pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
              "dilations": dilations, "pads": pads, "ceil_mode": int(a.get("ceil_mode", 0)),
              "count_include_pad": int(a.get("count_include_pad", 0))}
     out = node.output[0]
+    if integer is not None:
+        pooled = ctx.emit("pool", [x], attrs, f"{out}/pooled")
+        ctx.bind(out, ctx.emit("cast", [pooled], {"to": "i32"}, out))
+        return
     ctx.bind(out, ctx.emit("pool", [x], attrs, out))
 
 
