@@ -35,7 +35,13 @@ from opmlc.backend.kernels import (  # noqa: E402,F401
     matmul,
     norm,
     pool,
+<<<<<<< HEAD
     quantize,
+=======
+    qconv,
+    qgather,
+    qmatmul,
+>>>>>>> qweights
     reduce,
     relu,
     reshape,
