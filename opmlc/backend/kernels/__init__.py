@@ -35,13 +35,10 @@ from opmlc.backend.kernels import (  # noqa: E402,F401
     matmul,
     norm,
     pool,
-<<<<<<< HEAD
     quantize,
-=======
     qconv,
     qgather,
     qmatmul,
->>>>>>> qweights
     reduce,
     relu,
     reshape,
