@@ -32,6 +32,7 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
+from opmlc.frontend.rules.quantized import record_qdq_weight
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -165,6 +166,9 @@ def _lower_once(
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
                                    + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
         ins = [ctx.sym(name) if name else None for name in node.input]
+        if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx") and all(
+                s is None or isinstance(s, Const) for s in ins):  # QDQ's weight side: keep its integers
+            record_qdq_weight(ctx, node, [s.array if s else None for s in ins])
         if fold.can_fold(node, [s is None or isinstance(s, Const) for s in ins]):
             try:
                 results = fold.evaluate(node, [s.array if s else None for s in ins], list(model.opset_import))

@@ -171,7 +171,7 @@ class Analysis:
                 out = (max(out[0], lo), min(out[1], hi))
             self.iv[node.output] = out
 
-    EXACT_OPS = ("cast", "binary", "matmul", "conv", "pool", "relu", "reshape", "view", "concat", "gather", "where")
+    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "relu", "reshape", "view", "concat", "gather", "where")
 
     def _exact_integers(self, node: Node) -> bool:
         """Whether node's output is an fx32 tensor at 0 bits computed exactly from integers."""
@@ -518,6 +518,39 @@ class Analysis:
             total /= n_trees
         return (-total - base, total + base)
 
+    # -- quantized weights (ir/ops/_qweight.py): the dequantized weight, then matmul's/conv's rule
+    def qweight(self, node: Node) -> np.ndarray | None:
+        """A q-op's weight as real values (q − zp)·scale, shaped like q (None if not constant)."""
+        from opmlc.ir.ops._qweight import dequantize_int, split_inputs
+
+        g = self.graph
+        types = [g.values[v].type for v in node.inputs]
+        data = [g.initializers.get(v) for v in node.inputs[1:4]]
+        zp_t, _ = split_inputs(types, 1)
+        if data[0] is None or data[1] is None or (zp_t is not None and data[2] is None):
+            return None
+        w = dequantize_int(data[0], data[1], data[2] if zp_t is not None else None, node.attrs["block_size"])
+        return dequantize(w, types[2].frac).reshape(types[1].shape)
+
+    def _q_bias(self, node: Node) -> np.ndarray | None:
+        from opmlc.ir.ops._qweight import split_inputs
+
+        _, bias_t = split_inputs([self.graph.values[v].type for v in node.inputs], 1)
+        return self.const(node.inputs[-1]) if bias_t is not None else None
+
+    def _op_qmatmul(self, node, ivs, a):
+        w = self.qweight(node)
+        if w is None:
+            return (-INF, INF)
+        return affine(w[None], 2, ivs[0], self._q_bias(node))
+
+    def _op_qconv(self, node, ivs, a):
+        w = self.qweight(node)
+        if w is None:
+            return (-INF, INF)
+        x = hull(ivs[0], (0.0, 0.0)) if any(a["pads"]) else ivs[0]
+        return affine(w.reshape(w.shape[0], -1), 1, x, self._q_bias(node))
+
     def tree_thresholds(self) -> dict[int, float]:
         """Per value compared by a tree ensemble, the largest |threshold| it is compared with."""
         out: dict[int, float] = {}
@@ -577,12 +610,12 @@ def accumulator_bits(analysis: Analysis) -> dict[str, int]:
     g = analysis.graph
     out: dict[str, int] = {}
     for node in g.nodes:
-        if node.op not in ("matmul", "conv"):
+        if node.op not in ("matmul", "conv", "qmatmul", "qconv"):
             continue
         b = mag(analysis.iv[node.output])
         if not math.isfinite(b) or b == 0:
             continue
-        va, vb = node.inputs[0], node.inputs[1]
+        va, vb = node.inputs[0], node.inputs[2 if node.op in ("qmatmul", "qconv") else 1]  # a q-op: its scale
         fa, fb = g.values[va].type.frac, g.values[vb].type.frac
         excess = fa + fb + math.ceil(math.log2(b)) + 1 - ACC_BITS
         if excess <= 0:

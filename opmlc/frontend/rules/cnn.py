@@ -13,7 +13,7 @@ from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import binary
 from opmlc.frontend.rules.shape import reshape_to
-from opmlc.ir.types import DType
+from opmlc.ir.types import DType, TensorType
 
 
 def _str(v) -> str:
@@ -40,16 +40,25 @@ def resolve_pads(ctx: LoweringContext, spatial, kernel, strides, dilations) -> l
 
 @rule("Conv")
 def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    from opmlc.frontend.rules.quantized import qdq_conv_weight
+
     a = ctx.attrs()
     x = ctx.fx(node.input[0])
-    w = ctx.fx(node.input[1])
-    xt, wt = ctx.builder.type_of(x), ctx.builder.type_of(w)
+    qw = qdq_conv_weight(ctx, node.input[1])  # the model's own (QDQ) quantized weight, kept
+    if qw is not None:
+        qt = ctx.builder.type_of(qw.q)
+        w = qw.scale
+        wt = TensorType(DType.FX32, qt.shape, ctx.frac_of(qw.scale))
+    else:
+        w = ctx.fx(node.input[1])
+        wt = ctx.builder.type_of(w)
+    xt = ctx.builder.type_of(x)
     r = len(xt.shape) - 2
     kernel = list(a.get("kernel_shape") or wt.shape[2:])
     strides = list(a.get("strides") or [1] * r)
     dilations = list(a.get("dilations") or [1] * r)
     pads = resolve_pads(ctx, xt.shape[2:], kernel, strides, dilations)
-    inputs = [x, w]
+    inputs = [x, *qw.operands()] if qw is not None else [x, w]
     prod_frac = xt.frac + wt.frac
     if len(node.input) > 2 and node.input[2]:
         b = ctx.fx(node.input[2])
@@ -59,7 +68,9 @@ def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     out = node.output[0]
     fo = min(ctx.policy.activation(out), prod_frac)
     attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo}
-    ctx.bind(out, ctx.emit("conv", inputs, attrs, out))
+    if qw is not None:
+        attrs["block_size"] = qw.block_size
+    ctx.bind(out, ctx.emit("qconv" if qw is not None else "conv", inputs, attrs, out))
 
 
 @rule("MaxPool", "AveragePool")
