@@ -53,11 +53,9 @@ def _opt(node: onnx.NodeProto, i: int) -> str | None:
 
 def _qtype_of(ctx: LoweringContext, zp: str | None, output_dtype: int = 0) -> str:
     """The quantized type a QuantizeLinear produces: its zero point's, else `output_dtype`, else uint8."""
-    if zp is not None:
+    if zp is not None:  # the ONNX type where known (a bound graph input's numpy type may be wider)
         arr = ctx.const(zp)
-        name = str(arr.dtype) if arr is not None else None
-        if name is None:
-            name = ONNX_QTYPE.get(ctx.elem_types.get(zp, 0))
+        name = ONNX_QTYPE.get(ctx.elem_types.get(zp, 0)) or (str(arr.dtype) if arr is not None else None)
         if name not in QRANGE:
             raise ctx.unsupported(f"quantized type {name or 'of ' + repr(zp)} (supported: {', '.join(QRANGE)})")
         return name
@@ -304,15 +302,18 @@ def quantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 def dequantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a = ctx.attrs()
     out = node.output[0]
-    if a.get("block_size", 0):
-        raise ctx.unsupported("DequantizeLinear with block_size of a run-time tensor (constant ones are folded)")
     s = _scales(ctx, node.input[1], "x_scale")
     zp = _ints(ctx, _opt(node, 2), "x_zero_point")
     shape = ctx.shape_of(node.input[0])
     axis = a.get("axis", 1)
     axis = axis + len(shape) if axis < 0 else axis
     x = ctx.emit("cast", [ctx.value(node.input[0])], {"to": "fx32", "frac": 0}, f"{out}/int")
-    if s.ndim == 1 and s.size > 1:
+    bs = int(a.get("block_size", 0))
+    if bs:  # blocked (opset 21): each scale serves bs consecutive elements along the axis
+        s = np.repeat(s, bs, axis=axis).take(range(shape[axis]), axis=axis)
+        zp = np.repeat(np.broadcast_to(zp, _block_shape(shape, axis, bs)), bs, axis=axis).take(
+            range(shape[axis]), axis=axis) if zp.size > 1 else zp
+    elif s.ndim == 1 and s.size > 1:
         s = s.reshape(channel_shape(len(shape), axis, s.size))
         zp = zp.reshape(channel_shape(len(shape), axis, zp.size)) if zp.size > 1 else zp
     if np.any(zp != 0):
@@ -320,6 +321,10 @@ def dequantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     sref = scale_const(ctx, f"{out}/scale", s.astype(np.float64))
     fo = min(ctx.policy.activation(out), ctx.frac_of(sref))
     ctx.bind(out, ctx.emit("binary", [x, sref], {"kind": "mul", "frac": fo}, out))
+
+
+def _block_shape(shape: tuple[int, ...], axis: int, bs: int) -> tuple[int, ...]:
+    return (*shape[:axis], -(-shape[axis] // bs), *shape[axis + 1:])
 
 
 def scale_const(ctx: LoweringContext, name: str, s: np.ndarray) -> int:
