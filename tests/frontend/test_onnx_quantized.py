@@ -135,7 +135,6 @@ def test_bert_dynamic_argmax_equals_onnxruntime(bert):
     assert worst <= BERT_LOGIT_BOUND
 
 
-@pytest.mark.slow  # ~30 s: the native and MIPS builds of 200 nodes
 def test_bert_dynamic_interp_native_and_vm_agree(bert):
     g = lower_model(bert).graph
     check_backends(g, [bert_inputs()[0]])
