@@ -19,6 +19,7 @@ from opmlc.commit import tensor_root
 from opmlc.errors import UnsupportedError
 from opmlc.frontend import lower_model
 from opmlc.frontend.context import QuantPolicy
+from opmlc.frontend.ranges import at_risk, coarse
 from opmlc.ir.fixedpoint import dequantize, quantize
 from opmlc.ir.interpreter import run_outputs
 from opmlc.ir.types import DType
@@ -38,6 +39,14 @@ def ort_run(path, feeds: dict) -> list[np.ndarray]:
 
 def out_frac(g) -> int:
     return g.values[g.outputs[0]].type.frac
+
+
+def lower_checked(path, **kw):
+    """lower_model, asserting the range analysis proves every tensor safe and precise enough
+    (nothing the compile would report as "may saturate" or "coarse")."""
+    fe = lower_model(path, **kw)
+    assert not at_risk(fe.analysis) and not coarse(fe.analysis), [r.name for r in at_risk(fe.analysis) + coarse(fe.analysis)]
+    return fe
 
 
 def check_backends(g, inputs: list[np.ndarray], max_vm_nodes: int = 6) -> None:
@@ -73,7 +82,7 @@ def cnn(request, tmp_path_factory, digits):
 def test_cnn_labels_equal_onnxruntime_on_all_1797_digits(cnn, digits):
     fmt, path = cnn
     x, _ = digits
-    fe = lower_model(path, input_shapes={"input": x.shape})
+    fe = lower_checked(path, input_shapes={"input": x.shape})
     g = fe.graph
     ops = {n.op for n in g.nodes}
     assert {"quantize_linear", "qconv", "qmatmul"} <= ops and not ops & {"conv", "matmul"}, ops
@@ -123,7 +132,7 @@ def bert_inputs() -> np.ndarray:
 def test_bert_dynamic_argmax_equals_onnxruntime(bert):
     ops = {n.op_type for n in onnx.load(bert).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"} <= ops
-    g = lower_model(bert).graph
+    g = lower_checked(bert).graph
     assert sum(n.op == "qmatmul" for n in g.nodes) == 13  # every MatMulInteger keeps its int8 weight
     worst, sess = 0.0, ort.InferenceSession(str(bert), providers=["CPUExecutionProvider"])
     for ids in bert_inputs():
@@ -151,7 +160,7 @@ def test_llama_nbits_keeps_4_bit_weights_and_agrees_with_onnxruntime(llama):
     model = onnx.load(llama)
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     assert len(nbits) == 15
-    g = lower_model(llama).graph
+    g = lower_checked(llama).graph
     q = [n for n in g.nodes if n.op == "qmatmul"]
     assert len(q) == 15 and all(g.values[n.inputs[1]].type.dtype is DType.I4 for n in q)
     assert all(n.attrs["block_size"] == 32 for n in q)

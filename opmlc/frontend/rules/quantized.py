@@ -42,7 +42,8 @@ QRANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 2
 ONNX_QTYPE = {_T.INT4: "int4", _T.UINT4: "uint4", _T.INT8: "int8", _T.UINT8: "uint8", _T.INT16: "int16",
               _T.UINT16: "uint16", _T.INT32: "int32"}
 DQ_RATIO_FRAC = 30  # x / (max − min) in DynamicQuantizeLinear: |ratio| ≤ 1
-DQ_VALUE_FRAC = 22  # x / scale ≤ 255 in magnitude (and + zero point ≤ 510): 22 bits hold it
+DQ_VALUE_FRAC = 22  # x / scale: at most 255 in magnitude (rounded: 256), 22 bits hold it
+DQ_SUM_FRAC = 21  # + the zero point: |·| ≤ 512 as the analysis bounds it (really 0..255)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -493,7 +494,7 @@ def dynamic_quantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     """y_scale = (max(x, 0) − min(x, 0))/255, y_zero_point = round(−min/scale) and
     y = saturate(round(x/scale) + zp) to uint8, with x/scale = 255·x/(max − min) and
     −min/scale = −255·min/(max − min), each one division at 30 bits then a product at 22
-    (rounded half to even to integers, as ONNX)."""
+    (rounded half to even to integers, as ONNX); the sums with the zero point at 21 bits."""
     from opmlc.frontend.rules.logs import bin_, un
 
     x = node.input[0]
@@ -528,9 +529,9 @@ def dynamic_quantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     bin_(ctx, "div", x, t("span"), t("ratio"), DQ_RATIO_FRAC)
     bin_(ctx, "mul", t("ratio"), t("255"), t("real"), DQ_VALUE_FRAC)
     un(ctx, "round", t("real"), t("rounded"), DQ_VALUE_FRAC)
-    bin_(ctx, "add", t("rounded"), t("zpfx"), t("shifted"), DQ_VALUE_FRAC)
-    bin_(ctx, "max", t("shifted"), t("zero"), t("lo"), DQ_VALUE_FRAC)
-    bin_(ctx, "min", t("lo"), t("255"), t("clamped"), DQ_VALUE_FRAC)
+    bin_(ctx, "add", t("rounded"), t("zpfx"), t("shifted"), DQ_SUM_FRAC)
+    bin_(ctx, "max", t("shifted"), t("zero"), t("lo"), DQ_SUM_FRAC)
+    bin_(ctx, "min", t("lo"), t("255"), t("clamped"), DQ_SUM_FRAC)
     ctx.bind(y, ctx.emit("cast", [ctx.fx(t("clamped"))], {"to": "i32"}, y))
 
 
