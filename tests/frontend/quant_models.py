@@ -18,8 +18,9 @@ VOCAB, SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES = 64, 16, 32, 2, 64, 2, 4
 
 
 def digits_cnn_quantized(out: Path, fmt: str, calibration: np.ndarray) -> Path:
-    """The digits CNN through quantize_static: QDQ with int8 activations per tensor, or
-    QOperator with uint8 activations and per-channel weights (QLinearConv, QGemm)."""
+    """The digits CNN through quantize_static: "QDQ" with int8 activations and weights per
+    tensor, "QDQ-uint8" with uint8 activations and weights per channel, or "QOperator" with
+    uint8 activations and int8 per-channel weights (QLinearConv, QGemm)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -34,11 +35,11 @@ def digits_cnn_quantized(out: Path, fmt: str, calibration: np.ndarray) -> Path:
         def get_next(self):
             return next(self.rows, None)
 
-    qdq = fmt == "QDQ"
+    int8 = fmt == "QDQ"
     quantize_static(str(MODELS / "digits_cnn.onnx"), str(out), Reader(),
-                    quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
-                    activation_type=QuantType.QInt8 if qdq else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=not qdq)
+                    quant_format=QuantFormat.QDQ if fmt.startswith("QDQ") else QuantFormat.QOperator,
+                    activation_type=QuantType.QInt8 if int8 else QuantType.QUInt8,
+                    weight_type=QuantType.QUInt8 if fmt == "QDQ-uint8" else QuantType.QInt8, per_channel=not int8)
     return out
 
 
@@ -127,6 +128,22 @@ def llama_nbits(out: Path) -> Path:
 
     cfg = mnq.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False, bits=4)
     q = mnq.MatMulNBitsQuantizer(onnx.load(MODELS / "tiny_llama.onnx"), algo_config=cfg)
+    q.process()
+    q.model.save_model_to_file(str(out), False)
+    return out
+
+
+def llama_qdq_int4(out: Path) -> Path:
+    """models/tiny_llama.onnx (converted to opset 21, which int4 needs) through
+    MatMulNBitsQuantizer in QDQ form: each MatMul weight a DequantizeLinear of int4 constants
+    blocked along K (block 32, symmetric)."""
+    from onnx import version_converter
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+
+    cfg = mnq.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, bits=4, quant_format=QuantFormat.QDQ)
+    q = mnq.MatMulNBitsQuantizer(version_converter.convert_version(onnx.load(MODELS / "tiny_llama.onnx"), 21),
+                                 algo_config=cfg)
     q.process()
     q.model.save_model_to_file(str(out), False)
     return out

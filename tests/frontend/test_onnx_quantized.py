@@ -71,7 +71,7 @@ def digits():
     return load_images()
 
 
-@pytest.fixture(scope="module", params=["QDQ", "QOperator"])
+@pytest.fixture(scope="module", params=["QDQ", "QDQ-uint8", "QOperator"])
 def cnn(request, tmp_path_factory, digits):
     x, _ = digits
     path = qm.digits_cnn_quantized(tmp_path_factory.mktemp("cnn") / f"cnn_{request.param}.onnx",
@@ -105,9 +105,11 @@ def test_cnn_weights_are_the_models_integers(cnn):
     qs = [g.initializers[n.inputs[1]] for n in g.nodes if n.op in ("qconv", "qmatmul")]
     assert [g.values[n.inputs[1]].type.dtype for n in g.nodes if n.op in ("qconv", "qmatmul")] == [DType.I8] * 2
     model = onnx.load(path)
-    ints = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TensorProto.INT8}
+    ints = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer
+            if t.data_type in (TensorProto.INT8, TensorProto.UINT8)}
     conv_w = next(a for name, a in ints.items() if a.ndim == 4)
-    assert np.array_equal(qs[0], conv_w)  # int8 weights kept exactly
+    shift = 128 if conv_w.dtype == np.uint8 else 0  # uint8 is held as int8 shifted by 128, zero point alike
+    assert np.array_equal(qs[0].astype(np.int64), conv_w.astype(np.int64) - shift)  # the model's integers
 
 
 def test_cnn_interp_native_and_vm_agree(cnn, digits):
@@ -261,3 +263,24 @@ def test_matmul_nbits_with_g_idx_is_refused(tmp_path):
     onnx.save(m, path)
     with pytest.raises(UnsupportedError, match="g_idx"):
         lower_model(path)
+
+
+def test_llama_qdq_int4_blocked_weights_are_kept_and_agree_with_onnxruntime(tmp_path):
+    path = qm.llama_qdq_int4(tmp_path / "llama_qdq4.onnx")
+    g = lower_checked(path).graph
+    q = [n for n in g.nodes if n.op == "qmatmul"]
+    assert len(q) == 15 and all(g.values[n.inputs[1]].type.dtype is DType.I4 for n in q)
+    # onnxruntime's graph optimizer fuses DequantizeLinear + MatMul into a kernel that moves the
+    # logits by 0.2 from its own unfused result; the model's semantics is the unfused one
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for row in held_out_windows(2):
+        toks = row[None, :CONTEXT]
+        got = dequantize(run_outputs(g, [toks])[0], out_frac(g))
+        want = sess.run(None, {"tokens": toks})[0]
+        assert np.array_equal(got.argmax(-1), want.argmax(-1))
+        worst = max(worst, float(np.abs(got - want).max()))
+    print(f"llama QDQ int4: max |logit error| {worst:.3g}")
+    assert worst <= LLAMA_LOGIT_BOUND
