@@ -113,7 +113,7 @@ def compile_model(
     from opmlc.frontend.weights import check_format
 
     try:
-        bits, _ = check_format(weights, block_size)
+        _, effective_block = check_format(weights, block_size)
     except ValueError as exc:
         raise OpmlcError(str(exc)) from None
     model = Path(model)
@@ -159,7 +159,7 @@ def compile_model(
     }
     if weights is not None:  # recorded only with --weights, so that other manifests stay as they were
         rep = fe.weights
-        manifest["weights"] = {"format": weights, "block_size": block_size, "quantized": rep.quantized,
+        manifest["weights"] = {"format": weights, "block_size": effective_block, "quantized": rep.quantized,
                                "parameters": rep.parameters,
                                "error": rep.error.to_json() if rep.error is not None else None}
     if fe.clipped_constants:  # recorded only when it happens, so that other manifests stay as they were

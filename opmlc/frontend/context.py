@@ -127,7 +127,6 @@ class WeightsReport:
 
     quantized: int = 0
     parameters: int = 0
-    kept_fx32: int = 0  # parameters of constants left fx32 (biases, norms, small tensors)
     error: object = None  # WeightError
 
 
@@ -159,7 +158,7 @@ class LoweringContext:
         policy's `weights`: q (i8/i4, reshaped to `shape` if given), its fx32 scale and no zero
         point (symmetric). `per_channel` forces one scale per output channel (conv). Quantized
         once per name; the error it introduces is added to `weights_report`."""
-        from opmlc.frontend.weights import DEFAULT_BLOCK, WeightError, quantize_weight
+        from opmlc.frontend.weights import DEFAULT_BLOCK, quantize_weight
 
         bits = self.policy.weight_bits()
         assert bits is not None, "qweight_ref without --weights"
@@ -172,35 +171,52 @@ class LoweringContext:
             w = w.astype(np.float64)
         if not np.all(np.isfinite(w)):
             raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
-        qw = quantize_weight(w, bits, bs)
+        refs = self.add_qweight(name, quantize_weight(w, bits, bs), shape)
+        self._qweights[key] = refs
+        return refs
+
+    def add_qweight(self, name: str, qw, shape: tuple[int, ...] | None = None) -> QWeightRefs:
+        """The IR initializers of a quantized weight made elsewhere (`frontend/weights.
+        QuantizedWeight`: by quantize_weight, or from an ONNX quantized format with signed q and
+        zero point and float scales): the scale rounded to fixed point with the bits of
+        `QuantPolicy.scale_frac`, fewer if |q − zp| · scale would not fit an int32. Counts it in
+        `weights_report` (its `error`, if any, summed)."""
+        from opmlc.frontend.weights import WeightError
+
         n, k = qw.q.shape
-        d = np.abs(qw.q.astype(np.int64) - (0 if qw.zero_point is None else
-                                              np.repeat(qw.zero_point.astype(np.int64), qw.block_size, 1)[:, :k]))
+        zp = None if qw.zero_point is None else np.asarray(qw.zero_point).astype(np.int64)
+        d = np.abs(qw.q.astype(np.int64) - (0 if zp is None else np.repeat(zp, qw.block_size, 1)[:, :k]))
         nb = qw.scale.shape[1]
         dmax = np.pad(d, ((0, 0), (0, nb * qw.block_size - k))).reshape(n, nb, qw.block_size).max(2) if k else d
+        scale = np.abs(np.asarray(qw.scale, np.float64))
         scale_name = f"{name}/scale"
-        fs = self.policy.scale_frac(scale_name, float((dmax * qw.scale).max(initial=0.0)))
+        fs = self.policy.scale_frac(scale_name, float((dmax * scale).max(initial=0.0)))
         while True:  # the rounded scale must keep |q − zp| · scale below 2^31 (w fits an int32)
-            raw = np.rint(qw.scale * 2.0**fs).astype(np.int64)
-            if fs == 0 or int((dmax * raw).max(initial=0)) < 1 << 31:
+            raw = np.rint(np.asarray(qw.scale, np.float64) * 2.0**fs)
+            big = max(float(np.abs(raw).max(initial=0.0)), float((dmax * np.abs(raw)).max(initial=0.0)))
+            if big < 2.0**31:
                 break
+            if fs == 0:
+                raise self.unsupported(f"weight {name!r}: a scale of {scale.max():.3g} is beyond fixed point")
             fs -= 1
-        qtype = DType.I8 if bits == 8 else DType.I4
+        qtype = DType.I8 if qw.bits == 8 else DType.I4
+        lo, hi = qtype.int_range
+        if qw.q.size and (qw.q.min() < lo or qw.q.max() > hi):
+            raise self.unsupported(f"weight {name!r}: integers outside {qtype.value}'s range {lo}..{hi}")
         qshape = tuple(shape) if shape is not None else (n, k)
         q_ref = self.builder.add_initializer(name, qw.q.reshape(qshape), TensorType(qtype, qshape))
         s_ref = self.builder.add_initializer(scale_name, raw.astype(np.int32), TensorType(DType.FX32, raw.shape, fs))
         z_ref = None
-        if qw.zero_point is not None:
-            z_ref = self.builder.add_initializer(f"{name}/zero_point", qw.zero_point, TensorType(qtype, raw.shape))
-        refs = QWeightRefs(q_ref, s_ref, z_ref, qw.block_size)
-        self._qweights[key] = refs
+        if zp is not None:
+            z_ref = self.builder.add_initializer(f"{name}/zero_point", zp.astype(np.int8), TensorType(qtype, raw.shape))
         rep = self.weights_report
         rep.quantized += 1
-        rep.parameters += int(w.size)
+        rep.parameters += int(qw.q.size)
         if rep.error is None:
             rep.error = WeightError()
-        rep.error.add(qw.error)
-        return refs
+        if qw.error is not None:
+            rep.error.add(qw.error)
+        return QWeightRefs(q_ref, s_ref, z_ref, qw.block_size)
 
     # -- errors ---------------------------------------------------------------------------
     def where(self) -> str:

@@ -156,3 +156,24 @@ def test_qgather_counts_saturation_only_for_selected_rows():
     assert n_sat == 0 and got.tolist() == [[1, 1], [0, 0], [1, 1]]
     got, _, n_sat = evaluate("qgather", [q, s, z, np.array([0, 1, 0], np.int32)], types, {"block_size": 2, "frac": 0})
     assert n_sat == 4 and got[0].tolist() == [fp.INT32_MAX, fp.INT32_MAX]
+
+
+def test_qmatmul_gives_the_same_bits_chunk_by_chunk(monkeypatch):
+    from opmlc.ir.ops import qmatmul
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-(1 << 20), 1 << 20, (3, 50)).astype(np.int32)
+    q = rng.integers(-128, 128, (7, 50)).astype(np.int8)
+    s = rng.integers(1, 1 << 16, (7, 4)).astype(np.int32)
+    types = [fx(x.shape, 16), TensorType(DType.I8, q.shape), fx(s.shape, 16)]
+    whole, _, _ = evaluate("qmatmul", [x, q, s], types, {"block_size": 16, "frac": 16})
+    monkeypatch.setattr(qmatmul, "CHUNK", 60)  # one output channel at a time
+    rows, _, _ = evaluate("qmatmul", [x, q, s], types, {"block_size": 16, "frac": 16})
+    assert np.array_equal(whole, rows)
+
+
+def test_an_i4_initializer_outside_its_range_is_refused():
+    from opmlc.ir.graph import GraphBuilder
+
+    with pytest.raises(IRTypeError, match="outside i4's range"):
+        GraphBuilder("g").add_initializer("q", np.array([8, 0], np.int8), TensorType(DType.I4, (2,)))

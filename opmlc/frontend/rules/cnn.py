@@ -1,5 +1,5 @@
 """Rules for convolutional networks: Conv (1-D/2-D/N-D, groups, strides, pads, dilations,
-auto_pad) onto the IR's `conv`; MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool onto
+auto_pad) onto the IR's `conv` (`qconv` with a constant weight under `--weights`); MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool onto
 `pool`; BatchNormalization (when frontend/fuse.py could not fold it into the Conv/Gemm before
 it) onto mul/add with constant per-channel scale and shift, or, with run-time statistics, onto
 sqrt/div/sub/mul/add."""
@@ -13,7 +13,7 @@ from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import binary
 from opmlc.frontend.rules.shape import reshape_to
-from opmlc.ir.types import DType, TensorType
+from opmlc.ir.types import DType
 
 
 def _str(v) -> str:
@@ -44,22 +44,27 @@ def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
     a = ctx.attrs()
     x = ctx.fx(node.input[0])
+    w_const = ctx.const(node.input[1])
+    op, extra = "conv", {}
     qw = qdq_conv_weight(ctx, node.input[1])  # the model's own (QDQ) quantized weight, kept
+    if qw is None and w_const is not None and w_const.ndim >= 3 and ctx.quantizes_weights():
+        # --weights: one scale per output channel over its C/group · kernel reduction
+        qw = ctx.qweight_ref(node.input[1], w_const.reshape(w_const.shape[0], -1), per_channel=True,
+                             shape=w_const.shape)
     if qw is not None:
-        qt = ctx.builder.type_of(qw.q)
-        w = qw.scale
-        wt = TensorType(DType.FX32, qt.shape, ctx.frac_of(qw.scale))
+        op, extra, w_ops, w_frac = "qconv", {"block_size": qw.block_size}, qw.operands(), ctx.frac_of(qw.scale)
+        wshape = ctx.builder.type_of(qw.q).shape
     else:
         w = ctx.fx(node.input[1])
-        wt = ctx.builder.type_of(w)
+        w_ops, w_frac, wshape = [w], ctx.frac_of(w), ctx.builder.type_of(w).shape
     xt = ctx.builder.type_of(x)
     r = len(xt.shape) - 2
-    kernel = list(a.get("kernel_shape") or wt.shape[2:])
+    kernel = list(a.get("kernel_shape") or wshape[2:])
     strides = list(a.get("strides") or [1] * r)
     dilations = list(a.get("dilations") or [1] * r)
     pads = resolve_pads(ctx, xt.shape[2:], kernel, strides, dilations)
-    inputs = [x, *qw.operands()] if qw is not None else [x, w]
-    prod_frac = xt.frac + wt.frac
+    inputs = [x, *w_ops]
+    prod_frac = xt.frac + w_frac
     if len(node.input) > 2 and node.input[2]:
         b = ctx.fx(node.input[2])
         if ctx.frac_of(b) > prod_frac:
@@ -67,10 +72,8 @@ def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         inputs.append(b)
     out = node.output[0]
     fo = min(ctx.policy.activation(out), prod_frac)
-    attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo}
-    if qw is not None:
-        attrs["block_size"] = qw.block_size
-    ctx.bind(out, ctx.emit("qconv" if qw is not None else "conv", inputs, attrs, out))
+    attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo, **extra}
+    ctx.bind(out, ctx.emit(op, inputs, attrs, out))
 
 
 @rule("MaxPool", "AveragePool")

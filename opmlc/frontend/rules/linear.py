@@ -68,7 +68,7 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     # at most the product's bits (few input bits, as for large activations, leave fewer)
     prod_frac = product_frac(ctx, op, inputs)
     frac = min(ctx.policy.activation(out), prod_frac)
-    mm_attrs["frac"] = frac
+    mm_attrs = {"frac": frac, "transpose_b": transpose_b} if op == "matmul" else {**mm_attrs, "frac": frac}
     if bias_vector is not None:
         inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector), max_frac=prod_frac))
         ctx.bind(out, ctx.emit(op, inputs, mm_attrs, out))

@@ -21,6 +21,8 @@ from opmlc.ir.ops import IRTypeError, Op, register
 from opmlc.ir.ops._qweight import check_qweight, dequantize_int, split_inputs
 from opmlc.ir.types import DType, TensorType
 
+CHUNK = 1 << 22  # weight elements dequantized at once
+
 
 @register
 class QMatMul(Op):
@@ -50,9 +52,14 @@ class QMatMul(Op):
         zp_t, bias_t = split_inputs(types, 1)
         zp = args[3] if zp_t is not None else None
         bias = args[-1] if bias_t is not None else None
-        w = dequantize_int(args[1], args[2], zp, attrs["block_size"])  # [N, K] int64, exact
         x = fp.as_i64(args[0]).astype(np.uint64)
-        acc = np.matmul(x, w.astype(np.uint64).T).view(np.int64)  # uint64: defined wrap-around
+        n, k = types[1].shape
+        acc = np.empty((*x.shape[:-1], n), np.int64)
+        step = max(1, CHUNK // max(1, k))  # output channels at a time: w is never whole in int64
+        for r0 in range(0, n, step):
+            rows = slice(r0, min(n, r0 + step))
+            w = dequantize_int(args[1], args[2], zp, attrs["block_size"], rows)  # exact int64
+            acc[..., rows] = np.matmul(x, w.astype(np.uint64).T).view(np.int64)  # uint64: defined wrap-around
         prod_frac = types[0].frac + types[2].frac
         if bias is not None:
             acc = fp.add64(acc, fp.shl64(bias, prod_frac - bias_t.frac))
