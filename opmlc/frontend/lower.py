@@ -32,7 +32,7 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
-from opmlc.frontend.rules.quantized import record_qdq_weight
+from opmlc.frontend.rules.quantized import hoist_dequantize_of_gather, record_qdq_weight
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -127,7 +127,7 @@ def _lower_once(
     model = read_model(path)
     batch_defaulted: list[str] = []
     model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
-    model = fuse_rmsnorm(fuse_batchnorm(model))
+    model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model)))
     opset = default_opset(model)
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}

@@ -136,6 +136,8 @@ def test_bert_dynamic_argmax_equals_onnxruntime(bert):
     assert {"DynamicQuantizeLinear", "MatMulInteger", "DequantizeLinear"} <= ops
     g = lower_checked(bert).graph
     assert sum(n.op == "qmatmul" for n in g.nodes) == 13  # every MatMulInteger keeps its int8 weight
+    table = next(n for n in g.nodes if n.op == "qgather")  # and the uint8 embedding stays 8-bit
+    assert g.values[table.inputs[0]].type.dtype is DType.I8
     worst, sess = 0.0, ort.InferenceSession(str(bert), providers=["CPUExecutionProvider"])
     for ids in bert_inputs():
         got = dequantize(run_outputs(g, [ids])[0], out_frac(g))

@@ -271,6 +271,58 @@ def qdq_matmul_weight(ctx: LoweringContext, b_name: str, transposed_from: str | 
     return given_qweight(ctx, f"{b_name}/q", np.ascontiguousarray(q), zp, d.qtype, scale, bs)
 
 
+def qdq_gather_table(ctx: LoweringContext, table: str) -> QWeightRefs | None:
+    """The quantized weight of an embedding table [V, D] made by a DequantizeLinear of constant
+    integers (per tensor, per row, or blocked along D), for `qgather`."""
+    d = ctx.qdq_weights.get(table)
+    if d is None or d.q.ndim != 2:
+        return None
+    parts = _rows_layout(d, 0)
+    if parts is None:
+        return None
+    q, zp, scale, bs = parts
+    return given_qweight(ctx, f"{table}/q", q, zp, d.qtype, scale, bs)
+
+
+def hoist_dequantize_of_gather(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Gather(Q, ids) → DequantizeLinear(·, s, zp) with a constant integer table Q and a per-tensor
+    s, zp (quantize_dynamic's embedding) becomes DequantizeLinear(Q, s, zp) → Gather(·, ids):
+    the same values (an elementwise map with one scale commutes with a row lookup), and the
+    table's DequantizeLinear is then QDQ's weight side, kept as a quantized table (qgather)."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    new_nodes, dropped = [], set()
+    for n in g.node:
+        if id(n) in dropped:
+            continue
+        dq = users.get(n.output[0], []) if n.op_type == "Gather" and n.domain in ("", "ai.onnx") else []
+        if (len(dq) != 1 or dq[0].op_type != "DequantizeLinear" or dq[0].input[0] != n.output[0]
+                or n.output[0] in outputs or n.input[0] not in inits
+                or ONNX_QTYPE.get(inits[n.input[0]].data_type) not in QWEIGHT_TYPES
+                or any(p not in inits or np.prod(inits[p].dims, dtype=np.int64) != 1 for p in dq[0].input[1:] if p)):
+            new_nodes.append(n)
+            continue
+        table = f"{n.input[0]}/dequantized"
+        new_nodes.append(onnx.helper.make_node("DequantizeLinear", [n.input[0], *dq[0].input[1:]], [table],
+                                               name=f"{dq[0].name}/table"))
+        gather = onnx.NodeProto()
+        gather.CopyFrom(n)
+        gather.input[0] = table
+        gather.output[0] = dq[0].output[0]
+        new_nodes.append(gather)
+        dropped.add(id(dq[0]))
+    if not dropped:
+        return model
+    del g.node[:]
+    g.node.extend(new_nodes)
+    return model
+
+
 def qdq_conv_weight(ctx: LoweringContext, w_name: str) -> QWeightRefs | None:
     """The quantized weight of a Conv weight [M, C/g, *K] made by a DequantizeLinear of
     constant integers, per tensor or per output channel."""
