@@ -56,8 +56,8 @@ SHAPE_INPUTS = {
     "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
     "QLinearConv": (1, 2, 3, 4, 5, 6, 7, 8), "MatMulInteger": (2, 3), "ConvInteger": (1, 2, 3),
 }
-# onnx's 4-bit integers (ml_dtypes) are given to the frontend as 8-bit ones (the IR holds i32)
-NARROW_INTS = {"int4": np.int8, "uint4": np.uint8}
+# onnx's 4- and 2-bit integers (ml_dtypes) are given to the frontend as 8-bit ones (the IR holds i32)
+NARROW_INTS = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.uint8}
 
 TOL_UNITS = 8  # the tolerance is 2^(TOL_UNITS − f) · (1 + |want|)
 

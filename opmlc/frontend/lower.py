@@ -45,7 +45,8 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
 _T = onnx.TensorProto
 INPUT_TYPES = {
     **{t: DType.FX32 for t in (*FLOAT_TYPES, _T.BFLOAT16)},
-    **{t: DType.I32 for t in (_T.INT4, _T.UINT4, _T.INT8, _T.INT16, _T.INT32, _T.UINT8, _T.UINT16)},
+    **{t: DType.I32 for t in (_T.INT2, _T.UINT2, _T.INT4, _T.UINT4, _T.INT8, _T.INT16, _T.INT32, _T.UINT8,
+                              _T.UINT16)},
     _T.INT64: DType.I64, _T.UINT32: DType.I64, _T.BOOL: DType.BOOL,
 }
 
@@ -151,7 +152,7 @@ def _lower_once(
             raise UnsupportedError(
                 f"{path}: input {inp.name!r} has element type "
                 f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which has no IR type "
-                "(supported: float, double, float16, bfloat16, int4..int64, uint4..uint32, bool)"
+                "(supported: float, double, float16, bfloat16, int2..int64, uint2..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
         if inp.name in exact:

@@ -36,10 +36,10 @@ from opmlc.ir.types import MAX_FRAC, DType, TensorType
 
 MS = "com.microsoft"
 _T = onnx.TensorProto
-# the quantized types ONNX has and their ranges, by numpy dtype name (int4/uint4: ml_dtypes)
-QRANGE = {"int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 255),
+# the quantized types ONNX has and their ranges, by numpy dtype name (int2/int4…: ml_dtypes)
+QRANGE = {"int2": (-2, 1), "uint2": (0, 3), "int4": (-8, 7), "uint4": (0, 15), "int8": (-128, 127), "uint8": (0, 255),
           "int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (fp.INT32_MIN, fp.INT32_MAX)}
-ONNX_QTYPE = {_T.INT4: "int4", _T.UINT4: "uint4", _T.INT8: "int8", _T.UINT8: "uint8", _T.INT16: "int16",
+ONNX_QTYPE = {_T.INT2: "int2", _T.UINT2: "uint2", _T.INT4: "int4", _T.UINT4: "uint4", _T.INT8: "int8", _T.UINT8: "uint8", _T.INT16: "int16",
               _T.UINT16: "uint16", _T.INT32: "int32"}
 DQ_RATIO_FRAC = 30  # x / (max − min) in DynamicQuantizeLinear: |ratio| ≤ 1
 DQ_VALUE_FRAC = 22  # x / scale: at most 255 in magnitude (rounded: 256), 22 bits hold it
@@ -148,7 +148,8 @@ def _int_const(ctx: LoweringContext, name: str, arr: np.ndarray) -> int:
 
 
 # the integer types a quantized weight (ir/ops/_qweight.py) keeps as they are: (IR dtype, bits)
-QWEIGHT_TYPES = {"int8": (DType.I8, 8), "uint8": (DType.I8, 8), "int4": (DType.I4, 4), "uint4": (DType.I4, 4)}
+QWEIGHT_TYPES = {"int8": (DType.I8, 8), "uint8": (DType.I8, 8), "int4": (DType.I4, 4), "uint4": (DType.I4, 4),
+                 "int2": (DType.I4, 4), "uint2": (DType.I4, 4)}  # 2-bit integers held in i4
 
 
 def given_qweight(ctx: LoweringContext, name: str, q: np.ndarray, zp: np.ndarray, qtype: str,
