@@ -177,7 +177,7 @@ class Analysis:
                 out = (max(out[0], lo), min(out[1], hi))
             self.iv[node.output] = out
 
-    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "relu", "reshape", "view", "concat", "gather", "where")
+    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "reduce", "relu", "reshape", "view", "concat", "gather", "where")
 
     def _exact_integers(self, node: Node) -> bool:
         """Whether node's output is an fx32 tensor at 0 bits computed exactly from integers."""
@@ -188,6 +188,8 @@ class Analysis:
         if node.op == "binary" and node.attrs["kind"] not in ("add", "sub", "mul", "max", "min"):
             return False
         if node.op == "pool" and node.attrs["kind"] != "max":
+            return False
+        if node.op == "reduce" and node.attrs["kind"] not in ("sum", "max", "min"):
             return False
         for v in node.inputs[:1] if node.op == "cast" else node.inputs:
             vt = g.values[v].type

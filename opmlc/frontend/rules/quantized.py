@@ -546,6 +546,61 @@ def qgemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     ctx.bind(out, ctx.emit("binary", [acc, sref], {"kind": "mul", "frac": fo}, out))
 
 
+@rule(f"{MS}:QLinearAdd")
+def qlinear_add(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """C = saturate(rhe(ra·(A − A_zp) + rb·(B − B_zp)) + C_zp), ra = A_scale/C_scale and
+    rb = B_scale/C_scale in float32 as onnxruntime computes them; each product at the bits the
+    analysis gives it, their sum requantized by `quantize_linear` (multiplier 1)."""
+    from opmlc.frontend.rules.logs import bin_
+
+    a, as_, az, b, bs, bz, cs, cz = node.input[:8]
+    out = node.output[0]
+    c_scale = _scales(ctx, cs, "C_scale")
+    terms = []
+    for k, (x, xs, xz) in enumerate(((a, as_, az), (b, bs, bz))):
+        ratio = _f32_multiplier(_scales(ctx, xs, "scale"), divide_by=c_scale)
+        if ratio.size != 1:
+            raise ctx.unsupported("QLinearAdd with per-axis scales")
+        xr = _centered(ctx, x, xz if xz else None, f"{out}/{k}")
+        ctx.bind(f"{out}/{k}c", xr)
+        ctx.bind(f"{out}/{k}r", Const(np.asarray(ratio.reshape(()), np.float64)))
+        bin_(ctx, "mul", f"{out}/{k}c", f"{out}/{k}r", f"{out}/{k}t")
+        terms.append(f"{out}/{k}t")
+    bin_(ctx, "add", terms[0], terms[1], f"{out}/sum")
+    requantize(ctx, ctx.fx(f"{out}/sum"), np.asarray(1.0), _ints(ctx, cz, "C_zero_point"), _qtype_of(ctx, cz), 0, out)
+
+
+@rule(f"{MS}:QLinearMul")
+def qlinear_mul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """C = saturate(rhe((A − A_zp)(B − B_zp)·A_scale·B_scale/C_scale) + C_zp): the integer
+    product exact (fx32 at 0 bits), requantized like QLinearConv."""
+    a, as_, az, b, bs, bz, cs, cz = node.input[:8]
+    out = node.output[0]
+    ar, br = _centered(ctx, a, az or None, f"{out}/a"), _centered(ctx, b, bz or None, f"{out}/b")
+    prod = ctx.emit("binary", [ar, br], {"kind": "mul", "frac": 0}, f"{out}/prod")
+    real = _f32_multiplier(_scales(ctx, as_, "A_scale"), _scales(ctx, bs, "B_scale"), divide_by=_scales(ctx, cs, "C_scale"))
+    if real.size != 1:
+        raise ctx.unsupported("QLinearMul with per-axis scales")
+    requantize(ctx, prod, real.reshape(()), _ints(ctx, cz, "C_zero_point"), _qtype_of(ctx, cz), 0, out)
+
+
+@rule(f"{MS}:QLinearGlobalAveragePool")
+def qlinear_global_average_pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """y = saturate(rhe(Σ (x − x_zp) · (x_scale/y_scale)/n) + y_zp) over each channel's n
+    spatial positions: the sum exact (a `reduce` sum at 0 bits), the multiplier in float32."""
+    x, xs, xz, ys, yz = node.input[:5]
+    out = node.output[0]
+    xr = _centered(ctx, x, xz or None, out)
+    shape = ctx.builder.type_of(xr).shape
+    last = bool(ctx.attrs().get("channels_last", 0))
+    axes = list(range(1, len(shape) - 1)) if last else list(range(2, len(shape)))
+    n = int(np.prod([shape[i] for i in axes]))
+    total = ctx.emit("reduce", [xr], {"kind": "sum", "axes": axes, "keepdims": 1, "frac": 0}, f"{out}/sum")
+    ratio = _f32_multiplier(_scales(ctx, xs, "x_scale"), divide_by=_scales(ctx, ys, "y_scale"))
+    real = _f32_multiplier(ratio, divide_by=np.float32(n))
+    requantize(ctx, total, real.reshape(()), _ints(ctx, yz, "y_zero_point"), _qtype_of(ctx, yz), 0, out)
+
+
 # -- DynamicQuantizeLinear ----------------------------------------------------------------------
 
 @rule("DynamicQuantizeLinear")
