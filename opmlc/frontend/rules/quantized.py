@@ -2,20 +2,22 @@
 
 - QDQ: QuantizeLinear onto the IR's `quantize_linear` (fx32 → the integers, rounded half to
   even and saturated to the quantized type), DequantizeLinear onto cast + sub + mul (exact
-  integers, then one rounding of (q − zp)·scale). A DequantizeLinear of a constant weight is
-  folded at compile time (frontend/fold.py): the float op after it sees an fx32 weight.
-- QOperator: QLinearConv, QLinearMatMul, com.microsoft QGemm, MatMulInteger and ConvInteger
-  accumulate exactly (x − x_zp)·(w − w_zp) (+ the int32 bias) as an fx32 tensor at 0 bits —
-  the int32 onnxruntime computes — and the QLinear forms requantize it with
+  integers, then one rounding of (q − zp)·scale). A DequantizeLinear of constant integers is
+  QDQ's weight side: recorded (`record_qdq_weight`) and folded, so that Conv, MatMul, Gemm and
+  a Gather table keep the integers as a quantized weight (`qdq_*_weight`), else see fx32.
+- QOperator: QLinearConv, QLinearMatMul, com.microsoft QGemm/QLinearMul, MatMulInteger and
+  ConvInteger accumulate (x − x_zp)·(w − w_zp) (+ the int32 bias) exactly as an fx32 tensor at
+  0 bits — the int32 onnxruntime computes — and the QLinear forms requantize it with
   `quantize_linear`, multiplier x_scale·w_scale/y_scale computed in float32 as onnxruntime
-  does (held exactly: a float32 mantissa fits the 31-bit multiplier).
+  does (held exactly: a float32 mantissa fits the 31-bit multiplier). QLinearAdd and
+  QLinearGlobalAveragePool likewise end in `quantize_linear`.
 - DynamicQuantizeLinear: min/max reductions, the scale (max − min)/255, and x·255/(max − min)
   by one division at 30 bits, rounded half to even.
-- com.microsoft MatMulNBits: the packed 4-bit weight is dequantized at compile time into an
-  fx32 weight of the IR's matmul.
+- com.microsoft MatMulNBits: `qmatmul` with the packed integers as an i4 (or i8) weight.
 
-Values of a quantized type (int4/uint4/int8/uint8/int16/uint16) are i32 IR values. Semantics
-and error bounds against onnxruntime: docs/DESIGN.md "ONNX quantized formats".
+The model's integers are kept exactly (`given_qweight`: no re-quantization). Values of a
+quantized type (int2…uint16) are i32 IR values. Semantics and error bounds against
+onnxruntime: docs/DESIGN.md "ONNX quantized formats".
 """
 
 from __future__ import annotations
