@@ -32,7 +32,7 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
-from opmlc.frontend.rules.quantized import hoist_dequantize_of_gather, record_qdq_weight
+from opmlc.frontend.rules.quantized_weights import hoist_dequantize_of_gather, record_qdq_weight
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
