@@ -143,8 +143,8 @@ class LoweringContext:
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
         self._qweights: dict[tuple[str, str], QWeightRefs] = {}
-        # DequantizeLinear outputs of constant integer weights (rules/quantized.py QDQWeight):
-        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm and Conv
+        # DequantizeLinear outputs of constant integer weights (rules/quantized_weights.py QDQWeight):
+        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm, Conv and Gather
         self.qdq_weights: dict[str, object] = {}
         self.weights_report = WeightsReport()
 
