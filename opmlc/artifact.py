@@ -2,7 +2,7 @@
 
     DIR/manifest.json   model hash, inputs/outputs (shapes, fractional bits), initializer
                         roots, the IR text, the opmlc version (and, from the backend, the
-                        program, its regions and its task roots)
+                        program and each task's map and base root)
     DIR/graph.json      the IR graph's structure (initializer data by root; its sha256 in the
                         manifest)
     DIR/tensors/        content-addressed store of initializer encodings (opmlc.store)
@@ -113,7 +113,7 @@ def compile_model(
     program = build_program(graph)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    program_record = program.manifest_record(len(graph.nodes))
+    program_record = program.manifest_record()
     (out_dir / program_record["elf"]).write_bytes(program.elf)
     store = TensorStore(out_dir / TENSORS)
     inits = []

@@ -5,12 +5,13 @@ is checked against it: the manifest's fields and their types, graph.json (by the
 manifest records, then parsed and verified, its IR text equal to the manifest's `ir`, its
 inputs, outputs, initializers and counts equal to the manifest's), every initializer by its root (the stored bytes hash to the root the manifest
 names and have the padded size of the tensor's type), and model.elf by its sha256 (its entry
-point, regions and task base roots equal to the manifest's). Anything else is a BuildError of
+point, and each task's map and base root, recomputed from the graph and the image, equal to the
+manifest's). Anything else is a BuildError of
 one line naming the file and the field; a malformed build never reaches a backend and never
 gives a traceback.
 
 Costs: hashing the initializers is about 0.2 s per MB of weights; the base roots one memory
-root, then one page's path per node.
+root, then the few descriptor pages a task changes, per task.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 ADDR = re.compile(r"0x[0-9a-f]{8}\Z")
 
 # The manifest's schema: a dict maps required fields to their specs, [spec] is a list of spec,
-# {str: spec} a dict of any keys; int excludes bool. Fields not named here are allowed (and
+# {str: spec} a dict of any keys, (None, spec) null or spec; int excludes bool. Fields not named here are allowed (and
 # ignored), so that a later version can add some.
 IO = {"name": str, "value": int, "dtype": str, "shape": [int], "frac": int}
 SCHEMA = {
@@ -54,8 +55,8 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
-                "regions": [{"value": int, "addr": int, "size": int}],
-                "base_roots": {"whole": HEX32, "nodes": [HEX32]}},
+                "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),
+                          "nodes": [{"map": str, "base_root": HEX32}]}},
 }
 
 
@@ -71,7 +72,10 @@ GRAPH_SCHEMA = {
 
 def check_schema(value: Any, spec: Any, where: str) -> None:
     """Raise ValueError naming the first field of `value` that does not fit `spec`."""
-    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) is str:
+    if isinstance(spec, tuple):  # (None, spec): null or spec
+        if value is not None:
+            check_schema(value, spec[1], where)
+    elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) is str:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be an object")
         for k, v in value.items():
@@ -187,24 +191,11 @@ def check_graph_against_manifest(manifest: dict, graph: Graph, directory: Path) 
             raise fail(f"the type of initializer {r['name']!r}")
 
 
-def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
-    """The entry point and Program.base_roots(n_nodes) of an ELF, from one memory: the tasks
-    differ only in the descriptor word, so each further root rehashes one page's path."""
-    from vm.loader import TASK_DESCRIPTOR_ADDR, WHOLE_GRAPH, initial_state
-
-    state = initial_state(elf, WHOLE_GRAPH)
-    whole = state.memory.root()
-    nodes = []
-    for k in range(n_nodes):
-        state.memory.write_u32(TASK_DESCRIPTOR_ADDR, k)
-        nodes.append("0x" + state.memory.root().hex())
-    return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
-
-
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
-    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
-    from opmlc.backend.regions import assign_regions
-    from vm.loader import ElfError
+    """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
+    from opmlc.backend.program import tasks_record
+    from opmlc.backend.regions import node_maps, whole_graph_map
+    from vm.loader import ElfError, parse_elf
 
     program = manifest["program"]
     name = program["elf"]
@@ -218,13 +209,21 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
         raise BuildError(f"{path}: missing; compile the model again") from None
     if hashlib.sha256(elf).hexdigest() != program["sha256"]:
         raise BuildError(f"{path}: does not match the sha256 in the manifest (corrupted?); compile the model again")
-    regions = [r.to_json() for r in assign_regions(graph)]
-    if program["regions"] != regions:
-        raise BuildError(f"{directory / 'manifest.json'}: program.regions do not match the graph; compile the model again")
+    tasks = program["tasks"]
     try:
-        entry, roots = base_roots(elf, len(graph.nodes))
+        maps = node_maps(graph)
+    except BuildError as exc:
+        raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
+    whole = whole_graph_map(graph)
+    given = ([] if tasks["whole"] is None else [tasks["whole"]]) + tasks["nodes"]
+    if [r["map"] for r in given] != [m.to_text() for m in ([] if whole is None else [whole]) + maps]:
+        raise BuildError(f"{directory / 'manifest.json'}: program.tasks: the task maps do not match the graph; "
+                         "compile the model again")
+    try:
+        entry = parse_elf(elf).entry
+        roots = tasks_record(elf, whole, maps)
     except (ElfError, ValueError) as exc:
         raise BuildError(f"{path}: {exc}; compile the model again") from None
-    if program["entry"] != f"0x{entry:08x}" or program["base_roots"] != roots:
-        raise BuildError(f"{directory / 'manifest.json'}: program.entry or program.base_roots do not match "
+    if program["entry"] != f"0x{entry:08x}" or tasks != roots:
+        raise BuildError(f"{directory / 'manifest.json'}: program.entry or the tasks' base roots do not match "
                          f"{name}; compile the model again")

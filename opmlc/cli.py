@@ -660,7 +660,8 @@ def inspect_cmd(
     summary["quantization"] = {k: q[k] for k in ("method", "default_frac", "input_ranges") if k in q}
     for key in ("program",):
         if key in m:
-            summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
+            summary[key] = {k: v for k, v in m[key].items() if k != "tasks"}
+            summary[key]["whole_graph_task"] = m[key]["tasks"]["whole"] is not None
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -679,6 +680,8 @@ def inspect_cmd(
     if "program" in m:
         p = m["program"]
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
+        if p["tasks"]["whole"] is None:
+            typer.echo("tasks     one per node (--node K): the values exceed the 2 GiB of a whole-graph task")
 
 
 @app.command("ops")
