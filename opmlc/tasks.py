@@ -19,7 +19,8 @@ from opmlc.commit import from_bytes, padded_bytes, tensor_root
 from opmlc.errors import BuildError, OpmlcError
 from opmlc.ir.interpreter import run_graph
 from vm.errors import ElfError
-from vm.loader import WHOLE_GRAPH, Program, initial_state as base_state_of, load_task, parse_elf
+from vm.loader import WHOLE_GRAPH, Program, load_task, parse_elf
+from vm.loader import initial_state as base_state_of
 from vm.state import State
 
 
