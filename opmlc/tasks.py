@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from opmlc.artifact import Build
-from opmlc.backend.regions import REGION_SPACE, TaskMap, values_need
+from opmlc.backend import regions
+from opmlc.backend.regions import TaskMap, size_text, values_need
 from opmlc.commit import from_bytes, padded_bytes, tensor_root
 from opmlc.errors import BuildError, OpmlcError
 from opmlc.ir.interpreter import run_graph
@@ -98,9 +99,9 @@ def task_map(build: Build, node: int | None) -> TaskMap:
     if tasks["whole"] is None:
         n = len(build.graph.nodes)
         raise OpmlcError(
-            f"{build.directory}: the model's values need {values_need(build.graph) >> 20} MiB, more than the "
-            f"{REGION_SPACE >> 20} MiB one VM task maps, so it has no whole-graph task; run its nodes as "
-            f"tasks with --node K (0..{n - 1})")
+            f"{build.directory}: the model's values need {size_text(values_need(build.graph))} of regions, more "
+            f"than the {size_text(regions.REGION_SPACE)} one VM task maps, so it has no whole-graph task; run "
+            f"its nodes as tasks with --node K (0..{n - 1})")
     return TaskMap.from_text(WHOLE_GRAPH, tasks["whole"]["map"])
 
 

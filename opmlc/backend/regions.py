@@ -99,11 +99,15 @@ def node_maps(graph: Graph) -> list[TaskMap]:
         m, need = _pack(k, [*node.inputs, node.output], sizes)
         if m is None:
             raise BuildError(
-                f"node {k} ({node.op} {node.name!r}) reads and writes {need >> 20} MiB, more than the "
-                f"{REGION_SPACE >> 20} MiB one VM task maps; use a smaller batch or split the op"
+                f"node {k} ({node.op} {node.name!r}) reads and writes {size_text(need)} of regions, more than "
+                f"the {size_text(REGION_SPACE)} one VM task maps; use a smaller batch or split the op"
             )
         maps.append(m)
     return maps
+
+
+def size_text(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes} bytes"
 
 
 def values_need(graph: Graph) -> int:
