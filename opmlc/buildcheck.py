@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from opmlc.commit import from_bytes, region_size
+from opmlc.commit import from_bytes, paged_root, region_size
 from opmlc.errors import BuildError
 from opmlc.ir.graph import Graph
 from opmlc.ir.types import TensorType
-from vm.merkle import subtree_root
 
 HEX32 = re.compile(r"0x[0-9a-f]{64}\Z")
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -143,12 +142,13 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store) -
             raise BuildError(f"{bad}[{i}]: {exc}; compile the model again") from None
         root = bytes.fromhex(rec["root"][2:])
         try:
-            data = store.get(root)
+            data = store.view(root)  # memory-mapped: hashed and decoded without a copy of the file
         except KeyError as exc:
             raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
-        if len(data) != region_size(t) or subtree_root(data) != root:
-            raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root or "
-                             f"has the wrong size for {t}; the store is corrupted, compile the model again")
+        if len(data) != region_size(t) or paged_root(data) != (root, store.page_roots(root)):
+            raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root, "
+                             f"has the wrong size for {t} or wrong page roots; the store is corrupted, compile "
+                             "the model again")
         if rec["value"] in inits:
             raise BuildError(f"{bad}[{i}]: value {rec['value']} is listed twice; compile the model again")
         inits[rec["value"]] = from_bytes(data, t)

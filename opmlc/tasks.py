@@ -16,7 +16,7 @@ import numpy as np
 from opmlc.artifact import Build
 from opmlc.backend import regions
 from opmlc.backend.regions import TaskMap, size_text, values_need
-from opmlc.commit import from_bytes, padded_bytes, tensor_root
+from opmlc.commit import from_bytes, padded_bytes, paged_root
 from opmlc.errors import BuildError, OpmlcError
 from opmlc.ir.interpreter import run_graph
 from vm.errors import ElfError
@@ -26,24 +26,38 @@ from vm.state import State
 
 
 class LayeredStore:
-    """Tensor bytes by root: values computed in this process first, then the build's store."""
+    """Tensor bytes by root: values computed in this process first, then the build's store.
+
+    Pages as the build's store does (vm.memory's paging protocol): a task reads only the pages
+    of a large operand it touches."""
 
     def __init__(self, build: Build) -> None:
-        self.local: dict[bytes, bytes] = {}
+        self.local: dict[bytes, tuple[bytes, bytes | None]] = {}  # root → (padded, page roots)
         self.build_store = build.store
 
     def add(self, data: np.ndarray, t) -> bytes:
-        root = tensor_root(data, t)
-        self.local[root] = padded_bytes(data, t)
+        padded = padded_bytes(data, t)
+        root, pages = paged_root(padded)
+        self.local[root] = (padded, pages)
         return root
 
     def get(self, root: bytes) -> bytes | None:
         if root in self.local:
-            return self.local[root]
+            return self.local[root][0]
         try:
             return self.build_store.get(root)
         except KeyError:
             return None
+
+    def read(self, root: bytes, offset: int, size: int) -> bytes:
+        if root in self.local:
+            return self.local[root][0][offset : offset + size]
+        return self.build_store.read(root, offset, size)
+
+    def page_roots(self, root: bytes) -> bytes | None:
+        if root in self.local:
+            return self.local[root][1]
+        return self.build_store.page_roots(root)
 
 
 @dataclass

@@ -83,6 +83,16 @@ def subtree_root(data: bytes | bytearray | memoryview) -> bytes:
     return tree_levels(data)[-1][0]
 
 
+def chunk_roots(data: bytes | bytearray | memoryview, chunk: int) -> list[bytes]:
+    """The root of each `chunk`-byte piece of `data` (chunk a power of two ≥ 32 dividing its
+    length): a tensor's page roots with chunk = 4096, the tree's nodes of that height."""
+    mv = memoryview(data).cast("B")
+    zero = ZERO_HASHES[height_of(chunk)]
+    empty = bytes(chunk)
+    return [zero if mv[i : i + chunk] == empty else subtree_root(mv[i : i + chunk])
+            for i in range(0, len(mv), chunk)]
+
+
 def _padded_list(leaves: list[bytes]) -> bytes:
     size = 1 << max(0, len(leaves) - 1).bit_length()
     return b"".join(leaves) + ZERO_LEAF * (size - len(leaves))
