@@ -39,8 +39,8 @@ def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
     return padded_root(padded_bytes(data, t))
 
 
-LARGE_TENSOR = 1 << 24  # bytes from which hashing shows a progress bar
-HASH_CHUNK = 1 << 20
+LARGE_TENSOR = 1 << 26  # bytes from which hashing shows a progress bar
+HASH_CHUNK = 1 << 25
 PAGE = 4096  # the VM's page (vm/memory.py)
 PAGED_TENSOR = 1 << 20  # bytes from which the store keeps a tensor's page roots
 
@@ -51,7 +51,8 @@ def paged_root(padded: bytes | memoryview, chunk: int = HASH_CHUNK,
     its 4 KiB pages (concatenated), from which the VM materialises one page at a time.
 
     The same root as subtree_root: the tree over the page roots is the upper part of the whole
-    tree. A large encoding is hashed chunk by chunk under a progress bar.
+    tree. A large encoding is hashed chunk by chunk under a progress bar, each chunk by
+    vm.merkle's native kernels on every core where the process has them (vm/native_hash.py).
     """
     if len(padded) < PAGED_TENSOR:
         return subtree_root(padded), None
@@ -59,7 +60,7 @@ def paged_root(padded: bytes | memoryview, chunk: int = HASH_CHUNK,
     starts = range(0, len(mv), chunk)
     if len(mv) >= max(large, 2 * chunk):
         starts = progress.track(starts, f"hashing a {len(mv) >> 20} MiB tensor")
-    pages = b"".join(b"".join(chunk_roots(mv[i : i + chunk], PAGE)) for i in starts)
+    pages = b"".join(chunk_roots(mv[i : i + chunk], PAGE) for i in starts)
     return subtree_root(pages), pages
 
 

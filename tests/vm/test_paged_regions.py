@@ -21,7 +21,7 @@ class PagingStore:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.root = subtree_root(data)
-        self.pages = b"".join(chunk_roots(data, PAGE_SIZE))
+        self.pages = chunk_roots(data, PAGE_SIZE)
         self.reads: list[tuple[int, int]] = []
 
     def get(self, root: bytes) -> bytes | None:
