@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opmlc import __version__
-from opmlc.commit import padded_bytes
+from opmlc.commit import padded_buffer
 from opmlc.errors import BuildError
 from opmlc.frontend import QuantPolicy, lower_model
 from opmlc.frontend.calibrate import DEFAULT_FRAC
@@ -119,7 +119,7 @@ def compile_model(
     inits = []
     for v_id, data in graph.initializers.items():
         v = graph.values[v_id]
-        root = store.put(padded_bytes(data, v.type))
+        root = store.put(padded_buffer(data, v.type))  # one copy of a large weight, not two
         inits.append({"name": v.name, "value": v_id, **v.type.to_json(), "root": "0x" + root.hex()})
     manifest = {
         "format": FORMAT,

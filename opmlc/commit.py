@@ -34,6 +34,16 @@ def padded_bytes(data: np.ndarray, t: TensorType) -> bytes:
     return raw + bytes(region_size(t) - len(raw))
 
 
+def padded_buffer(data: np.ndarray, t: TensorType) -> bytearray:
+    """padded_bytes's bytes, encoded straight into one buffer: a large weight is copied once."""
+    arr = np.asarray(data)
+    if arr.shape != t.shape:
+        raise ValueError(f"tensor of shape {arr.shape} does not match its type {t}")
+    buf = bytearray(region_size(t))
+    np.frombuffer(buf, dtype=t.dtype.big_endian, count=arr.size).reshape(t.shape)[...] = arr
+    return buf
+
+
 def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
     """The tensor root: the Merkle root of the padded big-endian encoding."""
     return padded_root(padded_bytes(data, t))

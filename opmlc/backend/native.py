@@ -28,14 +28,18 @@ def native_program(graph: Graph, module_ir: str | None = None) -> NativeProgram:
 
 
 def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray]:
-    """A writable native buffer per value: the known arrays copied in, the rest zero."""
+    """A native buffer per value: the known arrays copied in, the rest zero. The graph's own
+    initializers are passed as they are (no kernel writes an operand), so a large weight is
+    never copied per run."""
     bufs = []
     for v in graph.values:
         arr = known.get(v.id)
         t = v.type
-        # np.array, not np.ascontiguousarray: the latter turns a 0-d value into shape [1]
-        bufs.append(np.array(arr, dtype=t.dtype.numpy, order="C") if arr is not None
-                    else np.zeros(t.shape, dtype=t.dtype.numpy))
+        if arr is not None and arr is graph.initializers.get(v.id):
+            bufs.append(np.asarray(arr, dtype=t.dtype.numpy, order="C"))
+        else:  # np.array, not np.ascontiguousarray: the latter turns a 0-d value into shape [1]
+            bufs.append(np.array(arr, dtype=t.dtype.numpy, order="C") if arr is not None
+                        else np.zeros(t.shape, dtype=t.dtype.numpy))
     return bufs
 
 

@@ -174,8 +174,15 @@ class Analysis:
         return dequantize(data, t.frac) if t.dtype is DType.FX32 else np.asarray(data, np.float64)
 
     def _const_range(self, v: int, data: np.ndarray) -> Interval:
-        arr = self.const(v)
-        return (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not data.size:
+            return (0.0, 0.0)
+        # the ends of the raw integers: dequantizing is monotone, and a large weight is never
+        # copied into float64 for this
+        lo, hi = data.min(), data.max()
+        t = self.graph.values[v].type
+        if t.dtype is DType.FX32:
+            return (float(dequantize(lo, t.frac)), float(dequantize(hi, t.frac)))
+        return (float(lo), float(hi))
 
     def ranges(self) -> list[TensorRange]:
         """Every fx32 graph input and node output, with its bits."""

@@ -157,7 +157,8 @@ class GraphBuilder:
         return ref
 
     def add_initializer(self, name: str, data: np.ndarray, t: TensorType) -> int:
-        data = np.array(data, dtype=t.dtype.numpy, order="C")  # keeps 0-d arrays 0-d
+        # no copy when the array already fits (a large weight is held once); keeps 0-d arrays 0-d
+        data = np.asarray(data, dtype=t.dtype.numpy, order="C")
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")
         ref = self._new(name, t)
