@@ -323,7 +323,9 @@ def run_cmd(
     """Run a build on inputs and print the dequantized output and its tensor root.
 
     With --node K, node K runs alone on operands the interpreter computed, and its output is
-    printed: the unit of phase 2 of a dispute. With --tokens TEXT (a byte-level decoder such as
+    printed: the unit of phase 2 of a dispute. In the VM a task maps only its own operands and
+    output (2 GiB at most); a model whose values exceed 2 GiB has no whole-graph VM task and
+    runs in the VM one node at a time (`opmlc inspect` says which). With --tokens TEXT (a byte-level decoder such as
     models/tiny_llama.onnx), the predicted next byte (the argmax of the last position's logits)
     is printed too.
 
