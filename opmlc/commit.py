@@ -35,12 +35,16 @@ def padded_bytes(data: np.ndarray, t: TensorType) -> bytes:
 
 
 def padded_buffer(data: np.ndarray, t: TensorType) -> bytearray:
-    """padded_bytes's bytes, encoded straight into one buffer: a large weight is copied once."""
+    """padded_bytes's bytes, encoded straight into one buffer: a large weight is copied once.
+    (An encoding that is not one big-endian element per element goes through tensor_bytes.)"""
     arr = np.asarray(data)
-    if arr.shape != t.shape:
-        raise ValueError(f"tensor of shape {arr.shape} does not match its type {t}")
+    be = np.dtype(t.dtype.big_endian)
     buf = bytearray(region_size(t))
-    np.frombuffer(buf, dtype=t.dtype.big_endian, count=arr.size).reshape(t.shape)[...] = arr
+    if arr.shape == t.shape and arr.size * be.itemsize == t.nbytes:
+        np.frombuffer(buf, dtype=be, count=arr.size).reshape(t.shape)[...] = arr
+    else:
+        raw = tensor_bytes(arr, t)
+        buf[: len(raw)] = raw
     return buf
 
 
