@@ -131,3 +131,16 @@ def test_a_node_over_the_region_space_is_a_compile_error_naming_it(tmp_path, mon
     assert r.exit_code == 2
     assert "node 0 (matmul" in r.output and "8704 bytes of regions" in r.output
     assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
+
+
+def test_a_dispute_over_a_model_without_whole_graph_task_ends_at_the_lying_node(over_limit_build):
+    from opmlc.api import quantize_inputs
+    from opmlc.dispute.graph_trace import Tamper
+    from opmlc.dispute.offchain import play
+    from opmlc.dispute.roles import Claimant, Verifier
+
+    q = quantize_inputs(over_limit_build, [np.load(SAMPLE)])
+    rec = play(Claimant(over_limit_build, q, Tamper(2)), Verifier(over_limit_build, q))
+    assert rec.winner == "challenger" and rec.node == 2
+    honest = play(Claimant(over_limit_build, q, Tamper(0, delta=0)), Verifier(over_limit_build, q))
+    assert honest.winner == "server"
