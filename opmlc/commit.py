@@ -40,7 +40,9 @@ def padded_buffer(data: np.ndarray, t: TensorType) -> bytearray:
     arr = np.asarray(data)
     be = np.dtype(t.dtype.big_endian)
     buf = bytearray(region_size(t))
-    if arr.shape == t.shape and arr.size * be.itemsize == t.nbytes:
+    # one big-endian element per element (not i4's packed pairs): two elements take two items
+    plain = TensorType(t.dtype, (2,), t.frac).nbytes == 2 * be.itemsize
+    if plain and arr.shape == t.shape:
         np.frombuffer(buf, dtype=be, count=arr.size).reshape(t.shape)[...] = arr
     else:
         raw = tensor_bytes(arr, t)
