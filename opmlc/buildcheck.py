@@ -35,7 +35,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 ADDR = re.compile(r"0x[0-9a-f]{8}\Z")
 
 # The manifest's schema: a dict maps required fields to their specs, [spec] is a list of spec,
-# {str: spec} a dict of any keys, (None, spec) null or spec; int excludes bool. Fields not named here are allowed (and
+# {str: spec} a dict of any keys; int excludes bool. Fields not named here are allowed (and
 # ignored), so that a later version can add some.
 IO = {"name": str, "value": int, "dtype": str, "shape": [int], "frac": int}
 SCHEMA = {
@@ -55,7 +55,7 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
-                "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),
+                "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),  # a tuple: alternatives
                           "nodes": [{"map": str, "base_root": HEX32}]}},
 }
 
@@ -72,10 +72,7 @@ GRAPH_SCHEMA = {
 
 def check_schema(value: Any, spec: Any, where: str) -> None:
     """Raise ValueError naming the first field of `value` that does not fit `spec`."""
-    if isinstance(spec, tuple):  # (None, spec): null or spec
-        if value is not None:
-            check_schema(value, spec[1], where)
-    elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) is str:
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) is str:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be an object")
         for k, v in value.items():
@@ -95,6 +92,17 @@ def check_schema(value: Any, spec: Any, where: str) -> None:
     elif isinstance(spec, re.Pattern):
         if not isinstance(value, str) or not spec.match(value):
             raise ValueError(f"{where} must be a string like {spec.pattern!r}")
+    elif isinstance(spec, tuple):  # alternatives
+        for alt in spec:
+            try:
+                check_schema(value, alt, where)
+                return
+            except ValueError:
+                pass
+        raise ValueError(f"{where} must be one of {', '.join(getattr(a, '__name__', str(a)) for a in spec)}")
+    elif spec is None:
+        if value is not None:
+            raise ValueError(f"{where} must be null")
     elif spec is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where} must be an integer")
