@@ -277,7 +277,7 @@ class LoweringContext:
         key = (name, -1)
         if key not in self._const_refs:
             t = TensorType(dtype, tuple(arr.shape))
-            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy), t)
+            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy, copy=False), t)
         return self._const_refs[key]
 
     # -- typed values (the CNN / conformance rules) -----------------------------------------

@@ -206,10 +206,15 @@ class Analysis:
         return dequantize(data, t.frac) if t.dtype is DType.FX32 else np.asarray(data, np.float64)
 
     def _const_range(self, v: int, data: np.ndarray) -> Interval:
-        if self.graph.values[v].type.dtype.quantized:  # no float copy of a large integer weight
-            return (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-        arr = self.const(v)
-        return (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not data.size:
+            return (0.0, 0.0)
+        # the ends of the raw integers: dequantizing is monotone, and a large weight is never
+        # copied into float64 for this
+        lo, hi = data.min(), data.max()
+        t = self.graph.values[v].type
+        if t.dtype is DType.FX32:
+            return (float(dequantize(lo, t.frac)), float(dequantize(hi, t.frac)))
+        return (float(lo), float(hi))
 
     def ranges(self) -> list[TensorRange]:
         """Every fx32 graph input and node output, with its bits."""
