@@ -197,7 +197,7 @@ class NativeSession:
                 self._run_parts(node, threads)
             else:
                 self.program.task(self.table, WHOLE_GRAPH if node is None else node)
-            if saturated is not None and self.program.counts_saturation:
+            if saturated is not None and self.program.counts_saturation and self.counts.any():
                 saturated.update({int(k): int(self.counts[k]) for k in np.flatnonzero(self.counts)})
             outs = g.outputs if node is None else [g.nodes[node].output]
             return [self.bufs[v].copy() for v in outs]
