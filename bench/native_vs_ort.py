@@ -18,6 +18,10 @@ Models (random weights, made by scripts; none is committed):
   onnxruntime on the same model with 8-bit MatMulNBits weights (onnxruntime's
   MatMulNBitsQuantizer, block 32, symmetric).
 
+- `matvec4`: one token through a 2048 → 5632 projection (LLaMA-1.1B's MLP shape) with 4-bit
+  weights in blocks of 32 (`weights="int4"`), against onnxruntime float32 and onnxruntime's
+  4-bit MatMulNBits (block 32, symmetric): the memory-bound decoding path.
+
 Targets (issue 15, ratio at the same threads): MLP ≤ 1.0 at batch 1 and ≤ 1.5 at batch 64; the
 tiny decoders ≤ 1.0; the 27.5M shape with 8-bit weights ≤ 0.8 (against float32).
 """
@@ -139,18 +143,51 @@ def llama27(tmp: Path, threads: list[int], runs: int) -> None:
             "tokens", threads, runs)
 
 
+def matvec4(tmp: Path, threads: list[int], runs: int) -> None:
+    """One token through one LLaMA-1.1B-sized projection (2048 → 5632), 4-bit weights in blocks
+    of 32: the matrix-vector product that bounds decoding by memory bandwidth."""
+    import logging
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    k, n = 2048, 5632
+    w = (np.random.default_rng(0).normal(0, 1, (k, n)) / np.sqrt(k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matvec",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp / "matvec.onnx"
+    onnx.save(model, path)
+    q = MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=32, is_symmetric=True)
+    q.process()
+    qpath = tmp / "matvec-nbits4.onnx"
+    q.model.save_model_to_file(str(qpath), use_external_data_format=False)
+    out = tmp / "matvec-int4"
+    opmlc.compile_model(path, out, weights="int4")
+    x = np.random.default_rng(1).normal(size=(1, k)).astype(np.float32)
+    compare(f"matvec {k}x{n} int4 (1 token)", opmlc.Build.load(out), x,
+            {"float32": path, "MatMulNBits 4-bit": qpath}, "x", threads, runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30, help="timed calls per figure (the minimum is reported)")
-    ap.add_argument("--only", default="mlp,decoders,llama27", help="comma-separated: mlp, decoders, llama27")
+    ap.add_argument("--only", default="mlp,decoders,matvec4,llama27",
+                    help="comma-separated: mlp, decoders, matvec4, llama27")
     args = ap.parse_args()
     print("opmlc: opmlc.run(build, [x], backend='native', threads=T); reference: onnxruntime "
           f"{ort.__version__} CPUExecutionProvider, intra_op_num_threads=T; min of {args.runs} calls (median)")
     print(f"{'model':<34} {'T':>2}")
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.only.split(","):
-            {"mlp": mlp, "decoders": decoders, "llama27": llama27}[part](Path(tmp), args.threads, args.runs)
+            {"mlp": mlp, "decoders": decoders, "llama27": llama27, "matvec4": matvec4}[part](
+                Path(tmp), args.threads, args.runs)
 
 
 if __name__ == "__main__":
