@@ -191,3 +191,27 @@ def test_host_division_is_exact_floor_division_at_the_edges():
     divmod_fn(n.ctypes.data, d.ctypes.data, q.ctypes.data, r.ctypes.data, len(n))
     want = [divmod(int(a), int(c)) for a, c in pairs]
     assert q.tolist() == [w[0] for w in want] and r.tolist() == [w[1] for w in want]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_host_qmatmul_i8_long_block_of_extreme_products_is_exact(sign):
+    """The i8 kernel sums a block in doubles: a 4096-element block of the largest products
+    (|x| = 2^31, |q − zp| = 255) lands near 2^51, unsaturated (shift 20), on the exact bits."""
+    from opmlc.ir.graph import GraphBuilder
+    from opmlc.ir.types import TensorType
+
+    k, n = 4096, 5
+    g = GraphBuilder("t_long_block")
+    x = g.add_input("x", fx((2, k), 12))
+    q = np.full((n, k), -128 if sign > 0 else 127, np.int8)
+    q[:, 1::7] = 127 if sign > 0 else -128  # a few of the other sign: the sum is not a multiple of a power of two
+    zp = np.full((n, 1), 127 if sign > 0 else -128, np.int8)
+    refs = [x, g.add_initializer("w", q, TensorType(DType.I8, (n, k))),
+            g.add_initializer("w/scale", np.array([[1], [3], [-1], [7], [1 << 10]], np.int32), fx((n, 1), 20)),
+            g.add_initializer("w/zp", zp, TensorType(DType.I8, (n, 1)))]
+    g.mark_output(g.add_node("qmatmul", refs, {"block_size": k, "frac": 12}, "y"))
+    graph = g.build()
+    assert "fma" in host_module(graph)
+    xs = np.where(np.arange(2 * k).reshape(2, k) % 5 == 0, np.int32(2**31 - 1), np.int32(-2**31))
+    out = check_all_backends(graph, [xs.astype(np.int32)], mips=False)
+    assert not np.all(np.abs(out.values[graph.outputs[0]][:, :4]) == 2**31 - 1), "most outputs stay in range"
