@@ -1,0 +1,84 @@
+"""The kernels' i64-division-free helpers (backend/kernels/_fx.py div_round_q32) against
+fixedpoint's exact integer formulas, natively on many random and edge operands and as a MIPS
+ELF under unicorn on a sample."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from opmlc.backend.kernels._fx import div_round_q32
+from opmlc.backend.kernels._ir import I64, PTR, VOID, c32, load, loop, store
+from opmlc.backend.target import load_native
+from tests.backend.backend_harness import run_both
+
+
+def helper_module(count: int) -> str:
+    """task(regions): out[i] = div_round_q32(n[i], d[i]) for i < count."""
+    m = ir.Module("div")
+    fn = ir.Function(m, ir.FunctionType(VOID, [PTR, ir.IntType(32)]), "task")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    regions = fn.args[0]
+    n, d, out = (b.load(b.gep(regions, [c32(i)], source_etype=PTR), typ=PTR) for i in range(3))
+    with loop(b, count) as i:
+        store(b, b.call(div_round_q32(m), [load(b, n, i, I64), load(b, d, i, I64)]), out, i)
+    b.ret_void()
+    return str(m)
+
+
+def expected(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """round_div(n, d) = floor(n/d) + (2r ≥ d), or 2^32 when floor(n/d) ≥ 2^32, exactly."""
+    out = []
+    for a, c in zip(n.tolist(), d.tolist(), strict=True):
+        q, r = divmod(a, c)
+        out.append(1 << 32 if q >= 1 << 32 else q + (2 * r >= c))
+    return np.array(out, dtype=np.int64)
+
+
+def operands(rng, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Divisors over every bit length 1..32 (the normalisation shift), the sigmoid/tanh/erf
+    ranges [2^30, 2^32) more often, and numerators around multiples of d (the corrections and
+    the half-way rounding), up to quotients beyond 2^32."""
+    bits = np.where(rng.random(size) < 0.5, rng.integers(31, 33, size), rng.integers(1, 33, size))
+    d = rng.integers(1 << (bits - 1), 1 << bits, dtype=np.int64)
+    q = rng.integers(0, 1 << 33, size, dtype=np.int64) >> rng.integers(0, 33, size)
+    near = rng.integers(-3, 4, size) + np.where(rng.random(size) < 0.3, d // 2, 0)
+    n = np.clip(q * d + near, 0, (1 << 63) - 1)
+    wild = rng.random(size) < 0.2
+    n = np.where(wild, rng.integers(0, (1 << 63) - 1, size, dtype=np.int64) >> rng.integers(0, 63, size), n)
+    edges_n = [0, 1, (1 << 62), (1 << 63) - 1, (1 << 60), (1 << 32) - 1, 1 << 32, (1 << 61) + (1 << 30)]
+    edges_d = [1, (1 << 32) - 1, 1 << 30, (1 << 31) + 1, 3 << 30, 1 << 31, (1 << 31) - 1, 65535, 65536]
+    en, ed = np.meshgrid(np.array(edges_n, np.int64), np.array(edges_d, np.int64))
+    return np.concatenate([en.ravel(), n]), np.concatenate([ed.ravel(), d])
+
+
+def test_div_round_q32_natively_on_random_and_edge_operands():
+    rng = np.random.default_rng(13)
+    n, d = operands(rng, 200_000)
+    out = np.zeros_like(n)
+    load_native(helper_module(len(n)), cache_dir=None).run([n, d, out])
+    want = expected(n, d)
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, f"n={n[bad[0]]} d={d[bad[0]]}: {out[bad[0]]} != {want[bad[0]]}"
+
+
+def test_div_round_q32_on_mips_equals_native():
+    rng = np.random.default_rng(14)
+    n, d = operands(rng, 600)
+    both = run_both(helper_module(len(n)), [n, d, np.zeros_like(n)], outputs=[2])
+    assert both.mips == both.native
+    assert np.array_equal(np.frombuffer(both.mips[0], dtype=">i8"), expected(n, d))
+
+
+def test_helper_products_fit_32_bits():
+    """The Horner partial sums that kernels multiply as 32 × 32-bit products (mul32) stay in
+    the int32 range: exp2's over r in [0, 2^30), erf's over t in (0, 2^30] (dense sweeps)."""
+    from opmlc.ir import fixedpoint as fp
+    from opmlc.ir.ops import unary as unary_op
+
+    for coeffs, xs in ((fp.EXP2_Q30, np.arange(0, 1 << 30, 997, dtype=np.int64)),
+                       (unary_op.ERF_A_Q30, np.append(np.arange(1, 1 << 30, 997, dtype=np.int64), 1 << 30))):
+        p = np.full(xs.shape, coeffs[-1], dtype=np.int64)
+        for c in coeffs[-2::-1]:
+            p = fp.shr_round(p * xs, fp.Q30) + c
+            assert np.abs(p).max() < 1 << 31
