@@ -5,6 +5,7 @@ ELF under unicorn on a sample."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from llvmlite import ir
 
 from opmlc.backend.kernels._fx import div_round_q32
@@ -82,3 +83,17 @@ def test_helper_products_fit_32_bits():
         for c in coeffs[-2::-1]:
             p = fp.shr_round(p * xs, fp.Q30) + c
             assert np.abs(p).max() < 1 << 31
+
+
+@pytest.mark.parametrize("trans", [False, True])
+def test_matmul_tiles_unrolled_reductions_and_remainders(trans):
+    """Row tiles, column tiles of a leftover row, leftover columns, and reductions shorter
+    than, equal to and longer than each unroll (with a straight-line rest): natively on all
+    shapes, in the VM and unicorn on two of them."""
+    from tests.kernels.test_kernels import check_all_backends, fx, single_op
+
+    rng = np.random.default_rng(31 + trans)
+    for i, (m, k, n) in enumerate([(1, 1, 1), (1, 3, 4), (1, 9, 9), (5, 4, 3), (6, 17, 5), (4, 8, 8), (9, 2, 7)]):
+        types = [fx((m, k), 16), fx((n, k) if trans else (k, n), 16), fx((n,), 20)]
+        g, x = single_op("matmul", types, {"frac": 16, "transpose_b": trans}, rng, as_init=(2,))
+        check_all_backends(g, x, mips=i in (2, 4))
