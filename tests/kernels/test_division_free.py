@@ -97,3 +97,26 @@ def test_matmul_tiles_unrolled_reductions_and_remainders(trans):
         types = [fx((m, k), 16), fx((n, k) if trans else (k, n), 16), fx((n,), 20)]
         g, x = single_op("matmul", types, {"frac": 16, "transpose_b": trans}, rng, as_init=(2,))
         check_all_backends(g, x, mips=i in (2, 4))
+
+
+@pytest.mark.parametrize("case", [
+    # channel tiles (M/group a multiple of 4), dilations and strides clipping the window, pads
+    # larger than the kernel (positions whose window misses the input entirely), 1-D and 3-D,
+    # kernels too large to write out straight-line, and no interior at all
+    dict(x=(2, 3, 7, 6), w=(8, 3, 3, 3), strides=[1, 2], pads=[1, 2, 1, 0], dilations=[2, 1], group=1),
+    dict(x=(1, 4, 5, 5), w=(8, 2, 3, 3), strides=[1, 1], pads=[4, 4, 4, 4], dilations=[1, 1], group=2),
+    dict(x=(1, 2, 11), w=(4, 2, 5), strides=[3], pads=[3, 2], dilations=[2], group=1),
+    dict(x=(1, 2, 4, 3, 3), w=(4, 1, 2, 2, 2), strides=[1, 1, 2], pads=[1, 0, 1, 0, 1, 1], dilations=[1, 2, 1], group=2),
+    dict(x=(1, 1, 10, 10), w=(4, 1, 9, 9), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1),
+    dict(x=(1, 2, 3, 3), w=(3, 2, 4, 4), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1),
+])
+def test_conv_interior_and_clipped_border_paths(case):
+    from tests.kernels.test_cnn_kernels import fx, graph_of
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(len(case["x"]) * 7 + case["group"])
+    xt, wt, bt = fx(case["x"], 16), fx(case["w"], 14), fx((case["w"][0],), 20)
+    attrs = {k: case[k] for k in ("strides", "pads", "dilations", "group")}
+    nodes = [("conv", [0, 1, 2], {**attrs, "frac": 16}), ("conv", [0, 1], {**attrs, "frac": 8})]
+    g, x = graph_of("conv", [xt, wt, bt], nodes, rng)  # full int32 range: wrap-around sums
+    check_all_backends(g, x, mips=case["x"][-1] < 10)
