@@ -22,96 +22,57 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.kernels import cost  # noqa: E402
 
-from opmlc.ir.graph import GraphBuilder  # noqa: E402
-from opmlc.ir.ops.norm import eps_units  # noqa: E402
-from opmlc.ir.types import DType, TensorType  # noqa: E402
-from tests.kernels.harness import build_program, run_vm  # noqa: E402
-
-# Steps per element (per multiply-add for matmul/conv) measured at 9e0d4d9, before issue 13.
-REFERENCE = {
-    "sigmoid": None, "tanh": None, "exp": None, "erf": None, "log": None,
-    "softmax (row 32)": None, "softmax (row 128)": None, "layer norm (row 64)": None,
-    "rms norm (row 64)": None, "matmul": None, "matmul transpose_b": None, "conv 3x3": None,
-}
 TARGET_ELEMENT = 300
 TARGET_MADD = 7
 
-
-def fx(shape, frac=16):
-    return TensorType(DType.FX32, tuple(shape), frac)
-
-
-def node_steps(op: str, in_types: list[TensorType], attrs: dict, scales: list[int], seed: int = 0) -> int:
-    """VM steps of a one-node graph's node task, on random inputs of the given magnitudes."""
-    rng = np.random.default_rng(seed)
-    b = GraphBuilder(f"cost_{op}")
-    refs = [b.add_input(f"x{i}", t) for i, t in enumerate(in_types)]
-    b.mark_output(b.add_node(op, refs, attrs, "y"))
-    g = b.build()
-    data = [rng.integers(-s, s, size=t.shape, endpoint=True).astype(np.int32) for t, s in zip(in_types, scales, strict=True)]
-    values = [*data, None]  # run_vm reads the inputs' values only
-    program = build_program(g)
-    state, _ = run_vm(g, program, values, node=0, max_steps=200_000_000)
-    assert state.exited and state.exit_code == 0, "the task did not finish"
-    return state.step
-
-
-def per_element(make, n: int) -> float:
-    """(steps(2n) − steps(n)) / n for make(n) → (op, types, attrs, scales)."""
-    return (node_steps(*make(2 * n)) - node_steps(*make(n))) / n
+# name → (how to measure it, steps per element / per multiply-add at 9e0d4d9, before issue 13)
+FIGURES = {
+    "sigmoid": (lambda: cost.per_element(cost.unary("sigmoid"), 64), 3270.5),
+    "tanh": (lambda: cost.per_element(cost.unary("tanh"), 64), 1797.5),
+    "exp": (lambda: cost.per_element(cost.unary("exp"), 64), 166.0),
+    "erf": (lambda: cost.per_element(cost.unary("erf"), 64), 2369.0),
+    "log": (lambda: cost.per_element(cost.unary("log"), 64), 1283.1),
+    "softmax (row 32)": (lambda: cost.per_element(cost.softmax(32), 64), 276.2),
+    "softmax (row 128)": (lambda: cost.per_element(cost.softmax(128), 256), 225.8),
+    "layer norm (row 64)": (lambda: cost.per_element(cost.norm("layer", 64), 128), 163.4),
+    "rms norm (row 64)": (lambda: cost.per_element(cost.norm("rms", 64), 128), 143.9),
+    "matmul 1x8 (b^T)": (lambda: cost.per_element(cost.matmul(1, 8, True), 64) / 8, 10.0),
+    "matmul 1x8": (lambda: cost.per_element(cost.matmul(1, 8, False), 64) / 8, 10.0),
+    "matmul 4x8 (b^T)": (lambda: cost.per_element(cost.matmul(4, 8, True), 64) / 32, 7.0),
+    "matmul 5x9": (lambda: cost.per_element(cost.matmul(5, 9, False), 64) / 45, 7.6),
+    "conv 3x3, 6x6 no pad": (lambda: cost.per_element(cost.conv(6, 0), 4) / cost.conv_madds(6, 0), 7.3),
+    "conv 3x3, 6x6 pad 1": (lambda: cost.per_element(cost.conv(6, 1), 4) / cost.conv_madds(6, 1), 15.0),
+    "conv 3x3, 16x16 pad 1": (lambda: cost.per_element(cost.conv(16, 1), 4) / cost.conv_madds(16, 1), 12.4),
+}
 
 
-UNARY = ("sigmoid", "tanh", "exp", "erf", "log")
+# whole-graph VM steps of the example models on the demo's default input, at 9e0d4d9
+MODEL_STEPS_BEFORE = {"digits_mlp": 25_431, "digits_cnn": 97_425, "tiny_llama": 75_060_889, "tiny_gpt2": 118_078_354}
 
 
-def unary(kind):
-    return lambda n: ("unary", [fx((n,))], {"kind": kind, "frac": 16}, [8 << 16])
+def model_steps(name: str) -> int:
+    """Whole-graph VM steps of models/<name>.onnx on the demo's default input."""
+    import tempfile
 
+    from opmlc.api import run
+    from opmlc.artifact import compile_model
+    from opmlc.dispute.demo import default_input
 
-def softmax(row):
-    return lambda n: ("softmax", [fx((n // row, row))], {"frac": 16}, [8 << 16])
-
-
-def norm(kind, row):
-    attrs = {"kind": kind, "eps": eps_units(1e-5, 16, row), "frac": 16}
-    return lambda n: ("norm", [fx((n // row, row)), fx((row,), 14)], attrs, [8 << 16, 1 << 14])
-
-
-def matmul(trans, k):
-    # 4 rows (one row tile) × 8 columns; K varies: per multiply-add = Δsteps / (32·ΔK)
-    return lambda kk: ("matmul", [fx((4, kk)), fx((8, kk) if trans else (kk, 8))],
-                       {"frac": 16, "transpose_b": trans}, [1 << 16, 1 << 16])
-
-
-def conv(cin):
-    return lambda c: ("conv", [fx((1, c, 6, 6)), fx((4, c, 3, 3))],
-                      {"group": 1, "strides": [1, 1], "dilations": [1, 1], "pads": [1, 1, 1, 1], "frac": 16},
-                      [1 << 16, 1 << 16])
-
-
-def measurements() -> dict[str, float]:
-    out = {}
-    for kind in UNARY:
-        out[kind] = per_element(unary(kind), 64)
-    for row in (32, 128):
-        out[f"softmax (row {row})"] = per_element(softmax(row), 2 * row)
-    out["layer norm (row 64)"] = per_element(norm("layer", 64), 128)
-    out["rms norm (row 64)"] = per_element(norm("rms", 64), 128)
-    out["matmul"] = per_element(matmul(False, 0), 64) / 32
-    out["matmul transpose_b"] = per_element(matmul(True, 0), 64) / 32
-    out["conv 3x3"] = per_element(conv(0), 8) / (4 * 36 * 9)
-    return out
+    with tempfile.TemporaryDirectory() as d:
+        build = compile_model(ROOT / "models" / f"{name}.onnx", Path(d) / "build")
+        return run(build, default_input(build), backend="vm").extra["steps"]
 
 
 def demo_wall_time() -> float:
     """`opmlc demo` (the digits MLP, a lying server, the whole dispute on the embedded chain)."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "opmlc.cli", "demo", "--json"], check=True,
-                   cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL)
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
@@ -119,15 +80,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-demo", action="store_true", help="skip the digits-MLP demo timing")
     args = parser.parse_args()
-    print(f"{'kernel':24} {'before':>10} {'now':>10}  target")
-    for name, v in measurements().items():
-        ref = REFERENCE.get(name)
+    print(f"{'MIPS steps':26} {'before':>8} {'now':>8}  target")
+    for name, (measure, before) in FIGURES.items():
+        v = measure()
         madd = name.startswith(("matmul", "conv"))
-        target = f"≤ {TARGET_MADD}/madd" if madd else f"≤ {TARGET_ELEMENT}/elem"
-        ok = v <= (TARGET_MADD if madd else TARGET_ELEMENT)
-        print(f"{name:24} {'' if ref is None else f'{ref:10.1f}':>10} {v:10.1f}  {target} {'ok' if ok else 'MISSED'}")
+        limit = TARGET_MADD if madd else TARGET_ELEMENT
+        unit = "per multiply-add" if madd else "per element"
+        verdict = "ok" if v <= limit else "above"
+        print(f"{name:26} {before:8.1f} {v:8.1f}  ≤ {limit} {unit}: {verdict}")
+    print(f"{'whole-graph VM steps':26} {'before':>12} {'now':>12}")
+    for name, before in MODEL_STEPS_BEFORE.items():
+        print(f"{name:26} {'' if before is None else f'{before:12,}':>12} {model_steps(name):12,}")
     if not args.no_demo:
-        print(f"digits-MLP demo wall time: {demo_wall_time():.2f} s")
+        print(f"digits-MLP demo (`opmlc demo`) wall time: {demo_wall_time():.2f} s")
 
 
 if __name__ == "__main__":

@@ -118,19 +118,20 @@ def _udiv_digit(b: ir.IRBuilder, top: ir.Value, low: ir.Value, v: ir.Value, vn1:
 
 def div_round_q32(module: ir.Module) -> ir.Function:
     """fixedpoint.round_div(n, d) for i64 0 ≤ n < 2^63 and 1 ≤ d < 2^32, without i64
-    division: `i64 (i64 n, i64 d)`. Exact when floor(n / d) < 2^32; otherwise it returns 2^32
+    division: `i64 (i64 n, i64 d, i64 down)`. Exact when floor(n / d) < 2^32; otherwise it returns 2^32
     (any value above INT32_MAX: the callers saturate it, counting it, as they would the exact
     quotient).
 
     A two-digit long division in base 2^16 (Knuth's algorithm D) of n·2^s by d·2^s, where
     s = clz(d) normalises the divisor to [2^31, 2^32): two i32 divisions (MIPS `divu`, one
     instruction where __divdi3 is a software loop) and i32 multiplies. The remainder rounds
-    half up as round_div does: +1 when 2r ≥ d.
+    half up as round_div does: +1 when 2r ≥ d; with down = 1, half down: +1 only when 2r > d,
+    which is −round_div(−n, d) (a negative quotient rounded on its magnitude).
     """
-    fn, b = internal_function(module, "opmlc.div_round_q32", I64, [I64, I64])
+    fn, b = internal_function(module, "opmlc.div_round_q32", I64, [I64, I64, I64])
     if b is None:
         return fn
-    n, d = fn.args
+    n, d, down = fn.args
     u1 = b.trunc(b.lshr(n, c64(32)), I32)
     u0 = b.trunc(n, I32)
     d32 = b.trunc(d, I32)
@@ -146,7 +147,8 @@ def div_round_q32(module: ir.Module) -> ir.Function:
     q1, rem = _udiv_digit(b, un32, b.lshr(un10, c32(16)), v, vn1, vn0)
     q0, rem = _udiv_digit(b, rem, b.and_(un10, c32(0xFFFF)), v, vn1, vn0)
     q = b.or_(b.shl(b.zext(q1, I64), c64(16)), b.zext(q0, I64))
-    up = b.icmp_unsigned(">=", rem, b.sub(v, rem))  # 2r ≥ d, both scaled by 2^s
+    # 2r ≥ d (or > d), both scaled by 2^s: rem > v − rem − 1 + down, where v − rem ≥ 1
+    up = b.icmp_unsigned(">", rem, b.add(b.sub(b.sub(v, rem), c32(1)), b.trunc(down, I32)))
     b.ret(b.select(big, c64(1 << 32), b.add(q, b.zext(up, I64))))
     return fn
 

@@ -41,7 +41,6 @@ from opmlc.backend.kernels._ir import (
 )
 from opmlc.ir.types import TensorType
 
-
 # Output channels computed together (when a group's channel count allows).
 CH_TILE = 4
 # Kernel windows up to this many taps are written out straight-line on the interior path.
