@@ -37,6 +37,7 @@ FIGURES = {
     "exp": (lambda: cost.per_element(cost.unary("exp"), 64), 166.0),
     "erf": (lambda: cost.per_element(cost.unary("erf"), 64), 2369.0),
     "log": (lambda: cost.per_element(cost.unary("log"), 64), 1283.1),
+    "div (binary, fx)": (lambda: cost.per_element(cost.binary("div"), 64), 1176.6),
     "softmax (row 32)": (lambda: cost.per_element(cost.softmax(32), 64), 276.2),
     "softmax (row 128)": (lambda: cost.per_element(cost.softmax(128), 256), 225.8),
     "layer norm (row 64)": (lambda: cost.per_element(cost.norm("layer", 64), 128), 163.4),

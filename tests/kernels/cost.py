@@ -76,3 +76,7 @@ def conv(hw: int, pad: int, m: int = 8):
 def conv_madds(hw: int, pad: int, m: int = 8) -> int:
     o = hw + 2 * pad - 2
     return o * o * m * 9
+
+
+def binary(kind):
+    return lambda n: ("binary", [fx((n,)), fx((n,))], {"kind": kind, "frac": 16}, [8 << 16, 8 << 16])

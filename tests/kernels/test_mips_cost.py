@@ -184,6 +184,7 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "exp": (lambda c: c.per_element(c.unary("exp"), 32), 300),
     "erf": (lambda c: c.per_element(c.unary("erf"), 32), 300),
     "log": (lambda c: c.per_element(c.unary("log"), 32), 300),
+    "div": (lambda c: c.per_element(c.binary("div"), 32), 300),
     "softmax row 32": (lambda c: c.per_element(c.softmax(32), 64), 300),
     "layer norm row 64": (lambda c: c.per_element(c.norm("layer", 64), 64), 300),
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),
@@ -199,3 +200,24 @@ def test_mips_steps_stay_within_the_budget(name):
 
     measure, budget = STEP_BUDGETS[name]
     assert measure(cost) <= budget
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(30, 0, 0), (20, 0, 1), (16, 16, 15), (16, 16, 16), (8, 20, 0),
+                                      (0, 30, 1), (0, 16, 15), (30, 30, 30)])
+def test_fx_division_natively_on_a_dense_sweep(fa, fb, fo):
+    """binary div (shift s = fo + fb − fa from −30 to 31: divisors shifted past 2^32, quotients
+    past int32, division by 0) bit for bit with the interpreter, counts included."""
+    from opmlc.ir.graph import GraphBuilder
+    from tests.kernels.harness import interp_and_native
+    from tests.kernels.test_cnn_kernels import fx
+
+    rng = np.random.default_rng(fa * 1000 + fb * 10 + fo)
+    a = sweep(fa, 20_000, rng)
+    bb = rng.permutation(sweep(fb, 20_000, rng))
+    bb[:9] = 0  # the edges of a divided by 0
+    gb = GraphBuilder("divs")
+    ra, rb = gb.add_input("a", fx((a.size,), fa)), gb.add_input("b", fx((a.size,), fb))
+    gb.mark_output(gb.add_node("binary", [ra, rb], {"kind": "div", "frac": fo}))
+    g = gb.build()
+    out = interp_and_native(g, [a, bb])
+    assert np.array_equal(out.values[g.outputs[0]], out.native[g.outputs[0]])
