@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from opmlc import progress
 from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
-from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
+from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref, WeightsReport
 from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
@@ -60,6 +60,8 @@ class Frontend:
     clipped_constants: int = 0  # finite constant elements that fell outside their bits' range
     # inputs whose open batch dimension became DEFAULT_BATCH (load.fix_input_shapes), to announce
     batch_defaulted: list[str] = field(default_factory=list)
+    # what --weights quantized (policy.weights set), with the error it introduced
+    weights: WeightsReport | None = None
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -76,8 +78,10 @@ def lower_model(
     policy = policy or QuantPolicy(analyse=True)
     # analysed builds give weights as many bits as fit (the accumulator check below bounds them)
     wf = policy.weight_frac if policy.weight_frac is not None or not policy.analyse else MAX_FRAC
-    fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf)
-    fe = _lower(path, fixed, input_shapes, constant_inputs)
+    qw = {"weights": policy.weights, "block_size": policy.block_size}
+    fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf, **qw)
+    qcache: dict = {}  # quantized weights, made once for every lowering (they depend on the weights alone)
+    fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
         raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
@@ -88,8 +92,8 @@ def lower_model(
         chosen = {**bits_by_name(fe.analysis), **policy.overrides}  # calibrated bits take precedence
         if chosen == fixed.overrides:
             break
-        fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf)
-        fe = _lower(path, fixed, input_shapes, constant_inputs)
+        fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
+        fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
         fe.analysis = analyse(fe.graph, policy.input_ranges)
     return fe
 
@@ -99,12 +103,13 @@ def _lower(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
+    qcache: dict | None = None,
 ) -> Frontend:
     """One lowering, counting the constants it clips (only the final lowering's count is kept)."""
     from opmlc.ir.fixedpoint import count_saturation
 
     with count_saturation() as clipped:
-        fe = _lower_once(path, policy, input_shapes, constant_inputs)
+        fe = _lower_once(path, policy, input_shapes, constant_inputs, qcache)
     fe.clipped_constants = clipped.n
     return fe
 
@@ -114,6 +119,7 @@ def _lower_once(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
+    qcache: dict | None = None,
 ) -> Frontend:
     path = Path(path)
     constant_inputs = dict(constant_inputs or {})
@@ -125,7 +131,7 @@ def _lower_once(
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
-    ctx = LoweringContext(builder, policy, opset, str(path))
+    ctx = LoweringContext(builder, policy, opset, str(path), qcache)
     for vi in (*g.input, *g.value_info, *g.output):
         ctx.elem_types[vi.name] = vi.type.tensor_type.elem_type
 
@@ -204,5 +210,6 @@ def _lower_once(
         output_names=[o.name for o in g.output],
         policy=policy,
         batch_defaulted=batch_defaulted,
+        weights=ctx.weights_report if policy.weights else None,
     )
 
