@@ -8,8 +8,8 @@ deterministic: a count, not a timing): the steps of a node over 2n elements minu
 n, divided by n, so the per-node overhead (prologue, a softmax's or norm's per-row work on
 fixed rows) cancels. Inputs are random in a typical activation range (|x| < 8 in Q16).
 
-The reference column is what today's main measured before the division-free kernels
-(issue 13; the same script at commit 9e0d4d9): the nonlinear ops called the i64 software
+The reference column is what main measured before issue 13's kernels (the same script at
+commit 9e0d4d9; the q-kernels at 686dfde, where they were merged): the nonlinear ops called the i64 software
 division `__divdi3` per element and kept Q30 polynomials in 64-bit arithmetic.
 Targets (issue 13): ≤ 300 steps per element, ≤ 7 instructions per multiply-add.
 """
@@ -49,6 +49,12 @@ FIGURES = {
     "conv 3x3, 6x6 no pad": (lambda: cost.per_element(cost.conv(6, 0), 4) / cost.conv_madds(6, 0), 7.3),
     "conv 3x3, 6x6 pad 1": (lambda: cost.per_element(cost.conv(6, 1), 4) / cost.conv_madds(6, 1), 15.0),
     "conv 3x3, 16x16 pad 1": (lambda: cost.per_element(cost.conv(16, 1), 4) / cost.conv_madds(16, 1), 12.4),
+    "qmatmul i8 1x8, block 128": (lambda: cost.qmatmul_per_madd("I8", 1, 8, 128, False), 10.2),
+    "qmatmul i4 1x8, block 128": (lambda: cost.qmatmul_per_madd("I4", 1, 8, 128, False), 9.7),
+    "qmatmul i8 1x8, block 32, zp": (lambda: cost.qmatmul_per_madd("I8", 1, 8, 32, True), 11.9),
+    "qmatmul i8 4x8, block 128": (lambda: cost.qmatmul_per_madd("I8", 4, 8, 128, False), 7.2),
+    "qconv i8 3x3, 6x6 pad 1": (lambda: cost.qconv_per_madd(6, 1), 14.9),
+    "qconv i8 3x3, 16x16 pad 1": (lambda: cost.qconv_per_madd(16, 1), 12.4),
 }
 
 
@@ -84,7 +90,7 @@ def main() -> None:
     print(f"{'MIPS steps':26} {'before':>8} {'now':>8}  target")
     for name, (measure, before) in FIGURES.items():
         v = measure()
-        madd = name.startswith(("matmul", "conv"))
+        madd = name.startswith(("matmul", "conv", "qmatmul", "qconv"))
         limit = TARGET_MADD if madd else TARGET_ELEMENT
         unit = "per multiply-add" if madd else "per element"
         verdict = "ok" if v <= limit else "above"

@@ -80,3 +80,36 @@ def conv_madds(hw: int, pad: int, m: int = 8) -> int:
 
 def binary(kind):
     return lambda n: ("binary", [fx((n,)), fx((n,))], {"kind": kind, "frac": 16}, [8 << 16, 8 << 16])
+
+
+def graph_steps(graph, inputs: list[np.ndarray]) -> int:
+    """VM steps of node 0 of `graph` (one with initializers) on `inputs`."""
+    from opmlc.ir.interpreter import run_graph
+
+    state, _ = run_vm(graph, build_program(graph), run_graph(graph, inputs), node=0, max_steps=200_000_000)
+    assert state.exited and state.exit_code == 0, "the task did not finish"
+    return state.step
+
+
+def qmatmul_per_madd(dtype: str, m: int, n: int, block: int, zp: bool) -> float:
+    """Steps per multiply-add of an [m, K] × q[n, K] qmatmul: K = 2·block against K = block."""
+    from opmlc.ir.types import DType
+    from tests.kernels.test_kernels import rand_fx
+    from tests.kernels.test_qweight_kernels import qmatmul_graph
+
+    steps = []
+    for k in (block, 2 * block):
+        rng = np.random.default_rng(0)
+        g = qmatmul_graph(rng, DType[dtype], (m, k), n, block, zp, True)
+        steps.append(graph_steps(g, [rand_fx(rng, (m, k), 1 << 16)]))
+    return (steps[1] - steps[0]) / (block * m * n)
+
+
+def qconv_per_madd(hw: int, pad: int, m: int = 8) -> float:
+    """Steps per multiply-add (padding taps counted) of an i8 3×3 qconv: 8 against 4 channels."""
+    from tests.kernels.test_mips_cost import qconv_graph
+
+    attrs = {"strides": [1, 1], "pads": [pad] * 4, "dilations": [1, 1], "group": 1}
+    steps = [graph_steps(*qconv_graph(np.random.default_rng(0), "I8", (1, c, hw, hw), (m, c, 3, 3), False, attrs))
+             for c in (4, 8)]
+    return (steps[1] - steps[0]) / (4 * conv_madds(hw, pad, m))

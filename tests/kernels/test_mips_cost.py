@@ -190,6 +190,9 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),
     "matmul 5x9": (lambda c: c.per_element(c.matmul(5, 9, False), 32) / 45, 7),
     "conv 3x3 pad 1": (lambda c: c.per_element(c.conv(6, 1), 2) / c.conv_madds(6, 1), 7),
+    "qconv i8 3x3 pad 1": (lambda c: c.qconv_per_madd(6, 1), 7),
+    # q − zp and the per-block scaling cost a little more than matmul (10.2 before)
+    "qmatmul i8 1x8": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 64, False), 7.5),
 }
 
 
@@ -221,3 +224,51 @@ def test_fx_division_natively_on_a_dense_sweep(fa, fb, fo):
     g = gb.build()
     out = interp_and_native(g, [a, bb])
     assert np.array_equal(out.values[g.outputs[0]], out.native[g.outputs[0]])
+
+
+@pytest.mark.parametrize("dtype,m,k,n,bs,zp", [
+    ("I8", 1, 70, 9, 16, True),   # column tiles + a leftover column, unrolled blocks with a rest
+    ("I4", 1, 68, 6, 34, False),  # packed pairs, 17 pairs per block: unrolled by 4 + 1
+    ("I4", 3, 45, 5, 9, True),    # odd blocks: the element-wise nibble path, three leftover rows
+    ("I8", 5, 12, 4, 12, False),  # a row tile, then a column tile of the fifth row
+])
+def test_qmatmul_column_tiles(dtype, m, k, n, bs, zp):
+    from opmlc.ir.types import DType
+    from tests.kernels.test_kernels import check_all_backends, rand_fx
+    from tests.kernels.test_qweight_kernels import qmatmul_graph
+
+    rng = np.random.default_rng(m * 100 + k + n)
+    g = qmatmul_graph(rng, DType[dtype], (m, k), n, bs, zp, True)
+    check_all_backends(g, [rand_fx(rng, (m, k))])
+
+
+def qconv_graph(rng, dtype, x_shape, w_shape, zp, attrs):
+    from opmlc.ir.graph import GraphBuilder
+    from opmlc.ir.types import DType, TensorType
+    from tests.kernels.test_kernels import fx, rand_fx
+    from tests.kernels.test_qweight_kernels import qdata
+
+    dtype, m = DType[dtype], w_shape[0]
+    g = GraphBuilder("t_qconv")
+    refs = [g.add_input("x", fx(x_shape, 12))]
+    refs.append(g.add_initializer("w", qdata(rng, dtype, w_shape), TensorType(dtype, w_shape)))
+    refs.append(g.add_initializer("w/scale", rng.integers(-4096, 4096, (m, 1)).astype(np.int32), fx((m, 1), 16)))
+    if zp:
+        refs.append(g.add_initializer("w/zp", qdata(rng, dtype, (m, 1), False), TensorType(dtype, (m, 1))))
+    refs.append(g.add_initializer("b", rand_fx(rng, (m,), 1 << 20), fx((m,), 20)))
+    g.mark_output(g.add_node("qconv", refs, {**attrs, "frac": 12, "block_size": int(np.prod(w_shape[1:]))}, "y"))
+    return g.build(), [rand_fx(rng, x_shape)]
+
+
+@pytest.mark.parametrize("dtype,x_shape,w_shape,zp,strides,pads,dilations,group", [
+    ("I8", (1, 4, 7, 6), (8, 2, 3, 3), True, [1, 2], [4, 1, 3, 0], [2, 1], 2),  # tiles, windows off the input
+    ("I4", (2, 3, 9), (4, 3, 5), False, [2], [3, 2], [2], 1),
+    ("I8", (1, 1, 10, 10), (4, 1, 9, 9), False, [1, 1], [1, 1, 1, 1], [1, 1], 1),  # 81 taps: loops
+])
+def test_qconv_interior_and_clipped_border_paths(dtype, x_shape, w_shape, zp, strides, pads, dilations, group):
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(len(x_shape) + group)
+    attrs = {"strides": strides, "pads": pads, "dilations": dilations, "group": group}
+    g, x = qconv_graph(rng, dtype, x_shape, w_shape, zp, attrs)
+    check_all_backends(g, x, mips=x_shape[-1] < 10)
