@@ -87,17 +87,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-demo", action="store_true", help="skip the digits-MLP demo timing")
     args = parser.parse_args()
-    print(f"{'MIPS steps':26} {'before':>8} {'now':>8}  target")
+    print(f"{'MIPS steps':30} {'before':>8} {'now':>8}  target")
     for name, (measure, before) in FIGURES.items():
         v = measure()
         madd = name.startswith(("matmul", "conv", "qmatmul", "qconv"))
         limit = TARGET_MADD if madd else TARGET_ELEMENT
         unit = "per multiply-add" if madd else "per element"
         verdict = "ok" if v <= limit else "above"
-        print(f"{name:26} {before:8.1f} {v:8.1f}  ≤ {limit} {unit}: {verdict}")
-    print(f"{'whole-graph VM steps':26} {'before':>12} {'now':>12}")
+        print(f"{name:30} {before:8.1f} {v:8.1f}  ≤ {limit} {unit}: {verdict}")
+    print(f"{'whole-graph VM steps':30} {'before':>12} {'now':>12}")
     for name, before in MODEL_STEPS_BEFORE.items():
-        print(f"{name:26} {'' if before is None else f'{before:12,}':>12} {model_steps(name):12,}")
+        print(f"{name:30} {'' if before is None else f'{before:12,}':>12} {model_steps(name):12,}")
     if not args.no_demo:
         print(f"digits-MLP demo (`opmlc demo`) wall time: {demo_wall_time():.2f} s")
 
