@@ -5,30 +5,32 @@ is checked against it: the manifest's fields and their types, graph.json (by the
 manifest records, then parsed and verified, its IR text equal to the manifest's `ir`, its
 inputs, outputs, initializers and counts equal to the manifest's), every initializer by its root (the stored bytes hash to the root the manifest
 names and have the padded size of the tensor's type), and model.elf by its sha256 (its entry
-point, regions and task base roots equal to the manifest's). Anything else is a BuildError of
+point, and each task's map and base root, recomputed from the graph and the image, equal to the
+manifest's). Anything else is a BuildError of
 one line naming the file and the field; a malformed build never reaches a backend and never
 gives a traceback.
 
 Costs: hashing the initializers at native speed (vm/native_hash.py: a few hundred MB/s per
-core; 0.2 s per MB on the pure-Python fallback); the base roots one memory root, then one
-page's path per node.
+core; 0.2 s per MB on the pure-Python fallback); the base roots one memory root, then the few
+descriptor pages a task changes, per task.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from opmlc.commit import from_bytes, region_size
+from opmlc.commit import from_bytes, paged_root, region_size
 from opmlc.errors import BuildError
 from opmlc.ir.graph import Graph
 from opmlc.ir.types import TensorType
-from vm.merkle import subtree_root
 
 HEX32 = re.compile(r"0x[0-9a-f]{64}\Z")
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -55,8 +57,8 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
-                "regions": [{"value": int, "addr": int, "size": int}],
-                "base_roots": {"whole": HEX32, "nodes": [HEX32]}},
+                "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),  # a tuple: alternatives
+                          "nodes": [{"map": str, "base_root": HEX32}]}},
 }
 
 
@@ -144,29 +146,149 @@ def check_manifest(manifest: Any, directory: Path) -> None:
                          f"input {names}; compile the model again")
 
 
-def load_initializers(manifest: dict, graph_json: Any, directory: Path, store) -> dict[int, np.ndarray]:
-    """Every initializer the manifest lists, read from the store and checked against its root."""
+class VerifiedFiles:
+    """The files of a build already checked on this host, remembered in native/verified.json by
+    their size, mtime, ctime and inode, so that a large build is hashed once, not on every load
+    (the costs above are paid once per file; docs/DESIGN.md, "The native build ahead of time").
+
+    Sound against any change made through the file system: a write changes mtime and ctime, and
+    ctime cannot be set back. The "racy" case (a file changed within the timestamp tick in which
+    it was recorded, so that its stat is unchanged) is excluded as git excludes it: an entry
+    counts only if the file's mtime is older than the record's own, and `save` writes the record
+    again until its mtime is newer than every entry's. Not a defence against someone who can
+    write the build: they can rewrite the record too (as they could the manifest). The record is
+    best effort: a build directory that cannot be written is checked in full on every load.
+    """
+
+    NAME = "native/verified.json"
+
+    def __init__(self, directory: Path, read: bool = True) -> None:
+        """`read=False`: remember nothing from earlier loads (every file is checked)."""
+        self.directory = directory
+        self.path = directory / self.NAME
+        self.files: dict[str, list[int]] = {}
+        self.mtime_ns = 0
+        self.dirty = False
+        if not read:
+            return
+        try:
+            doc = json.loads(self.path.read_bytes())
+            self.mtime_ns = self.path.stat().st_mtime_ns
+            if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
+                self.files = doc["files"]
+        except (OSError, ValueError):
+            pass
+
+    def _stat(self, path: Path) -> list[int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def fresh(self, path: Path) -> bool:
+        """Whether `path` is as it was when it was checked."""
+        st = self._stat(path)
+        return (st is not None and self.files.get(path.relative_to(self.directory).as_posix()) == st
+                and st[1] < self.mtime_ns and st[2] < self.mtime_ns)
+
+    def mark(self, path: Path) -> None:
+        """Remember `path`, just checked."""
+        st = self._stat(path)
+        if st is not None:
+            self.files[path.relative_to(self.directory).as_posix()] = st
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        newest = max(max(st[1], st[2]) for st in self.files.values())
+        text = (json.dumps({"files": self.files}, separators=(",", ":")) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(50):  # a coarse clock ticks within milliseconds
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(text)
+                os.replace(tmp, self.path)
+                self.mtime_ns = self.path.stat().st_mtime_ns
+                # a file dated in the future stays unremembered (checked on every load) until
+                # the clock passes it: never wait for that
+                if self.mtime_ns > newest or newest - self.mtime_ns > 50_000_000:
+                    break
+                time.sleep(0.002)
+        except OSError:
+            return
+        self.dirty = False
+
+
+def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
+                      verified: VerifiedFiles | None = None,
+                      mapped: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Every initializer the manifest lists, read from the store and checked against its root.
+
+    With `verified`, a store file already checked (and unchanged since) is not hashed again, and
+    newly checked files are remembered. With `mapped` (the views of native/weights.bin,
+    native_build.mapped_weights), the initializers are those views once weights.bin (with
+    native/host.json, its layout) is known to hold exactly the store's tensors: checked element
+    by element against them, or remembered as checked. Otherwise they are arrays read from the
+    store. A weights file that disagrees with the store is left unused, with a note.
+    """
     bad = f"{directory / 'manifest.json'}: initializers"
     values = graph_json.get("values") if isinstance(graph_json, dict) else None
     if not isinstance(values, list):
         raise BuildError(f"{directory / 'graph.json'}: values must be a list; compile the model again")
+    verified = verified if verified is not None else VerifiedFiles(directory, read=False)
+    layout: list[Path] = []
+    if mapped is not None:
+        from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS
+
+        layout = [directory / NATIVE_DIR / HOST, directory / NATIVE_DIR / WEIGHTS]
+    mapped_checked = mapped is not None and all(verified.fresh(p) for p in layout)
     inits = {}
     for i, rec in enumerate(manifest["initializers"]):
         try:
             t = TensorType.from_json(rec)
         except (ValueError, KeyError, TypeError) as exc:
             raise BuildError(f"{bad}[{i}]: {exc}; compile the model again") from None
-        root = bytes.fromhex(rec["root"][2:])
-        try:
-            data = store.get(root)
-        except KeyError as exc:
-            raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
-        if len(data) != region_size(t) or subtree_root(data) != root:
-            raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root or "
-                             f"has the wrong size for {t}; the store is corrupted, compile the model again")
         if rec["value"] in inits:
             raise BuildError(f"{bad}[{i}]: value {rec['value']} is listed twice; compile the model again")
-        inits[rec["value"]] = from_bytes(data, t)
+        root = bytes.fromhex(rec["root"][2:])
+        path = store.path(root)
+        data = None
+        if not verified.fresh(path):
+            try:
+                data = store.view(root)  # memory-mapped: hashed and decoded without a copy of the file
+            except KeyError as exc:
+                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+            if len(data) != region_size(t) or paged_root(data) != (root, store.page_roots(root)):
+                raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root, "
+                                 f"has the wrong size for {t} or wrong page roots; the store is corrupted, compile "
+                                 "the model again")
+            verified.mark(path)
+        # a store file that hashes to its root holds the bytes weights.bin was checked against
+        m = None if mapped is None else mapped.get(rec["value"])
+        if mapped_checked and m is not None:
+            inits[rec["value"]] = m
+            continue
+        if data is None:
+            try:
+                data = store.view(root)
+            except KeyError as exc:
+                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+        arr = from_bytes(data, t)
+        if m is not None:
+            if m.dtype == arr.dtype and m.shape == arr.shape and m.tobytes() == arr.tobytes():  # NaN bits too
+                arr = m
+            else:
+                from opmlc.backend.native_build import note
+
+                note(f"{layout[-1]} does not hold the tensor store's {rec['name']!r} (corrupted?); "
+                     "using the store (compile the model again to restore it)")
+                mapped = None
+        inits[rec["value"]] = arr
+    if mapped is not None and not mapped_checked:
+        for p in layout:
+            verified.mark(p)
     return inits
 
 
@@ -206,24 +328,27 @@ def check_graph_against_manifest(manifest: dict, graph: Graph, directory: Path) 
             raise fail(f"the type of initializer {r['name']!r}")
 
 
-def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
-    """The entry point and Program.base_roots(n_nodes) of an ELF, from one memory: the tasks
-    differ only in the descriptor word, so each further root rehashes one page's path."""
-    from vm.loader import TASK_DESCRIPTOR_ADDR, WHOLE_GRAPH, initial_state
+def program_unchanged(manifest: dict, directory: Path, verified: VerifiedFiles) -> bool:
+    """Whether manifest.json and the ELF are as they were when check_program last passed on them
+    (graph.json is checked against the manifest on every load): then Build.load skips it, since
+    recomputing the base roots needs the ELF parser (lief), whose import alone costs a second."""
+    name = manifest["program"]["elf"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return False
+    return all(verified.fresh(f) for f in (directory / "manifest.json", directory / name))
 
-    state = initial_state(elf, WHOLE_GRAPH)
-    whole = state.memory.root()
-    nodes = []
-    for k in range(n_nodes):
-        state.memory.write_u32(TASK_DESCRIPTOR_ADDR, k)
-        nodes.append("0x" + state.memory.root().hex())
-    return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
+
+def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> None:
+    """Remember manifest.json and the ELF as checked (check_program passed on them)."""
+    for f in (directory / "manifest.json", directory / manifest["program"]["elf"]):
+        verified.mark(f)
 
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
-    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
-    from opmlc.backend.regions import assign_regions
-    from vm.loader import ElfError
+    """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
+    from opmlc.backend.program import tasks_record
+    from opmlc.backend.regions import node_maps, whole_graph_map
+    from vm.loader import ElfError, parse_elf
 
     program = manifest["program"]
     name = program["elf"]
@@ -237,13 +362,21 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
         raise BuildError(f"{path}: missing; compile the model again") from None
     if hashlib.sha256(elf).hexdigest() != program["sha256"]:
         raise BuildError(f"{path}: does not match the sha256 in the manifest (corrupted?); compile the model again")
-    regions = [r.to_json() for r in assign_regions(graph)]
-    if program["regions"] != regions:
-        raise BuildError(f"{directory / 'manifest.json'}: program.regions do not match the graph; compile the model again")
+    tasks = program["tasks"]
     try:
-        entry, roots = base_roots(elf, len(graph.nodes))
+        maps = node_maps(graph)
+    except BuildError as exc:
+        raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
+    whole = whole_graph_map(graph)
+    given = ([] if tasks["whole"] is None else [tasks["whole"]]) + tasks["nodes"]
+    if [r["map"] for r in given] != [m.to_text() for m in ([] if whole is None else [whole]) + maps]:
+        raise BuildError(f"{directory / 'manifest.json'}: program.tasks: the task maps do not match the graph; "
+                         "compile the model again")
+    try:
+        entry = parse_elf(elf).entry
+        roots = tasks_record(elf, whole, maps)
     except (ElfError, ValueError) as exc:
         raise BuildError(f"{path}: {exc}; compile the model again") from None
-    if program["entry"] != f"0x{entry:08x}" or program["base_roots"] != roots:
-        raise BuildError(f"{directory / 'manifest.json'}: program.entry or program.base_roots do not match "
+    if program["entry"] != f"0x{entry:08x}" or tasks != roots:
+        raise BuildError(f"{directory / 'manifest.json'}: program.entry or the tasks' base roots do not match "
                          f"{name}; compile the model again")

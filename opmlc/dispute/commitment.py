@@ -1,7 +1,8 @@
 """The model commitment a TaskRegistry stores, derived from a build's manifest.
 
 Mirrors the Solidity structs of docs/DESIGN.md "The dispute protocol": a `NodeInfo` leaf per
-node (its task's base root and the regions of its operands and output) and the
+node (its task's base root and the regions of its operands and output in the node's own task
+map, which the base root commits to through the descriptor) and the
 `ModelCommitment` that names the node list, the trace template and the graph's shape.
 Encodings are eth_abi's, the same as Solidity's `abi.encode`.
 """
@@ -13,6 +14,7 @@ from dataclasses import astuple, dataclass
 from eth_abi import encode as abi_encode
 
 from opmlc.artifact import Build
+from opmlc.tasks import task_map
 from vm.merkle import ZERO_LEAF, height_of, keccak256, list_proof, list_root
 
 NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8)"
@@ -56,21 +58,20 @@ class ModelCommitment:
 
 def node_infos(build: Build) -> list[NodeInfo]:
     g = build.graph
-    program = build.manifest["program"]
-    regions = program["regions"]
-    bases = program["base_roots"]["nodes"]
+    tasks = build.manifest["program"]["tasks"]["nodes"]
     infos = []
     for k, node in enumerate(g.nodes):
         ins = sorted(set(node.inputs))
         out = node.output
+        m = task_map(build, k)
         infos.append(NodeInfo(
-            base_root=bytes.fromhex(bases[k][2:]),
+            base_root=bytes.fromhex(tasks[k]["base_root"][2:]),
             input_values=tuple(ins),
-            input_addrs=tuple(regions[v]["addr"] for v in ins),
-            input_heights=tuple(height_of(regions[v]["size"]) for v in ins),
+            input_addrs=tuple(m.region(v).addr for v in ins),
+            input_heights=tuple(height_of(m.region(v).size) for v in ins),
             output_value=out,
-            output_addr=regions[out]["addr"],
-            output_height=height_of(regions[out]["size"]),
+            output_addr=m.region(out).addr,
+            output_height=height_of(m.region(out).size),
         ))
     return infos
 

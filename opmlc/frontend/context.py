@@ -147,6 +147,9 @@ class LoweringContext:
         # QuantizedWeights by (name, bits, block), shared by the lowerings of one model (the
         # range analysis lowers up to 4 times; the integers depend on the weights alone)
         self._qcache = {} if qcache is None else qcache
+        # DequantizeLinear outputs of constant integer weights (rules/quantized_weights.py QDQWeight):
+        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm, Conv and Gather
+        self.qdq_weights: dict[str, object] = {}
         self.weights_report = WeightsReport()
 
     # -- quantized weights (--weights) ------------------------------------------------------
@@ -274,7 +277,7 @@ class LoweringContext:
         key = (name, -1)
         if key not in self._const_refs:
             t = TensorType(dtype, tuple(arr.shape))
-            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy), t)
+            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy, copy=False), t)
         return self._const_refs[key]
 
     # -- typed values (the CNN / conformance rules) -----------------------------------------

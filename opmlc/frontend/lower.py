@@ -32,16 +32,24 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
+from opmlc.frontend.rules.quantized_weights import hoist_dequantize_of_gather, record_qdq_weight
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
 
 ML_DOMAIN = "ai.onnx.ml"  # scikit-learn models (skl2onnx): rules/ml.py, registered as "ai.onnx.ml:Op"
+# onnxruntime's contrib ops that its quantizers emit (rules/quantized.py), registered as
+# "com.microsoft:Op"; any other op of the domain is refused by name
+MS_DOMAIN = "com.microsoft"
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _T = onnx.TensorProto
+NARROW_INT_RANGES = {_T.INT2: (-2.0, 1.0), _T.UINT2: (0.0, 3.0), _T.INT4: (-8.0, 7.0), _T.UINT4: (0.0, 15.0),
+                     _T.INT8: (-128.0, 127.0), _T.UINT8: (0.0, 255.0), _T.INT16: (-32768.0, 32767.0),
+                     _T.UINT16: (0.0, 65535.0)}
 INPUT_TYPES = {
     **{t: DType.FX32 for t in (*FLOAT_TYPES, _T.BFLOAT16)},
-    **{t: DType.I32 for t in (_T.INT8, _T.INT16, _T.INT32, _T.UINT8, _T.UINT16)},
+    **{t: DType.I32 for t in (_T.INT2, _T.UINT2, _T.INT4, _T.UINT4, _T.INT8, _T.INT16, _T.INT32, _T.UINT8,
+                              _T.UINT16)},
     _T.INT64: DType.I64, _T.UINT32: DType.I64, _T.BOOL: DType.BOOL,
 }
 
@@ -62,6 +70,9 @@ class Frontend:
     batch_defaulted: list[str] = field(default_factory=list)
     # what --weights quantized (policy.weights set), with the error it introduced
     weights: WeightsReport | None = None
+    # integer inputs narrower than their IR type (uint8, int4…): their type's range, the
+    # analysis's default for them (declared ranges take precedence)
+    type_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -85,7 +96,7 @@ def lower_model(
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
         raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
-    fe.analysis = analyse(fe.graph, policy.input_ranges)
+    fe.analysis = analyse(fe.graph, {**fe.type_ranges, **policy.input_ranges})
     if not policy.analyse:
         return fe
     for _ in range(ANALYSIS_ROUNDS - 1):
@@ -94,7 +105,7 @@ def lower_model(
             break
         fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
         fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
-        fe.analysis = analyse(fe.graph, policy.input_ranges)
+        fe.analysis = analyse(fe.graph, {**fe.type_ranges, **policy.input_ranges})
     return fe
 
 
@@ -126,10 +137,10 @@ def _lower_once(
     model = read_model(path)
     batch_defaulted: list[str] = []
     model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
-    model = fuse_rmsnorm(fuse_batchnorm(model))
+    model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model)))
     opset = default_opset(model)
     g = model.graph
-    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
+    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
     ctx = LoweringContext(builder, policy, opset, str(path), qcache)
     for vi in (*g.input, *g.value_info, *g.output):
@@ -137,7 +148,9 @@ def _lower_once(
 
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+        ctx.elem_types.setdefault(init.name, init.data_type)
     runtime_inputs = []
+    type_ranges: dict[str, tuple[float, float]] = {}
     exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
         if inp.name in constant_inputs:
@@ -149,21 +162,26 @@ def _lower_once(
             raise UnsupportedError(
                 f"{path}: input {inp.name!r} has element type "
                 f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which has no IR type "
-                "(supported: float, double, float16, bfloat16, int8..int64, uint8..uint32, bool)"
+                "(supported: float, double, float16, bfloat16, int2..int64, uint2..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
         if inp.name in exact:
             dtype = DType.F32
+        if tt.elem_type in NARROW_INT_RANGES:
+            type_ranges[inp.name] = NARROW_INT_RANGES[tt.elem_type]
         t = TensorType(dtype, shape, policy.activation(inp.name) if dtype is DType.FX32 else 0)
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
 
     for node in progress.track(g.node, f"lowering {len(g.node)} ONNX nodes"):
         ctx.node = node
-        if node.domain not in ("", "ai.onnx", ML_DOMAIN):
+        if node.domain not in ("", "ai.onnx", ML_DOMAIN, MS_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
                                    + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
         ins = [ctx.sym(name) if name else None for name in node.input]
+        if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx") and all(
+                s is None or isinstance(s, Const) for s in ins):  # QDQ's weight side: keep its integers
+            record_qdq_weight(ctx, node, [s.array if s else None for s in ins])
         if fold.can_fold(node, [s is None or isinstance(s, Const) for s in ins]):
             try:
                 results = fold.evaluate(node, [s.array if s else None for s in ins], list(model.opset_import))
@@ -173,8 +191,12 @@ def _lower_once(
                 if name:
                     ctx.bind(name, Const(arr))
             continue
-        key = f"{ML_DOMAIN}:{node.op_type}" if node.domain == ML_DOMAIN else node.op_type
+        key = f"{node.domain}:{node.op_type}" if node.domain in (ML_DOMAIN, MS_DOMAIN) else node.op_type
         lower = RULES.get(key)
+        if lower is None and node.domain == MS_DOMAIN:
+            ms_ops = sorted(k.partition(":")[2] for k in RULES if k.startswith(MS_DOMAIN + ":"))
+            raise UnsupportedError(f"{ctx.where()}: onnxruntime contrib op {key} is not supported by opmlc "
+                                   f"(supported {MS_DOMAIN} ops: {', '.join(ms_ops)})")
         if lower is None:
             raise UnsupportedError(
                 f"{ctx.where()}: op {key} is not supported by opmlc "
@@ -211,5 +233,6 @@ def _lower_once(
         policy=policy,
         batch_defaulted=batch_defaulted,
         weights=ctx.weights_report if policy.weights else None,
+        type_ranges=type_ranges,
     )
 
