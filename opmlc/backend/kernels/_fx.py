@@ -1,5 +1,7 @@
 """LLVM twins of the fixed-point helpers behind the CNN / conformance ops (fixedpoint.to_fx,
 round_div, isqrt64, exp_fx, …) and typed loads/stores that widen every element to i64.
+`div_round_q32` is round_div without i64 division, for divisors below 2^32 (docs/DESIGN.md
+"MIPS cost"): the per-element divisions of the nonlinear kernels use it.
 
 Same determinism rules as _ir.py: no nsw/nuw/exact, shift amounts provably in range, every
 division guarded (divisor > 0 or checked for 0 and INT_MIN / −1 by the caller).
@@ -118,9 +120,9 @@ def _udiv_digit(b: ir.IRBuilder, top: ir.Value, low: ir.Value, v: ir.Value, vn1:
 
 def div_round_q32(module: ir.Module) -> ir.Function:
     """fixedpoint.round_div(n, d) for i64 0 ≤ n < 2^63 and 1 ≤ d < 2^32, without i64
-    division: `i64 (i64 n, i64 d, i64 down)`. Exact when floor(n / d) < 2^32; otherwise it returns 2^32
-    (any value above INT32_MAX: the callers saturate it, counting it, as they would the exact
-    quotient).
+    division: `i64 (i64 n, i64 d, i64 down)`. Exact when floor(n / d) < 2^32; otherwise it
+    returns 2^32 (any value above INT32_MAX: the callers saturate it, counting it, as they
+    would the exact quotient).
 
     A two-digit long division in base 2^16 (Knuth's algorithm D) of n·2^s by d·2^s, where
     s = clz(d) normalises the divisor to [2^31, 2^32): two i32 divisions (MIPS `divu`, one
@@ -196,5 +198,5 @@ def exp_fx(module: ir.Module) -> ir.Function:
     return fn
 
 
-__all__ = ["I8", "I32", "c32", "count", "counting", "div_round_q32", "exp_fx", "isqrt64", "ld", "positive", "round_div",
-           "smax", "smin", "st", "to_fx"]
+__all__ = ["I8", "I32", "c32", "count", "counting", "div_round_q32", "exp_fx", "isqrt64", "ld", "positive",
+           "round_div", "smax", "smin", "st", "to_fx"]

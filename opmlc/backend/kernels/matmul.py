@@ -66,21 +66,21 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             accs = [(r, c) for r in range(rows) for c in range(cols)]
             for x, (_, c) in enumerate(accs):
                 jc = b.add(j0, c32(c))
-                if len(args) == 3:
-                    b.store(shl(b, sext64(b, load(b, args[2], jc)), prod_frac - types[2].frac), slots[x])
-                else:
-                    b.store(c64(0), slots[x])
+                bias = sext64(b, load(b, args[2], jc)) if len(args) == 3 else None
+                b.store(c64(0) if bias is None else shl(b, bias, prod_frac - types[2].frac), slots[x])
+
+            def a_at(r: int, kk: ir.Value) -> ir.Value:
+                return sext64(b, load(b, args[0], b.add(a_base, b.add(b.mul(b.add(i0, c32(r)), c32(k)), kk))))
+
+            def b_at(c: int, kk: ir.Value) -> ir.Value:
+                jc = b.add(j0, c32(c))
+                idx = b.add(b.mul(jc, c32(k)), kk) if trans else b.add(b.mul(kk, c32(n)), jc)
+                return sext64(b, load(b, args[1], b.add(b_base, idx)))
 
             def madds(kks: list[ir.Value]) -> None:
                 # each output's products form one chain (one i64 add after another)
-                xs = [[sext64(b, load(b, args[0], b.add(a_base, b.add(b.mul(b.add(i0, c32(r)), c32(k)), kk))))
-                       for kk in kks] for r in range(rows)]
-                ys = []
-                for c in range(cols):
-                    jc = b.add(j0, c32(c))
-                    ys.append([sext64(b, load(b, args[1], b.add(b_base, b.add(b.mul(jc, c32(k)), kk) if trans
-                                                                else b.add(b.mul(kk, c32(n)), jc))))
-                               for kk in kks])
+                xs = [[a_at(r, kk) for kk in kks] for r in range(rows)]
+                ys = [[b_at(c, kk) for kk in kks] for c in range(cols)]
                 for x, (r, c) in enumerate(accs):
                     acc = b.load(slots[x], typ=I64)
                     for u in range(len(kks)):
