@@ -184,7 +184,6 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "exp": (lambda c: c.per_element(c.unary("exp"), 32), 300),
     "erf": (lambda c: c.per_element(c.unary("erf"), 32), 300),
     "log": (lambda c: c.per_element(c.unary("log"), 32), 300),
-    "div": (lambda c: c.per_element(c.binary("div"), 32), 300),
     "softmax row 32": (lambda c: c.per_element(c.softmax(32), 64), 300),
     "layer norm row 64": (lambda c: c.per_element(c.norm("layer", 64), 64), 300),
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import div_round_q32, ld, positive, smax, smin, st, to_fx
+from opmlc.backend.kernels._fx import ld, positive, round_div, smax, smin, st, to_fx
 from opmlc.backend.kernels._ir import (
     I64,
     broadcast_strides,
@@ -27,25 +27,6 @@ from opmlc.ir.types import DType, TensorType
 PRED = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
-def div_round_signed(b: ir.IRBuilder, num: ir.Value, den: ir.Value) -> ir.Value:
-    """fixedpoint.round_div(num, den) for |num| ≤ 2^62 and den ≥ 0 (den = 0: any value, the
-    caller replaces it) without i64 division, or ±2^32 where the quotient leaves ±2^32 (the
-    caller saturates it, counting it, as it would the exact quotient).
-
-    den < 2^32: div_round_q32 on the magnitude, a negative quotient rounded half down on it.
-    den ≥ 2^32 (only when den was shifted left: then |num| < 2^31 < den): the quotient is
-    0 or 1 for num ≥ 0 (2num ≥ den), −1 or 0 for num < 0 (2(num + den) ≥ den)."""
-    neg = b.icmp_signed("<", num, c64(0))
-    small = b.icmp_signed("<", den, c64(1 << 32))
-    mag = b.select(neg, b.sub(c64(0), num), num)
-    safe = b.select(small, positive(b, den), c64(1))  # the helper's divisor: 1 ≤ d < 2^32
-    q = b.call(div_round_q32(b.module), [mag, safe, b.zext(neg, I64)])
-    q = b.select(neg, b.sub(c64(0), q), q)
-    low = b.select(neg, b.add(num, den), num)  # the remainder of floor(num / den)
-    big = b.sub(b.zext(b.icmp_signed(">=", low, b.sub(den, low)), I64), b.zext(neg, I64))
-    return b.select(small, q, big)
-
-
 def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb: int, fo: int) -> ir.Value:
     if kind == "mul":
         return to_fx(b, b.mul(a, y), fa + fb, fo)
@@ -56,7 +37,7 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         neg = b.icmp_signed("<", den, c64(0))
         num = b.select(neg, b.sub(c64(0), num), num)
         den = b.select(neg, b.sub(c64(0), den), den)
-        wide = div_round_signed(b, num, den)
+        wide = round_div(b, num, positive(b, den))
         with uncounted(b):
             q = saturate32(b, wide)
         inf = b.select(b.icmp_signed(">", a, c64(0)), c64(fp.INT32_MAX),
