@@ -3,11 +3,16 @@
 A name is either a compile-time constant (`Const`: a float or integer numpy array, after
 folding) or a value of the IR being built (`Ref`). Constants become IR initializers, quantized,
 only when an IR op consumes them; shape arithmetic on constants never reaches the IR.
+
+A model's initializers are `Const.lazy`: read from the model (frontend/weights.py: an external
+one is a memory map of its bytes) each time a rule asks for `.array`, and not kept, so that the
+float model is never in memory at once; `release` drops the constants no later node reads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +24,24 @@ from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.types import MAX_FRAC, DType, TensorType
 
 
-@dataclass(frozen=True)
 class Const:
-    array: np.ndarray
+    """A compile-time constant: an array, or (`lazy`) a loader called on each access."""
+
+    __slots__ = ("_array", "_load")
+
+    def __init__(self, array: np.ndarray | None = None, load: Callable[[], np.ndarray] | None = None) -> None:
+        self._array, self._load = array, load
+
+    @classmethod
+    def lazy(cls, load: Callable[[], np.ndarray]) -> Const:
+        return cls(load=load)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array if self._load is None else self._load()
+
+    def __repr__(self) -> str:
+        return "Const(lazy)" if self._load is not None else f"Const({self._array!r})"
 
 
 @dataclass(frozen=True)
@@ -194,6 +214,15 @@ class LoweringContext:
 
     def bind(self, name: str, sym: Sym | int) -> None:
         self.env[name] = Ref(sym) if isinstance(sym, int) else sym
+
+    def release(self, keep: Iterable[str]) -> None:
+        """Forget every constant whose name is not in `keep` (the names later nodes or the graph
+        outputs read): the float arrays rules derived from weights (a transposed MatMul weight,
+        a folded result) are freed once their node is lowered. Their quantized initializers
+        stay in the builder; a later rule that derives one again gets the same initializer."""
+        keep = set(keep)
+        for name in [n for n, s in self.env.items() if isinstance(s, Const) and n not in keep]:
+            del self.env[name]
 
     def attrs(self) -> dict:
         assert self.node is not None
