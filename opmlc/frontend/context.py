@@ -83,14 +83,40 @@ class QuantPolicy:
         else:
             want = self.default if self.weight_frac is None else self.weight_frac
         data = np.asarray(data)
-        finite = np.abs(data[np.isfinite(data)]) if np.issubdtype(data.dtype, np.floating) else np.abs(data)
-        if finite.size < data.size:  # ±inf saturates: at most the default bits keep it as large as any tensor
+        peak = _peak(data)
+        if peak is None:  # ±inf saturates: at most the default bits keep it as large as any tensor
             want = min(want, self.default)
-        peak = float(np.max(finite)) if finite.size else 0.0
+            finite = np.abs(data[np.isfinite(data)])
+            peak = float(np.max(finite)) if finite.size else 0.0
         if peak == 0.0:
             return want
         fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
         return max(0, min(want, fits))
+
+
+def _peak(data: np.ndarray) -> float | None:
+    """max |x| over an array without a copy of it (a weight may be a 65M-element map); None when
+    it holds ±inf (NaN is refused before)."""
+    if not data.size:
+        return 0.0
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        return None
+    return float(max(abs(np.min(data)), abs(np.max(data))))
+
+
+QUANT_CHUNK = 1 << 22  # elements quantized at a time: a large weight's float64 temporaries stay small
+
+
+def quantize_chunked(arr: np.ndarray, frac: int) -> np.ndarray:
+    """fixedpoint.quantize element by element, as the interpreter defines it, in chunks."""
+    arr = np.asarray(arr)
+    if arr.size <= QUANT_CHUNK:
+        return fp.quantize(arr, frac)
+    flat = arr.reshape(-1)
+    out = np.empty(flat.size, np.int32)
+    for i in range(0, flat.size, QUANT_CHUNK):
+        out[i:i + QUANT_CHUNK] = fp.quantize(flat[i:i + QUANT_CHUNK], frac)
+    return out.reshape(arr.shape)
 
 
 def numpy_dtype_to_ir(dt: np.dtype) -> DType:
@@ -168,7 +194,7 @@ class LoweringContext:
             key = (name, frac)
             if key not in self._const_refs:
                 t = TensorType(DType.FX32, tuple(arr.shape), frac)
-                self._const_refs[key] = self.builder.add_initializer(name, fp.quantize(arr, frac), t)
+                self._const_refs[key] = self.builder.add_initializer(name, quantize_chunked(arr, frac), t)
             return self._const_refs[key]
         key = (name, -1)
         if key not in self._const_refs:
