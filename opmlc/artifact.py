@@ -93,6 +93,8 @@ def compile_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     frac_overrides: dict[str, int] | None = None,
     input_ranges: dict[str, tuple[float, float]] | None = None,
+    weights: str | None = None,
+    block_size: int | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
 
@@ -100,14 +102,25 @@ def compile_model(
     with the graph inputs in `input_ranges` (others: the documented default range); an explicit
     `frac_bits` gives every tensor those bits instead. `frac_overrides` (per ONNX tensor name,
     e.g. from opmlc.frontend.calibrate) take precedence over both. The manifest records the
-    choice under "quantization"; `build.analysis` holds every tensor's analysed range."""
-    from opmlc.backend.program import build_program
+    choice under "quantization"; `build.analysis` holds every tensor's analysed range.
 
+    `weights` ("int8" or "int4"; `block_size` a power of two ≥ 16, default per channel for int8
+    and 32 for int4) quantizes the constant weights of MatMul, Gemm, Conv and embedding Gathers
+    (docs/DESIGN.md "Quantized weights"); the manifest records it under "weights", with the
+    error introduced against the float weights."""
+    from opmlc.backend.program import build_program
+    from opmlc.errors import OpmlcError
+    from opmlc.frontend.weights import check_format
+
+    try:
+        _, effective_block = check_format(weights, block_size)
+    except ValueError as exc:
+        raise OpmlcError(str(exc)) from None
     model = Path(model)
     given = dict(sorted((frac_overrides or {}).items()))
     ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in sorted((input_ranges or {}).items())}
     policy = QuantPolicy(default=DEFAULT_FRAC if frac_bits is None else frac_bits, overrides=given,
-                         analyse=frac_bits is None, input_ranges=ranges)
+                         analyse=frac_bits is None, input_ranges=ranges, weights=weights, block_size=block_size)
     fe = lower_model(model, policy, input_shapes)
     graph = fe.graph
     program = build_program(graph)
@@ -144,6 +157,11 @@ def compile_model(
         "ir": graph.to_text(),
         "program": program_record,
     }
+    if weights is not None:  # recorded only with --weights, so that other manifests stay as they were
+        rep = fe.weights
+        manifest["weights"] = {"format": weights, "block_size": effective_block, "quantized": rep.quantized,
+                               "parameters": rep.parameters,
+                               "error": rep.error.to_json() if rep.error is not None else None}
     if fe.clipped_constants:  # recorded only when it happens, so that other manifests stay as they were
         manifest["quantization"]["clipped_constants"] = fe.clipped_constants
     build = Build(out_dir, manifest, graph)
@@ -166,6 +184,8 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
     m = buildcheck.read_json(directory / MANIFEST, directory)
     try:
         buildcheck.check_schema(m, {k: buildcheck.SCHEMA[k] for k in ("quantization", "input_shapes")}, "")
+        if "weights" in m:
+            buildcheck.check_schema(m["weights"], buildcheck.WEIGHTS, "weights")
     except ValueError as exc:
         raise BuildError(f"{directory / MANIFEST}: {exc}; compile the model again") from None
     q = m["quantization"]
@@ -178,6 +198,8 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
             frac_overrides=q.get("given", q.get("per_tensor")),
             input_ranges={k: tuple(v) for k, v in q.get("declared_ranges", {}).items()},
             input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
+            weights=(m.get("weights") or {}).get("format"),
+            block_size=(m.get("weights") or {}).get("block_size"),
         )
         fresh = Path(tmp)
         names = sorted({p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}

@@ -59,6 +59,11 @@ SCHEMA = {
 }
 
 
+# The optional "weights" record of a build compiled with --weights (artifact.compile_model).
+WEIGHTS = {"format": re.compile(r"int(8|4)\Z"), "block_size": (int, None), "quantized": int,
+           "parameters": int, "error": ({str: (float, int)}, None)}
+
+
 KIND = re.compile(r"(input|init|node)\Z")
 GRAPH_SCHEMA = {
     "name": str,
@@ -91,6 +96,17 @@ def check_schema(value: Any, spec: Any, where: str) -> None:
     elif isinstance(spec, re.Pattern):
         if not isinstance(value, str) or not spec.match(value):
             raise ValueError(f"{where} must be a string like {spec.pattern!r}")
+    elif isinstance(spec, tuple):  # alternatives
+        for alt in spec:
+            try:
+                check_schema(value, alt, where)
+                return
+            except ValueError:
+                pass
+        raise ValueError(f"{where} must be one of {', '.join(getattr(a, '__name__', str(a)) for a in spec)}")
+    elif spec is None:
+        if value is not None:
+            raise ValueError(f"{where} must be null")
     elif spec is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{where} must be an integer")
@@ -114,6 +130,8 @@ def read_json(path: Path, directory: Path, sha256: str | None = None) -> Any:
 def check_manifest(manifest: Any, directory: Path) -> None:
     try:
         check_schema(manifest, SCHEMA, "")
+        if "weights" in manifest:
+            check_schema(manifest["weights"], WEIGHTS, "weights")
     except ValueError as exc:
         raise BuildError(f"{directory / 'manifest.json'}: {exc}; compile the model again") from None
     if not manifest["outputs"]:

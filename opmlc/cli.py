@@ -133,6 +133,11 @@ def compile_cmd(
     check: Annotated[
         Path | None, typer.Option("--check", help="Rebuild MODEL and compare with this build directory; exit 1 if anything differs.")
     ] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Quantize the float weights of MatMul, Gemm, Conv and embeddings: int8 (one scale per output "
+        "channel) or int4 (one scale per block of 32); prints the error introduced.")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        "--block-size", help="With --weights: elements of the reduction axis sharing one scale (a power of two ≥ 16).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
@@ -146,10 +151,22 @@ def compile_cmd(
     the input ranges are recorded in the manifest ("quantization"). Tensors whose range no bits
     can hold are listed as warnings.
 
+    --weights int8|int4 stores MatMul/Gemm/Conv weights and embedding tables as 8- or 4-bit
+    integers with a fixed-point scale per output channel or per block (--block-size), round to
+    nearest; kernels accumulate exactly and rescale once. The compile prints the error this
+    introduced against the float weights (and, for small models with float inputs, against the
+    float model's outputs on random inputs in range); the manifest records it ("weights").
+
     The build is reproducible: the same model and opmlc version give byte-identical files on any
     machine. `--check DIR` rebuilds and compares, for CI.
     """
     from opmlc.artifact import check_build, compile_model
+    from opmlc.frontend.weights import check_format
+
+    try:
+        check_format(weights, block_size)
+    except ValueError as exc:
+        raise OpmlcError(str(exc)) from None
     from opmlc.frontend import QuantPolicy, lower_model
 
     if check is not None:
@@ -184,13 +201,21 @@ def compile_cmd(
         if emit is None:
             raise OpmlcError("nothing to do: pass -o DIR to write a build, or --emit ir to print the IR")
         policy = QuantPolicy(default=16 if frac_bits is None else frac_bits, overrides=overrides or {},
-                             analyse=frac_bits is None, input_ranges=ranges)
+                             analyse=frac_bits is None, input_ranges=ranges, weights=weights, block_size=block_size)
         fe = lower_model(model, policy, shapes)
         _announce_batch_defaults(fe.graph, fe.input_names, fe.batch_defaulted)
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
-                          input_ranges=ranges)
+                          input_ranges=ranges, weights=weights, block_size=block_size)
+    weights_doc = None
+    if weights is not None:
+        from opmlc.api import weights_output_error
+
+        weights_doc = dict(build.manifest["weights"])
+        weights_doc["output_error"] = weights_output_error(build, model)
+        if not as_json:
+            typer.echo(_weights_line(weights_doc))
     _announce_batch_defaults(build.graph, [r["name"] for r in build.manifest["inputs"]],
                              build.manifest["batch_defaulted"])
     from opmlc.frontend.ranges import COARSE_BITS, at_risk, coarse
@@ -223,6 +248,8 @@ def compile_cmd(
                "clipped_constants": clipped_constants(build)}
         if report is not None:
             doc["headroom"] = report
+        if weights_doc is not None:
+            doc["weights"] = weights_doc
         typer.echo(json.dumps(doc))
         return
     if report is not None:
@@ -244,6 +271,20 @@ def compile_cmd(
                 typer.echo(f"input {rec['name']!r}: assumed range [{lo:g}, {hi:g}] ({why}; declare the real one "
                            f"with --input-range {rec['name']}=LO,HI)")
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
+
+
+def _weights_line(doc: dict) -> str:
+    """One line: what --weights quantized and the error it introduced."""
+    err = doc.get("error") or {}
+    block = f"blocks of {doc['block_size']}" if doc.get("block_size") else "one scale per output channel"
+    line = (f"weights {doc['format']} ({block}): {doc['quantized']} tensors, {doc['parameters']:,} parameters; "
+            f"weight error: relative RMS {err.get('rel_rms', 0.0):.3g}, max |Δw| {err.get('max_abs', 0.0):.3g}")
+    out = doc.get("output_error")
+    if out:
+        line += (f"; output error vs float on {out['samples']} random inputs in range: max {out['max_abs']:.3g} "
+                 f"({out['max_rel']:.2%} of the largest output)"
+                 + (f", argmax agrees {out['argmax_agree']}/{out['rows']}" if out.get("rows") else ""))
+    return line
 
 
 def _parse_ranges(specs: list[str]) -> dict[str, tuple[float, float]]:
@@ -469,6 +510,10 @@ def demo_cmd(
         Path | None, typer.Option("--record", help="Write the game's moves, with their gas and both clocks, read back from "
                                   "the chain, as JSON for `opmlc report`.")
     ] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Compile with quantized weights: int8 or int4 (as `opmlc compile --weights`).")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        "--block-size", help="With --weights: elements sharing one scale (a power of two ≥ 16).")] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -482,7 +527,12 @@ def demo_cmd(
 
     from opmlc import progress
     from opmlc.dispute.demo import run_demo
+    from opmlc.frontend.weights import check_format
 
+    try:
+        check_format(weights, block_size)
+    except ValueError as exc:
+        raise OpmlcError(str(exc)) from None
     console = progress.console() or Console(stderr=True)  # the bars' console, so that lines and bars interleave
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[bold cyan]•[/] {m}"))
     arrays = None
@@ -495,7 +545,7 @@ def demo_cmd(
         if len(input) != len(graph.inputs):
             raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
         arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
-    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record)
+    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -658,6 +708,8 @@ def inspect_cmd(
     }
     q = m.get("quantization", {})
     summary["quantization"] = {k: q[k] for k in ("method", "default_frac", "input_ranges") if k in q}
+    if "weights" in m:  # --weights: the format and the error it introduced
+        summary["weights"] = m["weights"]
     for key in ("program",):
         if key in m:
             summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
@@ -671,6 +723,8 @@ def inspect_cmd(
         typer.echo(f"output    {r['name']}: {r['dtype']}<{r['frac']}>{r['shape']}")
     typer.echo(f"nodes     {len(g.nodes)}: " + ", ".join(f"{op}×{n}" for op, n in sorted(ops.items())))
     typer.echo(f"weights   {len(g.initializers)} tensors, {weight_bytes} bytes")
+    if "weights" in m:
+        typer.echo("          " + _weights_line(m["weights"]))
     if q.get("method") == "analysis":
         typer.echo("bits      by range analysis, inputs assumed in " + ", ".join(
             f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in q.get("input_ranges", {}).items()))

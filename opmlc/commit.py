@@ -12,16 +12,14 @@ import numpy as np
 
 from opmlc import progress
 from opmlc.ir.graph import Graph
-from opmlc.ir.types import TensorType
+from opmlc.ir.types import TensorType, decode, encode
 from vm.merkle import ZERO_LEAF, list_root, padded_size, subtree_root
 
 
 def tensor_bytes(data: np.ndarray, t: TensorType) -> bytes:
-    """The tensor's committed encoding, unpadded: big-endian elements in row-major order."""
-    arr = np.asarray(data)
-    if arr.shape != t.shape:
-        raise ValueError(f"tensor of shape {arr.shape} does not match its type {t}")
-    return np.ascontiguousarray(arr, dtype=t.dtype.big_endian).tobytes()
+    """The tensor's committed encoding, unpadded: big-endian elements in row-major order (an i4
+    tensor packed two elements per byte, ir/types.py)."""
+    return encode(data, t)
 
 
 def region_size(t: TensorType) -> int:
@@ -59,8 +57,7 @@ def padded_root(padded: bytes, chunk: int = HASH_CHUNK, large: int = LARGE_TENSO
 
 def from_bytes(raw: bytes, t: TensorType) -> np.ndarray:
     """Decode a region's (or tensor's) big-endian bytes back into a native array."""
-    arr = np.frombuffer(raw[: t.nbytes], dtype=t.dtype.big_endian).reshape(t.shape)
-    return arr.astype(t.dtype.numpy)
+    return decode(raw, t)
 
 
 def value_roots(graph: Graph, values: list[np.ndarray | None]) -> list[bytes]:

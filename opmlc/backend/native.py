@@ -17,6 +17,7 @@ import numpy as np
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.target import NativeProgram, load_native, region_table
 from opmlc.ir.graph import Graph
+from opmlc.ir.types import DType, native_buffer, unpack_i4
 
 _modules: dict[int, str] = {}
 
@@ -28,14 +29,15 @@ def native_program(graph: Graph, module_ir: str | None = None) -> NativeProgram:
 
 
 def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray]:
-    """A writable native buffer per value: the known arrays copied in, the rest zero."""
+    """A writable native buffer per value: the known arrays copied in, the rest zero (an i4
+    value's buffer holds its packed bytes, as its MIPS region does)."""
     bufs = []
     for v in graph.values:
         arr = known.get(v.id)
         t = v.type
-        # np.array, not np.ascontiguousarray: the latter turns a 0-d value into shape [1]
-        bufs.append(np.array(arr, dtype=t.dtype.numpy, order="C") if arr is not None
-                    else np.zeros(t.shape, dtype=t.dtype.numpy))
+        if arr is None:
+            arr = np.zeros(t.shape, dtype=t.dtype.numpy)
+        bufs.append(native_buffer(arr, t))
     return bufs
 
 
@@ -66,4 +68,5 @@ def run_native(program: NativeProgram, graph: Graph, inputs: list[np.ndarray],
     program.task(table, WHOLE_GRAPH if node is None else node)
     if saturated is not None and program.counts_saturation:
         saturated.update({int(k): int(counts[k]) for k in np.flatnonzero(counts)})
-    return bufs
+    return [unpack_i4(buf, v.type.numel).reshape(v.type.shape) if v.type.dtype is DType.I4 else buf
+            for v, buf in zip(graph.values, bufs, strict=True)]

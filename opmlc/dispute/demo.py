@@ -54,7 +54,8 @@ def default_input(build: Build) -> list[np.ndarray]:
 
 def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | None = None,
              lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
-             say: Callable[[str], None] = lambda _: None, record: Path | None = None) -> dict:
+             say: Callable[[str], None] = lambda _: None, record: Path | None = None,
+             weights: str | None = None, block_size: int | None = None) -> dict:
     """Play opML end to end; returns the summary `opmlc demo --json` prints.
 
     `record`: where to write the game's record (every move with its gas and the clocks, read
@@ -66,7 +67,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
     model = Path(model) if model else DEFAULT_MODEL
     with tempfile.TemporaryDirectory(prefix="opmlc-demo-") as tmp:
         say(f"compiling {model.name}")
-        build = compile_model(model, Path(tmp) / "build")
+        build = compile_model(model, Path(tmp) / "build", weights=weights, block_size=block_size)
         n_nodes = len(build.graph.nodes)
         node = n_nodes - 1 if lie_node is None else lie_node
         if not 0 <= node < n_nodes:

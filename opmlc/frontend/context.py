@@ -4,7 +4,7 @@ A name is either a compile-time constant (`Const`: a float or integer numpy arra
 folding) or a value of the IR being built (`Ref`). Constants become IR initializers, quantized,
 only when an IR op consumes them; shape arithmetic on constants never reaches the IR.
 
-A model's initializers are `Const.lazy`: read from the model (frontend/weights.py: an external
+A model's initializers are `Const.lazy`: read from the model (frontend/initializers.py: an external
 one is a memory map of its bytes) each time a rule asks for `.array`, and not kept, so that the
 float model is never in memory at once; `release` drops the constants no later node reads.
 """
@@ -70,6 +70,26 @@ class QuantPolicy:
     analyse: bool = False
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     weight_frac: int | None = None  # bits for non-scalar constants, if not `default`
+    # `--weights int8|int4`: constant weights of MatMul/Gemm/Conv/Gather become quantized
+    # weights (frontend/initializers.py, docs/DESIGN.md "Quantized weights"); None keeps them fx32
+    weights: str | None = None
+    block_size: int | None = None  # None: the format's default (int8 per channel, int4 32)
+
+    def weight_bits(self) -> int | None:
+        """8 or 4 when weights are quantized, else None."""
+        from opmlc.frontend.weights import BITS
+
+        return BITS[self.weights] if self.weights else None
+
+    def scale_frac(self, name: str, peak: float) -> int:
+        """Bits for a quantized weight's scale: those its dequantized weight would get as an fx32
+        constant (the accumulator rule included, through the override of `name`), at most
+        MAX_FRAC, fewer where the largest |q − zp| · scale (`peak`) would not fit an int32."""
+        want = self.overrides.get(name, self.default if self.weight_frac is None else self.weight_frac)
+        if peak == 0.0:
+            return max(0, min(want, MAX_FRAC))
+        fits = 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
+        return max(0, min(want, fits, MAX_FRAC))
 
     def activation(self, name: str) -> int:
         return self.overrides.get(name, self.default)
@@ -133,6 +153,29 @@ def numpy_dtype_to_ir(dt: np.dtype) -> DType:
     raise UnsupportedError(f"element type {dt} has no IR type")
 
 
+@dataclass(frozen=True)
+class QWeightRefs:
+    """The IR values of one quantized weight (ir/ops/_qweight.py): q, scale, zero point."""
+
+    q: int
+    scale: int
+    zero_point: int | None
+    block_size: int
+
+    def operands(self) -> list[int]:
+        return [self.q, self.scale] + ([self.zero_point] if self.zero_point is not None else [])
+
+
+@dataclass
+class WeightsReport:
+    """What `--weights` did in one lowering: how many weights and parameters it quantized, and
+    the error it introduced (frontend/initializers.py WeightError, summed over the weights)."""
+
+    quantized: int = 0
+    parameters: int = 0
+    error: object = None  # WeightError
+
+
 class LoweringContext:
     def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str) -> None:
         self.builder = builder
@@ -145,6 +188,78 @@ class LoweringContext:
         # ONNX element types by tensor name (after shape inference), for the few rules whose
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
+        self._qweights: dict[tuple[str, str], QWeightRefs] = {}
+        self.weights_report = WeightsReport()
+
+    # -- quantized weights (--weights) ------------------------------------------------------
+    def quantizes_weights(self) -> bool:
+        return self.policy.weights is not None
+
+    def qweight_ref(self, name: str, w: np.ndarray, *, per_channel: bool = False,
+                    shape: tuple[int, ...] | None = None) -> QWeightRefs:
+        """The quantized weight of the constant `w` ([N, K] float, output-channel major) under the
+        policy's `weights`: q (i8/i4, reshaped to `shape` if given), its fx32 scale and no zero
+        point (symmetric). `per_channel` forces one scale per output channel (conv). Quantized
+        once per name; the error it introduces is added to `weights_report`."""
+        from opmlc.frontend.weights import DEFAULT_BLOCK, quantize_weight
+
+        bits = self.policy.weight_bits()
+        assert bits is not None, "qweight_ref without --weights"
+        bs = None if per_channel else (self.policy.block_size or DEFAULT_BLOCK[bits])
+        key = (name, "channel" if bs is None else str(bs))
+        if key in self._qweights:
+            return self._qweights[key]
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating):
+            w = w.astype(np.float64)
+        if not np.all(np.isfinite(w)):
+            raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
+        refs = self.add_qweight(name, quantize_weight(w, bits, bs), shape)
+        self._qweights[key] = refs
+        return refs
+
+    def add_qweight(self, name: str, qw, shape: tuple[int, ...] | None = None) -> QWeightRefs:
+        """The IR initializers of a quantized weight made elsewhere (`frontend/weights.
+        QuantizedWeight`: by quantize_weight, or from an ONNX quantized format with signed q and
+        zero point and float scales): the scale rounded to fixed point with the bits of
+        `QuantPolicy.scale_frac`, fewer if |q − zp| · scale would not fit an int32. Counts it in
+        `weights_report` (its `error`, if any, summed)."""
+        from opmlc.frontend.weights import WeightError
+
+        n, k = qw.q.shape
+        zp = None if qw.zero_point is None else np.asarray(qw.zero_point).astype(np.int64)
+        d = np.abs(qw.q.astype(np.int64) - (0 if zp is None else np.repeat(zp, qw.block_size, 1)[:, :k]))
+        nb = qw.scale.shape[1]
+        dmax = np.pad(d, ((0, 0), (0, nb * qw.block_size - k))).reshape(n, nb, qw.block_size).max(2) if k else d
+        scale = np.abs(np.asarray(qw.scale, np.float64))
+        scale_name = f"{name}/scale"
+        fs = self.policy.scale_frac(scale_name, float((dmax * scale).max(initial=0.0)))
+        while True:  # the rounded scale must keep |q − zp| · scale below 2^31 (w fits an int32)
+            raw = np.rint(np.asarray(qw.scale, np.float64) * 2.0**fs)
+            big = max(float(np.abs(raw).max(initial=0.0)), float((dmax * np.abs(raw)).max(initial=0.0)))
+            if big < 2.0**31:
+                break
+            if fs == 0:
+                raise self.unsupported(f"weight {name!r}: a scale of {scale.max():.3g} is beyond fixed point")
+            fs -= 1
+        qtype = DType.I8 if qw.bits == 8 else DType.I4
+        lo, hi = qtype.int_range
+        if qw.q.size and (qw.q.min() < lo or qw.q.max() > hi):
+            raise self.unsupported(f"weight {name!r}: integers outside {qtype.value}'s range {lo}..{hi}")
+        qshape = tuple(shape) if shape is not None else (n, k)
+        q_ref = self.builder.add_initializer(name, qw.q.reshape(qshape), TensorType(qtype, qshape))
+        s_ref = self.builder.add_initializer(scale_name, raw.astype(np.int32), TensorType(DType.FX32, raw.shape, fs))
+        z_ref = None
+        if zp is not None:
+            z_ref = self.builder.add_initializer(f"{name}/zero_point", zp.astype(np.int8), TensorType(qtype, raw.shape))
+        rep = self.weights_report
+        rep.quantized += 1
+        rep.parameters += int(qw.q.size)
+        if rep.error is None:
+            rep.error = WeightError()
+        if qw.error is not None:
+            rep.error.add(qw.error)
+        return QWeightRefs(q_ref, s_ref, z_ref, qw.block_size)
 
     # -- errors ---------------------------------------------------------------------------
     def where(self) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opmlc.frontend.weights import WeightSource
+from opmlc.frontend.initializers import WeightSource
 
 
 def fuse_batchnorm(model: onnx.ModelProto, source: WeightSource) -> onnx.ModelProto:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from opmlc.frontend.weights import WeightSource
+from opmlc.frontend.initializers import WeightSource
 
 
 def fuse_rmsnorm(model: onnx.ModelProto, source: WeightSource) -> onnx.ModelProto:

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper, shape_inference
 
 from opmlc.errors import ModelError, UnsupportedError
-from opmlc.frontend import weights
+from opmlc.frontend import initializers
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -25,7 +25,7 @@ DEFAULT_BATCH = 1  # what an open leading (batch) input dimension becomes, annou
 def read_model(path: str | Path) -> onnx.ModelProto:
     """Parse and check an ONNX file; raise ModelError for anything that is not a valid model.
 
-    External data (frontend/weights.py) is not read: its references are checked (a file inside
+    External data (frontend/initializers.py) is not read: its references are checked (a file inside
     the model's folder that holds every tensor's bytes) and the weights stay on disk until the
     lowering asks for them one at a time."""
     path = Path(path)
@@ -37,7 +37,7 @@ def read_model(path: str | Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: not an ONNX model (protobuf parse failed: {_first_line(exc)})") from None
     if model.ir_version == 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{path}: not an ONNX model (no IR version, graph or opset); check the file")
-    weights.check_external(model, path)
+    initializers.check_external(model, path)
     try:
         # by path: the checker resolves external data against the model's folder and never
         # serialises a > 2 GB proto
@@ -129,7 +129,7 @@ def fix_input_shapes(
     return model
 
 
-SKELETON_LIMIT = weights.INLINE_LIMIT  # initializers above this many bytes go to shape inference as dims only
+SKELETON_LIMIT = initializers.INLINE_LIMIT  # initializers above this many bytes go to shape inference as dims only
 
 
 def _skeleton(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
@@ -139,12 +139,12 @@ def _skeleton(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     _copy_fields(model, skel, skip="graph")
     _copy_fields(model.graph, skel.graph, skip="initializer")
     for t in model.graph.initializer:
-        size = weights.nbytes(t)
-        if size is None and not weights.is_external(t):
+        size = initializers.nbytes(t)
+        if size is None and not initializers.is_external(t):
             skel.graph.initializer.append(t)  # strings and such: never weights
         elif size is not None and size <= SKELETON_LIMIT:
-            if weights.is_external(t):
-                skel.graph.initializer.append(numpy_helper.from_array(np.array(weights.read_tensor(t, path.parent)),
+            if initializers.is_external(t):
+                skel.graph.initializer.append(numpy_helper.from_array(np.array(initializers.read_tensor(t, path.parent)),
                                                                       t.name))
             else:
                 skel.graph.initializer.append(t)

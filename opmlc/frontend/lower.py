@@ -24,14 +24,14 @@ import onnx
 from opmlc import progress
 from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
-from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref
+from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref, WeightsReport
 from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
+from opmlc.frontend.initializers import WeightSource, model_sha256
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
-from opmlc.frontend.weights import WeightSource, model_sha256
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -60,6 +60,8 @@ class Frontend:
     clipped_constants: int = 0  # finite constant elements that fell outside their bits' range
     # inputs whose open batch dimension became DEFAULT_BATCH (load.fix_input_shapes), to announce
     batch_defaulted: list[str] = field(default_factory=list)
+    # what --weights quantized (policy.weights set), with the error it introduced
+    weights: WeightsReport | None = None
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -76,7 +78,8 @@ def lower_model(
     policy = policy or QuantPolicy(analyse=True)
     # analysed builds give weights as many bits as fit (the accumulator check below bounds them)
     wf = policy.weight_frac if policy.weight_frac is not None or not policy.analyse else MAX_FRAC
-    fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf)
+    qw = {"weights": policy.weights, "block_size": policy.block_size}
+    fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf, **qw)
     fe = _lower(path, fixed, input_shapes, constant_inputs)
     fe.model_sha256 = model_sha256(read_model(path), Path(path))
     unknown = set(policy.input_ranges) - set(fe.input_names)
@@ -89,7 +92,7 @@ def lower_model(
         chosen = {**bits_by_name(fe.analysis), **policy.overrides}  # calibrated bits take precedence
         if chosen == fixed.overrides:
             break
-        fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf)
+        fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
         sha = fe.model_sha256
         fe = None  # the previous round's graph (its quantized weights) goes before the next is built
         fe = _lower(path, fixed, input_shapes, constant_inputs)
@@ -236,5 +239,6 @@ def _lower_once(
         output_names=[o.name for o in g.output],
         policy=policy,
         batch_defaulted=batch_defaulted,
+        weights=ctx.weights_report if policy.weights else None,
     )
 

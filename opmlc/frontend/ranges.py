@@ -132,8 +132,9 @@ def affine(w: np.ndarray, axis: int, x: Interval, bias: np.ndarray | None = None
 LARGE_WEIGHT = 1 << 22  # a matmul weight above this many elements is bounded in row blocks
 
 
-def affine_sums(pos: np.ndarray, neg: np.ndarray, x: Interval, bias: np.ndarray | None, nonzero: bool) -> Interval:
-    """`affine` from the per-output sums of the positive and of the negative weights."""
+def affine_sums(pos: np.ndarray, neg: np.ndarray, x: Interval, bias: np.ndarray | None = None,
+                nonzero: bool = True) -> Interval:
+    """affine() from the per-output sums of the positive and negative weights."""
     lo = np.minimum(pos * x[0], pos * x[1]) + np.minimum(neg * x[0], neg * x[1]) if math.isfinite(mag(x)) else None
     hi = np.maximum(pos * x[0], pos * x[1]) + np.maximum(neg * x[0], neg * x[1]) if math.isfinite(mag(x)) else None
     if lo is None or hi is None:
@@ -248,6 +249,31 @@ class Analysis:
             blk = np.arange(m) // (m // grp)  # each output channel's group
             idx = blk[:, None] * cg + np.arange(cg)[None, :]  # its input channels
             return self._per_channel_sums(node, pos, neg, lo[idx], hi[idx])
+        if node.op == "qconv":
+            w = self.qweight(node).reshape(g.values[node.inputs[1]].type.shape)
+            grp = node.attrs["group"]
+            m, cg = w.shape[0], w.shape[1]
+            lo, hi = self._ch_of(x, cg * grp)
+            if any(node.attrs["pads"]):
+                lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+            pos = np.where(w > 0, w, 0).reshape(m, cg, -1).sum(-1)
+            neg = np.where(w < 0, w, 0).reshape(m, cg, -1).sum(-1)
+            blk = np.arange(m) // (m // grp)
+            idx = blk[:, None] * cg + np.arange(cg)[None, :]
+            return self._per_channel_sums(node, pos, neg, lo[idx], hi[idx], bias_at=self._qbias(node))
+        if node.op == "qmatmul" and len(shape_in) == 2 and len(shape_out) == 2 and x in self.ch:
+            k = g.values[node.inputs[1]].type.shape[1]
+            lo, hi = self._ch_of(x, k)
+            out_lo, out_hi = [], []
+            for w in self.qweight_chunks(node):  # [rows, K] at a time: no float copy of the whole weight
+                pos, neg = np.where(w > 0, w, 0), np.where(w < 0, w, 0)
+                out_lo.append((_mulv(pos, lo[None, :]) + _mulv(neg, hi[None, :])).sum(1))
+                out_hi.append((_mulv(pos, hi[None, :]) + _mulv(neg, lo[None, :])).sum(1))
+            out_lo, out_hi = np.concatenate(out_lo), np.concatenate(out_hi)
+            bias = self._qbias(node)
+            if bias is not None:
+                out_lo, out_hi = out_lo + bias, out_hi + bias
+            return out_lo, out_hi
         if node.op == "matmul" and len(shape_in) == 2 and len(shape_out) == 2 and x in self.ch:
             w = self.const(node.inputs[1])
             if w is None or w.ndim != 2:
@@ -258,11 +284,16 @@ class Analysis:
             return self._per_channel_sums(node, pos, neg, lo[None, :], hi[None, :])
         return None
 
-    def _per_channel_sums(self, node, pos, neg, lo, hi):
+    def _per_channel_sums(self, node, pos, neg, lo, hi, bias_at=False):
         """Per output channel (rows of the [M, K] weight halves `pos`, `neg`, against the input
-        channels' ends `lo`, `hi`): Σ pos·lo + neg·hi, Σ pos·hi + neg·lo, plus a constant bias."""
+        channels' ends `lo`, `hi`): Σ pos·lo + neg·hi, Σ pos·hi + neg·lo, plus a constant bias
+        (`bias_at`: a q-op's bias, already read; None for none)."""
         out_lo = (_mulv(pos, lo) + _mulv(neg, hi)).sum(1)
         out_hi = (_mulv(pos, hi) + _mulv(neg, lo)).sum(1)
+        if bias_at is not False:
+            if bias_at is not None:
+                out_lo, out_hi = out_lo + bias_at, out_hi + bias_at
+            return out_lo, out_hi
         if len(node.inputs) == 3:
             b = self.const(node.inputs[2])
             if b is None:
@@ -455,6 +486,59 @@ class Analysis:
             out = (out[0] + ivs[2][0], out[1] + ivs[2][1])
         return out
 
+    # -- quantized weights (ir/ops/_qweight.py): w = (q − zp) · scale / 2^fs, row chunk by row chunk
+    QW_CHUNK = 1 << 20  # weight elements dequantized at once
+
+    def qweight_chunks(self, node: Node, q_index: int = 1):
+        """The real values of a q-op's weight, [rows, K] chunks of output channels in order."""
+        from opmlc.ir.ops._qweight import dequantize_int, has_zero_point
+
+        g = self.graph
+        types = [g.values[i].type for i in node.inputs]
+        q = g.initializers[node.inputs[q_index]]
+        scale = g.initializers[node.inputs[q_index + 1]]
+        zp = g.initializers[node.inputs[q_index + 2]] if has_zero_point(types, q_index) else None
+        fs = types[q_index + 1].frac
+        n = q.shape[0]
+        k = max(1, q.size // max(1, n))
+        step = max(1, self.QW_CHUNK // k)
+        for r0 in range(0, n, step):
+            rows = slice(r0, min(n, r0 + step))
+            yield dequantize_int(q, scale, zp, node.attrs["block_size"], rows).astype(np.float64) / 2.0**fs
+
+    def qweight(self, node: Node, q_index: int = 1) -> np.ndarray:
+        """The whole dequantized weight [N, K] (small weights: conv kernels)."""
+        return np.concatenate(list(self.qweight_chunks(node, q_index)))
+
+    def _qbias(self, node: Node) -> np.ndarray | None:
+        from opmlc.ir.ops._qweight import split_inputs
+
+        _, bias_t = split_inputs([self.graph.values[i].type for i in node.inputs], 1)
+        return None if bias_t is None else self.const(node.inputs[-1])
+
+    def _op_qmatmul(self, node, ivs, a):
+        x = ivs[0]
+        pos, neg, nonzero = [], [], False
+        for w in self.qweight_chunks(node):
+            pos.append(np.where(w > 0, w, 0).sum(1))
+            neg.append(np.where(w < 0, w, 0).sum(1))
+            nonzero = nonzero or bool(np.any(w != 0))
+        pos, neg = np.concatenate(pos), np.concatenate(neg)
+        return affine_sums(pos, neg, x, self._qbias(node), nonzero)
+
+    def _op_qconv(self, node, ivs, a):
+        x = ivs[0]
+        if any(a["pads"]):
+            x = hull(x, (0.0, 0.0))  # padded positions contribute 0
+        return affine(self.qweight(node), 1, x, self._qbias(node))
+
+    def _op_qgather(self, node, ivs, a):
+        lo, hi = 0.0, 0.0  # an index out of range selects zeros
+        for w in self.qweight_chunks(node, 0):
+            if w.size:
+                lo, hi = min(lo, float(w.min())), max(hi, float(w.max()))
+        return (lo, hi)
+
     def _op_norm(self, node, ivs, a):
         n = self.graph.values[node.inputs[0]].type.shape[-1]
         root = math.sqrt(n)  # a normalised row's elements are at most √n in magnitude
@@ -557,12 +641,13 @@ def accumulator_bits(analysis: Analysis) -> dict[str, int]:
     g = analysis.graph
     out: dict[str, int] = {}
     for node in g.nodes:
-        if node.op not in ("matmul", "conv"):
+        if node.op not in ("matmul", "conv", "qmatmul", "qconv"):
             continue
         b = mag(analysis.iv[node.output])
         if not math.isfinite(b) or b == 0:
             continue
-        va, vb = node.inputs[0], node.inputs[1]
+        # a quantized weight's bits are its scale's (the integers q − zp add none)
+        va, vb = node.inputs[0], node.inputs[2 if node.op in ("qmatmul", "qconv") else 1]
         fa, fb = g.values[va].type.frac, g.values[vb].type.frac
         excess = fa + fb + math.ceil(math.log2(b)) + 1 - ACC_BITS
         if excess <= 0:

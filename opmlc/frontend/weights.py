@@ -1,178 +1,142 @@
-"""The model's initializers, read one at a time: inline ones from the proto, external ones
-(ONNX external data, the `.onnx` + `.onnx.data` pair of every model over 2 GB) as read-only
-memory maps of their data file.
+"""Weight quantization for `--weights int8|int4` (docs/DESIGN.md "Quantized weights").
 
-frontend/load.py parses the model without its external data and checks every reference here
-(`check_external`): the location is relative to the model's folder and stays inside it, the
-file exists and holds offset + length bytes. The lowering then asks `WeightSource.array(name)`
-for a weight when a rule needs it; an external weight is a fresh map of its own bytes, unmapped
-when the caller drops the array, so the pages read for one weight leave the process's resident
-set with it and compile's memory stays the quantized weights plus the weight at hand.
+`quantize_weight` turns one float weight matrix into a quantized weight: integers q (int8, or
+4-bit values held one per int8) with a float scale per output channel or per block of the
+reduction axis, and optionally a zero point, round to nearest. It is a pure function of one
+weight, reading it block of rows by block of rows, so a caller can stream a large model tensor
+by tensor from a read-only memmap without a float copy of it. The frontend then rounds the
+scale to fixed point (frontend/context.py `qweight_ref`) and the IR's q-ops use it.
 
-`model_sha256` hashes the .onnx file followed by every external data file it names (in order of
-first reference), streamed, so a build's model hash covers the weights wherever they live.
+Layout: the result is output-channel major, q [N, K] (row n holds the K reduction elements of
+output n; a block is contiguous). `w` is given as [N, K], or as [K, N] with `transposed=True`
+(ONNX MatMul's layout).
+
+Symmetric (the default): per block, scale = max|w| / qmax and q = round(w / scale), qmax = 127
+(8 bits) or 7 (4 bits), so q ∈ [−qmax, qmax]. Asymmetric (`symmetric=False`): the block's
+[min(w, 0), max(w, 0)] is mapped onto the full signed range with a zero point zp, q = round(w /
+scale) + zp. Rounding is numpy's round-half-to-even; a block of zeros gets scale 0.
 """
 
 from __future__ import annotations
 
-import hashlib
-import mmap
-import os
-from collections.abc import Iterator
-from pathlib import Path
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
-from opmlc.errors import ModelError
-
-# ONNX element types whose external bytes are a plain little-endian array numpy can view; the
-# rest (bfloat16, float8, packed int4, strings) are decoded by onnx, one tensor at a time
-_VIEWABLE = {
-    onnx.TensorProto.FLOAT: "<f4", onnx.TensorProto.DOUBLE: "<f8", onnx.TensorProto.FLOAT16: "<f2",
-    onnx.TensorProto.INT8: "i1", onnx.TensorProto.UINT8: "u1", onnx.TensorProto.INT16: "<i2",
-    onnx.TensorProto.UINT16: "<u2", onnx.TensorProto.INT32: "<i4", onnx.TensorProto.UINT32: "<u4",
-    onnx.TensorProto.INT64: "<i8", onnx.TensorProto.UINT64: "<u8", onnx.TensorProto.BOOL: "?",
-}
-HASH_CHUNK = 1 << 22
-INLINE_LIMIT = 1 << 16  # external tensors up to this many bytes are read into the proto (shape tensors)
+BITS = {"int8": 8, "int4": 4}
+DEFAULT_BLOCK = {8: None, 4: 32}  # int8: per output channel; int4: blocks of 32
+MIN_BLOCK = 16
+CHUNK_ELEMENTS = 1 << 22  # floats converted at once (32 MiB of float64)
 
 
-def is_external(t: onnx.TensorProto) -> bool:
-    return t.data_location == onnx.TensorProto.EXTERNAL
+@dataclass
+class WeightError:
+    """The error quantization introduced, against the float weight; additive over weights."""
+
+    numel: int = 0
+    sum_sq: float = 0.0  # Σ w²
+    sum_sq_err: float = 0.0  # Σ (w − ŵ)², ŵ the dequantized weight
+    max_abs: float = 0.0  # max |w − ŵ|
+
+    @property
+    def rel_rms(self) -> float:
+        """√(Σ (w − ŵ)² / Σ w²): the relative RMS error (0 for an all-zero weight)."""
+        return math.sqrt(self.sum_sq_err / self.sum_sq) if self.sum_sq > 0 else 0.0
+
+    def add(self, other: WeightError) -> None:
+        self.numel += other.numel
+        self.sum_sq += other.sum_sq
+        self.sum_sq_err += other.sum_sq_err
+        self.max_abs = max(self.max_abs, other.max_abs)
+
+    def to_json(self) -> dict:
+        return {"rel_rms": self.rel_rms, "max_abs": self.max_abs, "numel": self.numel}
 
 
-def _info(t: onnx.TensorProto) -> dict[str, str]:
-    return {e.key: e.value for e in t.external_data}
+@dataclass
+class QuantizedWeight:
+    q: np.ndarray  # int8 [N, K]: the integers (4-bit ones in −8..7)
+    scale: np.ndarray  # float64 [N, nb], nb = ceil(K / block_size)
+    zero_point: np.ndarray | None  # int8 [N, nb], or None (symmetric)
+    bits: int  # 8 or 4
+    block_size: int  # K for one scale per output channel
+    error: WeightError = field(default_factory=WeightError)
 
 
-def nbytes(t: onnx.TensorProto) -> int | None:
-    """Bytes of a tensor's raw encoding, None where it is not a fixed-width array."""
-    dt = _VIEWABLE.get(t.data_type)
-    if dt is None:
-        return None
-    return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(dt).itemsize
+def check_format(weights: str | None, block_size: int | None) -> tuple[int | None, int | None]:
+    """(bits, block size) of a `--weights` / `--block-size` choice; ValueError with a one-line
+    reason for a bad one. `block_size` None: the format's default."""
+    if weights is None:
+        if block_size is not None:
+            raise ValueError("--block-size needs --weights int8|int4")
+        return None, None
+    if weights not in BITS:
+        raise ValueError(f"--weights {weights}: must be one of {', '.join(BITS)}")
+    bits = BITS[weights]
+    if block_size is None:
+        return bits, DEFAULT_BLOCK[bits]
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < MIN_BLOCK \
+            or block_size & (block_size - 1):
+        raise ValueError(f"--block-size {block_size}: must be a power of two ≥ {MIN_BLOCK} (16, 32, 64, 128, …)")
+    return bits, block_size
 
 
-def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Initializers and Constant node values whose data is external (main graph)."""
-    yield from (t for t in model.graph.initializer if is_external(t))
-    for n in model.graph.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.TENSOR and is_external(a.t):
-                yield a.t
+def quantize_weight(w: np.ndarray, bits: int, block_size: int | None = None, *, symmetric: bool = True,
+                    transposed: bool = False) -> QuantizedWeight:
+    """Quantize one float weight (see the module docstring). `block_size` None: one scale per
+    output channel; K not a multiple of it: the last block of each row is shorter."""
+    if bits not in (8, 4):
+        raise ValueError(f"bits must be 8 or 4, not {bits}")
+    if w.ndim != 2:
+        raise ValueError(f"quantize_weight takes a matrix, got shape {w.shape}")
+    n, k = (w.shape[1], w.shape[0]) if transposed else w.shape
+    bs = k if block_size is None else int(block_size)
+    if bs < 1:
+        raise ValueError(f"block size must be ≥ 1, not {bs}")
+    nb = -(-k // bs) if k else 0
+    qmax = (1 << (bits - 1)) - 1
+    qmin = -qmax - 1
+    q = np.empty((n, k), np.int8)
+    scale = np.zeros((n, nb), np.float64)
+    zp = None if symmetric else np.zeros((n, nb), np.int8)
+    err = WeightError()
+    pad = nb * bs - k
+    step = max(1, CHUNK_ELEMENTS // max(1, k))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        rows = np.asarray(w[:, r0:r1]).T if transposed else np.asarray(w[r0:r1])
+        x = rows.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("the weight holds a NaN or an infinity")
+        xb = np.pad(x, ((0, 0), (0, pad))).reshape(r1 - r0, nb, bs)  # zeros never widen a block
+        if symmetric:
+            s = np.abs(xb).max(axis=2) / qmax
+            z = np.zeros_like(s)
+        else:
+            lo, hi = np.minimum(xb.min(axis=2), 0.0), np.maximum(xb.max(axis=2), 0.0)
+            s = (hi - lo) / (qmax - qmin)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.where(s > 0, np.clip(np.rint(qmin - lo / s), qmin, qmax), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            qb = np.where(s[..., None] > 0, np.rint(xb / s[..., None]) + z[..., None], z[..., None])
+        qb = np.clip(qb, qmin, qmax)
+        deq = (qb - z[..., None]) * s[..., None]
+        diff = (deq - xb).reshape(r1 - r0, -1)[:, :k]
+        q[r0:r1] = qb.reshape(r1 - r0, -1)[:, :k].astype(np.int8)
+        scale[r0:r1] = s
+        if zp is not None:
+            zp[r0:r1] = z.astype(np.int8)
+        err.add(WeightError(x.size, float(np.square(x).sum()), float(np.square(diff).sum()),
+                            float(np.abs(diff).max(initial=0.0))))
+    return QuantizedWeight(q, scale, zp, bits, bs, err)
 
 
-def check_external(model: onnx.ModelProto, path: Path) -> None:
-    """Every external reference of `model` (read from `path`) is a location inside the model's
-    folder naming a regular file that holds the tensor's bytes; else a one-line ModelError."""
-    folder = path.parent
-    sizes: dict[Path, int] = {}
-    for t in external_tensors(model):
-        info = _info(t)
-        loc = info.get("location", "")
-        where = f"{path}: tensor {t.name!r}: external data {loc!r}"
-        file = resolve(folder, loc, where)
-        if file not in sizes:
-            if not file.is_file():
-                raise ModelError(f"{where}: no such file beside the model ({file}); copy the model's "
-                                 "data file into its folder")
-            sizes[file] = file.stat().st_size
-        try:
-            offset, length = int(info.get("offset", 0)), info.get("length")
-            length = int(length) if length is not None else None
-        except ValueError:
-            raise ModelError(f"{where}: offset/length are not integers; re-export the model") from None
-        want = nbytes(t)
-        if length is None:
-            length = want
-        if length is None or offset < 0 or length < 0:
-            continue  # a non-array tensor (bfloat16 and such): onnx checks it when it is read
-        if want is not None and length != want:
-            raise ModelError(f"{where}: length {length} but {list(t.dims)} elements need {want} bytes; "
-                             "re-export the model")
-        if offset + length > sizes[file]:
-            raise ModelError(f"{where}: {file.name} has {sizes[file]} bytes, the tensor needs bytes "
-                             f"{offset}..{offset + length}; the data file is truncated or not this model's")
-
-
-def resolve(folder: Path, location: str, where: str) -> Path:
-    """The file an external location names: relative to the model's folder, never outside it."""
-    if not location or os.path.isabs(location) or Path(location).drive:
-        raise ModelError(f"{where}: the location must be a file name relative to the model's folder")
-    norm = os.path.normpath(location)
-    if norm == ".." or norm.startswith(".." + os.sep) or norm.startswith("../"):
-        raise ModelError(f"{where}: the location points outside the model's folder ({folder}); "
-                         "keep the data file beside the model")
-    return folder / norm
-
-
-def inline_small(model: onnx.ModelProto, path: Path, limit: int = INLINE_LIMIT) -> None:
-    """Read external tensors of at most `limit` bytes into the proto: shape inference and constant
-    folding need the values of shape tensors, which some exporters also write out."""
-    for t in external_tensors(model):
-        size = nbytes(t)
-        if size is not None and size <= limit:
-            arr = read_tensor(t, path.parent)
-            t.CopyFrom(numpy_helper.from_array(np.array(arr), t.name))
-
-
-def read_tensor(t: onnx.TensorProto, folder: Path) -> np.ndarray:
-    """A tensor's values: inline ones decoded, external fixed-width arrays as a read-only map of
-    their bytes (a copy for the rare types numpy cannot view)."""
-    if not is_external(t):
-        return numpy_helper.to_array(t)
-    info = _info(t)
-    file = folder / os.path.normpath(info["location"])
-    dt = _VIEWABLE.get(t.data_type)
-    if dt is None:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        onnx.external_data_helper.load_external_data_for_tensor(copy, str(folder))
-        return numpy_helper.to_array(copy)
-    shape = tuple(int(d) for d in t.dims)
-    count = int(np.prod(shape, dtype=np.int64))
-    offset = int(info.get("offset", 0))
-    if count == 0:
-        return np.zeros(shape, np.dtype(dt).newbyteorder("="))
-    size = count * np.dtype(dt).itemsize
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY  # maps begin on a granule
-    with open(file, "rb") as f:
-        mm = mmap.mmap(f.fileno(), offset + size - start, access=mmap.ACCESS_READ, offset=start)
-    # the array holds the map; it is unmapped when the last view of it goes
-    return np.frombuffer(mm, dtype=dt, count=count, offset=offset - start).reshape(shape)
-
-
-class WeightSource:
-    """Initializer values by name, read when asked and not kept (see the module docstring)."""
-
-    def __init__(self, model: onnx.ModelProto, path: Path) -> None:
-        self.folder = path.parent
-        self.tensors = {t.name: t for t in model.graph.initializer}
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
-
-    def array(self, name: str) -> np.ndarray:
-        return read_tensor(self.tensors[name], self.folder)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.tensors[name].dims)
-
-
-def model_sha256(model: onnx.ModelProto, path: Path) -> str:
-    """sha256 of the .onnx file's bytes, then of each external data file it references (whole
-    files, in order of first reference), streamed: equal to sha256(file) for a model without
-    external data."""
-    h = hashlib.sha256()
-    files = [path]
-    for t in external_tensors(model):
-        f = path.parent / os.path.normpath(_info(t)["location"])
-        if f not in files:
-            files.append(f)
-    for f in files:
-        with open(f, "rb") as fh:
-            while chunk := fh.read(HASH_CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
+def from_unsigned(q: np.ndarray, zero_point: np.ndarray | None, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned integers (uint8, uint4 in 0..15) and their zero point as the IR's signed ones:
+    both shifted by 2^(bits − 1), so q − zp is unchanged. A missing zero point is 2^(bits − 1)
+    unsigned (ONNX's default for MatMulNBits), i.e. 0 signed."""
+    half = 1 << (bits - 1)
+    qs = (np.asarray(q).astype(np.int16) - half).astype(np.int8)
+    zs = (np.full(1, half) if zero_point is None else np.asarray(zero_point)).astype(np.int16) - half
+    return qs, zs.astype(np.int8)

@@ -157,6 +157,10 @@ class GraphBuilder:
         return ref
 
     def add_initializer(self, name: str, data: np.ndarray, t: TensorType) -> int:
+        if t.dtype.quantized and np.size(data):
+            lo, hi = t.dtype.int_range
+            if np.min(data) < lo or np.max(data) > hi:
+                raise IRTypeError(f"initializer {name} holds values outside {t.dtype.value}'s range {lo}..{hi}")
         data = np.array(data, dtype=t.dtype.numpy, order="C")  # keeps 0-d arrays 0-d
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")

@@ -5,6 +5,13 @@ ONNX needs indices); `bool` is one byte 0/1. `f32` holds the IEEE-754 binary32 b
 float in an int32: only graph inputs that tree ensembles alone read have it (their splits then
 compare exactly as float32 does, see ops/tree_ensemble.py); no op does arithmetic on it. The byte encoding (big-endian) is what tensor
 roots and the MIPS program see.
+
+`i8` and `i4` are the integers of quantized weights (docs/DESIGN.md "Quantized weights"): `i8`
+is one signed byte; `i4` is a signed 4-bit integer in −8..7, packed two per byte in row-major
+order (element 2i in the high nibble of byte i, 2i+1 in the low one; an odd count leaves the
+last low nibble 0). The interpreter holds an i4 tensor unpacked, one element per int8; its
+committed encoding, native buffer and MIPS region are the packed bytes (`encode`/`decode`), so
+an i4 tensor costs ceil(numel/2) bytes (`TensorType.nbytes`).
 """
 
 from __future__ import annotations
@@ -22,21 +29,42 @@ class DType(StrEnum):
     I64 = "i64"
     BOOL = "bool"
     F32 = "f32"  # float32 bit patterns, compared by tree_ensemble only
+    I8 = "i8"  # quantized weights: one signed byte
+    I4 = "i4"  # quantized weights: signed 4 bits, two per byte (packed)
+
+    @property
+    def bits(self) -> int:
+        """Bits per element in the committed encoding."""
+        return {"fx32": 32, "i32": 32, "i64": 64, "bool": 8, "f32": 32, "i8": 8, "i4": 4}[self.value]
 
     @property
     def itemsize(self) -> int:
-        return {"fx32": 4, "i32": 4, "i64": 8, "bool": 1, "f32": 4}[self.value]
+        """Bytes per element of a byte-aligned type (i4 has none: see TensorType.nbytes)."""
+        if self is DType.I4:
+            raise ValueError("i4 elements are half a byte; use TensorType.nbytes")
+        return self.bits // 8
 
     @property
     def numpy(self) -> np.dtype:
-        """The native-endian numpy dtype the interpreter computes with."""
+        """The native-endian numpy dtype the interpreter computes with (i4: one int8 per element)."""
         return np.dtype({"fx32": np.int32, "i32": np.int32, "i64": np.int64, "bool": np.bool_,
-                         "f32": np.int32}[self.value])
+                         "f32": np.int32, "i8": np.int8, "i4": np.int8}[self.value])
 
     @property
     def big_endian(self) -> np.dtype:
-        """The dtype of the committed byte encoding."""
-        return np.dtype({"fx32": ">i4", "i32": ">i4", "i64": ">i8", "bool": "u1", "f32": ">i4"}[self.value])
+        """The dtype of the committed byte encoding (i4: the packed bytes, see `encode`)."""
+        return np.dtype({"fx32": ">i4", "i32": ">i4", "i64": ">i8", "bool": "u1", "f32": ">i4",
+                         "i8": "i1", "i4": "u1"}[self.value])
+
+    @property
+    def quantized(self) -> bool:
+        """An integer type of quantized weights (i8, i4)."""
+        return self in (DType.I8, DType.I4)
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        """The values an i8/i4 element holds."""
+        return {"i8": (-128, 127), "i4": (-8, 7)}[self.value]
 
 
 MAX_FRAC = 30  # nonlinear kernels convert to Q30 internally; more bits would not fit
@@ -66,7 +94,8 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        """Bytes of the committed encoding (unpadded): ceil(numel / 2) for i4."""
+        return (self.numel * self.dtype.bits + 7) // 8
 
     def with_shape(self, shape: tuple[int, ...]) -> TensorType:
         return TensorType(self.dtype, tuple(shape), self.frac)
@@ -81,3 +110,47 @@ class TensorType:
     @classmethod
     def from_json(cls, d: dict) -> TensorType:
         return cls(DType(d["dtype"]), tuple(d["shape"]), d.get("frac", 0))
+
+
+def pack_i4(values: np.ndarray) -> np.ndarray:
+    """Row-major i4 elements (ints in −8..7) → uint8 bytes, element 2i in byte i's high nibble."""
+    flat = np.asarray(values).reshape(-1).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.uint8)])
+    return (flat[0::2] << 4) | flat[1::2]
+
+
+def unpack_i4(packed: np.ndarray | bytes, numel: int) -> np.ndarray:
+    """The inverse of pack_i4: `numel` sign-extended elements as int8."""
+    b = np.frombuffer(packed, np.uint8) if isinstance(packed, bytes | bytearray | memoryview) else np.asarray(packed, np.uint8)
+    b = b.reshape(-1)[: (numel + 1) // 2]
+    pair = np.empty((b.size, 2), np.int8)
+    pair[:, 0] = (b.view(np.int8) >> 4)  # arithmetic shift sign-extends the high nibble
+    pair[:, 1] = ((b << 4).view(np.int8) >> 4)
+    return pair.reshape(-1)[:numel].copy()
+
+
+def encode(data: np.ndarray, t: TensorType) -> bytes:
+    """The tensor's committed encoding, unpadded: big-endian elements in row-major order, an i4
+    tensor's packed bytes."""
+    arr = np.asarray(data)
+    if arr.shape != t.shape:
+        raise ValueError(f"tensor of shape {arr.shape} does not match its type {t}")
+    if t.dtype is DType.I4:
+        return pack_i4(arr).tobytes()
+    return np.ascontiguousarray(arr, dtype=t.dtype.big_endian).tobytes()
+
+
+def decode(raw: bytes, t: TensorType) -> np.ndarray:
+    """The interpreter's array of a tensor from its encoding (the first t.nbytes bytes of `raw`)."""
+    if t.dtype is DType.I4:
+        return unpack_i4(bytes(raw[: t.nbytes]), t.numel).reshape(t.shape)
+    arr = np.frombuffer(raw[: t.nbytes], dtype=t.dtype.big_endian).reshape(t.shape)
+    return arr.astype(t.dtype.numpy)
+
+
+def native_buffer(data: np.ndarray, t: TensorType) -> np.ndarray:
+    """The buffer a native kernel reads: native-endian elements, an i4 tensor's packed bytes."""
+    if t.dtype is DType.I4:
+        return pack_i4(data)
+    return np.array(data, dtype=t.dtype.numpy, order="C")  # np.array keeps 0-d values 0-d

@@ -34,7 +34,7 @@ I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-ELEM = {DType.FX32: I32, DType.I32: I32, DType.I64: I64, DType.BOOL: I8, DType.F32: I32}
+ELEM = {DType.FX32: I32, DType.I32: I32, DType.I64: I64, DType.BOOL: I8, DType.F32: I32, DType.I8: I8}
 
 
 def c32(v: int) -> ir.Constant:

@@ -1,5 +1,5 @@
 """Rules for convolutional networks: Conv (1-D/2-D/N-D, groups, strides, pads, dilations,
-auto_pad) onto the IR's `conv`; MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool onto
+auto_pad) onto the IR's `conv` (`qconv` with a constant weight under `--weights`); MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool onto
 `pool`; BatchNormalization (when frontend/fuse.py could not fold it into the Conv/Gemm before
 it) onto mul/add with constant per-channel scale and shift, or, with run-time statistics, onto
 sqrt/div/sub/mul/add."""
@@ -42,15 +42,25 @@ def resolve_pads(ctx: LoweringContext, spatial, kernel, strides, dilations) -> l
 def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a = ctx.attrs()
     x = ctx.fx(node.input[0])
-    w = ctx.fx(node.input[1])
-    xt, wt = ctx.builder.type_of(x), ctx.builder.type_of(w)
+    w_const = ctx.const(node.input[1])
+    op, extra = "conv", {}
+    if w_const is not None and w_const.ndim >= 3 and ctx.quantizes_weights():
+        # --weights: one scale per output channel over its C/group · kernel reduction
+        qw = ctx.qweight_ref(node.input[1], w_const.reshape(w_const.shape[0], -1), per_channel=True,
+                             shape=w_const.shape)
+        op, extra, w_ops, w_frac = "qconv", {"block_size": qw.block_size}, qw.operands(), ctx.frac_of(qw.scale)
+        wshape = w_const.shape
+    else:
+        w = ctx.fx(node.input[1])
+        w_ops, w_frac, wshape = [w], ctx.frac_of(w), ctx.builder.type_of(w).shape
+    xt = ctx.builder.type_of(x)
     r = len(xt.shape) - 2
-    kernel = list(a.get("kernel_shape") or wt.shape[2:])
+    kernel = list(a.get("kernel_shape") or wshape[2:])
     strides = list(a.get("strides") or [1] * r)
     dilations = list(a.get("dilations") or [1] * r)
     pads = resolve_pads(ctx, xt.shape[2:], kernel, strides, dilations)
-    inputs = [x, w]
-    prod_frac = xt.frac + wt.frac
+    inputs = [x, *w_ops]
+    prod_frac = xt.frac + w_frac
     if len(node.input) > 2 and node.input[2]:
         b = ctx.fx(node.input[2])
         if ctx.frac_of(b) > prod_frac:
@@ -58,8 +68,8 @@ def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         inputs.append(b)
     out = node.output[0]
     fo = min(ctx.policy.activation(out), prod_frac)
-    attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo}
-    ctx.bind(out, ctx.emit("conv", inputs, attrs, out))
+    attrs = {"strides": strides, "dilations": dilations, "pads": pads, "group": a.get("group", 1), "frac": fo, **extra}
+    ctx.bind(out, ctx.emit(op, inputs, attrs, out))
 
 
 @rule("MaxPool", "AveragePool")

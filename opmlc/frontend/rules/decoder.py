@@ -1,5 +1,5 @@
 """Rules for the ops transformer decoders add to the CNN set: Gather with run-time indices (the
-IR's `gather`), Erf and Gelu (`unary` erf and compositions), Pow with a constant exponent
+IR's `gather`; `qgather` for a constant embedding table under `--weights`), Erf and Gelu (`unary` erf and compositions), Pow with a constant exponent
 (products, sqrt, reciprocal), LayerNormalization and RMSNormalization (the IR's `norm`).
 
 LLaMA's RMSNorm as exporters write it out (Pow, ReduceMean, Add, Sqrt, Div/Reciprocal, Mul) is
@@ -33,6 +33,15 @@ def gather_runtime(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if ctx.dtype(idx) not in (DType.I32, DType.I64):
         raise ctx.unsupported(f"Gather indices of type {ctx.dtype(idx).value}")
     out = node.output[0]
+    table = ctx.const(data)
+    if (table is not None and table.ndim == 2 and axis == 0 and ctx.quantizes_weights()
+            and np.issubdtype(table.dtype, np.floating)):
+        # --weights: an embedding table, quantized per row (one token's vector) or row block
+        qw = ctx.qweight_ref(data, table)
+        fo = min(ctx.policy.activation(out), ctx.frac_of(qw.scale))
+        ctx.bind(out, ctx.emit("qgather", [*qw.operands(), ctx.value(idx)],
+                               {"block_size": qw.block_size, "frac": fo}, out))
+        return
     ctx.bind(out, ctx.emit("gather", [ctx.value(data), ctx.value(idx)], {"axis": axis}, out))
 
 

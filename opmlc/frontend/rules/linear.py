@@ -1,6 +1,7 @@
 """Rules for Gemm and MatMul, both lowered onto the IR's `matmul` (bias fused when it is a
 constant vector). Transposes and the alpha/beta scales of constant operands are folded into
-the constants before quantization."""
+the constants before quantization. Under `--weights int8|int4` a constant weight matrix
+becomes a quantized weight and the product the IR's `qmatmul` (same bias fusion)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         bin_(ctx, "mul", a_name, f"{out}/alpha", f"{a_name}*alpha", max(0, f))
         a_name = f"{a_name}*alpha"
     transpose_b = bool(b_const is not None or trans_b)
-    inputs = [ctx.ref(a_name), ctx.ref(b_name)]
+    op, inputs, mm_attrs = product_operands(ctx, a_name, b_name, transpose_b)
     n = ctx.shape_of(b_name)[0 if transpose_b else 1]
     c_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     bias_vector = None
@@ -65,18 +66,18 @@ def gemm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
             bin_(ctx, "mul", c_name, f"{out}/beta", f"{c_name}*beta", max(0, f))
             c_name = f"{c_name}*beta"
     # at most the product's bits (few input bits, as for large activations, leave fewer)
-    frac = min(ctx.policy.activation(out), sum(ctx.frac_of(r) for r in inputs))
-    mm_attrs = {"frac": frac, "transpose_b": transpose_b}
+    prod_frac = product_frac(ctx, op, inputs)
+    frac = min(ctx.policy.activation(out), prod_frac)
+    mm_attrs = {"frac": frac, "transpose_b": transpose_b} if op == "matmul" else {**mm_attrs, "frac": frac}
     if bias_vector is not None:
-        prod_frac = ctx.frac_of(inputs[0]) + ctx.frac_of(inputs[1])
         inputs.append(ctx.const_ref(bias_name, np.ascontiguousarray(bias_vector), max_frac=prod_frac))
-        ctx.bind(out, ctx.emit("matmul", inputs, mm_attrs, out))
+        ctx.bind(out, ctx.emit(op, inputs, mm_attrs, out))
         return
     if c_name is None:
-        ctx.bind(out, ctx.emit("matmul", inputs, mm_attrs, out))
+        ctx.bind(out, ctx.emit(op, inputs, mm_attrs, out))
         return
     prod_name = f"{out}/matmul"
-    ctx.bind(prod_name, ctx.emit("matmul", inputs, mm_attrs, prod_name))
+    ctx.bind(prod_name, ctx.emit(op, inputs, mm_attrs, prod_name))
     c_ref = ctx.const_ref(f"{c_name}/beta", beta * ctx.const(c_name)) if ctx.const(c_name) is not None else ctx.ref(c_name)
     ctx.bind(out, ctx.emit("binary", [ctx.ref(prod_name), c_ref], {"kind": "add", "frac": frac}, out))
 
@@ -93,15 +94,15 @@ def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if len(b_shape) == 1:
         reshape_to(ctx, b_name, (b_shape[0], 1), b_name + "/2d")
         b_name = b_name + "/2d"
-    attrs: dict = {}
     b_const = ctx.const(b_name)
+    transpose_b = False
     if b_const is not None and b_const.ndim == 2:  # weights are stored [N, K] (see the IR's matmul)
         b_name = f"{b_name}.T"
         ctx.bind(b_name, Const(np.ascontiguousarray(b_const.T)))
-        attrs["transpose_b"] = True
-    ra, rb = ctx.ref(a_name), ctx.ref(b_name)
-    attrs["frac"] = min(ctx.policy.activation(out), ctx.frac_of(ra) + ctx.frac_of(rb))  # ≤ the product's bits
-    result = ctx.emit("matmul", [ra, rb], attrs, out)
+        transpose_b = True
+    op, inputs, attrs = product_operands(ctx, a_name, b_name, transpose_b)
+    attrs["frac"] = min(ctx.policy.activation(out), product_frac(ctx, op, inputs))  # ≤ the product's bits
+    result = ctx.emit(op, inputs, attrs, out)
     shape = ctx.builder.type_of(result).shape
     final = shape
     if len(a_shape) == 1:
@@ -114,3 +115,19 @@ def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         tmp = out + "/mm"
         ctx.bind(tmp, result)
         reshape_to(ctx, tmp, final, out)
+
+
+def product_operands(ctx: LoweringContext, a_name: str, b_name: str, transpose_b: bool) -> tuple[str, list[int], dict]:
+    """The op, operands and attributes (all but `frac`) of a @ b: `qmatmul` with b's quantized
+    weight when b is a constant [N, K] matrix and weights are quantized, else `matmul`."""
+    b_const = ctx.const(b_name)
+    if transpose_b and b_const is not None and b_const.ndim == 2 and ctx.quantizes_weights():
+        qw = ctx.qweight_ref(b_name, b_const)
+        return "qmatmul", [ctx.ref(a_name), *qw.operands()], {"block_size": qw.block_size}
+    attrs = {"transpose_b": True} if transpose_b else {}
+    return "matmul", [ctx.ref(a_name), ctx.ref(b_name)], attrs
+
+
+def product_frac(ctx: LoweringContext, op: str, inputs: list[int]) -> int:
+    """The fractional bits of the int64 product: the operands' (a quantized weight's scale's)."""
+    return ctx.frac_of(inputs[0]) + ctx.frac_of(inputs[2 if op == "qmatmul" else 1])

@@ -1,0 +1,28 @@
+"""LLVM reads of quantized weights (opmlc/ir/ops/_qweight.py) for the q-kernels: an i8 element
+is a signed byte; an i4 element is a nibble of the packed bytes (element e in byte e >> 1, the
+high nibble for even e), sign-extended by a shift left into the byte's top and an arithmetic
+shift right by 4 (shift amounts 0 or 4: always in range)."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import I8, I32, c32, load
+from opmlc.ir.types import DType
+
+
+def load_q(b: ir.IRBuilder, ptr: ir.Value, idx: ir.Value, dtype: DType) -> ir.Value:
+    """Element `idx` (i32) of an i8/i4 tensor, as a sign-extended i32."""
+    if dtype is DType.I8:
+        return b.sext(load(b, ptr, idx, I8), I32)
+    byte = load(b, ptr, b.lshr(idx, c32(1)), I8)
+    odd = b.trunc(b.and_(idx, c32(1)), I8)  # 1: the low nibble
+    up = b.shl(byte, b.shl(odd, ir.Constant(I8, 2)))  # the wanted nibble in the byte's top half
+    return b.sext(b.ashr(up, ir.Constant(I8, 4)), I32)
+
+
+def nibbles(b: ir.IRBuilder, byte: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """The (high, low) signed nibbles of a packed byte (elements 2i and 2i + 1), as i32."""
+    hi = b.ashr(byte, ir.Constant(I8, 4))
+    lo = b.ashr(b.shl(byte, ir.Constant(I8, 4)), ir.Constant(I8, 4))
+    return b.sext(hi, I32), b.sext(lo, I32)
