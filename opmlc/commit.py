@@ -37,14 +37,16 @@ def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
     return padded_root(padded_bytes(data, t))
 
 
-LARGE_TENSOR = 1 << 24  # bytes from which hashing shows a progress bar
-HASH_CHUNK = 1 << 20
+LARGE_TENSOR = 1 << 26  # bytes from which hashing shows a progress bar
+HASH_CHUNK = 1 << 25
 
 
 def padded_root(padded: bytes, chunk: int = HASH_CHUNK, large: int = LARGE_TENSOR) -> bytes:
     """subtree_root of a padded encoding; a large one is hashed chunk by chunk with a progress bar.
 
     The same root: the tree over the chunks' subtree roots is the upper part of the whole tree.
+    Each chunk is hashed by vm.merkle's native kernels on every core where the process has them
+    (vm/native_hash.py); a chunk is a few tens of milliseconds there.
     """
     if len(padded) < max(large, 2 * chunk):
         return subtree_root(padded)

@@ -25,12 +25,12 @@ from tests.conftest import MODELS
 from tests.kernels.harness import interp_and_native, run_vm
 
 # Argmax agreement with float, measured (round to nearest, default blocks), with a little margin:
-# digits MLP int8 1797/1797, int4 1792/1797; digits CNN int8 1795/1797, int4 1776/1797;
-# tiny LLaMA on 512 held-out positions int8 508, int4 440 (a 2-layer d=64 model has no
-# redundancy to hide 4-bit rounding: relative weight error 0.097).
+# digits MLP int8 1797/1797, int4 1792/1797; digits CNN int8 1795/1797, int4 1782/1797;
+# tiny LLaMA on 512 held-out positions int8 510, int4 449 (a 2-layer d=64 model has no
+# redundancy to hide 4-bit rounding: relative weight error 0.086).
 MIN_AGREE = {("digits_mlp", "int8"): 1795, ("digits_mlp", "int4"): 1785,
-             ("digits_cnn", "int8"): 1790, ("digits_cnn", "int4"): 1765,
-             ("tiny_llama", "int8"): 500, ("tiny_llama", "int4"): 425}
+             ("digits_cnn", "int8"): 1790, ("digits_cnn", "int4"): 1770,
+             ("tiny_llama", "int8"): 500, ("tiny_llama", "int4"): 435}
 Q_OPS = {"digits_mlp": {"qmatmul": 2}, "digits_cnn": {"qconv": 1, "qmatmul": 1},
          "tiny_llama": {"qmatmul": 15, "qgather": 1}}
 CASES = [(m, w) for m in ("digits_mlp", "digits_cnn", "tiny_llama") for w in ("int8", "int4")]

@@ -9,7 +9,9 @@ generalised index: the root is 1, the children of g are 2g and 2g+1, so the node
 (2^h leaves) that covers address a is (1 << (27 - h)) | (a >> (5 + h)). Bytes live in 4 KiB
 pages (height 7); above the pages, the node hashes are cached in `_nodes`, where an absent
 entry means an all-zero subtree. Writes only mark their page dirty; `root()` rehashes the
-dirty pages and the paths above them, nothing else.
+dirty pages and the paths above them, nothing else. Hashing goes by batches — all dirty
+pages in one call, then each level's dirty nodes in one call — so that vm.merkle can give it to
+native code (vm/native_hash.py) where the process has it.
 
 Lazy regions. `splice` puts a subtree root (a tensor root) at an aligned region of ≥ 4 KiB and
 records it in `_lazy` without fetching the bytes: the cached node *is* the spliced root, so the
@@ -31,8 +33,10 @@ from vm.merkle import (
     LEAF_SHIFT,
     MEMORY_DEPTH,
     ZERO_HASHES,
+    chunk_roots,
+    hash_pairs,
     height_of,
-    keccak256,
+    subtree_root,
     tree_levels,
 )
 
@@ -80,7 +84,7 @@ def page_root(page: bytes | bytearray) -> bytes:
     """Merkle root of one 4 KiB page."""
     if page == _ZERO_PAGE:  # most pages a program creates (stack, .bss) stay zero
         return ZERO_HASHES[PAGE_HEIGHT]
-    return tree_levels(bytes(page))[-1][0]
+    return subtree_root(page)
 
 
 def _fetch(store: TensorStore | Mapping[bytes, bytes], root: bytes, size: int) -> bytes:
@@ -207,12 +211,19 @@ class Memory:
             return self._nodes.get(1, EMPTY_MEMORY_ROOT)
         nodes = self._nodes
         pending: list[set[int]] = [set() for _ in range(MEMORY_DEPTH + 2)]
+        live = []
         for pi in self.dirty:
             g = PAGE_GINDEX | pi
-            p = self.pages.get(pi)
-            nodes[g] = ZERO_HASHES[PAGE_HEIGHT] if p is None else page_root(p)
+            if pi in self.pages:
+                live.append(pi)
+            else:
+                nodes[g] = ZERO_HASHES[PAGE_HEIGHT]
             pending[PAGE_HEIGHT + 1].add(g >> 1)
         self.dirty.clear()
+        if live:
+            roots = chunk_roots(b"".join(self.pages[pi] for pi in live), PAGE_SIZE)
+            for i, pi in enumerate(live):
+                nodes[PAGE_GINDEX | pi] = roots[32 * i : 32 * i + 32]
         for g in self._dirty_nodes:
             h = _height_of_gindex(g)
             if h < MEMORY_DEPTH:
@@ -221,14 +232,21 @@ class Memory:
         for h in range(PAGE_HEIGHT + 1, MEMORY_DEPTH + 1):
             zero = ZERO_HASHES[h - 1]
             up = pending[h + 1]
+            todo: list[int] = []
+            pairs: list[bytes] = []
             for g in pending[h]:
                 left = nodes.get(2 * g, zero)
                 right = nodes.get(2 * g + 1, zero)
                 if left == zero and right == zero:
                     nodes[g] = ZERO_HASHES[h]
                 else:
-                    nodes[g] = keccak256(left + right)
+                    todo.append(g)
+                    pairs += (left, right)
                 up.add(g >> 1)
+            if todo:
+                digests = hash_pairs(b"".join(pairs))
+                for i, g in enumerate(todo):
+                    nodes[g] = digests[32 * i : 32 * i + 32]
         return nodes.get(1, EMPTY_MEMORY_ROOT)
 
     def proof(self, addr: int) -> bytes:
@@ -239,7 +257,7 @@ class Memory:
         """
         addr &= ADDRESS_MASK & ~3
         pi = addr >> PAGE_SHIFT
-        levels = tree_levels(bytes(self.page(pi)))
+        levels = tree_levels(self.page(pi))
         self.root()
         index = (addr & PAGE_MASK) >> 5
         parts = [levels[0][index]]
@@ -272,7 +290,7 @@ class Memory:
                 self._materialise(lg)
         if size < PAGE_SIZE:
             data = _fetch(store, root, size)
-            if tree_levels(data)[-1][0] != root:
+            if subtree_root(data) != root:
                 raise StoreError(f"the stored bytes of tensor 0x{root.hex()} hash to another root")
             self.write_bytes(addr, data)
             return
@@ -302,20 +320,24 @@ class Memory:
         data = _fetch(store, root, size)
         pages: dict[int, bytearray] = {}
         nodes: dict[int, bytes] = {}
-        for off in range(0, size, PAGE_SIZE):
-            chunk = data[off : off + PAGE_SIZE]
-            if chunk != _ZERO_PAGE:
-                pi = (addr + off) >> PAGE_SHIFT
-                pages[pi] = bytearray(chunk)
-                nodes[PAGE_GINDEX | pi] = page_root(chunk)
+        # Every page root in one batch; an absent node is a zero subtree, so only nonzero pages
+        # and the nodes above them are kept (a nonzero page cannot hash to a zero hash).
+        level = chunk_roots(data, PAGE_SIZE)
+        zero = ZERO_HASHES[PAGE_HEIGHT]
+        first = PAGE_GINDEX | (addr >> PAGE_SHIFT)
+        for i in range(size >> PAGE_SHIFT):
+            r = level[32 * i : 32 * i + 32]
+            if r != zero:
+                pages[(addr >> PAGE_SHIFT) + i] = bytearray(data[i << PAGE_SHIFT : (i + 1) << PAGE_SHIFT])
+                nodes[first + i] = r
         for hh in range(PAGE_HEIGHT + 1, h + 1):
-            zero = ZERO_HASHES[hh - 1]
-            lo = g << (h - hh)
-            for n in range(lo, lo + (1 << (h - hh))):
-                left = nodes.get(2 * n)
-                right = nodes.get(2 * n + 1)
-                if left is not None or right is not None:
-                    nodes[n] = keccak256((left or zero) + (right or zero))
+            level = hash_pairs(level, height=hh - 1)
+            zero = ZERO_HASHES[hh]
+            first >>= 1
+            for i in range(len(level) // 32):
+                r = level[32 * i : 32 * i + 32]
+                if r != zero:
+                    nodes[first + i] = r
         if nodes.get(g, ZERO_HASHES[h]) != root:
             raise StoreError(f"the stored bytes of tensor 0x{root.hex()} hash to another root")
         del self._lazy[g]
@@ -328,7 +350,7 @@ class Memory:
         if size < PAGE_SIZE:
             p = self.page(addr >> PAGE_SHIFT)
             o = addr & PAGE_MASK
-            return tree_levels(bytes(p[o : o + size]))[-1][0]
+            return subtree_root(p[o : o + size])
         g = gindex(addr, size)
         if g in self._lazy:
             return self._lazy[g][0]

@@ -255,9 +255,10 @@ class LoweringContext:
         w = np.asarray(w)
         if not np.issubdtype(w.dtype, np.floating):
             w = w.astype(np.float64)
-        if not np.all(np.isfinite(w)):
-            raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
-        qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        try:  # quantize_weight refuses NaN and inf, block by block
+            qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        except ValueError as exc:
+            raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
         refs = self.add_qweight(name, qw, shape)
         self._qweights[key] = refs
         return refs
@@ -268,14 +269,11 @@ class LoweringContext:
         zero point and float scales): the scale rounded to fixed point with the bits of
         `QuantPolicy.scale_frac`, fewer if |q − zp| · scale would not fit an int32. Counts it in
         `weights_report` (its `error`, if any, summed)."""
-        from opmlc.frontend.weights import WeightError
+        from opmlc.frontend.weights import WeightError, block_peaks
 
         n, k = qw.q.shape
-        zp = None if qw.zero_point is None else np.asarray(qw.zero_point).astype(np.int64)
-        # |q − zp| ≤ 255: int16 keeps this copy of a large weight small
-        d = np.abs(qw.q.astype(np.int16) - (0 if zp is None else np.repeat(zp.astype(np.int16), qw.block_size, 1)[:, :k]))
-        nb = qw.scale.shape[1]
-        dmax = np.pad(d, ((0, 0), (0, nb * qw.block_size - k))).reshape(n, nb, qw.block_size).max(2) if k else d
+        zp = None if qw.zero_point is None else np.asarray(qw.zero_point)
+        dmax = block_peaks(qw)
         scale = np.abs(np.asarray(qw.scale, np.float64))
         scale_name = f"{name}/scale"
         fs = self.policy.scale_frac(scale_name, float((dmax * scale).max(initial=0.0)))

@@ -11,10 +11,14 @@ Layout: the result is output-channel major, q [N, K] (row n holds the K reductio
 output n; a block is contiguous). `w` is given as [N, K], or as [K, N] with `transposed=True`
 (ONNX MatMul's layout).
 
-Symmetric (the default): per block, scale = max|w| / qmax and q = round(w / scale), qmax = 127
-(8 bits) or 7 (4 bits), so q ∈ [−qmax, qmax]. Asymmetric (`symmetric=False`): the block's
-[min(w, 0), max(w, 0)] is mapped onto the full signed range with a zero point zp, q = round(w /
-scale) + zp. Rounding is numpy's round-half-to-even; a block of zeros gets scale 0.
+Symmetric (the default, no zero point): per block, the element m of largest magnitude maps
+exactly onto qmin = −128 (8 bits) or −8 (4 bits): scale = m / qmin (negative when m > 0) and
+q = clip(round(w / scale), qmin, qmax), so all 2^bits levels serve (as ggml's Q4_0 does; on the
+tiny LLaMA's weights this lowers the 4-bit relative RMS error from 0.098 with scale =
+max|w| / 7 to 0.086); an element of −m's sign and size clips to qmax, one step off.
+Asymmetric (`symmetric=False`): the block's [min(w, 0), max(w, 0)] is mapped onto the full
+signed range with a zero point zp, q = round(w / scale) + zp. Rounding is numpy's
+round-half-to-even; a block of zeros gets scale 0.
 """
 
 from __future__ import annotations
@@ -51,7 +55,10 @@ class WeightError:
         self.max_abs = max(self.max_abs, other.max_abs)
 
     def to_json(self) -> dict:
-        return {"rel_rms": self.rel_rms, "max_abs": self.max_abs, "numel": self.numel}
+        """For the manifest, which must be byte-identical on every machine: the RMS comes from
+        float sums whose last bits may depend on the order numpy adds in, so both figures are
+        rounded to 6 significant digits (the max is exact; rounded alike for one format)."""
+        return {"rel_rms": float(f"{self.rel_rms:.6g}"), "max_abs": float(f"{self.max_abs:.6g}"), "numel": self.numel}
 
 
 @dataclass
@@ -110,8 +117,9 @@ def quantize_weight(w: np.ndarray, bits: int, block_size: int | None = None, *, 
         if not np.all(np.isfinite(x)):
             raise ValueError("the weight holds a NaN or an infinity")
         xb = np.pad(x, ((0, 0), (0, pad))).reshape(r1 - r0, nb, bs)  # zeros never widen a block
-        if symmetric:
-            s = np.abs(xb).max(axis=2) / qmax
+        if symmetric:  # the block's element of largest magnitude maps exactly onto qmin
+            big = np.take_along_axis(xb, np.abs(xb).argmax(axis=2)[..., None], axis=2)[..., 0]
+            s = big / qmin
             z = np.zeros_like(s)
         else:
             lo, hi = np.minimum(xb.min(axis=2), 0.0), np.maximum(xb.max(axis=2), 0.0)
@@ -119,7 +127,7 @@ def quantize_weight(w: np.ndarray, bits: int, block_size: int | None = None, *, 
             with np.errstate(divide="ignore", invalid="ignore"):
                 z = np.where(s > 0, np.clip(np.rint(qmin - lo / s), qmin, qmax), 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            qb = np.where(s[..., None] > 0, np.rint(xb / s[..., None]) + z[..., None], z[..., None])
+            qb = np.where(s[..., None] != 0, np.rint(xb / s[..., None]) + z[..., None], z[..., None])
         qb = np.clip(qb, qmin, qmax)
         deq = (qb - z[..., None]) * s[..., None]
         diff = (deq - xb).reshape(r1 - r0, -1)[:, :k]
@@ -130,6 +138,23 @@ def quantize_weight(w: np.ndarray, bits: int, block_size: int | None = None, *, 
         err.add(WeightError(x.size, float(np.square(x).sum()), float(np.square(diff).sum()),
                             float(np.abs(diff).max(initial=0.0))))
     return QuantizedWeight(q, scale, zp, bits, bs, err)
+
+
+def block_peaks(qw: QuantizedWeight) -> np.ndarray:
+    """max |q − zp| per block, [N, nb] int64, computed over CHUNK_ELEMENTS at a time (int16)."""
+    n, k = qw.q.shape
+    bs = qw.block_size
+    nb = qw.scale.shape[1]
+    out = np.zeros((n, nb), np.int64)
+    step = max(1, CHUNK_ELEMENTS // max(1, k))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        d = qw.q[r0:r1].astype(np.int16)
+        if qw.zero_point is not None:
+            d = d - np.repeat(qw.zero_point[r0:r1].astype(np.int16), bs, axis=1)[:, :k]
+        d = np.pad(np.abs(d), ((0, 0), (0, nb * bs - k)))
+        out[r0:r1] = d.reshape(r1 - r0, nb, bs).max(axis=2) if k else 0
+    return out
 
 
 def from_unsigned(q: np.ndarray, zero_point: np.ndarray | None, bits: int) -> tuple[np.ndarray, np.ndarray]:

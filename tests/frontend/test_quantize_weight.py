@@ -18,14 +18,16 @@ def dequant(qw):
     return (qw.q - zp) * qw.scale[:, blk]
 
 
-def test_int8_per_channel_is_symmetric_round_to_nearest():
-    w = np.array([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.004]], np.float32)
+def test_int8_per_channel_maps_the_largest_magnitude_onto_minus_128():
+    w = np.array([[1.0, -0.5, 0.25], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.004], [-1.0, 1.0, 0.5]], np.float32)
     qw = quantize_weight(w, 8)
     assert qw.block_size == 3 and qw.zero_point is None
-    assert np.allclose(qw.scale[:, 0], [1 / 127, 0.0, 2 / 127])
-    assert qw.q.tolist() == [[127, -64, 32], [0, 0, 0], [-127, 64, 0]]  # −63.5 → −64 (half to even)
+    assert np.allclose(qw.scale[:, 0], [-1 / 128, 0.0, 2 / 128, 1 / 128])
+    # 0.5·128 = 64 exactly; 0.004·64 rounds to 0; in row 3 the +1.0 of −m's size clips to 127
+    assert qw.q.tolist() == [[-128, 64, -32], [0, 0, 0], [-128, 64, 0], [-128, 127, 64]]
     err = np.abs(dequant(qw) - w)
-    assert err.max() <= qw.scale.max() / 2 + 1e-12
+    assert err[:3].max() <= np.abs(qw.scale).max() / 2 + 1e-12  # round to nearest
+    assert err[3, 1] == pytest.approx(1 / 128)  # the clipped element: one step
     assert qw.error.max_abs == pytest.approx(err.max())
     assert qw.error.rel_rms == pytest.approx(np.sqrt((err**2).sum() / (w.astype(np.float64) ** 2).sum()))
 
@@ -34,10 +36,11 @@ def test_int4_blocks_with_a_shorter_last_block():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(5, 70)).astype(np.float32)
     qw = quantize_weight(w, 4, 32)
-    assert qw.scale.shape == (5, 3) and qw.q.min() >= -7 and qw.q.max() <= 7
-    last = np.abs(w[:, 64:]).max(1) / 7  # the last block holds 6 elements
-    assert np.allclose(qw.scale[:, 2], last)
-    assert np.abs(dequant(qw) - w).max() <= qw.scale.max() / 2 + 1e-9
+    assert qw.scale.shape == (5, 3) and qw.q.min() >= -8 and qw.q.max() <= 7
+    last = np.abs(w[:, 64:]).max(1) / 8  # the last block holds 6 elements
+    assert np.allclose(np.abs(qw.scale[:, 2]), last)
+    assert np.abs(dequant(qw) - w).max() <= np.abs(qw.scale).max() + 1e-9  # half a step, a step if clipped
+    assert (qw.q == -8).sum() >= 5 * 3  # each block's extreme
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -51,6 +54,7 @@ def test_zero_point_maps_each_block_onto_the_full_signed_range(bits):
     assert asym.q.min() >= lo and asym.q.max() <= hi
     assert np.abs(dequant(asym) - w).max() <= asym.scale.max() / 2 + 1e-9
     assert asym.error.rel_rms < sym.error.rel_rms
+    assert np.abs(dequant(sym) - w).max() <= np.abs(sym.scale).max() + 1e-9
 
 
 def test_transposed_read_only_memmap_in_chunks_gives_the_same_result(tmp_path, monkeypatch):
@@ -89,3 +93,35 @@ def test_formats_and_their_default_blocks():
     assert check_format("int4", None) == (4, 32)
     assert check_format("int4", 128) == (4, 128)
     assert check_format(None, None) == (None, None)
+
+
+def test_a_weight_holding_nan_is_a_one_line_model_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from opmlc.errors import UnsupportedError
+    from opmlc.frontend import QuantPolicy, lower_model
+
+    w = np.ones((4, 3), np.float32)
+    w[1, 2] = np.nan
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(UnsupportedError, match="weight 'w.T': the weight holds a NaN"):
+        lower_model(path, QuantPolicy(analyse=True, weights="int8"))
+
+
+def test_block_peaks_are_max_abs_q_minus_zp_per_block(monkeypatch):
+    from opmlc.frontend.weights import block_peaks
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(9, 37)).astype(np.float32)
+    qw = quantize_weight(w, 8, 16, symmetric=False)
+    monkeypatch.setattr(wq, "CHUNK_ELEMENTS", 40)
+    got = block_peaks(qw)
+    d = np.abs(qw.q.astype(int) - np.repeat(qw.zero_point.astype(int), 16, 1)[:, :37])
+    want = np.stack([d[:, i:i + 16].max(1) for i in range(0, 37, 16)], 1)
+    assert np.array_equal(got, want)
