@@ -138,6 +138,12 @@ def div_round_q32(module: ir.Module) -> ir.Function:
     if b is None:
         return fn
     n, d, down = fn.args
+    if host(b):  # the native build: the FPU's exact floor division (kernels/_host.py), vectorisable
+        q, r = floor_divmod_host(b, n, d)
+        half = b.sub(d, r)
+        up = b.select(b.icmp_unsigned("==", down, c64(0)), b.icmp_signed(">=", r, half), b.icmp_signed(">", r, half))
+        b.ret(b.select(b.icmp_signed(">=", q, c64(1 << 32)), c64(1 << 32), b.add(q, b.zext(up, I64))))
+        return fn
     u1 = b.trunc(b.lshr(n, c64(32)), I32)
     u0 = b.trunc(n, I32)
     d32 = b.trunc(d, I32)
