@@ -138,7 +138,6 @@ def test_a_mapped_store_file_changed_after_it_was_checked_is_refused(builds, tmp
     build = Build.load(d)  # every file checked and remembered
     r = max(quantized(build), key=lambda r: build.graph.values[r["value"]].type.nbytes)
     path = build.store.path(bytes.fromhex(r["root"][2:]))
-    del build
     data = bytearray(path.read_bytes())
     data[3] ^= 0x11  # inside the weight's bytes, the size unchanged
     st = path.stat()
