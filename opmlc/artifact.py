@@ -214,6 +214,9 @@ def _write_native(build: Build) -> None:
             same = False
         if same:
             verified.mark(path)
+            pages = build.store.pages_path(bytes.fromhex(r["root"][2:]))
+            if pages.exists():  # store.put has just compared (or written) it
+                verified.mark(pages)
     for name in (HOST, WEIGHTS):
         verified.mark(d / NATIVE_DIR / name)
     buildcheck.mark_program(build.manifest, d, verified)

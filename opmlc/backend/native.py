@@ -37,6 +37,7 @@ from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.kernels.native import split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
 from opmlc.ir.graph import Graph
+from opmlc.ir.initializers import PackedI4, held
 from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
 
 _modules: dict[int, str] = {}
@@ -147,8 +148,9 @@ class NativeSession:
     """A program with its buffers, kept across runs: each run costs the input copy, the kernels
     and the output copy. The initializers' buffers are the graph's arrays themselves when they
     already are native, C-contiguous arrays (a loaded build's mapped weights: read-only, which
-    the kernels never write), else a copy made once. Runs are serialised by a lock; `threads`
-    (default: every core) is the number of threads a run uses (module docstring)."""
+    the kernels never write; an i4 weight's packed bytes as the build holds them), else a copy
+    made once. Runs are serialised by a lock; `threads` (default: every core) is the number of
+    threads a run uses (module docstring)."""
 
     def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None) -> None:
         self.program, self.graph = program, graph
@@ -162,9 +164,11 @@ class NativeSession:
         self.bufs = []
         for v in graph.values:
             t = v.type
-            arr = graph.initializers.get(v.id)
+            arr = held(graph.initializers, v.id) if v.id in graph.initializers else None
             if arr is None:
                 self.bufs.append(native_buffer(np.zeros(t.shape, dtype=t.dtype.numpy), t))
+            elif isinstance(arr, PackedI4):  # a loaded build's i4 weight: its mapped packed bytes
+                self.bufs.append(arr.packed)
             elif plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
                 self.bufs.append(arr)
             else:

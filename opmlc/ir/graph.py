@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from opmlc.ir.initializers import held
 from opmlc.ir.ops import IRTypeError, get_op
 from opmlc.ir.types import TensorType
 
@@ -45,7 +46,7 @@ class Graph:
     nodes: list[Node]
     inputs: list[int]
     outputs: list[int]
-    initializers: dict[int, np.ndarray]
+    initializers: dict[int, np.ndarray]  # a loaded build's: an ir.initializers.Initializers mapping
 
     @property
     def first_node_value(self) -> int:
@@ -71,7 +72,8 @@ class Graph:
         for v_id, v in enumerate(self.values):
             if v.id != v_id:
                 raise IRTypeError(f"value %{v_id} is numbered {v.id}")
-        for v_id, data in self.initializers.items():
+        for v_id in self.initializers:
+            data = held(self.initializers, v_id)  # an i4 weight's packed bytes are not unpacked
             t = self.values[v_id].type
             if data.shape != t.shape or data.dtype != t.dtype.numpy:
                 raise IRTypeError(f"initializer %{v_id} data does not match its type {t}")
