@@ -36,9 +36,9 @@ from opmlc.ir.types import DType
 
 CHUNK = 1 << 22  # weight elements dequantized into float64 at once
 # σ_max of large weight blocks, kept across the lowering rounds of one model while the weight
-# array itself is alive (the rounds share quantized weights): key (value, rows), the array's
-# weak reference and its bits must match
-_SIGMA: dict[tuple[int, int, int], tuple[weakref.ref, int, float]] = {}
+# arrays themselves are alive (the rounds share quantized weights): key (the arrays' ids, rows,
+# bits, layout), and weak references that must still be those arrays
+_SIGMA: dict[tuple, tuple[tuple[weakref.ref, ...], float]] = {}
 REL = 1e-9  # relative margin on float64 eigenvalues and norms (their rounding error is ~1e-13)
 
 
@@ -176,31 +176,47 @@ class L2Bounds:
         return part.astype(np.float64) / 2.0**frac
 
     def _block_sigma(self, node: Node, r0: int, r1: int) -> float | None:
-        """σ_max of weight rows r0..r1; a tall block's Gram WᵀW summed chunk by chunk."""
+        """σ_max of weight rows r0..r1; a large block's kept across the lowering rounds (they
+        share the quantized weight arrays), a block too large to copy whole summed as WᵀW."""
         k = self._shape(node.inputs[0])[-1]
-        if r1 - r0 <= SMALL_GRAM or r1 - r0 <= k:
+        if (r1 - r0) * k < CHUNK:
             w = self._weight_rows(node, r0, r1)
             return None if w is None else sigma_max(w)
-        key = (node.inputs[1], r0, r1)
-        data = self.g.initializers[node.inputs[1]]
+        arrs = [self.g.initializers[v] for v in self._weight_inputs(node)]
+        key = (tuple(id(a) for a in arrs), r0, r1, self._weight_frac(node), bool(node.attrs.get("transpose_b")))
         hit = _SIGMA.get(key)
-        if hit is not None and hit[0]() is data and hit[1] == self._weight_frac(node):
-            return hit[2]
-        gram = np.zeros((k, k))
-        rows = max(1, CHUNK // k)
-        for c0 in range(r0, r1, rows):
-            w = self._weight_rows(node, c0, min(r1, c0 + rows))
+        if hit is not None and all(ref() is a for ref, a in zip(hit[0], arrs, strict=True)):
+            return hit[1]
+        if (r1 - r0) * k <= 4 * CHUNK:
+            w = self._weight_rows(node, r0, r1)
             if w is None:
                 return None
-            gram += w.T @ w
-        sig = math.sqrt(lam_upper(gram)) * (1 + REL)
-        for dead in [k_ for k_, h in _SIGMA.items() if h[0]() is None]:
+            sig = sigma_max(w)
+        else:
+            gram = np.zeros((k, k))
+            rows = max(1, CHUNK // k)
+            for c0 in range(r0, r1, rows):
+                w = self._weight_rows(node, c0, min(r1, c0 + rows))
+                if w is None:
+                    return None
+                gram += w.T @ w
+            sig = math.sqrt(lam_upper(gram)) * (1 + REL)
+        for dead in [k_ for k_, h in _SIGMA.items() if any(r() is None for r in h[0])]:
             del _SIGMA[dead]
         try:
-            _SIGMA[key] = (weakref.ref(data), self._weight_frac(node), sig)
+            _SIGMA[key] = (tuple(weakref.ref(a) for a in arrs), sig)
         except TypeError:  # an array that takes no weak reference: no cache
             pass
         return sig
+
+    def _weight_inputs(self, node: Node) -> list[int]:
+        """The constant inputs that define the weight (q, scale and zero point of a q-op)."""
+        if node.op != "qmatmul":
+            return [node.inputs[1]]
+        from opmlc.ir.ops._qweight import has_zero_point
+
+        zp = has_zero_point([self.g.values[i].type for i in node.inputs], 1)
+        return list(node.inputs[1:4 if zp else 3])
 
     def _weight_frac(self, node: Node) -> int:
         return self.g.values[node.inputs[2 if node.op == "qmatmul" else 1]].type.frac
@@ -269,6 +285,15 @@ class L2Bounds:
 
     def _op_qmatmul(self, node: Node, seg: int) -> float | None:
         return self._linear(node, seg)
+
+    def _op_qgather(self, node: Node, seg: int) -> float | None:
+        """A quantized embedding: its dequantized rows' largest seg-run norm, plus the rounding
+        to the output's bits (shr_round: half an ulp per element)."""
+        worst = 0.0
+        for w in self.a.qweight_chunks(node, 0):
+            if w.size:
+                worst = max(worst, float(np.sqrt(np.square(w).reshape(w.shape[0], -1, seg).sum(-1)).max()))
+        return worst * (1 + REL) + self._round(node.output, seg)
 
     # -- movement -------------------------------------------------------------------------
     def _op_reshape(self, node: Node, seg: int) -> float | None:
@@ -352,7 +377,6 @@ class L2Bounds:
         k = node.attrs["kind"]
         out = self._shape(node.output)
         if k == "mul":  # ‖a⊙x‖ ≤ max|a|·‖x‖, a constant or bounded by its interval
-            best = None
             for i in (0, 1):
                 other = node.inputs[1 - i]
                 c = self.a.const(other)
@@ -360,12 +384,11 @@ class L2Bounds:
                 if self._shape(node.inputs[i]) != out or not math.isfinite(m):
                     continue
                 b = self.at(node.inputs[i], seg)
-                if b is not None:
-                    b = m * b * (1 + REL) + self._round(node.output, seg)
-                    best = b if best is None else min(best, b)
+                if b is not None:  # the first that holds: each costs a weight's spectral norm
+                    return m * b * (1 + REL) + self._round(node.output, seg)
                 if c is not None:
                     break
-            return best
+            return None
         if k not in ("add", "sub"):
             return None
         rot = self._rotary(node, seg)
