@@ -19,6 +19,10 @@ per tensor):
 Per-channel intervals (axis 1) refine the one interval where a CNN keeps channels apart (conv,
 relu, pool, a flatten, the Gemm after it): each output channel sums its own input channels' ends.
 
+L2 bounds (l2bounds.py) tighten three kinds of node: a product of two run-time operands (attention
+scores: |q·k| ≤ ‖q‖‖k‖), a linear map by a constant weight (|w_n·x| ≤ ‖w_n‖‖x‖) and a sum (each
+element at most its row's norm: a decoder's residual stream).
+
 A tensor with bound B gets f = min(MAX_FRAC, floor(30 − log2 B)) bits (`calibrate.frac_for_peak`,
 the same formula and factor-2 margin as calibration): it cannot saturate within the inputs'
 ranges. B needs no more than the int32 range: where B ≥ 2^30 even f = 0 is not proven safe and
