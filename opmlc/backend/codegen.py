@@ -20,7 +20,16 @@ from llvmlite import ir
 
 from opmlc import progress
 from opmlc.backend.kernels import KERNELS
-from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, counted_slot, counting_module
+from opmlc.backend.kernels._ir import (
+    I32,
+    I64,
+    PTR,
+    RANGE_ATTR,
+    VOID,
+    c32,
+    counted_slot,
+    counting_module,
+)
 from opmlc.ir.graph import Graph
 
 TASK = "task"
@@ -28,42 +37,50 @@ WHOLE_GRAPH = 0xFFFFFFFF
 SATURATION_MARKER = "opmlc.counts_saturation"  # opmlc.backend.target reads it by this name
 
 
-def _signature(graph: Graph, index: int) -> str:
+def _signature(graph: Graph, index: int, ranged: bool) -> str:
     node = graph.nodes[index]
     return json.dumps(
-        [node.op, [str(t) for t in graph.input_types(node)], node.attrs, str(graph.values[node.output].type)],
+        [node.op, [str(t) for t in graph.input_types(node)], node.attrs, str(graph.values[node.output].type),
+         ranged],
         sort_keys=True,
     )
 
 
-def generate_module(graph: Graph, count_saturation: bool = False) -> str:
+def generate_module(graph: Graph, count_saturation: bool = False, parted: frozenset[int] = frozenset()) -> str:
     """The LLVM IR text of `graph`'s program (no triple: opmlc/backend/target.py sets it).
 
     `count_saturation` adds the saturation counters of the native build (module docstring).
+    `parted`: the nodes split into parts (opmlc/backend/parts.py; the MIPS program only): their
+    node functions read the part's flat output range [lo, hi) from the region table's entries
+    n_values and n_values + 1 (hi = 0: the whole output) and call a ranged kernel.
     """
     module = ir.Module(name=graph.name)
     if not count_saturation:
-        return _generate(graph, module, False)
+        return _generate(graph, module, False, parted)
+    assert not parted, "the native build runs whole nodes"
     marker = ir.GlobalVariable(module, I32, SATURATION_MARKER)
     marker.global_constant = True
     marker.initializer = c32(len(graph.nodes))
     with counting_module(module):
-        return _generate(graph, module, True)
+        return _generate(graph, module, True, parted)
 
 
-def _generate(graph: Graph, module: ir.Module, counts: bool) -> str:
+def _generate(graph: Graph, module: ir.Module, counts: bool, parted: frozenset[int]) -> str:
     kernels: dict[str, ir.Function] = {}
     node_fns = []
     for index, node in progress.track(enumerate(graph.nodes), "generating LLVM IR per node", len(graph.nodes)):
-        sig = _signature(graph, index)
+        ranged = index in parted
+        sig = _signature(graph, index, ranged)
         if sig not in kernels:
             n_args = 1 + len(node.inputs)
-            fn = ir.Function(module, ir.FunctionType(I64 if counts else VOID, [PTR] * n_args),
+            fn = ir.Function(module, ir.FunctionType(I64 if counts else VOID, [PTR] * n_args + [I32, I32] * ranged),
                              f"k{len(kernels)}.{node.op}")
             fn.linkage = "internal"
             fn.attributes.add("nounwind")
+            if ranged:
+                setattr(fn, RANGE_ATTR, (fn.args[-2], fn.args[-1]))
             b = ir.IRBuilder(fn.append_basic_block("entry"))
-            KERNELS[node.op](b, fn.args[0], list(fn.args[1:]), graph.input_types(node), node.attrs,
+            KERNELS[node.op](b, fn.args[0], list(fn.args[1:n_args]), graph.input_types(node), node.attrs,
                              graph.values[node.output].type)
             if counts:  # the kernel's count of saturated elements (0 if it has no counter)
                 slot = counted_slot(fn)
@@ -77,6 +94,13 @@ def _generate(graph: Graph, module: ir.Module, counts: bool) -> str:
         b = ir.IRBuilder(nf.append_basic_block("entry"))
         table = nf.args[0]
         ptrs = [b.load(b.gep(table, [c32(v)], source_etype=PTR), typ=PTR) for v in [node.output, *node.inputs]]
+        if ranged:  # the part's output region holds elements [lo, hi): the kernel indexes from 0
+            n_values = len(graph.values)
+            lo = b.load(b.gep(table, [c32(n_values)], source_etype=PTR), typ=I32)
+            hi = b.load(b.gep(table, [c32(n_values + 1)], source_etype=PTR), typ=I32)
+            hi = b.select(b.icmp_unsigned("==", hi, c32(0)), c32(graph.values[node.output].type.numel), hi)
+            ptrs[0] = b.gep(ptrs[0], [b.sub(c32(0), lo)], source_etype=I32)
+            ptrs += [lo, hi]
         n_sat = b.call(kernels[sig], ptrs)
         if counts:  # counts[index] += n_sat, counts = regions[n_values]
             counts_ptr = b.load(b.gep(table, [c32(len(graph.values))], source_etype=PTR), typ=PTR)

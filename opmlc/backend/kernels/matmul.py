@@ -18,6 +18,7 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
     nest,
+    part_range,
     saturate32,
     sext64,
     shl,
@@ -47,6 +48,22 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     shift = prod_frac - out_type.frac
     tiles = [(ROW_TILE, m // ROW_TILE), (1, m % ROW_TILE)]
     slots = [entry_alloca(b, I64, name=f"acc{r}") for r in range(ROW_TILE)]
+    rng = part_range(b)
+    if rng is not None:  # a node part: its flat output elements one by one, no row tiles
+        assert not batch, "parts of a batched matmul are not planned (opmlc/backend/parts.py)"
+        with loop(b, rng[1], "e", start=rng[0]) as e:
+            i, j = b.udiv(e, c32(n)), b.urem(e, c32(n))
+            if len(args) == 3:
+                b.store(shl(b, sext64(b, load(b, args[2], j)), prod_frac - types[2].frac), slots[0])
+            else:
+                b.store(c64(0), slots[0])
+            with loop(b, k, "k") as kk:
+                b_idx = b.add(b.mul(j, c32(k)), kk) if trans else b.add(b.mul(kk, c32(n)), j)
+                y = sext64(b, load(b, args[1], b_idx))
+                x = sext64(b, load(b, args[0], b.add(b.mul(i, c32(k)), kk)))
+                b.store(b.add(b.load(slots[0], typ=I64), b.mul(x, y)), slots[0])
+            store(b, saturate32(b, shr_round(b, b.load(slots[0], typ=I64), shift)), out, e)
+        return
     with nest(b, batch, "batch") as bidx:
         a_base = b.mul(linear_index(b, bidx, bsa), c32(m * k)) if batch else c32(0)
         b_base = b.mul(linear_index(b, bidx, bsb), c32(k * n)) if batch else c32(0)

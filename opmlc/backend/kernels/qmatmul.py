@@ -26,6 +26,7 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
+    part_range,
     saturate32,
     sext64,
     shl,
@@ -85,6 +86,19 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         for r in range(rows):
             b.store(b.add(b.load(acc[r], typ=I64), b.mul(b.load(inner[r], typ=I64), sv)), acc[r])
 
+    rng = part_range(b)
+    if rng is not None:  # a node part: its flat output elements one by one, no row tiles
+        with loop(b, rng[1], "e", start=rng[0]) as e:
+            i, j = b.udiv(e, c32(n)), b.urem(e, c32(n))
+            b.store(shl(b, sext64(b, load(b, bias, j)), prod_frac - bias_t.frac) if bias is not None else c64(0),
+                    acc[0])
+            if full:
+                with loop(b, full, "blk") as blk:
+                    block(1, i, j, blk, b.mul(blk, c32(bs)), bs)
+            if tail:
+                block(1, i, j, c32(full), c32(full * bs), tail)
+            store(b, saturate32(b, shr_round(b, b.load(acc[0], typ=I64), shift)), out, e)
+        return
     first_row = 0
     for rows, count in ((ROW_TILE, m // ROW_TILE), (1, m % ROW_TILE)):
         if count == 0:

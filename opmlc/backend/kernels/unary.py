@@ -13,7 +13,7 @@ from opmlc.backend.kernels._ir import (
     call_helper,
     exp_nonpositive_q30,
     internal_function,
-    loop,
+    out_loop,
     saturate32,
     shr_round,
     shr_round_var,
@@ -132,7 +132,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
          out_type: TensorType) -> None:
     kind = attrs["kind"]
     dt = types[0].dtype
-    with loop(b, out_type.numel) as i:
+    with out_loop(b, out_type.numel) as i:
         x = ld(b, args[0], i, dt)
         if dt is DType.BOOL:
             r = b.icmp_signed("==", x, c64(0))

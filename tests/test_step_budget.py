@@ -1,0 +1,215 @@
+"""The step budget per task (docs/DESIGN.md "Tasks: the step budget and node parts").
+
+Every VM task of every example model, run to its exit, stays within the build's budget and
+within the compiler's estimate (the cost model must never be too low: a task over the budget
+would fail in a game, not at compile); a split node's parts give exactly the interpreter's
+output slice; the manifest records the budget and `compile --check` replays it; a split node's
+dispute descends its output tree to the lying part, on chain, and the contract refuses a part
+root that is not a subtree of the claimed output, a split node started as one task, a wrong
+part base root and a claim of more steps than the budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from opmlc.artifact import check_build, compile_model
+from opmlc.backend.parts import node_steps
+from opmlc.cli import app
+from opmlc.commit import padded_bytes, tensor_root
+from opmlc.dispute.commitment import node_proof, part_levels
+from opmlc.dispute.graph_trace import Tamper
+from opmlc.dispute.onchain import Deployment, Phase
+from opmlc.dispute.parties import Challenger, Requester, Server
+from opmlc.dispute.session import settle
+from opmlc.errors import BuildError
+from opmlc.tasks import honest_values, initial_state, node_parts, program_of, read_part
+from tests.conftest import MODELS
+from toolchain.errors import ContractReverted
+from vm.merkle import list_proof
+from vm.run import run as run_vm
+
+runner = CliRunner()
+X = np.load(MODELS / "digit_sample.npy")
+SMALL = 1 << 14  # splits the digits MLP's first matmul into 4 parts
+
+
+def sample_inputs(build) -> list[np.ndarray]:
+    """Deterministic inputs: random fixed point for fx32 inputs, zeros (valid token ids) else."""
+    g = build.graph
+    rng = np.random.default_rng(0)
+    out = []
+    for v in g.inputs:
+        t = g.values[v].type
+        if t.dtype.name == "FX32":
+            out.append(rng.integers(-(1 << t.frac), 1 << t.frac, size=t.shape).astype(np.int32))
+        else:
+            out.append(np.zeros(t.shape, t.dtype.numpy))
+    return out
+
+
+def check_every_task(build, budget: int) -> dict:
+    """Runs every task (each part of a split node) to its exit: within the budget and the
+    estimate, exit code 0, a part's region the interpreter's slice of the output."""
+    g = build.graph
+    values = honest_values(build, sample_inputs(build))
+    program = program_of(build)
+    tasks, most = 0, 0
+    for k, node in enumerate(g.nodes):
+        parts = node_parts(build, k)
+        estimate = node_steps(g, k) if parts is None else node_steps(g, k, parts.part_bytes // 4)
+        for j in [None] if parts is None else range(parts.count):
+            state = initial_state(build, values, k, program, part=j)
+            run_vm(state, budget + 1)
+            assert state.exited and state.exit_code == 0, (k, j, state.step)
+            assert state.step <= min(budget, estimate), (k, node.op, j, state.step, estimate)
+            if j is not None:
+                size = parts.part_bytes
+                whole = padded_bytes(values[node.output], g.values[node.output].type)
+                assert read_part(build, state, k, j) == whole[j * size:(j + 1) * size], (k, j)
+            tasks, most = tasks + 1, max(most, state.step)
+    return {"tasks": tasks, "max_steps": most}
+
+
+FAST = ["digits_mlp", "digits_cnn", "iris_gboost", "digits_forest", "cancer_gboost", "diabetes_linear", "iris_tree",
+        "iris_logreg"]
+
+
+# the smallest budget each model compiles under: its largest node of an op without parts fits
+SMALLEST = {"digits_cnn": 18, "digits_forest": 17, "diabetes_linear": 17}
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["small-budget", "default-budget"])
+@pytest.mark.parametrize("name", FAST)
+def test_every_task_of_the_small_models_fits_the_budget(tmp_path, name, small):
+    log2_budget = SMALLEST.get(name, 16) if small else 24
+    build = compile_model(MODELS / f"{name}.onnx", tmp_path / "b", step_budget=1 << log2_budget)
+    assert build.manifest["program"]["log2_step_budget"] == log2_budget
+    check_every_task(build, 1 << log2_budget)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,weights", [("tiny_gpt2", None), ("tiny_llama", None), ("tiny_gpt2", "int8"),
+                                          ("tiny_llama", "int8")])
+def test_every_task_of_the_decoders_fits_the_default_budget(tmp_path, name, weights):
+    build = compile_model(MODELS / f"{name}.onnx", tmp_path / "b", weights=weights)
+    assert any(node_parts(build, k) for k in range(len(build.graph.nodes)))  # their SwiGLU/GELU nodes split
+    check_every_task(build, 1 << 24)
+
+
+def test_a_split_node_s_parts_are_subtrees_of_its_output(tmp_path):
+    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    parts = node_parts(build, 0)
+    assert parts is not None and parts.count == 4 and parts.part_bytes == 32  # 32 outputs, 8 a part
+    assert node_parts(build, 1) is None and node_parts(build, 2) is None
+    rec = build.manifest["program"]["tasks"]["nodes"][0]["parts"]
+    assert rec["log2"] == 2 and len(rec["base_roots"]) == 4 and len(set(rec["base_roots"])) == 4
+    values = honest_values(build, sample_inputs(build))
+    g = build.graph
+    out = g.nodes[0].output
+    levels = part_levels(padded_bytes(values[out], g.values[out].type), 2)
+    assert levels[-1] == [tensor_root(values[out], g.values[out].type)]
+    assert check_build(MODELS / "digits_mlp.onnx", tmp_path / "b") == []  # compile --check replays the budget
+
+
+def test_the_budget_is_a_power_of_two_and_a_node_that_cannot_split_is_refused(tmp_path):
+    r = runner.invoke(app, ["compile", str(MODELS / "digits_mlp.onnx"), "-o", str(tmp_path / "b"),
+                            "--step-budget", "100000"])
+    assert r.exit_code == 2 and "--step-budget 100000: must be a power of two" in r.output
+    # the CNN's conv has no ranged kernel: too large for 2^12 steps, it is refused by name
+    with pytest.raises(BuildError, match=r"node 0 \(conv .*cannot be split into parts yet"):
+        compile_model(MODELS / "digits_cnn.onnx", tmp_path / "c", step_budget=1 << 12)
+
+
+@pytest.fixture
+def split_game(tmp_path):
+    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    d = Deployment.create()
+    a = d.chain.accounts
+    req = Requester(d, a[0], build)
+    req.register()
+    task = req.request([X])
+
+    def start(part: int):
+        lie = Tamper(0, element=node_parts(build, 0).element_range(part)[0])
+        server = Server(d, a[1], build, tamper=lie)
+        server.submit(task, [X])
+        challenger = Challenger(d, a[2], build)
+        return server, challenger, challenger.check(task, [X])
+
+    return build, d, start
+
+
+@pytest.mark.parametrize("part", [2, 0])
+def test_a_lie_in_one_part_is_found_by_descending_to_that_part(split_game, part):
+    build, d, start = split_game
+    server, challenger, gid = start(part)
+    g = settle(d, server, challenger, gid)
+    assert g.winner == "challenger" and g.reason == 1 and g.node == 0
+    assert g.task_part == part and g.parts_log2 == 2
+    assert len(d.events("PartResponded", gameId=gid)) == 2
+    (started,) = d.events("PartStarted", gameId=gid)
+    assert started["args"]["part"] == part and started["args"]["log2Steps"] <= 14
+
+
+def _to_split(d, server, challenger, gid):
+    """Plays the game up to the server's first bisectPart."""
+    for _ in range(100):
+        g = d.game(gid)
+        if g.phase is Phase.BISECT_PART:
+            return g
+        assert server.act(gid) or challenger.act(gid)
+    raise AssertionError("no split")
+
+
+def test_the_contract_rejects_a_part_root_that_is_not_a_subtree_of_the_output(split_game):
+    build, d, start = split_game
+    server, challenger, gid = start(2)
+    g = _to_split(d, server, challenger, gid)
+    f = d.registry.functions
+    c = server.claimant(g.task_id)
+    left, right = c.bisect_part(0, 0, 0)
+    forged = bytes(31) + b"\x01"
+    for pair in [(left, forged), (forged, right), (right, left)]:
+        with pytest.raises(ContractReverted, match="InvalidPartSplit"):
+            server.send(f.bisectPart(gid, *pair))
+    assert d.game(gid).phase is Phase.BISECT_PART  # nothing moved: the honest split still wins for the challenger
+    g = settle(d, server, challenger, gid)
+    assert g.winner == "challenger" and g.task_part == 2
+
+
+def test_the_contract_refuses_a_split_node_as_one_task_a_wrong_part_and_too_many_steps(split_game):
+    build, d, start = split_game
+    server, challenger, gid = start(1)
+    f = d.registry.functions
+    for _ in range(100):  # up to the hand-off of node 0
+        g = d.game(gid)
+        if g.phase is Phase.START_NODE:
+            break
+        assert server.act(gid) or challenger.act(gid)
+    c = server.claimant(g.task_id)
+    info = c.infos[0]
+    leaves = c.trace.leaves(0)
+    n_in = len(info.input_values)
+    with pytest.raises(ContractReverted, match="PartsMismatch"):  # checked before any splice or state
+        server.send(f.startNode(gid, info.as_tuple(), node_proof(build, 0), c.trace.roots[info.output_value],
+                                list_proof(leaves, info.output_value), [c.trace.roots[v] for v in info.input_values],
+                                [list_proof(leaves, v) for v in info.input_values], [b""] * n_in, bytes(186), b"", 10))
+    for _ in range(100):  # the descent, to part 1's hand-off
+        g = d.game(gid)
+        if g.phase is Phase.START_PART:
+            break
+        assert server.act(gid) or challenger.act(gid)
+    assert g.part == 1
+    sp = c.start_part(0, 1)
+    args = [sp.info.as_tuple(), sp.node_proof, (sp.part_base, sp.out_proof), sp.input_roots, sp.input_proofs,
+            sp.splice_proofs, sp.final_state, sp.out_region_proof, sp.log2_steps]
+    other = c.start_part(0, 3)
+    with pytest.raises(ContractReverted, match="InvalidPartBaseRoot"):
+        server.send(f.startPart(gid, *args[:2], (other.part_base, other.out_proof), *args[3:]))
+    with pytest.raises(ContractReverted, match="StepBudgetExceeded"):
+        server.send(f.startPart(gid, *args[:-1], 15))
+    g = settle(d, server, challenger, gid)
+    assert g.winner == "challenger" and g.task_part == 1
