@@ -213,3 +213,17 @@ def test_the_contract_refuses_a_split_node_as_one_task_a_wrong_part_and_too_many
         server.send(f.startPart(gid, *args[:-1], 15))
     g = settle(d, server, challenger, gid)
     assert g.winner == "challenger" and g.task_part == 1
+
+
+def test_the_off_chain_model_descends_to_the_lying_part(tmp_path):
+    from opmlc.dispute.offchain import play
+    from opmlc.dispute.roles import Claimant, Verifier
+
+    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    lie = Tamper(0, element=node_parts(build, 0).element_range(3)[0])
+    from opmlc.api import quantize_inputs
+
+    q = quantize_inputs(build, [X])
+    rec = play(Claimant(build, q, lie), Verifier(build, q))
+    assert rec.winner == "challenger" and rec.node == 0 and rec.start_node.part == 3
+    assert [r["right_chosen"] for r in rec.parts] == [True, True]
