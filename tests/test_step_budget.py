@@ -227,3 +227,38 @@ def test_the_off_chain_model_descends_to_the_lying_part(tmp_path):
     rec = play(Claimant(build, q, lie), Verifier(build, q))
     assert rec.winner == "challenger" and rec.node == 0 and rec.start_node.part == 3
     assert [r["right_chosen"] for r in rec.parts] == [True, True]
+
+
+def vgg_fc6(path) -> None:
+    """VGG-19's first fully-connected layer, 25088 → 4096 (random weights, fixed seed)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k, n = 25088, 4096
+    w = rng.standard_normal((k, n), dtype=np.float32) * np.float32(0.01)
+    b = rng.standard_normal(n, dtype=np.float32) * np.float32(0.01)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc6")], "vgg_fc6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.slow
+def test_a_vgg_sized_layer_splits_and_a_lie_in_one_part_loses(tmp_path):
+    from opmlc.dispute.demo import run_demo
+
+    model = tmp_path / "fc6.onnx"
+    vgg_fc6(model)
+    build = compile_model(model, tmp_path / "b", weights="int8")
+    (k,) = [k for k in range(len(build.graph.nodes)) if node_parts(build, k)]
+    parts = node_parts(build, k)
+    assert build.graph.nodes[k].op == "qmatmul" and parts.count >= 64
+    assert node_steps(build.graph, k, parts.part_bytes // 4) <= 1 << 24  # every part's estimate fits
+    part = parts.count // 3
+    result = run_demo(model, "server", lie_node=k, weights="int8", lie_part=part)
+    assert result["winner"] == "challenger" and result["reason"] == "step proven"
+    assert result["node"] == k and result["part"] == part and result["rounds_parts"] == parts.log2
+    assert 0 < result["vm_steps"] <= 1 << 24  # the one part's task, run to its exit, within the budget
