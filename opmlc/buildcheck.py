@@ -347,7 +347,7 @@ def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> No
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
-    from opmlc.backend.parts import plan
+    from opmlc.backend.parts import MAX_LOG2_BUDGET, MIN_LOG2_BUDGET, plan
     from opmlc.backend.program import tasks_record
     from opmlc.backend.regions import node_maps, whole_graph_map
     from vm.loader import ElfError, parse_elf
@@ -370,6 +370,9 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     except BuildError as exc:
         raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
     whole = whole_graph_map(graph)
+    if not MIN_LOG2_BUDGET <= program["log2_step_budget"] <= MAX_LOG2_BUDGET:
+        raise BuildError(f"{directory / 'manifest.json'}: program.log2_step_budget must be {MIN_LOG2_BUDGET}.."
+                         f"{MAX_LOG2_BUDGET}; compile the model again")
     try:
         parts = plan(graph, program["log2_step_budget"])
     except BuildError as exc:

@@ -262,3 +262,19 @@ def test_a_vgg_sized_layer_splits_and_a_lie_in_one_part_loses(tmp_path):
     assert result["winner"] == "challenger" and result["reason"] == "step proven"
     assert result["node"] == k and result["part"] == part and result["rounds_parts"] == parts.log2
     assert 0 < result["vm_steps"] <= 1 << 24  # the one part's task, run to its exit, within the budget
+
+
+def test_a_tampered_part_record_is_refused_on_load(tmp_path):
+    import json
+
+    from opmlc.artifact import Build
+
+    compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    path = tmp_path / "b" / "manifest.json"
+    original = json.loads(path.read_text())
+    for mutate in (lambda p: p["base_roots"].reverse(), lambda p: p.update(log2=3), lambda p: p.clear()):
+        m = json.loads(json.dumps(original))
+        mutate(m["program"]["tasks"]["nodes"][0]["parts"])
+        path.write_text(json.dumps(m))
+        with pytest.raises(BuildError, match="base roots do not match"):
+            Build.load(tmp_path / "b")
