@@ -278,3 +278,31 @@ def test_a_tampered_part_record_is_refused_on_load(tmp_path):
         path.write_text(json.dumps(m))
         with pytest.raises(BuildError, match="base roots do not match"):
             Build.load(tmp_path / "b")
+
+
+def ranged_ops_model(path) -> None:
+    """x[1, 256] → MatMul 256×2048 → Relu → Sigmoid → Add(·, MatMul) → Reshape [2048]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((256, 2048), dtype=np.float32) * np.float32(0.05)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Sigmoid", ["r"], ["s"]), helper.make_node("Add", ["s", "h"], ["a"]),
+             helper.make_node("Reshape", ["a", "shape"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "ranged", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2048])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([2048], np.int64), "shape")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("weights", [None, "int8"])
+def test_every_ranged_kernel_splits_bit_exactly(tmp_path, weights):
+    model = tmp_path / "ranged.onnx"
+    ranged_ops_model(model)
+    build = compile_model(model, tmp_path / "b", step_budget=1 << 17, weights=weights)
+    g = build.graph
+    split = {g.nodes[k].op for k in range(len(g.nodes)) if node_parts(build, k)}
+    assert {"matmul" if weights is None else "qmatmul", "relu", "unary", "binary"} <= split
+    check_every_task(build, 1 << 17)
