@@ -117,14 +117,15 @@ def node_parts(build: Build, node: int) -> NodeParts | None:
                      len(g.values), out)
 
 
-def check_part(build: Build, node: int | None, part: int | None) -> NodeParts | None:
+def check_part(build: Build, node: int | None, part: int | None, option: str = "--part") -> NodeParts | None:
+    """Node `node`'s parts, when `part` names one of them (a one-line error otherwise)."""
     if part is None:
         return None
     parts = None if node is None else node_parts(build, node)
     if parts is None:
-        raise OpmlcError(f"--part {part}: node {node} is not split into parts (see `opmlc inspect`)")
+        raise OpmlcError(f"{option} {part}: node {node} is not split into parts (see the manifest's program.tasks)")
     if not 0 <= part < parts.count:
-        raise OpmlcError(f"--part {part}: node {node} has parts 0..{parts.count - 1}")
+        raise OpmlcError(f"{option} {part}: node {node} has parts 0..{parts.count - 1}")
     return parts
 
 

@@ -79,7 +79,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
             raise OpmlcError(f"--lie-node {node}: the model has nodes 0..{n_nodes - 1}")
         element = 0
         if lie_part is not None:
-            parts = check_part(build, node, lie_part)
+            parts = check_part(build, node, lie_part, "--lie-part")
             element = parts.element_range(lie_part)[0]
             if element >= parts.numel:
                 raise OpmlcError(f"--lie-part {lie_part}: part {lie_part} of node {node} holds only padding")
