@@ -312,3 +312,15 @@ def test_demo_lie_part_names_a_part_of_a_split_node():
     assert r.exit_code == 2 and "--lie-part 0: node 1 is not split into parts" in r.output
     r = runner.invoke(app, ["demo", "--lie-node", "0", "--lie-part", "4", "--step-budget", str(SMALL)])
     assert r.exit_code == 2 and "--lie-part 4: node 0 has parts 0..3" in r.output
+
+
+def test_a_split_build_still_runs_whole_nodes_and_the_whole_graph(tmp_path):
+    from opmlc.api import run
+
+    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    want = run(build, [X], "interp").outputs
+    for backend, node in [("vm", None), ("native", None)]:
+        got = run(build, [X], backend, node).outputs
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), backend
+    node0 = run(build, [X], "interp", 0).outputs
+    assert all(np.array_equal(a, b) for a, b in zip(run(build, [X], "vm", 0).outputs, node0, strict=True))
