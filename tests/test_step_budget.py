@@ -120,6 +120,9 @@ def test_the_budget_is_a_power_of_two_and_a_node_that_cannot_split_is_refused(tm
     # the CNN's conv has no ranged kernel: too large for 2^12 steps, it is refused by name
     with pytest.raises(BuildError, match=r"node 0 \(conv .*cannot be split into parts yet"):
         compile_model(MODELS / "digits_cnn.onnx", tmp_path / "c", step_budget=1 << 12)
+    # a ranged op whose smallest part (8 outputs) is over the budget: a long reduction
+    with pytest.raises(BuildError, match=r"node 0 \(matmul .*partial sums is not implemented"):
+        compile_model(MODELS / "digits_mlp.onnx", tmp_path / "d", step_budget=1 << 12)
 
 
 @pytest.fixture
