@@ -36,6 +36,12 @@ X = np.load(MODELS / "digit_sample.npy")
 SMALL = 1 << 14  # splits the digits MLP's first matmul into 4 parts
 
 
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    """The digits MLP at 2^14 steps: its first matmul in 4 parts (shared; never modified)."""
+    return compile_model(MODELS / "digits_mlp.onnx", tmp_path_factory.mktemp("budget") / "b", step_budget=SMALL)
+
+
 def sample_inputs(build) -> list[np.ndarray]:
     """Deterministic inputs: random fixed point for fx32 inputs, zeros (valid token ids) else."""
     g = build.graph
@@ -98,8 +104,8 @@ def test_every_task_of_the_decoders_fits_the_default_budget(tmp_path, name, weig
     check_every_task(build, 1 << 24)
 
 
-def test_a_split_node_s_parts_are_subtrees_of_its_output(tmp_path):
-    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+def test_a_split_node_s_parts_are_subtrees_of_its_output(small_build):
+    build = small_build
     parts = node_parts(build, 0)
     assert parts is not None and parts.count == 4 and parts.part_bytes == 32  # 32 outputs, 8 a part
     assert node_parts(build, 1) is None and node_parts(build, 2) is None
@@ -110,7 +116,7 @@ def test_a_split_node_s_parts_are_subtrees_of_its_output(tmp_path):
     out = g.nodes[0].output
     levels = part_levels(padded_bytes(values[out], g.values[out].type), 2)
     assert levels[-1] == [tensor_root(values[out], g.values[out].type)]
-    assert check_build(MODELS / "digits_mlp.onnx", tmp_path / "b") == []  # compile --check replays the budget
+    assert check_build(MODELS / "digits_mlp.onnx", build.directory) == []  # compile --check replays the budget
 
 
 def test_the_budget_is_a_power_of_two_and_a_node_that_cannot_split_is_refused(tmp_path):
@@ -126,8 +132,8 @@ def test_the_budget_is_a_power_of_two_and_a_node_that_cannot_split_is_refused(tm
 
 
 @pytest.fixture
-def split_game(tmp_path):
-    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+def split_game(small_build):
+    build = small_build
     d = Deployment.create()
     a = d.chain.accounts
     req = Requester(d, a[0], build)
@@ -217,11 +223,11 @@ def test_the_contract_refuses_a_split_node_as_one_task_a_wrong_part_and_too_many
     assert g.winner == "challenger" and g.task_part == 1
 
 
-def test_the_off_chain_model_descends_to_the_lying_part(tmp_path):
+def test_the_off_chain_model_descends_to_the_lying_part(small_build):
     from opmlc.dispute.offchain import play
     from opmlc.dispute.roles import Claimant, Verifier
 
-    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    build = small_build
     lie = Tamper(0, element=node_parts(build, 0).element_range(3)[0])
     from opmlc.api import quantize_inputs
 
@@ -317,10 +323,10 @@ def test_demo_lie_part_names_a_part_of_a_split_node():
     assert r.exit_code == 2 and "--lie-part 4: node 0 has parts 0..3" in r.output
 
 
-def test_a_split_build_still_runs_whole_nodes_and_the_whole_graph(tmp_path):
+def test_a_split_build_still_runs_whole_nodes_and_the_whole_graph(small_build):
     from opmlc.api import run
 
-    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=SMALL)
+    build = small_build
     want = run(build, [X], "interp").outputs
     for backend, node in [("vm", None), ("native", None)]:
         got = run(build, [X], backend, node).outputs
