@@ -359,6 +359,10 @@ def run_cmd(
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Threads of the native backend (default: every core); "
+                                 "any number gives the same bits.")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"backend", "output_root", "output", "saturated", "clipped_inputs", '
                            '"clipped_constants", "saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
@@ -392,7 +396,7 @@ def run_cmd(
 
         for message in inputs_out_of_range(build, arrays):
             typer.echo(f"opmlc: warning: {message}", err=True)
-    result = run(build, arrays, backend, node)
+    result = run(build, arrays, backend, node, threads=threads)
     _warn_saturation(build, result)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]

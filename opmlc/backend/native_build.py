@@ -7,7 +7,7 @@ opmlc/buildcheck.py) and `Build.native` opens a `NativeSession` over `load_progr
     DIR/native/host.json     this host's description, the object's cache key and sha256, the
                              weights file's layout: one slot per initializer (value, root, dtype,
                              shape, offset, nbytes)
-    DIR/native/<key>.o       the counting module (what native_program compiles) compiled for this
+    DIR/native/<key>.o       the host module (native.host_module: what native_program compiles) compiled for this
                              host by `target.emit_host_object`
     DIR/native/weights.bin   every initializer in native byte order, each slot 64-byte aligned
 
@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from opmlc.backend.codegen import generate_module
-from opmlc.backend.native import NativeSession, native_buffer, plain_layout
+from opmlc.backend.native import NativeSession, host_module, native_buffer, plain_layout
 from opmlc.backend.target import (
     NativeProgram,
     cache_key,
@@ -77,7 +76,7 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
 
     out = Path(directory) / NATIVE_DIR
     out.mkdir(parents=True, exist_ok=True)
-    module_ir = generate_module(graph, count_saturation=True)
+    module_ir = host_module(graph)
     host = host_description()
     key = cache_key(module_ir, host)
     obj = _cached_object(key)
@@ -220,7 +219,7 @@ def load_program(build: Build) -> NativeProgram:
             reason = f"{path} does not match its sha256 in {HOST} (corrupted?)"
         else:
             return NativeProgram.from_object(obj, str(record.get("key")))
-    program = load_native(generate_module(build.graph, count_saturation=True))
+    program = load_native(host_module(build.graph))
     if program.from_cache:
         note(f"{reason}; using the native program for this host compiled by an earlier run (cached)")
     else:
