@@ -117,6 +117,7 @@ def compile_model(
     input_ranges: dict[str, tuple[float, float]] | None = None,
     weights: str | None = None,
     block_size: int | None = None,
+    step_budget: int | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
 
@@ -129,7 +130,12 @@ def compile_model(
     `weights` ("int8" or "int4"; `block_size` a power of two ≥ 16, default per channel for int8
     and 32 for int4) quantizes the constant weights of MatMul, Gemm, Conv and embedding Gathers
     (docs/DESIGN.md "Quantized weights"); the manifest records it under "weights", with the
-    error introduced against the float weights."""
+    error introduced against the float weights.
+
+    `step_budget` (a power of two, default 2^24) bounds every VM task's steps: nodes whose
+    work exceeds it are split into parts (docs/DESIGN.md "Tasks: the step budget and node
+    parts"); the manifest records it as `program.log2_step_budget`."""
+    from opmlc.backend.parts import DEFAULT_LOG2_BUDGET, MAX_LOG2_BUDGET, MIN_LOG2_BUDGET
     from opmlc.backend.program import build_program
     from opmlc.errors import OpmlcError
     from opmlc.frontend.weights import check_format
@@ -138,6 +144,13 @@ def compile_model(
         _, effective_block = check_format(weights, block_size)
     except ValueError as exc:
         raise OpmlcError(str(exc)) from None
+    if step_budget is None:
+        log2_budget = DEFAULT_LOG2_BUDGET
+    else:
+        log2_budget = int(step_budget).bit_length() - 1
+        if step_budget <= 0 or step_budget != 1 << log2_budget or not MIN_LOG2_BUDGET <= log2_budget <= MAX_LOG2_BUDGET:
+            raise OpmlcError(f"--step-budget {step_budget}: must be a power of two from 2^{MIN_LOG2_BUDGET} "
+                             f"to 2^{MAX_LOG2_BUDGET} (default 2^{DEFAULT_LOG2_BUDGET})")
     model = Path(model)
     given = dict(sorted((frac_overrides or {}).items()))
     ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in sorted((input_ranges or {}).items())}
@@ -145,7 +158,7 @@ def compile_model(
                          analyse=frac_bits is None, input_ranges=ranges, weights=weights, block_size=block_size)
     fe = lower_model(model, policy, input_shapes)
     graph = fe.graph
-    program = build_program(graph)
+    program = build_program(graph, log2_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     program_record = program.manifest_record()
@@ -230,6 +243,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
 
     from opmlc import buildcheck
     from opmlc.backend.native_build import NATIVE_DIR
+    from opmlc.backend.parts import DEFAULT_LOG2_BUDGET
 
     # not Build.load: a build whose files are damaged is what --check reports, file by file
     directory = Path(directory)
@@ -254,6 +268,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
             input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
             weights=(m.get("weights") or {}).get("format"),
             block_size=(m.get("weights") or {}).get("block_size"),
+            step_budget=1 << m.get("program", {}).get("log2_step_budget", DEFAULT_LOG2_BUDGET),
         )
         fresh = Path(tmp)
 

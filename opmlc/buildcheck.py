@@ -58,6 +58,7 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
+                "log2_step_budget": int,
                 "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),  # a tuple: alternatives
                           "nodes": [{"map": str, "base_root": HEX32}]}},
 }
@@ -361,6 +362,7 @@ def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> No
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
+    from opmlc.backend.parts import MAX_LOG2_BUDGET, MIN_LOG2_BUDGET, plan
     from opmlc.backend.program import tasks_record
     from opmlc.backend.regions import node_maps, whole_graph_map
     from vm.loader import ElfError, parse_elf
@@ -383,13 +385,20 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     except BuildError as exc:
         raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
     whole = whole_graph_map(graph)
+    if not MIN_LOG2_BUDGET <= program["log2_step_budget"] <= MAX_LOG2_BUDGET:
+        raise BuildError(f"{directory / 'manifest.json'}: program.log2_step_budget must be {MIN_LOG2_BUDGET}.."
+                         f"{MAX_LOG2_BUDGET}; compile the model again")
+    try:
+        parts = plan(graph, program["log2_step_budget"])
+    except BuildError as exc:
+        raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
     given = ([] if tasks["whole"] is None else [tasks["whole"]]) + tasks["nodes"]
     if [r["map"] for r in given] != [m.to_text() for m in ([] if whole is None else [whole]) + maps]:
         raise BuildError(f"{directory / 'manifest.json'}: program.tasks: the task maps do not match the graph; "
                          "compile the model again")
     try:
         entry = parse_elf(elf).entry
-        roots = tasks_record(elf, whole, maps)
+        roots = tasks_record(elf, whole, maps, parts)
     except (ElfError, ValueError) as exc:
         raise BuildError(f"{path}: {exc}; compile the model again") from None
     if program["entry"] != f"0x{entry:08x}" or tasks != roots:

@@ -138,6 +138,9 @@ def compile_cmd(
         "channel) or int4 (one scale per block of 32); prints the error introduced.")] = None,
     block_size: Annotated[int | None, typer.Option(
         "--block-size", help="With --weights: elements of the reduction axis sharing one scale (a power of two ≥ 16).")] = None,
+    step_budget: Annotated[int | None, typer.Option(
+        "--step-budget", help="VM steps any one task may take (a power of two, default 2^24 = 16777216): larger "
+        "nodes are split into parts over their output.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
@@ -207,7 +210,7 @@ def compile_cmd(
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
-                          input_ranges=ranges, weights=weights, block_size=block_size)
+                          input_ranges=ranges, weights=weights, block_size=block_size, step_budget=step_budget)
     weights_doc = None
     if weights is not None:
         from opmlc.api import weights_output_error
@@ -520,6 +523,11 @@ def demo_cmd(
         "--weights", help="Compile with quantized weights: int8 or int4 (as `opmlc compile --weights`).")] = None,
     block_size: Annotated[int | None, typer.Option(
         "--block-size", help="With --weights: elements sharing one scale (a power of two ≥ 16).")] = None,
+    lie_part: Annotated[int | None, typer.Option(
+        "--lie-part", help="Put the lie in this part of the --lie-node node, split by the step budget (see `opmlc "
+        "inspect`).")] = None,
+    step_budget: Annotated[int | None, typer.Option(
+        "--step-budget", help="Compile with this step budget per VM task (as `opmlc compile --step-budget`).")] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -551,14 +559,18 @@ def demo_cmd(
         if len(input) != len(graph.inputs):
             raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
         arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
-    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size)
+    result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size,
+                      lie_part=lie_part, step_budget=step_budget)
     if as_json:
         typer.echo(json.dumps(result))
         return
     _sys.stdout.flush()
     typer.echo(f"winner: {result['winner']}" + (f" ({result.get('reason')})" if result.get("reason") else ""))
-    typer.echo(f"rounds: {result['rounds_phase1']} over nodes, {result['rounds_phase2']} over VM steps"
-               + (f" (node {result['node']}, step {result['step']})" if result.get("node") is not None else ""))
+    typer.echo(f"rounds: {result['rounds_phase1']} over nodes, "
+               + (f"{result['rounds_parts']} over parts, " if result.get("rounds_parts") else "")
+               + f"{result['rounds_phase2']} over VM steps"
+               + (f" (node {result['node']}" + (f", part {result['part']}" if result.get("part") is not None else "")
+                  + f", step {result['step']})" if result.get("node") is not None else ""))
     typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
     typer.echo(f"wall time: {result['seconds']} s")
     if record is not None:
