@@ -158,6 +158,14 @@ def compile_model(
                          analyse=frac_bits is None, input_ranges=ranges, weights=weights, block_size=block_size)
     fe = lower_model(model, policy, input_shapes)
     graph = fe.graph
+    if step_budget is None:
+        from opmlc.backend.native_build import note
+        from opmlc.backend.parts import fitting_log2_budget
+
+        log2_budget = fitting_log2_budget(graph)
+        if log2_budget > DEFAULT_LOG2_BUDGET:
+            note(f"a node cannot be split under the default step budget 2^{DEFAULT_LOG2_BUDGET}: "
+                 f"this build's tasks run up to 2^{log2_budget} VM steps (recorded in the manifest)")
     program = build_program(graph, log2_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -333,3 +333,24 @@ def test_a_split_build_still_runs_whole_nodes_and_the_whole_graph(small_build):
         assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), backend
     node0 = run(build, [X], "interp", 0).outputs
     assert all(np.array_equal(a, b) for a, b in zip(run(build, [X], "vm", 0).outputs, node0, strict=True))
+
+
+def test_without_a_budget_a_node_that_cannot_split_raises_the_default_and_says_so(tmp_path, capsys):
+    # a softmax of 2^18 elements: no ranged kernel yet, and about 2^29 estimated steps
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 512])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512, 512])
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "big_softmax", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "softmax.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(BuildError, match="cannot be split into parts yet"):
+        compile_model(path, tmp_path / "explicit", step_budget=1 << 24)
+    build = compile_model(path, tmp_path / "default")
+    log2 = build.manifest["program"]["log2_step_budget"]
+    assert log2 > 24
+    assert f"tasks run up to 2^{log2} VM steps" in capsys.readouterr().err
+    from opmlc.backend.parts import node_steps
+
+    assert node_steps(build.graph, 0) <= 1 << log2 < 2 * node_steps(build.graph, 0)

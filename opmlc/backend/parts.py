@@ -153,5 +153,20 @@ def plan(graph: Graph, log2_budget: int = DEFAULT_LOG2_BUDGET) -> list[NodeParts
     return out
 
 
+def fitting_log2_budget(graph: Graph, least: int = DEFAULT_LOG2_BUDGET) -> int:
+    """The smallest log2 budget ≥ `least` that every node fits, split where it can be: the
+    default when the caller names no budget, so that a model with an op that cannot be split yet
+    (softmax, norm, a batched matmul… at LLM width) still compiles, under a budget the manifest
+    and the model commitment record and the compile announces."""
+    for b in range(least, MAX_LOG2_BUDGET + 1):
+        try:
+            plan(graph, b)
+        except BuildError:
+            continue
+        return b
+    plan(graph, MAX_LOG2_BUDGET)  # raises the BuildError naming the node
+    return MAX_LOG2_BUDGET
+
+
 def parts_of(plans: list[NodeParts | None]) -> frozenset[int]:
     return frozenset(k for k, p in enumerate(plans) if p is not None)
