@@ -16,7 +16,8 @@ import numpy as np
 
 from opmlc.artifact import Build
 from opmlc.dispute.commitment import NodeInfo, node_infos, node_proof
-from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.dispute.graph_trace import GraphTrace, Tamper
+from opmlc.dispute.native_trace import check_engine, party_roots, task_operands
 from opmlc.dispute.node_run import NodeRun
 
 
@@ -57,11 +58,15 @@ class StartNode:
 
 
 class _Side:
-    """Shared by both roles: the honest values, the party's own trace, node runs on demand."""
+    """Shared by both roles: the party's own trace (its value roots only), node runs on demand.
 
-    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes]) -> None:
+    `engine` computes the trace and a node run's operands: "native" (the build's native
+    program, streaming: opmlc/dispute/native_trace.py) or "interp" (the interpreter)."""
+
+    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes], engine: str = "native") -> None:
         self.build = build
-        self.honest = compute_values(build, inputs)
+        self.inputs = inputs
+        self.engine = engine
         self.trace = GraphTrace(build, roots)
         self.infos = node_infos(build)
         self._runs: dict[int, NodeRun] = {}
@@ -70,7 +75,8 @@ class _Side:
         """Node k run on the operands this side believes, showing the output it believes."""
         if k not in self._runs:
             info = self.infos[k]
-            self._runs[k] = NodeRun(self.build, self.honest, k, info,
+            operands = task_operands(self.build, self.inputs, k, self.engine)
+            self._runs[k] = NodeRun(self.build, operands, k, info,
                                     claimed_output_root=self.trace.roots[info.output_value])
         return self._runs[k]
 
@@ -84,10 +90,11 @@ class Claimant(_Side):
     """The server's side. `tamper` makes it claim a wrong output for one node."""
 
     def __init__(self, build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
-                 roots: list[bytes] | None = None) -> None:
+                 roots: list[bytes] | None = None, engine: str = "native") -> None:
+        check_engine(engine)
         if roots is None:
-            roots = GraphTrace.of_values(build, compute_values(build, inputs, tamper)).roots
-        super().__init__(build, inputs, roots)
+            roots = party_roots(build, inputs, tamper, engine)
+        super().__init__(build, inputs, roots, engine)
 
     def trace_at(self, i: int) -> bytes:
         return self.trace.state(i)
@@ -127,11 +134,14 @@ class Verifier(_Side):
     """
 
     def __init__(self, build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
-                 moves: str = "honest", seed: int = 0) -> None:
+                 moves: str = "honest", seed: int = 0, engine: str = "native",
+                 roots: list[bytes] | None = None) -> None:
         if moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}")
-        roots = GraphTrace.of_values(build, compute_values(build, inputs, tamper)).roots
-        super().__init__(build, inputs, roots)
+        check_engine(engine)
+        if roots is None:
+            roots = party_roots(build, inputs, tamper, engine)
+        super().__init__(build, inputs, roots, engine)
         self.moves = moves
         self.rng = random.Random(seed)
 
