@@ -13,7 +13,11 @@ interpreter's (engine "interp", the reference: every value held):
   at node K (its one VM task: `Claimant.start_node`);
 - challenger: `Build.load`, its own honest trace, then node K's VM task (`Verifier.node_run`).
 
-For each it prints the trace's wall time (first, with the program's load and the hashing
+`--build DIR` uses an existing build; `--dispute` then plays `opmlc demo`'s game on it (embedded
+chain, the server lying at node K, all three parties in one process) and prints its wall time,
+rounds per phase, gas, VM steps and that process's peak RSS.
+
+For each party it prints the trace's wall time (first, with the program's load and the hashing
 kernels' JIT, then warm), the VM steps and time of its one task, the values'
 peak live bytes (native), and the process's peak RSS (VmHWM) against the weights' bytes.
 """
@@ -75,6 +79,20 @@ def child(build_dir: str, role: str, node: int, engine: str) -> None:
     del np
 
 
+def dispute(build_dir: str, node: int) -> None:
+    """`opmlc demo`'s game on an existing build (embedded chain, the server lying at `node`)."""
+    from opmlc.artifact import Build
+    from opmlc.dispute.demo import run_demo
+
+    t0 = time.perf_counter()
+    build = Build.load(build_dir)
+    load_s = time.perf_counter() - t0
+    r = run_demo(build=build, lie_node=node, say=lambda m: print(f"  {time.perf_counter() - t0:7.1f} s  {m}",
+                                                                      file=sys.stderr, flush=True))
+    r.update(load_s=load_s, peak_rss_mib=peak_rss_mib())
+    print(json.dumps(r, default=str))
+
+
 def make_27m(work: Path) -> Path:
     path = work / "llama27m.onnx"
     if not path.exists():
@@ -92,22 +110,34 @@ def main() -> None:
     ap.add_argument("--lie-node", type=int, default=None)
     ap.add_argument("--engines", default="native,interp", help="which traces to run (comma-separated)")
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "opmlc" / "phase1")
+    ap.add_argument("--build", type=Path, default=None, help="an existing build (skip the compile)")
+    ap.add_argument("--dispute", action="store_true",
+                    help="also play the game on the embedded chain (opmlc demo's, on this build)")
+    ap.add_argument("--dispute-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("BUILD", "ROLE", "NODE", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         build_dir, role, node, engine = a.child
-        child(build_dir, role, int(node), engine)
+        if role == "dispute":
+            dispute(build_dir, int(node))
+        else:
+            child(build_dir, role, int(node), engine)
         return
     from opmlc.artifact import Build, compile_model
 
     a.workdir.mkdir(parents=True, exist_ok=True)
-    model = ROOT / "models" / "tiny_llama.onnx" if a.shape == "tiny" else make_27m(a.workdir)
-    out = a.workdir / f"build-{a.shape}-{a.weights or 'fx32'}"
     t0 = time.perf_counter()
-    compile_model(model, out, weights=a.weights)
-    build = Build.load(out)  # checks the files once (native/verified.json): the children do not hash again
-    print(f"{model.name} ({a.shape}, weights {a.weights or 'fx32'}): compiled in {time.perf_counter() - t0:.1f} s, "
-          f"{len(build.graph.nodes)} nodes")
+    if a.build is not None:
+        out = a.build
+        build = Build.load(out)
+        print(f"{out}: {len(build.graph.nodes)} nodes")
+    else:
+        model = ROOT / "models" / "tiny_llama.onnx" if a.shape == "tiny" else make_27m(a.workdir)
+        out = a.workdir / f"build-{a.shape}-{a.weights or 'fx32'}"
+        compile_model(model, out, weights=a.weights)
+        build = Build.load(out)  # checks the files once (native/verified.json): the children do not hash again
+        print(f"{model.name} ({a.shape}, weights {a.weights or 'fx32'}): compiled in "
+              f"{time.perf_counter() - t0:.1f} s, {len(build.graph.nodes)} nodes")
     g = build.graph
     if a.lie_node is not None:
         node = a.lie_node
@@ -116,7 +146,7 @@ def main() -> None:
     n = g.nodes[node]
     print(f"lie at node {node}: {n.op} {n.attrs.get('fn', n.attrs.get('kind', ''))} -> {g.values[n.output].type.shape}")
     rows = []
-    engines = a.engines.split(",")
+    engines = [] if a.dispute_only else a.engines.split(",")
     for engine in engines:
         for role in ("server", "challenger"):
             p = subprocess.run([sys.executable, __file__, "--child", str(out), role, str(node), engine],
@@ -135,6 +165,16 @@ def main() -> None:
         assert nat["output_root"] == itp["output_root"], f"{role}: the engines disagree"
         print(f"{role}: warm trace native {nat['warm_s']:.3f} s vs interpreter {itp['warm_s']:.3f} s "
               f"(x{itp['warm_s'] / max(nat['warm_s'], 1e-9):.1f}); first {nat['trace_s']:.3f} vs {itp['trace_s']:.3f} s")
+    if a.dispute or a.dispute_only:
+        p = subprocess.run([sys.executable, __file__, "--child", str(out), "dispute", str(node), "native"],
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if p.returncode:
+            raise SystemExit("the dispute failed")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        print(f"dispute on the embedded chain, server lying at node {node}: winner {r['winner']} ({r.get('reason')}), "
+              f"wall {r['seconds']} s (+ {r['load_s']:.1f} s Build.load), rounds phase 1 {r['rounds_phase1']}, "
+              f"phase 2 {r['rounds_phase2']}, gas {r['gas_total']:,}, challenger's VM steps {r['vm_steps']:,}, "
+              f"peak RSS of the one process holding all three parties {r['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":
