@@ -3,12 +3,19 @@
 A name is either a compile-time constant (`Const`: a float or integer numpy array, after
 folding) or a value of the IR being built (`Ref`). Constants become IR initializers, quantized,
 only when an IR op consumes them; shape arithmetic on constants never reaches the IR.
+
+A model's initializers are `Const.lazy`: read from the model (frontend/initializers.py: an external
+one is a memory map of its bytes) each time a rule asks for `.array`, and not kept, so that the
+float model is never in memory at once; `release` drops the constants no later node reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -19,9 +26,24 @@ from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.types import MAX_FRAC, DType, TensorType
 
 
-@dataclass(frozen=True)
 class Const:
-    array: np.ndarray
+    """A compile-time constant: an array, or (`lazy`) a loader called on each access."""
+
+    __slots__ = ("_array", "_load")
+
+    def __init__(self, array: np.ndarray | None = None, load: Callable[[], np.ndarray] | None = None) -> None:
+        self._array, self._load = array, load
+
+    @classmethod
+    def lazy(cls, load: Callable[[], np.ndarray]) -> Const:
+        return cls(load=load)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array if self._load is None else self._load()
+
+    def __repr__(self) -> str:
+        return "Const(lazy)" if self._load is not None else f"Const({self._array!r})"
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ class QuantPolicy:
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     weight_frac: int | None = None  # bits for non-scalar constants, if not `default`
     # `--weights int8|int4`: constant weights of MatMul/Gemm/Conv/Gather become quantized
-    # weights (frontend/weights.py, docs/DESIGN.md "Quantized weights"); None keeps them fx32
+    # weights (frontend/initializers.py, docs/DESIGN.md "Quantized weights"); None keeps them fx32
     weights: str | None = None
     block_size: int | None = None  # None: the format's default (int8 per channel, int4 32)
 
@@ -83,14 +105,79 @@ class QuantPolicy:
         else:
             want = self.default if self.weight_frac is None else self.weight_frac
         data = np.asarray(data)
-        finite = np.abs(data[np.isfinite(data)]) if np.issubdtype(data.dtype, np.floating) else np.abs(data)
-        if finite.size < data.size:  # ±inf saturates: at most the default bits keep it as large as any tensor
+        peak = _peak(data)
+        if peak is None:  # ±inf saturates: at most the default bits keep it as large as any tensor
             want = min(want, self.default)
-        peak = float(np.max(finite)) if finite.size else 0.0
+            finite = np.abs(data[np.isfinite(data)])
+            peak = float(np.max(finite)) if finite.size else 0.0
         if peak == 0.0:
             return want
         fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
         return max(0, min(want, fits))
+
+
+def _peak(data: np.ndarray) -> float | None:
+    """max |x| over an array without a copy of it (a weight may be a 65M-element map); None when
+    it holds ±inf (NaN is refused before)."""
+    if not data.size:
+        return 0.0
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        return None
+    return float(max(abs(np.min(data)), abs(np.max(data))))
+
+
+QUANT_CHUNK = 1 << 22  # elements quantized at a time: a large weight's float64 temporaries stay small
+
+
+def quantize_chunked(arr: np.ndarray, frac: int) -> np.ndarray:
+    """fixedpoint.quantize element by element, as the interpreter defines it, a block of rows at
+    a time (a transposed weight is a strided view: no float copy of it is made)."""
+    arr = np.asarray(arr)
+    if arr.size <= QUANT_CHUNK or arr.ndim == 0:
+        return fp.quantize(arr, frac)
+    out = np.empty(arr.shape, np.int32)
+    rows = max(1, QUANT_CHUNK // max(1, arr.size // arr.shape[0]))
+    for i in range(0, arr.shape[0], rows):
+        out[i:i + rows] = fp.quantize(arr[i:i + rows], frac)
+    return out
+
+
+MEMO_MIN = 1 << 12  # constants of fewer elements are quantized again each round (cheap)
+
+
+def fingerprint(arr: np.ndarray) -> tuple:
+    """Shape, dtype and a digest of a strided sample of a constant (≤ 16 indices per axis): with
+    the constant's name, what tells the rounds' weights apart without reading them whole."""
+    sample = np.ascontiguousarray(arr[tuple(slice(None, None, max(1, d // 16)) for d in arr.shape)])
+    return arr.shape, arr.dtype.str, hashlib.sha256(sample.tobytes()).hexdigest()
+
+
+class WeightMemo:
+    """Quantized constants kept from one lowering round to the next: lower_model lowers a model
+    up to 4 times while the range analysis settles the bits, and a weight's integers depend only
+    on its values and its bits (fx32) or format (--weights). Keys name the constant, its
+    `fingerprint` and those parameters. `end_round` drops what the last round did not use, so
+    the memo holds no more than that round's graph (whose initializers are the same arrays)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, object] = {}
+        self._used: set[tuple] = set()
+
+    def get(self, key: tuple, make: Callable[[], object]) -> object:
+        if key not in self._entries:
+            self._entries[key] = make()
+        self._used.add(key)
+        return self._entries[key]
+
+    def end_round(self) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if k in self._used}
+        self._used = set()
+
+
+def _quantize_counted(arr: np.ndarray, frac: int) -> tuple[np.ndarray, int]:
+    with fp.count_saturation() as c:
+        q = quantize_chunked(arr, frac)
+    return q, c.n
 
 
 def numpy_dtype_to_ir(dt: np.dtype) -> DType:
@@ -123,7 +210,7 @@ class QWeightRefs:
 @dataclass
 class WeightsReport:
     """What `--weights` did in one lowering: how many weights and parameters it quantized, and
-    the error it introduced (frontend/weights.py WeightError, summed over the weights)."""
+    the error it introduced (frontend/initializers.py WeightError, summed over the weights)."""
 
     quantized: int = 0
     parameters: int = 0
@@ -132,8 +219,9 @@ class WeightsReport:
 
 class LoweringContext:
     def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str,
-                 qcache: dict | None = None) -> None:
+                 memo: WeightMemo | None = None) -> None:
         self.builder = builder
+        self.memo = memo if memo is not None else WeightMemo()
         self.policy = policy
         self.opset = opset
         self.source = source  # the model's path, for error messages
@@ -144,9 +232,6 @@ class LoweringContext:
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
         self._qweights: dict[tuple[str, str], QWeightRefs] = {}
-        # QuantizedWeights by (name, bits, block), shared by the lowerings of one model (the
-        # range analysis lowers up to 4 times; the integers depend on the weights alone)
-        self._qcache = {} if qcache is None else qcache
         # DequantizeLinear outputs of constant integer weights (rules/quantized_weights.py QDQWeight):
         # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm, Conv and Gather
         self.qdq_weights: dict[str, object] = {}
@@ -170,16 +255,14 @@ class LoweringContext:
         key = (name, "channel" if bs is None else str(bs))
         if key in self._qweights:
             return self._qweights[key]
-        ckey = (name, bits, bs)
-        if ckey not in self._qcache:
-            w = np.asarray(w)
-            if not np.issubdtype(w.dtype, np.floating):
-                w = w.astype(np.float64)
-            try:  # quantize_weight refuses NaN and inf, block by block
-                self._qcache[ckey] = quantize_weight(w, bits, bs)
-            except ValueError as exc:
-                raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
-        refs = self.add_qweight(name, self._qcache[ckey], shape)
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating):
+            w = w.astype(np.float64)
+        try:  # quantize_weight refuses NaN and inf, block by block
+            qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        except ValueError as exc:
+            raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
+        refs = self.add_qweight(name, qw, shape)
         self._qweights[key] = refs
         return refs
 
@@ -272,7 +355,13 @@ class LoweringContext:
             key = (name, frac)
             if key not in self._const_refs:
                 t = TensorType(DType.FX32, tuple(arr.shape), frac)
-                self._const_refs[key] = self.builder.add_initializer(name, fp.quantize(arr, frac), t)
+                if arr.size < MEMO_MIN:
+                    q = fp.quantize(arr, frac)
+                else:  # the clips a memoised weight had are counted again in this round
+                    q, clipped = self.memo.get(("fx32", name, frac, fingerprint(arr)),
+                                               partial(_quantize_counted, arr, frac))
+                    fp.count_saturated(np.ones(clipped, bool))
+                self._const_refs[key] = self.builder.add_initializer(name, q, t)
             return self._const_refs[key]
         key = (name, -1)
         if key not in self._const_refs:
@@ -318,6 +407,15 @@ class LoweringContext:
 
     def bind(self, name: str, sym: Sym | int) -> None:
         self.env[name] = Ref(sym) if isinstance(sym, int) else sym
+
+    def release(self, keep: Iterable[str]) -> None:
+        """Forget every constant whose name is not in `keep` (the names later nodes or the graph
+        outputs read): the float arrays rules derived from weights (a transposed MatMul weight,
+        a folded result) are freed once their node is lowered. Their quantized initializers
+        stay in the builder; a later rule that derives one again gets the same initializer."""
+        keep = set(keep)
+        for name in [n for n, s in self.env.items() if isinstance(s, Const) and n not in keep]:
+            del self.env[name]
 
     def attrs(self) -> dict:
         assert self.node is not None
