@@ -7,6 +7,10 @@ before k, and keeps its answer as a further checkpoint (a bisection's queries cl
 step, so each new one starts from the last). vm/witness.py then proves the disputed step from
 `state_at(k)`.
 
+A party's memory is bounded by `max_checkpoints`: when a run has kept that many, every other
+one is dropped and the interval doubles, so a task of any length keeps at most that many run
+checkpoints (a query then re-executes at most steps / (max_checkpoints / 2) steps).
+
 Past the exit, the trace repeats the exited state (DESIGN: "exited states repeat"), so
 `hash_at(k)` is defined for every k ≥ 0, as the padded 2^n trace of the game needs.
 """
@@ -26,11 +30,15 @@ class Trace:
     """A task's execution, recorded as checkpoints; the initial state is not modified."""
 
     def __init__(
-        self, initial: State, interval: int = DEFAULT_INTERVAL, max_queries_kept: int = 64
+        self, initial: State, interval: int = DEFAULT_INTERVAL, max_queries_kept: int = 64,
+        max_checkpoints: int | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("the checkpoint interval must be positive")
+        if max_checkpoints is not None and max_checkpoints < 2:
+            raise ValueError("max_checkpoints must be at least 2")
         self.interval = interval
+        self.max_checkpoints = max_checkpoints
         self.max_queries_kept = max_queries_kept
         initial.memory.root()  # copies start with clean hashes, so later hashing is incremental
         self._steps: list[int] = [initial.step]  # sorted checkpoint steps
@@ -78,6 +86,18 @@ class Trace:
                 old = self._queries.pop(0)
                 self._steps.remove(old)
                 del self._states[old]
+        elif self.max_checkpoints is not None and len(self._steps) - len(self._queries) - 1 > self.max_checkpoints:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Double the interval and drop the run checkpoints off the new grid (the first state
+        and the queries' checkpoints stay)."""
+        self.interval *= 2
+        first, queries = self._steps[0], set(self._queries)
+        drop = [k for k in self._steps if k != first and k not in queries and k % self.interval]
+        for k in drop:
+            del self._states[k]
+        self._steps = [k for k in self._steps if k in self._states]
 
     def state_at(self, k: int) -> State:
         """A fresh copy of the state after k steps (the exited state for any k past the exit)."""

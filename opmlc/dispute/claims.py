@@ -15,14 +15,15 @@ import numpy as np
 
 from opmlc.artifact import Build
 from opmlc.dispute.commitment import input_proofs, model_commitment
-from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.dispute.graph_trace import GraphTrace, Tamper
+from opmlc.dispute.native_trace import party_roots
 from opmlc.dispute.offchain import hx, play
 from opmlc.dispute.roles import Claimant, Verifier
 from opmlc.errors import OpmlcError
 
 
 def make_claim(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None) -> dict:
-    trace = GraphTrace.of_values(build, compute_values(build, inputs, tamper))
+    trace = GraphTrace(build, party_roots(build, inputs, tamper))
     g = build.graph
     return {
         "model_id": hx(model_commitment(build).model_id()),
@@ -54,13 +55,13 @@ def dispute_record(build: Build, inputs: list[np.ndarray], claim: dict) -> dict:
     """The dispute an honest challenger plays against `claim`, every move, as JSON."""
     roots = claim["_roots"]
     g = build.graph
-    honest = GraphTrace.of_values(build, compute_values(build, inputs))
+    honest = GraphTrace(build, party_roots(build, inputs))
     if [roots[v] for v in g.inputs] != [honest.roots[v] for v in g.inputs]:
         raise OpmlcError("the claim is about other inputs than --input (its input roots differ)")
     if roots == honest.roots:
         raise OpmlcError("the claim is correct: every value root matches this computation; nothing to dispute")
     claimant = Claimant(build, inputs, roots=roots)
-    verifier = Verifier(build, inputs)
+    verifier = Verifier(build, inputs, roots=honest.roots)
     rec = play(claimant, verifier)
     trace0, in_proofs = input_proofs(build, [roots[v] for v in g.inputs])
     out_v = g.outputs[0]

@@ -57,8 +57,10 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
              lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
              say: Callable[[str], None] = lambda _: None, record: Path | None = None,
              weights: str | None = None, block_size: int | None = None, lie_part: int | None = None,
-             step_budget: int | None = None) -> dict:
+             step_budget: int | None = None, build: Build | None = None) -> dict:
     """Play opML end to end; returns the summary `opmlc demo --json` prints.
+
+    `build`: a build to play on instead of compiling `model` (benchmarks of large models).
 
     `record`: where to write the game's record (every move with its gas and the clocks, read
     from the chain: opmlc/dispute/game_record.py), the input of `opmlc report`.
@@ -69,10 +71,13 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         raise OpmlcError(f"--liar {liar!r}: choose one of {', '.join(LIARS)}")
     start = time.perf_counter()
     model = Path(model) if model else DEFAULT_MODEL
+    if build is not None:
+        model = Path(build.manifest["model"]["file"])
     with tempfile.TemporaryDirectory(prefix="opmlc-demo-") as tmp:
-        say(f"compiling {model.name}")
-        build = compile_model(model, Path(tmp) / "build", weights=weights, block_size=block_size,
-                              step_budget=step_budget)
+        if build is None:
+            say(f"compiling {model.name}")
+            build = compile_model(model, Path(tmp) / "build", weights=weights, block_size=block_size,
+                                  step_budget=step_budget)
         n_nodes = len(build.graph.nodes)
         node = n_nodes - 1 if lie_node is None else lie_node
         if not 0 <= node < n_nodes:

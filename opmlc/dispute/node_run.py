@@ -24,6 +24,10 @@ from vm.witness import StepWitness, step_with_proof
 
 MAX_STEPS = 1 << 40
 MAX_LOG2_STEPS = 48
+# A task of any length keeps at most this many run checkpoints (vm.checkpoint thins them): the
+# task's memory stays bounded (~256 states' copied pages), a bisection query re-runs at most
+# steps/128 steps.
+MAX_CHECKPOINTS = 256
 
 
 def region_siblings(state: State, addr: int, height: int) -> bytes:
@@ -42,7 +46,7 @@ class NodeRun:
         self.values = values
         self.program = program_of(build)
         self.start = initial_state(build, values, node, self.program, part)
-        self.trace = Trace(self.start, interval=interval)
+        self.trace = Trace(self.start, interval=interval, max_checkpoints=MAX_CHECKPOINTS)
         with progress.task(f"node {node}{'' if part is None else f' part {part}'}: running the VM (steps)") as bar:
             self.honest_final = self.trace.run(MAX_STEPS, lambda k: bar.update(completed=k))
         self.steps = self.honest_final.step

@@ -24,6 +24,7 @@ from opmlc.artifact import Build
 from opmlc.commit import tensor_root
 from opmlc.dispute.commitment import input_proofs, model_commitment
 from opmlc.dispute.graph_trace import Tamper
+from opmlc.dispute.native_trace import check_engine
 from opmlc.dispute.onchain import Deployment, GameView, Phase
 from opmlc.dispute.roles import Claimant, Verifier
 from toolchain.errors import ContractReverted
@@ -54,7 +55,10 @@ class PartyStore:
 class Party:
     role = "party"
 
-    def __init__(self, deployment: Deployment, account: str, build: Build, db: str | Path | None = None) -> None:
+    def __init__(self, deployment: Deployment, account: str, build: Build, db: str | Path | None = None,
+                 engine: str = "native") -> None:
+        check_engine(engine)
+        self.engine = engine  # how this party computes its trace (opmlc/dispute/native_trace.py)
         self.d = deployment
         self.account = account
         self.build = build
@@ -138,7 +142,7 @@ class Server(Party):
         if task_id not in self._claimants:
             inputs, config = self.store.get(task_id)
             tamper = Tamper(**config["tamper"]) if config.get("tamper") else None
-            self._claimants[task_id] = Claimant(self.build, inputs, tamper)
+            self._claimants[task_id] = Claimant(self.build, inputs, tamper, engine=self.engine)
         return self._claimants[task_id]
 
     def submit(self, task_id: int, inputs: list[np.ndarray]) -> None:
@@ -193,7 +197,8 @@ class Challenger(Party):
         if task_id not in self._verifiers:
             inputs, config = self.store.get(task_id)
             tamper = Tamper(**config["tamper"]) if config.get("tamper") else None
-            self._verifiers[task_id] = Verifier(self.build, inputs, tamper, moves=config["moves"], seed=config["seed"])
+            self._verifiers[task_id] = Verifier(self.build, inputs, tamper, moves=config["moves"], seed=config["seed"],
+                                                engine=self.engine)
         return self._verifiers[task_id]
 
     def check(self, task_id: int, inputs: list[np.ndarray]) -> int | None:

@@ -18,7 +18,9 @@ from opmlc.artifact import Build
 from opmlc.commit import padded_bytes
 from opmlc.dispute.commitment import NodeInfo, node_infos, node_proof, part_base_proof, part_levels
 from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.dispute.native_trace import check_engine, party_roots, task_operands
 from opmlc.dispute.node_run import NodeRun
+from opmlc.ir.interpreter import run_node
 
 
 @dataclass
@@ -61,16 +63,21 @@ class StartNode:
 
 
 class _Side:
-    """Shared by both roles: the honest values, the party's own trace, node runs on demand."""
+    """Shared by both roles: the party's own trace (its value roots only), node runs on demand.
 
-    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes],
-                 believed: list[np.ndarray] | None = None) -> None:
+    `engine` computes the trace and a node run's operands: "native" (the build's native
+    program, streaming: opmlc/dispute/native_trace.py) or "interp" (the interpreter). `tamper`
+    is what a lying side believes instead (needed for a split node's part roots)."""
+
+    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes], engine: str = "native",
+                 tamper: Tamper | None = None) -> None:
         self.build = build
-        self.honest = compute_values(build, inputs)
+        self.inputs = inputs
+        self.engine = engine
         self.trace = GraphTrace(build, roots)
         self.infos = node_infos(build)
         self._runs: dict[tuple[int, int | None], NodeRun] = {}
-        self._believed = believed if believed is not None else self.honest
+        self.tamper = tamper
         self._levels: dict[int, list[list[bytes]]] = {}
 
     def part_levels(self, k: int) -> list[list[bytes]]:
@@ -78,10 +85,24 @@ class _Side:
         if k not in self._levels:
             g = self.build.graph
             out = g.nodes[k].output
-            levels = part_levels(padded_bytes(self._believed[out], g.values[out].type), self.infos[k].parts_log2)
+            levels = part_levels(padded_bytes(self.believed_output(k), g.values[out].type), self.infos[k].parts_log2)
             assert levels[-1][0] == self.trace.roots[out], "the believed output is the traced one"
             self._levels[k] = levels
         return self._levels[k]
+
+    def believed_output(self, k: int) -> np.ndarray:
+        """Node k's output as this side believes it. The game reaches node k's parts only when
+        both sides agree on every value before k, so node k's operands are the honest ones and
+        only a lie at node k itself changes its output; a side whose lie lies upstream and
+        propagates is recomputed whole (the interpreter)."""
+        t = self.tamper
+        if t is not None and t.node < k and t.propagate:
+            return compute_values(self.build, self.inputs, t)[self.build.graph.nodes[k].output]
+        operands = task_operands(self.build, self.inputs, k, self.engine)
+        g = self.build.graph
+        known = [a if a is not None else g.initializers.get(v) for v, a in enumerate(operands)]
+        out = run_node(g, k, known)
+        return t.apply(out) if t is not None and t.node == k else out
 
     def part_root(self, k: int, depth: int, index: int) -> bytes:
         """The root of the subtree `index` at `depth` below split node k's output root."""
@@ -93,9 +114,10 @@ class _Side:
         believes."""
         if (k, part) not in self._runs:
             info = self.infos[k]
+            operands = task_operands(self.build, self.inputs, k, self.engine)
             claimed = (self.trace.roots[info.output_value] if part is None
                        else self.part_root(k, info.parts_log2, part))
-            self._runs[k, part] = NodeRun(self.build, self.honest, k, info, claimed_output_root=claimed, part=part)
+            self._runs[k, part] = NodeRun(self.build, operands, k, info, claimed_output_root=claimed, part=part)
         return self._runs[k, part]
 
     @property
@@ -108,12 +130,11 @@ class Claimant(_Side):
     """The server's side. `tamper` makes it claim a wrong output for one node."""
 
     def __init__(self, build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
-                 roots: list[bytes] | None = None) -> None:
-        believed = None
+                 roots: list[bytes] | None = None, engine: str = "native") -> None:
+        check_engine(engine)
         if roots is None:
-            believed = compute_values(build, inputs, tamper)
-            roots = GraphTrace.of_values(build, believed).roots
-        super().__init__(build, inputs, roots, believed)
+            roots = party_roots(build, inputs, tamper, engine)
+        super().__init__(build, inputs, roots, engine, tamper)
 
     def trace_at(self, i: int) -> bytes:
         return self.trace.state(i)
@@ -181,12 +202,14 @@ class Verifier(_Side):
     """
 
     def __init__(self, build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
-                 moves: str = "honest", seed: int = 0) -> None:
+                 moves: str = "honest", seed: int = 0, engine: str = "native",
+                 roots: list[bytes] | None = None) -> None:
         if moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}")
-        believed = compute_values(build, inputs, tamper)
-        roots = GraphTrace.of_values(build, believed).roots
-        super().__init__(build, inputs, roots, believed)
+        check_engine(engine)
+        if roots is None:
+            roots = party_roots(build, inputs, tamper, engine)
+        super().__init__(build, inputs, roots, engine, tamper)
         self.moves = moves
         self.rng = random.Random(seed)
 

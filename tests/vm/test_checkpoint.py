@@ -51,3 +51,19 @@ def test_a_run_cut_short_answers_past_its_end():
     for _ in range(300):
         step(full)
     assert trace.hash_at(300) == full.hash()
+
+
+def test_a_long_run_keeps_at_most_max_checkpoints_and_still_answers_every_step():
+    elf = asm.demo_program(vectors=2, length=10, repeat=2)
+    reference = initial_state(elf)
+    hashes = [reference.hash()]
+    while not reference.exited:
+        step(reference)
+        hashes.append(reference.hash())
+    n = len(hashes) - 1
+    trace = Trace(initial_state(elf), interval=4, max_checkpoints=8)
+    trace.run(10**6)
+    kept = len(trace._steps) - 1  # the first state aside
+    assert n > 4 * 8 * 4 and kept <= 8 and trace.interval > 4
+    for k in [0, 1, 3, 4, 5, n // 3, n - 1, n, n + 5] + random.Random(1).sample(range(n), 20):
+        assert trace.hash_at(k) == hashes[min(k, n)]
