@@ -8,8 +8,8 @@ interpreter's bits exactly). It reports passed / failed / unsupported per op and
 
 Compilation of a case:
 - Integer inputs that a node reads as a shape parameter (Reshape's shape, Slice's starts,
-  Pad's pads, reduction axes…; SHAPE_INPUTS) are bound as compile-time constants, as a static
-  compiler must (`lower_model(constant_inputs=…)`); every other input stays a run-time input.
+  Pad's pads, reduction axes…; SHAPE_INPUTS), and the quantization parameters and integer
+  weights of the quantized ops, are bound as compile-time constants, as a static compiler must (`lower_model(constant_inputs=…)`); every other input stays a run-time input.
 - Fractional bits are calibrated on the case's own inputs (opmlc.frontend.calibrate: the float
   run's peak per tensor, headroom 2, at most 24 bits), exactly as `compile --calibrate` does.
 
@@ -51,7 +51,13 @@ SHAPE_INPUTS = {
     "OneHot": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     "CumSum": (1,), "Trilu": (1,), "Gather": (1,), "Clip": (), "CenterCropPad": (1,),
     "Dropout": (1, 2),  # ratio and training_mode: whether the program is random is static
+    # quantization parameters (scales, zero points) and the integer weights of the QOperator
+    # ops: constants in every exported model (the rules in frontend/rules/quantized.py need them)
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "QLinearConv": (1, 2, 3, 4, 5, 6, 7, 8), "MatMulInteger": (2, 3), "ConvInteger": (1, 2, 3),
 }
+# onnx's 4- and 2-bit integers (ml_dtypes) are given to the frontend as 8-bit ones (the IR holds i32)
+NARROW_INTS = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.uint8}
 
 TOL_UNITS = 8  # the tolerance is 2^(TOL_UNITS − f) · (1 + |want|)
 
@@ -170,7 +176,9 @@ def run_case(case, native: bool = False) -> CaseResult:
                         for arrs in (inputs, expected))
     if not all(isinstance(a, np.ndarray | np.generic) for a in [*inputs, *expected]):
         return unsupported("sequence, map or optional values have no IR type")
-    inputs, expected = [np.asarray(a) for a in inputs], [np.asarray(a) for a in expected]
+    inputs, expected = ([np.asarray(a).astype(NARROW_INTS[str(np.asarray(a).dtype)])
+                         if str(np.asarray(a).dtype) in NARROW_INTS else np.asarray(a) for a in arrs]
+                        for arrs in (inputs, expected))
     feeds = {n: np.asarray(a) for n, a in zip(in_names, inputs, strict=False)}
     for name, arr in list(feeds.items()) + list(zip(out_names, expected, strict=False)):
         if arr.dtype.kind in "OUSV" or arr.dtype.names:

@@ -147,6 +147,9 @@ class LoweringContext:
         # QuantizedWeights by (name, bits, block), shared by the lowerings of one model (the
         # range analysis lowers up to 4 times; the integers depend on the weights alone)
         self._qcache = {} if qcache is None else qcache
+        # DequantizeLinear outputs of constant integer weights (rules/quantized.py QDQWeight):
+        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm and Conv
+        self.qdq_weights: dict[str, object] = {}
         self.weights_report = WeightsReport()
 
     # -- quantized weights (--weights) ------------------------------------------------------

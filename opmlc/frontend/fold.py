@@ -11,6 +11,10 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
+# onnx's reference evaluator implements these only from opset 19 (float8 types and `saturate`
+# were added then); for the integer types the earlier definitions (10, 13) mean the same.
+FROM_19 = {"QuantizeLinear", "DequantizeLinear"}
+
 # Ops whose result is not a function of their inputs, which must never be folded.
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
@@ -31,6 +35,9 @@ def evaluate(
     outs = [f"out{i}" for i in range(len(node.output))]
     clone = onnx.helper.make_node(node.op_type, names, outs, domain=node.domain)
     clone.attribute.extend(node.attribute)
+    if node.op_type in FROM_19 and node.domain in ("", "ai.onnx"):
+        opsets = [onnx.helper.make_opsetid(o.domain, max(o.version, 19)) if o.domain in ("", "ai.onnx") else o
+                  for o in opsets]
     ev = ReferenceEvaluator(_single_node_model(clone, inputs, opsets))
     feeds = {n: x for n, x in zip(names, inputs, strict=True) if n}
     return [np.asarray(r) for r in ev.run(None, feeds)]

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from onnx import shape_inference
 
 from opmlc.errors import ModelError, UnsupportedError
+from opmlc.frontend.contrib import infer_contrib_shapes
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -108,7 +109,8 @@ def fix_input_shapes(
                     defaulted.append(inp.name)
     del model.graph.value_info[:]
     try:
-        return shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        return infer_contrib_shapes(
+            model, lambda m: shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True))
     except Exception as exc:  # onnx raises several classes here; all mean an inconsistent model
         raise ModelError(f"{path}: shape inference failed: {_first_line(exc)}") from None
 

@@ -32,16 +32,21 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
+from opmlc.frontend.rules.quantized import hoist_dequantize_of_gather, record_qdq_weight
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
 
 ML_DOMAIN = "ai.onnx.ml"  # scikit-learn models (skl2onnx): rules/ml.py, registered as "ai.onnx.ml:Op"
+# onnxruntime's contrib ops that its quantizers emit (rules/quantized.py), registered as
+# "com.microsoft:Op"; any other op of the domain is refused by name
+MS_DOMAIN = "com.microsoft"
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _T = onnx.TensorProto
 INPUT_TYPES = {
     **{t: DType.FX32 for t in (*FLOAT_TYPES, _T.BFLOAT16)},
-    **{t: DType.I32 for t in (_T.INT8, _T.INT16, _T.INT32, _T.UINT8, _T.UINT16)},
+    **{t: DType.I32 for t in (_T.INT2, _T.UINT2, _T.INT4, _T.UINT4, _T.INT8, _T.INT16, _T.INT32, _T.UINT8,
+                              _T.UINT16)},
     _T.INT64: DType.I64, _T.UINT32: DType.I64, _T.BOOL: DType.BOOL,
 }
 
@@ -126,10 +131,10 @@ def _lower_once(
     model = read_model(path)
     batch_defaulted: list[str] = []
     model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
-    model = fuse_rmsnorm(fuse_batchnorm(model))
+    model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model)))
     opset = default_opset(model)
     g = model.graph
-    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN}
+    unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
     ctx = LoweringContext(builder, policy, opset, str(path), qcache)
     for vi in (*g.input, *g.value_info, *g.output):
@@ -137,6 +142,7 @@ def _lower_once(
 
     for init in g.initializer:
         ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+        ctx.elem_types.setdefault(init.name, init.data_type)
     runtime_inputs = []
     exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
@@ -149,7 +155,7 @@ def _lower_once(
             raise UnsupportedError(
                 f"{path}: input {inp.name!r} has element type "
                 f"{onnx.TensorProto.DataType.Name(tt.elem_type)}, which has no IR type "
-                "(supported: float, double, float16, bfloat16, int8..int64, uint8..uint32, bool)"
+                "(supported: float, double, float16, bfloat16, int2..int64, uint2..uint32, bool)"
             )
         shape = tuple(d.dim_value for d in tt.shape.dim)
         if inp.name in exact:
@@ -160,10 +166,13 @@ def _lower_once(
 
     for node in progress.track(g.node, f"lowering {len(g.node)} ONNX nodes"):
         ctx.node = node
-        if node.domain not in ("", "ai.onnx", ML_DOMAIN):
+        if node.domain not in ("", "ai.onnx", ML_DOMAIN, MS_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
                                    + (f" (model imports {sorted(unknown_domains)})" if unknown_domains else ""))
         ins = [ctx.sym(name) if name else None for name in node.input]
+        if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx") and all(
+                s is None or isinstance(s, Const) for s in ins):  # QDQ's weight side: keep its integers
+            record_qdq_weight(ctx, node, [s.array if s else None for s in ins])
         if fold.can_fold(node, [s is None or isinstance(s, Const) for s in ins]):
             try:
                 results = fold.evaluate(node, [s.array if s else None for s in ins], list(model.opset_import))
@@ -173,8 +182,12 @@ def _lower_once(
                 if name:
                     ctx.bind(name, Const(arr))
             continue
-        key = f"{ML_DOMAIN}:{node.op_type}" if node.domain == ML_DOMAIN else node.op_type
+        key = f"{node.domain}:{node.op_type}" if node.domain in (ML_DOMAIN, MS_DOMAIN) else node.op_type
         lower = RULES.get(key)
+        if lower is None and node.domain == MS_DOMAIN:
+            ms_ops = sorted(k.partition(":")[2] for k in RULES if k.startswith(MS_DOMAIN + ":"))
+            raise UnsupportedError(f"{ctx.where()}: onnxruntime contrib op {key} is not supported by opmlc "
+                                   f"(supported {MS_DOMAIN} ops: {', '.join(ms_ops)})")
         if lower is None:
             raise UnsupportedError(
                 f"{ctx.where()}: op {key} is not supported by opmlc "

@@ -156,7 +156,13 @@ class Analysis:
         # per-channel intervals (axis 1) where a CNN's layers keep channels apart: tighter through
         # conv → relu → pool → conv chains and into the Gemm after a flatten
         self.ch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # fx32 values at 0 bits that hold exact integers (quantized arithmetic: x_q − zp, an
+        # integer convolution's accumulator): 0 bits lose nothing there, so never "coarse"
+        self.integral: set[int] = {v for v, d in graph.initializers.items()
+                                   if graph.values[v].type.dtype is DType.FX32 and graph.values[v].type.frac == 0}
         for node in graph.nodes:
+            if self._exact_integers(node):
+                self.integral.add(node.output)
             out = self._node(node)
             try:
                 ch = self._channels(node)
@@ -170,6 +176,24 @@ class Analysis:
                 lo, hi = DTYPE_RANGE[t.dtype]
                 out = (max(out[0], lo), min(out[1], hi))
             self.iv[node.output] = out
+
+    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "relu", "reshape", "view", "concat", "gather", "where")
+
+    def _exact_integers(self, node: Node) -> bool:
+        """Whether node's output is an fx32 tensor at 0 bits computed exactly from integers."""
+        g = self.graph
+        t = g.values[node.output].type
+        if t.dtype is not DType.FX32 or t.frac != 0 or node.op not in self.EXACT_OPS:
+            return False
+        if node.op == "binary" and node.attrs["kind"] not in ("add", "sub", "mul", "max", "min"):
+            return False
+        if node.op == "pool" and node.attrs["kind"] != "max":
+            return False
+        for v in node.inputs[:1] if node.op == "cast" else node.inputs:
+            vt = g.values[v].type
+            if vt.dtype is DType.FX32 and v not in self.integral:
+                return False
+        return True
 
     def const(self, v: int) -> np.ndarray | None:
         """A constant operand's real values (None for a run-time value)."""
@@ -296,6 +320,9 @@ class Analysis:
             out_lo, out_hi = out_lo + b, out_hi + b
         return out_lo, out_hi
 
+    def _op_quantize_linear(self, node, ivs, a):
+        return (float(a["qmin"]), float(a["qmax"]))
+
     def _op_reshape(self, node, ivs, a):
         return ivs[0]
 
@@ -383,6 +410,8 @@ class Analysis:
                 return (-mag(x), mag(x))  # integer division never grows a magnitude (b = 0 gives 0)
             if self._is_norm_of(node.inputs[1], node.inputs[0]):
                 return (-1.0, 1.0)  # x / ‖x‖ (L1 or L2, as ONNX-ML's Normalizer lowers): |x_i| ≤ ‖x‖
+            if self._is_span_of(node.inputs[1], node.inputs[0]):
+                return (-1.0, 1.0)  # x / (max(x, 0) − min(x, 0)), DynamicQuantizeLinear's: |x_i| ≤ the span
             if y[0] > 0 or y[1] < 0:  # 1/y over a range of one sign: [1/hi, 1/lo]
                 return mul_iv(x, (1 / y[1], 1 / y[0]))
             return (-INF, INF)  # the divisor's range holds 0
@@ -412,6 +441,26 @@ class Analysis:
         if squared:
             return inner.op == "binary" and inner.attrs.get("kind") == "mul" and inner.inputs == [x, x]
         return inner.op == "unary" and inner.attrs.get("kind") == "abs" and inner.inputs == [x]
+
+    def _is_span_of(self, d: int, x: int) -> bool:
+        """Whether d is max(reduce_max(t), 0) − min(reduce_min(t), 0) over all of t, and x is t or
+        that min (then |x_i| ≤ d): the span DynamicQuantizeLinear divides by."""
+        sub = self._producer(d)
+        if sub is None or sub.op != "binary" or sub.attrs.get("kind") != "sub":
+            return False
+        ends = []
+        for v, kind in zip(sub.inputs, ("max", "min"), strict=True):
+            clip = self._producer(v)
+            if clip is None or clip.op != "binary" or clip.attrs.get("kind") != kind:
+                return False
+            red, zero = self._producer(clip.inputs[0]), self.const(clip.inputs[1])
+            if red is None or red.op != "reduce" or red.attrs.get("kind") != kind or zero is None or np.any(zero != 0):
+                return False
+            rank = len(self.graph.values[red.inputs[0]].type.shape)
+            if sorted(red.attrs["axes"]) != list(range(rank)):
+                return False
+            ends.append(red.inputs[0])
+        return ends[0] == ends[1] and x in (ends[0], sub.inputs[1])
 
     def _op_reduce(self, node, ivs, a):
         x = ivs[0]
@@ -655,7 +704,8 @@ def coarse(analysis: Analysis) -> list[TensorRange]:
     """fx32 tensors left with fewer than COARSE_BITS bits by a wide analysed bound (a bound is a
     worst case over the declared input ranges and can be far looser than the values met, for
     example through a Scaler whose features differ in scale): precision may be lost there."""
-    return [r for r in analysis.ranges() if r.frac < COARSE_BITS and r.bound < r.capacity]
+    return [r for r in analysis.ranges()
+            if r.frac < COARSE_BITS and r.bound < r.capacity and r.value not in analysis.integral]
 
 
 __all__ = ["COARSE_BITS", "DEFAULT_INPUT_BOUND", "MAX_FRAC", "Analysis", "TensorRange", "analyse", "at_risk", "coarse",

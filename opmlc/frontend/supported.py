@@ -21,7 +21,7 @@ ML_DOMAIN = "ai.onnx.ml"
 
 @dataclass(frozen=True)
 class SupportedOp:
-    domain: str          # "ai.onnx" or "ai.onnx.ml"
+    domain: str          # "ai.onnx", "ai.onnx.ml" or "com.microsoft" (onnxruntime's contrib ops)
     op: str
     versions: tuple[int, ...]  # the op's schema versions (since_version) that apply in the range
     opsets: tuple[int, int] | None  # the domain's opsets the loader accepts; None: not checked

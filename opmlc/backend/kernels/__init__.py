@@ -38,6 +38,7 @@ from opmlc.backend.kernels import (  # noqa: E402,F401
     qconv,
     qgather,
     qmatmul,
+    quantize,
     reduce,
     relu,
     reshape,

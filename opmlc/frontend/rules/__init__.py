@@ -40,6 +40,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     ml_features,
     ml_svm,
     movement,
+    quantized,
     recurrent,
     reduce,
     resize,

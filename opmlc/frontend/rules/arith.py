@@ -293,6 +293,9 @@ def cast(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 @rule("CastLike")
 def cast_like(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    like_type = ctx.elem_types.get(node.input[1])
+    if like_type is not None and like_type not in ONNX_TO_IR:  # int2/int4…: held as i32, not cast to
+        raise ctx.unsupported(f"cast to {onnx.TensorProto.DataType.Name(like_type)}, which has no IR type")
     like = ctx.dtype(node.input[1])
     to = {DType.FX32: onnx.TensorProto.FLOAT, DType.I32: onnx.TensorProto.INT32,
           DType.I64: onnx.TensorProto.INT64, DType.BOOL: onnx.TensorProto.BOOL}[like]

@@ -40,16 +40,20 @@ def resolve_pads(ctx: LoweringContext, spatial, kernel, strides, dilations) -> l
 
 @rule("Conv")
 def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    from opmlc.frontend.rules.quantized import qdq_conv_weight
+
     a = ctx.attrs()
     x = ctx.fx(node.input[0])
     w_const = ctx.const(node.input[1])
     op, extra = "conv", {}
-    if w_const is not None and w_const.ndim >= 3 and ctx.quantizes_weights():
+    qw = qdq_conv_weight(ctx, node.input[1])  # the model's own (QDQ) quantized weight, kept
+    if qw is None and w_const is not None and w_const.ndim >= 3 and ctx.quantizes_weights():
         # --weights: one scale per output channel over its C/group · kernel reduction
         qw = ctx.qweight_ref(node.input[1], w_const.reshape(w_const.shape[0], -1), per_channel=True,
                              shape=w_const.shape)
+    if qw is not None:
         op, extra, w_ops, w_frac = "qconv", {"block_size": qw.block_size}, qw.operands(), ctx.frac_of(qw.scale)
-        wshape = w_const.shape
+        wshape = ctx.builder.type_of(qw.q).shape
     else:
         w = ctx.fx(node.input[1])
         w_ops, w_frac, wshape = [w], ctx.frac_of(w), ctx.builder.type_of(w).shape
@@ -77,9 +81,15 @@ def pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     if len(node.output) > 1 and node.output[1]:
         raise ctx.unsupported("MaxPool's Indices output")
     a = ctx.attrs()
-    if ctx.dtype(node.input[0]) is not DType.FX32:
+    integer = ctx.dtype(node.input[0])
+    if integer is DType.FX32:
+        integer = None
+    elif node.op_type == "MaxPool" and integer is DType.I32:  # a quantized tensor: exact at 0 bits
+        x = ctx.emit("cast", [ctx.value(node.input[0])], {"to": "fx32", "frac": 0}, f"{node.output[0]}/int")
+    else:
         raise ctx.unsupported(f"{node.op_type} of an integer tensor")
-    x = ctx.fx(node.input[0])
+    if integer is None:
+        x = ctx.fx(node.input[0])
     spatial = ctx.builder.type_of(x).shape[2:]
     r = len(spatial)
     kernel = list(a["kernel_shape"])
@@ -90,6 +100,10 @@ def pool(ctx: LoweringContext, node: onnx.NodeProto) -> None:
              "dilations": dilations, "pads": pads, "ceil_mode": int(a.get("ceil_mode", 0)),
              "count_include_pad": int(a.get("count_include_pad", 0))}
     out = node.output[0]
+    if integer is not None:
+        pooled = ctx.emit("pool", [x], attrs, f"{out}/pooled")
+        ctx.bind(out, ctx.emit("cast", [pooled], {"to": "i32"}, out))
+        return
     ctx.bind(out, ctx.emit("pool", [x], attrs, out))
 
 

@@ -34,6 +34,15 @@ def gather_runtime(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         raise ctx.unsupported(f"Gather indices of type {ctx.dtype(idx).value}")
     out = node.output[0]
     table = ctx.const(data)
+    if table is not None and table.ndim == 2 and axis == 0:  # the model's own (QDQ) quantized table
+        from opmlc.frontend.rules.quantized import qdq_gather_table
+
+        qw = qdq_gather_table(ctx, data)
+        if qw is not None:
+            fo = min(ctx.policy.activation(out), ctx.frac_of(qw.scale))
+            ctx.bind(out, ctx.emit("qgather", [*qw.operands(), ctx.value(idx)],
+                                   {"block_size": qw.block_size, "frac": fo}, out))
+            return
     if (table is not None and table.ndim == 2 and axis == 0 and ctx.quantizes_weights()
             and np.issubdtype(table.dtype, np.floating)):
         # --weights: an embedding table, quantized per row (one token's vector) or row block

@@ -121,6 +121,13 @@ def product_operands(ctx: LoweringContext, a_name: str, b_name: str, transpose_b
     """The op, operands and attributes (all but `frac`) of a @ b: `qmatmul` with b's quantized
     weight when b is a constant [N, K] matrix and weights are quantized, else `matmul`."""
     b_const = ctx.const(b_name)
+    if transpose_b and b_const is not None and b_const.ndim == 2:  # the model's own (QDQ) quantized weight
+        from opmlc.frontend.rules.quantized import qdq_matmul_weight
+
+        original = b_name[:-2] if b_name.endswith(".T") else None
+        qw = qdq_matmul_weight(ctx, b_name, original)
+        if qw is not None:
+            return "qmatmul", [ctx.ref(a_name), *qw.operands()], {"block_size": qw.block_size}
     if transpose_b and b_const is not None and b_const.ndim == 2 and ctx.quantizes_weights():
         qw = ctx.qweight_ref(b_name, b_const)
         return "qmatmul", [ctx.ref(a_name), *qw.operands()], {"block_size": qw.block_size}

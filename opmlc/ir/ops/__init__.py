@@ -71,6 +71,7 @@ from opmlc.ir.ops import (  # noqa: E402,F401
     qconv,
     qgather,
     qmatmul,
+    quantize,
     reduce,
     relu,
     reshape,

@@ -1,0 +1,66 @@
+"""Output shapes of the com.microsoft ops opmlc lowers (rules/quantized.py), for step one of
+the frontend (load.py): onnx's shape inference has no schema for onnxruntime's contrib ops, so
+everything after such a node would be left without a static shape. `infer_contrib_shapes`
+gives each such node's outputs their type and shape as value_info, and shape inference is run
+again from there, until every contrib output has a shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+from onnx import helper
+
+MS_DOMAIN = "com.microsoft"
+Shape = tuple[int, list[int]]  # (ONNX element type, dims)
+
+
+def _matmul_nbits(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    a = get(node.input[0])
+    return None if a is None else [(a[0], [*a[1][:-1], int(attrs["N"])])]
+
+
+def _qgemm(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    a, b = get(node.input[0]), get(node.input[3])
+    if a is None or b is None or len(a[1]) != 2 or len(b[1]) != 2:
+        return None
+    m = a[1][1] if attrs.get("transA", 0) else a[1][0]
+    n = b[1][0] if attrs.get("transB", 0) else b[1][1]
+    y_zp = get(node.input[8]) if len(node.input) > 8 and node.input[8] else None
+    elem = y_zp[0] if y_zp is not None else onnx.TensorProto.FLOAT
+    return [(elem, [m, n])]
+
+
+SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm}
+MAX_ROUNDS = 1000
+
+
+def infer_contrib_shapes(model: onnx.ModelProto, infer: Callable[[onnx.ModelProto], onnx.ModelProto]) -> onnx.ModelProto:
+    """Run `infer` (onnx's shape inference), then type the outputs of contrib nodes whose inputs
+    are known and infer again, until no contrib output is left untyped (or none can be typed)."""
+    model = infer(model)
+    for _ in range(MAX_ROUNDS):
+        known: dict[str, Shape] = {}
+        for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+            tt = vi.type.tensor_type
+            if tt.elem_type and tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+                known[vi.name] = (tt.elem_type, [d.dim_value for d in tt.shape.dim])
+        for t in model.graph.initializer:
+            known[t.name] = (t.data_type, list(t.dims))
+        added = []
+        for node in model.graph.node:
+            fn = SHAPES.get(node.op_type) if node.domain == MS_DOMAIN else None
+            if fn is None or all(o in known for o in node.output if o):
+                continue
+            shapes = fn(node, known.get, {a.name: helper.get_attribute_value(a) for a in node.attribute})
+            if shapes is None:
+                continue
+            for name, (elem, dims) in zip(node.output, shapes, strict=False):
+                if name and name not in known:
+                    added.append(helper.make_tensor_value_info(name, elem, dims))
+                    known[name] = (elem, dims)
+        if not added:
+            return model
+        model.graph.value_info.extend(added)
+        model = infer(model)
+    return model
