@@ -3,11 +3,16 @@
 A name is either a compile-time constant (`Const`: a float or integer numpy array, after
 folding) or a value of the IR being built (`Ref`). Constants become IR initializers, quantized,
 only when an IR op consumes them; shape arithmetic on constants never reaches the IR.
+
+A model's initializers are `Const.lazy`: read from the model (frontend/initializers.py: an external
+one is a memory map of its bytes) each time a rule asks for `.array`, and not kept, so that the
+float model is never in memory at once; `release` drops the constants no later node reads.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +24,24 @@ from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.types import MAX_FRAC, DType, TensorType
 
 
-@dataclass(frozen=True)
 class Const:
-    array: np.ndarray
+    """A compile-time constant: an array, or (`lazy`) a loader called on each access."""
+
+    __slots__ = ("_array", "_load")
+
+    def __init__(self, array: np.ndarray | None = None, load: Callable[[], np.ndarray] | None = None) -> None:
+        self._array, self._load = array, load
+
+    @classmethod
+    def lazy(cls, load: Callable[[], np.ndarray]) -> Const:
+        return cls(load=load)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array if self._load is None else self._load()
+
+    def __repr__(self) -> str:
+        return "Const(lazy)" if self._load is not None else f"Const({self._array!r})"
 
 
 @dataclass(frozen=True)
@@ -51,7 +71,7 @@ class QuantPolicy:
     input_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     weight_frac: int | None = None  # bits for non-scalar constants, if not `default`
     # `--weights int8|int4`: constant weights of MatMul/Gemm/Conv/Gather become quantized
-    # weights (frontend/weights.py, docs/DESIGN.md "Quantized weights"); None keeps them fx32
+    # weights (frontend/initializers.py, docs/DESIGN.md "Quantized weights"); None keeps them fx32
     weights: str | None = None
     block_size: int | None = None  # None: the format's default (int8 per channel, int4 32)
 
@@ -83,14 +103,40 @@ class QuantPolicy:
         else:
             want = self.default if self.weight_frac is None else self.weight_frac
         data = np.asarray(data)
-        finite = np.abs(data[np.isfinite(data)]) if np.issubdtype(data.dtype, np.floating) else np.abs(data)
-        if finite.size < data.size:  # ±inf saturates: at most the default bits keep it as large as any tensor
+        peak = _peak(data)
+        if peak is None:  # ±inf saturates: at most the default bits keep it as large as any tensor
             want = min(want, self.default)
-        peak = float(np.max(finite)) if finite.size else 0.0
+            finite = np.abs(data[np.isfinite(data)])
+            peak = float(np.max(finite)) if finite.size else 0.0
         if peak == 0.0:
             return want
         fits = MAX_FRAC if peak < 2.0**-MAX_FRAC else 30 - max(0, math.ceil(math.log2(peak + 1e-300)))
         return max(0, min(want, fits))
+
+
+def _peak(data: np.ndarray) -> float | None:
+    """max |x| over an array without a copy of it (a weight may be a 65M-element map); None when
+    it holds ±inf (NaN is refused before)."""
+    if not data.size:
+        return 0.0
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        return None
+    return float(max(abs(np.min(data)), abs(np.max(data))))
+
+
+QUANT_CHUNK = 1 << 22  # elements quantized at a time: a large weight's float64 temporaries stay small
+
+
+def quantize_chunked(arr: np.ndarray, frac: int) -> np.ndarray:
+    """fixedpoint.quantize element by element, as the interpreter defines it, in chunks."""
+    arr = np.asarray(arr)
+    if arr.size <= QUANT_CHUNK:
+        return fp.quantize(arr, frac)
+    flat = arr.reshape(-1)
+    out = np.empty(flat.size, np.int32)
+    for i in range(0, flat.size, QUANT_CHUNK):
+        out[i:i + QUANT_CHUNK] = fp.quantize(flat[i:i + QUANT_CHUNK], frac)
+    return out.reshape(arr.shape)
 
 
 def numpy_dtype_to_ir(dt: np.dtype) -> DType:
@@ -123,7 +169,7 @@ class QWeightRefs:
 @dataclass
 class WeightsReport:
     """What `--weights` did in one lowering: how many weights and parameters it quantized, and
-    the error it introduced (frontend/weights.py WeightError, summed over the weights)."""
+    the error it introduced (frontend/initializers.py WeightError, summed over the weights)."""
 
     quantized: int = 0
     parameters: int = 0
@@ -272,7 +318,7 @@ class LoweringContext:
             key = (name, frac)
             if key not in self._const_refs:
                 t = TensorType(DType.FX32, tuple(arr.shape), frac)
-                self._const_refs[key] = self.builder.add_initializer(name, fp.quantize(arr, frac), t)
+                self._const_refs[key] = self.builder.add_initializer(name, quantize_chunked(arr, frac), t)
             return self._const_refs[key]
         key = (name, -1)
         if key not in self._const_refs:
@@ -318,6 +364,15 @@ class LoweringContext:
 
     def bind(self, name: str, sym: Sym | int) -> None:
         self.env[name] = Ref(sym) if isinstance(sym, int) else sym
+
+    def release(self, keep: Iterable[str]) -> None:
+        """Forget every constant whose name is not in `keep` (the names later nodes or the graph
+        outputs read): the float arrays rules derived from weights (a transposed MatMul weight,
+        a folded result) are freed once their node is lowered. Their quantized initializers
+        stay in the builder; a later rule that derives one again gets the same initializer."""
+        keep = set(keep)
+        for name in [n for n, s in self.env.items() if isinstance(s, Const) and n not in keep]:
+            del self.env[name]
 
     def attrs(self) -> dict:
         assert self.node is not None

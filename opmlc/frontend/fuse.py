@@ -14,8 +14,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from opmlc.frontend.initializers import WeightSource
 
-def fuse_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+
+def fuse_batchnorm(model: onnx.ModelProto, source: WeightSource) -> onnx.ModelProto:
+    """Rewrite `model` in place, reading the initializers of each fused pair through `source`."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
@@ -44,9 +47,9 @@ def fuse_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         if has_bias and prev.input[2] not in inits:
             continue
         eps = next((helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        gamma, beta, mean, var = (source.array(n).astype(np.float64) for n in bn.input[1:5])
         scale = gamma / np.sqrt(var + eps)
-        w = numpy_helper.to_array(inits[prev.input[1]]).astype(np.float64)
+        w = source.array(prev.input[1]).astype(np.float64)
         m = scale.shape[0]
         if prev.op_type == "Conv":
             w2 = w * scale.reshape((m,) + (1,) * (w.ndim - 1))
@@ -54,11 +57,11 @@ def fuse_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
             w2 = w * scale[:, None]
         else:
             w2 = w * scale[None, :]
-        b = numpy_helper.to_array(inits[prev.input[2]]).astype(np.float64) if has_bias else np.zeros(m)
+        b = source.array(prev.input[2]).astype(np.float64) if has_bias else np.zeros(m)
         if b.shape != (m,):
             continue
         b2 = (b - mean) * scale + beta
-        dtype = numpy_helper.to_array(inits[prev.input[1]]).dtype
+        dtype = source.array(prev.input[1]).dtype
         wname, bname = prev.output[0] + "/bn_w", prev.output[0] + "/bn_b"
         g.initializer.extend([numpy_helper.from_array(w2.astype(dtype), wname),
                               numpy_helper.from_array(b2.astype(dtype), bname)])

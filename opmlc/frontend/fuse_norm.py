@@ -21,14 +21,22 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from opmlc.frontend.initializers import WeightSource
 
-def fuse_rmsnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+
+def fuse_rmsnorm(model: onnx.ModelProto, source: WeightSource) -> onnx.ModelProto:
+    """Rewrite `model` in place; initializers are read through `source` only where a chain needs
+    one (an exponent, an epsilon, a norm weight), never all of them."""
     g = model.graph
     nodes = list(g.node)
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in nodes:
-        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    const_nodes = {n.output[0]: n.attribute[0].t for n in nodes
+                   if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"}
+
+    def const(name: str) -> np.ndarray | None:
+        if name in const_nodes:
+            return numpy_helper.to_array(const_nodes[name])
+        return source.array(name) if name in source else None
+
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in nodes:
         for i in n.input:
@@ -38,7 +46,7 @@ def fuse_rmsnorm(model: onnx.ModelProto) -> onnx.ModelProto:
               for v in list(g.value_info) + list(g.input) + list(g.output)}
 
     def scalar(name: str, value: float | None = None) -> float | None:
-        arr = consts.get(name)
+        arr = const(name)
         if arr is None or arr.size != 1:
             return None
         v = float(arr.ravel()[0])
@@ -62,8 +70,8 @@ def fuse_rmsnorm(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in mean.attribute}
         axes = attrs.get("axes")
-        if axes is None and len(mean.input) > 1 and mean.input[1] in consts:
-            axes = consts[mean.input[1]].ravel().tolist()
+        if axes is None and len(mean.input) > 1 and const(mean.input[1]) is not None:
+            axes = const(mean.input[1]).ravel().tolist()
         rank = len(shapes[x])
         if axes is None or [a % rank for a in axes] != [rank - 1] or not attrs.get("keepdims", 1):
             continue
@@ -90,7 +98,7 @@ def fuse_rmsnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         weight = None
         nxt = only_use(last.output[0])
         if nxt is not None and nxt.op_type == "Mul":
-            w = consts.get(other(nxt, last.output[0]))
+            w = const(other(nxt, last.output[0]))
             if w is not None and w.size in (1, n) and w.shape[-1:] in ((), (1,), (n,)):
                 weight = np.broadcast_to(w.ravel(), (n,)).astype(np.float32)
                 chain.append(last)

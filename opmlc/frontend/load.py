@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import shape_inference
+from onnx import numpy_helper, shape_inference
 
 from opmlc.errors import ModelError, UnsupportedError
+from opmlc.frontend import initializers
 from opmlc.frontend.contrib import infer_contrib_shapes
 
 MIN_OPSET = 7
@@ -22,19 +24,25 @@ DEFAULT_BATCH = 1  # what an open leading (batch) input dimension becomes, annou
 
 
 def read_model(path: str | Path) -> onnx.ModelProto:
-    """Parse and check an ONNX file; raise ModelError for anything that is not a valid model."""
+    """Parse and check an ONNX file; raise ModelError for anything that is not a valid model.
+
+    External data (frontend/initializers.py) is not read: its references are checked (a file inside
+    the model's folder that holds every tensor's bytes) and the weights stay on disk until the
+    lowering asks for them one at a time."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file; pass the path of an .onnx model")
-    data = path.read_bytes()
     try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path}: not an ONNX model (protobuf parse failed: {_first_line(exc)})") from None
     if model.ir_version == 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{path}: not an ONNX model (no IR version, graph or opset); check the file")
+    initializers.check_external(model, path)
     try:
-        onnx.checker.check_model(model)
+        # by path: the checker resolves external data against the model's folder and never
+        # serialises a > 2 GB proto
+        onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     opset = default_opset(model)
@@ -66,13 +74,15 @@ def fix_input_shapes(
     model: onnx.ModelProto, path: str | Path, overrides: dict[str, tuple[int, ...]] | None = None,
     defaulted: list[str] | None = None,
 ) -> onnx.ModelProto:
-    """Give every graph input a static shape and re-infer shapes.
+    """Give every graph input a static shape and re-infer shapes, in place (returns `model`).
+
+    Shape inference runs on a skeleton of the model whose large initializers carry only their
+    dims and type (`_skeleton`), so that no weight is copied or read for it.
 
     An input's shape is its --input-shape override, else its own static dims. An open leading
     (batch) dim becomes DEFAULT_BATCH and the input's name is appended to `defaulted`, for the
     caller to announce; any other open dim is a ModelError saying which --input-shape to pass."""
     overrides = dict(overrides or {})
-    model = onnx.ModelProto.FromString(model.SerializeToString())
     inputs = real_inputs(model.graph)
     names = {i.name for i in inputs}
     for name in overrides:
@@ -109,10 +119,55 @@ def fix_input_shapes(
                     defaulted.append(inp.name)
     del model.graph.value_info[:]
     try:
-        return infer_contrib_shapes(
-            model, lambda m: shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True))
+        inferred = infer_contrib_shapes(
+            model, lambda m: shape_inference.infer_shapes(_skeleton(m, Path(path)), check_type=True, strict_mode=True,
+                                                           data_prop=True))
     except Exception as exc:  # onnx raises several classes here; all mean an inconsistent model
         raise ModelError(f"{path}: shape inference failed: {_first_line(exc)}") from None
+    g, ig = model.graph, inferred.graph
+    for field in ("node", "input", "output", "value_info"):  # nodes too: subgraphs get value_info
+        del getattr(g, field)[:]
+        getattr(g, field).extend(getattr(ig, field))
+    return model
+
+
+SKELETON_LIMIT = initializers.INLINE_LIMIT  # initializers above this many bytes go to shape inference as dims only
+
+
+def _skeleton(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """A copy of `model` for shape inference: small initializers with their values (shape
+    tensors; external ones read in), large ones as external stubs that carry dims and type only."""
+    skel = onnx.ModelProto()
+    _copy_fields(model, skel, skip="graph")
+    _copy_fields(model.graph, skel.graph, skip="initializer")
+    for t in model.graph.initializer:
+        size = initializers.nbytes(t)
+        if size is None and not initializers.is_external(t):
+            skel.graph.initializer.append(t)  # strings and such: never weights
+        elif size is not None and size <= SKELETON_LIMIT:
+            if initializers.is_external(t):
+                skel.graph.initializer.append(numpy_helper.from_array(np.array(initializers.read_tensor(t, path.parent)),
+                                                                      t.name))
+            else:
+                skel.graph.initializer.append(t)
+        else:
+            stub = skel.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value="(not read for shape inference)")
+    return skel
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """Copy every set field of protobuf message `src` into `dst` except the one named `skip`."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
 
 
 def _first_line(exc: BaseException) -> str:

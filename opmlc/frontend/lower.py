@@ -14,13 +14,12 @@ the choice settles (ranges are real values: they barely depend on the bits).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from opmlc import progress
 from opmlc.errors import ModelError, UnsupportedError
@@ -28,6 +27,7 @@ from opmlc.frontend import fold
 from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref, WeightsReport
 from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
+from opmlc.frontend.initializers import WeightSource, model_sha256
 from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, real_inputs
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
@@ -87,6 +87,7 @@ def lower_model(
     fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf, **qw)
     qcache: dict = {}  # quantized weights, made once for every lowering (they depend on the weights alone)
     fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
+    fe.model_sha256 = model_sha256(read_model(path), Path(path))
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
         raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
@@ -98,7 +99,10 @@ def lower_model(
         if chosen == fixed.overrides:
             break
         fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
+        sha = fe.model_sha256
+        fe = None  # the previous round's graph (its quantized weights) goes before the next is built
         fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
+        fe.model_sha256 = sha
         fe.analysis = analyse(fe.graph, policy.input_ranges)
     return fe
 
@@ -119,6 +123,26 @@ def _lower(
     return fe
 
 
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads: its inputs and, over-approximated, any name its subgraphs read."""
+    names = {i for i in node.input if i}
+    for a in node.attribute:
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                    list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+            for n in sub.node:
+                names |= _reads(n)
+    return names
+
+
+def _last_uses(g: onnx.GraphProto) -> dict[str, int]:
+    """For every name a node reads, the index of the last node that reads it."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(g.node):
+        for name in _reads(node):
+            last[name] = i
+    return last
+
+
 def _lower_once(
     path: str | Path,
     policy: QuantPolicy,
@@ -131,7 +155,9 @@ def _lower_once(
     model = read_model(path)
     batch_defaulted: list[str] = []
     model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
-    model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model)))
+    source = WeightSource(model, path)
+    model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model, source), source))
+    source = WeightSource(model, path)  # with the fused initializers
     opset = default_opset(model)
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}
@@ -140,8 +166,8 @@ def _lower_once(
     for vi in (*g.input, *g.value_info, *g.output):
         ctx.elem_types[vi.name] = vi.type.tensor_type.elem_type
 
-    for init in g.initializer:
-        ctx.bind(init.name, Const(numpy_helper.to_array(init)))
+    for init in g.initializer:  # read when a rule asks (weights.py), never all at once
+        ctx.bind(init.name, Const.lazy(partial(source.array, init.name)))
         ctx.elem_types.setdefault(init.name, init.data_type)
     runtime_inputs = []
     exact = exact_tree_inputs(g)
@@ -164,7 +190,13 @@ def _lower_once(
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
 
-    for node in progress.track(g.node, f"lowering {len(g.node)} ONNX nodes"):
+    last_use = _last_uses(g)
+    live = set(last_use) | {o.name for o in g.output}
+    for i, node in enumerate(progress.track(g.node, f"lowering {len(g.node)} ONNX nodes")):
+        if i:
+            live.difference_update(n for n in _reads(g.node[i - 1]) if last_use[n] == i - 1)
+            live.update(o.name for o in g.output)
+            ctx.release(live)
         ctx.node = node
         if node.domain not in ("", "ai.onnx", ML_DOMAIN, MS_DOMAIN):
             raise UnsupportedError(f"{ctx.where()}: domain {node.domain!r} is not supported"
@@ -217,7 +249,7 @@ def _lower_once(
         raise ModelError(f"{path}: lowering produced an invalid graph: {exc}") from None
     return Frontend(
         graph=graph,
-        model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        model_sha256="",  # lower_model hashes the model's files once
         opset=opset,
         input_names=runtime_inputs,
         output_names=[o.name for o in g.output],
