@@ -11,9 +11,11 @@ float model is never in memory at once; `release` drops the constants no later n
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -128,15 +130,54 @@ QUANT_CHUNK = 1 << 22  # elements quantized at a time: a large weight's float64 
 
 
 def quantize_chunked(arr: np.ndarray, frac: int) -> np.ndarray:
-    """fixedpoint.quantize element by element, as the interpreter defines it, in chunks."""
+    """fixedpoint.quantize element by element, as the interpreter defines it, a block of rows at
+    a time (a transposed weight is a strided view: no float copy of it is made)."""
     arr = np.asarray(arr)
-    if arr.size <= QUANT_CHUNK:
+    if arr.size <= QUANT_CHUNK or arr.ndim == 0:
         return fp.quantize(arr, frac)
-    flat = arr.reshape(-1)
-    out = np.empty(flat.size, np.int32)
-    for i in range(0, flat.size, QUANT_CHUNK):
-        out[i:i + QUANT_CHUNK] = fp.quantize(flat[i:i + QUANT_CHUNK], frac)
-    return out.reshape(arr.shape)
+    out = np.empty(arr.shape, np.int32)
+    rows = max(1, QUANT_CHUNK // max(1, arr.size // arr.shape[0]))
+    for i in range(0, arr.shape[0], rows):
+        out[i:i + rows] = fp.quantize(arr[i:i + rows], frac)
+    return out
+
+
+MEMO_MIN = 1 << 12  # constants of fewer elements are quantized again each round (cheap)
+
+
+def fingerprint(arr: np.ndarray) -> tuple:
+    """Shape, dtype and a digest of a strided sample of a constant (≤ 16 indices per axis): with
+    the constant's name, what tells the rounds' weights apart without reading them whole."""
+    sample = np.ascontiguousarray(arr[tuple(slice(None, None, max(1, d // 16)) for d in arr.shape)])
+    return arr.shape, arr.dtype.str, hashlib.sha256(sample.tobytes()).hexdigest()
+
+
+class WeightMemo:
+    """Quantized constants kept from one lowering round to the next: lower_model lowers a model
+    up to 4 times while the range analysis settles the bits, and a weight's integers depend only
+    on its values and its bits (fx32) or format (--weights). Keys name the constant, its
+    `fingerprint` and those parameters. `end_round` drops what the last round did not use, so
+    the memo holds no more than that round's graph (whose initializers are the same arrays)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, object] = {}
+        self._used: set[tuple] = set()
+
+    def get(self, key: tuple, make: Callable[[], object]) -> object:
+        if key not in self._entries:
+            self._entries[key] = make()
+        self._used.add(key)
+        return self._entries[key]
+
+    def end_round(self) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if k in self._used}
+        self._used = set()
+
+
+def _quantize_counted(arr: np.ndarray, frac: int) -> tuple[np.ndarray, int]:
+    with fp.count_saturation() as c:
+        q = quantize_chunked(arr, frac)
+    return q, c.n
 
 
 def numpy_dtype_to_ir(dt: np.dtype) -> DType:
@@ -178,8 +219,9 @@ class WeightsReport:
 
 class LoweringContext:
     def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str,
-                 qcache: dict | None = None) -> None:
+                 memo: WeightMemo | None = None) -> None:
         self.builder = builder
+        self.memo = memo if memo is not None else WeightMemo()
         self.policy = policy
         self.opset = opset
         self.source = source  # the model's path, for error messages
@@ -190,9 +232,6 @@ class LoweringContext:
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
         self._qweights: dict[tuple[str, str], QWeightRefs] = {}
-        # QuantizedWeights by (name, bits, block), shared by the lowerings of one model (the
-        # range analysis lowers up to 4 times; the integers depend on the weights alone)
-        self._qcache = {} if qcache is None else qcache
         # DequantizeLinear outputs of constant integer weights (rules/quantized.py QDQWeight):
         # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm and Conv
         self.qdq_weights: dict[str, object] = {}
@@ -216,16 +255,13 @@ class LoweringContext:
         key = (name, "channel" if bs is None else str(bs))
         if key in self._qweights:
             return self._qweights[key]
-        ckey = (name, bits, bs)
-        if ckey not in self._qcache:
-            w = np.asarray(w)
-            if not np.issubdtype(w.dtype, np.floating):
-                w = w.astype(np.float64)
-            try:  # quantize_weight refuses NaN and inf, block by block
-                self._qcache[ckey] = quantize_weight(w, bits, bs)
-            except ValueError as exc:
-                raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
-        refs = self.add_qweight(name, self._qcache[ckey], shape)
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating):
+            w = w.astype(np.float64)
+        if not np.all(np.isfinite(w)):
+            raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
+        qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        refs = self.add_qweight(name, qw, shape)
         self._qweights[key] = refs
         return refs
 
@@ -318,7 +354,13 @@ class LoweringContext:
             key = (name, frac)
             if key not in self._const_refs:
                 t = TensorType(DType.FX32, tuple(arr.shape), frac)
-                self._const_refs[key] = self.builder.add_initializer(name, quantize_chunked(arr, frac), t)
+                if arr.size < MEMO_MIN:
+                    q = fp.quantize(arr, frac)
+                else:  # the clips a memoised weight had are counted again in this round
+                    q, clipped = self.memo.get(("fx32", name, frac, fingerprint(arr)),
+                                               partial(_quantize_counted, arr, frac))
+                    fp.count_saturated(np.ones(clipped, bool))
+                self._const_refs[key] = self.builder.add_initializer(name, q, t)
             return self._const_refs[key]
         key = (name, -1)
         if key not in self._const_refs:

@@ -24,7 +24,14 @@ import onnx
 from opmlc import progress
 from opmlc.errors import ModelError, UnsupportedError
 from opmlc.frontend import fold
-from opmlc.frontend.context import Const, LoweringContext, QuantPolicy, Ref, WeightsReport
+from opmlc.frontend.context import (
+    Const,
+    LoweringContext,
+    QuantPolicy,
+    Ref,
+    WeightMemo,
+    WeightsReport,
+)
 from opmlc.frontend.fuse import fuse_batchnorm
 from opmlc.frontend.fuse_norm import fuse_rmsnorm
 from opmlc.frontend.initializers import WeightSource, model_sha256
@@ -85,8 +92,8 @@ def lower_model(
     wf = policy.weight_frac if policy.weight_frac is not None or not policy.analyse else MAX_FRAC
     qw = {"weights": policy.weights, "block_size": policy.block_size}
     fixed = QuantPolicy(default=policy.default, overrides=dict(policy.overrides), weight_frac=wf, **qw)
-    qcache: dict = {}  # quantized weights, made once for every lowering (they depend on the weights alone)
-    fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
+    memo = WeightMemo()  # quantized weights shared by the rounds (context.py)
+    fe = _lower(path, fixed, input_shapes, constant_inputs, memo)
     fe.model_sha256 = model_sha256(read_model(path), Path(path))
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
@@ -101,7 +108,7 @@ def lower_model(
         fixed = QuantPolicy(default=policy.default, overrides=dict(sorted(chosen.items())), weight_frac=wf, **qw)
         sha = fe.model_sha256
         fe = None  # the previous round's graph (its quantized weights) goes before the next is built
-        fe = _lower(path, fixed, input_shapes, constant_inputs, qcache)
+        fe = _lower(path, fixed, input_shapes, constant_inputs, memo)
         fe.model_sha256 = sha
         fe.analysis = analyse(fe.graph, policy.input_ranges)
     return fe
@@ -112,13 +119,15 @@ def _lower(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
-    qcache: dict | None = None,
+    memo: WeightMemo | None = None,
 ) -> Frontend:
     """One lowering, counting the constants it clips (only the final lowering's count is kept)."""
     from opmlc.ir.fixedpoint import count_saturation
 
+    memo = memo if memo is not None else WeightMemo()
     with count_saturation() as clipped:
-        fe = _lower_once(path, policy, input_shapes, constant_inputs, qcache)
+        fe = _lower_once(path, policy, input_shapes, constant_inputs, memo)
+    memo.end_round()
     fe.clipped_constants = clipped.n
     return fe
 
@@ -148,7 +157,7 @@ def _lower_once(
     policy: QuantPolicy,
     input_shapes: dict[str, tuple[int, ...]] | None,
     constant_inputs: dict[str, np.ndarray] | None,
-    qcache: dict | None = None,
+    memo: WeightMemo,
 ) -> Frontend:
     path = Path(path)
     constant_inputs = dict(constant_inputs or {})
@@ -162,7 +171,7 @@ def _lower_once(
     g = model.graph
     unknown_domains = {imp.domain for imp in model.opset_import} - {"", "ai.onnx", ML_DOMAIN, MS_DOMAIN}
     builder = GraphBuilder(g.name or path.stem)
-    ctx = LoweringContext(builder, policy, opset, str(path), qcache)
+    ctx = LoweringContext(builder, policy, opset, str(path), memo)
     for vi in (*g.input, *g.value_info, *g.output):
         ctx.elem_types[vi.name] = vi.type.tensor_type.elem_type
 

@@ -161,7 +161,9 @@ class GraphBuilder:
             lo, hi = t.dtype.int_range
             if np.min(data) < lo or np.max(data) > hi:
                 raise IRTypeError(f"initializer {name} holds values outside {t.dtype.value}'s range {lo}..{hi}")
-        data = np.array(data, dtype=t.dtype.numpy, order="C")  # keeps 0-d arrays 0-d
+        # no copy of an array already so (keeps 0-d arrays 0-d): the frontend's memoised weights
+        # (frontend/context.py WeightMemo) are shared with the graph, never written
+        data = np.asarray(data, dtype=t.dtype.numpy, order="C")
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")
         ref = self._new(name, t)

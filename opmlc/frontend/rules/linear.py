@@ -98,7 +98,7 @@ def matmul(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     transpose_b = False
     if b_const is not None and b_const.ndim == 2:  # weights are stored [N, K] (see the IR's matmul)
         b_name = f"{b_name}.T"
-        ctx.bind(b_name, Const(np.ascontiguousarray(b_const.T)))
+        ctx.bind(b_name, Const(b_const.T))  # a view: quantized a block of rows at a time, never copied whole
         transpose_b = True
     op, inputs, attrs = product_operands(ctx, a_name, b_name, transpose_b)
     attrs["frac"] = min(ctx.policy.activation(out), product_frac(ctx, op, inputs))  # ≤ the product's bits
