@@ -1,5 +1,5 @@
 """quantize_linear's kernel against its interpreter semantics, bit for bit (native, MIPS in
-the VM and in unicorn), per tensor and per axis, on random and edge values, including exact
+the VM and in unicorn), per tensor, per axis and per element, on random and edge values, including exact
 ties (rounded half to even) and the quantized types' saturation."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def test_quantize_linear_per_tensor_and_per_axis():
         (np.int32(2**31 - 1), np.int32(0), 62, 0, -8, 7),
         (rng.integers(1, 2**31 - 1, 3).astype(np.int32), rng.integers(-5, 5, 3).astype(np.int32), 40, 1, 0, 255),
         (rng.integers(-2**31, 2**31 - 1, 5).astype(np.int32), np.int32(7), 33, 2, -(2**31), 2**31 - 1),
+        (rng.integers(1, 2**31 - 1, (2, 3, 5)).astype(np.int32), rng.integers(-3, 3, (2, 3, 5)).astype(np.int32),
+         36, 0, -8, 7),  # per element (blocked)
     ]
     for k, (m, zp, shift, axis, lo, hi) in enumerate(cases):
         mt = TensorType(DType.I32, np.shape(m))

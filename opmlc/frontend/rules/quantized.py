@@ -104,12 +104,12 @@ def requantize(ctx: LoweringContext, x: int, real: np.ndarray, zp: np.ndarray, q
                out: str) -> None:
     """out = saturate(round_half_even(x·real) + zp) to qtype, as `quantize_linear`."""
     m, shift = multiplier(ctx, real, ctx.frac_of(x))
-    rank = len(ctx.builder.type_of(x).shape)
-    axis = axis + rank if axis < 0 else axis
+    shape = ctx.builder.type_of(x).shape
+    axis = axis + len(shape) if axis < 0 else axis
     refs = []
     for what, arr in (("m", m), ("zp", zp)):
         arr = np.asarray(arr)
-        if arr.ndim > 1 or (arr.ndim == 1 and arr.size == 1):
+        if arr.shape != shape and (arr.ndim > 1 or (arr.ndim == 1 and arr.size == 1)):
             arr = arr.reshape(-1)[0] if arr.size == 1 else arr.reshape(-1)
         refs.append(ctx.const_ref(f"{out}/{what}", np.asarray(arr, np.int32), DType.I32))
     lo, hi = QRANGE[qtype]
@@ -340,16 +340,22 @@ def qdq_conv_weight(ctx: LoweringContext, w_name: str) -> QWeightRefs | None:
 @rule("QuantizeLinear")
 def quantize_linear(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a = ctx.attrs()
-    if a.get("block_size", 0):
-        raise ctx.unsupported("QuantizeLinear with block_size of a run-time tensor")
     x = ctx.fx(node.input[0])
     s = _scales(ctx, node.input[1], "y_scale")
     zp_name = _opt(node, 2)
     qtype = _qtype_of(ctx, zp_name, a.get("output_dtype", 0))
     zp = _ints(ctx, zp_name, "y_zero_point")
-    rank = len(ctx.builder.type_of(x).shape)
-    axis = a.get("axis", 1) if s.ndim == 1 and s.size > 1 else 0
-    requantize(ctx, x, 1.0 / s.astype(np.float64), zp, qtype, axis if axis >= 0 else axis + rank, node.output[0])
+    shape = ctx.builder.type_of(x).shape
+    axis = a.get("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis
+    bs = int(a.get("block_size", 0))
+    if bs:  # blocked: each block's scale and zero point repeated over its elements
+        s = np.repeat(s, bs, axis=axis).take(range(shape[axis]), axis=axis)
+        if zp.size > 1:
+            zp = np.repeat(zp, bs, axis=axis).take(range(shape[axis]), axis=axis)
+    elif not (s.ndim == 1 and s.size > 1):
+        axis = 0
+    requantize(ctx, x, 1.0 / s.astype(np.float64), zp, qtype, axis, node.output[0])
 
 
 @rule("DequantizeLinear")

@@ -1,9 +1,10 @@
 """quantize_linear: fx32 → the integers of an ONNX quantized tensor (QuantizeLinear's rounding).
 
-Inputs: x (fx32, frac f), m (i32, shape [] or [C]: the multiplier's mantissa), zp (i32, shape
-[] or [C]: the zero point). Attributes: `shift` (1..62), `axis` (the axis m and zp run along
-when they are vectors, C = x.shape[axis]), `qmin`, `qmax` (the quantized type's range, e.g.
-0..255 for uint8, −8..7 for int4). Output: i32, x's shape.
+Inputs: x (fx32, frac f), m (i32: the multiplier's mantissa), zp (i32: the zero point), each
+of shape [] (per tensor), [C] (per axis, C = x.shape[axis]) or x's shape (per element: blocked
+quantization, the blocks' parameters repeated). Attributes: `shift` (1..62), `axis`, `qmin`,
+`qmax` (the quantized type's range, e.g. 0..255 for uint8, −8..7 for int4). Output: i32, x's
+shape.
 
 The frontend sets m·2^−shift ≈ M / 2^f, where M is the real multiplier: 1/scale for a
 QuantizeLinear, x_scale·w_scale/y_scale for the requantization after an exact integer
@@ -54,10 +55,10 @@ class QuantizeLinear(Op):
             raise IRTypeError(f"quantize_linear range {attrs['qmin']}..{attrs['qmax']} is empty or not int32")
         axis = attrs.get("axis", 0)
         for t in (m, zp):
-            if t.shape == ():
+            if t.shape == () or t.shape == x.shape:
                 continue
             if not 0 <= axis < len(x.shape) or t.shape != (x.shape[axis],):
-                raise IRTypeError(f"quantize_linear: {t} is neither a scalar nor a vector along axis {axis} of {x}")
+                raise IRTypeError(f"quantize_linear: {t} is not a scalar, a vector along axis {axis} or the shape of {x}")
         return TensorType(DType.I32, x.shape)
 
     def evaluate(
@@ -65,9 +66,9 @@ class QuantizeLinear(Op):
     ) -> np.ndarray:
         x, m, zp = (fp.as_i64(a) for a in args)
         rank, axis = x.ndim, attrs.get("axis", 0)
-        if m.ndim:
+        if m.ndim and m.shape != x.shape:
             m = m.reshape(channel_shape(rank, axis, m.size))
-        if zp.ndim:
+        if zp.ndim and zp.shape != x.shape:
             zp = zp.reshape(channel_shape(rank, axis, zp.size))
         r = round_half_even_shr(x * m, attrs["shift"]) + zp
         return np.clip(r, attrs["qmin"], attrs["qmax"]).astype(np.int32)
