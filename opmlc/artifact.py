@@ -95,6 +95,7 @@ def compile_model(
     input_ranges: dict[str, tuple[float, float]] | None = None,
     weights: str | None = None,
     block_size: int | None = None,
+    max_context: int | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
 
@@ -107,8 +108,14 @@ def compile_model(
     `weights` ("int8" or "int4"; `block_size` a power of two ≥ 16, default per channel for int8
     and 32 for int4) quantizes the constant weights of MatMul, Gemm, Conv and embedding Gathers
     (docs/DESIGN.md "Quantized weights"); the manifest records it under "weights", with the
-    error introduced against the float weights."""
+    error introduced against the float weights.
+
+    An onnxruntime-genai model (a folder with genai_config.json, or its decoder file) is
+    compiled as one decoding step at static shapes (opmlc/genai/config.py): a context of
+    `max_context` positions (default: the config's context length, capped), the key/value cache
+    declared in ±KV_BOUND; the manifest records it under "genai"."""
     from opmlc.backend.program import build_program
+    from opmlc.genai.config import find_config, model_file
     from opmlc.errors import OpmlcError
     from opmlc.frontend.weights import check_format
 
@@ -116,7 +123,18 @@ def compile_model(
         _, effective_block = check_format(weights, block_size)
     except ValueError as exc:
         raise OpmlcError(str(exc)) from None
-    model = Path(model)
+    model = model_file(model)
+    genai = find_config(model)
+    genai_record = None
+    if genai is not None:
+        given_shapes = dict(input_shapes or {})
+        mask = given_shapes.get(genai.attention_mask)
+        context = int(mask[-1]) if mask else genai.context(max_context)
+        input_shapes = {**genai.input_shapes(context), **given_shapes}
+        input_ranges = {**genai.input_ranges(), **(input_ranges or {})}
+        genai_record = genai.record(context)
+    elif max_context is not None:
+        raise OpmlcError(f"--max-context: {model} is not an onnxruntime-genai model (no genai_config.json beside it)")
     given = dict(sorted((frac_overrides or {}).items()))
     ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in sorted((input_ranges or {}).items())}
     policy = QuantPolicy(default=DEFAULT_FRAC if frac_bits is None else frac_bits, overrides=given,
@@ -162,6 +180,8 @@ def compile_model(
         manifest["weights"] = {"format": weights, "block_size": effective_block, "quantized": rep.quantized,
                                "parameters": rep.parameters,
                                "error": rep.error.to_json() if rep.error is not None else None}
+    if genai_record is not None:  # recorded only for onnxruntime-genai models
+        manifest["genai"] = genai_record
     if fe.clipped_constants:  # recorded only when it happens, so that other manifests stay as they were
         manifest["quantization"]["clipped_constants"] = fe.clipped_constants
     build = Build(out_dir, manifest, graph)

@@ -138,6 +138,9 @@ def compile_cmd(
         "channel) or int4 (one scale per block of 32); prints the error introduced.")] = None,
     block_size: Annotated[int | None, typer.Option(
         "--block-size", help="With --weights: elements of the reduction axis sharing one scale (a power of two ≥ 16).")] = None,
+    max_context: Annotated[int | None, typer.Option(
+        "--max-context", help="An onnxruntime-genai model: the positions of its key/value cache (default: "
+        "genai_config.json's context_length, at most 256).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
@@ -207,7 +210,7 @@ def compile_cmd(
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
-                          input_ranges=ranges, weights=weights, block_size=block_size)
+                          input_ranges=ranges, weights=weights, block_size=block_size, max_context=max_context)
     weights_doc = None
     if weights is not None:
         from opmlc.api import weights_output_error
