@@ -434,6 +434,43 @@ def run_cmd(
         typer.echo(f"{k}: {v}")
 
 
+@app.command("generate")
+@user_errors
+def generate_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build of an onnxruntime-genai model (`opmlc compile FOLDER`).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="The text to continue (tokenized with the model folder's "
+                                        "tokenizer.json).")],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate (fewer if the model "
+                                                "emits its end-of-sequence token).")] = 16,
+    backend: Annotated[str, typer.Option("--backend", help="native (default), interp or vm: bit-identical.")] = "native",
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"prompt_ids", "generated_ids", "text", "steps", '
+                                          '"backend", "seconds", "tokens_per_second"} instead of streaming the text.')] = False,
+) -> None:
+    """Generate text greedily: one decoding step per token (the prompt read token by token), the
+    key/value cache carried between steps as the step computed it, the text streamed as it is
+    made. Needs the tokenizers package (pip install 'opmlc[llm]')."""
+    import time
+
+    from opmlc.artifact import Build
+    from opmlc.genai.generate import generate
+
+    build = Build.load(build_dir)
+    start = time.perf_counter()
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show)
+    seconds = time.perf_counter() - start
+    if as_json:
+        doc = {**gen.to_json(), "backend": backend, "seconds": round(seconds, 3),
+               "tokens_per_second": round(len(gen.generated_ids) / seconds, 2) if seconds > 0 else None}
+        typer.echo(json.dumps(doc))
+    else:
+        typer.echo("")
+
+
 @app.command("prove")
 @user_errors
 def prove_cmd(

@@ -64,6 +64,29 @@ class Task:
         return list(g.outputs) if self.node is None else [g.nodes[self.node].output]
 
 
+def task_index(build: Build, node: int | None) -> int:
+    """The ELF task that `node` of `build` runs (a generation's node runs its step's task:
+    opmlc/dispute/generation.py)."""
+    if node is not None and hasattr(build, "task_index"):
+        node = build.task_index(node)
+    return WHOLE_GRAPH if node is None else node
+
+
+def region(build: Build, node: int | None, v: int) -> tuple[int, int]:
+    """(address, size) of value `v` in the memory map of `node`'s task."""
+    if hasattr(build, "operand_region"):
+        return build.operand_region(node, v)
+    r = build.manifest["program"]["regions"][v]
+    return r["addr"], r["size"]
+
+
+def base_root(build: Build, node: int) -> str:
+    """The 0x-hex base root of `node`'s task (the manifest's, or a generation's step's)."""
+    if hasattr(build, "base_root"):
+        return build.base_root(node)
+    return build.manifest["program"]["base_roots"]["nodes"][node]
+
+
 def program_of(build: Build) -> Program:
     """The build's model.elf, checked against the sha256 its manifest records."""
     import hashlib
@@ -93,7 +116,6 @@ def initial_state(build: Build, values: list[np.ndarray | None], node: int | Non
     check_node(build, node)
     task = Task(build, node)
     g = build.graph
-    regions = build.manifest["program"]["regions"]
     store = LayeredStore(build)
     spliced = []
     for v in task.input_values:
@@ -101,8 +123,8 @@ def initial_state(build: Build, values: list[np.ndarray | None], node: int | Non
         if arr is None:
             raise ValueError(f"value %{v} is needed by the task but was not computed")
         root = store.add(arr, g.values[v].type)
-        spliced.append((regions[v]["addr"], regions[v]["size"], root))
-    return load_task(program or program_of(build), task.index, spliced, store)
+        spliced.append((*region(build, node, v), root))
+    return load_task(program or program_of(build), task_index(build, node), spliced, store)
 
 
 def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = None) -> list[np.ndarray | None]:
@@ -124,9 +146,8 @@ def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = Non
 
 def read_outputs(build: Build, state: State, node: int | None) -> list[np.ndarray]:
     g = build.graph
-    regions = build.manifest["program"]["regions"]
     return [
-        from_bytes(state.memory.read_region(regions[v]["addr"], regions[v]["size"]), g.values[v].type)
+        from_bytes(state.memory.read_region(*region(build, node, v)), g.values[v].type)
         for v in Task(build, node).output_values
     ]
 

@@ -55,22 +55,23 @@ class ModelCommitment:
 
 
 def node_infos(build: Build) -> list[NodeInfo]:
+    from opmlc.tasks import base_root, region
+
     g = build.graph
-    program = build.manifest["program"]
-    regions = program["regions"]
-    bases = program["base_roots"]["nodes"]
     infos = []
     for k, node in enumerate(g.nodes):
         ins = sorted(set(node.inputs))
         out = node.output
+        in_regions = [region(build, k, v) for v in ins]
+        out_addr, out_size = region(build, k, out)
         infos.append(NodeInfo(
-            base_root=bytes.fromhex(bases[k][2:]),
+            base_root=bytes.fromhex(base_root(build, k)[2:]),
             input_values=tuple(ins),
-            input_addrs=tuple(regions[v]["addr"] for v in ins),
-            input_heights=tuple(height_of(regions[v]["size"]) for v in ins),
+            input_addrs=tuple(a for a, _ in in_regions),
+            input_heights=tuple(height_of(size) for _, size in in_regions),
             output_value=out,
-            output_addr=regions[out]["addr"],
-            output_height=height_of(regions[out]["size"]),
+            output_addr=out_addr,
+            output_height=height_of(out_size),
         ))
     return infos
 

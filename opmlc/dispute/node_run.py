@@ -17,7 +17,7 @@ from opmlc import progress
 from opmlc.artifact import Build
 from opmlc.commit import padded_bytes, tensor_root
 from opmlc.dispute.commitment import NodeInfo
-from opmlc.tasks import initial_state, program_of
+from opmlc.tasks import initial_state, program_of, task_index
 from vm.checkpoint import Trace
 from vm.loader import initial_state as vm_initial_state
 from vm.merkle import LEAF_BYTES, LEAF_SHIFT, MEMORY_DEPTH, root_from_proof
@@ -70,7 +70,7 @@ class NodeRun:
     def splice_proofs(self) -> list[bytes]:
         """For each operand in the NodeInfo's order, its region's siblings in the base root with
         the previous operands already spliced in (what startNode checks)."""
-        state = vm_initial_state(self.program, self.node)
+        state = vm_initial_state(self.program, task_index(self.build, self.node))
         store = {}
         g = self.build.graph
         proofs = []

@@ -49,7 +49,12 @@ class Generation:
 
     def to_json(self) -> dict:
         return {"prompt_ids": self.prompt_ids, "generated_ids": self.generated_ids, "text": self.text,
-                "steps": len(self.steps)}
+                "steps": self.n_steps}
+
+    @property
+    def n_steps(self) -> int:
+        """Decoding steps run: every prompt token, then every generated token but the last."""
+        return len(self.prompt_ids) + len(self.generated_ids) - 1
 
 
 def genai_record(build: Build) -> dict:
