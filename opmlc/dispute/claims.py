@@ -22,15 +22,21 @@ from opmlc.errors import OpmlcError
 
 
 def make_claim(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None) -> dict:
-    trace = GraphTrace.of_values(build, compute_values(build, inputs, tamper))
+    values = compute_values(build, inputs, tamper)
+    trace = GraphTrace.of_values(build, values)
     g = build.graph
-    return {
+    claim = {
         "model_id": hx(model_commitment(build).model_id()),
         "input_roots": [hx(trace.roots[v]) for v in g.inputs],
         "output_root": hx(trace.output_root),
         "final_trace": hx(trace.final),
         "value_roots": [hx(r) for r in trace.roots],
     }
+    if hasattr(build, "generated_values"):  # a generation (dispute/generation.py): its token ids, for people
+        claim["generation"] = {"prompt_ids": [int(np.asarray(a).reshape(-1)[0]) for a in inputs],
+                               "generated_ids": [int(values[v].reshape(-1)[0]) for v in build.generated_values],
+                               "steps": build.n_steps, "nodes_per_step": build.k}
+    return claim
 
 
 def read_claim(path: str | Path, build: Build) -> dict:
