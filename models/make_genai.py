@@ -75,8 +75,8 @@ def make_hf_model(folder: Path, arch: str, hidden: int, layers: int, heads: int,
     model.save_pretrained(folder)
 
 
-def make_genai(out: str | Path, arch: str = "llama", hidden: int = 128, layers: int = 2, heads: int = 4,
-               kv_heads: int = 2, mlp: int = 256, context: int = 128, seed: int = 0,
+def make_genai(out: str | Path, arch: str = "llama", hidden: int = 256, layers: int = 2, heads: int = 4,
+               kv_heads: int = 2, mlp: int = 512, context: int = 128, seed: int = 0,
                precision: str = "int4") -> Path:
     """Build the onnxruntime-genai folder `out` (model.onnx, model.onnx.data, genai_config.json,
     tokenizer files); returns it."""
@@ -91,7 +91,7 @@ def make_genai(out: str | Path, arch: str = "llama", hidden: int = 128, layers: 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
                     "-p", precision, "-e", "cpu", "-c", str(cache)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(cache, ignore_errors=True)
     return out
 
@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--arch", default="llama", choices=ARCHS)
-    for name, default in (("hidden", 128), ("layers", 2), ("heads", 4), ("kv-heads", 2), ("mlp", 256),
+    for name, default in (("hidden", 256), ("layers", 2), ("heads", 4), ("kv-heads", 2), ("mlp", 512),
                           ("context", 128), ("seed", 0)):
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--precision", default="int4", choices=("int4", "fp32"))
