@@ -115,9 +115,9 @@ def compile_model(
     `max_context` positions (default: the config's context length, capped), the key/value cache
     declared in ±KV_BOUND; the manifest records it under "genai"."""
     from opmlc.backend.program import build_program
-    from opmlc.genai.config import find_config, model_file
     from opmlc.errors import OpmlcError
     from opmlc.frontend.weights import check_format
+    from opmlc.genai.config import find_config, model_file
 
     try:
         _, effective_block = check_format(weights, block_size)

@@ -258,9 +258,10 @@ class LoweringContext:
         w = np.asarray(w)
         if not np.issubdtype(w.dtype, np.floating):
             w = w.astype(np.float64)
-        if not np.all(np.isfinite(w)):
-            raise self.unsupported(f"weight {name!r} holds NaN or inf, which --weights cannot quantize")
-        qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        try:  # quantize_weight refuses NaN and inf, block by block (no full-size isfinite copy)
+            qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
+        except ValueError as exc:
+            raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None
         refs = self.add_qweight(name, qw, shape)
         self._qweights[key] = refs
         return refs
