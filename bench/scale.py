@@ -90,8 +90,11 @@ def ensure_nbits(model: Path) -> Path:
     out = model.parent / NBITS_MODEL
     if out.is_file() and out.stat().st_mtime >= model.stat().st_mtime:
         return out
+    import logging
+
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
     t0 = time.perf_counter()
     q = MatMulNBitsQuantizer(str(model), bits=4, block_size=NBITS_BLOCK, is_symmetric=True)
     q.process()

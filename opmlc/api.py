@@ -79,15 +79,13 @@ def _interp(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[l
 
 @backend("native")
 def _native(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
-    from opmlc.backend.native import native_program, run_native
     from opmlc.tasks import honest_values
 
-    graph = build.graph
+    # build.native: loaded once per Build (object, mapped weights, buffers); a call copies the
+    # inputs in and the outputs out
     values = None if node is None else honest_values(build, inputs, upto=node)
     sat: dict[int, int] = {}
-    bufs = run_native(native_program(graph), graph, inputs, node=node, values=values, saturated=sat)
-    outs = graph.outputs if node is None else [graph.nodes[node].output]
-    return [bufs[v] for v in outs], {"saturated": sat}
+    return build.native.run(inputs, node=node, values=values, saturated=sat), {"saturated": sat}
 
 
 @backend("vm")

@@ -7,6 +7,9 @@
                         manifest)
     DIR/tensors/        content-addressed store of initializer encodings (opmlc.store)
     DIR/model.elf       the MIPS program (opmlc.backend.program), reproducible byte for byte
+    DIR/native/         this host's part, not the model's (opmlc.backend.native_build): the
+                        native object, the weights in native byte order (memory-mapped by
+                        Build.load) and the record of files already checked
 
 The manifest is the build's public record: users diff it in CI, and the dispute's model
 commitment is derived from it.
@@ -17,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opmlc import __version__
 from opmlc.commit import padded_bytes
@@ -27,6 +32,9 @@ from opmlc.frontend.calibrate import DEFAULT_FRAC
 from opmlc.frontend.ranges import Analysis, input_ranges_of
 from opmlc.ir.graph import Graph
 from opmlc.store import TensorStore
+
+if TYPE_CHECKING:
+    from opmlc.backend.native import NativeSession
 
 MANIFEST = "manifest.json"
 GRAPH = "graph.json"
@@ -50,6 +58,7 @@ class Build:
         """Load a build, checking every file against the manifest first (opmlc/buildcheck.py):
         a BuildError of one line for anything missing, malformed or corrupted."""
         from opmlc import buildcheck
+        from opmlc.backend.native_build import mapped_weights
 
         directory = Path(directory)
         mpath = directory / MANIFEST
@@ -65,11 +74,24 @@ class Build:
             )
         buildcheck.check_manifest(manifest, directory)
         graph_json = buildcheck.read_json(directory / GRAPH, directory, manifest["graph_sha256"])
-        inits = buildcheck.load_initializers(manifest, graph_json, directory, TensorStore(directory / TENSORS))
+        verified = buildcheck.VerifiedFiles(directory)
+        inits = buildcheck.load_initializers(manifest, graph_json, directory, TensorStore(directory / TENSORS),
+                                             verified, mapped_weights(directory, manifest))
         graph = buildcheck.load_graph(graph_json, inits, directory)
         buildcheck.check_graph_against_manifest(manifest, graph, directory)
-        buildcheck.check_program(manifest, graph, directory)
+        if not buildcheck.program_unchanged(manifest, directory, verified):
+            buildcheck.check_program(manifest, graph, directory)
+            buildcheck.mark_program(manifest, directory, verified)
+        verified.save()
         return cls(directory, manifest, graph)
+
+    @cached_property
+    def native(self) -> NativeSession:
+        """The native program with its buffers, loaded once per Build (what `opmlc.run(...,
+        backend="native")` uses): the object compiled ahead of time, the mapped weights."""
+        from opmlc.backend.native_build import open_session
+
+        return open_session(self)
 
     def save(self) -> None:
         """Write graph.json and the manifest, which records graph.json's sha256."""
@@ -186,8 +208,36 @@ def compile_model(
         manifest["quantization"]["clipped_constants"] = fe.clipped_constants
     build = Build(out_dir, manifest, graph)
     build.save()
+    _write_native(build)
     build.analysis = fe.analysis
     return build
+
+
+def _write_native(build: Build) -> None:
+    """This host's native/ (opmlc/backend/native_build.py), with every file just written
+    remembered as checked: the first run after compile hashes nothing."""
+    from opmlc import buildcheck
+    from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS, write_native
+    from opmlc.commit import padded_bytes
+
+    d = build.directory
+    write_native(d, build.graph, {r["value"]: r["root"] for r in build.manifest["initializers"]})
+    verified = buildcheck.VerifiedFiles(d, read=False)
+    for r in build.manifest["initializers"]:
+        # the store keeps a file it already had (an earlier compile into this directory): it is
+        # remembered only if it holds this compile's bytes (a compare, no hashing)
+        path = build.store.path(bytes.fromhex(r["root"][2:]))
+        v = build.graph.values[r["value"]]
+        try:
+            same = path.read_bytes() == padded_bytes(build.graph.initializers[v.id], v.type)
+        except OSError:
+            same = False
+        if same:
+            verified.mark(path)
+    for name in (HOST, WEIGHTS):
+        verified.mark(d / NATIVE_DIR / name)
+    buildcheck.mark_program(build.manifest, d, verified)
+    verified.save()
 
 
 def check_build(model: str | Path, directory: str | Path) -> list[str]:
@@ -196,6 +246,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
     import tempfile
 
     from opmlc import buildcheck
+    from opmlc.backend.native_build import NATIVE_DIR
 
     # not Build.load: a build whose files are damaged is what --check reports, file by file
     directory = Path(directory)
@@ -222,8 +273,12 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
             block_size=(m.get("weights") or {}).get("block_size"),
         )
         fresh = Path(tmp)
-        names = sorted({p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file()}
-                       | {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()})
+
+        def files(d: Path) -> set[str]:  # native/ is this host's, not the model's: never compared
+            return {p.relative_to(d).as_posix() for p in d.rglob("*")
+                    if p.is_file() and p.relative_to(d).parts[0] != NATIVE_DIR}
+
+        names = sorted(files(fresh) | files(directory))
         return [
             n for n in names
             if not ((fresh / n).is_file() and (directory / n).is_file()

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,29 +146,148 @@ def check_manifest(manifest: Any, directory: Path) -> None:
                          f"input {names}; compile the model again")
 
 
-def load_initializers(manifest: dict, graph_json: Any, directory: Path, store) -> dict[int, np.ndarray]:
-    """Every initializer the manifest lists, read from the store and checked against its root."""
+class VerifiedFiles:
+    """The files of a build already checked on this host, remembered in native/verified.json by
+    their size, mtime, ctime and inode, so that a large build is hashed once, not on every load
+    (the costs above are paid once per file; docs/DESIGN.md, "The native build ahead of time").
+
+    Sound against any change made through the file system: a write changes mtime and ctime, and
+    ctime cannot be set back. The "racy" case (a file changed within the timestamp tick in which
+    it was recorded, so that its stat is unchanged) is excluded as git excludes it: an entry
+    counts only if the file's mtime is older than the record's own, and `save` writes the record
+    again until its mtime is newer than every entry's. Not a defence against someone who can
+    write the build: they can rewrite the record too (as they could the manifest). The record is
+    best effort: a build directory that cannot be written is checked in full on every load.
+    """
+
+    NAME = "native/verified.json"
+
+    def __init__(self, directory: Path, read: bool = True) -> None:
+        """`read=False`: remember nothing from earlier loads (every file is checked)."""
+        self.directory = directory
+        self.path = directory / self.NAME
+        self.files: dict[str, list[int]] = {}
+        self.mtime_ns = 0
+        self.dirty = False
+        if not read:
+            return
+        try:
+            doc = json.loads(self.path.read_bytes())
+            self.mtime_ns = self.path.stat().st_mtime_ns
+            if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
+                self.files = doc["files"]
+        except (OSError, ValueError):
+            pass
+
+    def _stat(self, path: Path) -> list[int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def fresh(self, path: Path) -> bool:
+        """Whether `path` is as it was when it was checked."""
+        st = self._stat(path)
+        return (st is not None and self.files.get(path.relative_to(self.directory).as_posix()) == st
+                and st[1] < self.mtime_ns and st[2] < self.mtime_ns)
+
+    def mark(self, path: Path) -> None:
+        """Remember `path`, just checked."""
+        st = self._stat(path)
+        if st is not None:
+            self.files[path.relative_to(self.directory).as_posix()] = st
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        newest = max(max(st[1], st[2]) for st in self.files.values())
+        text = (json.dumps({"files": self.files}, separators=(",", ":")) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(50):  # a coarse clock ticks within milliseconds
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(text)
+                os.replace(tmp, self.path)
+                self.mtime_ns = self.path.stat().st_mtime_ns
+                # a file dated in the future stays unremembered (checked on every load) until
+                # the clock passes it: never wait for that
+                if self.mtime_ns > newest or newest - self.mtime_ns > 50_000_000:
+                    break
+                time.sleep(0.002)
+        except OSError:
+            return
+        self.dirty = False
+
+
+def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
+                      verified: VerifiedFiles | None = None,
+                      mapped: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Every initializer the manifest lists, read from the store and checked against its root.
+
+    With `verified`, a store file already checked (and unchanged since) is not hashed again, and
+    newly checked files are remembered. With `mapped` (the views of native/weights.bin,
+    native_build.mapped_weights), the initializers are those views once weights.bin (with
+    native/host.json, its layout) is known to hold exactly the store's tensors: checked element
+    by element against them, or remembered as checked. Otherwise they are arrays read from the
+    store. A weights file that disagrees with the store is left unused, with a note.
+    """
     bad = f"{directory / 'manifest.json'}: initializers"
     values = graph_json.get("values") if isinstance(graph_json, dict) else None
     if not isinstance(values, list):
         raise BuildError(f"{directory / 'graph.json'}: values must be a list; compile the model again")
+    verified = verified if verified is not None else VerifiedFiles(directory, read=False)
+    layout: list[Path] = []
+    if mapped is not None:
+        from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS
+
+        layout = [directory / NATIVE_DIR / HOST, directory / NATIVE_DIR / WEIGHTS]
+    mapped_checked = mapped is not None and all(verified.fresh(p) for p in layout)
     inits = {}
     for i, rec in enumerate(manifest["initializers"]):
         try:
             t = TensorType.from_json(rec)
         except (ValueError, KeyError, TypeError) as exc:
             raise BuildError(f"{bad}[{i}]: {exc}; compile the model again") from None
-        root = bytes.fromhex(rec["root"][2:])
-        try:
-            data = store.get(root)
-        except KeyError as exc:
-            raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
-        if len(data) != region_size(t) or subtree_root(data) != root:
-            raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root or "
-                             f"has the wrong size for {t}; the store is corrupted, compile the model again")
         if rec["value"] in inits:
             raise BuildError(f"{bad}[{i}]: value {rec['value']} is listed twice; compile the model again")
-        inits[rec["value"]] = from_bytes(data, t)
+        root = bytes.fromhex(rec["root"][2:])
+        path = store.path(root)
+        data = None
+        if not verified.fresh(path):
+            try:
+                data = store.get(root)
+            except KeyError as exc:
+                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+            if len(data) != region_size(t) or subtree_root(data) != root:
+                raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root "
+                                 f"or has the wrong size for {t}; the store is corrupted, compile the model again")
+            verified.mark(path)
+        # a store file that hashes to its root holds the bytes weights.bin was checked against
+        m = None if mapped is None else mapped.get(rec["value"])
+        if mapped_checked and m is not None:
+            inits[rec["value"]] = m
+            continue
+        if data is None:
+            try:
+                data = store.get(root)
+            except KeyError as exc:
+                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+        arr = from_bytes(data, t)
+        if m is not None:
+            if m.dtype == arr.dtype and m.shape == arr.shape and m.tobytes() == arr.tobytes():  # NaN bits too
+                arr = m
+            else:
+                from opmlc.backend.native_build import note
+
+                note(f"{layout[-1]} does not hold the tensor store's {rec['name']!r} (corrupted?); "
+                     "using the store (compile the model again to restore it)")
+                mapped = None
+        inits[rec["value"]] = arr
+    if mapped is not None and not mapped_checked:
+        for p in layout:
+            verified.mark(p)
     return inits
 
 
@@ -218,6 +339,22 @@ def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
         state.memory.write_u32(TASK_DESCRIPTOR_ADDR, k)
         nodes.append("0x" + state.memory.root().hex())
     return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
+
+
+def program_unchanged(manifest: dict, directory: Path, verified: VerifiedFiles) -> bool:
+    """Whether manifest.json and the ELF are as they were when check_program last passed on them
+    (graph.json is checked against the manifest on every load): then Build.load skips it, since
+    recomputing the base roots needs the ELF parser (lief), whose import alone costs a second."""
+    name = manifest["program"]["elf"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return False
+    return all(verified.fresh(f) for f in (directory / "manifest.json", directory / name))
+
+
+def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> None:
+    """Remember manifest.json and the ELF as checked (check_program passed on them)."""
+    for f in (directory / "manifest.json", directory / manifest["program"]["elf"]):
+        verified.mark(f)
 
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:

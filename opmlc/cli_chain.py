@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from opmlc.dispute.onchain import DEFAULT_BACKED_GAMES, DEFAULT_BOND, DEFAULT_CLOCK, DEFAULT_WINDOW
+from opmlc.dispute.defaults import DEFAULT_BACKED_GAMES, DEFAULT_BOND, DEFAULT_CLOCK, DEFAULT_WINDOW
 from opmlc.errors import OpmlcError
 
 DeploymentOpt = Annotated[Path, typer.Option("--deployment", "-d", help="The file `opmlc deploy` wrote.")]

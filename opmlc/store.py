@@ -35,3 +35,7 @@ class TensorStore:
 
     def __contains__(self, root: bytes) -> bool:
         return self._path(root).exists()
+
+    def path(self, root: bytes) -> Path:
+        """Where the encoding of `root` is (or would be) stored."""
+        return self._path(root)

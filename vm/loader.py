@@ -12,13 +12,12 @@ error or a traceback from inside a parser.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import lief
 
 from vm.errors import ElfError
 from vm.memory import Memory, TensorStore
@@ -32,8 +31,6 @@ _EHDR = struct.Struct(">16sHHIIIIIHHHHHH")
 _PT_LOAD = 1
 _ET_EXEC = 2
 _EM_MIPS = 8
-
-lief.logging.disable()  # lief reports problems on stderr; ours become ElfError messages
 
 
 @dataclass(frozen=True)
@@ -59,6 +56,16 @@ def _read(elf: bytes | bytearray | str | os.PathLike[str]) -> tuple[bytes, str]:
             return f.read(), os.fspath(elf)
     except OSError as e:
         raise ElfError(f"{os.fspath(elf)}: cannot read: {e.strerror}") from None
+
+
+@functools.cache
+def _lief():
+    """lief, imported on first use: its import alone costs about a second, which every command
+    that only imports this module (a native run) would pay."""
+    import lief
+
+    lief.logging.disable()  # lief reports problems on stderr; ours become ElfError messages
+    return lief
 
 
 def parse_elf(elf: bytes | bytearray | str | os.PathLike[str]) -> Program:
@@ -92,6 +99,7 @@ def parse_elf(elf: bytes | bytearray | str | os.PathLike[str]) -> Program:
             f"truncated: program headers end at {phoff + phnum * phentsize}, file has {len(raw)} bytes"
         )
 
+    lief = _lief()
     try:
         binary = lief.parse(io.BytesIO(raw))
     except Exception as e:  # lief raises assorted errors on hostile input

@@ -3,6 +3,14 @@
 Each value lives in a native-endian numpy buffer (the MIPS build sees the same numbers
 big-endian in its regions); the kernels compute on them in place.
 
+A `NativeSession` keeps a program's buffers across runs (what `opmlc.run` uses on a loaded
+build): the initializers are used as they are (the build's memory-mapped weights,
+opmlc/backend/native_build.py), the other buffers are allocated once, and a run copies in the
+inputs, runs the task and copies out the outputs. No buffer needs clearing between runs: a
+kernel only stores to its output (none loads from it) and writes every element of it, nodes run
+in topological order, so every value a task reads was written by this run (or is an input,
+copied in, or an initializer, never written); only the saturation counts are zeroed.
+
 The native build counts saturated elements per node (codegen's `count_saturation`): the counts
 are the interpreter's (fixedpoint.count_saturation), element for element, and cost a compare
 and an add where a kernel saturates. The MIPS program is generated without them.
@@ -11,13 +19,14 @@ and an add where a kernel saturates. The MIPS program is generated without them.
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.target import NativeProgram, load_native, region_table
 from opmlc.ir.graph import Graph
-from opmlc.ir.types import DType, native_buffer, unpack_i4
+from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
 
 _modules: dict[int, str] = {}
 
@@ -26,6 +35,12 @@ def native_program(graph: Graph, module_ir: str | None = None) -> NativeProgram:
     """The compiled program of `graph` (cached per process and on disk by its IR's hash), with
     saturation counters unless `module_ir` (e.g. the MIPS module's text) is given."""
     return load_native(module_ir if module_ir is not None else generate_module(graph, count_saturation=True))
+
+
+def plain_layout(t: TensorType) -> bool:
+    """Whether a value's native buffer is simply its array as numpy holds it (the interpreter's
+    array), i.e. its encoding has numpy's size: every type but a packed one (e.g. 4-bit)."""
+    return np.dtype(t.dtype.numpy).itemsize * t.numel == t.nbytes
 
 
 def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray]:
@@ -70,3 +85,50 @@ def run_native(program: NativeProgram, graph: Graph, inputs: list[np.ndarray],
         saturated.update({int(k): int(counts[k]) for k in np.flatnonzero(counts)})
     return [unpack_i4(buf, v.type.numel).reshape(v.type.shape) if v.type.dtype is DType.I4 else buf
             for v, buf in zip(graph.values, bufs, strict=True)]
+
+
+class NativeSession:
+    """A program with its buffers, kept across runs: each run costs the input copy, the kernels
+    and the output copy. The initializers' buffers are the graph's arrays themselves when they
+    already are native, C-contiguous arrays (a loaded build's mapped weights: read-only, which
+    the kernels never write), else a copy made once. Runs are serialised by a lock."""
+
+    def __init__(self, program: NativeProgram, graph: Graph) -> None:
+        self.program, self.graph = program, graph
+        self.bufs = []
+        for v in graph.values:
+            t = v.type
+            arr = graph.initializers.get(v.id)
+            if arr is None:
+                self.bufs.append(np.zeros(t.shape, dtype=t.dtype.numpy))
+            elif plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
+                self.bufs.append(arr)
+            else:
+                self.bufs.append(native_buffer(arr, t))
+        self.table, self.counts = task_table(graph, self.bufs)
+        self._lock = threading.Lock()
+
+    def run(self, inputs: list[np.ndarray], node: int | None = None,
+            values: list[np.ndarray | None] | None = None,
+            saturated: dict[int, int] | None = None) -> list[np.ndarray]:
+        """Like run_native, but returns only the outputs (of the graph, or of `node`), as copies.
+
+        For one node, `values` supplies its operands that are not initializers (those are the
+        build's own)."""
+        g = self.graph
+        if node is not None and not 0 <= node < len(g.nodes):
+            raise ValueError(f"node {node} is not in 0..{len(g.nodes) - 1}")
+        with self._lock:
+            for v, arr in zip(g.inputs, inputs, strict=True):
+                np.copyto(self.bufs[v], arr, casting="unsafe")
+            if values is not None:
+                for v in g.nodes[node].inputs if node is not None else ():
+                    if v not in g.initializers and values[v] is not None:
+                        np.copyto(self.bufs[v], values[v], casting="unsafe")
+            self.counts.fill(0)
+            self.program.task(self.table, WHOLE_GRAPH if node is None else node)
+            if saturated is not None and self.program.counts_saturation:
+                saturated.update({int(k): int(self.counts[k]) for k in np.flatnonzero(self.counts)})
+            outs = g.outputs if node is None else [g.nodes[node].output]
+            return [self.bufs[v].copy() for v in outs]
+

@@ -99,9 +99,15 @@ def host_target_machine() -> llvm.TargetMachine:
 
 
 @cache
-def _host_description() -> str:
+def host_description() -> str:
+    """What native code compiled here depends on: CPU name and features, triple, data layout.
+
+    Part of every native cache key, and recorded next to a build's native object, which is used
+    only on a host with the same description (opmlc/backend/native_build.py)."""
     tm = host_target_machine()
     return f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}|{_describe(tm)}"
+
+
 
 
 def _describe(tm: llvm.TargetMachine) -> str:
@@ -179,6 +185,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "opmlc" / "native"
 
 
+def emit_host_object(module_ir: str) -> bytes:
+    """Compile IR text for this host ahead of time: the relocatable object that
+    `NativeProgram.from_object` loads without running the optimizer or code generation."""
+    tm = host_target_machine()
+    module = parse_for_target(module_ir, tm)
+    _check_has_task(module)
+    optimize(module, tm)
+    return tm.emit_object(module)
+
+
+def _check_has_task(module: llvm.ModuleRef) -> None:
+    if not any(f.name == TASK_FUNCTION and not f.is_declaration for f in module.functions):
+        raise ValueError(f"module has no function @{TASK_FUNCTION}")
+
+
 TASK_FUNCTION = "task"
 SATURATION_MARKER = "opmlc.counts_saturation"  # opmlc.backend.codegen defines it
 _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
@@ -189,22 +210,22 @@ class NativeProgram:
 
     The compiled object is cached on disk under its `cache_key` (MCJIT's object cache), so a second
     process running the same model skips the optimizer and code generation entirely.
+    `from_object` loads an object compiled ahead of time (a build's native/ directory) without
+    the IR at all.
     """
+
+    from_object_file = False  # set by from_object
 
     def __init__(self, module_ir: str, cache_dir: Path | None = None) -> None:
         tm = host_target_machine()
-        self.key = cache_key(module_ir, _host_description())
+        self.key = cache_key(module_ir, host_description())
         self._cache_path: Path | None = None
         if cache_dir is not None:
             self._cache_path = Path(cache_dir) / f"{self.key}.o"
         cached = self._read_cache()
         self.from_cache = cached is not None
         module = parse_for_target(module_ir, tm)
-        if not any(f.name == TASK_FUNCTION and not f.is_declaration for f in module.functions):
-            raise ValueError(f"module has no function @{TASK_FUNCTION}")
-        # built with saturation counters (codegen.SATURATION_MARKER, an i32 holding the number
-        # of nodes): the region table then carries one more pointer, to an i64 count per node
-        counted = any(g.name == SATURATION_MARKER for g in module.global_variables)
+        _check_has_task(module)
         if cached is None:
             optimize(module, tm)
         self._engine = llvm.create_mcjit_compiler(module, tm)
@@ -213,11 +234,34 @@ class NativeProgram:
             getbuffer_func=lambda _m: cached,
         )
         self._engine.finalize_object()
+        self._bind()
+
+    @classmethod
+    def from_object(cls, obj: bytes, key: str) -> NativeProgram:
+        """Load an object from `emit_host_object` (compiled on a host of the same description:
+        the caller checks that; LLVM does not). No IR is parsed, optimized or compiled."""
+        self = cls.__new__(cls)
+        self.key, self._cache_path, self.from_cache, self.from_object_file = key, None, True, True
+        tm = host_target_machine()
+        empty = llvm.parse_assembly("")
+        empty.triple = tm.triple
+        empty.data_layout = str(tm.target_data)
+        self._engine = llvm.create_mcjit_compiler(empty, tm)
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+        self._bind()
+        return self
+
+    def _bind(self) -> None:
         address = self._engine.get_function_address(TASK_FUNCTION)
+        if not address:
+            raise ValueError(f"native code has no function @{TASK_FUNCTION}")
         self._task = _TASK_CTYPE(address)
+        # built with saturation counters (codegen.SATURATION_MARKER, an i32 holding the number
+        # of nodes): the region table then carries one more pointer, to an i64 count per node
         self.saturation_nodes: int | None = None
-        if counted:
-            marker = self._engine.get_global_value_address(SATURATION_MARKER)
+        marker = self._engine.get_global_value_address(SATURATION_MARKER)
+        if marker:
             self.saturation_nodes = ctypes.c_int32.from_address(marker).value
 
     @property
@@ -290,7 +334,7 @@ def load_native(module_ir: str, cache_dir: Path | None | str = "default") -> Nat
     if cache_dir == "default":
         cache_dir = default_cache_dir()
     resolved = None if cache_dir is None else Path(cache_dir)
-    key = cache_key(module_ir, _host_description())
+    key = cache_key(module_ir, host_description())
     prog = _native_programs.get(key)
     if prog is None:
         prog = NativeProgram(module_ir, cache_dir=resolved)

@@ -14,13 +14,14 @@ from typing import Any
 
 from web3.contract import Contract
 
+from opmlc.dispute.defaults import (
+    DEFAULT_BACKED_GAMES,
+    DEFAULT_BOND,
+    DEFAULT_CLOCK,
+    DEFAULT_WINDOW,
+)
 from toolchain.chain import Chain, call, connect, decode_revert, deploy, revert_data
 from toolchain.errors import ChainError, ContractReverted
-
-DEFAULT_BOND = 10**17  # 0.1 ether, the contract's DEFAULT_BOND: each side's stake in one game
-DEFAULT_WINDOW = 3600
-DEFAULT_CLOCK = 7200
-DEFAULT_BACKED_GAMES = 4  # the contract's DEFAULT_BACKED_GAMES: stakes a result carries
 
 
 class Phase(IntEnum):

@@ -258,7 +258,7 @@ class LoweringContext:
         w = np.asarray(w)
         if not np.issubdtype(w.dtype, np.floating):
             w = w.astype(np.float64)
-        try:  # quantize_weight refuses NaN and inf, block by block (no full-size isfinite copy)
+        try:  # quantize_weight refuses NaN and inf, block by block
             qw = self.memo.get(("q", name, bits, bs, fingerprint(w)), partial(quantize_weight, w, bits, bs))
         except ValueError as exc:
             raise self.unsupported(f"weight {name!r}: {exc}, which --weights cannot quantize") from None

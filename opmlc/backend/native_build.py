@@ -1,0 +1,235 @@
+"""The native part of a build, ahead of time: this host's object code and native-endian weights.
+
+Place in the pipeline: `opmlc compile` (opmlc/artifact.py) calls `write_native` after writing the
+build's portable files; `Build.load` maps the weights (`mapped_weights`, checked by
+opmlc/buildcheck.py) and `Build.native` opens a `NativeSession` over `load_program`.
+
+    DIR/native/host.json     this host's description, the object's cache key and sha256, the
+                             weights file's layout: one slot per initializer (value, root, dtype,
+                             shape, offset, nbytes)
+    DIR/native/<key>.o       the counting module (what native_program compiles) compiled for this
+                             host by `target.emit_host_object`
+    DIR/native/weights.bin   every initializer in native byte order, each slot 64-byte aligned
+
+Nothing under native/ is part of the model: it is derived from the portable files for one host
+(another host rebuilds the object), so `compile --check` leaves it out of the comparison and the
+manifest does not mention it. A missing, stale or damaged native/ never stops a run: the object is
+then compiled again (JIT, cached in the user's cache directory, one note on stderr) and the
+weights come from the tensor store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from opmlc.backend.codegen import generate_module
+from opmlc.backend.native import NativeSession, native_buffer, plain_layout
+from opmlc.backend.target import (
+    NativeProgram,
+    cache_key,
+    default_cache_dir,
+    emit_host_object,
+    host_description,
+    load_native,
+)
+from opmlc.ir.graph import Graph
+from opmlc.ir.types import TensorType
+
+if TYPE_CHECKING:
+    from opmlc.artifact import Build
+
+NATIVE_DIR = "native"
+HOST = "host.json"
+WEIGHTS = "weights.bin"
+ALIGN = 64  # a cache line: every slot starts on one, as numpy's own allocations do
+FORMAT = 1
+
+
+def note(message: str) -> None:
+    """One line on stderr: native/ is an optimisation, so its problems are notes, not errors."""
+    print(f"opmlc: note: {message}", file=sys.stderr)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write then rename, so that a reader sees a whole file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> dict:
+    """Compile the counting module for this host and lay out the weights; returns host.json.
+
+    `roots` maps each initializer's value id to its root in the manifest ("0x…")."""
+    from opmlc import progress
+
+    out = Path(directory) / NATIVE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    module_ir = generate_module(graph, count_saturation=True)
+    host = host_description()
+    key = cache_key(module_ir, host)
+    obj = _cached_object(key)
+    if obj is None:
+        with progress.task("LLVM: compiling the native program for this host"):
+            obj = emit_host_object(module_ir)
+        _cache_object(key, obj)
+    for old in out.glob("*.o"):  # one object per build: this host's
+        old.unlink()
+    _write_atomic(out / f"{key}.o", lambda f: f.write(obj))
+    slots, offset = [], 0
+    arrays = []
+    for v_id, arr in graph.initializers.items():
+        t = graph.values[v_id].type
+        if not plain_layout(t):  # e.g. a packed type: the session converts it once instead
+            continue
+        a = native_buffer(arr, t)
+        slots.append({"value": v_id, "root": roots[v_id], **t.to_json(), "offset": offset, "nbytes": a.nbytes})
+        arrays.append((offset, a))
+        offset += -(-a.nbytes // ALIGN) * ALIGN
+    digest = hashlib.sha256()
+
+    def write_weights(f) -> None:
+        pos = 0
+        for off, a in arrays:
+            pad = bytes(off - pos)
+            data = a.tobytes()
+            f.write(pad)
+            f.write(data)
+            digest.update(pad)
+            digest.update(data)
+            pos = off + len(data)
+
+    _write_atomic(out / WEIGHTS, write_weights)
+    record = {
+        "format": FORMAT,
+        "host": host,
+        "byteorder": sys.byteorder,
+        "key": key,
+        "object": f"{key}.o",
+        "object_sha256": hashlib.sha256(obj).hexdigest(),
+        "weights": WEIGHTS,
+        "weights_sha256": digest.hexdigest(),
+        "slots": slots,
+    }
+    _write_atomic(out / HOST, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    return record
+
+
+# The user's native cache (target.default_cache_dir, where the JIT keeps its objects under the
+# same keys): a model compiled or run before on this host is not compiled again. The JIT trusts
+# that directory as it is; so does this.
+def _cached_object(key: str) -> bytes | None:
+    try:
+        return (default_cache_dir() / f"{key}.o").read_bytes() or None
+    except OSError:
+        return None
+
+
+def _cache_object(key: str, obj: bytes) -> None:
+    path = default_cache_dir() / f"{key}.o"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda f: f.write(obj))
+    except OSError:
+        pass
+
+
+def read_host(directory: Path) -> dict | None:
+    """native/host.json if it is readable and of this format, else None."""
+    try:
+        record = json.loads((directory / NATIVE_DIR / HOST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None
+    return record
+
+
+def _slot_ok(s: object, inits: dict[int, dict], size: int) -> bool:
+    """A slot names an initializer of the manifest (same root and type) and lies in the file."""
+    try:
+        r = inits[s["value"]]
+        t = TensorType.from_json(s)
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype.numpy).itemsize
+        return (all(s[k] == r[k] for k in ("root", "dtype", "shape", "frac")) and isinstance(s["offset"], int)
+                and s["offset"] % ALIGN == 0 and s["nbytes"] == nbytes and s["offset"] + nbytes <= size)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def mapped_weights(directory: Path, manifest: dict) -> dict[int, np.ndarray] | None:
+    """Read-only views of native/weights.bin by value id, one per slot that names an initializer
+    of the manifest (same root and type), or None when the file is absent, laid out for another
+    byte order, or any slot is not such. Values without a slot (a packed type) are not mapped.
+
+    The views say nothing about the bytes: the caller (buildcheck.load_initializers) trusts them
+    only once they were checked against the tensor store (remembered in native/verified.json)."""
+    record = read_host(directory)
+    if record is None or record.get("byteorder") != sys.byteorder or not isinstance(record.get("slots"), list):
+        return None
+    path = directory / NATIVE_DIR / WEIGHTS
+    try:
+        size = path.stat().st_size
+        mm = np.memmap(path, mode="r") if size else None
+    except (OSError, ValueError):
+        return None
+    inits = {r["value"]: r for r in manifest["initializers"]}
+    views = {}
+    for s in record["slots"]:
+        if not _slot_ok(s, inits, size):
+            return None
+        t = TensorType.from_json(s)
+        views[s["value"]] = (np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=mm, offset=s["offset"]) if s["nbytes"]
+                             else np.zeros(t.shape, dtype=t.dtype.numpy))
+    return views
+
+
+def load_program(build: Build) -> NativeProgram:
+    """The build's native program: its object for this host, loaded without the optimizer or code
+    generation; otherwise (no object, another host, a damaged object) compiled again by
+    target.load_native (cached in the user's cache directory), with a note on stderr."""
+    directory = build.directory
+    record = read_host(directory)
+    reason = None
+    if record is None:
+        reason = f"{directory / NATIVE_DIR / HOST} is missing or unreadable"
+    elif record.get("host") != host_description():
+        reason = f"{directory / NATIVE_DIR} was compiled for another host ({str(record.get('host'))[:40]}…)"
+    else:
+        name = str(record.get("object"))
+        path = directory / NATIVE_DIR / name
+        try:
+            obj = path.read_bytes() if Path(name).name == name else None
+        except OSError:
+            obj = None
+        if obj is None:
+            reason = f"{path} is missing"
+        elif hashlib.sha256(obj).hexdigest() != record.get("object_sha256"):
+            reason = f"{path} does not match its sha256 in {HOST} (corrupted?)"
+        else:
+            return NativeProgram.from_object(obj, str(record.get("key")))
+    program = load_native(generate_module(build.graph, count_saturation=True))
+    if program.from_cache:
+        note(f"{reason}; using the native program for this host compiled by an earlier run (cached)")
+    else:
+        note(f"{reason}; compiled the native program for this host again (JIT; cached for the next run)")
+    return program
+
+
+
+def open_session(build: Build) -> NativeSession:
+    """The build's native program over its buffers (the graph's initializers: the mapped weights
+    when Build.load could use them)."""
+    return NativeSession(load_program(build), build.graph)
