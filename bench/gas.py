@@ -87,26 +87,11 @@ def digits_task(build_dir: Path) -> State:
 
     from opmlc.api import quantize_inputs
     from opmlc.artifact import compile_model
-    from opmlc.commit import padded_bytes
-    from vm.loader import WHOLE_GRAPH, load_task
-    from vm.merkle import subtree_root
+    from opmlc.tasks import honest_values, initial_state
 
     build = compile_model(ROOT / "models" / "digits_mlp.onnx", build_dir)
-    manifest = build.manifest
-    regions = {r["value"]: (r["addr"], r["size"]) for r in manifest["program"]["regions"]}
-    (sample,) = quantize_inputs(build, [np.load(ROOT / "models" / "digit_sample.npy")])
-    store: dict[bytes, bytes] = {}
-    inputs = []
-    for rec in manifest["inputs"]:
-        data = padded_bytes(sample, build.graph.values[rec["value"]].type)
-        root = subtree_root(data)
-        store[root] = data
-        inputs.append((*regions[rec["value"]], root))
-    for rec in manifest["initializers"]:
-        root = bytes.fromhex(rec["root"].removeprefix("0x"))
-        store[root] = build.store.get(root)
-        inputs.append((*regions[rec["value"]], root))
-    return load_task(build.directory / manifest["program"]["elf"], WHOLE_GRAPH, inputs, store)
+    q = quantize_inputs(build, [np.load(ROOT / "models" / "digit_sample.npy")])
+    return initial_state(build, honest_values(build, q, upto=0), None)
 
 
 def digits_witnesses(

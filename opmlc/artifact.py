@@ -2,7 +2,7 @@
 
     DIR/manifest.json   model hash, inputs/outputs (shapes, fractional bits), initializer
                         roots, the IR text, the opmlc version (and, from the backend, the
-                        program, its regions and its task roots)
+                        program and each task's map and base root)
     DIR/graph.json      the IR graph's structure (initializer data by root; its sha256 in the
                         manifest)
     DIR/tensors/        content-addressed store of initializer encodings (opmlc.store)
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opmlc import __version__
-from opmlc.commit import padded_bytes
+from opmlc.commit import padded_buffer
 from opmlc.errors import BuildError
 from opmlc.frontend import QuantPolicy, lower_model
 from opmlc.frontend.calibrate import DEFAULT_FRAC
@@ -166,13 +166,13 @@ def compile_model(
     program = build_program(graph)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    program_record = program.manifest_record(len(graph.nodes))
+    program_record = program.manifest_record()
     (out_dir / program_record["elf"]).write_bytes(program.elf)
     store = TensorStore(out_dir / TENSORS)
     inits = []
     for v_id, data in graph.initializers.items():
         v = graph.values[v_id]
-        root = store.put(padded_bytes(data, v.type))
+        root = store.put(padded_buffer(data, v.type))  # one copy of a large weight, not two
         inits.append({"name": v.name, "value": v_id, **v.type.to_json(), "root": "0x" + root.hex()})
     manifest = {
         "format": FORMAT,

@@ -5,13 +5,14 @@ is checked against it: the manifest's fields and their types, graph.json (by the
 manifest records, then parsed and verified, its IR text equal to the manifest's `ir`, its
 inputs, outputs, initializers and counts equal to the manifest's), every initializer by its root (the stored bytes hash to the root the manifest
 names and have the padded size of the tensor's type), and model.elf by its sha256 (its entry
-point, regions and task base roots equal to the manifest's). Anything else is a BuildError of
+point, and each task's map and base root, recomputed from the graph and the image, equal to the
+manifest's). Anything else is a BuildError of
 one line naming the file and the field; a malformed build never reaches a backend and never
 gives a traceback.
 
 Costs: hashing the initializers at native speed (vm/native_hash.py: a few hundred MB/s per
-core; 0.2 s per MB on the pure-Python fallback); the base roots one memory root, then one
-page's path per node.
+core; 0.2 s per MB on the pure-Python fallback); the base roots one memory root, then the few
+descriptor pages a task changes, per task.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from opmlc.commit import from_bytes, region_size
+from opmlc.commit import from_bytes, paged_root, region_size
 from opmlc.errors import BuildError
 from opmlc.ir.graph import Graph
 from opmlc.ir.types import TensorType
-from vm.merkle import subtree_root
 
 HEX32 = re.compile(r"0x[0-9a-f]{64}\Z")
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -57,8 +57,8 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
-                "regions": [{"value": int, "addr": int, "size": int}],
-                "base_roots": {"whole": HEX32, "nodes": [HEX32]}},
+                "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),  # a tuple: alternatives
+                          "nodes": [{"map": str, "base_root": HEX32}]}},
 }
 
 
@@ -257,12 +257,13 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
         data = None
         if not verified.fresh(path):
             try:
-                data = store.get(root)
+                data = store.view(root)  # memory-mapped: hashed and decoded without a copy of the file
             except KeyError as exc:
                 raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
-            if len(data) != region_size(t) or subtree_root(data) != root:
-                raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root "
-                                 f"or has the wrong size for {t}; the store is corrupted, compile the model again")
+            if len(data) != region_size(t) or paged_root(data) != (root, store.page_roots(root)):
+                raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root, "
+                                 f"has the wrong size for {t} or wrong page roots; the store is corrupted, compile "
+                                 "the model again")
             verified.mark(path)
         # a store file that hashes to its root holds the bytes weights.bin was checked against
         m = None if mapped is None else mapped.get(rec["value"])
@@ -271,7 +272,7 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
             continue
         if data is None:
             try:
-                data = store.get(root)
+                data = store.view(root)
             except KeyError as exc:
                 raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
         arr = from_bytes(data, t)
@@ -327,20 +328,6 @@ def check_graph_against_manifest(manifest: dict, graph: Graph, directory: Path) 
             raise fail(f"the type of initializer {r['name']!r}")
 
 
-def base_roots(elf: bytes, n_nodes: int) -> tuple[int, dict]:
-    """The entry point and Program.base_roots(n_nodes) of an ELF, from one memory: the tasks
-    differ only in the descriptor word, so each further root rehashes one page's path."""
-    from vm.loader import TASK_DESCRIPTOR_ADDR, WHOLE_GRAPH, initial_state
-
-    state = initial_state(elf, WHOLE_GRAPH)
-    whole = state.memory.root()
-    nodes = []
-    for k in range(n_nodes):
-        state.memory.write_u32(TASK_DESCRIPTOR_ADDR, k)
-        nodes.append("0x" + state.memory.root().hex())
-    return state.pc, {"whole": "0x" + whole.hex(), "nodes": nodes}
-
-
 def program_unchanged(manifest: dict, directory: Path, verified: VerifiedFiles) -> bool:
     """Whether manifest.json and the ELF are as they were when check_program last passed on them
     (graph.json is checked against the manifest on every load): then Build.load skips it, since
@@ -358,9 +345,10 @@ def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> No
 
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
-    """model.elf by its sha256; its entry, the regions and the base roots against the manifest."""
-    from opmlc.backend.regions import assign_regions
-    from vm.loader import ElfError
+    """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
+    from opmlc.backend.program import tasks_record
+    from opmlc.backend.regions import node_maps, whole_graph_map
+    from vm.loader import ElfError, parse_elf
 
     program = manifest["program"]
     name = program["elf"]
@@ -374,13 +362,21 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
         raise BuildError(f"{path}: missing; compile the model again") from None
     if hashlib.sha256(elf).hexdigest() != program["sha256"]:
         raise BuildError(f"{path}: does not match the sha256 in the manifest (corrupted?); compile the model again")
-    regions = [r.to_json() for r in assign_regions(graph)]
-    if program["regions"] != regions:
-        raise BuildError(f"{directory / 'manifest.json'}: program.regions do not match the graph; compile the model again")
+    tasks = program["tasks"]
     try:
-        entry, roots = base_roots(elf, len(graph.nodes))
+        maps = node_maps(graph)
+    except BuildError as exc:
+        raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
+    whole = whole_graph_map(graph)
+    given = ([] if tasks["whole"] is None else [tasks["whole"]]) + tasks["nodes"]
+    if [r["map"] for r in given] != [m.to_text() for m in ([] if whole is None else [whole]) + maps]:
+        raise BuildError(f"{directory / 'manifest.json'}: program.tasks: the task maps do not match the graph; "
+                         "compile the model again")
+    try:
+        entry = parse_elf(elf).entry
+        roots = tasks_record(elf, whole, maps)
     except (ElfError, ValueError) as exc:
         raise BuildError(f"{path}: {exc}; compile the model again") from None
-    if program["entry"] != f"0x{entry:08x}" or program["base_roots"] != roots:
-        raise BuildError(f"{directory / 'manifest.json'}: program.entry or program.base_roots do not match "
+    if program["entry"] != f"0x{entry:08x}" or tasks != roots:
+        raise BuildError(f"{directory / 'manifest.json'}: program.entry or the tasks' base roots do not match "
                          f"{name}; compile the model again")

@@ -372,7 +372,9 @@ def run_cmd(
     """Run a build on inputs and print the dequantized output and its tensor root.
 
     With --node K, node K runs alone on operands the interpreter computed, and its output is
-    printed: the unit of phase 2 of a dispute. With --tokens TEXT (a byte-level decoder such as
+    printed: the unit of phase 2 of a dispute. In the VM a task maps only its own operands and
+    output (2 GiB at most); a model whose values exceed 2 GiB has no whole-graph VM task and
+    runs in the VM one node at a time (`opmlc inspect` says which). With --tokens TEXT (a byte-level decoder such as
     models/tiny_llama.onnx), the predicted next byte (the argmax of the last position's logits)
     is printed too.
 
@@ -808,7 +810,8 @@ def inspect_cmd(
         summary["weights"] = m["weights"]
     for key in ("program",):
         if key in m:
-            summary[key] = {k: v for k, v in m[key].items() if k != "regions"}
+            summary[key] = {k: v for k, v in m[key].items() if k != "tasks"}
+            summary[key]["whole_graph_task"] = m[key]["tasks"]["whole"] is not None
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -829,6 +832,8 @@ def inspect_cmd(
     if "program" in m:
         p = m["program"]
         typer.echo(f"program   {p.get('elf')} sha256 {p.get('sha256', '')[:16]}… entry {p.get('entry')}")
+        if p["tasks"]["whole"] is None:
+            typer.echo("tasks     one per node (--node K): the values exceed the 2 GiB of a whole-graph task")
 
 
 @app.command("ops")

@@ -13,7 +13,7 @@ import numpy as np
 from opmlc import progress
 from opmlc.ir.graph import Graph
 from opmlc.ir.types import TensorType, decode, encode
-from vm.merkle import ZERO_LEAF, list_root, padded_size, subtree_root
+from vm.merkle import ZERO_LEAF, chunk_roots, list_root, padded_size, subtree_root
 
 
 def tensor_bytes(data: np.ndarray, t: TensorType) -> bytes:
@@ -32,6 +32,22 @@ def padded_bytes(data: np.ndarray, t: TensorType) -> bytes:
     return raw + bytes(region_size(t) - len(raw))
 
 
+def padded_buffer(data: np.ndarray, t: TensorType) -> bytearray:
+    """padded_bytes's bytes, encoded straight into one buffer: a large weight is copied once.
+    (An encoding that is not one big-endian element per element goes through tensor_bytes.)"""
+    arr = np.asarray(data)
+    be = np.dtype(t.dtype.big_endian)
+    buf = bytearray(region_size(t))
+    # one big-endian element per element (not i4's packed pairs): two elements take two items
+    plain = TensorType(t.dtype, (2,), t.frac).nbytes == 2 * be.itemsize
+    if plain and arr.shape == t.shape:
+        np.frombuffer(buf, dtype=be, count=arr.size).reshape(t.shape)[...] = arr
+    else:
+        raw = tensor_bytes(arr, t)
+        buf[: len(raw)] = raw
+    return buf
+
+
 def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
     """The tensor root: the Merkle root of the padded big-endian encoding."""
     return padded_root(padded_bytes(data, t))
@@ -39,22 +55,32 @@ def tensor_root(data: np.ndarray, t: TensorType) -> bytes:
 
 LARGE_TENSOR = 1 << 26  # bytes from which hashing shows a progress bar
 HASH_CHUNK = 1 << 25
+PAGE = 4096  # the VM's page (vm/memory.py)
+PAGED_TENSOR = 1 << 20  # bytes from which the store keeps a tensor's page roots
 
 
-def padded_root(padded: bytes, chunk: int = HASH_CHUNK, large: int = LARGE_TENSOR) -> bytes:
-    """subtree_root of a padded encoding; a large one is hashed chunk by chunk with a progress bar.
+def paged_root(padded: bytes | memoryview, chunk: int = HASH_CHUNK,
+               large: int = LARGE_TENSOR) -> tuple[bytes, bytes | None]:
+    """The root of a padded encoding and, for one of PAGED_TENSOR bytes or more, the roots of
+    its 4 KiB pages (concatenated), from which the VM materialises one page at a time.
 
-    The same root: the tree over the chunks' subtree roots is the upper part of the whole tree.
-    Each chunk is hashed by vm.merkle's native kernels on every core where the process has them
-    (vm/native_hash.py); a chunk is a few tens of milliseconds there.
+    The same root as subtree_root: the tree over the page roots is the upper part of the whole
+    tree. A large encoding is hashed chunk by chunk under a progress bar, each chunk by
+    vm.merkle's native kernels on every core where the process has them (vm/native_hash.py).
     """
-    if len(padded) < max(large, 2 * chunk):
-        return subtree_root(padded)
-    mv = memoryview(padded)
-    starts = range(0, len(padded), chunk)
-    tops = [subtree_root(mv[i : i + chunk])
-            for i in progress.track(starts, f"hashing a {len(padded) >> 20} MiB tensor")]
-    return subtree_root(b"".join(tops))
+    if len(padded) < PAGED_TENSOR:
+        return subtree_root(padded), None
+    mv = memoryview(padded).cast("B")
+    starts = range(0, len(mv), chunk)
+    if len(mv) >= max(large, 2 * chunk):
+        starts = progress.track(starts, f"hashing a {len(mv) >> 20} MiB tensor")
+    pages = b"".join(chunk_roots(mv[i : i + chunk], PAGE) for i in starts)
+    return subtree_root(pages), pages
+
+
+def padded_root(padded: bytes | memoryview, chunk: int = HASH_CHUNK, large: int = LARGE_TENSOR) -> bytes:
+    """subtree_root of a padded encoding (a large one chunk by chunk, with a progress bar)."""
+    return paged_root(padded, chunk, large)[0]
 
 
 def from_bytes(raw: bytes, t: TensorType) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Builds meet the VM: a task's initial state, from a build, its inputs and a node index.
 
-A task is the whole graph (node None) or one node. Its memory is the program's base root with
-the task's input tensors spliced into their regions (docs/DESIGN.md "Commitments"); the bytes
-come from a store (the build's initializers, plus whatever values the caller computed), read
-only for the pages the program touches.
+A task is the whole graph (node None) or one node. Its memory is the program's base root for
+the task's map (the descriptor carries the map: docs/DESIGN.md "Per-task memory maps") with the
+task's input tensors spliced into their regions (docs/DESIGN.md "Commitments"); the bytes come
+from a store (the build's initializers, plus whatever values the caller computed), read only
+for the pages the program touches. A model whose values exceed 2 GiB has no whole-graph task.
 """
 
 from __future__ import annotations
@@ -13,33 +14,50 @@ from dataclasses import dataclass
 import numpy as np
 
 from opmlc.artifact import Build
-from opmlc.commit import from_bytes, padded_bytes, tensor_root
+from opmlc.backend import regions
+from opmlc.backend.regions import TaskMap, size_text, values_need
+from opmlc.commit import from_bytes, padded_bytes, paged_root
 from opmlc.errors import BuildError, OpmlcError
 from opmlc.ir.interpreter import run_graph
 from vm.errors import ElfError
 from vm.loader import WHOLE_GRAPH, Program, load_task, parse_elf
+from vm.loader import initial_state as base_state_of
 from vm.state import State
 
 
 class LayeredStore:
-    """Tensor bytes by root: values computed in this process first, then the build's store."""
+    """Tensor bytes by root: values computed in this process first, then the build's store.
+
+    Pages as the build's store does (vm.memory's paging protocol): a task reads only the pages
+    of a large operand it touches."""
 
     def __init__(self, build: Build) -> None:
-        self.local: dict[bytes, bytes] = {}
+        self.local: dict[bytes, tuple[bytes, bytes | None]] = {}  # root → (padded, page roots)
         self.build_store = build.store
 
     def add(self, data: np.ndarray, t) -> bytes:
-        root = tensor_root(data, t)
-        self.local[root] = padded_bytes(data, t)
+        padded = padded_bytes(data, t)
+        root, pages = paged_root(padded)
+        self.local[root] = (padded, pages)
         return root
 
     def get(self, root: bytes) -> bytes | None:
         if root in self.local:
-            return self.local[root]
+            return self.local[root][0]
         try:
             return self.build_store.get(root)
         except KeyError:
             return None
+
+    def read(self, root: bytes, offset: int, size: int) -> bytes:
+        if root in self.local:
+            return self.local[root][0][offset : offset + size]
+        return self.build_store.read(root, offset, size)
+
+    def page_roots(self, root: bytes) -> bytes | None:
+        if root in self.local:
+            return self.local[root][1]
+        return self.build_store.page_roots(root)
 
 
 @dataclass
@@ -62,29 +80,6 @@ class Task:
     def output_values(self) -> list[int]:
         g = self.build.graph
         return list(g.outputs) if self.node is None else [g.nodes[self.node].output]
-
-
-def task_index(build: Build, node: int | None) -> int:
-    """The ELF task that `node` of `build` runs (a generation's node runs its step's task:
-    opmlc/dispute/generation.py)."""
-    if node is not None and hasattr(build, "task_index"):
-        node = build.task_index(node)
-    return WHOLE_GRAPH if node is None else node
-
-
-def region(build: Build, node: int | None, v: int) -> tuple[int, int]:
-    """(address, size) of value `v` in the memory map of `node`'s task."""
-    if hasattr(build, "operand_region"):
-        return build.operand_region(node, v)
-    r = build.manifest["program"]["regions"][v]
-    return r["addr"], r["size"]
-
-
-def base_root(build: Build, node: int) -> str:
-    """The 0x-hex base root of `node`'s task (the manifest's, or a generation's step's)."""
-    if hasattr(build, "base_root"):
-        return build.base_root(node)
-    return build.manifest["program"]["base_roots"]["nodes"][node]
 
 
 def program_of(build: Build) -> Program:
@@ -110,21 +105,64 @@ def check_node(build: Build, node: int | None) -> None:
         raise OpmlcError(f"--node {node}: the model has nodes 0..{n - 1} (see `opmlc inspect`)")
 
 
+def task_map(build: Build, node: int | None) -> TaskMap:
+    """The task's map as the manifest records it (checked against the graph by Build.load); a
+    generation's node maps its step node's regions (opmlc/dispute/generation.py)."""
+    if hasattr(build, "task_map"):
+        return build.task_map(node)
+    tasks = build.manifest["program"]["tasks"]
+    if node is not None:
+        return TaskMap.from_text(node, tasks["nodes"][node]["map"])
+    if tasks["whole"] is None:
+        n = len(build.graph.nodes)
+        raise OpmlcError(
+            f"{build.directory}: the model's values need {size_text(values_need(build.graph))} of regions, more "
+            f"than the {size_text(regions.REGION_SPACE)} one VM task maps, so it has no whole-graph task; run "
+            f"its nodes as tasks with --node K (0..{n - 1})")
+    return TaskMap.from_text(WHOLE_GRAPH, tasks["whole"]["map"])
+
+
+def value_root(build: Build, v: int, arr: np.ndarray) -> bytes | None:
+    """The root the manifest records for initializer `v`, when `arr` is the build's own array
+    (no need to hash it again); else None."""
+    if build.graph.initializers.get(v) is not arr:
+        return None
+    for rec in build.manifest["initializers"]:
+        if rec["value"] == v:
+            return bytes.fromhex(rec["root"][2:])
+    return None
+
+
+def task_inputs(build: Build, values: list[np.ndarray | None], node: int | None,
+                store: LayeredStore) -> list[tuple[int, int, bytes]]:
+    """(addr, size, root) of each input of the task in its map; computed values go to `store`."""
+    m = task_map(build, node)
+    g = build.graph
+    spliced = []
+    for v in Task(build, node).input_values:
+        arr = values[v]
+        if arr is None:
+            raise ValueError(f"value %{v} is needed by the task but was not computed")
+        root = value_root(build, v, arr) or store.add(arr, g.values[v].type)
+        r = m.region(v)
+        spliced.append((r.addr, r.size, root))
+    return spliced
+
+
+def base_state(build: Build, node: int | None, program: Program | None = None) -> State:
+    """The task's base state: image and descriptor (its map), regions empty."""
+    m = task_map(build, node)
+    return base_state_of(program or program_of(build), m.node, m.table())
+
+
 def initial_state(build: Build, values: list[np.ndarray | None], node: int | None,
                   program: Program | None = None) -> State:
     """The task's initial VM state; `values` must hold (at least) the task's input values."""
     check_node(build, node)
-    task = Task(build, node)
-    g = build.graph
+    m = task_map(build, node)
     store = LayeredStore(build)
-    spliced = []
-    for v in task.input_values:
-        arr = values[v]
-        if arr is None:
-            raise ValueError(f"value %{v} is needed by the task but was not computed")
-        root = store.add(arr, g.values[v].type)
-        spliced.append((*region(build, node, v), root))
-    return load_task(program or program_of(build), task_index(build, node), spliced, store)
+    spliced = task_inputs(build, values, node, store)
+    return load_task(program or program_of(build), m.node, spliced, store, m.table())
 
 
 def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = None) -> list[np.ndarray | None]:
@@ -146,8 +184,9 @@ def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = Non
 
 def read_outputs(build: Build, state: State, node: int | None) -> list[np.ndarray]:
     g = build.graph
+    m = task_map(build, node)
     return [
-        from_bytes(state.memory.read_region(*region(build, node, v)), g.values[v].type)
+        from_bytes(state.memory.read_region(m.region(v).addr, m.region(v).size), g.values[v].type)
         for v in Task(build, node).output_values
     ]
 

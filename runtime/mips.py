@@ -4,9 +4,10 @@ Place in the pipeline: opmlc/backend/mips_program.py compiles this module with t
 target machine as the model's module (opmlc/backend/target.py), and our linker
 (opmlc/backend/link.py) puts it first, so `_start` sits at 0x00400000. It provides:
 
-- `_start`: loads the node index from the task descriptor, calls `task(@opmlc_regions, node)`,
-  exits with code 0 (docs/DESIGN.md "Implementation choices", the task ABI);
-- `@opmlc_regions`: the constant table of region addresses, one pointer per value, in .rodata;
+- `_start`: loads the node index from the task descriptor, calls `task(regions, node)` with
+  `regions` the descriptor's region table (0x30000004: one address per value, the task's map),
+  exits with code 0 (docs/DESIGN.md "Implementation choices", the task ABI). The image holds no
+  addresses of values, so one image serves every task map;
 - the exit stub, as encoded MIPS words (llvmlite cannot assemble MIPS: inline or module-level
   asm aborts the process);
 - `memcpy`, `memmove`, `memset`: LLVM turns copy/fill loops and large aggregate moves into calls
@@ -33,9 +34,8 @@ Determinism rules this code relies on (docs/DESIGN.md "Determinism rules"):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 TASK_DESCRIPTOR = 0x30000000
+TASK_TABLE = TASK_DESCRIPTOR + 4  # the descriptor's region table follows the node index
 WHOLE_GRAPH = 0xFFFFFFFF
 SYS_EXIT = 4001
 SYS_EXIT_GROUP = 4246
@@ -70,7 +70,7 @@ define void @_start() #1 {
 entry:
   ; volatile: the descriptor is written by whoever starts the VM, not by this program.
   %node = load volatile i32, ptr inttoptr (i32 TASK_DESCRIPTOR to ptr), align 4
-  call void @task(ptr @opmlc_regions, i32 %node)
+  call void @task(ptr inttoptr (i32 TASK_TABLE to ptr), i32 %node)
   call void @opmlc_exit_stub(i32 0) #2
   unreachable
 }
@@ -314,25 +314,12 @@ PROVIDED_SYMBOLS = frozenset(
 )
 
 
-def _region_table_ir(region_addresses: Sequence[int]) -> str:
-    for addr in region_addresses:
-        if not 0 <= addr <= 0xFFFFFFFF:
-            raise ValueError(f"region address {addr:#x} is not a 32-bit address")
-    if not region_addresses:
-        # `task` still receives a valid pointer, to an empty table.
-        return "@opmlc_regions = constant [1 x ptr] zeroinitializer, align 4\n"
-    # inttoptr of an i32: the MIPS data layout has 32-bit pointers, so these are the addresses.
-    items = ", ".join(f"ptr inttoptr (i32 {addr} to ptr)" for addr in region_addresses)
-    return f"@opmlc_regions = constant [{len(region_addresses)} x ptr] [{items}], align 4\n"
-
-
-def build_runtime_ir(region_addresses: Sequence[int]) -> str:
-    """The runtime module for a program whose values live at `region_addresses` (value order).
+def build_runtime_ir() -> str:
+    """The runtime module (the same for every program).
 
     The text names no target: opmlc/backend/target.py sets the MIPS triple and data layout.
     """
     words = ", ".join(f"i32 {w}" for w in EXIT_STUB_WORDS)
-    static = _STATIC_IR.replace("EXIT_WORDS", words).replace(
-        "TASK_DESCRIPTOR", str(TASK_DESCRIPTOR)
-    )
-    return "; opmlc MIPS runtime (runtime/mips.py)\n" + _region_table_ir(region_addresses) + static
+    static = (_STATIC_IR.replace("EXIT_WORDS", words).replace("TASK_DESCRIPTOR", str(TASK_DESCRIPTOR))
+              .replace("TASK_TABLE", str(TASK_TABLE)))
+    return "; opmlc MIPS runtime (runtime/mips.py)\n" + static

@@ -55,3 +55,20 @@ def test_trace_state_zeroes_the_outputs_not_yet_computed(digits_build):
     first = g.first_node_value
     assert trace_state(g, roots, 0) == list_root(roots[:first] + [ZERO_LEAF] * len(g.nodes))
     assert len({trace_state(g, roots, i) for i in range(len(g.nodes) + 1)}) == len(g.nodes) + 1
+
+
+def test_the_one_copy_encoding_of_a_weight_equals_padded_bytes_for_every_dtype():
+    from opmlc.commit import padded_buffer
+
+    rng = np.random.default_rng(9)
+    for dtype in DType:
+        for shape in [(), (3,), (5, 7), (2, 3, 33)]:
+            t = TensorType(dtype, shape, 0)
+            nt = np.dtype(dtype.numpy)
+            if nt == np.bool_:
+                data = rng.integers(0, 2, size=shape).astype(bool)
+            else:
+                info = np.iinfo(nt) if nt.kind in "iu" else None
+                lo, hi = (-8, 8) if info is None else (max(info.min, -8), min(info.max, 7))
+                data = rng.integers(lo, hi, size=shape, endpoint=True).astype(nt)
+            assert bytes(padded_buffer(data, t)) == padded_bytes(data, t), (dtype, shape)

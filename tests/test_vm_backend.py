@@ -15,7 +15,7 @@ from opmlc.api import quantize_inputs, run
 from opmlc.cli import app
 from opmlc.commit import tensor_root
 from opmlc.prove import run_to, task_state
-from opmlc.tasks import honest_values, initial_state
+from opmlc.tasks import honest_values, initial_state, task_map
 from tests.conftest import MODELS
 from vm.checkpoint import Trace
 from vm.run import run as vm_run
@@ -44,9 +44,9 @@ def test_the_output_root_is_the_memory_subtree_at_the_output_region(digits_build
     state = initial_state(digits_build, honest_values(digits_build, q, upto=0), None)
     vm_run(state, 10_000_000)
     out_v = digits_build.graph.outputs[0]
-    region = digits_build.manifest["program"]["regions"][out_v]
+    region = task_map(digits_build, None).region(out_v)
     want = run(digits_build, [x]).output_roots[0]
-    assert state.memory.region_root(region["addr"], region["size"]) == want
+    assert state.memory.region_root(region.addr, region.size) == want
 
 
 @pytest.mark.parametrize("node", [0, 1, 2])
@@ -60,9 +60,10 @@ def test_each_node_as_its_own_vm_task_matches_the_interpreter(digits_build, node
 
 
 def test_base_roots_of_every_task_are_in_the_manifest(digits_build):
-    roots = digits_build.manifest["program"]["base_roots"]
-    assert len(roots["nodes"]) == len(digits_build.graph.nodes)
-    assert len({roots["whole"], *roots["nodes"]}) == 1 + len(roots["nodes"])  # the descriptor differs
+    tasks = digits_build.manifest["program"]["tasks"]
+    roots = [tasks["whole"]["base_root"], *(t["base_root"] for t in tasks["nodes"])]
+    assert len(tasks["nodes"]) == len(digits_build.graph.nodes)
+    assert len(set(roots)) == 1 + len(tasks["nodes"])  # the descriptor differs
 
 
 @pytest.mark.parametrize("node,step", [(None, 0), (None, 777), (2, 50)])

@@ -5,7 +5,7 @@ Place in the pipeline: a test oracle beside the real executors. opmlc's MIPS bui
 independently of, our own VM (vm/); later the VM is checked against it step counts included.
 
 The machine follows docs/DESIGN.md "The MIPS program": the PT_LOAD segments of the ELF, the task
-descriptor (u32 big-endian node index) at 0x30000000, $sp = 0x7FFFF000 and every other register
+descriptor (u32 big-endian node index, then the region table: one u32 per value) at 0x30000000, $sp = 0x7FFFF000 and every other register
 zero, input tensors written at their regions. Every other byte reads as zero: the whole 4 GiB space
 is mapped up front, as in the VM (the host commits memory only for the pages touched).
 
@@ -152,17 +152,18 @@ def run_elf(
     inputs: Sequence[tuple[int, bytes]] = (),
     outputs: Sequence[tuple[int, int]] = (),
     max_instructions: int = 50_000_000,
+    table: Sequence[int] = (),
 ) -> UnicornResult:
     """Run a task of `elf` to its exit.
 
     `inputs` are (address, bytes) written before the start, `outputs` (address, size) read after
-    the end. A run that reaches `max_instructions` without exiting has `exit_code` None.
+    the end; `table` is the descriptor's region table (value i's address at entry i). A run that reaches `max_instructions` without exiting has `exit_code` None.
     """
     m = _Machine()
     entry, segments = load_segments(elf)
     for addr, data, _memsz in segments:
         m.uc.mem_write(addr, data)
-    m.uc.mem_write(TASK_DESCRIPTOR, struct.pack(">I", node & 0xFFFFFFFF))
+    m.uc.mem_write(TASK_DESCRIPTOR, struct.pack(f">{1 + len(table)}I", node & 0xFFFFFFFF, *table))
     for addr, data in inputs:
         m.uc.mem_write(addr, bytes(data))
     m.uc.reg_write(UC_MIPS_REG_SP, STACK_TOP)

@@ -1,9 +1,11 @@
 """From model.elf and a task to the VM's initial state.
 
 Pipeline: opmlc/backend/link.py writes model.elf; this module loads its PT_LOAD segments into a
-Memory, writes the task descriptor, sets pc and $sp (DESIGN "Implementation choices"), and
-splices the task's input tensor roots into their regions. `base_root` is the root recorded in
-the manifest and used by the dispute contract to derive a node's initial state.
+Memory, writes the task descriptor (the node index, then the task's region table: one u32
+address per value, 0 for a value the task does not map), sets pc and $sp (DESIGN
+"Implementation choices"), and splices the task's input tensor roots into their regions.
+`base_root` is the root recorded in the manifest and used by the dispute contract to derive a
+node's initial state; it commits to the task's map through the descriptor.
 
 Files are checked before anything is loaded: a file that is not an ELF32 big-endian MIPS
 executable with sane segments raises vm.errors.ElfError with a one-line reason, never a lief
@@ -16,7 +18,7 @@ import functools
 import io
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from vm.errors import ElfError
@@ -24,6 +26,8 @@ from vm.memory import Memory, TensorStore
 from vm.state import SP_INIT, State
 
 TASK_DESCRIPTOR_ADDR = 0x30000000
+TASK_TABLE_ADDR = TASK_DESCRIPTOR_ADDR + 4  # the region table, entry i at + 4i
+MAX_TABLE_ENTRIES = 1 << 24  # the descriptor must end well below the stack
 WHOLE_GRAPH = 0xFFFFFFFF
 IMAGE_LIMIT = TASK_DESCRIPTOR_ADDR  # the program image must stay below the descriptor
 
@@ -139,19 +143,63 @@ def load_program(program: Program, memory: Memory) -> None:
         memory.write_bytes(seg.vaddr, seg.data)
 
 
-def initial_state(elf: bytes | str | os.PathLike[str] | Program, node: int = WHOLE_GRAPH) -> State:
+Table = Mapping[int, int] | Sequence[int]
+
+
+def _entries(table: Table) -> dict[int, int]:
+    """The nonzero entries of a region table (a sequence, or a sparse mapping index → addr)."""
+    items = table.items() if isinstance(table, Mapping) else enumerate(table)
+    out = {}
+    for i, addr in items:
+        if not 0 <= i < MAX_TABLE_ENTRIES or not 0 <= addr <= 0xFFFFFFFF:
+            raise ValueError(f"region table entry {i} = {addr:#x} is out of range")
+        if addr:
+            out[i] = addr
+    return out
+
+
+def write_descriptor(memory: Memory, node: int, table: Table = ()) -> None:
+    """The task descriptor: u32 node index, then the region table (big-endian words; entries
+    not given stay 0, as every byte of a fresh memory is)."""
+    memory.write_u32(TASK_DESCRIPTOR_ADDR, node & 0xFFFFFFFF)
+    for i, addr in sorted(_entries(table).items()):
+        memory.write_u32(TASK_TABLE_ADDR + 4 * i, addr)
+
+
+def initial_state(elf: bytes | str | os.PathLike[str] | Program, node: int = WHOLE_GRAPH,
+                  table: Table = ()) -> State:
     """The task's state before step 0, without input tensors: the base root's state."""
     program = elf if isinstance(elf, Program) else parse_elf(elf)
     state = State(pc=program.entry, next_pc=(program.entry + 4) & 0xFFFFFFFF)
     load_program(program, state.memory)
-    state.memory.write_u32(TASK_DESCRIPTOR_ADDR, node & 0xFFFFFFFF)
+    write_descriptor(state.memory, node, table)
     state.regs[29] = SP_INIT
     return state
 
 
-def base_root(elf: bytes | str | os.PathLike[str] | Program, node: int = WHOLE_GRAPH) -> bytes:
+def base_root(elf: bytes | str | os.PathLike[str] | Program, node: int = WHOLE_GRAPH,
+              table: Table = ()) -> bytes:
     """Memory root of the program image plus the task descriptor, regions empty."""
-    return initial_state(elf, node).memory.root()
+    return initial_state(elf, node, table).memory.root()
+
+
+def base_roots(elf: bytes | str | os.PathLike[str] | Program,
+               tasks: Iterable[tuple[int, Table]]) -> Iterator[bytes]:
+    """`base_root` of each (node, table), from one memory: tasks differ only in their
+    descriptors, so each further root rehashes the few descriptor pages that changed."""
+    state = initial_state(elf, WHOLE_GRAPH)
+    memory = state.memory
+    previous: dict[int, int] = {}
+    for node, table in tasks:
+        entries = _entries(table)
+        memory.write_u32(TASK_DESCRIPTOR_ADDR, node & 0xFFFFFFFF)
+        for i in previous.keys() - entries.keys():
+            memory.write_u32(TASK_TABLE_ADDR + 4 * i, 0)
+        for i, addr in entries.items():
+            if previous.get(i) != addr:
+                memory.write_u32(TASK_TABLE_ADDR + 4 * i, addr)
+        previous = entries
+        yield memory.root()
 
 
 def load_task(
@@ -159,12 +207,14 @@ def load_task(
     node: int,
     inputs: Iterable[tuple[int, int, bytes]],
     store: TensorStore | Mapping[bytes, bytes],
+    table: Table = (),
 ) -> State:
-    """Initial state of a task: the base state with each (addr, size, root) input spliced in.
+    """Initial state of a task: the base state (descriptor with `table`) with each (addr, size,
+    root) input spliced in.
 
     Tensor bytes are fetched from `store` (root → bytes) only when the program touches them.
     """
-    state = initial_state(elf, node)
+    state = initial_state(elf, node, table)
     for addr, size, root in inputs:
         state.memory.splice(addr, size, root, store)
     return state

@@ -15,10 +15,19 @@ native code (vm/native_hash.py) where the process has it.
 
 Lazy regions. `splice` puts a subtree root (a tensor root) at an aligned region of ≥ 4 KiB and
 records it in `_lazy` without fetching the bytes: the cached node *is* the spliced root, so the
-memory root is right at once. The first access to a page inside the region fetches the tensor
-from its content-addressed store, checks that it hashes to the root, and materialises the
-region's pages and inner nodes (the root is unchanged by construction). Regions under 4 KiB
-share a page with other data, so they are fetched at splice time.
+memory root is right at once. Regions under 4 KiB share a page with other data, so they are
+fetched at splice time. The first access to a page inside a lazy region materialises it:
+
+- from a store that offers the tensor's page roots (`page_roots(root)`: the 32-byte roots of its
+  4 KiB pages) and slices of its bytes (`read(root, offset, size)`), only that page: the page
+  roots are checked once against the tensor root, the page's bytes against its page root, and
+  the region is split along the page's path: each sibling subtree on the way down becomes a
+  lazy region of its own, with its root from the page roots. A task that reads a few rows of a
+  gigabyte table reads and hashes a few pages of it, never the table;
+- from any other store (a dict), the whole region at once: its bytes are fetched, checked
+  against the root, and become pages and inner nodes.
+
+Either way the root is unchanged by construction.
 """
 
 from __future__ import annotations
@@ -52,9 +61,51 @@ _ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 class TensorStore(Protocol):
-    """A content-addressed store: tensor root → the tensor's bytes (padding may be omitted)."""
+    """A content-addressed store: tensor root → the tensor's bytes (padding may be omitted).
+
+    A store may also offer `page_roots(root) -> bytes | None` and `read(root, offset, size) ->
+    bytes` (the module docstring says what they buy)."""
 
     def get(self, root: bytes, /) -> bytes | None: ...
+
+
+class _Source:
+    """A spliced tensor: its root and store, where it lies, and (once read) the Merkle levels
+    over its page roots (`levels[j]`: nodes of height 7 + j, left to right)."""
+
+    __slots__ = ("root", "store", "addr", "size", "levels")
+
+    def __init__(self, root: bytes, store, addr: int, size: int) -> None:  # noqa: ANN001
+        self.root, self.store, self.addr, self.size = root, store, addr, size
+        self.levels: list[list[bytes]] | None | bool = None  # None: not read; False: store cannot page
+
+    def paged_levels(self) -> list[list[bytes]] | None:
+        if self.levels is None:
+            self.levels = False
+            get = getattr(self.store, "page_roots", None)
+            pages = get(self.root) if get is not None and hasattr(self.store, "read") else None
+            if pages is not None:
+                if len(pages) != (self.size >> PAGE_SHIFT) * LEAF_BYTES:
+                    raise StoreError(f"tensor 0x{self.root.hex()}: the store's page roots do not cover its region")
+                levels = tree_levels(pages)
+                if levels[-1][0] != self.root:
+                    raise StoreError(f"tensor 0x{self.root.hex()}: the store's page roots hash to another root")
+                self.levels = levels
+        return self.levels or None
+
+    def node(self, g: int) -> bytes:
+        """The root of node g (height ≥ 7) inside this tensor's region, from its page roots."""
+        h = _height_of_gindex(g)
+        top_h = height_of(self.size)
+        first = gindex(self.addr, self.size) << (top_h - h)
+        return self.paged_levels()[h - PAGE_HEIGHT][g - first]
+
+    def read(self, offset: int, size: int) -> bytes:
+        """`size` bytes of the padded tensor from `offset`."""
+        if self.levels:  # a paging store: a slice
+            data = bytes(self.store.read(self.root, offset, size))
+            return data + bytes(size - len(data))
+        return _fetch(self.store, self.root, self.size)[offset : offset + size]
 
 
 def gindex(addr: int, size: int) -> int:
@@ -131,8 +182,8 @@ class Memory:
         self.jit: object | None = None
         self._nodes: dict[int, bytes] = {}  # gindex (height ≥ 7) → hash; absent = zero subtree
         self._dirty_nodes: set[int] = set()  # nodes set by splice whose ancestors are stale
-        # gindex → (root, store) of spliced regions not yet materialised.
-        self._lazy: dict[int, tuple[bytes, TensorStore | Mapping[bytes, bytes]]] = {}
+        # gindex → the tensor it belongs to, for spliced subtrees not yet materialised.
+        self._lazy: dict[int, _Source] = {}
 
     # ---------------------------------------------------------------- pages
 
@@ -143,16 +194,22 @@ class Memory:
             p = self._new_page(pi)
         return p
 
+    def _lazy_above(self, g: int) -> int | None:
+        """The lazy region holding node g (g itself or an ancestor), if any."""
+        while g:
+            if g in self._lazy:
+                return g
+            g >>= 1
+        return None
+
     def _new_page(self, pi: int) -> bytearray:
         if self._lazy:
-            page_g = PAGE_GINDEX | pi
-            for g in list(self._lazy):
-                if _under(page_g, g):
-                    self._materialise(g)
-                    p = self.pages.get(pi)
-                    if p is not None:
-                        return p
-                    break
+            lg = self._lazy_above(PAGE_GINDEX | pi)
+            if lg is not None:
+                self._materialise_page(lg, pi)
+                p = self.pages.get(pi)
+                if p is not None:
+                    return p
         p = bytearray(PAGE_SIZE)  # a zero page hashes to the zero hash: nothing to mark dirty
         self.pages[pi] = p
         return p
@@ -285,9 +342,9 @@ class Memory:
         if len(root) != 32:
             raise ValueError(f"a subtree root has 32 bytes, not {len(root)}")
         g = gindex(addr, size)
-        for lg in list(self._lazy):  # a lazy region around this one must become bytes first
-            if lg != g and _under(g, lg):
-                self._materialise(lg)
+        lg = self._lazy_above(g >> 1)
+        if lg is not None:  # a lazy region around this one must become bytes first
+            self._materialise(lg)
         if size < PAGE_SIZE:
             data = _fetch(store, root, size)
             if subtree_root(data) != root:
@@ -309,15 +366,45 @@ class Memory:
         self._nodes[g] = root
         self._dirty_nodes.add(g)
         if root != ZERO_HASHES[h]:
-            self._lazy[g] = (root, store)
+            self._lazy[g] = _Source(root, store, addr, size)
+
+    def _materialise_page(self, lg: int, pi: int) -> None:
+        """Materialise page pi of the lazy region lg: the page alone when its store pages
+        (splitting lg along the page's path), else the whole region."""
+        src = self._lazy[lg]
+        if src.paged_levels() is None:
+            self._materialise(lg)
+            return
+        del self._lazy[lg]
+        page_g = PAGE_GINDEX | pi
+        nodes = self._nodes
+        for h in range(_height_of_gindex(lg) - 1, PAGE_HEIGHT - 1, -1):
+            child = page_g >> (h - PAGE_HEIGHT)
+            for n in (child ^ 1, child):
+                r = src.node(n)
+                if r == ZERO_HASHES[h]:
+                    nodes.pop(n, None)
+                else:
+                    nodes[n] = r
+                    if n != child:
+                        self._lazy[n] = src
+            if r == ZERO_HASHES[h]:  # the page lies in a zero subtree: nothing to read
+                return
+        offset = (pi << PAGE_SHIFT) - src.addr
+        data = src.read(offset, PAGE_SIZE)
+        if page_root(data) != src.node(page_g):
+            raise StoreError(f"tensor 0x{src.root.hex()}: the stored bytes of page {pi:#x} hash to another root")
+        if data != _ZERO_PAGE:
+            self.pages[pi] = bytearray(data)
 
     def _materialise(self, g: int) -> None:
         """Fetch a lazy region's bytes, check them against its root, and make them pages."""
-        root, store = self._lazy[g]
+        src = self._lazy[g]
+        root = self._nodes[g]
         h = _height_of_gindex(g)
         size = 1 << (h + 5)
         addr = (g ^ (1 << (MEMORY_DEPTH - h))) << (h + 5)
-        data = _fetch(store, root, size)
+        data = src.read(addr - src.addr, size)
         pages: dict[int, bytearray] = {}
         nodes: dict[int, bytes] = {}
         # Every page root in one batch; an absent node is a zero subtree, so only nonzero pages
@@ -353,10 +440,10 @@ class Memory:
             return subtree_root(p[o : o + size])
         g = gindex(addr, size)
         if g in self._lazy:
-            return self._lazy[g][0]
-        for lg in list(self._lazy):  # inside a lazy region: its inner nodes need its bytes
-            if lg != g and _under(g, lg):
-                self._materialise(lg)
+            return self._nodes[g]
+        lg = self._lazy_above(g >> 1)
+        if lg is not None:  # inside a lazy region: its inner nodes need its bytes
+            self._materialise(lg)
         self.root()
         return self._nodes.get(g, ZERO_HASHES[height_of(size)])
 

@@ -44,15 +44,19 @@ def plain_layout(t: TensorType) -> bool:
 
 
 def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray]:
-    """A writable native buffer per value: the known arrays copied in, the rest zero (an i4
-    value's buffer holds its packed bytes, as its MIPS region does)."""
+    """A native buffer per value: the known arrays copied in, the rest zero (an i4 value's buffer
+    holds its packed bytes, as its MIPS region does). The graph's own initializers of a plain
+    layout are passed as they are (no kernel writes an operand): never copied per run."""
     bufs = []
     for v in graph.values:
         arr = known.get(v.id)
         t = v.type
         if arr is None:
             arr = np.zeros(t.shape, dtype=t.dtype.numpy)
-        bufs.append(native_buffer(arr, t))
+        if arr is graph.initializers.get(v.id) and plain_layout(t):
+            bufs.append(np.asarray(arr, dtype=t.dtype.numpy, order="C"))
+        else:
+            bufs.append(native_buffer(arr, t))
     return bufs
 
 
@@ -100,7 +104,7 @@ class NativeSession:
             t = v.type
             arr = graph.initializers.get(v.id)
             if arr is None:
-                self.bufs.append(np.zeros(t.shape, dtype=t.dtype.numpy))
+                self.bufs.append(native_buffer(np.zeros(t.shape, dtype=t.dtype.numpy), t))
             elif plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
                 self.bufs.append(arr)
             else:

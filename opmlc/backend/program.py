@@ -1,5 +1,9 @@
-"""A model's compiled program: module IR, region layout, MIPS ELF — what `opmlc compile` adds
-to a build directory, and what `compile --check` rebuilds and compares byte for byte."""
+"""A model's compiled program: module IR, task maps, MIPS ELF — what `opmlc compile` adds to a
+build directory, and what `compile --check` rebuilds and compares byte for byte.
+
+The ELF is one image for every task; each task's map (opmlc/backend/regions.py) goes into its
+descriptor, so the manifest records, per task, the map and the base root (image + descriptor).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from dataclasses import dataclass
 from opmlc import progress
 from opmlc.backend.codegen import generate_module
 from opmlc.backend.mips_program import build_mips_elf
-from opmlc.backend.regions import Region, assign_regions
+from opmlc.backend.regions import TaskMap, node_maps, whole_graph_map
 from opmlc.ir.graph import Graph
-from vm.loader import WHOLE_GRAPH, base_root, parse_elf
+from vm.loader import base_roots, parse_elf
 
 ELF_NAME = "model.elf"
 
@@ -19,8 +23,9 @@ ELF_NAME = "model.elf"
 @dataclass
 class Program:
     module_ir: str
-    regions: list[Region]
     elf: bytes
+    whole: TaskMap | None  # None: the model's values exceed 2 GiB, its tasks are its nodes
+    nodes: list[TaskMap]
 
     @property
     def sha256(self) -> str:
@@ -30,28 +35,35 @@ class Program:
     def entry(self) -> int:
         return parse_elf(self.elf).entry
 
-    def base_roots(self, n_nodes: int) -> dict:
-        """The base root of every task: the program image plus its descriptor, regions empty."""
-        program = parse_elf(self.elf)
-        return {
-            "whole": "0x" + base_root(program, WHOLE_GRAPH).hex(),
-            "nodes": ["0x" + base_root(program, k).hex() for k in progress.track(range(n_nodes), "base roots per node")],
-        }
+    def task_map(self, node: int | None) -> TaskMap:
+        if node is not None:
+            return self.nodes[node]
+        if self.whole is None:
+            raise ValueError("this model has no whole-graph task (its values exceed 2 GiB)")
+        return self.whole
 
-    def manifest_record(self, n_nodes: int) -> dict:
+    def manifest_record(self) -> dict:
         return {
             "elf": ELF_NAME,
             "sha256": self.sha256,
             "entry": f"0x{self.entry:08x}",
             "ir_sha256": hashlib.sha256(self.module_ir.encode()).hexdigest(),
-            "regions": [r.to_json() for r in self.regions],
-            "base_roots": self.base_roots(n_nodes),
+            "tasks": tasks_record(self.elf, self.whole, self.nodes),
         }
 
 
+def tasks_record(elf: bytes, whole: TaskMap | None, nodes: list[TaskMap]) -> dict:
+    """The manifest's `program.tasks`: each task's map (as text) and base root; "whole" is null
+    for a model without a whole-graph task."""
+    maps = ([] if whole is None else [whole]) + nodes
+    roots = base_roots(elf, ((m.node, m.table()) for m in progress.track(maps, "base roots per task")))
+    recs = [{"map": m.to_text(), "base_root": "0x" + r.hex()} for m, r in zip(maps, roots, strict=True)]
+    return {"whole": None if whole is None else recs[0], "nodes": recs[0 if whole is None else 1:]}
+
+
 def build_program(graph: Graph) -> Program:
+    nodes = node_maps(graph)  # first: a node too large for a task is refused before any codegen
     module_ir = generate_module(graph)
-    regions = assign_regions(graph)
     with progress.task("LLVM: optimizing and emitting MIPS32, linking"):
-        elf = build_mips_elf(module_ir, [r.addr for r in regions])
-    return Program(module_ir, regions, elf)
+        elf = build_mips_elf(module_ir)
+    return Program(module_ir, elf, whole_graph_map(graph), nodes)

@@ -1,7 +1,8 @@
 """The model commitment a TaskRegistry stores, derived from a build's manifest.
 
 Mirrors the Solidity structs of docs/DESIGN.md "The dispute protocol": a `NodeInfo` leaf per
-node (its task's base root and the regions of its operands and output) and the
+node (its task's base root and the regions of its operands and output in the node's own task
+map, which the base root commits to through the descriptor) and the
 `ModelCommitment` that names the node list, the trace template and the graph's shape.
 Encodings are eth_abi's, the same as Solidity's `abi.encode`.
 """
@@ -13,6 +14,7 @@ from dataclasses import astuple, dataclass
 from eth_abi import encode as abi_encode
 
 from opmlc.artifact import Build
+from opmlc.tasks import task_map
 from vm.merkle import ZERO_LEAF, height_of, keccak256, list_proof, list_root
 
 NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8)"
@@ -55,23 +57,21 @@ class ModelCommitment:
 
 
 def node_infos(build: Build) -> list[NodeInfo]:
-    from opmlc.tasks import base_root, region
-
     g = build.graph
+    tasks = build.manifest["program"]["tasks"]["nodes"]
     infos = []
     for k, node in enumerate(g.nodes):
         ins = sorted(set(node.inputs))
         out = node.output
-        in_regions = [region(build, k, v) for v in ins]
-        out_addr, out_size = region(build, k, out)
+        m = task_map(build, k)
         infos.append(NodeInfo(
-            base_root=bytes.fromhex(base_root(build, k)[2:]),
+            base_root=bytes.fromhex(tasks[k]["base_root"][2:]),
             input_values=tuple(ins),
-            input_addrs=tuple(a for a, _ in in_regions),
-            input_heights=tuple(height_of(size) for _, size in in_regions),
+            input_addrs=tuple(m.region(v).addr for v in ins),
+            input_heights=tuple(height_of(m.region(v).size) for v in ins),
             output_value=out,
-            output_addr=out_addr,
-            output_height=height_of(out_size),
+            output_addr=m.region(out).addr,
+            output_height=height_of(m.region(out).size),
         ))
     return infos
 

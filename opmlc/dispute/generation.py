@@ -12,8 +12,9 @@ step graph (K nodes). The generation graph has
   s − 1's next_token output), the step's mask constant and step s − 1's present cache (the
   zeros for s = 0).
 Generation node s·K + k is the step ELF's task k, with its operands spliced into the same
-regions: `task_index`, `operand_region` and `base_root` give the contract's NodeInfo those of
-step node k, and every trace position of the chained values follows from the graph. So the
+regions: `task_map` gives it step node k's map (tasks.task_map consults it), the manifest's
+task records step node k's base root, so the contract's NodeInfo carries those of step node k,
+and every trace position of the chained values follows from the graph. So the
 contracts are unchanged: phase 1 bisects over (step, node) pairs as over nodes, the hand-off
 binds one step's node to its operands in the agreed trace, phase 2 is that node's VM run. The
 model commitment depends on (P, M): one registered model per generation shape, its output the
@@ -30,10 +31,22 @@ from pathlib import Path
 import numpy as np
 
 from opmlc.artifact import Build
+from opmlc.backend.regions import Region, TaskMap
 from opmlc.errors import OpmlcError
 from opmlc.genai.config import NEXT_TOKEN
 from opmlc.genai.generate import check_lengths, genai_record
 from opmlc.ir.graph import Graph, Node, Value
+
+
+@dataclass(frozen=True)
+class GenerationTaskMap(TaskMap):
+    """A step's task map with its regions named by generation values; the descriptor's table
+    stays the step's (the program addresses operands by the step's value indices)."""
+
+    step_table: tuple[tuple[int, int], ...] = ()
+
+    def table(self) -> dict[int, int]:
+        return dict(self.step_table)
 
 
 @dataclass
@@ -63,20 +76,25 @@ class GenerationBuild:
     def store(self):
         return self.step.store
 
-    def task_index(self, node: int | None) -> int | None:
-        """The step ELF's task that generation node `node` runs."""
-        return None if node is None else node % self.k
+    def task_map(self, node: int | None):
+        """Generation node `node`'s task: the step ELF's task k with the step's map (its
+        descriptor table keyed by the step's values), its regions named by generation values."""
+        from opmlc.tasks import task_map
 
-    def operand_region(self, node: int | None, v: int) -> tuple[int, int]:
-        """(address, size) of value `v` in the task of generation node `node`."""
-        regions = self.step.manifest["program"]["regions"]
         if node is None:
             raise OpmlcError("a generation is disputed node by node; it has no whole-graph task")
-        sv = self._step_value(node // self.k, v)
-        return regions[sv]["addr"], regions[sv]["size"]
+        s, k = divmod(node, self.k)
+        m = task_map(self.step, k)
+        by_step = {r.value: r for r in m.regions}
+        regions = tuple(Region(v, by_step[sv].addr, by_step[sv].size)
+                        for v, sv in self._operands(node))
+        return GenerationTaskMap(k, regions, tuple(sorted(m.table().items())))
 
-    def base_root(self, node: int) -> str:
-        return self.step.manifest["program"]["base_roots"]["nodes"][node % self.k]
+    def _operands(self, node: int) -> list[tuple[int, int]]:
+        """(generation value, step value) of node `node`'s operands and output."""
+        s = node // self.k
+        n = self.graph.nodes[node]
+        return [(v, self._step_value(s, v)) for v in dict.fromkeys([*n.inputs, n.output])]
 
     # -- construction ---------------------------------------------------------------------
     def _build(self) -> None:
@@ -147,8 +165,10 @@ class GenerationBuild:
                            [out_of(self.n_steps - 1, next_v)], inits)
         self.generated_values = [out_of(s, next_v) for s in range(self.n_prompt - 1, self.n_steps)]
         step_prog = self.step.manifest["program"]
+        step_tasks = step_prog["tasks"]["nodes"]
         self.manifest = {
-            "program": {k: step_prog[k] for k in ("elf", "sha256", "entry")},
+            "program": {**{k: step_prog[k] for k in ("elf", "sha256", "entry")},
+                        "tasks": {"whole": None, "nodes": [step_tasks[i % self.k] for i in range(n_nodes)]}},
             "inputs": [{"name": values[v].name, "value": v, **values[v].type.to_json()} for v in prompt],
             "outputs": [{"name": NEXT_TOKEN, "value": self.graph.outputs[0]}],
             "initializers": self._initializer_records(),

@@ -69,7 +69,11 @@ class GraphTrace:
     @classmethod
     def of_values(cls, build: Build, values: list[np.ndarray]) -> GraphTrace:
         g = build.graph
-        return cls(build, [tensor_root(a, v.type) for a, v in zip(values, g.values, strict=True)])
+        # the build's own weights by the roots its manifest records: never hashed again
+        known = {r["value"]: bytes.fromhex(r["root"][2:]) for r in build.manifest["initializers"]
+                 if values[r["value"]] is g.initializers.get(r["value"])}
+        return cls(build, [known.get(v.id) or tensor_root(a, v.type)
+                           for a, v in zip(values, g.values, strict=True)])
 
     def leaves(self, i: int) -> list[bytes]:
         """The trace list after i nodes: node outputs from node i on are zero."""

@@ -15,11 +15,9 @@ import numpy as np
 
 from opmlc import progress
 from opmlc.artifact import Build
-from opmlc.commit import padded_bytes, tensor_root
 from opmlc.dispute.commitment import NodeInfo
-from opmlc.tasks import initial_state, program_of, task_index
+from opmlc.tasks import LayeredStore, base_state, initial_state, program_of, task_inputs
 from vm.checkpoint import Trace
-from vm.loader import initial_state as vm_initial_state
 from vm.merkle import LEAF_BYTES, LEAF_SHIFT, MEMORY_DEPTH, root_from_proof
 from vm.state import State, state_hash
 from vm.witness import StepWitness, step_with_proof
@@ -70,16 +68,13 @@ class NodeRun:
     def splice_proofs(self) -> list[bytes]:
         """For each operand in the NodeInfo's order, its region's siblings in the base root with
         the previous operands already spliced in (what startNode checks)."""
-        state = vm_initial_state(self.program, task_index(self.build, self.node))
-        store = {}
-        g = self.build.graph
+        state = base_state(self.build, self.node, self.program)
+        store = LayeredStore(self.build)
+        roots = {addr: root for addr, _, root in task_inputs(self.build, self.values, self.node, store)}
         proofs = []
-        for v, addr, h in zip(self.info.input_values, self.info.input_addrs, self.info.input_heights, strict=True):
+        for addr, h in zip(self.info.input_addrs, self.info.input_heights, strict=True):
             proofs.append(region_siblings(state, addr, h))
-            t = g.values[v].type
-            root = tensor_root(self.values[v], t)
-            store[root] = padded_bytes(self.values[v], t)
-            state.memory.splice(addr, 1 << (h + 5), root, store)
+            state.memory.splice(addr, 1 << (h + 5), roots[addr], store)
         assert state.memory.root() == self.start.memory.root()
         return proofs
 

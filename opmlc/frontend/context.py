@@ -232,8 +232,8 @@ class LoweringContext:
         # integer semantics depend on a width the IR's i32/i64 do not keep (uint8's BitwiseNot)
         self.elem_types: dict[str, int] = {}
         self._qweights: dict[tuple[str, str], QWeightRefs] = {}
-        # DequantizeLinear outputs of constant integer weights (rules/quantized.py QDQWeight):
-        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm and Conv
+        # DequantizeLinear outputs of constant integer weights (rules/quantized_weights.py QDQWeight):
+        # the ONNX model's own quantized weights, kept as they are by MatMul, Gemm, Conv and Gather
         self.qdq_weights: dict[str, object] = {}
         self.weights_report = WeightsReport()
 
@@ -366,7 +366,7 @@ class LoweringContext:
         key = (name, -1)
         if key not in self._const_refs:
             t = TensorType(dtype, tuple(arr.shape))
-            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy), t)
+            self._const_refs[key] = self.builder.add_initializer(name, arr.astype(dtype.numpy, copy=False), t)
         return self._const_refs[key]
 
     # -- typed values (the CNN / conformance rules) -----------------------------------------

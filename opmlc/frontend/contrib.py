@@ -50,7 +50,27 @@ def _gqa(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) 
     return [(q[0], [q[1][0], q[1][1], int(attrs["num_heads"]) * hd]), past, past]
 
 
-SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm, "SimplifiedLayerNormalization": _same_as_input,
+def _broadcast(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    a, b = get(node.input[0]), get(node.input[3])
+    if a is None or b is None:
+        return None
+    ra, rb = a[1][::-1], b[1][::-1]
+    dims = [max(ra[i] if i < len(ra) else 1, rb[i] if i < len(rb) else 1) for i in range(max(len(ra), len(rb)))]
+    return [(a[0], dims[::-1])]
+
+
+def _global_pool(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    x = get(node.input[0])
+    if x is None:
+        return None
+    d = x[1]
+    if attrs.get("channels_last", 0):
+        return [(x[0], [d[0], *[1] * (len(d) - 2), d[-1]])]
+    return [(x[0], [*d[:2], *[1] * (len(d) - 2)])]
+
+
+SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
+          "QLinearGlobalAveragePool": _global_pool, "SimplifiedLayerNormalization": _same_as_input,
           "SkipSimplifiedLayerNormalization": _same_as_input, "GroupQueryAttention": _gqa}
 MAX_ROUNDS = 1000
 

@@ -39,7 +39,7 @@ from opmlc.frontend.load import default_opset, fix_input_shapes, read_model, rea
 from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
-from opmlc.frontend.rules.quantized import hoist_dequantize_of_gather, record_qdq_weight
+from opmlc.frontend.rules.quantized_weights import hoist_dequantize_of_gather, record_qdq_weight
 from opmlc.genai.config import add_next_token, find_config
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
@@ -51,6 +51,9 @@ ML_DOMAIN = "ai.onnx.ml"  # scikit-learn models (skl2onnx): rules/ml.py, registe
 MS_DOMAIN = "com.microsoft"
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _T = onnx.TensorProto
+NARROW_INT_RANGES = {_T.INT2: (-2.0, 1.0), _T.UINT2: (0.0, 3.0), _T.INT4: (-8.0, 7.0), _T.UINT4: (0.0, 15.0),
+                     _T.INT8: (-128.0, 127.0), _T.UINT8: (0.0, 255.0), _T.INT16: (-32768.0, 32767.0),
+                     _T.UINT16: (0.0, 65535.0)}
 INPUT_TYPES = {
     **{t: DType.FX32 for t in (*FLOAT_TYPES, _T.BFLOAT16)},
     **{t: DType.I32 for t in (_T.INT2, _T.UINT2, _T.INT4, _T.UINT4, _T.INT8, _T.INT16, _T.INT32, _T.UINT8,
@@ -75,6 +78,9 @@ class Frontend:
     batch_defaulted: list[str] = field(default_factory=list)
     # what --weights quantized (policy.weights set), with the error it introduced
     weights: WeightsReport | None = None
+    # integer inputs narrower than their IR type (uint8, int4…): their type's range, the
+    # analysis's default for them (declared ranges take precedence)
+    type_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 ANALYSIS_ROUNDS = 4  # lowerings at most; the second almost always settles the choice
 
@@ -99,7 +105,7 @@ def lower_model(
     unknown = set(policy.input_ranges) - set(fe.input_names)
     if unknown:
         raise ModelError(f"{path}: --input-range names {sorted(unknown)}, but the inputs are {fe.input_names}")
-    fe.analysis = analyse(fe.graph, policy.input_ranges)
+    fe.analysis = analyse(fe.graph, {**fe.type_ranges, **policy.input_ranges})
     if not policy.analyse:
         return fe
     for _ in range(ANALYSIS_ROUNDS - 1):
@@ -111,7 +117,7 @@ def lower_model(
         fe = None  # the previous round's graph (its quantized weights) goes before the next is built
         fe = _lower(path, fixed, input_shapes, constant_inputs, memo)
         fe.model_sha256 = sha
-        fe.analysis = analyse(fe.graph, policy.input_ranges)
+        fe.analysis = analyse(fe.graph, {**fe.type_ranges, **policy.input_ranges})
     return fe
 
 
@@ -183,6 +189,7 @@ def _lower_once(
         ctx.bind(init.name, Const.lazy(partial(source.array, init.name)))
         ctx.elem_types.setdefault(init.name, init.data_type)
     runtime_inputs = []
+    type_ranges: dict[str, tuple[float, float]] = {}
     exact = exact_tree_inputs(g)
     for inp in real_inputs(g):
         if inp.name in constant_inputs:
@@ -199,6 +206,8 @@ def _lower_once(
         shape = tuple(d.dim_value for d in tt.shape.dim)
         if inp.name in exact:
             dtype = DType.F32
+        if tt.elem_type in NARROW_INT_RANGES:
+            type_ranges[inp.name] = NARROW_INT_RANGES[tt.elem_type]
         t = TensorType(dtype, shape, policy.activation(inp.name) if dtype is DType.FX32 else 0)
         ctx.bind(inp.name, Ref(builder.add_input(inp.name, t)))
         runtime_inputs.append(inp.name)
@@ -269,5 +278,6 @@ def _lower_once(
         policy=policy,
         batch_defaulted=batch_defaulted,
         weights=ctx.weights_report if policy.weights else None,
+        type_ranges=type_ranges,
     )
 

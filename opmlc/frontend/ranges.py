@@ -180,7 +180,7 @@ class Analysis:
                 out = (max(out[0], lo), min(out[1], hi))
             self.iv[node.output] = out
 
-    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "relu", "reshape", "view", "concat", "gather", "where")
+    EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "reduce", "relu", "reshape", "view", "concat", "gather", "where")
 
     def _exact_integers(self, node: Node) -> bool:
         """Whether node's output is an fx32 tensor at 0 bits computed exactly from integers."""
@@ -191,6 +191,8 @@ class Analysis:
         if node.op == "binary" and node.attrs["kind"] not in ("add", "sub", "mul", "max", "min"):
             return False
         if node.op == "pool" and node.attrs["kind"] != "max":
+            return False
+        if node.op == "reduce" and node.attrs["kind"] not in ("sum", "max", "min"):
             return False
         for v in node.inputs[:1] if node.op == "cast" else node.inputs:
             vt = g.values[v].type
@@ -207,12 +209,15 @@ class Analysis:
         return dequantize(data, t.frac) if t.dtype is DType.FX32 else np.asarray(data, np.float64)
 
     def _const_range(self, v: int, data: np.ndarray) -> Interval:
-        # on the stored integers (dequantizing is monotone): no float copy of a large weight
-        if not np.size(data):
+        if not data.size:
             return (0.0, 0.0)
+        # the ends of the raw integers: dequantizing is monotone, and a large weight is never
+        # copied into float64 for this
+        lo, hi = data.min(), data.max()
         t = self.graph.values[v].type
-        scale = float(1 << t.frac) if t.dtype is DType.FX32 else 1.0
-        return (float(np.min(data)) / scale, float(np.max(data)) / scale)
+        if t.dtype is DType.FX32:
+            return (float(dequantize(lo, t.frac)), float(dequantize(hi, t.frac)))
+        return (float(lo), float(hi))
 
     def ranges(self) -> list[TensorRange]:
         """Every fx32 graph input and node output, with its bits."""

@@ -161,8 +161,7 @@ class GraphBuilder:
             lo, hi = t.dtype.int_range
             if np.min(data) < lo or np.max(data) > hi:
                 raise IRTypeError(f"initializer {name} holds values outside {t.dtype.value}'s range {lo}..{hi}")
-        # no copy of an array already so (keeps 0-d arrays 0-d): the frontend's memoised weights
-        # (frontend/context.py WeightMemo) are shared with the graph, never written
+        # no copy when the array already fits (a large weight is held once); keeps 0-d arrays 0-d
         data = np.asarray(data, dtype=t.dtype.numpy, order="C")
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")

@@ -57,10 +57,11 @@ def run_both(
     """Run `task(regions, node)`: `values[i]` is value i's initial content (outputs too, usually
     zeros); `outputs` are the value indices whose final bytes are returned."""
     addrs = list(addresses) if addresses is not None else region_addresses(len(values))
-    elf = build_mips_elf(module_ir, addrs)
+    elf = build_mips_elf(module_ir)
     res = run_elf(
         elf,
         node=node,
+        table=addrs,
         inputs=[(addrs[i], big_endian(v)) for i, v in enumerate(values)],
         outputs=[(addrs[i], values[i].nbytes) for i in outputs],
     )

@@ -18,11 +18,11 @@ from vm.run import run
 
 def _both(ir: str, values: list[np.ndarray], out: int) -> None:
     addrs = region_addresses(len(values))
-    elf = build_mips_elf(ir, addrs)
+    elf = build_mips_elf(ir)
     inputs = [(addrs[i], big_endian(v)) for i, v in enumerate(values) if i != out]
     size = values[out].nbytes
-    ref = run_elf(elf, inputs=inputs, outputs=[(addrs[out], size)])
-    state = initial_state(elf)
+    ref = run_elf(elf, inputs=inputs, outputs=[(addrs[out], size)], table=addrs)
+    state = initial_state(elf, table=addrs)
     for addr, data in inputs:
         state.memory.write_bytes(addr, data)
     steps = run(state, 10 * ref.instructions)

@@ -9,7 +9,6 @@ import sys
 
 import lief
 import pytest
-from backend_harness import region_addresses
 
 from opmlc.backend.link import IMAGE_BASE, PAGE, LinkError, link
 from opmlc.backend.mips_program import build_mips_elf
@@ -46,7 +45,7 @@ entry:
 
 
 def _build() -> bytes:
-    return build_mips_elf(MODULE_IR, region_addresses(1))
+    return build_mips_elf(MODULE_IR)
 
 
 def test_elf_is_a_mips32_big_endian_executable_with_entry_start() -> None:
@@ -86,7 +85,7 @@ def test_a_fresh_process_builds_the_same_bytes() -> None:
     code = (
         "import sys, hashlib\n"
         "from opmlc.backend.mips_program import build_mips_elf\n"
-        "sys.stdout.write(hashlib.sha256(build_mips_elf(sys.stdin.read(), [0x80000000])).hexdigest())\n"
+        "sys.stdout.write(hashlib.sha256(build_mips_elf(sys.stdin.read())).hexdigest())\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -99,18 +98,25 @@ def test_a_fresh_process_builds_the_same_bytes() -> None:
     assert out.stdout == hashlib.sha256(_build()).hexdigest()
 
 
-def test_region_table_is_in_rodata_with_the_given_addresses() -> None:
-    addrs = [0x80000000, 0x80400000, 0xFFFFFFE0]
-    elf_bytes = build_mips_elf(MODULE_IR, addrs)
-    elf = lief.ELF.parse(list(elf_bytes))
-    sym = elf.get_symbol("opmlc_regions")
-    assert sym.size == 4 * len(addrs)
-    data = bytes(elf.get_content_from_virtual_address(sym.value, sym.size))
-    assert list(struct.unpack(">3I", data)) == addrs
+def test_the_image_holds_no_region_table_task_reads_the_descriptors() -> None:
+    # One image serves every task map: `task` gets the descriptor's table (0x30000004).
+    from vm.loader import TASK_TABLE_ADDR, initial_state
+    from vm.run import run
+
+    elf_bytes = _build()
+    assert lief.ELF.parse(list(elf_bytes)).get_symbol("opmlc_regions") is None
+    outs = []
+    for out in (0x80000000, 0x80400000):
+        state = initial_state(elf_bytes, 2, {0: out})
+        assert state.memory.read_u32(TASK_TABLE_ADDR) == out
+        run(state, 100_000)
+        assert state.exited and state.exit_code == 0
+        outs.append(state.memory.read_u32(out))
+    assert outs[0] == outs[1] == 4 + 12345 + 1 + ord("m")
 
 
 def _objects() -> list[bytes]:
-    return [compile_mips_object(build_runtime_ir([0x80000000])), compile_mips_object(MODULE_IR)]
+    return [compile_mips_object(build_runtime_ir()), compile_mips_object(MODULE_IR)]
 
 
 def _patch_relocation(obj: bytes, rtype_from: int, rtype_to: int) -> bytes:
@@ -158,7 +164,7 @@ define void @task(ptr %regions, i32 %node) {
 }
 """
     with pytest.raises(LinkError, match="undefined symbol opmlc_missing_helper"):
-        build_mips_elf(ir, [])
+        build_mips_elf(ir)
 
 
 def test_symbol_defined_twice_is_a_link_error() -> None:
@@ -169,7 +175,7 @@ def test_symbol_defined_twice_is_a_link_error() -> None:
 
 def test_missing_task_is_a_link_error() -> None:
     with pytest.raises(LinkError, match="undefined symbol task"):
-        link([compile_mips_object(build_runtime_ir([]))])
+        link([compile_mips_object(build_runtime_ir())])
 
 
 def test_non_mips_input_is_a_link_error() -> None:

@@ -39,8 +39,8 @@ def test_every_address_is_its_own_memory_location() -> None:
     # In unicorn's default kernel mode, 0x80000000+x, 0xA0000000+x and physical x are one
     # location, and 0xC0000000 and above fault: the runner must give the VM's flat space.
     addrs = [0x80000000, 0xA0000000, 0xC0000000, 0xE0000000, 0xFFFFFFE0, 0x80400000, 0x00001000]
-    elf = build_mips_elf(MARK_IR.replace("N", str(len(addrs))), addrs)
-    res = run_elf(elf, node=77, outputs=[(a, 4) for a in addrs] + [(addrs[0] + 4, 4)])
+    elf = build_mips_elf(MARK_IR.replace("N", str(len(addrs))))
+    res = run_elf(elf, node=77, outputs=[(a, 4) for a in addrs] + [(addrs[0] + 4, 4)], table=addrs)
     assert res.exit_code == 0, res.panic
     words = [int.from_bytes(b, "big") for b in res.outputs]
     assert words == [0x11111111 * (i + 1) for i in range(len(addrs))] + [77]
@@ -60,8 +60,8 @@ def test_instruction_count_matches_a_per_instruction_count(monkeypatch: pytest.M
         self.uc.hook_add(UC_HOOK_CODE, hook)
 
     monkeypatch.setattr(unicorn_ref._Machine, "__init__", init)
-    elf = build_mips_elf(MARK_IR.replace("N", "3"), [0x80000000, 0x80001000, 0x80002000])
-    res = run_elf(elf, node=1)
+    elf = build_mips_elf(MARK_IR.replace("N", "3"))
+    res = run_elf(elf, node=1, table=[0x80000000, 0x80001000, 0x80002000])
     assert res.exit_code == 0
     assert res.instructions == counted[-1]
 
@@ -78,9 +78,10 @@ define void @task(ptr %regions, i32 %node) {
   ret void
 }
 """
-    elf = build_mips_elf(ir, [0x80000000, 0x80000020])
+    elf = build_mips_elf(ir)
     x = np.array([0x01020304], dtype=np.int32)
-    res = run_elf(elf, inputs=[(0x80000000, big_endian(x))], outputs=[(0x80000020, 4)])
+    res = run_elf(elf, inputs=[(0x80000000, big_endian(x))], outputs=[(0x80000020, 4)],
+                  table=[0x80000000, 0x80000020])
     assert res.outputs == [bytes.fromhex("01020305")]
 
 
@@ -92,7 +93,7 @@ define void @task(ptr %regions, i32 %node) {
   unreachable
 }
 """
-    res = run_elf(build_mips_elf(ir, []))
+    res = run_elf(build_mips_elf(ir))
     assert res.exit_code is None
     assert res.panic is not None and "exception" in res.panic
 
@@ -109,7 +110,7 @@ spin:
   br label %spin
 }
 """
-    res = run_elf(build_mips_elf(ir, []), max_instructions=10_000)
+    res = run_elf(build_mips_elf(ir), max_instructions=10_000)
     assert res.exit_code is None
     assert res.instructions == 10_000
     assert "no exit" in res.panic

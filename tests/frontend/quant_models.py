@@ -17,10 +17,33 @@ from tests.conftest import MODELS
 VOCAB, SEQ, HIDDEN, HEADS, FFN, LAYERS, CLASSES = 64, 16, 32, 2, 64, 2, 4
 
 
+def residual_cnn(out: Path, seed: int = 0) -> Path:
+    """A small residual CNN on 8×8 digits (fixed-seed random weights): Conv → Relu → Conv,
+    + the skip, Relu, GlobalAveragePool, Flatten, Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = [_w(rng, "c1", (8, 1, 3, 3), 0.5), _w(rng, "c1b", (8,), 0.1), _w(rng, "c2", (8, 8, 3, 3), 0.2),
+             _w(rng, "c2b", (8,), 0.1), _w(rng, "fc", (10, 8), 0.5), _w(rng, "fcb", (10,), 0.1)]
+    nodes = [helper.make_node("Conv", ["input", "c1", "c1b"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "c2", "c2b"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["ar", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["sr"]),
+             helper.make_node("GlobalAveragePool", ["sr"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, out)
+    return out
+
+
 def digits_cnn_quantized(out: Path, fmt: str, calibration: np.ndarray) -> Path:
     """The digits CNN through quantize_static: "QDQ" with int8 activations and weights per
     tensor, "QDQ-uint8" with uint8 activations and weights per channel, or "QOperator" with
-    uint8 activations and int8 per-channel weights (QLinearConv, QGemm)."""
+    uint8 activations and int8 per-channel weights (QLinearConv, QGemm); "QOperator-residual":
+    the residual CNN so (QLinearAdd and QLinearGlobalAveragePool too)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -36,7 +59,8 @@ def digits_cnn_quantized(out: Path, fmt: str, calibration: np.ndarray) -> Path:
             return next(self.rows, None)
 
     int8 = fmt == "QDQ"
-    quantize_static(str(MODELS / "digits_cnn.onnx"), str(out), Reader(),
+    src = residual_cnn(out.with_suffix(".float.onnx")) if fmt.endswith("residual") else MODELS / "digits_cnn.onnx"
+    quantize_static(str(src), str(out), Reader(),
                     quant_format=QuantFormat.QDQ if fmt.startswith("QDQ") else QuantFormat.QOperator,
                     activation_type=QuantType.QInt8 if int8 else QuantType.QUInt8,
                     weight_type=QuantType.QUInt8 if fmt == "QDQ-uint8" else QuantType.QInt8, per_channel=not int8)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opmlc.backend.codegen import WHOLE_GRAPH
 from opmlc.backend.native import native_program, run_native
 from opmlc.backend.program import Program, build_program
 from opmlc.commit import from_bytes, padded_bytes, tensor_root
@@ -41,10 +40,11 @@ def task_inputs(graph: Graph, program: Program, values: list[np.ndarray], node: 
     """(addr, size, root) of each input of the task, and the store holding their bytes."""
     ids = list(graph.inputs) + list(graph.initializers) if node is None else list(dict.fromkeys(graph.nodes[node].inputs))
     store, spliced = {}, []
+    m = program.task_map(node)
     for v in ids:
         t = graph.values[v].type
         store[tensor_root(values[v], t)] = padded_bytes(values[v], t)
-        r = program.regions[v]
+        r = m.region(v)
         spliced.append((r.addr, r.size, tensor_root(values[v], t)))
     return spliced, store
 
@@ -53,10 +53,11 @@ def run_vm(graph: Graph, program: Program, values: list[np.ndarray], node: int |
            max_steps: int = 50_000_000):
     """Run the whole graph (node None) or one node in the VM; returns (state, outputs)."""
     spliced, store = task_inputs(graph, program, values, node)
-    state = load_task(program.elf, WHOLE_GRAPH if node is None else node, spliced, store)
+    m = program.task_map(node)
+    state = load_task(program.elf, m.node, spliced, store, m.table())
     vm_run(state, max_steps)
     outs = graph.outputs if node is None else [graph.nodes[node].output]
-    arrays = [from_bytes(state.memory.read_region(program.regions[v].addr, program.regions[v].size),
+    arrays = [from_bytes(state.memory.read_region(m.region(v).addr, m.region(v).size),
                          graph.values[v].type) for v in outs]
     return state, arrays
 
@@ -65,10 +66,11 @@ def run_unicorn(graph: Graph, program: Program, values: list[np.ndarray], node: 
     from toolchain.unicorn_ref import run_elf
 
     ids = list(graph.inputs) + list(graph.initializers) if node is None else list(dict.fromkeys(graph.nodes[node].inputs))
-    ins = [(program.regions[v].addr, padded_bytes(values[v], graph.values[v].type)) for v in ids]
+    m = program.task_map(node)
+    ins = [(m.region(v).addr, padded_bytes(values[v], graph.values[v].type)) for v in ids]
     outs = graph.outputs if node is None else [graph.nodes[node].output]
-    res = run_elf(program.elf, WHOLE_GRAPH if node is None else node, ins,
-                  [(program.regions[v].addr, program.regions[v].size) for v in outs])
+    table = [m.table().get(v, 0) for v in range(len(graph.values))]
+    res = run_elf(program.elf, m.node, ins, [(m.region(v).addr, m.region(v).size) for v in outs], table=table)
     return res, [from_bytes(b, graph.values[v].type) for b, v in zip(res.outputs, outs, strict=True)]
 
 

@@ -33,7 +33,7 @@ def test_interp_native_unicorn_and_vm_agree_on_digits(digits_build, digits):
         assert res.exit_code == 0 and tensor_root(uc, t) == root
         state, (vm_out,) = run_vm(g, program, out.values)
         assert state.exit_code == 0 and tensor_root(vm_out, t) == root
-        region = program.regions[out_v]
+        region = program.whole.region(out_v)
         assert state.memory.region_root(region.addr, region.size) == root
 
 

@@ -33,9 +33,21 @@ def build(tmp_path_factory):
     return out, manifest, unicorn_ref
 
 
+def task_map(manifest: dict, node: int) -> dict[int, tuple[int, int]]:
+    """value → (addr, size) in the task's map, parsed from the manifest's text."""
+    tasks = manifest["program"]["tasks"]
+    text = (tasks["whole"] if node == WHOLE_GRAPH else tasks["nodes"][node])["map"]
+    out = {}
+    for item in text.split():
+        value, rest = item.split("@")
+        addr, size = rest.split("+")
+        out[int(value)] = (int(addr, 16), int(size, 16))
+    return out
+
+
 def task_inputs(build_dir: Path, manifest: dict, node: int, rng: random.Random):
     """(addr, size, root) per region with data, the store, and the same as bytes for unicorn."""
-    regions = {r["value"]: (r["addr"], r["size"]) for r in manifest["program"]["regions"]}
+    regions = task_map(manifest, node)
     roots = {i["value"]: bytes.fromhex(i["root"][2:]) for i in manifest["initializers"]}
     store: dict[bytes, bytes] = {}
     for root in roots.values():
@@ -67,16 +79,18 @@ def test_vm_matches_unicorn_on_the_digits_mlp(build, node):
     build_dir, manifest, unicorn_ref = build
     elf = (build_dir / manifest["program"]["elf"]).read_bytes()
     spliced, store, raw = task_inputs(build_dir, manifest, node, random.Random(node))
-    out = next(
-        r for r in manifest["program"]["regions"] if r["value"] == manifest["outputs"][0]["value"]
-    )
+    regions = task_map(manifest, node)
+    table = {v: addr for v, (addr, _) in regions.items()}
+    out_v = manifest["outputs"][0]["value"]
+    out = dict(zip(("addr", "size"), regions.get(out_v, (0, 32)), strict=True))
 
-    fast = load_task(elf, node, spliced, store)
-    slow = load_task(elf, node, spliced, store)
+    fast = load_task(elf, node, spliced, store, table)
+    slow = load_task(elf, node, spliced, store, table)
     n = run(fast, 10_000_000)
     while not slow.exited:
         step(slow)
-    ref = unicorn_ref.run_elf(elf, node, raw, [(out["addr"], out["size"])])
+    ref = unicorn_ref.run_elf(elf, node, raw, [(out["addr"], out["size"])],
+                              table=[table.get(v, 0) for v in range(manifest["n_values"])])
 
     assert fast.exited and fast.exit_code == 0 == ref.exit_code
     assert n == slow.step == ref.instructions
@@ -90,5 +104,9 @@ def test_vm_matches_unicorn_on_the_digits_mlp(build, node):
 def test_base_roots_differ_per_node_and_ignore_inputs(build):
     build_dir, manifest, _ = build
     elf = (build_dir / manifest["program"]["elf"]).read_bytes()
-    roots = {base_root(elf, k) for k in (WHOLE_GRAPH, 0, 1, 2)}
+    roots = {base_root(elf, k, {v: a for v, (a, _) in task_map(manifest, k).items()})
+             for k in (WHOLE_GRAPH, 0, 1, 2)}
     assert len(roots) == 4
+    tasks = manifest["program"]["tasks"]
+    recorded = [tasks["whole"]["base_root"], *(tasks["nodes"][k]["base_root"] for k in (0, 1, 2))]
+    assert roots == {bytes.fromhex(r[2:]) for r in recorded}  # the manifest's roots: image + descriptor

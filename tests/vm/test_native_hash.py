@@ -138,11 +138,12 @@ def test_an_example_builds_roots_are_unchanged(digits_build, python_only):
     for rec in manifest["initializers"]:
         root = bytes.fromhex(rec["root"][2:])
         assert merkle.python_subtree_root(store.get(root)) == root, rec["name"]
-    from opmlc.buildcheck import base_roots
+    from opmlc.backend.program import tasks_record
+    from opmlc.backend.regions import node_maps, whole_graph_map
 
     elf = (digits_build.directory / "model.elf").read_bytes()
-    _, roots = base_roots(elf, len(manifest["program"]["base_roots"]["nodes"]))
-    assert roots == manifest["program"]["base_roots"]
+    g = digits_build.graph
+    assert tasks_record(elf, whole_graph_map(g), node_maps(g)) == manifest["program"]["tasks"]
 
 
 def test_the_environment_can_force_the_python_path():

@@ -42,6 +42,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     ml_svm,
     movement,
     quantized,
+    quantized_weights,
     recurrent,
     reduce,
     resize,

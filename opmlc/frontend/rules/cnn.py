@@ -40,7 +40,7 @@ def resolve_pads(ctx: LoweringContext, spatial, kernel, strides, dilations) -> l
 
 @rule("Conv")
 def conv(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    from opmlc.frontend.rules.quantized import qdq_conv_weight
+    from opmlc.frontend.rules.quantized_weights import qdq_conv_weight
 
     a = ctx.attrs()
     x = ctx.fx(node.input[0])

@@ -35,7 +35,7 @@ def gather_runtime(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     out = node.output[0]
     table = ctx.const(data)
     if table is not None and table.ndim == 2 and axis == 0:  # the model's own (QDQ) quantized table
-        from opmlc.frontend.rules.quantized import qdq_gather_table
+        from opmlc.frontend.rules.quantized_weights import qdq_gather_table
 
         qw = qdq_gather_table(ctx, data)
         if qw is not None:

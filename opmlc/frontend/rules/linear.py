@@ -122,7 +122,7 @@ def product_operands(ctx: LoweringContext, a_name: str, b_name: str, transpose_b
     weight when b is a constant [N, K] matrix and weights are quantized, else `matmul`."""
     b_const = ctx.const(b_name)
     if transpose_b and b_const is not None and b_const.ndim == 2:  # the model's own (QDQ) quantized weight
-        from opmlc.frontend.rules.quantized import qdq_matmul_weight
+        from opmlc.frontend.rules.quantized_weights import qdq_matmul_weight
 
         original = b_name[:-2] if b_name.endswith(".T") else None
         qw = qdq_matmul_weight(ctx, b_name, original)
