@@ -180,9 +180,12 @@ def test_generate_cli_streams_text_and_reports_json(genai_builds, tmp_path):
     assert not_genai.exit_code == 2 and "onnxruntime-genai" in not_genai.output
 
 
-def test_max_context_and_its_errors(genai_models, tmp_path):
+def test_max_context_and_its_errors(genai_models, tmp_path, monkeypatch):
+    from opmlc.artifact import check_build
+
     b = compile_model(genai_models["llama"], tmp_path / "b", max_context=16)
     assert b.manifest["genai"]["context"] == 16
+    assert check_build(genai_models["llama"], b.directory) == []  # --check replays the static shapes
     assert {r["name"]: r["shape"] for r in b.manifest["inputs"]}["past_key_values.0.key"] == [1, 2, 16, 64]
     with pytest.raises(OpmlcError, match="--max-context 1000"):
         compile_model(genai_models["llama"], tmp_path / "c", max_context=1000)
@@ -190,6 +193,14 @@ def test_max_context_and_its_errors(genai_models, tmp_path):
 
     with pytest.raises(OpmlcError, match="not an onnxruntime-genai model"):
         compile_model(MODELS / "digits_mlp.onnx", tmp_path / "d", max_context=16)
+    # without the optional tokenizers package: one line naming the install command
+    import sys
+
+    from opmlc.genai.generate import generate
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(OpmlcError, match=r"pip install 'opmlc\[llm\]'"):
+        generate(b, "def f(", 2)
 
 
 @pytest.fixture(scope="module")
