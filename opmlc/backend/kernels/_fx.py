@@ -1,5 +1,7 @@
 """LLVM twins of the fixed-point helpers behind the CNN / conformance ops (fixedpoint.to_fx,
 round_div, isqrt64, exp_fx, …) and typed loads/stores that widen every element to i64.
+`div_round_q32` is round_div without i64 division, for divisors below 2^32 (docs/DESIGN.md
+"MIPS cost"): the per-element divisions of the nonlinear kernels use it.
 
 Same determinism rules as _ir.py: no nsw/nuw/exact, shift amounts provably in range, every
 division guarded (divisor > 0 or checked for 0 and INT_MIN / −1 by the caller).
@@ -92,6 +94,67 @@ def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
     return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
 
 
+def _udiv_digit(b: ir.IRBuilder, top: ir.Value, low: ir.Value, v: ir.Value, vn1: ir.Value,
+                vn0: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """One base-2^16 digit of a long division by the normalised divisor v = vn1·2^16 + vn0
+    (v ≥ 2^31): the digit of (top·2^16 + low) / v for top < v, low < 2^16, and the new partial
+    remainder. The estimate top / vn1 (one i32 division) is at most 2 too large (Knuth's
+    theorem B); each correction step tests the next digit exactly while rhat < 2^16."""
+    base = c32(1 << 16)
+    q = b.udiv(top, vn1)  # vn1 ≥ 2^15: never zero
+    rhat = b.sub(top, b.mul(q, vn1))
+
+    def too_big(q: ir.Value, rhat: ir.Value) -> ir.Value:
+        # q ≥ 2^16 first: when it holds, q·vn0 may wrap, but the or makes that irrelevant
+        return b.or_(b.icmp_unsigned(">=", q, base),
+                     b.icmp_unsigned(">", b.mul(q, vn0), b.add(b.shl(rhat, c32(16)), low)))
+
+    fix = too_big(q, rhat)
+    q = b.sub(q, b.zext(fix, I32))
+    rhat = b.add(rhat, b.select(fix, vn1, c32(0)))
+    fix = b.and_(b.icmp_unsigned("<", rhat, base), too_big(q, rhat))
+    q = b.sub(q, b.zext(fix, I32))
+    rem = b.sub(b.add(b.shl(top, c32(16)), low), b.mul(q, v))  # exact mod 2^32, and < v
+    return q, rem
+
+
+def div_round_q32(module: ir.Module) -> ir.Function:
+    """fixedpoint.round_div(n, d) for i64 0 ≤ n < 2^63 and 1 ≤ d < 2^32, without i64
+    division: `i64 (i64 n, i64 d, i64 down)`. Exact when floor(n / d) < 2^32; otherwise it
+    returns 2^32 (any value above INT32_MAX: the callers saturate it, counting it, as they
+    would the exact quotient).
+
+    A two-digit long division in base 2^16 (Knuth's algorithm D) of n·2^s by d·2^s, where
+    s = clz(d) normalises the divisor to [2^31, 2^32): two i32 divisions (MIPS `divu`, one
+    instruction where __divdi3 is a software loop) and i32 multiplies. The remainder rounds
+    half up as round_div does: +1 when 2r ≥ d; with down = 1, half down: +1 only when 2r > d,
+    which is −round_div(−n, d) (a negative quotient rounded on its magnitude).
+    """
+    fn, b = internal_function(module, "opmlc.div_round_q32", I64, [I64, I64, I64])
+    if b is None:
+        return fn
+    n, d, down = fn.args
+    u1 = b.trunc(b.lshr(n, c64(32)), I32)
+    u0 = b.trunc(n, I32)
+    d32 = b.trunc(d, I32)
+    big = b.icmp_unsigned(">=", u1, d32)  # the quotient has more than 32 bits
+    u1 = b.select(big, c32(0), u1)
+    s = b.ctlz(d32, ir.Constant(I1, 1))  # d ≥ 1: s in 0..31
+    v = b.shl(d32, s)
+    # u0 >> (32 − s) written as two shifts so that s = 0 never shifts by 32
+    un32 = b.or_(b.shl(u1, s), b.lshr(b.lshr(u0, c32(1)), b.sub(c32(31), s)))
+    un10 = b.shl(u0, s)
+    vn1 = b.lshr(v, c32(16))
+    vn0 = b.and_(v, c32(0xFFFF))
+    q1, rem = _udiv_digit(b, un32, b.lshr(un10, c32(16)), v, vn1, vn0)
+    q0, rem = _udiv_digit(b, rem, b.and_(un10, c32(0xFFFF)), v, vn1, vn0)
+    q = b.or_(b.shl(b.zext(q1, I64), c64(16)), b.zext(q0, I64))
+    # 2r ≥ d (or > d), both scaled by 2^s: rem > v − rem − 1 + down, where v − rem ≥ 1
+    up = b.icmp_unsigned(">", rem, b.add(b.sub(b.sub(v, rem), c32(1)), b.trunc(down, I32)))
+    b.ret(b.select(big, c64(1 << 32), b.add(q, b.zext(up, I64))))
+    return fn
+
+
 def positive(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     """d if d > 0, else 1: a divisor that can never trap."""
     return b.select(b.icmp_signed(">", d, c64(0)), d, c64(1))
@@ -135,5 +198,5 @@ def exp_fx(module: ir.Module) -> ir.Function:
     return fn
 
 
-__all__ = ["I8", "I32", "c32", "count", "counting", "exp_fx", "isqrt64", "ld", "positive", "round_div",
-           "smax", "smin", "st", "to_fx"]
+__all__ = ["I8", "I32", "c32", "count", "counting", "div_round_q32", "exp_fx", "isqrt64", "ld", "positive",
+           "round_div", "smax", "smin", "st", "to_fx"]

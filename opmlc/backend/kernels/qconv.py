@@ -1,9 +1,14 @@
 """Kernel of opmlc/ir/ops/qconv.py: conv's kernel (kernels/conv.py) with the weight read as
 q − zp: per output element an exact i64 sum of x · (q − zp) over the group's channels and the
 window, times the output channel's scale once (the ring identity of wrap-around int64, as in
-kernels/qmatmul.py), plus the bias; one rounding shift, saturation."""
+kernels/qmatmul.py), plus the bias; one rounding shift, saturation. Like conv's kernel, interior
+output positions take a path without bound checks, border ones clip the window to the input,
+and both compute CH_TILE output channels per loaded input element (issue 13's MIPS cost)."""
 
 from __future__ import annotations
+
+import itertools
+from math import prod
 
 from llvmlite import ir
 
@@ -26,6 +31,7 @@ from opmlc.backend.kernels._ir import (
     strides,
 )
 from opmlc.backend.kernels._qweight import load_q
+from opmlc.backend.kernels.conv import CH_TILE, MAX_UNROLLED_TAPS, interior, ranged_nest, tap_range
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import TensorType
 
@@ -47,30 +53,57 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     st_, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
     sx, sw, so = strides(xt.shape), strides(qt.shape), strides(out_type.shape)
     prod_frac = xt.frac + st.frac
-    inner = entry_alloca(b, I64, name="inner")
-    with nest(b, (n, m), "nm") as (ni, mi):
-        grp = b.udiv(mi, c32(mg))  # mg ≥ 1 is a constant: never a division by zero
-        bv = shl(b, sext64(b, load(b, bias, mi)), prod_frac - bias_t.frac) if bias is not None else c64(0)
-        zpv = load_q(b, zp, mi, qt.dtype) if zp is not None else c32(0)
-        sv = sext64(b, load(b, scale, mi))
-        with nest(b, osp, "o") as oidx:
-            b.store(c64(0), inner)
-            with loop(b, cg, "c") as ci:
-                ch = b.add(b.mul(grp, c32(cg)), ci)
-                xbase = b.add(b.mul(ni, c32(sx[0])), b.mul(ch, c32(sx[1])))
-                wbase = b.add(b.mul(mi, c32(sw[0])), b.mul(ci, c32(sw[1])))
+    tile = CH_TILE if mg % CH_TILE == 0 else 1
+    inner_range = [interior(sp[d], ks[d], st_[d], dl[d], pads[d], osp[d]) for d in range(r)]
+    inner = [entry_alloca(b, I64, name=f"inner{t}") for t in range(tile)]
+
+    def window(ni: ir.Value, m0: ir.Value, oidx: list[ir.Value], checked: bool) -> None:
+        """`tile` output channels from m0 at one output position (conv's kernel, q − zp)."""
+        grp = b.udiv(m0, c32(mg))  # mg ≥ 1 is a constant; a tile never straddles groups
+        ms = [b.add(m0, c32(t)) for t in range(tile)]
+        zpv = [load_q(b, zp, mi, qt.dtype) if zp is not None else c32(0) for mi in ms]
+        for t in range(tile):
+            b.store(c64(0), inner[t])
+        starts = [b.sub(b.mul(oidx[d], c32(st_[d])), c32(pads[d])) for d in range(r)]
+        with loop(b, cg, "c") as ci:
+            ch = b.add(b.mul(grp, c32(cg)), ci)
+            xbase = b.add(b.mul(ni, c32(sx[0])), b.mul(ch, c32(sx[1])))
+            wbase = b.add(b.mul(m0, c32(sw[0])), b.mul(ci, c32(sw[1])))
+
+            def tap(kidx: list[ir.Value]) -> None:
+                coords = [b.add(starts[d], b.mul(kk, c32(dl[d]))) for d, kk in enumerate(kidx)]
+                xv = sext64(b, load(b, x, b.add(xbase, linear_index(b, coords, sx[2:]))))
+                woff = b.add(wbase, linear_index(b, kidx, sw[2:]))
+                for t in range(tile):
+                    w = b.sub(load_q(b, q, b.add(woff, c32(t * sw[0])), qt.dtype), zpv[t])
+                    b.store(b.add(b.load(inner[t], typ=I64), b.mul(xv, sext64(b, w))), inner[t])
+
+            if checked:  # only the taps inside the input
+                ranges = [tap_range(b, starts[d], ks[d], dl[d], sp[d]) for d in range(r)]
+                with ranged_nest(b, ranges) as kidx:
+                    tap(kidx)
+            elif prod(ks) <= MAX_UNROLLED_TAPS:
+                for kidx in itertools.product(*(range(k) for k in ks)):
+                    tap([c32(kk) for kk in kidx])
+            else:
                 with nest(b, ks, "k") as kidx:
-                    ok = ir.Constant(I1, 1)
-                    xi = xbase
-                    for d in range(r):
-                        coord = b.add(b.sub(b.mul(oidx[d], c32(st_[d])), c32(pads[d])), b.mul(kidx[d], c32(dl[d])))
-                        ok = b.and_(ok, b.icmp_unsigned("<", coord, c32(sp[d])))
-                        xi = b.add(xi, b.mul(coord, c32(sx[2 + d])))
-                    xv = sext64(b, load(b, x, b.select(ok, xi, c32(0))))
-                    xv = b.select(ok, xv, c64(0))
-                    w = b.sub(load_q(b, q, b.add(wbase, linear_index(b, kidx, sw[2:])), qt.dtype), zpv)
-                    b.store(b.add(b.load(inner, typ=I64), b.mul(xv, sext64(b, w))), inner)
-            acc = b.add(bv, b.mul(b.load(inner, typ=I64), sv))
+                    tap(kidx)
+        for t, mi in enumerate(ms):
+            bv = shl(b, sext64(b, load(b, bias, mi)), prod_frac - bias_t.frac) if bias is not None else c64(0)
+            acc = b.add(bv, b.mul(b.load(inner[t], typ=I64), sext64(b, load(b, scale, mi))))
             res = saturate32(b, shr_round(b, acc, prod_frac - out_type.frac))
             o = b.add(b.add(b.mul(ni, c32(so[0])), b.mul(mi, c32(so[1]))), linear_index(b, oidx, so[2:]))
             store(b, res, out, o)
+
+    with nest(b, (n, m // tile), "nm") as (ni, mt):
+        m0 = b.mul(mt, c32(tile))
+        with nest(b, osp, "o") as oidx:
+            inside = ir.Constant(I1, 1)
+            for d in range(r):  # an unsigned compare covers both ends of [lo, hi)
+                lo, hi = inner_range[d]
+                inside = b.and_(inside, b.icmp_unsigned("<", b.sub(oidx[d], c32(lo)), c32(hi - lo)))
+            with b.if_else(inside) as (then, otherwise):
+                with then:
+                    window(ni, m0, oidx, checked=False)
+                with otherwise:
+                    window(ni, m0, oidx, checked=True)

@@ -7,8 +7,8 @@ wrap-around int64 arithmetic is a ring, so Σ_b scale_b · Σ_{k ∈ b} x_k · (
 the bits of Σ_k x_k · ((q_k − zp_b) · scale_b). The inner loop is a load of x, a load of q (a
 byte; for i4 one byte serves two elements), the zero point's subtraction and a multiply-add
 (`madd` on MIPS: both factors are sign-extended i32), with ROW_TILE rows of x sharing each
-weight load as in matmul's kernel; the block loop has a constant trip count, so the host
-vectorises it.
+weight load as in matmul's kernel, or, for leftover rows (M = 1), COL_TILE weight rows sharing
+each load of x; the block loop has a constant trip count, so the host vectorises it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
 ROW_TILE = 4  # rows of x per pass over a weight row (matmul's kernel does the same)
+# Leftover rows (M = 1) take COL_TILE weight rows at a time, each loaded x serving COL_TILE
+# multiply-adds: issue 13's MIPS cost (docs/DESIGN.md "MIPS cost"; 10–12 → 7–9 instructions
+# per multiply-add). Not unrolled: unrolled by 4 it saved 0.6 on MIPS but ran 1.5× slower
+# natively, where this loop is what the host vectorises. Same bits in any order.
+COL_TILE = 4
 
 
 @kernel("qmatmul")
@@ -57,53 +62,73 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     shift = prod_frac - out_type.frac
     # i4 weights two elements per byte when every block starts and ends on a byte boundary
     pairs = qt.dtype is DType.I4 and k % 2 == 0 and bs % 2 == 0
-    acc = [entry_alloca(b, I64, name=f"acc{r}") for r in range(ROW_TILE)]
-    inner = [entry_alloca(b, I64, name=f"inner{r}") for r in range(ROW_TILE)]
+    tiles = max(ROW_TILE, COL_TILE)
+    acc = [entry_alloca(b, I64, name=f"acc{r}") for r in range(tiles)]
+    inner = [entry_alloca(b, I64, name=f"inner{r}") for r in range(tiles)]
 
-    def block(rows: int, i0: ir.Value, j: ir.Value, blk: ir.Value, k0: ir.Value, length: int) -> None:
-        zpv = load_q(b, zp, b.add(b.mul(j, c32(nb)), blk), qt.dtype) if zp is not None else c32(0)
-        sv = sext64(b, load(b, scale, b.add(b.mul(j, c32(nb)), blk)))
-        for r in range(rows):
-            b.store(c64(0), inner[r])
-        qbase = b.add(b.mul(j, c32(k)), k0)
+    def block(rows: int, cols: int, i0: ir.Value, j0: ir.Value, blk: ir.Value, k0: ir.Value,
+              length: int) -> None:
+        """One block of the reduction for the outputs (i0 + r, j0 + c), r < rows, c < cols."""
+        outs = [(r, c) for r in range(rows) for c in range(cols)]
+        js = [b.add(j0, c32(c)) for c in range(cols)]
+        zpv = [load_q(b, zp, b.add(b.mul(j, c32(nb)), blk), qt.dtype) if zp is not None else c32(0) for j in js]
+        sv = [sext64(b, load(b, scale, b.add(b.mul(j, c32(nb)), blk))) for j in js]
+        for x_ in range(len(outs)):
+            b.store(c64(0), inner[x_])
+        qbase = [b.add(b.mul(j, c32(k)), k0) for j in js]
         xrow = [b.add(b.mul(b.add(i0, c32(r)), c32(k)), k0) for r in range(rows)]
+
+        def madds(ys: list[ir.Value], xs: list[list[ir.Value]]) -> None:
+            for x_, (r, c) in enumerate(outs):
+                s_ = b.load(inner[x_], typ=I64)
+                for xv, yv in zip(xs[r], ys[c], strict=True):
+                    s_ = b.add(s_, b.mul(xv, yv))
+                b.store(s_, inner[x_])
+
         if pairs:
             with loop(b, length // 2, "p") as p:
-                hi, lo = nibbles(b, load(b, q, b.add(b.lshr(qbase, c32(1)), p), I8))
-                y0, y1 = sext64(b, b.sub(hi, zpv)), sext64(b, b.sub(lo, zpv))
+                ys = []
+                for c in range(cols):
+                    hi, lo = nibbles(b, load(b, q, b.add(b.lshr(qbase[c], c32(1)), p), I8))
+                    ys.append([sext64(b, b.sub(hi, zpv[c])), sext64(b, b.sub(lo, zpv[c]))])
+                xs = []
                 for r in range(rows):
                     xi = b.add(xrow[r], b.shl(p, c32(1)))
-                    x0 = sext64(b, load(b, x, xi))
-                    x1 = sext64(b, load(b, x, b.add(xi, c32(1))))
-                    b.store(b.add(b.add(b.load(inner[r], typ=I64), b.mul(x0, y0)), b.mul(x1, y1)), inner[r])
+                    xs.append([sext64(b, load(b, x, xi)), sext64(b, load(b, x, b.add(xi, c32(1))))])
+                madds(ys, xs)
         else:
             with loop(b, length, "k") as kk:
-                y = sext64(b, b.sub(load_q(b, q, b.add(qbase, kk), qt.dtype), zpv))
-                for r in range(rows):
-                    xv = sext64(b, load(b, x, b.add(xrow[r], kk)))
-                    b.store(b.add(b.load(inner[r], typ=I64), b.mul(xv, y)), inner[r])
-        for r in range(rows):
-            b.store(b.add(b.load(acc[r], typ=I64), b.mul(b.load(inner[r], typ=I64), sv)), acc[r])
+                ys = [[sext64(b, b.sub(load_q(b, q, b.add(qbase[c], kk), qt.dtype), zpv[c]))] for c in range(cols)]
+                xs = [[sext64(b, load(b, x, b.add(xrow[r], kk)))] for r in range(rows)]
+                madds(ys, xs)
+        for x_, (_, c) in enumerate(outs):
+            b.store(b.add(b.load(acc[x_], typ=I64), b.mul(b.load(inner[x_], typ=I64), sv[c])), acc[x_])
 
-    first_row = 0
-    for rows, count in ((ROW_TILE, m // ROW_TILE), (1, m % ROW_TILE)):
-        if count == 0:
-            continue
-        with loop(b, count, f"m{rows}") as t:
-            i0 = b.add(c32(first_row), b.mul(t, c32(rows)))
-            with loop(b, n, f"n{rows}") as j:
-                if bias is not None:
-                    bv = shl(b, sext64(b, load(b, bias, j)), prod_frac - bias_t.frac)
-                else:
-                    bv = c64(0)
-                for r in range(rows):
-                    b.store(bv, acc[r])
-                if full:
-                    with loop(b, full, "blk") as blk:
-                        block(rows, i0, j, blk, b.mul(blk, c32(bs)), bs)
-                if tail:
-                    block(rows, i0, j, c32(full), c32(full * bs), tail)
-                for r in range(rows):
-                    res = saturate32(b, shr_round(b, b.load(acc[r], typ=I64), shift))
-                    store(b, res, out, b.add(b.mul(b.add(i0, c32(r)), c32(n)), j))
-        first_row += rows * count
+    def tile(rows: int, cols: int, i0: ir.Value, j0: ir.Value) -> None:
+        """The outputs (i0 + r, j0 + c): bias, the blocks, one rounding shift, saturation."""
+        outs = [(r, c) for r in range(rows) for c in range(cols)]
+        for x_, (_, c) in enumerate(outs):
+            jc = b.add(j0, c32(c))
+            bv = shl(b, sext64(b, load(b, bias, jc)), prod_frac - bias_t.frac) if bias is not None else c64(0)
+            b.store(bv, acc[x_])
+        if full:
+            with loop(b, full, "blk") as blk:
+                block(rows, cols, i0, j0, blk, b.mul(blk, c32(bs)), bs)
+        if tail:
+            block(rows, cols, i0, j0, c32(full), c32(full * bs), tail)
+        for x_, (r, c) in enumerate(outs):
+            res = saturate32(b, shr_round(b, b.load(acc[x_], typ=I64), shift))
+            store(b, res, out, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(c))))
+
+    if m // ROW_TILE:
+        with loop(b, m // ROW_TILE, "mt") as t, loop(b, n, "n") as j:
+            tile(ROW_TILE, 1, b.mul(t, c32(ROW_TILE)), j)
+    if m % ROW_TILE:  # leftover rows (M = 1: a matrix-vector product), COL_TILE columns at a time
+        with loop(b, m % ROW_TILE, "mr") as t:
+            i0 = b.add(c32(m - m % ROW_TILE), t)
+            if n // COL_TILE:
+                with loop(b, n // COL_TILE, "nt") as jt:
+                    tile(1, COL_TILE, i0, b.mul(jt, c32(COL_TILE)))
+            if n % COL_TILE:
+                with loop(b, n % COL_TILE, "nr") as jr:
+                    tile(1, 1, i0, b.add(c32(n - n % COL_TILE), jr))

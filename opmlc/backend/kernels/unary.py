@@ -5,7 +5,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import I32, exp_fx, isqrt64, ld, round_div, smax, smin, st, to_fx
+from opmlc.backend.kernels._fx import I32, div_round_q32, exp_fx, isqrt64, ld, smax, smin, st, to_fx
 from opmlc.backend.kernels._ir import (
     I1,
     I64,
@@ -14,6 +14,7 @@ from opmlc.backend.kernels._ir import (
     exp_nonpositive_q30,
     internal_function,
     loop,
+    mul32,
     saturate32,
     shr_round,
     shr_round_var,
@@ -53,13 +54,11 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
     one = c64(fp.ONE_Q30)
     if kind == "sigmoid":
         e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), ax), c64(f)])
-        den = b.add(one, e)
-        pos = round_div(b, c64(1 << (30 + fo)), den)
-        negv = round_div(b, b.shl(e, c64(fo)), den)
-        return saturate32(b, b.select(neg, negv, pos))
+        num = b.select(neg, b.shl(e, c64(fo)), c64(1 << (30 + fo)))  # only the one selected
+        return saturate32(b, b.call(div_round_q32(b.module), [num, b.add(one, e), c64(0)]))
     if kind == "tanh":
         e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), b.shl(ax, c64(1))), c64(f)])
-        mag = round_div(b, b.shl(b.sub(one, e), c64(fo)), b.add(one, e))
+        mag = b.call(div_round_q32(b.module), [b.shl(b.sub(one, e), c64(fo)), b.add(one, e), c64(0)])
         return saturate32(b, b.select(neg, b.sub(c64(0), mag), mag))
     if kind == "exp":
         return call_helper(b, exp_fx(b.module), [x, c64(f), c64(fo)])
@@ -90,14 +89,16 @@ def erf_fx(module: ir.Module) -> ir.Function:
     a = b.select(b.icmp_signed(">=", f, c64(unary_op.ERF_FRAC)), down, up)
     a = smin(b, a, c64(unary_op.ERF_CLAMP))
     px = shr_round(b, b.mul(a, c64(unary_op.ERF_P_Q30)), unary_op.ERF_FRAC)
-    t = round_div(b, c64(1 << 60), b.add(c64(fp.ONE_Q30), px))
+    t = b.call(div_round_q32(b.module), [c64(1 << 60), b.add(c64(fp.ONE_Q30), px), c64(0)])
+    # t ≤ 2^30, |p| < 1.5·2^30 at every Horner step (tests/kernels/test_mips_cost.py
+    # sweeps it), a ≤ 6·2^26, e ≤ 2^30: every product here is a 32 × 32-bit one (mul32)
     p = c64(unary_op.ERF_A_Q30[-1])
     for c in unary_op.ERF_A_Q30[-2::-1]:
-        p = b.add(shr_round(b, b.mul(p, t), fp.Q30), c64(c))
-    p = shr_round(b, b.mul(p, t), fp.Q30)
-    d = b.sub(c64(0), shr_round(b, b.mul(a, a), unary_op.ERF_FRAC))
+        p = b.add(shr_round(b, mul32(b, p, t), fp.Q30), c64(c))
+    p = shr_round(b, mul32(b, p, t), fp.Q30)
+    d = b.sub(c64(0), shr_round(b, mul32(b, a, a), unary_op.ERF_FRAC))
     e = b.call(exp_nonpositive_q30(b.module), [d, c64(unary_op.ERF_FRAC)])
-    m = b.sub(c64(fp.ONE_Q30), shr_round(b, b.mul(p, e), fp.Q30))
+    m = b.sub(c64(fp.ONE_Q30), shr_round(b, mul32(b, p, e), fp.Q30))
     y = shr_round_var(b, m, b.sub(c64(fp.Q30), fo), 62)
     b.ret(saturate32(b, b.select(neg, b.sub(c64(0), y), y)))
     return fn
@@ -115,8 +116,13 @@ def log_fx(module: ir.Module) -> ir.Function:
     m = b.shl(q, b.sub(c64(30), k))
     big = b.icmp_signed(">=", m, c64(unary_op.SQRT2_Q30))
     k = b.add(k, b.zext(big, I64))
-    v2 = b.select(big, m, b.shl(m, c64(1)))
-    s = round_div(b, b.shl(b.sub(v2, c64(1 << 31)), c64(30)), b.add(v2, c64(1 << 31)))
+    # s = round_div((v2 − 2^31)·2^30, v2 + 2^31) with v2 = m (big) or 2m, by div_round_q32:
+    # big: v2 < 2^31, so s ≤ 0 and d = m + 2^31 < 2^32: minus the magnitude's quotient,
+    # rounded half down; otherwise numerator and divisor are even: halved, d = m + 2^30 < 2^32
+    mag = b.select(big, b.sub(c64(1 << 31), m), b.sub(m, c64(1 << 30)))
+    den = b.add(m, b.select(big, c64(1 << 31), c64(1 << 30)))
+    q = b.call(div_round_q32(b.module), [b.shl(mag, c64(30)), den, b.zext(big, I64)])
+    s = b.select(big, b.sub(c64(0), q), q)
     z = shr_round(b, b.mul(s, s), fp.Q30)
     p = c64(unary_op.LOG_SERIES_Q30[-1])
     for c in unary_op.LOG_SERIES_Q30[-2::-1]:
