@@ -20,7 +20,10 @@ and onnxruntime's own figures on the same tokens: float32 on the float model and
 MatMulNBits model (its error against float too), CPUExecutionProvider with the same thread
 count (`--threads`, default 1: opmlc's native build runs on one thread). Peak RSS is the
 process's VmHWM (ru_maxrss of a child inherits this process's). Smaller shapes (`--layers 2`)
-try the whole pipeline in minutes; the full shape takes an hour on two shared cores.
+try the whole pipeline in minutes; the full shape takes about 20 minutes on two shared cores
+(docs/DESIGN.md "Large models" has the figures). `--compile-arg=--frac-bits --compile-arg=16`
+gives the figures' builds: at this width the range analysis leaves the attention scores no
+fractional bits, and the default build's logits are noise.
 """
 
 from __future__ import annotations
