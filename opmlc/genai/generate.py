@@ -81,7 +81,6 @@ class StepRunner:
             raise OpmlcError(f"{build.directory}: the build has no {NEXT_TOKEN!r} output; compile the model again")
         self.types = [g.values[v].type for v in g.inputs]
         self.context = int(self.rec["context"])
-        self._native = None
 
     def first_inputs(self, token: int) -> list[np.ndarray]:
         return self.inputs_for(token, 0, None)
@@ -114,13 +113,8 @@ class StepRunner:
             from opmlc.ir.interpreter import run_outputs
 
             return run_outputs(g, inputs, {})
-        if self.backend == "native":
-            from opmlc.backend.native import native_program, run_native
-
-            if self._native is None:
-                self._native = native_program(g)
-            bufs = run_native(self._native, g, inputs)
-            return [bufs[v] for v in g.outputs]
+        if self.backend == "native":  # the build's native session: weights mapped and packed once
+            return self.build.native.run(inputs)
         from opmlc.tasks import initial_state, read_outputs
         from vm.run import run as vm_run
 
