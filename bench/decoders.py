@@ -3,9 +3,9 @@ largest node), and optionally `opmlc demo`'s wall time, rounds and gas.
 
 Run: `python bench/decoders.py [--demo]`. For models/tiny_llama.onnx and models/tiny_gpt2.onnx
 (context 32, no KV cache: one next token costs one forward pass over the 32-byte window) it
-prints the median time of one forward pass of opmlc's native build (the token ids copied in,
-the compiled task run, the logits copied out) and of onnxruntime's session.run (float32,
-CPUExecutionProvider, one thread: the native build is single-threaded), their ratio, then the
+prints the minimum time (of 30) of one forward pass through `opmlc.run(build, [x],
+backend="native", threads=1)` and of onnxruntime's session.run (float32, CPUExecutionProvider,
+one thread; bench/native_vs_ort.py has both thread counts), their ratio, then the
 MIPS steps of the whole-graph task and of the node with the most steps (each node run as its own
 task in the VM on the interpreter's operands) and the VM's wall time. With --demo, it also runs
 `opmlc demo` with the server lying about the first attention softmax.
@@ -20,16 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.native_vs_ort import median_time  # noqa: E402
+from bench.native_vs_ort import min_median, ort_session  # noqa: E402
 from models.tiny_decoders import CONTEXT, held_out_windows  # noqa: E402
 from opmlc.artifact import compile_model  # noqa: E402
-from opmlc.backend.codegen import WHOLE_GRAPH  # noqa: E402
-from opmlc.backend.native import native_program, task_table, value_buffers  # noqa: E402
 from opmlc.backend.program import build_program  # noqa: E402
 from opmlc.ir.interpreter import run_graph  # noqa: E402
 from tests.kernels.harness import run_vm  # noqa: E402
@@ -37,22 +34,14 @@ from tests.kernels.harness import run_vm  # noqa: E402
 MODELS = ("tiny_llama", "tiny_gpt2")
 
 
-def native_vs_ort(path: Path, build, x: np.ndarray) -> tuple[float, float]:
-    graph = build.graph
-    program = native_program(graph)
-    bufs = value_buffers(graph, dict(graph.initializers))
-    table, _counts = task_table(graph, bufs)  # the program counts saturation into _counts
-    in_buf, out_buf = bufs[graph.inputs[0]], bufs[graph.outputs[0]]
+def native_vs_ort(path: Path, build, x: np.ndarray, threads: int = 1) -> tuple[float, float]:
+    """Minimum times of one `opmlc.run(build, [x], backend="native", threads=...)` and of one
+    onnxruntime session.run at the same number of threads (bench/native_vs_ort.py's method)."""
+    import opmlc
 
-    def native():
-        in_buf[...] = x
-        program.task(table, WHOLE_GRAPH)
-        return out_buf.copy()
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return median_time(native), median_time(lambda: sess.run(None, {"tokens": x}))
+    sess = ort_session(path, threads)
+    nat = min_median(lambda: opmlc.run(build, [x], backend="native", threads=threads), 30)[0]
+    return nat, min_median(lambda: sess.run(None, {"tokens": x}), 30)[0]
 
 
 def vm_steps(build, x: np.ndarray) -> tuple[int, float, int, int, str]:
@@ -72,7 +61,8 @@ def main() -> None:
     ap.add_argument("--demo", action="store_true", help="also run `opmlc demo` on tiny_llama (lie at the attention softmax)")
     args = ap.parse_args()
     x = held_out_windows(1, seed=7)[:, :CONTEXT]
-    print("reference: onnxruntime float32, CPUExecutionProvider, 1 thread; one token = one forward pass over 32 bytes")
+    print("reference: onnxruntime float32, CPUExecutionProvider, 1 thread (opmlc.run threads=1), min of 30; "
+          "one token = one forward pass over 32 bytes")
     with tempfile.TemporaryDirectory() as tmp:
         for name in MODELS:
             path = ROOT / "models" / f"{name}.onnx"

@@ -1,14 +1,34 @@
-"""Native inference time against onnxruntime (float32, CPU) on the same ONNX model.
+"""opmlc's native build against onnxruntime on the same models, at the same thread counts.
 
-Run: `python bench/native_vs_ort.py`. For the digits MLP (64-32-10) and a 784-512-512-10 MLP
-(random weights, models/make_mlp784.py), at batch 1 and 64, it prints the median time per
-inference of opmlc's native build (quantize the input, run the compiled task, read the output)
-and of onnxruntime's session.run, and their ratio. Target: native within 2x of onnxruntime on
-the larger MLP.
+Run: `python bench/native_vs_ort.py [--threads 1 2] [--runs 30] [--only mlp,decoders,llama27]`.
+
+Every opmlc figure is one `opmlc.run(build, [x], backend="native", threads=T)` call on a loaded
+build (the public API: input quantization, the input copy, the kernels, the output copy, the
+RunResult), every reference one `InferenceSession.run` of onnxruntime's CPUExecutionProvider
+with `intra_op_num_threads = T` (and inter-op 1) on the float32 ONNX file the build was compiled
+from. Each is timed as the minimum over --runs calls after a warm-up (the machine is shared:
+the minimum is the figure least disturbed by other processes; the median is printed beside it).
+The ratio is opmlc / onnxruntime of the minima.
+
+Models (random weights, made by scripts; none is committed):
+- `mlp`: the 784-512-512-10 MLP (models/make_mlp784.py) at batch 1 and 64, and the digits MLP;
+- `decoders`: models/tiny_llama.onnx and models/tiny_gpt2.onnx, one forward pass over 32 bytes;
+- `llama27`: the 27.5M-parameter LLaMA shape of bench/native_start.py (needs torch), compiled
+  with `weights="int8"` (per-channel 8-bit weights), against onnxruntime float32 and against
+  onnxruntime on the same model with 8-bit MatMulNBits weights (onnxruntime's
+  MatMulNBitsQuantizer, block 32, symmetric).
+
+- `matvec4`: one token through a 2048 → 5632 projection (LLaMA-1.1B's MLP shape) with 4-bit
+  weights in blocks of 32 (`weights="int4"`), against onnxruntime float32 and onnxruntime's
+  4-bit MatMulNBits (block 32, symmetric): the memory-bound decoding path.
+
+Targets (issue 15, ratio at the same threads): MLP ≤ 1.0 at batch 1 and ≤ 1.5 at batch 64; the
+tiny decoders ≤ 1.0; the 27.5M shape with 8-bit weights ≤ 0.8 (against float32).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -20,14 +40,11 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.make_mlp784 import build as build_mlp784  # noqa: E402
-from opmlc.backend.codegen import WHOLE_GRAPH  # noqa: E402
-from opmlc.backend.native import native_program, task_table, value_buffers  # noqa: E402
-from opmlc.frontend import lower_model  # noqa: E402
-from opmlc.ir.fixedpoint import quantize  # noqa: E402
+import opmlc  # noqa: E402
 
 
 def median_time(fn, min_seconds: float = 0.5, min_reps: int = 20) -> float:
+    """The median of repeated calls (kept for the other bench scripts)."""
     fn()
     times, start = [], time.perf_counter()
     while len(times) < min_reps or time.perf_counter() - start < min_seconds:
@@ -37,36 +54,140 @@ def median_time(fn, min_seconds: float = 0.5, min_reps: int = 20) -> float:
     return float(np.median(times))
 
 
-def bench(model: Path, batch: int, features: int) -> tuple[float, float]:
-    x = np.random.default_rng(0).random((batch, features), dtype=np.float32)
-    graph = lower_model(model, input_shapes={"input": (batch, features)}).graph
-    program = native_program(graph)
-    bufs = value_buffers(graph, dict(graph.initializers))
-    table, _counts = task_table(graph, bufs)  # the program counts saturation into _counts
-    in_buf, out_buf = bufs[graph.inputs[0]], bufs[graph.outputs[0]]
-    frac = graph.values[graph.inputs[0]].type.frac
+def min_median(fn, runs: int) -> tuple[float, float]:
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), float(np.median(times))
 
-    def native():
-        in_buf[...] = quantize(x, frac)
-        program.task(table, WHOLE_GRAPH)
-        return out_buf.copy()
 
+def ort_session(model: Path, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # one core each: opmlc's native build is single-threaded
-    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    return median_time(native), median_time(lambda: sess.run(None, {"input": x}))
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def fmt(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:8.3f} ms ({t[1] * 1e3:7.3f})"
+
+
+def compare(name: str, build: opmlc.Build, x: np.ndarray, refs: dict[str, Path], input_name: str,
+            threads: list[int], runs: int) -> None:
+    for t in threads:
+        nat = min_median(lambda t=t: opmlc.run(build, [x], backend="native", threads=t), runs)
+        line = f"{name:<34} {t:>2}  opmlc {fmt(nat)}"
+        for label, path in refs.items():
+            sess = ort_session(path, t)
+            feed = {input_name: x.astype(np.int64) if x.dtype.kind in "iu" else x}
+            ref = min_median(lambda s=sess, f=feed: s.run(None, f), runs)
+            line += f"  |  ort {label} {fmt(ref)} ratio {nat[0] / ref[0]:5.2f}x"
+        print(line, flush=True)
+
+
+def mlp(tmp: Path, threads: list[int], runs: int) -> None:
+    from models.make_mlp784 import build as build_mlp784
+
+    model = build_mlp784(tmp / "mlp784.onnx")
+    for batch in (1, 64):
+        out = tmp / f"mlp784-{batch}"
+        opmlc.compile_model(model, out, input_shapes={"input": (batch, 784)})
+        x = np.random.default_rng(0).random((batch, 784), dtype=np.float32)
+        compare(f"MLP 784-512-512-10, batch {batch}", opmlc.Build.load(out), x, {"float32": model}, "input",
+                threads, runs)
+    digits = ROOT / "models" / "digits_mlp.onnx"
+    opmlc.compile_model(digits, tmp / "digits")
+    x = np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16
+    compare("digits MLP 64-32-10, batch 1", opmlc.Build.load(tmp / "digits"), x, {"float32": digits}, "input",
+            threads, runs)
+
+
+def decoders(tmp: Path, threads: list[int], runs: int) -> None:
+    from models.tiny_decoders import CONTEXT, held_out_windows
+
+    x = held_out_windows(1, seed=7)[:, :CONTEXT]
+    for name in ("tiny_llama", "tiny_gpt2"):
+        model = ROOT / "models" / f"{name}.onnx"
+        opmlc.compile_model(model, tmp / name)
+        compare(f"{name}, 32 tokens", opmlc.Build.load(tmp / name), x, {"float32": model}, "tokens", threads, runs)
+
+
+def llama27(tmp: Path, threads: list[int], runs: int) -> None:
+    from bench.native_start import SHAPE, make_model
+
+    model = tmp / "llama27.onnx"
+    n = make_model(model)
+    refs = {"float32": model}
+    try:
+        import logging
+
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
+
+        q = MatMulNBitsQuantizer(onnx.load(str(model)), bits=8, block_size=32, is_symmetric=True)
+        q.process()
+        qpath = tmp / "llama27-nbits8.onnx"
+        q.model.save_model_to_file(str(qpath), use_external_data_format=False)
+        refs["MatMulNBits 8-bit"] = qpath
+    except Exception as e:  # an onnxruntime without 8-bit MatMulNBits: the float figure alone
+        print(f"(no 8-bit MatMulNBits reference: {type(e).__name__}: {e})")
+    out = tmp / "llama27-int8"
+    opmlc.compile_model(model, out, weights="int8")
+    x = (np.arange(32) * 7 % 256).reshape(1, 32)
+    compare(f"LLaMA d{SHAPE['d']} x{SHAPE['layers']} ({n / 1e6:.1f}M) int8", opmlc.Build.load(out), x, refs,
+            "tokens", threads, runs)
+
+
+def matvec4(tmp: Path, threads: list[int], runs: int) -> None:
+    """One token through one LLaMA-1.1B-sized projection (2048 → 5632), 4-bit weights in blocks
+    of 32: the matrix-vector product that bounds decoding by memory bandwidth."""
+    import logging
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    k, n = 2048, 5632
+    w = (np.random.default_rng(0).normal(0, 1, (k, n)) / np.sqrt(k)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matvec",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp / "matvec.onnx"
+    onnx.save(model, path)
+    q = MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=32, is_symmetric=True)
+    q.process()
+    qpath = tmp / "matvec-nbits4.onnx"
+    q.model.save_model_to_file(str(qpath), use_external_data_format=False)
+    out = tmp / "matvec-int4"
+    opmlc.compile_model(path, out, weights="int4")
+    x = np.random.default_rng(1).normal(size=(1, k)).astype(np.float32)
+    compare(f"matvec {k}x{n} int4 (1 token)", opmlc.Build.load(out), x,
+            {"float32": path, "MatMulNBits 4-bit": qpath}, "x", threads, runs)
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", type=int, default=30, help="timed calls per figure (the minimum is reported)")
+    ap.add_argument("--only", default="mlp,decoders,matvec4,llama27",
+                    help="comma-separated: mlp, decoders, matvec4, llama27")
+    args = ap.parse_args()
+    print("opmlc: opmlc.run(build, [x], backend='native', threads=T); reference: onnxruntime "
+          f"{ort.__version__} CPUExecutionProvider, intra_op_num_threads=T; min of {args.runs} calls (median)")
+    print(f"{'model':<34} {'T':>2}")
     with tempfile.TemporaryDirectory() as tmp:
-        models = [("digits MLP 64-32-10", ROOT / "models" / "digits_mlp.onnx", 64),
-                  ("MLP 784-512-512-10", build_mlp784(Path(tmp) / "mlp784.onnx"), 784)]
-        print("reference: onnxruntime float32, CPUExecutionProvider, 1 thread")
-        print(f"{'model':<22} {'batch':>5} {'opmlc native':>14} {'onnxruntime':>13} {'ratio':>7}")
-        for name, path, features in models:
-            for batch in (1, 64):
-                nat, ref = bench(path, batch, features)
-                print(f"{name:<22} {batch:>5} {nat * 1e6:>11.1f} us {ref * 1e6:>10.1f} us {nat / ref:>6.2f}x")
+        for part in args.only.split(","):
+            {"mlp": mlp, "decoders": decoders, "llama27": llama27, "matvec4": matvec4}[part](
+                Path(tmp), args.threads, args.runs)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ count (`--threads`, default 1: opmlc's native build runs on one thread). Peak RS
 process's VmHWM (ru_maxrss of a child inherits this process's). Smaller shapes (`--layers 2`)
 try the whole pipeline in minutes; the full shape takes about 20 minutes on two shared cores
 (docs/DESIGN.md "Large models" has the figures). `--compile-arg=--frac-bits --compile-arg=16`
-gives the figures' builds: at this width the range analysis leaves the attention scores no
-fractional bits, and the default build's logits are noise.
+gives the figures' builds of fixed bits; the default (analysed) build bounds the attention
+scores by the L2 norms of q and k (docs/DESIGN.md "Quantization, as built").
 """
 
 from __future__ import annotations

@@ -78,14 +78,15 @@ def _interp(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[l
 
 
 @backend("native")
-def _native(build: Build, inputs: list[np.ndarray], node: int | None) -> tuple[list[np.ndarray], dict]:
+def _native(build: Build, inputs: list[np.ndarray], node: int | None,
+            threads: int | None = None) -> tuple[list[np.ndarray], dict]:
     from opmlc.tasks import honest_values
 
     # build.native: loaded once per Build (object, mapped weights, buffers); a call copies the
     # inputs in and the outputs out
     values = None if node is None else honest_values(build, inputs, upto=node)
     sat: dict[int, int] = {}
-    return build.native.run(inputs, node=node, values=values, saturated=sat), {"saturated": sat}
+    return build.native.run(inputs, node=node, values=values, saturated=sat, threads=threads), {"saturated": sat}
 
 
 @backend("vm")
@@ -263,11 +264,13 @@ def encode_text(text: str | bytes, t: TensorType) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).astype(t.dtype.numpy).reshape(t.shape)
 
 
-def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: int | None = None) -> RunResult:
+def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: int | None = None,
+        threads: int | None = None) -> RunResult:
     """Run a build on float inputs (quantized at the edge) with the named backend.
 
     With `node`, only that node runs, as its own task, on operands the interpreter computed; the
-    result is that node's output.
+    result is that node's output. `threads` (native backend only): threads a run uses, default
+    every core; any number gives the same bits (docs/DESIGN.md "Native kernels and threads").
     """
     from opmlc.tasks import check_node
 
@@ -276,9 +279,15 @@ def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: i
     except KeyError:
         raise OpmlcError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}") from None
     check_node(build, node)
+    if threads is not None:
+        from opmlc.backend.native import check_threads
+
+        if backend != "native":
+            raise InputError(f"threads applies to the native backend only, not {backend!r}")
+        check_threads(threads)
     clipped: dict[str, int] = {}
     q = quantize_inputs(build, inputs, clipped)
-    outputs, extra = fn(build, q, node)
+    outputs, extra = fn(build, q, node, threads=threads) if threads is not None else fn(build, q, node)
     out_ids = build.graph.outputs if node is None else [build.graph.nodes[node].output]
     types = [build.graph.values[v].type for v in out_ids]
     saturated = extra.pop("saturated", None)

@@ -118,6 +118,7 @@ def compile_model(
     weights: str | None = None,
     block_size: int | None = None,
     max_context: int | None = None,
+    step_budget: int | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
 
@@ -135,7 +136,14 @@ def compile_model(
     An onnxruntime-genai model (a folder with genai_config.json, or its decoder file) is
     compiled as one decoding step at static shapes (opmlc/genai/config.py): a context of
     `max_context` positions (default: the config's context length, capped), the key/value cache
-    declared in ±KV_BOUND; the manifest records it under "genai"."""
+    declared in ±KV_BOUND; the manifest records it under "genai".
+
+    `step_budget` (a power of two, default 2^24) bounds every VM task's steps: nodes whose
+    work exceeds it are split into parts (docs/DESIGN.md "Tasks: the step budget and node
+    parts"); the manifest records it as `program.log2_step_budget`. A genai step without an
+    explicit budget gets the smallest one under which no node is split (a generation disputes
+    whole step nodes: opmlc/dispute/generation.py)."""
+    from opmlc.backend.parts import DEFAULT_LOG2_BUDGET, MAX_LOG2_BUDGET, MIN_LOG2_BUDGET
     from opmlc.backend.program import build_program
     from opmlc.errors import OpmlcError
     from opmlc.frontend.weights import check_format
@@ -145,6 +153,13 @@ def compile_model(
         _, effective_block = check_format(weights, block_size)
     except ValueError as exc:
         raise OpmlcError(str(exc)) from None
+    if step_budget is None:
+        log2_budget = DEFAULT_LOG2_BUDGET
+    else:
+        log2_budget = int(step_budget).bit_length() - 1
+        if step_budget <= 0 or step_budget != 1 << log2_budget or not MIN_LOG2_BUDGET <= log2_budget <= MAX_LOG2_BUDGET:
+            raise OpmlcError(f"--step-budget {step_budget}: must be a power of two from 2^{MIN_LOG2_BUDGET} "
+                             f"to 2^{MAX_LOG2_BUDGET} (default 2^{DEFAULT_LOG2_BUDGET})")
     model = model_file(model)
     genai = find_config(model)
     genai_record = None
@@ -163,7 +178,20 @@ def compile_model(
                          analyse=frac_bits is None, input_ranges=ranges, weights=weights, block_size=block_size)
     fe = lower_model(model, policy, input_shapes)
     graph = fe.graph
-    program = build_program(graph)
+    if step_budget is None:
+        from opmlc.backend.native_build import note
+        from opmlc.backend.parts import fitting_log2_budget
+
+        log2_budget = fitting_log2_budget(graph)
+        if log2_budget > DEFAULT_LOG2_BUDGET:
+            note(f"a node cannot be split under the default step budget 2^{DEFAULT_LOG2_BUDGET}: "
+                 f"this build's tasks run up to 2^{log2_budget} VM steps (recorded in the manifest)")
+        if genai_record is not None:  # a generation's tasks are whole step nodes: no parts
+            from opmlc.backend.parts import plan
+
+            while log2_budget < MAX_LOG2_BUDGET and any(p is not None for p in plan(graph, log2_budget)):
+                log2_budget += 1
+    program = build_program(graph, log2_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     program_record = program.manifest_record()
@@ -234,6 +262,9 @@ def _write_native(build: Build) -> None:
             same = False
         if same:
             verified.mark(path)
+            pages = build.store.pages_path(bytes.fromhex(r["root"][2:]))
+            if pages.exists():  # store.put has just compared (or written) it
+                verified.mark(pages)
     for name in (HOST, WEIGHTS):
         verified.mark(d / NATIVE_DIR / name)
     buildcheck.mark_program(build.manifest, d, verified)
@@ -247,6 +278,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
 
     from opmlc import buildcheck
     from opmlc.backend.native_build import NATIVE_DIR
+    from opmlc.backend.parts import DEFAULT_LOG2_BUDGET
 
     # not Build.load: a build whose files are damaged is what --check reports, file by file
     directory = Path(directory)
@@ -271,6 +303,7 @@ def check_build(model: str | Path, directory: str | Path) -> list[str]:
             input_shapes={k: tuple(v) for k, v in m.get("input_shapes", {}).items()},
             weights=(m.get("weights") or {}).get("format"),
             block_size=(m.get("weights") or {}).get("block_size"),
+            step_budget=1 << m.get("program", {}).get("log2_step_budget", DEFAULT_LOG2_BUDGET),
         )
         fresh = Path(tmp)
 

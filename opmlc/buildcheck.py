@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from opmlc.commit import from_bytes, paged_root, region_size
+from opmlc.commit import PAGED_TENSOR, from_bytes, paged_root, region_size
 from opmlc.errors import BuildError
 from opmlc.ir.graph import Graph
-from opmlc.ir.types import TensorType
+from opmlc.ir.initializers import Initializers, PackedI4
+from opmlc.ir.types import DType, TensorType
 
 HEX32 = re.compile(r"0x[0-9a-f]{64}\Z")
 SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -57,6 +58,7 @@ SCHEMA = {
     "n_nodes": int,
     "ir": str,
     "program": {"elf": str, "sha256": SHA256, "entry": ADDR, "ir_sha256": SHA256,
+                "log2_step_budget": int,
                 "tasks": {"whole": (None, {"map": str, "base_root": HEX32}),  # a tuple: alternatives
                           "nodes": [{"map": str, "base_root": HEX32}]}},
 }
@@ -223,7 +225,7 @@ class VerifiedFiles:
 
 def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
                       verified: VerifiedFiles | None = None,
-                      mapped: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+                      mapped: dict[int, np.ndarray] | None = None) -> Initializers:
     """Every initializer the manifest lists, read from the store and checked against its root.
 
     With `verified`, a store file already checked (and unchanged since) is not hashed again, and
@@ -231,7 +233,9 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
     native_build.mapped_weights), the initializers are those views once weights.bin (with
     native/host.json, its layout) is known to hold exactly the store's tensors: checked element
     by element against them, or remembered as checked. Otherwise they are arrays read from the
-    store. A weights file that disagrees with the store is left unused, with a note.
+    store. A weights file that disagrees with the store is left unused, with a note. The one-byte
+    and packed types (i8, i4, bool: DType.byte_oriented) are read-only maps of their store files
+    (checked against their roots), an i4 weight held packed (ir/initializers.py PackedI4).
     """
     bad = f"{directory / 'manifest.json'}: initializers"
     values = graph_json.get("values") if isinstance(graph_json, dict) else None
@@ -253,28 +257,33 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
         if rec["value"] in inits:
             raise BuildError(f"{bad}[{i}]: value {rec['value']} is listed twice; compile the model again")
         root = bytes.fromhex(rec["root"][2:])
-        path = store.path(root)
+        # the page roots (a large tensor's) are checked and remembered with the encoding
+        files = [store.path(root)] + ([store.pages_path(root)] if region_size(t) >= PAGED_TENSOR else [])
         data = None
-        if not verified.fresh(path):
-            try:
-                data = store.view(root)  # memory-mapped: hashed and decoded without a copy of the file
-            except KeyError as exc:
-                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+        if not all(verified.fresh(f) for f in files):
+            data = _store_view(store, root, directory)  # memory-mapped: hashed without a copy of the file
             if len(data) != region_size(t) or paged_root(data) != (root, store.page_roots(root)):
                 raise BuildError(f"{directory}: tensor {rec['root']} ({rec['name']!r}) does not hash to its root, "
                                  f"has the wrong size for {t} or wrong page roots; the store is corrupted, compile "
                                  "the model again")
-            verified.mark(path)
+            for f in files:
+                verified.mark(f)
+        if t.dtype.byte_oriented:
+            # the native buffer is the encoding's first nbytes: the checked store file, mapped
+            # read-only (no copy; an i4 weight stays packed, ir/initializers.py)
+            data = data if data is not None else _store_view(store, root, directory)
+            held_bytes = np.frombuffer(data, np.uint8 if t.dtype is DType.I4 else t.dtype.numpy,
+                                       count=t.nbytes if t.dtype is DType.I4 else t.numel)
+            inits[rec["value"]] = (PackedI4(held_bytes, t.shape) if t.dtype is DType.I4
+                                   else held_bytes.reshape(t.shape))
+            continue
         # a store file that hashes to its root holds the bytes weights.bin was checked against
         m = None if mapped is None else mapped.get(rec["value"])
         if mapped_checked and m is not None:
             inits[rec["value"]] = m
             continue
         if data is None:
-            try:
-                data = store.view(root)
-            except KeyError as exc:
-                raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
+            data = _store_view(store, root, directory)
         arr = from_bytes(data, t)
         if m is not None:
             if m.dtype == arr.dtype and m.shape == arr.shape and m.tobytes() == arr.tobytes():  # NaN bits too
@@ -289,7 +298,14 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
     if mapped is not None and not mapped_checked:
         for p in layout:
             verified.mark(p)
-    return inits
+    return Initializers(inits)
+
+
+def _store_view(store, root: bytes, directory: Path) -> memoryview:
+    try:
+        return store.view(root)
+    except KeyError as exc:
+        raise BuildError(f"{directory}: {exc.args[0]}; compile the model again") from None
 
 
 def load_graph(graph_json: Any, inits: dict[int, np.ndarray], directory: Path) -> Graph:
@@ -346,6 +362,7 @@ def mark_program(manifest: dict, directory: Path, verified: VerifiedFiles) -> No
 
 def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     """model.elf by its sha256; its entry and every task's map and base root against the manifest."""
+    from opmlc.backend.parts import MAX_LOG2_BUDGET, MIN_LOG2_BUDGET, plan
     from opmlc.backend.program import tasks_record
     from opmlc.backend.regions import node_maps, whole_graph_map
     from vm.loader import ElfError, parse_elf
@@ -368,13 +385,20 @@ def check_program(manifest: dict, graph: Graph, directory: Path) -> None:
     except BuildError as exc:
         raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
     whole = whole_graph_map(graph)
+    if not MIN_LOG2_BUDGET <= program["log2_step_budget"] <= MAX_LOG2_BUDGET:
+        raise BuildError(f"{directory / 'manifest.json'}: program.log2_step_budget must be {MIN_LOG2_BUDGET}.."
+                         f"{MAX_LOG2_BUDGET}; compile the model again")
+    try:
+        parts = plan(graph, program["log2_step_budget"])
+    except BuildError as exc:
+        raise BuildError(f"{directory / 'graph.json'}: {exc}; compile the model again") from None
     given = ([] if tasks["whole"] is None else [tasks["whole"]]) + tasks["nodes"]
     if [r["map"] for r in given] != [m.to_text() for m in ([] if whole is None else [whole]) + maps]:
         raise BuildError(f"{directory / 'manifest.json'}: program.tasks: the task maps do not match the graph; "
                          "compile the model again")
     try:
         entry = parse_elf(elf).entry
-        roots = tasks_record(elf, whole, maps)
+        roots = tasks_record(elf, whole, maps, parts)
     except (ElfError, ValueError) as exc:
         raise BuildError(f"{path}: {exc}; compile the model again") from None
     if program["entry"] != f"0x{entry:08x}" or tasks != roots:

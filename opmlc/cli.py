@@ -141,6 +141,9 @@ def compile_cmd(
     max_context: Annotated[int | None, typer.Option(
         "--max-context", help="An onnxruntime-genai model: the positions of its key/value cache (default: "
         "genai_config.json's context_length, at most 256).")] = None,
+    step_budget: Annotated[int | None, typer.Option(
+        "--step-budget", help="VM steps any one task may take (a power of two, default 2^24 = 16777216): larger "
+        "nodes are split into parts over their output.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.
@@ -210,7 +213,8 @@ def compile_cmd(
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
-                          input_ranges=ranges, weights=weights, block_size=block_size, max_context=max_context)
+                          input_ranges=ranges, weights=weights, block_size=block_size, max_context=max_context,
+                          step_budget=step_budget)
     weights_doc = None
     if weights is not None:
         from opmlc.api import weights_output_error
@@ -364,6 +368,10 @@ def run_cmd(
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="interp (golden interpreter), native or vm.")] = "interp",
     node: Annotated[int | None, typer.Option("--node", help="Run only node K, as its own task.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Threads of the native backend (default: every core); "
+                                 "any number gives the same bits.")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"backend", "output_root", "output", "saturated", "clipped_inputs", '
                            '"clipped_constants", "saturation_counted_by"} (+ "steps", "final_state_hash" for vm).')
@@ -397,7 +405,7 @@ def run_cmd(
 
         for message in inputs_out_of_range(build, arrays):
             typer.echo(f"opmlc: warning: {message}", err=True)
-    result = run(build, arrays, backend, node)
+    result = run(build, arrays, backend, node, threads=threads)
     _warn_saturation(build, result)
     outs = result.dequantized()
     roots = ["0x" + r.hex() for r in result.output_roots]
@@ -593,6 +601,11 @@ def demo_cmd(
         "a node of that step.")] = None,
     max_context: Annotated[int | None, typer.Option(
         "--max-context", help="With --prompt: the compile's context (as `opmlc compile --max-context`).")] = None,
+    lie_part: Annotated[int | None, typer.Option(
+        "--lie-part", help="Put the lie in this part of the --lie-node node, split by the step budget (see `opmlc "
+        "inspect`).")] = None,
+    step_budget: Annotated[int | None, typer.Option(
+        "--step-budget", help="Compile with this step budget per VM task (as `opmlc compile --step-budget`).")] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -631,14 +644,18 @@ def demo_cmd(
     if prompt is not None and input:
         raise OpmlcError("--prompt replaces --input for a generation; pass one or the other")
     result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size,
-                      prompt=prompt, max_new_tokens=max_new_tokens, lie_step=lie_step, max_context=max_context)
+                      prompt=prompt, max_new_tokens=max_new_tokens, lie_step=lie_step, max_context=max_context,
+                      lie_part=lie_part, step_budget=step_budget)
     if as_json:
         typer.echo(json.dumps(result))
         return
     _sys.stdout.flush()
     typer.echo(f"winner: {result['winner']}" + (f" ({result.get('reason')})" if result.get("reason") else ""))
-    typer.echo(f"rounds: {result['rounds_phase1']} over nodes, {result['rounds_phase2']} over VM steps"
-               + (f" (node {result['node']}, step {result['step']})" if result.get("node") is not None else ""))
+    typer.echo(f"rounds: {result['rounds_phase1']} over nodes, "
+               + (f"{result['rounds_parts']} over parts, " if result.get("rounds_parts") else "")
+               + f"{result['rounds_phase2']} over VM steps"
+               + (f" (node {result['node']}" + (f", part {result['part']}" if result.get("part") is not None else "")
+                  + f", step {result['step']})" if result.get("node") is not None else ""))
     typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
     if result.get("decoding_step") is not None:
         typer.echo(f"disputed: decoding step {result['decoding_step']}, its node {result['step_node']}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from opmlc.artifact import Build
 from opmlc.backend import regions
+from opmlc.backend.parts import NodeParts
 from opmlc.backend.regions import TaskMap, size_text, values_need
 from opmlc.commit import from_bytes, padded_bytes, paged_root
 from opmlc.errors import BuildError, OpmlcError
@@ -105,12 +106,45 @@ def check_node(build: Build, node: int | None) -> None:
         raise OpmlcError(f"--node {node}: the model has nodes 0..{n - 1} (see `opmlc inspect`)")
 
 
-def task_map(build: Build, node: int | None) -> TaskMap:
+def node_parts(build: Build, node: int) -> NodeParts | None:
+    """Node `node`'s parts as the manifest records them (None: the node is one task)."""
+    rec = build.manifest["program"]["tasks"]["nodes"][node].get("parts")
+    if rec is None:
+        return None
+    g = build.graph
+    out = g.nodes[node].output
+    return NodeParts(node, rec["log2"], TaskMap.from_text(node, rec["map"]), g.values[out].type.numel,
+                     len(g.values), out)
+
+
+def check_part(build: Build, node: int | None, part: int | None, option: str = "--part") -> NodeParts | None:
+    """Node `node`'s parts, when `part` names one of them (a one-line error otherwise)."""
+    if part is None:
+        return None
+    parts = None if node is None else node_parts(build, node)
+    if parts is None:
+        raise OpmlcError(f"{option} {part}: node {node} is not split into parts (see the manifest's program.tasks)")
+    if not 0 <= part < parts.count:
+        raise OpmlcError(f"{option} {part}: node {node} has parts 0..{parts.count - 1}")
+    return parts
+
+
+def task_table(build: Build, node: int | None, part: int | None = None) -> dict[int, int]:
+    """The task's descriptor table: its map, and for a part its output element range."""
+    parts = check_part(build, node, part)
+    return task_map(build, node).table() if parts is None else parts.table(part)
+
+
+def task_map(build: Build, node: int | None, part: int | None = None) -> TaskMap:
     """The task's map as the manifest records it (checked against the graph by Build.load); a
-    generation's node maps its step node's regions (opmlc/dispute/generation.py)."""
+    generation's node maps its step node's regions (opmlc/dispute/generation.py), never a part."""
     if hasattr(build, "task_map"):
+        if part is not None:
+            raise OpmlcError(f"--part {part}: a generation's nodes are whole tasks (no parts)")
         return build.task_map(node)
     tasks = build.manifest["program"]["tasks"]
+    if part is not None:
+        return check_part(build, node, part).map
     if node is not None:
         return TaskMap.from_text(node, tasks["nodes"][node]["map"])
     if tasks["whole"] is None:
@@ -134,9 +168,9 @@ def value_root(build: Build, v: int, arr: np.ndarray) -> bytes | None:
 
 
 def task_inputs(build: Build, values: list[np.ndarray | None], node: int | None,
-                store: LayeredStore) -> list[tuple[int, int, bytes]]:
+                store: LayeredStore, part: int | None = None) -> list[tuple[int, int, bytes]]:
     """(addr, size, root) of each input of the task in its map; computed values go to `store`."""
-    m = task_map(build, node)
+    m = task_map(build, node, part)
     g = build.graph
     spliced = []
     for v in Task(build, node).input_values:
@@ -149,20 +183,21 @@ def task_inputs(build: Build, values: list[np.ndarray | None], node: int | None,
     return spliced
 
 
-def base_state(build: Build, node: int | None, program: Program | None = None) -> State:
+def base_state(build: Build, node: int | None, program: Program | None = None, part: int | None = None) -> State:
     """The task's base state: image and descriptor (its map), regions empty."""
-    m = task_map(build, node)
-    return base_state_of(program or program_of(build), m.node, m.table())
+    m = task_map(build, node, part)
+    return base_state_of(program or program_of(build), m.node, task_table(build, node, part))
 
 
 def initial_state(build: Build, values: list[np.ndarray | None], node: int | None,
-                  program: Program | None = None) -> State:
-    """The task's initial VM state; `values` must hold (at least) the task's input values."""
+                  program: Program | None = None, part: int | None = None) -> State:
+    """The task's initial VM state; `values` must hold (at least) the task's input values.
+    `part`: part j of a split node (its output region holds the part's slice)."""
     check_node(build, node)
-    m = task_map(build, node)
+    m = task_map(build, node, part)
     store = LayeredStore(build)
-    spliced = task_inputs(build, values, node, store)
-    return load_task(program or program_of(build), m.node, spliced, store, m.table())
+    spliced = task_inputs(build, values, node, store, part)
+    return load_task(program or program_of(build), m.node, spliced, store, task_table(build, node, part))
 
 
 def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = None) -> list[np.ndarray | None]:
@@ -180,6 +215,13 @@ def honest_values(build: Build, inputs: list[np.ndarray], upto: int | None = Non
     for i in range(upto):
         values[g.nodes[i].output] = run_node(g, i, values)
     return values
+
+
+def read_part(build: Build, state: State, node: int, part: int) -> bytes:
+    """The bytes of part `part`'s output region (its slice of the output's padded encoding)."""
+    parts = check_part(build, node, part)
+    r = parts.map.region(parts.output_value)
+    return state.memory.read_region(r.addr, r.size)
 
 
 def read_outputs(build: Build, state: State, node: int | None) -> list[np.ndarray]:

@@ -23,7 +23,10 @@ from tests.conftest import MODELS as MODEL_DIR
 
 # Fields that describe the build without any other file depending on them (model source,
 # compile options, names); changing them within their type leaves a loadable build.
-DESCRIPTIVE = ("model", "quantization", "input_shapes", "batch_defaulted", "graph", "program.ir_sha256")
+# program.log2_step_budget: another budget whose plan of parts is the build's (checked) is a budget
+# the build meets, as its program and base roots are the same
+DESCRIPTIVE = ("model", "quantization", "input_shapes", "batch_defaulted", "graph", "program.ir_sha256",
+               "program.log2_step_budget")
 OTHER_TYPES = (None, True, 1.5, "x", [], {}, -1)
 
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {ModelCommitment, NodeInfo, Commitments} from "./Commitments.sol";
+import {ModelCommitment, NodeInfo, PartBase, Commitments} from "./Commitments.sol";
 import {ListProof} from "./ListProof.sol";
 import {MemoryProof} from "./MemoryProof.sol";
 import {MIPS} from "./MIPS.sol";
@@ -30,7 +30,8 @@ import {VMState} from "./VMState.sol";
 abstract contract DisputeGame {
     /// @notice The move a game waits for; the party to move follows from it (`_moverOf`).
     /// @dev Numbered as in the ABI (uint8): None 0, BisectTrace 1, RespondTrace 2, StartNode 3,
-    ///      BisectStep 4, RespondStep 5, ProveStep 6, Ended 7.
+    ///      BisectStep 4, RespondStep 5, ProveStep 6, Ended 7, BisectPart 8, RespondPart 9,
+    ///      StartPart 10.
     enum Phase {
         None,
         BisectTrace, // phase 1, the server's: claim the trace state at mid
@@ -39,7 +40,10 @@ abstract contract DisputeGame {
         BisectStep, // phase 2, the server's: claim the state hash at mid
         RespondStep, // phase 2, the challenger's: agree or not with it
         ProveStep, // phase 3, charged to the challenger, callable by anyone: execute step lo
-        Ended
+        Ended,
+        BisectPart, // split node, the server's: claim the two halves of the disputed subtree
+        RespondPart, // split node, the challenger's: pick the half it disputes
+        StartPart // hand-off of a split node, the server's: bind part `part` and claim its final state
     }
 
     /// @notice A side of a game: None 0, Server 1, Challenger 2.
@@ -78,6 +82,13 @@ abstract contract DisputeGame {
         bytes32 loHash;
         bytes32 hiHash;
         bytes32 midHash;
+        // A split node (splitNode … startPart): `hiHash` is the disputed subtree of the node's
+        // output tree, `part` its index at depth `partDepth` of the `partsLog2` levels above the
+        // parts, `midHash`/`rightHash` the server's last claim of its two halves.
+        uint32 part;
+        uint8 partDepth;
+        uint8 partsLog2;
+        bytes32 rightHash;
     }
 
     /// @notice A sensible clock per party: about a minute per move of the longest games
@@ -105,6 +116,22 @@ abstract contract DisputeGame {
         uint256 indexed gameId,
         uint256 node,
         bytes32 outRoot,
+        bytes32 initialStateHash,
+        bytes32 finalStateHash,
+        uint8 log2Steps
+    );
+    /// @notice The server bound split node `node`'s output `outRoot`, of 2^partsLog2 parts.
+    event NodeSplit(uint256 indexed gameId, uint256 node, bytes32 outRoot, uint8 partsLog2);
+    /// @notice The server claimed the halves of the disputed subtree.
+    event PartBisected(uint256 indexed gameId, uint256 depth, bytes32 left, bytes32 right);
+    /// @notice The challenger picked a half: the disputed subtree is now `part` at `depth`.
+    event PartResponded(uint256 indexed gameId, bool right, uint256 depth, uint256 part);
+    /// @notice The server bound part `part` of node `node`, as NodeStarted does for a node.
+    event PartStarted(
+        uint256 indexed gameId,
+        uint256 node,
+        uint256 part,
+        bytes32 partRoot,
         bytes32 initialStateHash,
         bytes32 finalStateHash,
         uint8 log2Steps
@@ -151,6 +178,17 @@ abstract contract DisputeGame {
     error InvalidOutputRegionProof();
     /// @notice startNode: `log2Steps` above MAX_LOG2_STEPS.
     error TooManySteps(uint256 log2Steps);
+    /// @notice startNode/startPart: `log2Steps` above the model's step budget.
+    error StepBudgetExceeded(uint256 log2Steps, uint256 log2Budget);
+    /// @notice startNode on a split node, or startPart with a NodeInfo whose partsLog2 is not
+    ///         the one splitNode claimed.
+    error PartsMismatch(uint256 claimed, uint256 nodeParts);
+    /// @notice splitNode: partsLog2 0 or above 32.
+    error InvalidPartsLog2(uint256 partsLog2);
+    /// @notice bisectPart: keccak256(left ‖ right) is not the disputed subtree's root.
+    error InvalidPartSplit();
+    /// @notice startPart: the part's base root is not at index `part` of the node's part list.
+    error InvalidPartBaseRoot();
     /// @notice proveStep: the pre-state does not hash to the agreed state hash at lo.
     error PreStateMismatch(bytes32 expected, bytes32 got);
 
@@ -237,18 +275,116 @@ abstract contract DisputeGame {
             ListProof.rootsOf(bytes32(0), outRoot, uint256(model.firstNodeValue) + k, model.nValues, outProof);
         if (traceBefore != g.loHash || traceAfter != g.hiHash) revert InvalidNodeOutputProof();
 
-        bytes32 memRoot = _spliceInputs(node, g.loHash, model.nValues, inputRoots, inputProofs, spliceProofs);
+        if (node.partsLog2 != 0) revert PartsMismatch(0, node.partsLog2);
+
+        bytes32 memRoot = _spliceInputs(node, node.baseRoot, g.loHash, model.nValues, inputRoots, inputProofs, spliceProofs);
         bytes32 initialHash = VMState.hash(VMState.initialState(memRoot, model.entry));
         bytes32 finalHash = _checkFinalState(node, outRoot, finalState, outRegionProof);
-        if (log2Steps > MAX_LOG2_STEPS) revert TooManySteps(log2Steps);
+        _checkSteps(model, log2Steps);
 
         g.node = uint32(k);
-        g.lo = 0;
-        g.hi = uint64(1) << log2Steps;
-        g.loHash = initialHash;
-        g.hiHash = finalHash;
-        g.phase = log2Steps == 0 ? Phase.ProveStep : Phase.BisectStep;
+        _startSteps(g, initialHash, finalHash, log2Steps);
         emit NodeStarted(gameId, k, outRoot, initialHash, finalHash, log2Steps);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // A split node: descend its output tree to one part, then bind that part's task
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice Instead of startNode, for a node split into 2^partsLog2 parts: binds node k = lo's
+    ///         output root (the same trace proof as startNode's) and starts the descent of its
+    ///         output tree, partsLog2 rounds of bisectPart/respondPart, to the one part the
+    ///         challenger disputes. Each round's halves must hash to the subtree above them, so
+    ///         the part's root is a subtree of the claimed output by construction.
+    /// @param gameId The game.
+    /// @param outRoot The root of node k's output.
+    /// @param outProof As startNode's.
+    /// @param partsLog2 The node's parts (its NodeInfo's, checked by startPart), 1..32.
+    function splitNode(uint256 gameId, bytes32 outRoot, bytes32[] calldata outProof, uint8 partsLog2) external {
+        Game storage g = _beginMove(gameId, Phase.StartNode);
+        ModelCommitment storage model = _modelOf(g.taskId);
+        uint256 k = g.lo;
+        if (partsLog2 == 0 || partsLog2 > 32) revert InvalidPartsLog2(partsLog2);
+        (bytes32 traceBefore, bytes32 traceAfter) =
+            ListProof.rootsOf(bytes32(0), outRoot, uint256(model.firstNodeValue) + k, model.nValues, outProof);
+        if (traceBefore != g.loHash || traceAfter != g.hiHash) revert InvalidNodeOutputProof();
+        g.node = uint32(k);
+        g.hiHash = outRoot; // trace[hi] is spent: from here on, the disputed subtree
+        g.partsLog2 = partsLog2;
+        g.phase = Phase.BisectPart;
+        emit NodeSplit(gameId, k, outRoot, partsLog2);
+    }
+
+    /// @notice The server's claim of the disputed subtree's two halves.
+    /// @param gameId The game.
+    /// @param left The root of its left half.
+    /// @param right The root of its right half.
+    function bisectPart(uint256 gameId, bytes32 left, bytes32 right) external {
+        Game storage g = _beginMove(gameId, Phase.BisectPart);
+        if (keccak256(abi.encodePacked(left, right)) != g.hiHash) revert InvalidPartSplit();
+        g.midHash = left;
+        g.rightHash = right;
+        g.phase = Phase.RespondPart;
+        emit PartBisected(gameId, g.partDepth, left, right);
+    }
+
+    /// @notice The challenger picks the half it disputes (one whose root differs from its own).
+    /// @param gameId The game.
+    /// @param right True for the right half.
+    function respondPart(uint256 gameId, bool right) external {
+        Game storage g = _beginMove(gameId, Phase.RespondPart);
+        g.hiHash = right ? g.rightHash : g.midHash;
+        g.part = g.part * 2 + (right ? 1 : 0);
+        g.partDepth += 1;
+        g.phase = g.partDepth == g.partsLog2 ? Phase.StartPart : Phase.BisectPart;
+        emit PartResponded(gameId, right, g.partDepth, g.part);
+    }
+
+    /// @notice The hand-off of a split node: binds part j = `part` of node k and claims its final
+    ///         VM state. As startNode, except that the node leaf's partsLog2 must be the one
+    ///         splitNode claimed, the task's base root is `partBaseRoot` proven at index j of the
+    ///         node's part list (NodeInfo.baseRoot), and the final state must hold the disputed
+    ///         part's root at the NodeInfo's output region (the part's slice of the output).
+    /// @param gameId The game.
+    /// @param node The NodeInfo of node k.
+    /// @param nodeProof Its leaf's list proof in the model's node list.
+    /// @param partBase The base root of part j's task and its list proof in the node's part list
+    ///        (partsLog2 siblings).
+    /// @param inputRoots As startNode's.
+    /// @param inputProofs As startNode's.
+    /// @param spliceProofs As startNode's, in the part's base root.
+    /// @param finalState The server's final state of part j's task.
+    /// @param outRegionProof The output region's siblings in `finalState`'s memory.
+    /// @param log2Steps As startNode's (≤ the model's step budget).
+    function startPart(
+        uint256 gameId,
+        NodeInfo calldata node,
+        bytes32[] calldata nodeProof,
+        PartBase calldata partBase,
+        bytes32[] calldata inputRoots,
+        bytes32[][] calldata inputProofs,
+        bytes[] calldata spliceProofs,
+        bytes calldata finalState,
+        bytes calldata outRegionProof,
+        uint8 log2Steps
+    ) external {
+        Game storage g = _beginMove(gameId, Phase.StartPart);
+        ModelCommitment storage model = _modelOf(g.taskId);
+        if (ListProof.rootOf(Commitments.nodeLeaf(node), g.node, model.nNodes, nodeProof) != model.nodesRoot) {
+            revert InvalidNodeProof();
+        }
+        if (node.partsLog2 != g.partsLog2) revert PartsMismatch(g.partsLog2, node.partsLog2);
+        if (ListProof.rootOf(partBase.root, g.part, uint256(1) << g.partsLog2, partBase.proof) != node.baseRoot) {
+            revert InvalidPartBaseRoot();
+        }
+        bytes32 memRoot = _spliceInputs(node, partBase.root, g.loHash, model.nValues, inputRoots, inputProofs, spliceProofs);
+        bytes32 initialHash = VMState.hash(VMState.initialState(memRoot, model.entry));
+        bytes32 partRoot = g.hiHash;
+        bytes32 finalHash = _checkFinalState(node, partRoot, finalState, outRegionProof);
+        _checkSteps(model, log2Steps);
+
+        _startSteps(g, initialHash, finalHash, log2Steps);
+        emit PartStarted(gameId, g.node, g.part, partRoot, initialHash, finalHash, log2Steps);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -391,7 +527,10 @@ abstract contract DisputeGame {
 
     /// @dev Who must move in `phase`: the server claims, the challenger answers and proves.
     function _moverOf(Phase phase) internal pure returns (Party) {
-        if (phase == Phase.BisectTrace || phase == Phase.StartNode || phase == Phase.BisectStep) return Party.Server;
+        if (
+            phase == Phase.BisectTrace || phase == Phase.StartNode || phase == Phase.BisectStep
+                || phase == Phase.BisectPart || phase == Phase.StartPart
+        ) return Party.Server;
         return Party.Challenger;
     }
 
@@ -425,10 +564,26 @@ abstract contract DisputeGame {
         }
     }
 
-    /// @dev The memory root of node k's task: `baseRoot` with each operand's root, proven
-    ///      against `trace`, spliced over its zero region in NodeInfo order.
+    /// @dev log2Steps within the game's and the model's bounds.
+    function _checkSteps(ModelCommitment storage model, uint8 log2Steps) private view {
+        if (log2Steps > MAX_LOG2_STEPS) revert TooManySteps(log2Steps);
+        if (log2Steps > model.log2StepBudget) revert StepBudgetExceeded(log2Steps, model.log2StepBudget);
+    }
+
+    /// @dev Phase 2 over [0, 2^log2Steps] from the derived initial state to the claimed final one.
+    function _startSteps(Game storage g, bytes32 initialHash, bytes32 finalHash, uint8 log2Steps) private {
+        g.lo = 0;
+        g.hi = uint64(1) << log2Steps;
+        g.loHash = initialHash;
+        g.hiHash = finalHash;
+        g.phase = log2Steps == 0 ? Phase.ProveStep : Phase.BisectStep;
+    }
+
+    /// @dev The memory root of the task: `baseRoot` with each operand's root, proven against
+    ///      `trace`, spliced over its zero region in NodeInfo order.
     function _spliceInputs(
         NodeInfo calldata node,
+        bytes32 baseRoot,
         bytes32 trace,
         uint256 nValues,
         bytes32[] calldata inputRoots,
@@ -440,7 +595,7 @@ abstract contract DisputeGame {
         if (inputRoots.length != n) revert InputCountMismatch(n, inputRoots.length);
         if (inputProofs.length != n) revert InputCountMismatch(n, inputProofs.length);
         if (spliceProofs.length != n) revert InputCountMismatch(n, spliceProofs.length);
-        memRoot = node.baseRoot;
+        memRoot = baseRoot;
         for (uint256 i = 0; i < n; ++i) {
             bytes32 inputRoot = inputRoots[i];
             if (ListProof.rootOf(inputRoot, node.inputValues[i], nValues, inputProofs[i]) != trace) {

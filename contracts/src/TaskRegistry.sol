@@ -107,7 +107,7 @@ contract TaskRegistry is DisputeGame {
     event Withdrawn(address indexed account, uint256 amount);
 
     /// @notice The commitment breaks the trace's numbering: nNodes = 0, nInputs > firstNodeValue,
-    ///         firstNodeValue + nNodes > nValues or outputValue ≥ nValues.
+    ///         firstNodeValue + nNodes > nValues, outputValue ≥ nValues or log2StepBudget > MAX_LOG2_STEPS.
     error InvalidModelCommitment();
     /// @notice No model is registered under this id.
     error UnknownModel(bytes32 modelId);
@@ -174,7 +174,7 @@ contract TaskRegistry is DisputeGame {
         if (
             commitment.nNodes == 0 || commitment.nInputs > commitment.firstNodeValue
                 || uint256(commitment.firstNodeValue) + commitment.nNodes > commitment.nValues
-                || commitment.outputValue >= commitment.nValues
+                || commitment.outputValue >= commitment.nValues || commitment.log2StepBudget > MAX_LOG2_STEPS
         ) revert InvalidModelCommitment();
         modelId = Commitments.modelId(commitment);
         if (_models[modelId].nNodes != 0) return modelId;

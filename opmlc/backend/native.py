@@ -11,6 +11,14 @@ kernel only stores to its output (none loads from it) and writes every element o
 in topological order, so every value a task reads was written by this run (or is an input,
 copied in, or an initializer, never written); only the saturation counts are zeroed.
 
+Threads: a session runs the graph on `threads` threads (default: every core this process may
+use). The host module (`host_module`) exports `task_span` (a run of nodes in one call) and
+`task_part` (one part of a node that codegen split, kernels/native/__init__.py); a threaded run
+walks the graph as spans of small nodes on the calling thread and, for each split node, its
+parts on a pool (ctypes releases the GIL during each call). The parts partition the node's
+output and compute each element as one thread would, so the bits (and the saturation counts,
+added atomically) do not depend on the number of threads.
+
 The native build counts saturated elements per node (codegen's `count_saturation`): the counts
 are the interpreter's (fixedpoint.count_saturation), element for element, and cost a compare
 and an add where a kernel saturates. The MIPS program is generated without them.
@@ -19,22 +27,32 @@ and an add where a kernel saturates. The MIPS program is generated without them.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
+from opmlc.backend.kernels.native import split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
 from opmlc.ir.graph import Graph
+from opmlc.ir.initializers import PackedI4, held
 from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
 
 _modules: dict[int, str] = {}
 
 
+def host_module(graph: Graph) -> str:
+    """The native build's module text: saturation counters and the host kernels
+    (opmlc/backend/kernels/native/); the MIPS module is `generate_module(graph)`."""
+    return generate_module(graph, count_saturation=True, host_kernels=True)
+
+
 def native_program(graph: Graph, module_ir: str | None = None) -> NativeProgram:
-    """The compiled program of `graph` (cached per process and on disk by its IR's hash), with
-    saturation counters unless `module_ir` (e.g. the MIPS module's text) is given."""
-    return load_native(module_ir if module_ir is not None else generate_module(graph, count_saturation=True))
+    """The compiled program of `graph` (cached per process and on disk by its IR's hash): the
+    host module unless `module_ir` (e.g. the MIPS module's text) is given."""
+    return load_native(module_ir if module_ir is not None else host_module(graph))
 
 
 def plain_layout(t: TensorType) -> bool:
@@ -91,20 +109,66 @@ def run_native(program: NativeProgram, graph: Graph, inputs: list[np.ndarray],
             for v, buf in zip(graph.values, bufs, strict=True)]
 
 
+def default_threads() -> int:
+    """Every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None) -> int:
+    """`threads`, or default_threads() for None; anything but a positive int is an InputError."""
+    from opmlc.errors import InputError
+
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def thread_plan(graph: Graph) -> list[tuple[int, int, bool]]:
+    """The graph as steps (first, end, split): a span of nodes run in one call, or (split) one
+    node run as parts on every thread."""
+    steps: list[tuple[int, int, bool]] = []
+    first = 0
+    for index in range(len(graph.nodes)):
+        if split_worth(graph, index):
+            if first < index:
+                steps.append((first, index, False))
+            steps.append((index, index + 1, True))
+            first = index + 1
+    if first < len(graph.nodes):
+        steps.append((first, len(graph.nodes), False))
+    return steps
+
+
 class NativeSession:
     """A program with its buffers, kept across runs: each run costs the input copy, the kernels
     and the output copy. The initializers' buffers are the graph's arrays themselves when they
     already are native, C-contiguous arrays (a loaded build's mapped weights: read-only, which
-    the kernels never write), else a copy made once. Runs are serialised by a lock."""
+    the kernels never write; an i4 weight's packed bytes as the build holds them), else a copy
+    made once. Runs are serialised by a lock; `threads` (default: every core) is the number of
+    threads a run uses (module docstring)."""
 
-    def __init__(self, program: NativeProgram, graph: Graph) -> None:
+    def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None) -> None:
         self.program, self.graph = program, graph
+        self.threads = check_threads(threads)
+        # no split node (or a module without the entry points): one call runs the whole graph
+        self._plan = thread_plan(graph) if program.task_part is not None else []
+        if not any(split for _f, _e, split in self._plan):
+            self._plan = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self.bufs = []
         for v in graph.values:
             t = v.type
-            arr = graph.initializers.get(v.id)
+            arr = held(graph.initializers, v.id) if v.id in graph.initializers else None
             if arr is None:
                 self.bufs.append(native_buffer(np.zeros(t.shape, dtype=t.dtype.numpy), t))
+            elif isinstance(arr, PackedI4):  # a loaded build's i4 weight: its mapped packed bytes
+                self.bufs.append(arr.packed)
             elif plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape:
                 self.bufs.append(arr)
             else:
@@ -114,12 +178,13 @@ class NativeSession:
 
     def run(self, inputs: list[np.ndarray], node: int | None = None,
             values: list[np.ndarray | None] | None = None,
-            saturated: dict[int, int] | None = None) -> list[np.ndarray]:
+            saturated: dict[int, int] | None = None, threads: int | None = None) -> list[np.ndarray]:
         """Like run_native, but returns only the outputs (of the graph, or of `node`), as copies.
 
         For one node, `values` supplies its operands that are not initializers (those are the
-        build's own)."""
+        build's own). `threads` overrides the session's for this run."""
         g = self.graph
+        threads = self.threads if threads is None else check_threads(threads)
         if node is not None and not 0 <= node < len(g.nodes):
             raise ValueError(f"node {node} is not in 0..{len(g.nodes) - 1}")
         with self._lock:
@@ -130,9 +195,37 @@ class NativeSession:
                     if v not in g.initializers and values[v] is not None:
                         np.copyto(self.bufs[v], values[v], casting="unsafe")
             self.counts.fill(0)
-            self.program.task(self.table, WHOLE_GRAPH if node is None else node)
-            if saturated is not None and self.program.counts_saturation:
+            if node is None and threads > 1 and self._plan:
+                self._run_threaded(threads)
+            elif node is not None and threads > 1 and self._plan and split_worth(g, node):
+                self._run_parts(node, threads)
+            else:
+                self.program.task(self.table, WHOLE_GRAPH if node is None else node)
+            if saturated is not None and self.program.counts_saturation and self.counts.any():
                 saturated.update({int(k): int(self.counts[k]) for k in np.flatnonzero(self.counts)})
             outs = g.outputs if node is None else [g.nodes[node].output]
             return [self.bufs[v].copy() for v in outs]
 
+
+    def _run_threaded(self, threads: int) -> None:
+        span = self.program.task_span
+        table = ctypes.addressof(self.table)
+        for first, end, split in self._plan:
+            if split:
+                self._run_parts(first, threads)
+            else:
+                span(table, first, end)
+
+    def _run_parts(self, node: int, threads: int) -> None:
+        """Node `node`'s parts: 1..threads-1 on the pool, part 0 here, then wait for all."""
+        part = self.program.task_part
+        table = ctypes.addressof(self.table)
+        if self._pool is None or self._pool_size < threads - 1:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="opmlc-native")
+            self._pool_size = threads - 1
+        futures = [self._pool.submit(part, table, node, p, threads) for p in range(1, threads)]
+        part(table, node, 0, threads)
+        for f in futures:
+            f.result()

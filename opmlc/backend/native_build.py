@@ -7,9 +7,12 @@ opmlc/buildcheck.py) and `Build.native` opens a `NativeSession` over `load_progr
     DIR/native/host.json     this host's description, the object's cache key and sha256, the
                              weights file's layout: one slot per initializer (value, root, dtype,
                              shape, offset, nbytes)
-    DIR/native/<key>.o       the counting module (what native_program compiles) compiled for this
+    DIR/native/<key>.o       the host module (native.host_module: what native_program compiles) compiled for this
                              host by `target.emit_host_object`
-    DIR/native/weights.bin   every initializer in native byte order, each slot 64-byte aligned
+    DIR/native/weights.bin   every initializer of a multi-byte type (fx32, i32, i64, f32) in
+                             native byte order, each slot 64-byte aligned; the one-byte and packed
+                             types (i8, i4, bool) need no byte order: Build.load maps them
+                             straight from the tensor store (buildcheck.load_initializers)
 
 Nothing under native/ is part of the model: it is derived from the portable files for one host
 (another host rebuilds the object), so `compile --check` leaves it out of the comparison and the
@@ -29,8 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from opmlc.backend.codegen import generate_module
-from opmlc.backend.native import NativeSession, native_buffer, plain_layout
+from opmlc.backend.native import NativeSession, host_module, native_buffer, plain_layout
 from opmlc.backend.target import (
     NativeProgram,
     cache_key,
@@ -77,7 +79,7 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
 
     out = Path(directory) / NATIVE_DIR
     out.mkdir(parents=True, exist_ok=True)
-    module_ir = generate_module(graph, count_saturation=True)
+    module_ir = host_module(graph)
     host = host_description()
     key = cache_key(module_ir, host)
     obj = _cached_object(key)
@@ -92,7 +94,9 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     arrays = []
     for v_id, arr in graph.initializers.items():
         t = graph.values[v_id].type
-        if not plain_layout(t):  # e.g. a packed type: the session converts it once instead
+        if t.dtype.byte_oriented:  # mapped from the tensor store's file as it is (no copy here)
+            continue
+        if not plain_layout(t):  # no such type yet: the session would convert it once
             continue
         a = native_buffer(arr, t)
         slots.append({"value": v_id, "root": roots[v_id], **t.to_json(), "offset": offset, "nbytes": a.nbytes})
@@ -172,7 +176,8 @@ def _slot_ok(s: object, inits: dict[int, dict], size: int) -> bool:
 def mapped_weights(directory: Path, manifest: dict) -> dict[int, np.ndarray] | None:
     """Read-only views of native/weights.bin by value id, one per slot that names an initializer
     of the manifest (same root and type), or None when the file is absent, laid out for another
-    byte order, or any slot is not such. Values without a slot (a packed type) are not mapped.
+    byte order, or any slot is not such. Values without a slot (the one-byte and packed types,
+    mapped from the tensor store) are not mapped here.
 
     The views say nothing about the bytes: the caller (buildcheck.load_initializers) trusts them
     only once they were checked against the tensor store (remembered in native/verified.json)."""
@@ -191,6 +196,8 @@ def mapped_weights(directory: Path, manifest: dict) -> dict[int, np.ndarray] | N
         if not _slot_ok(s, inits, size):
             return None
         t = TensorType.from_json(s)
+        if t.dtype.byte_oriented:  # an older build's slot: the store's file is mapped instead
+            continue
         views[s["value"]] = (np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=mm, offset=s["offset"]) if s["nbytes"]
                              else np.zeros(t.shape, dtype=t.dtype.numpy))
     return views
@@ -220,7 +227,7 @@ def load_program(build: Build) -> NativeProgram:
             reason = f"{path} does not match its sha256 in {HOST} (corrupted?)"
         else:
             return NativeProgram.from_object(obj, str(record.get("key")))
-    program = load_native(generate_module(build.graph, count_saturation=True))
+    program = load_native(host_module(build.graph))
     if program.from_cache:
         note(f"{reason}; using the native program for this host compiled by an earlier run (cached)")
     else:

@@ -113,3 +113,14 @@ def size_text(nbytes: int) -> str:
 def values_need(graph: Graph) -> int:
     """Bytes of regions all values need together (what the whole-graph task would map)."""
     return sum(_sizes(graph))
+
+
+def part_map(graph: Graph, k: int, part_bytes: int) -> TaskMap:
+    """The map of a part of node k (opmlc/backend/parts.py): its operands as in node k's map,
+    its output region `part_bytes` (a power of two) holding the part's slice of the output."""
+    sizes = _sizes(graph)
+    node = graph.nodes[k]
+    sizes[node.output] = part_bytes
+    m, need = _pack(k, [*node.inputs, node.output], sizes)
+    assert m is not None, "a part maps no more than its node"
+    return m

@@ -203,6 +203,11 @@ def _check_has_task(module: llvm.ModuleRef) -> None:
 TASK_FUNCTION = "task"
 SATURATION_MARKER = "opmlc.counts_saturation"  # opmlc.backend.codegen defines it
 _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
+# The host module's entry points for threads (codegen.TASK_SPAN / TASK_PART); ctypes releases
+# the GIL during each call, so parts called from Python threads run at once.
+TASK_SPAN_FUNCTION, TASK_PART_FUNCTION = "task_span", "task_part"
+_SPAN_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32)
+_PART_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
 
 
 class NativeProgram:
@@ -257,6 +262,11 @@ class NativeProgram:
         if not address:
             raise ValueError(f"native code has no function @{TASK_FUNCTION}")
         self._task = _TASK_CTYPE(address)
+        span = self._engine.get_function_address(TASK_SPAN_FUNCTION)
+        part = self._engine.get_function_address(TASK_PART_FUNCTION)
+        # both or neither (a host module has both; the MIPS module's text run natively has none)
+        self.task_span = _SPAN_CTYPE(span) if span and part else None
+        self.task_part = _PART_CTYPE(part) if span and part else None
         # built with saturation counters (codegen.SATURATION_MARKER, an i32 holding the number
         # of nodes): the region table then carries one more pointer, to an i64 count per node
         self.saturation_nodes: int | None = None

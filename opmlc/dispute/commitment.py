@@ -14,11 +14,12 @@ from dataclasses import astuple, dataclass
 from eth_abi import encode as abi_encode
 
 from opmlc.artifact import Build
+from opmlc.backend.regions import TaskMap
 from opmlc.tasks import task_map
-from vm.merkle import ZERO_LEAF, height_of, keccak256, list_proof, list_root
+from vm.merkle import ZERO_LEAF, chunk_roots, hash_pair, height_of, keccak256, list_proof, list_root
 
-NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8)"
-MODEL_COMMITMENT_TYPE = "(bytes32,bytes32,uint32,uint32,uint32,uint32,uint32,uint32)"
+NODE_INFO_TYPE = "(bytes32,uint32[],uint32[],uint8[],uint32,uint32,uint8,uint8)"
+MODEL_COMMITMENT_TYPE = "(bytes32,bytes32,uint32,uint32,uint32,uint32,uint32,uint32,uint8)"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class NodeInfo:
     output_value: int
     output_addr: int
     output_height: int
+    parts_log2: int = 0  # a split node: base_root is the list root of its parts' base roots
 
     def as_tuple(self) -> tuple:
         return tuple(list(x) if isinstance(x, tuple) else x for x in astuple(self))
@@ -48,6 +50,7 @@ class ModelCommitment:
     first_node_value: int
     output_value: int
     entry: int
+    log2_step_budget: int
 
     def as_tuple(self) -> tuple:
         return astuple(self)
@@ -63,15 +66,19 @@ def node_infos(build: Build) -> list[NodeInfo]:
     for k, node in enumerate(g.nodes):
         ins = sorted(set(node.inputs))
         out = node.output
-        m = task_map(build, k)
+        parts = tasks[k].get("parts")
+        m = task_map(build, k) if parts is None else TaskMap.from_text(k, parts["map"])
+        base = (bytes.fromhex(tasks[k]["base_root"][2:]) if parts is None
+                else list_root([bytes.fromhex(r[2:]) for r in parts["base_roots"]]))
         infos.append(NodeInfo(
-            base_root=bytes.fromhex(tasks[k]["base_root"][2:]),
+            base_root=base,
             input_values=tuple(ins),
             input_addrs=tuple(m.region(v).addr for v in ins),
             input_heights=tuple(height_of(m.region(v).size) for v in ins),
             output_value=out,
             output_addr=m.region(out).addr,
             output_height=height_of(m.region(out).size),
+            parts_log2=0 if parts is None else parts["log2"],
         ))
     return infos
 
@@ -95,7 +102,25 @@ def model_commitment(build: Build) -> ModelCommitment:
         first_node_value=g.first_node_value,
         output_value=g.outputs[0],
         entry=int(build.manifest["program"]["entry"], 16),
+        log2_step_budget=build.manifest["program"]["log2_step_budget"],
     )
+
+
+def part_base_proof(build: Build, k: int, j: int) -> tuple[bytes, list[bytes]]:
+    """Part j of split node k: its task's base root and list proof in the node's part list."""
+    roots = [bytes.fromhex(r[2:]) for r in build.manifest["program"]["tasks"]["nodes"][k]["parts"]["base_roots"]]
+    return roots[j], list_proof(roots, j)
+
+
+def part_levels(padded: bytes, parts_log2: int) -> list[list[bytes]]:
+    """The output tree above its parts: levels[0] the 2^parts_log2 part roots, the last [root]."""
+    roots = chunk_roots(padded, len(padded) >> parts_log2)
+    level = [roots[i:i + 32] for i in range(0, len(roots), 32)]
+    levels = [level]
+    while len(level) > 1:
+        level = [hash_pair(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        levels.append(level)
+    return levels
 
 
 def node_proof(build: Build, k: int) -> list[bytes]:

@@ -21,6 +21,7 @@ from opmlc.dispute.onchain import Deployment, GameView, Phase
 from opmlc.dispute.parties import Challenger, Requester, Server
 from opmlc.dispute.session import settle
 from opmlc.errors import OpmlcError
+from opmlc.tasks import check_part
 from toolchain.chain import connect
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -57,7 +58,8 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
              lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
              say: Callable[[str], None] = lambda _: None, record: Path | None = None,
              weights: str | None = None, block_size: int | None = None, prompt: str | list[int] | None = None,
-             max_new_tokens: int = 8, lie_step: int | None = None, max_context: int | None = None) -> dict:
+             max_new_tokens: int = 8, lie_step: int | None = None, max_context: int | None = None,
+             lie_part: int | None = None, step_budget: int | None = None) -> dict:
     """Play opML end to end; returns the summary `opmlc demo --json` prints.
 
     With `prompt` (an onnxruntime-genai model), the task is a generation of `max_new_tokens`
@@ -66,6 +68,8 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
 
     `record`: where to write the game's record (every move with its gas and the clocks, read
     from the chain: opmlc/dispute/game_record.py), the input of `opmlc report`.
+    `lie_part`: the lie goes in that part of the (split) lying node, its first element;
+    `step_budget`: compile with that step budget (opmlc compile --step-budget).
     """
     if liar not in LIARS:
         raise OpmlcError(f"--liar {liar!r}: choose one of {', '.join(LIARS)}")
@@ -74,7 +78,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
     with tempfile.TemporaryDirectory(prefix="opmlc-demo-") as tmp:
         say(f"compiling {model.name}")
         build = compile_model(model, Path(tmp) / "build", weights=weights, block_size=block_size,
-                              max_context=max_context)
+                              max_context=max_context, step_budget=step_budget)
         generation = None
         if prompt is not None:
             build, inputs, generation = _generation(build, prompt, max_new_tokens)
@@ -89,6 +93,13 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
             node = n_nodes - 1 if lie_node is None else lie_node
         if not 0 <= node < n_nodes:
             raise OpmlcError(f"--lie-node {node}: the model has nodes 0..{n_nodes - 1}")
+        element = 0
+        if lie_part is not None:
+            parts = check_part(build, node, lie_part, "--lie-part")
+            element = parts.element_range(lie_part)[0]
+            if element >= parts.numel:
+                raise OpmlcError(f"--lie-part {lie_part}: part {lie_part} of node {node} holds only padding")
+        lie = Tamper(node, element=element)
         inputs = inputs if inputs is not None else default_input(build)
         chain = connect(rpc)
         if len(chain.accounts) < 3:
@@ -99,13 +110,13 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         requester = Requester(d, a[0], build)
         requester.register()
         task = requester.request(inputs)
-        server = Server(d, a[1], build, tamper=Tamper(node) if liar == "server" else None)
+        server = Server(d, a[1], build, tamper=lie if liar == "server" else None)
         say(f"task {task}: the server posts {'a wrong' if liar == 'server' else 'its'} result"
-            + (f" (node {node} altered)" if liar == "server" else "")
+            + (f" (node {node}{'' if lie_part is None else f' part {lie_part}'} altered)" if liar == "server" else "")
             + f", backed by {d.backing / 1e18:g} ETH of game stakes")
         server.submit(task, inputs)
         gas_before = sum(d.gas_by.values())
-        challenger = Challenger(d, a[2], build, tamper=Tamper(node) if liar == "challenger" else None)
+        challenger = Challenger(d, a[2], build, tamper=lie if liar == "challenger" else None)
         game = challenger.check(task, inputs)
         result = {"model": model.name, "chain": chain.describe(), "liar": liar, "task": task}
         if generation is not None:
@@ -122,6 +133,8 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         else:
             phases = {Phase.BISECT_TRACE: "phase 1: bisecting the graph trace",
                       Phase.START_NODE: "hand-off: binding the disputed node",
+                      Phase.BISECT_PART: "split node: descending its output tree to one part",
+                      Phase.START_PART: "hand-off: binding the disputed part",
                       Phase.BISECT_STEP: "phase 2: bisecting the node's VM steps",
                       Phase.PROVE_STEP: "phase 3: executing one MIPS step on chain"}
             seen: set[Phase] = set()
@@ -141,6 +154,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
                 gas_total=sum(d.gas_by.values()) - gas_before,
                 vm_steps=challenger.verifier(task).vm_steps,
                 node=int(g.node), step=int(g.lo),
+                part=g.task_part, rounds_parts=len(d.events("PartResponded", gameId=game)),
             )
             if generation is not None:
                 result["decoding_step"], result["step_node"] = build.step_of(int(g.node))

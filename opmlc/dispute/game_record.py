@@ -20,6 +20,10 @@ MOVE_EVENTS = {
     "TraceBisected": "bisectTrace",
     "TraceResponded": "respondTrace",
     "NodeStarted": "startNode",
+    "NodeSplit": "splitNode",
+    "PartBisected": "bisectPart",
+    "PartResponded": "respondPart",
+    "PartStarted": "startPart",
     "StepBisected": "bisectStep",
     "StepResponded": "respondStep",
     "StepProven": "proveStep",
@@ -78,6 +82,14 @@ def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict
             log2_steps = int(args["log2Steps"])
             lo, hi = 0, 1 << log2_steps
             move.update(move="startNode", phase=2, node=int(args["node"]), lo=lo, hi=hi)
+        elif name in ("NodeSplit", "PartBisected", "PartResponded"):
+            # a split node's descent to one part: still at node lo of phase 1 (DESIGN.md "Tasks")
+            move.update(move=MOVE_EVENTS[name], phase=1, lo=lo, hi=hi,
+                        **({"part": int(args["part"])} if name == "PartResponded" else {}))
+        elif name == "PartStarted":
+            log2_steps = int(args["log2Steps"])
+            lo, hi = 0, 1 << log2_steps
+            move.update(move="startPart", phase=2, node=int(args["node"]), part=int(args["part"]), lo=lo, hi=hi)
         elif name == "StepBisected":
             move.update(move="bisectStep", phase=2, lo=lo, hi=hi, mid=int(args["mid"]))
         elif name == "StepResponded":
@@ -98,6 +110,7 @@ def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict
         "node": int(final.node) if log2_steps is not None else None,
         "log2_steps": log2_steps,
         "step": int(final.lo) if log2_steps is not None else None,
+        "part": final.task_part,
         "gas_total": sum(m["gas"] for m in moves),
         "moves": moves,
     }

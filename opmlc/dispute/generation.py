@@ -166,8 +166,12 @@ class GenerationBuild:
         self.generated_values = [out_of(s, next_v) for s in range(self.n_prompt - 1, self.n_steps)]
         step_prog = self.step.manifest["program"]
         step_tasks = step_prog["tasks"]["nodes"]
+        split = [k for k, t in enumerate(step_tasks) if t.get("parts") is not None]
+        if split:  # a generation node is one whole step node (its map, its ELF task)
+            raise OpmlcError(f"{self.step.directory}: step node {split[0]} is split into parts under the build's step "
+                             "budget; compile the model without --step-budget (a genai step's default splits no node)")
         self.manifest = {
-            "program": {**{k: step_prog[k] for k in ("elf", "sha256", "entry")},
+            "program": {**{k: step_prog[k] for k in ("elf", "sha256", "entry", "log2_step_budget")},
                         "tasks": {"whole": None, "nodes": [step_tasks[i % self.k] for i in range(n_nodes)]}},
             "inputs": [{"name": values[v].name, "value": v, **values[v].type.to_json()} for v in prompt],
             "outputs": [{"name": NEXT_TOKEN, "value": self.graph.outputs[0]}],

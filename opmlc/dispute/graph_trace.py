@@ -19,16 +19,19 @@ from vm.merkle import ZERO_LEAF, list_proof, list_root
 
 @dataclass(frozen=True)
 class Tamper:
-    """Replace node `node`'s output by one with its first element changed by `delta`."""
+    """Replace node `node`'s output by one with its flat element `element` (default the first)
+    changed by `delta`."""
 
     node: int
     delta: int = 1
     propagate: bool = True  # recompute later nodes from the tampered value (a consistent liar)
+    element: int = 0  # e.g. inside one part of a split node (opmlc demo --lie-part)
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
         out = arr.copy()
         flat = out.reshape(-1)
-        flat[0] = (int(flat[0]) + self.delta) if out.dtype != np.bool_ else not flat[0]
+        e = self.element
+        flat[e] = (int(flat[e]) + self.delta) if out.dtype != np.bool_ else not flat[e]
         return out
 
 

@@ -34,13 +34,16 @@ def region_siblings(state: State, addr: int, height: int) -> bytes:
 
 class NodeRun:
     def __init__(self, build: Build, values: list[np.ndarray], node: int, info: NodeInfo,
-                 claimed_output_root: bytes | None = None, interval: int = 1 << 16) -> None:
-        self.build, self.node, self.info = build, node, info
+                 claimed_output_root: bytes | None = None, interval: int = 1 << 16,
+                 part: int | None = None) -> None:
+        # part: part j of a split node (its task's output region is the part's slice, and
+        # `claimed_output_root` the part's root)
+        self.build, self.node, self.info, self.part = build, node, info, part
         self.values = values
         self.program = program_of(build)
-        self.start = initial_state(build, values, node, self.program)
+        self.start = initial_state(build, values, node, self.program, part)
         self.trace = Trace(self.start, interval=interval)
-        with progress.task(f"node {node}: running the VM (steps)") as bar:
+        with progress.task(f"node {node}{'' if part is None else f' part {part}'}: running the VM (steps)") as bar:
             self.honest_final = self.trace.run(MAX_STEPS, lambda k: bar.update(completed=k))
         self.steps = self.honest_final.step
         self.log2_steps = max(1, math.ceil(math.log2(max(self.steps, 1))))
@@ -68,9 +71,9 @@ class NodeRun:
     def splice_proofs(self) -> list[bytes]:
         """For each operand in the NodeInfo's order, its region's siblings in the base root with
         the previous operands already spliced in (what startNode checks)."""
-        state = base_state(self.build, self.node, self.program)
+        state = base_state(self.build, self.node, self.program, self.part)
         store = LayeredStore(self.build)
-        roots = {addr: root for addr, _, root in task_inputs(self.build, self.values, self.node, store)}
+        roots = {addr: root for addr, _, root in task_inputs(self.build, self.values, self.node, store, self.part)}
         proofs = []
         for addr, h in zip(self.info.input_addrs, self.info.input_heights, strict=True):
             proofs.append(region_siblings(state, addr, h))

@@ -26,6 +26,7 @@ class DisputeRecord:
     phase1: list[dict] = field(default_factory=list)
     node: int | None = None
     start_node: StartNode | None = None
+    parts: list[dict] = field(default_factory=list)  # a split node's descent to one part
     phase2: list[dict] = field(default_factory=list)
     step: int | None = None
     pre_state: bytes = b""
@@ -42,6 +43,7 @@ class DisputeRecord:
             "phase1": self.phase1,
             "node": self.node,
             "start_node": self.start_node.to_json() if self.start_node else None,
+            **({"parts": self.parts} if self.parts else {}),
             "phase2": self.phase2,
             "step": self.step,
             "final_step": {"pre_state": hx(self.pre_state), "proof": hx(self.proof),
@@ -67,17 +69,28 @@ def play(claimant: Claimant, verifier: Verifier) -> DisputeRecord:
     n = claimant.trace.n_nodes
     lo, _ = bisect(0, n, claimant.trace_at, verifier.agree_trace, rec.phase1)
     rec.node = lo
-    rec.start_node = claimant.start_node(lo)
     k = lo
-    lo, hi = bisect(0, 1 << rec.start_node.log2_steps, lambda i: claimant.step_hash(k, i),
-                    lambda i, h: verifier.agree_step(k, i, h), rec.phase2)
+    part = None
+    p = claimant.infos[k].parts_log2
+    if p:  # a split node: descend its output tree to the disputed part (splitNode … respondPart)
+        part = 0
+        for depth in range(p):
+            left, right = claimant.bisect_part(k, depth, part)
+            go_right = verifier.pick_part(k, depth, part, left, right)
+            rec.parts.append({"depth": depth, "left": hx(left), "right": hx(right), "right_chosen": go_right})
+            part = 2 * part + go_right
+        rec.start_node = claimant.start_part(k, part)
+    else:
+        rec.start_node = claimant.start_node(lo)
+    lo, hi = bisect(0, 1 << rec.start_node.log2_steps, lambda i: claimant.step_hash(k, i, part),
+                    lambda i, h: verifier.agree_step(k, i, h, part), rec.phase2)
     rec.step = lo
-    rec.pre_state, rec.proof = verifier.prove_step(k, lo)
-    rec.claimed_post_hash = claimant.step_hash(k, hi)
-    if state_hash(rec.pre_state) != claimant.step_hash(k, lo):
+    rec.pre_state, rec.proof = verifier.prove_step(k, lo, part)
+    rec.claimed_post_hash = claimant.step_hash(k, hi, part)
+    if state_hash(rec.pre_state) != claimant.step_hash(k, lo, part):
         rec.winner = "server"  # the challenger cannot show the agreed pre-state: it runs out of time
         return rec
-    witness = StepWitness.from_json(verifier.node_run(k).witness(lo).to_json())
+    witness = StepWitness.from_json(verifier.node_run(k, part).witness(lo).to_json())
     rec.post_hash = witness.post_hash
     if verifier.moves == "bad-proof":
         rec.winner = "server"  # the contract rejects the proof; the challenger's clock runs out

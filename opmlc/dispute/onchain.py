@@ -35,10 +35,13 @@ class Phase(IntEnum):
     RESPOND_STEP = 5
     PROVE_STEP = 6
     ENDED = 7
+    BISECT_PART = 8
+    RESPOND_PART = 9
+    START_PART = 10
 
 
-SERVER_PHASES = {Phase.BISECT_TRACE, Phase.START_NODE, Phase.BISECT_STEP}
-CHALLENGER_PHASES = {Phase.RESPOND_TRACE, Phase.RESPOND_STEP, Phase.PROVE_STEP}
+SERVER_PHASES = {Phase.BISECT_TRACE, Phase.START_NODE, Phase.BISECT_STEP, Phase.BISECT_PART, Phase.START_PART}
+CHALLENGER_PHASES = {Phase.RESPOND_TRACE, Phase.RESPOND_STEP, Phase.PROVE_STEP, Phase.RESPOND_PART}
 PARTY = {0: "none", 1: "server", 2: "challenger"}
 
 
@@ -61,6 +64,15 @@ class GameView:
     lo_hash: bytes
     hi_hash: bytes
     mid_hash: bytes
+    part: int = 0  # a split node's descent (DisputeGame splitNode … startPart)
+    part_depth: int = 0
+    parts_log2: int = 0
+    right_hash: bytes = b""
+
+    @property
+    def task_part(self) -> int | None:
+        """The part whose task phases 2 and 3 run (None: the node's own task)."""
+        return self.part if self.parts_log2 else None
 
     @property
     def mid(self) -> int:

@@ -154,13 +154,22 @@ class Server(Party):
         f = self.d.registry.functions
         if g.phase is Phase.BISECT_TRACE:
             self.send(f.bisectTrace(game_id, c.trace_at(g.mid)))
+        elif g.phase is Phase.START_NODE and c.infos[g.lo].parts_log2:  # a split node: descend to a part
+            self.send(f.splitNode(game_id, *c.split_node(g.lo)))
+        elif g.phase is Phase.BISECT_PART:
+            self.send(f.bisectPart(game_id, *c.bisect_part(g.node, g.part_depth, g.part)))
+        elif g.phase is Phase.START_PART:
+            sp = c.start_part(g.node, g.part)
+            self.send(f.startPart(game_id, sp.info.as_tuple(), sp.node_proof, (sp.part_base, sp.out_proof),
+                                  sp.input_roots, sp.input_proofs, sp.splice_proofs, sp.final_state,
+                                  sp.out_region_proof, sp.log2_steps))
         elif g.phase is Phase.START_NODE:
             sn = c.start_node(g.lo)
             self.send(f.startNode(game_id, sn.info.as_tuple(), sn.node_proof, sn.out_root, sn.out_proof,
                                   sn.input_roots, sn.input_proofs, sn.splice_proofs, sn.final_state,
                                   sn.out_region_proof, sn.log2_steps))
         elif g.phase is Phase.BISECT_STEP:
-            self.send(f.bisectStep(game_id, c.step_hash(g.node, g.mid)))
+            self.send(f.bisectStep(game_id, c.step_hash(g.node, g.mid, g.task_part)))
         return True
 
 
@@ -210,10 +219,13 @@ class Challenger(Party):
         f = self.d.registry.functions
         if g.phase is Phase.RESPOND_TRACE:
             self.send(f.respondTrace(game_id, v.agree_trace(g.mid, bytes(g.mid_hash))))
+        elif g.phase is Phase.RESPOND_PART:
+            self.send(f.respondPart(game_id, v.pick_part(g.node, g.part_depth, g.part, bytes(g.mid_hash),
+                                                         bytes(g.right_hash))))
         elif g.phase is Phase.RESPOND_STEP:
-            self.send(f.respondStep(game_id, v.agree_step(g.node, g.mid, bytes(g.mid_hash))))
+            self.send(f.respondStep(game_id, v.agree_step(g.node, g.mid, bytes(g.mid_hash), g.task_part)))
         elif g.phase is Phase.PROVE_STEP:
-            pre, proof = v.prove_step(g.node, g.lo)
+            pre, proof = v.prove_step(g.node, g.lo, g.task_part)
             try:
                 self.send(f.proveStep(game_id, pre, proof))
             except ContractReverted:

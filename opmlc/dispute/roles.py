@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from opmlc.artifact import Build
-from opmlc.dispute.commitment import NodeInfo, node_infos, node_proof
+from opmlc.commit import padded_bytes
+from opmlc.dispute.commitment import NodeInfo, node_infos, node_proof, part_base_proof, part_levels
 from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
 from opmlc.dispute.node_run import NodeRun
 
@@ -35,6 +36,8 @@ class StartNode:
     final_state: bytes
     out_region_proof: bytes
     log2_steps: int
+    part: int | None = None  # startPart: the part, and its task's base root (out_proof: its proof)
+    part_base: bytes | None = None
 
     def to_json(self) -> dict:
         hx = lambda b: "0x" + b.hex()  # noqa: E731
@@ -43,7 +46,7 @@ class StartNode:
             "info": {"base_root": hx(self.info.base_root), "input_values": list(self.info.input_values),
                      "input_addrs": list(self.info.input_addrs), "input_heights": list(self.info.input_heights),
                      "output_value": self.info.output_value, "output_addr": self.info.output_addr,
-                     "output_height": self.info.output_height},
+                     "output_height": self.info.output_height, "parts_log2": self.info.parts_log2},
             "node_proof": [hx(x) for x in self.node_proof],
             "out_root": hx(self.out_root),
             "out_proof": [hx(x) for x in self.out_proof],
@@ -53,26 +56,47 @@ class StartNode:
             "final_state": hx(self.final_state),
             "out_region_proof": hx(self.out_region_proof),
             "log2_steps": self.log2_steps,
+            **({} if self.part is None else {"part": self.part, "part_base": hx(self.part_base)}),
         }
 
 
 class _Side:
     """Shared by both roles: the honest values, the party's own trace, node runs on demand."""
 
-    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes]) -> None:
+    def __init__(self, build: Build, inputs: list[np.ndarray], roots: list[bytes],
+                 believed: list[np.ndarray] | None = None) -> None:
         self.build = build
         self.honest = compute_values(build, inputs)
         self.trace = GraphTrace(build, roots)
         self.infos = node_infos(build)
-        self._runs: dict[int, NodeRun] = {}
+        self._runs: dict[tuple[int, int | None], NodeRun] = {}
+        self._believed = believed if believed is not None else self.honest
+        self._levels: dict[int, list[list[bytes]]] = {}
 
-    def node_run(self, k: int) -> NodeRun:
-        """Node k run on the operands this side believes, showing the output it believes."""
-        if k not in self._runs:
+    def part_levels(self, k: int) -> list[list[bytes]]:
+        """Split node k's output tree above its parts, as this side believes the output."""
+        if k not in self._levels:
+            g = self.build.graph
+            out = g.nodes[k].output
+            levels = part_levels(padded_bytes(self._believed[out], g.values[out].type), self.infos[k].parts_log2)
+            assert levels[-1][0] == self.trace.roots[out], "the believed output is the traced one"
+            self._levels[k] = levels
+        return self._levels[k]
+
+    def part_root(self, k: int, depth: int, index: int) -> bytes:
+        """The root of the subtree `index` at `depth` below split node k's output root."""
+        levels = self.part_levels(k)
+        return levels[len(levels) - 1 - depth][index]
+
+    def node_run(self, k: int, part: int | None = None) -> NodeRun:
+        """Node k (or its part) run on the operands this side believes, showing the output it
+        believes."""
+        if (k, part) not in self._runs:
             info = self.infos[k]
-            self._runs[k] = NodeRun(self.build, self.honest, k, info,
-                                    claimed_output_root=self.trace.roots[info.output_value])
-        return self._runs[k]
+            claimed = (self.trace.roots[info.output_value] if part is None
+                       else self.part_root(k, info.parts_log2, part))
+            self._runs[k, part] = NodeRun(self.build, self.honest, k, info, claimed_output_root=claimed, part=part)
+        return self._runs[k, part]
 
     @property
     def vm_steps(self) -> int:
@@ -85,9 +109,11 @@ class Claimant(_Side):
 
     def __init__(self, build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
                  roots: list[bytes] | None = None) -> None:
+        believed = None
         if roots is None:
-            roots = GraphTrace.of_values(build, compute_values(build, inputs, tamper)).roots
-        super().__init__(build, inputs, roots)
+            believed = compute_values(build, inputs, tamper)
+            roots = GraphTrace.of_values(build, believed).roots
+        super().__init__(build, inputs, roots, believed)
 
     def trace_at(self, i: int) -> bytes:
         return self.trace.state(i)
@@ -112,8 +138,36 @@ class Claimant(_Side):
             log2_steps=run.log2_steps,
         )
 
-    def step_hash(self, k: int, i: int) -> bytes:
-        return self.node_run(k).hash_at(i)
+    def split_node(self, k: int) -> tuple[bytes, list[bytes], int]:
+        """splitNode's arguments for split node k: its output root, the trace proof, partsLog2."""
+        from vm.merkle import list_proof
+
+        info = self.infos[k]
+        return (self.trace.roots[info.output_value], list_proof(self.trace.leaves(k), info.output_value),
+                info.parts_log2)
+
+    def bisect_part(self, k: int, depth: int, index: int) -> tuple[bytes, bytes]:
+        """The two halves of the disputed subtree (index at depth) of split node k's output."""
+        return self.part_root(k, depth + 1, 2 * index), self.part_root(k, depth + 1, 2 * index + 1)
+
+    def start_part(self, k: int, part: int) -> StartNode:
+        """startPart's arguments (as a StartNode whose out_root is the part's root and out_proof
+        the part base root's proof, its base root in `part_base`)."""
+        info = self.infos[k]
+        run = self.node_run(k, part)
+        leaves_lo = self.trace.leaves(k)
+        from vm.merkle import list_proof
+
+        base, proof = part_base_proof(self.build, k, part)
+        return StartNode(
+            node=k, info=info, node_proof=node_proof(self.build, k), out_root=run.output_root, out_proof=proof,
+            input_roots=[self.trace.roots[v] for v in info.input_values],
+            input_proofs=[list_proof(leaves_lo, v) for v in info.input_values],
+            splice_proofs=run.splice_proofs(), final_state=run.final_state(),
+            out_region_proof=run.output_region_proof(), log2_steps=run.log2_steps, part=part, part_base=base)
+
+    def step_hash(self, k: int, i: int, part: int | None = None) -> bytes:
+        return self.node_run(k, part).hash_at(i)
 
 
 MOVES = ("honest", "random", "bad-proof")
@@ -130,8 +184,9 @@ class Verifier(_Side):
                  moves: str = "honest", seed: int = 0) -> None:
         if moves not in MOVES:
             raise ValueError(f"moves must be one of {MOVES}")
-        roots = GraphTrace.of_values(build, compute_values(build, inputs, tamper)).roots
-        super().__init__(build, inputs, roots)
+        believed = compute_values(build, inputs, tamper)
+        roots = GraphTrace.of_values(build, believed).roots
+        super().__init__(build, inputs, roots, believed)
         self.moves = moves
         self.rng = random.Random(seed)
 
@@ -140,14 +195,22 @@ class Verifier(_Side):
             return self.rng.random() < 0.5
         return self.trace.state(i) == claimed
 
-    def agree_step(self, k: int, i: int, claimed: bytes) -> bool:
+    def pick_part(self, k: int, depth: int, index: int, left: bytes, right: bytes) -> bool:
+        """Which half of split node k's disputed subtree to dispute: True for the right one
+        (the left one when it differs from this side's)."""
         if self.moves == "random":
             return self.rng.random() < 0.5
-        return self.node_run(k).hash_at(i) == claimed
+        return self.part_root(k, depth + 1, 2 * index) == left
 
-    def prove_step(self, k: int, i: int) -> tuple[bytes, bytes]:
-        """(pre_state, proof) of the step from i to i + 1 of node k's honest execution."""
-        w = self.node_run(k).witness(i)
+    def agree_step(self, k: int, i: int, claimed: bytes, part: int | None = None) -> bool:
+        if self.moves == "random":
+            return self.rng.random() < 0.5
+        return self.node_run(k, part).hash_at(i) == claimed
+
+    def prove_step(self, k: int, i: int, part: int | None = None) -> tuple[bytes, bytes]:
+        """(pre_state, proof) of the step from i to i + 1 of node k's (or its part's) honest
+        execution."""
+        w = self.node_run(k, part).witness(i)
         proof = w.proof
         if self.moves == "bad-proof":
             proof = bytes([proof[0] ^ 1]) + proof[1:]  # a tampered leaf: the contract must reject it

@@ -160,8 +160,8 @@ def fix_input_shapes(
     del model.graph.value_info[:]
     try:
         inferred = infer_contrib_shapes(
-            model, lambda m: shape_inference.infer_shapes(_skeleton(m, Path(path)), check_type=True, strict_mode=True,
-                                                           data_prop=True))
+            _skeleton(model, Path(path)),
+            lambda m: shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True))
     except Exception as exc:  # onnx raises several classes here; all mean an inconsistent model
         raise ModelError(f"{path}: shape inference failed: {_first_line(exc)}") from None
     g, ig = model.graph, inferred.graph

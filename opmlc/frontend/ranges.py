@@ -19,6 +19,10 @@ per tensor):
 Per-channel intervals (axis 1) refine the one interval where a CNN keeps channels apart (conv,
 relu, pool, a flatten, the Gemm after it): each output channel sums its own input channels' ends.
 
+L2 bounds (l2bounds.py) tighten three kinds of node: a product of two run-time operands (attention
+scores: |q·k| ≤ ‖q‖‖k‖), a linear map by a constant weight (|w_n·x| ≤ ‖w_n‖‖x‖) and a sum (each
+element at most its row's norm: a decoder's residual stream).
+
 A tensor with bound B gets f = min(MAX_FRAC, floor(30 − log2 B)) bits (`calibrate.frac_for_peak`,
 the same formula and factor-2 margin as calibration): it cannot saturate within the inputs'
 ranges. B needs no more than the int32 range: where B ≥ 2^30 even f = 0 is not proven safe and
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from opmlc.frontend.calibrate import MAX_FRAC, frac_for_peak
+from opmlc.frontend.l2bounds import L2Bounds
 from opmlc.ir.fixedpoint import dequantize
 from opmlc.ir.graph import Graph, Node
 from opmlc.ir.types import DType
@@ -152,6 +157,7 @@ class Analysis:
     def __init__(self, graph: Graph, input_ranges: list[Interval]) -> None:
         self.graph = graph
         self.iv: dict[int, Interval] = {}
+        self.l2 = L2Bounds(self)  # norms of vectors, asked for by products of run-time operands
         for v, r in zip(graph.inputs, input_ranges, strict=True):
             self.iv[v] = (float(r[0]), float(r[1]))
         for v, data in graph.initializers.items():
@@ -174,11 +180,32 @@ class Analysis:
             if ch is not None and ch[0].size and np.all(np.isfinite(ch[0])) and np.all(np.isfinite(ch[1])):
                 self.ch[node.output] = ch
                 out = (max(out[0], float(ch[0].min())), min(out[1], float(ch[1].max())))
+            out = self._l2_tighten(node, out)
             t = graph.values[node.output].type
             if t.dtype is not DType.FX32:  # integers cannot exceed their type; bools are 0/1
                 lo, hi = DTYPE_RANGE[t.dtype]
                 out = (max(out[0], lo), min(out[1], hi))
             self.iv[node.output] = out
+
+    def _l2_tighten(self, node: Node, out: Interval) -> Interval:
+        """out ∩ ±(an L2 bound on the element): a linear map's rows by Cauchy–Schwarz (seg 1),
+        a residual sum by the norm of its whole row (l2bounds.py)."""
+        g = self.graph
+        v = node.output
+        shape = g.values[v].type.shape
+        if g.values[v].type.dtype is not DType.FX32 or not shape:
+            return out
+        if node.op == "qmatmul" or (node.op == "matmul" and node.inputs[1] in g.initializers):
+            seg = 1
+        elif node.op == "binary" and node.attrs.get("kind") in ("add", "sub"):
+            seg = shape[-1]
+        else:
+            return out
+        try:
+            b = self.l2.at(v, seg)
+        except Exception:  # the refinement is optional
+            b = None
+        return out if b is None else (max(out[0], -b), min(out[1], b))
 
     EXACT_OPS = ("cast", "binary", "matmul", "conv", "qmatmul", "qconv", "pool", "reduce", "relu", "reshape", "view", "concat", "gather", "where")
 
@@ -509,6 +536,9 @@ class Analysis:
         out = (_mul(p[0], ka), _mul(p[1], ka))
         if len(node.inputs) == 3:
             out = (out[0] + ivs[2][0], out[1] + ivs[2][1])
+        b = self.l2.dot_bound(node)  # Cauchy–Schwarz on the rows' L2 norms (attention scores)
+        if b is not None:
+            out = (max(out[0], -b), min(out[1], b))
         return out
 
     def _large_matmul(self, v: int, data: np.ndarray, x: Interval, bias: np.ndarray | None) -> Interval:

@@ -138,10 +138,17 @@ def quantize(x: np.ndarray, frac: int) -> np.ndarray:
     A finite value that clips counts as saturated; ±inf saturates by design (an attention
     mask's −inf) and does not count."""
     xf = np.asarray(x, dtype=np.float64)
-    scaled = np.floor(xf * (1 << frac) + 0.5)
-    if counting():
+    # in place from here, one temporary (the API's per-call cost); a 0-d input's product is a
+    # numpy scalar, made an array for the in-place steps and a scalar again at the end
+    scaled = np.asarray(xf * float(1 << frac))
+    scaled += 0.5
+    np.floor(scaled, out=scaled)
+    # the exact count only when something lies out of range (min/max: two cheap passes)
+    if counting() and scaled.size and not (scaled.min() >= INT32_MIN and scaled.max() <= INT32_MAX):
         count_saturated(np.isfinite(xf) & ((scaled < INT32_MIN) | (scaled > INT32_MAX)))
-    return np.clip(scaled, INT32_MIN, INT32_MAX).astype(np.int32)
+    np.clip(scaled, INT32_MIN, INT32_MAX, out=scaled)
+    out = scaled.astype(np.int32)
+    return out if xf.ndim else out[()]
 
 
 def dequantize(q: np.ndarray, frac: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from opmlc.ir.initializers import held
 from opmlc.ir.ops import IRTypeError, get_op
 from opmlc.ir.types import TensorType
 
@@ -45,7 +46,7 @@ class Graph:
     nodes: list[Node]
     inputs: list[int]
     outputs: list[int]
-    initializers: dict[int, np.ndarray]
+    initializers: dict[int, np.ndarray]  # a loaded build's: an ir.initializers.Initializers mapping
 
     @property
     def first_node_value(self) -> int:
@@ -71,7 +72,8 @@ class Graph:
         for v_id, v in enumerate(self.values):
             if v.id != v_id:
                 raise IRTypeError(f"value %{v_id} is numbered {v.id}")
-        for v_id, data in self.initializers.items():
+        for v_id in self.initializers:
+            data = held(self.initializers, v_id)  # an i4 weight's packed bytes are not unpacked
             t = self.values[v_id].type
             if data.shape != t.shape or data.dtype != t.dtype.numpy:
                 raise IRTypeError(f"initializer %{v_id} data does not match its type {t}")
@@ -161,7 +163,8 @@ class GraphBuilder:
             lo, hi = t.dtype.int_range
             if np.min(data) < lo or np.max(data) > hi:
                 raise IRTypeError(f"initializer {name} holds values outside {t.dtype.value}'s range {lo}..{hi}")
-        # no copy when the array already fits (a large weight is held once); keeps 0-d arrays 0-d
+        # no copy of an array already so (keeps 0-d arrays 0-d): the frontend's memoised weights
+        # (frontend/context.py WeightMemo) are shared with the graph, never written
         data = np.asarray(data, dtype=t.dtype.numpy, order="C")
         if data.shape != t.shape:
             raise IRTypeError(f"initializer {name} has shape {data.shape}, type says {t}")

@@ -62,6 +62,13 @@ class DType(StrEnum):
         return self in (DType.I8, DType.I4)
 
     @property
+    def byte_oriented(self) -> bool:
+        """Whether a native buffer of this type is its committed encoding byte for byte (one-byte
+        and packed types: no byte order), so a build maps its weights straight from the tensor
+        store (docs/DESIGN.md "The native build ahead of time")."""
+        return self in (DType.I8, DType.I4, DType.BOOL)
+
+    @property
     def int_range(self) -> tuple[int, int]:
         """The values an i8/i4 element holds."""
         return {"i8": (-128, 127), "i4": (-8, 7)}[self.value]

@@ -61,6 +61,7 @@ ADDR = [REGION_BASE + REGION_BYTES * v for v in range(5)]  # region of value v
 N_INPUTS = 1
 FIRST_NODE_VALUE = 2
 N_NODES = 3
+LOG2_STEP_BUDGET = 20  # the commitment's step budget: every tiny node runs far fewer steps
 N_VALUES = FIRST_NODE_VALUE + N_NODES
 OUTPUT_VALUE = 4
 NODE_INPUTS = ((0, 1), (2,), (0, 3))  # node k's operand values, ascending
@@ -219,6 +220,7 @@ class Model:
             FIRST_NODE_VALUE,
             OUTPUT_VALUE,
             ENTRY,
+            LOG2_STEP_BUDGET,
         )
 
     @property

@@ -15,6 +15,7 @@ from dispute_world import (
     CLOCK,
     ENDED,
     FIRST_NODE_VALUE,
+    LOG2_STEP_BUDGET,
     N_NODES,
     NODE_INFOS,
     PROVE_STEP,
@@ -194,6 +195,8 @@ BAD_START_NODE = {
         None,
     ),
     "log2-steps": (lambda a: a.__setitem__(9, 49), "TooManySteps", (49,)),
+    "over-budget": (lambda a: a.__setitem__(9, LOG2_STEP_BUDGET + 1), "StepBudgetExceeded",
+                    (LOG2_STEP_BUDGET + 1, LOG2_STEP_BUDGET)),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from opmlc.backend.kernels._host import floor_divmod_host, host
 from opmlc.backend.kernels._ir import (
     ELEM,
     I1,
@@ -86,6 +87,9 @@ def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) ->
 
 def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
     """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it)."""
+    if host(b):  # the native build divides through the FPU, exactly (kernels/_host.py)
+        q, r = floor_divmod_host(b, n, d)
+        return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
     q = b.sdiv(n, d)
     r = b.srem(n, d)
     neg = b.icmp_signed("<", r, c64(0))
@@ -134,6 +138,12 @@ def div_round_q32(module: ir.Module) -> ir.Function:
     if b is None:
         return fn
     n, d, down = fn.args
+    if host(b):  # the native build: the FPU's exact floor division (kernels/_host.py), vectorisable
+        q, r = floor_divmod_host(b, n, d)
+        half = b.sub(d, r)
+        up = b.select(b.icmp_unsigned("==", down, c64(0)), b.icmp_signed(">=", r, half), b.icmp_signed(">", r, half))
+        b.ret(b.select(b.icmp_signed(">=", q, c64(1 << 32)), c64(1 << 32), b.add(q, b.zext(up, I64))))
+        return fn
     u1 = b.trunc(b.lshr(n, c64(32)), I32)
     u0 = b.trunc(n, I32)
     d32 = b.trunc(d, I32)

@@ -46,8 +46,9 @@ def c64(v: int) -> ir.Constant:
 
 
 @contextmanager
-def loop(b: ir.IRBuilder, count: int | ir.Value, name: str = "i") -> Iterator[ir.Value]:
-    """for (i = 0; i < count; i++) { body } with an i32 counter; yields i inside the body."""
+def loop(b: ir.IRBuilder, count: int | ir.Value, name: str = "i", start: ir.Value | None = None) -> Iterator[ir.Value]:
+    """for (i = start; i < count; i++) { body } with an i32 counter (start 0 unless given);
+    yields i inside the body."""
     count = c32(count) if isinstance(count, int) else count
     pre = b.block
     head = b.append_basic_block(f"{name}.head")
@@ -56,13 +57,31 @@ def loop(b: ir.IRBuilder, count: int | ir.Value, name: str = "i") -> Iterator[ir
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I32, name)
-    i.add_incoming(c32(0), pre)
+    i.add_incoming(c32(0) if start is None else start, pre)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
     yield i
     i.add_incoming(b.add(i, c32(1)), b.block)
     b.branch(head)
     b.position_at_end(done)
+
+
+# A node part (docs/DESIGN.md "Tasks: the step budget and node parts"): a ranged kernel computes
+# only the flat output elements [lo, hi), two i32 arguments codegen appends and names here.
+RANGE_ATTR = "opmlc_part_range"
+
+
+def part_range(b: ir.IRBuilder) -> tuple[ir.Value, ir.Value] | None:
+    """(lo, hi) of the ranged kernel `b` writes, or None for a kernel over its whole output."""
+    return getattr(b.function, RANGE_ATTR, None)
+
+
+@contextmanager
+def out_loop(b: ir.IRBuilder, numel: int, name: str = "i") -> Iterator[ir.Value]:
+    """Loop over the flat output elements the kernel computes: all `numel`, or its part's."""
+    rng = part_range(b)
+    with (loop(b, numel, name) if rng is None else loop(b, rng[1], name, start=rng[0])) as i:
+        yield i
 
 
 def entry_alloca(b: ir.IRBuilder, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:

@@ -3,6 +3,9 @@ kind inside it (every operand widened to i64, as the interpreter computes)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
@@ -10,12 +13,15 @@ from opmlc.backend.kernels._fx import ld, positive, round_div, smax, smin, st, t
 from opmlc.backend.kernels._ir import (
     I64,
     broadcast_strides,
+    c32,
     c64,
     count,
     counting,
     linear_index,
+    loop,
     nest,
     out_of_int32,
+    part_range,
     saturate32,
     strides,
     uncounted,
@@ -91,7 +97,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     sa, sb = (broadcast_strides(t.shape, shape) for t in types)
     so = strides(shape)
     dt = types[0].dtype
-    with nest(b, shape) as idx:
+    rng = part_range(b)
+    with nest(b, shape) if rng is None else _flat(b, shape, rng) as idx:
         a = ld(b, args[0], linear_index(b, idx, sa), dt)
         y = ld(b, args[1], linear_index(b, idx, sb), dt)
         if dt is DType.BOOL:
@@ -103,6 +110,17 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         else:
             r = int_scalar(b, kind, a, y, dt)
         st(b, r, out, linear_index(b, idx, so), out_type.dtype)
+
+
+@contextmanager
+def _flat(b: ir.IRBuilder, shape: tuple[int, ...], rng: tuple[ir.Value, ir.Value]) -> Iterator[list[ir.Value]]:
+    """A node part's output elements [lo, hi), each as its multi-index (as `nest` yields)."""
+    with loop(b, rng[1], "e", start=rng[0]) as e:
+        idx = []
+        for d in reversed(shape):
+            idx.append(b.urem(e, c32(d)))
+            e = b.udiv(e, c32(d))
+        yield idx[::-1]
 
 
 __all__ = ["I64", "emit"]

@@ -6,7 +6,7 @@ from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import ld, st, to_fx
-from opmlc.backend.kernels._ir import c64, loop
+from opmlc.backend.kernels._ir import c64, out_loop
 from opmlc.ir.types import DType, TensorType
 
 
@@ -14,7 +14,7 @@ from opmlc.ir.types import DType, TensorType
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType) -> None:
     src = types[0]
-    with loop(b, out_type.numel) as i:
+    with out_loop(b, out_type.numel) as i:
         x = ld(b, args[0], i, src.dtype)
         if out_type.dtype is DType.BOOL:
             r = b.icmp_signed("!=", x, c64(0))

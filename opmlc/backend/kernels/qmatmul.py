@@ -26,6 +26,7 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
+    part_range,
     saturate32,
     sext64,
     shl,
@@ -120,6 +121,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             res = saturate32(b, shr_round(b, b.load(acc[x_], typ=I64), shift))
             store(b, res, out, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(c))))
 
+    rng = part_range(b)
+    if rng is not None:  # a node part: its flat output elements one by one (only part tasks run it)
+        with loop(b, rng[1], "e", start=rng[0]) as e:
+            tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
+        return
     if m // ROW_TILE:
         with loop(b, m // ROW_TILE, "mt") as t, loop(b, n, "n") as j:
             tile(ROW_TILE, 1, b.mul(t, c32(ROW_TILE)), j)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._ir import ELEM, load, loop, store
+from opmlc.backend.kernels._ir import ELEM, load, out_loop, store
 from opmlc.ir.types import TensorType
 
 
@@ -13,5 +13,5 @@ from opmlc.ir.types import TensorType
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType) -> None:
     ty = ELEM[out_type.dtype]
-    with loop(b, out_type.numel) as i:
+    with out_loop(b, out_type.numel) as i:
         store(b, load(b, args[0], i, ty), out, i)

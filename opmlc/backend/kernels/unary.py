@@ -13,8 +13,8 @@ from opmlc.backend.kernels._ir import (
     call_helper,
     exp_nonpositive_q30,
     internal_function,
-    loop,
     mul32,
+    out_loop,
     saturate32,
     shr_round,
     shr_round_var,
@@ -138,7 +138,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
          out_type: TensorType) -> None:
     kind = attrs["kind"]
     dt = types[0].dtype
-    with loop(b, out_type.numel) as i:
+    with out_loop(b, out_type.numel) as i:
         x = ld(b, args[0], i, dt)
         if dt is DType.BOOL:
             r = b.icmp_signed("==", x, c64(0))

@@ -1,0 +1,80 @@
+"""Host-only kernels: the native build's faster twins of some portable kernels, and the split of
+a large node's work over threads.
+
+Place in the pipeline: `codegen.generate_module(graph, host_kernels=True)` (the native build
+only: `native.host_module`) gives a node whose op has a host kernel here that `accepts` it that
+kernel instead of the portable one of opmlc/backend/kernels/<op>.py. The MIPS module never sees
+these: its text, the program image and every root are what they were.
+
+A host kernel computes a part of its node: its function takes two more i32 arguments, `part`
+and `parts`, and writes the output elements of that part only (e.g. a range of output
+columns); `parts` = 1 is the whole node. The parts of a node partition its output, and each
+element is computed by the same exact integer arithmetic whichever part holds it, so any number
+of threads gives the bits of one. A node is worth splitting (`split_worth`) when its work
+(multiply-adds) is large enough to pay a thread hand-over (tens of µs).
+
+A host kernel must give exactly the bits, and the saturation counts, of the op's `evaluate`:
+the portable kernels and these are both tested against the interpreter (tests/kernels). They
+may use explicit LLVM vector types: integer sums are exact in wrap-around int64 whatever the
+order or width, so only the products' widths need a proof (each kernel states its bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from opmlc.ir.graph import Graph
+from opmlc.ir.types import TensorType
+
+# emit(b, out, args, types, attrs, out_type, part, parts): the body, for the part `part` of `parts`
+HostEmit = Callable[[ir.IRBuilder, ir.Value, list[ir.Value], list[TensorType], dict, TensorType, ir.Value, ir.Value],
+                    None]
+Accepts = Callable[[list[TensorType], dict, TensorType], bool]
+Work = Callable[[list[TensorType], dict, TensorType], int]
+
+# Multiply-adds below which a node runs on one thread: ~1M i64 multiply-adds take ~150 µs on
+# one core here, against ~20–50 µs to wake another thread and wait for it.
+SPLIT_MIN_WORK = 1 << 20
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    emit: HostEmit
+    accepts: Accepts
+    work: Work
+
+
+HOST_KERNELS: dict[str, HostKernel] = {}
+
+
+def host_kernel(op: str, accepts: Accepts, work: Work) -> Callable[[HostEmit], HostEmit]:
+    def register(fn: HostEmit) -> HostEmit:
+        HOST_KERNELS[op] = HostKernel(fn, accepts, work)
+        return fn
+
+    return register
+
+
+def host_kernel_for(graph: Graph, index: int) -> HostKernel | None:
+    """The host kernel that takes node `index`, if any."""
+    node = graph.nodes[index]
+    hk = HOST_KERNELS.get(node.op)
+    if hk is None or not hk.accepts(graph.input_types(node), node.attrs, graph.values[node.output].type):
+        return None
+    return hk
+
+
+def split_worth(graph: Graph, index: int) -> bool:
+    """Whether node `index` runs as parts on several threads (the host module exports its parts
+    through `task_part`; the native session schedules them)."""
+    hk = host_kernel_for(graph, index)
+    if hk is None:
+        return False
+    node = graph.nodes[index]
+    return hk.work(graph.input_types(node), node.attrs, graph.values[node.output].type) >= SPLIT_MIN_WORK
+
+
+from opmlc.backend.kernels.native import matmul, qmatmul  # noqa: E402,F401

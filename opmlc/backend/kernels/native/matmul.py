@@ -1,0 +1,171 @@
+"""Host kernel of opmlc/ir/ops/matmul.py: register-tiled, explicitly vectorised int64 sums.
+
+The portable kernel (kernels/matmul.py) keeps each dot product in one scalar i64; LLVM then
+vectorises it as a reduction of 64-bit multiplies. Here each tile of outputs keeps its partial
+sums in <8 x i64> registers, so every loaded operand serves several outputs:
+
+- `transpose_b` (weights [N, K], rows of both operands contiguous): a tile of ROWS × COLS
+  outputs, one <8 x i64> accumulator each, walks K eight elements at a time; the eight lanes
+  are added up once at the end, the K mod 8 tail in scalars.
+- plain b [K, N]: a tile of ROWS rows × VECS·8 columns; per k, one element of a (broadcast)
+  times eight contiguous elements of b's row k. Columns left over (N mod 8) go one by one.
+
+Bound: every product is sext(i32) · sext(i32), |p| ≤ 2^62, exactly an i64 (x86 `vpmuldq`:
+it multiplies the low 32 bits of each lane, signed, into 64); the sums are wrap-around i64 as
+the op's semantics (addition in a ring: any order, any lane split, the same bits). Bias, the
+rounding shift and saturation (counted) are those of the portable kernel, per output element.
+
+Parts (threads): a part is a range of output columns (of every row and batch matrix), on tile
+boundaries: with weights [N, K] each thread streams its own rows of the weight matrix.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import (
+    I64,
+    broadcast_strides,
+    c32,
+    c64,
+    entry_alloca,
+    linear_index,
+    load,
+    loop,
+    nest,
+    saturate32,
+    sext64,
+    shl,
+    shr_round,
+    store,
+)
+from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
+from opmlc.ir.types import TensorType
+
+ROWS, COLS = 4, 4  # transpose_b tile: 16 accumulators + 8 operand vectors fit in 32 zmm
+VECS = 2  # plain-b tile: ROWS × 2 vectors of 8 columns
+
+
+def _dims(types: list[TensorType], attrs: dict) -> tuple[int, int, int]:
+    ta, tb = types[0], types[1]
+    trans = bool(attrs.get("transpose_b"))
+    return ta.shape[-2], ta.shape[-1], (tb.shape[-2] if trans else tb.shape[-1])
+
+
+def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    _m, k, n = _dims(types, attrs)
+    return k >= LANES and (bool(attrs.get("transpose_b")) or n >= LANES)  # else the portable kernel
+
+
+def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
+    return prod(out_type.shape) * types[0].shape[-1]
+
+
+@host_kernel("matmul", accepts, work)
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    ta, tb = types[0], types[1]
+    trans = bool(attrs.get("transpose_b"))
+    m, k, n = _dims(types, attrs)
+    batch = out_type.shape[:-2]
+    bsa = broadcast_strides(ta.shape[:-2], batch) if batch else []
+    bsb = broadcast_strides(tb.shape[:-2], batch) if batch else []
+    bso = [int(s) for s in np.cumprod((1,) + batch[::-1])[-2::-1]] if batch else []
+    prod_frac = ta.frac + tb.frac
+    shift = prod_frac - out_type.frac
+    a_arg, b_arg = args[0], args[1]
+    bias_arg = args[2] if len(args) == 3 else None
+    lo, hi = part_range(b, n, COLS if trans else VECS * LANES, part, parts)
+    width = b.sub(hi, lo)
+
+    def finish(total: ir.Value, o_base: ir.Value, i: ir.Value, j: ir.Value) -> None:
+        if bias_arg is not None:
+            total = b.add(total, shl(b, sext64(b, load(b, bias_arg, j)), prod_frac - types[2].frac))
+        store(b, saturate32(b, shr_round(b, total, shift)), out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
+
+    accs = [entry_alloca(b, VI64, name=f"vacc{t}") for t in range(ROWS * max(COLS, VECS))]
+    scal = [entry_alloca(b, I64, name=f"sacc{t}") for t in range(ROWS)]
+
+    def dot_tile(rows: int, cols: int, a_base, b_base, o_base, i0, j0) -> None:
+        """transpose_b: outputs [i0, i0+rows) × [j0, j0+cols), dot products along K."""
+        for t in range(rows * cols):
+            b.store(ir.Constant(VI64, None), accs[t])
+        a_rows = [b.add(a_base, b.mul(b.add(i0, c32(r)), c32(k))) for r in range(rows)]
+        b_rows = [b.add(b_base, b.mul(b.add(j0, c32(c)), c32(k))) for c in range(cols)]
+        with loop(b, k // LANES, "kv") as kv:
+            k0 = b.mul(kv, c32(LANES))
+            av = [vload(b, a_arg, b.add(a_rows[r], k0)) for r in range(rows)]
+            bv = [vload(b, b_arg, b.add(b_rows[c], k0)) for c in range(cols)]
+            for r in range(rows):
+                for c in range(cols):
+                    slot = accs[r * cols + c]
+                    b.store(b.add(b.load(slot, typ=VI64), b.mul(av[r], bv[c])), slot)
+        for r in range(rows):
+            for c in range(cols):
+                total = hsum(b, b.load(accs[r * cols + c], typ=VI64))
+                for kk in range(k - k % LANES, k):  # the tail, unrolled (< 8 elements)
+                    x = sext64(b, load(b, a_arg, b.add(a_rows[r], c32(kk))))
+                    y = sext64(b, load(b, b_arg, b.add(b_rows[c], c32(kk))))
+                    total = b.add(total, b.mul(x, y))
+                finish(total, o_base, b.add(i0, c32(r)), b.add(j0, c32(c)))
+
+    def bcast_tile(rows: int, vecs: int, a_base, b_base, o_base, i0, j0) -> None:
+        """plain b: outputs [i0, i0+rows) × [j0, j0+8·vecs), one k at a time."""
+        for t in range(rows * vecs):
+            b.store(ir.Constant(VI64, None), accs[t])
+        a_rows = [b.add(a_base, b.mul(b.add(i0, c32(r)), c32(k))) for r in range(rows)]
+        with loop(b, k, "kb") as kk:
+            b_row = b.add(b_base, b.add(b.mul(kk, c32(n)), j0))
+            bv = [vload(b, b_arg, b.add(b_row, c32(LANES * v))) for v in range(vecs)]
+            for r in range(rows):
+                x = splat(b, sext64(b, load(b, a_arg, b.add(a_rows[r], kk))))
+                for v in range(vecs):
+                    slot = accs[r * vecs + v]
+                    b.store(b.add(b.load(slot, typ=VI64), b.mul(x, bv[v])), slot)
+        for r in range(rows):
+            for v in range(vecs):
+                acc = b.load(accs[r * vecs + v], typ=VI64)
+                for lane in range(LANES):
+                    finish(b.extract_element(acc, c32(lane)), o_base, b.add(i0, c32(r)),
+                           b.add(j0, c32(LANES * v + lane)))
+
+    def column(rows: int, a_base, b_base, o_base, i0, j) -> None:
+        """plain b, one leftover column j: scalar dot products."""
+        for r in range(rows):
+            b.store(c64(0), scal[r])
+        with loop(b, k, "kc") as kk:
+            y = sext64(b, load(b, b_arg, b.add(b_base, b.add(b.mul(kk, c32(n)), j))))
+            for r in range(rows):
+                x = sext64(b, load(b, a_arg, b.add(a_base, b.add(b.mul(b.add(i0, c32(r)), c32(k)), kk))))
+                b.store(b.add(b.load(scal[r], typ=I64), b.mul(x, y)), scal[r])
+        for r in range(rows):
+            finish(b.load(scal[r], typ=I64), o_base, b.add(i0, c32(r)), j)
+
+    # column tiles of the part: (columns per tile, tile function); the last runs one column at a time
+    if trans:
+        kinds = [(COLS, lambda rows, *a: dot_tile(rows, COLS, *a)), (1, lambda rows, *a: dot_tile(rows, 1, *a))]
+    else:
+        kinds = [(VECS * LANES, lambda rows, *a: bcast_tile(rows, VECS, *a)),
+                 (LANES, lambda rows, *a: bcast_tile(rows, 1, *a)), (1, column)]
+    with nest(b, batch, "batch") as bidx:
+        a_base = b.mul(linear_index(b, bidx, bsa), c32(m * k)) if batch else c32(0)
+        b_base = b.mul(linear_index(b, bidx, bsb), c32(k * n)) if batch else c32(0)
+        o_base = b.mul(linear_index(b, bidx, bso), c32(m * n)) if batch else c32(0)
+        first_row = 0
+        for rows, row_tiles in ((ROWS, m // ROWS), (1, m % ROWS)):
+            if row_tiles == 0:
+                continue
+            with loop(b, row_tiles, f"mt{rows}") as t:
+                i0 = b.add(c32(first_row), b.mul(t, c32(rows)))
+                first_col, left = lo, width
+                for cols, tile in kinds:
+                    count = b.udiv(left, c32(cols)) if cols > 1 else left
+                    with loop(b, count, f"nt{cols}") as u:
+                        tile(rows, a_base, b_base, o_base, i0, b.add(first_col, b.mul(u, c32(cols))))
+                    first_col = b.add(first_col, b.mul(count, c32(cols)))
+                    left = b.sub(left, b.mul(count, c32(cols)))
+            first_row += rows * row_tiles

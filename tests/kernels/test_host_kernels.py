@@ -1,0 +1,217 @@
+"""The host kernels (opmlc/backend/kernels/native/) against the interpreter, bit for bit and
+count for count, on random shapes that reach every tile and tail, with int32 edge values, on 1,
+2 and 3 threads; and the MIPS module untouched by them. (The portable kernels' tests in
+test_kernels.py and test_qweight_kernels.py run the host kernels too wherever those take a node:
+the native build is the host module.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend.codegen import generate_module
+from opmlc.backend.kernels.native import SPLIT_MIN_WORK, split_worth
+from opmlc.backend.native import NativeSession, host_module, native_program
+from opmlc.ir.interpreter import run_graph
+from opmlc.ir.types import DType
+from tests.kernels.test_kernels import check_all_backends, fx, rand_fx, single_op
+from tests.kernels.test_qweight_kernels import qmatmul_graph
+
+
+def _matmul(rng, m, k, n, trans, batch_a=(), batch_b=(), bias=True, scales=None):
+    fa, fb = (int(v) for v in rng.integers(0, 31, size=2))
+    fo = int(rng.integers(0, min(fa + fb, 30) + 1))
+    types = [fx((*batch_a, m, k), fa), fx((*batch_b, n, k) if trans else (*batch_b, k, n), fb)]
+    if bias:
+        types.append(fx((n,), int(rng.integers(0, min(fa + fb, 30) + 1))))
+    return single_op("matmul", types, {"frac": fo, "transpose_b": trans}, rng, scales=scales,
+                     as_init=(1, 2) if bias else (1,))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("trans", [True, False])
+def test_host_matmul_equals_interpreter_on_random_shapes_and_edges(seed, trans):
+    rng = np.random.default_rng(100 + seed)
+    m, n = (int(v) for v in rng.integers(1, 40, size=2))
+    k = int(rng.integers(8, 45))
+    g, x = _matmul(rng, m, k, n, trans, bias=seed % 3 != 0)
+    assert "x i64>" in host_module(g) or (not trans and n < 8), "the host kernel took the node"
+    check_all_backends(g, x, mips=False)
+
+
+@pytest.mark.parametrize("trans", [True, False])
+def test_host_matmul_counts_saturation_like_the_interpreter(trans):
+    """No rounding shift (fo = fa + fb): the edge values' products saturate most outputs."""
+    rng = np.random.default_rng(9)
+    types = [fx((6, 23), 10), fx((19, 23) if trans else (23, 19), 12), fx((19,), 22)]
+    g, x = single_op("matmul", types, {"frac": 22, "transpose_b": trans}, rng, as_init=(1, 2))
+    assert check_all_backends(g, x, mips=False).saturated
+
+
+@pytest.mark.parametrize("trans", [True, False])
+def test_host_matmul_with_broadcast_batch(trans):
+    rng = np.random.default_rng(7)
+    g, x = _matmul(rng, 5, 19, 21, trans, batch_a=(2, 1), batch_b=(3,), bias=False)
+    check_all_backends(g, x, mips=False)
+
+
+def test_host_matmul_small_values_do_not_saturate():
+    """In-range values (the common case): exact sums, no saturation counted."""
+    rng = np.random.default_rng(3)
+    g, x = _matmul(rng, 9, 64, 33, True, bias=False, scales=[1000, 1000])
+    assert not check_all_backends(g, x, mips=False).saturated
+
+
+@pytest.mark.parametrize("trans", [True, False])
+def test_split_node_gives_the_same_bits_and_counts_on_any_thread_count(trans):
+    rng = np.random.default_rng(11)
+    m, k, n = 17, 136, SPLIT_MIN_WORK // (17 * 136) + 35  # just over the split threshold, ragged
+    g, x = _matmul(rng, m, k, n, trans)
+    assert split_worth(g, 0)
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2, 3, 1):
+        sat: dict[int, int] = {}
+        (got,) = session.run(x, saturated=sat, threads=threads)
+        assert np.array_equal(got, want), f"{threads} threads"
+        assert sat == want_sat and sat, f"{threads} threads: counts {sat} vs {want_sat}"
+        (got,) = session.run(x, node=0, values=[None] * len(g.values), saturated=(sat := {}), threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat, f"node task, {threads} threads"
+
+
+def test_mips_module_has_no_host_kernel():
+    """The MIPS module (and the plain counting one) is what the portable kernels give: generating
+    a host module first leaves no state behind, and no vector type or thread entry leaks in."""
+    rng = np.random.default_rng(5)
+    g, _ = _matmul(rng, 64, 136, 130, True)
+    plain, counted = generate_module(g), generate_module(g, count_saturation=True)
+    host = host_module(g)
+    assert "<8 x i64>" in host and "task_part" in host and "task_span" in host
+    assert generate_module(g) == plain and generate_module(g, count_saturation=True) == counted
+    for text in (plain, counted):
+        assert "x i64>" not in text and "task_part" not in text and "task_span" not in text
+
+
+def test_session_rejects_a_bad_thread_count():
+    from opmlc.errors import InputError
+
+    rng = np.random.default_rng(1)
+    g, _ = _matmul(rng, 2, 8, 8, True)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="threads"):
+            NativeSession(native_program(g), g, threads=bad)
+
+
+QCASES = [  # dtype, x shape, N, block, zero point, bias
+    (DType.I8, (1, 40), 5, 40, False, True),   # one token, per-channel scale
+    (DType.I8, (6, 48), 9, 16, True, False),   # row tiles and a leftover row
+    (DType.I8, (2, 3, 24), 7, 8, True, True),  # batch dimensions
+    (DType.I4, (1, 64), 6, 32, False, True),
+    (DType.I4, (5, 96), 11, 16, True, True),
+    (DType.I4, (4, 32), 3, 32, True, False),
+]
+
+
+@pytest.mark.parametrize("dtype,x_shape,n,bs,zp,bias", QCASES)
+def test_host_qmatmul_equals_interpreter_at_the_edges(dtype, x_shape, n, bs, zp, bias):
+    """int32-edge activations against weights with the dtype's extremes (q − zp up to ±255)."""
+    rng = np.random.default_rng(sum(x_shape) + n + bs)
+    g = qmatmul_graph(rng, dtype, x_shape, n, bs, zp, bias)
+    assert "<8 x i8>" in host_module(g), "the host kernel took the node"
+    out = check_all_backends(g, [rand_fx(rng, x_shape)], mips=False)
+    assert out.saturated
+
+
+@pytest.mark.parametrize("dtype", [DType.I8, DType.I4])
+def test_host_qmatmul_split_over_threads(dtype):
+    rng = np.random.default_rng(21)
+    m, k = 5, 256
+    n = SPLIT_MIN_WORK // (m * k) + 13
+    g = qmatmul_graph(rng, dtype, (m, k), n, 32, True, True, scale_bits=8)
+    assert split_worth(g, 0)
+    x = [rand_fx(rng, (m, k), 1 << 20)]
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
+    session = NativeSession(native_program(g), g)
+    for threads in (1, 2, 3):
+        sat: dict[int, int] = {}
+        (got,) = session.run(x, saturated=sat, threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
+
+
+def _host_divmod():
+    """floor_divmod_host compiled natively as `void divmod(ptr n, ptr d, ptr q, ptr r, i32 count)`."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from opmlc.backend.kernels._host import floor_divmod_host, host_arithmetic
+    from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, load, loop, store
+    from opmlc.backend.target import load_native
+
+    module = ir.Module("divmod")
+    with host_arithmetic(module):
+        fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * 4 + [I32]), "divmod")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        n_p, d_p, q_p, r_p, count = fn.args
+        with loop(b, count) as i:
+            q, r = floor_divmod_host(b, load(b, n_p, i, I64), load(b, d_p, i, I64))
+            store(b, q, q_p, i)
+            store(b, r, r_p, i)
+        b.ret_void()
+    task = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), "task")
+    ir.IRBuilder(task.append_basic_block("entry")).ret_void()
+    program = load_native(str(module), cache_dir=None)
+    cfn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int32)(
+        program._engine.get_function_address("divmod"))
+    return program, cfn
+
+
+def test_host_division_is_exact_floor_division_at_the_edges():
+    """The FPU path and its sdiv fallback against Python's integers: the fast path's bounds
+    (|n| near 2^62, |n / d| near 2^50), quotients one off a multiple, INT64_MIN, d = 1."""
+    _program, divmod_fn = _host_divmod()
+    rng = np.random.default_rng(0)
+    i64 = np.iinfo(np.int64)
+    special_n = [0, 1, -1, i64.min, i64.max, (1 << 62) - 1, 1 << 62, -(1 << 62), -(1 << 62) - 1,
+                 (1 << 60), (1 << 54) + 1, -(1 << 53) - 3, (1 << 50) * 3 - 1, (1 << 50) * 3]
+    special_d = [1, 2, 3, (1 << 30), (1 << 30) + 1, (1 << 31) - 1, (1 << 53) + 1, (1 << 62) - 1, i64.max]
+    pairs = [(n, d) for n in special_n for d in special_d]
+    d_rand = rng.integers(1, 1 << 40, 4000)
+    q_rand = rng.integers(-(1 << 50), 1 << 50, 4000)
+    for d, q in zip(d_rand.tolist(), q_rand.tolist(), strict=True):  # n right at multiples of d, ± 1
+        for n in (q * d - 1, q * d, q * d + 1, q * d + d // 2, q * d + (d - 1) // 2):
+            if i64.min <= n <= i64.max:
+                pairs.append((n, d))
+    pairs += list(zip(rng.integers(i64.min, i64.max, 4000).tolist(), rng.integers(1, i64.max, 4000).tolist(), strict=True))
+    n = np.array([p[0] for p in pairs], np.int64)
+    d = np.array([p[1] for p in pairs], np.int64)
+    q, r = np.empty_like(n), np.empty_like(n)
+    divmod_fn(n.ctypes.data, d.ctypes.data, q.ctypes.data, r.ctypes.data, len(n))
+    want = [divmod(int(a), int(c)) for a, c in pairs]
+    assert q.tolist() == [w[0] for w in want] and r.tolist() == [w[1] for w in want]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_host_qmatmul_i8_long_block_of_extreme_products_is_exact(sign):
+    """The i8 kernel sums a block in doubles: a 4096-element block of the largest products
+    (|x| = 2^31, |q − zp| = 255) lands near 2^51, unsaturated (shift 20), on the exact bits."""
+    from opmlc.ir.graph import GraphBuilder
+    from opmlc.ir.types import TensorType
+
+    k, n = 4096, 5
+    g = GraphBuilder("t_long_block")
+    x = g.add_input("x", fx((2, k), 12))
+    q = np.full((n, k), -128 if sign > 0 else 127, np.int8)
+    q[:, 1::7] = 127 if sign > 0 else -128  # a few of the other sign: the sum is not a multiple of a power of two
+    zp = np.full((n, 1), 127 if sign > 0 else -128, np.int8)
+    refs = [x, g.add_initializer("w", q, TensorType(DType.I8, (n, k))),
+            g.add_initializer("w/scale", np.array([[1], [3], [-1], [7], [1 << 10]], np.int32), fx((n, 1), 20)),
+            g.add_initializer("w/zp", zp, TensorType(DType.I8, (n, 1)))]
+    g.mark_output(g.add_node("qmatmul", refs, {"block_size": k, "frac": 12}, "y"))
+    graph = g.build()
+    assert "fma" in host_module(graph)
+    xs = np.where(np.arange(2 * k).reshape(2, k) % 5 == 0, np.int32(2**31 - 1), np.int32(-2**31))
+    out = check_all_backends(graph, [xs.astype(np.int32)], mips=False)
+    assert not np.all(np.abs(out.values[graph.outputs[0]][:, :4]) == 2**31 - 1), "most outputs stay in range"
