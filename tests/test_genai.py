@@ -285,3 +285,21 @@ def test_demo_on_chain_challenger_wins(genai_models, lie):
     assert r["winner"] == "challenger" and r["reason"] == "step proven"
     assert r["decoding_step"] == step
     assert r["generation"]["steps"] == n_steps
+
+
+def test_generation_refuses_a_step_build_with_split_nodes(small_build, monkeypatch):
+    """A generation disputes whole step nodes: the default genai budget splits none; a step build
+    whose manifest records a split node (as a small --step-budget gives a larger model) is
+    refused in one line."""
+    import copy
+
+    from opmlc.dispute.generation import GenerationBuild
+
+    assert all(t.get("parts") is None for t in small_build.manifest["program"]["tasks"]["nodes"])
+    gb = GenerationBuild(small_build, 2, 2)
+    assert gb.manifest["program"]["log2_step_budget"] == small_build.manifest["program"]["log2_step_budget"]
+    m = copy.deepcopy(small_build.manifest)
+    m["program"]["tasks"]["nodes"][3]["parts"] = {"log2": 1}
+    monkeypatch.setattr(small_build, "manifest", m)
+    with pytest.raises(OpmlcError, match="step node 3 is split into parts under the build's step budget"):
+        GenerationBuild(small_build, 2, 2)
