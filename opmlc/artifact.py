@@ -117,6 +117,7 @@ def compile_model(
     input_ranges: dict[str, tuple[float, float]] | None = None,
     weights: str | None = None,
     block_size: int | None = None,
+    max_context: int | None = None,
     step_budget: int | None = None,
 ) -> Build:
     """Compile an ONNX model into a build directory and return the loaded build.
@@ -132,13 +133,21 @@ def compile_model(
     (docs/DESIGN.md "Quantized weights"); the manifest records it under "weights", with the
     error introduced against the float weights.
 
+    An onnxruntime-genai model (a folder with genai_config.json, or its decoder file) is
+    compiled as one decoding step at static shapes (opmlc/genai/config.py): a context of
+    `max_context` positions (default: the config's context length, capped), the key/value cache
+    declared in ±KV_BOUND; the manifest records it under "genai".
+
     `step_budget` (a power of two, default 2^24) bounds every VM task's steps: nodes whose
     work exceeds it are split into parts (docs/DESIGN.md "Tasks: the step budget and node
-    parts"); the manifest records it as `program.log2_step_budget`."""
+    parts"); the manifest records it as `program.log2_step_budget`. A genai step without an
+    explicit budget gets the smallest one under which no node is split (a generation disputes
+    whole step nodes: opmlc/dispute/generation.py)."""
     from opmlc.backend.parts import DEFAULT_LOG2_BUDGET, MAX_LOG2_BUDGET, MIN_LOG2_BUDGET
     from opmlc.backend.program import build_program
     from opmlc.errors import OpmlcError
     from opmlc.frontend.weights import check_format
+    from opmlc.genai.config import find_config, model_file
 
     try:
         _, effective_block = check_format(weights, block_size)
@@ -151,7 +160,18 @@ def compile_model(
         if step_budget <= 0 or step_budget != 1 << log2_budget or not MIN_LOG2_BUDGET <= log2_budget <= MAX_LOG2_BUDGET:
             raise OpmlcError(f"--step-budget {step_budget}: must be a power of two from 2^{MIN_LOG2_BUDGET} "
                              f"to 2^{MAX_LOG2_BUDGET} (default 2^{DEFAULT_LOG2_BUDGET})")
-    model = Path(model)
+    model = model_file(model)
+    genai = find_config(model)
+    genai_record = None
+    if genai is not None:
+        given_shapes = dict(input_shapes or {})
+        mask = given_shapes.get(genai.attention_mask)
+        context = int(mask[-1]) if mask else genai.context(max_context)
+        input_shapes = {**genai.input_shapes(context), **given_shapes}
+        input_ranges = {**genai.input_ranges(), **(input_ranges or {})}
+        genai_record = genai.record(context)
+    elif max_context is not None:
+        raise OpmlcError(f"--max-context: {model} is not an onnxruntime-genai model (no genai_config.json beside it)")
     given = dict(sorted((frac_overrides or {}).items()))
     ranges = {k: (float(lo), float(hi)) for k, (lo, hi) in sorted((input_ranges or {}).items())}
     policy = QuantPolicy(default=DEFAULT_FRAC if frac_bits is None else frac_bits, overrides=given,
@@ -166,6 +186,11 @@ def compile_model(
         if log2_budget > DEFAULT_LOG2_BUDGET:
             note(f"a node cannot be split under the default step budget 2^{DEFAULT_LOG2_BUDGET}: "
                  f"this build's tasks run up to 2^{log2_budget} VM steps (recorded in the manifest)")
+        if genai_record is not None:  # a generation's tasks are whole step nodes: no parts
+            from opmlc.backend.parts import plan
+
+            while log2_budget < MAX_LOG2_BUDGET and any(p is not None for p in plan(graph, log2_budget)):
+                log2_budget += 1
     program = build_program(graph, log2_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +230,8 @@ def compile_model(
         manifest["weights"] = {"format": weights, "block_size": effective_block, "quantized": rep.quantized,
                                "parameters": rep.parameters,
                                "error": rep.error.to_json() if rep.error is not None else None}
+    if genai_record is not None:  # recorded only for onnxruntime-genai models
+        manifest["genai"] = genai_record
     if fe.clipped_constants:  # recorded only when it happens, so that other manifests stay as they were
         manifest["quantization"]["clipped_constants"] = fe.clipped_constants
     build = Build(out_dir, manifest, graph)

@@ -138,6 +138,9 @@ def compile_cmd(
         "channel) or int4 (one scale per block of 32); prints the error introduced.")] = None,
     block_size: Annotated[int | None, typer.Option(
         "--block-size", help="With --weights: elements of the reduction axis sharing one scale (a power of two ≥ 16).")] = None,
+    max_context: Annotated[int | None, typer.Option(
+        "--max-context", help="An onnxruntime-genai model: the positions of its key/value cache (default: "
+        "genai_config.json's context_length, at most 256).")] = None,
     step_budget: Annotated[int | None, typer.Option(
         "--step-budget", help="VM steps any one task may take (a power of two, default 2^24 = 16777216): larger "
         "nodes are split into parts over their output.")] = None,
@@ -210,7 +213,8 @@ def compile_cmd(
         typer.echo(fe.graph.to_text(), nl=False)
         return
     build = compile_model(model, output, frac_bits=frac_bits, input_shapes=shapes, frac_overrides=overrides,
-                          input_ranges=ranges, weights=weights, block_size=block_size, step_budget=step_budget)
+                          input_ranges=ranges, weights=weights, block_size=block_size, max_context=max_context,
+                          step_budget=step_budget)
     weights_doc = None
     if weights is not None:
         from opmlc.api import weights_output_error
@@ -269,8 +273,13 @@ def compile_cmd(
         q = build.manifest["quantization"]
         for rec in build.manifest["inputs"]:  # say what the bits assume where the user did not
             lo, hi = q["input_ranges"][rec["name"]]
-            if rec["dtype"] == "fx32" and rec["name"] not in ranges:
+            why = None
+            if rec["dtype"] == "fx32" and rec["name"] in build.manifest.get("genai", {}).get("cache_inputs", []) \
+                    and rec["name"] not in ranges:
+                why = "the key/value cache's declared range, opmlc/genai/config.py KV_BOUND"
+            elif rec["dtype"] == "fx32" and rec["name"] not in ranges:
                 why = "the default" if hi == DEFAULT_INPUT_BOUND else "the default, widened to a tree ensemble's thresholds"
+            if why is not None:
                 typer.echo(f"input {rec['name']!r}: assumed range [{lo:g}, {hi:g}] ({why}; declare the real one "
                            f"with --input-range {rec['name']}=LO,HI)")
         typer.echo(f"compiled {model} → {output} ({len(build.graph.nodes)} nodes, {len(build.graph.values)} values)")
@@ -440,20 +449,62 @@ def run_cmd(
         typer.echo(f"{k}: {v}")
 
 
+@app.command("generate")
+@user_errors
+def generate_cmd(
+    build_dir: Annotated[Path, typer.Argument(help="A build of an onnxruntime-genai model (`opmlc compile FOLDER`).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="The text to continue (tokenized with the model folder's "
+                                        "tokenizer.json).")],
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate (fewer if the model "
+                                                "emits its end-of-sequence token).")] = 16,
+    backend: Annotated[str, typer.Option("--backend", help="native (default), interp or vm: bit-identical.")] = "native",
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"prompt_ids", "generated_ids", "text", "steps", '
+                                          '"backend", "seconds", "tokens_per_second"} instead of streaming the text.')] = False,
+) -> None:
+    """Generate text greedily: one decoding step per token (the prompt read token by token), the
+    key/value cache carried between steps as the step computed it, the text streamed as it is
+    made. Needs the tokenizers package (pip install 'opmlc[llm]')."""
+    import time
+
+    from opmlc.artifact import Build
+    from opmlc.genai.generate import generate
+
+    build = Build.load(build_dir)
+    start = time.perf_counter()
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show)
+    seconds = time.perf_counter() - start
+    if as_json:
+        doc = {**gen.to_json(), "backend": backend, "seconds": round(seconds, 3),
+               "tokens_per_second": round(len(gen.generated_ids) / seconds, 2) if seconds > 0 else None}
+        typer.echo(json.dumps(doc))
+    else:
+        typer.echo("")
+
+
 @app.command("prove")
 @user_errors
 def prove_cmd(
     build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
-    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the witness or dispute JSON.")],
+    input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy file per model input, in order.")] = None,
     step: Annotated[int | None, typer.Option("--step", help="Prove one step: the instruction after N steps.")] = None,
     claim: Annotated[
         Path | None, typer.Option("--claim", help="Compute the whole dispute against this claim (from `opmlc claim`).")
     ] = None,
     node: Annotated[int | None, typer.Option("--node", help="With --step: a step of node K's task.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help=PROMPT_HELP)] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="With --prompt: tokens generated.")] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write dispute evidence: the witness of one VM step (--step), or a whole dispute (--claim).
+
+    With --prompt (a build of an onnxruntime-genai model) the task is the generation of
+    --max-new-tokens tokens from that text; nodes are then numbered step · K + node.
 
     --step N writes what MIPS.sol's step() takes (pre-state, memory proofs, pre and post state
     hashes); `opmlc verify-step W.json` checks it on chain. --claim CLAIM.json computes, for a
@@ -466,8 +517,7 @@ def prove_cmd(
 
     if (step is None) == (claim is None):
         raise OpmlcError("pass exactly one of --step N (one witness) or --claim CLAIM.json (a whole dispute)")
-    build = Build.load(build_dir)
-    arrays = _load_inputs(build, input)
+    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens)
     if claim is not None:
         from opmlc.api import quantize_inputs
         from opmlc.dispute.claims import dispute_record, read_claim
@@ -493,6 +543,26 @@ def prove_cmd(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(f"wrote {output}: step {step}, pre {summary['pre_hash']}, post {summary['post_hash']}")
+
+
+PROMPT_HELP = ("A build of an onnxruntime-genai model: the task is the generation from this text "
+               "(instead of --input).")
+
+
+def _task_inputs(build, paths: list[Path] | None, prompt: str | None, max_new_tokens: int):
+    """(the task's build view, its inputs): the build and --input's arrays, or for --prompt the
+    generation view (opmlc/dispute/generation.py) and the prompt's token ids."""
+    if prompt is None:
+        return build, _load_inputs(build, paths or [])
+    if paths:
+        raise OpmlcError("--prompt replaces --input for a generation; pass one or the other")
+    from opmlc.dispute.generation import GenerationBuild, prompt_inputs
+    from opmlc.genai.generate import genai_record
+    from opmlc.genai.tokenizer import load_tokenizer
+
+    ids = load_tokenizer(genai_record(build)["folder"]).encode(prompt)
+    gb = GenerationBuild(build, len(ids), max_new_tokens)
+    return gb, prompt_inputs(gb, ids)
 
 
 def _load_inputs(build, paths: list[Path]) -> list[np.ndarray]:
@@ -523,6 +593,14 @@ def demo_cmd(
         "--weights", help="Compile with quantized weights: int8 or int4 (as `opmlc compile --weights`).")] = None,
     block_size: Annotated[int | None, typer.Option(
         "--block-size", help="With --weights: elements sharing one scale (a power of two ≥ 16).")] = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="An onnxruntime-genai model (--model FOLDER): dispute the generation from this text.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="With --prompt: tokens generated.")] = 8,
+    lie_step: Annotated[int | None, typer.Option(
+        "--lie-step", help="With --prompt: the decoding step the liar alters (default: the last); --lie-node is then "
+        "a node of that step.")] = None,
+    max_context: Annotated[int | None, typer.Option(
+        "--max-context", help="With --prompt: the compile's context (as `opmlc compile --max-context`).")] = None,
     lie_part: Annotated[int | None, typer.Option(
         "--lie-part", help="Put the lie in this part of the --lie-node node, split by the step budget (see `opmlc "
         "inspect`).")] = None,
@@ -530,6 +608,10 @@ def demo_cmd(
         "--step-budget", help="Compile with this step budget per VM task (as `opmlc compile --step-budget`).")] = None,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
+
+    With --prompt, the task is a text generation (an onnxruntime-genai model): the claim commits
+    to the prompt's ids, the generated ids and every decoding step's trace, and the bisection
+    runs over (decoding step, node) pairs.
 
     A Requester, a Server and a Challenger play on the embedded chain (or --rpc URL). At the end:
     who won, the bisection rounds of each phase, the gas of the dispute, the VM steps the
@@ -559,7 +641,10 @@ def demo_cmd(
         if len(input) != len(graph.inputs):
             raise OpmlcError(f"the model takes {len(graph.inputs)} input(s), got {len(input)} --input")
         arrays = [load_input(p, graph.values[v].name, graph.values[v].type) for p, v in zip(input, graph.inputs, strict=True)]
+    if prompt is not None and input:
+        raise OpmlcError("--prompt replaces --input for a generation; pass one or the other")
     result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size,
+                      prompt=prompt, max_new_tokens=max_new_tokens, lie_step=lie_step, max_context=max_context,
                       lie_part=lie_part, step_budget=step_budget)
     if as_json:
         typer.echo(json.dumps(result))
@@ -572,6 +657,8 @@ def demo_cmd(
                + (f" (node {result['node']}" + (f", part {result['part']}" if result.get("part") is not None else "")
                   + f", step {result['step']})" if result.get("node") is not None else ""))
     typer.echo(f"gas of the dispute: {result['gas_total']:,}; VM steps run by the challenger: {result['vm_steps']:,}")
+    if result.get("decoding_step") is not None:
+        typer.echo(f"disputed: decoding step {result['decoding_step']}, its node {result['step_node']}")
     typer.echo(f"wall time: {result['seconds']} s")
     if record is not None:
         typer.echo(f"game record: {record}" if result["winner"] != "none" else "no game was played: nothing recorded")
@@ -644,15 +731,21 @@ def verify_step_cmd(
 @user_errors
 def claim_cmd(
     build_dir: Annotated[Path, typer.Argument(help="A build directory from `opmlc compile`.")],
-    input: Annotated[list[Path], typer.Option("--input", "-i", help="A .npy file per model input, in order.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the claim JSON.")],
+    input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy file per model input, in order.")] = None,
     tamper_node: Annotated[
         int | None, typer.Option("--tamper-node", help="Claim a wrong output for node K (for tests and demos).")
     ] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help=PROMPT_HELP)] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="With --prompt: tokens generated.")] = 16,
+    tamper_step: Annotated[int | None, typer.Option(
+        "--tamper-step", help="With --prompt: --tamper-node K is node K of this decoding step.")] = None,
 ) -> None:
     """Write the claim a server posts for these inputs: every value root and the final trace.
 
     The claim is honest unless --tamper-node K changes node K's output (for tests and demos).
+    With --prompt, the claim is for the generation from that text: it commits to the prompt's
+    token ids, the generated ids (listed under "generation") and every decoding step's values.
     """
     from opmlc.api import quantize_inputs
     from opmlc.artifact import Build
@@ -660,9 +753,13 @@ def claim_cmd(
     from opmlc.dispute.graph_trace import Tamper
     from opmlc.tasks import check_node
 
-    build = Build.load(build_dir)
+    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens)
+    if tamper_step is not None:
+        if prompt is None:
+            raise OpmlcError("--tamper-step is for a generation (--prompt)")
+        tamper_node = build.node_of(tamper_step, build.k - 1 if tamper_node is None else tamper_node)
     check_node(build, tamper_node)
-    q = quantize_inputs(build, _load_inputs(build, input))
+    q = quantize_inputs(build, arrays)
     claim = make_claim(build, q, None if tamper_node is None else Tamper(tamper_node))
     output.write_text(json.dumps(claim, indent=1) + "\n")
     typer.echo(f"wrote {output}: output root {claim['output_root']}, final trace {claim['final_trace']}")

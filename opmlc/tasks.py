@@ -136,7 +136,12 @@ def task_table(build: Build, node: int | None, part: int | None = None) -> dict[
 
 
 def task_map(build: Build, node: int | None, part: int | None = None) -> TaskMap:
-    """The task's map as the manifest records it (checked against the graph by Build.load)."""
+    """The task's map as the manifest records it (checked against the graph by Build.load); a
+    generation's node maps its step node's regions (opmlc/dispute/generation.py), never a part."""
+    if hasattr(build, "task_map"):
+        if part is not None:
+            raise OpmlcError(f"--part {part}: a generation's nodes are whole tasks (no parts)")
+        return build.task_map(node)
     tasks = build.manifest["program"]["tasks"]
     if part is not None:
         return check_part(build, node, part).map

@@ -15,7 +15,7 @@ import numpy as np
 
 from opmlc.artifact import Build
 from opmlc.dispute.commitment import input_proofs, model_commitment
-from opmlc.dispute.graph_trace import GraphTrace, Tamper
+from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
 from opmlc.dispute.native_trace import party_roots
 from opmlc.dispute.offchain import hx, play
 from opmlc.dispute.roles import Claimant, Verifier
@@ -25,13 +25,19 @@ from opmlc.errors import OpmlcError
 def make_claim(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None) -> dict:
     trace = GraphTrace(build, party_roots(build, inputs, tamper))
     g = build.graph
-    return {
+    claim = {
         "model_id": hx(model_commitment(build).model_id()),
         "input_roots": [hx(trace.roots[v]) for v in g.inputs],
         "output_root": hx(trace.output_root),
         "final_trace": hx(trace.final),
         "value_roots": [hx(r) for r in trace.roots],
     }
+    if hasattr(build, "generated_values"):  # a generation (dispute/generation.py): its token ids, for people
+        values = compute_values(build, inputs, tamper)
+        claim["generation"] = {"prompt_ids": [int(np.asarray(a).reshape(-1)[0]) for a in inputs],
+                               "generated_ids": [int(values[v].reshape(-1)[0]) for v in build.generated_values],
+                               "steps": build.n_steps, "nodes_per_step": build.k}
+    return claim
 
 
 def read_claim(path: str | Path, build: Build) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,15 @@ def default_input(build: Build) -> list[np.ndarray]:
 def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | None = None,
              lie_node: int | None = None, inputs: list[np.ndarray] | None = None,
              say: Callable[[str], None] = lambda _: None, record: Path | None = None,
-             weights: str | None = None, block_size: int | None = None, lie_part: int | None = None,
-             step_budget: int | None = None, build: Build | None = None) -> dict:
+             weights: str | None = None, block_size: int | None = None, prompt: str | list[int] | None = None,
+             max_new_tokens: int = 8, lie_step: int | None = None, max_context: int | None = None,
+             lie_part: int | None = None, step_budget: int | None = None, build: Build | None = None) -> dict:
     """Play opML end to end; returns the summary `opmlc demo --json` prints.
 
     `build`: a build to play on instead of compiling `model` (benchmarks of large models).
+    With `prompt` (an onnxruntime-genai model), the task is a generation of `max_new_tokens`
+    tokens (opmlc/dispute/generation.py): a lying server alters node `lie_node` (default: the
+    step's last, the greedy token) of decoding step `lie_step` (default: the last step).
 
     `record`: where to write the game's record (every move with its gas and the clocks, read
     from the chain: opmlc/dispute/game_record.py), the input of `opmlc report`.
@@ -77,9 +82,19 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         if build is None:
             say(f"compiling {model.name}")
             build = compile_model(model, Path(tmp) / "build", weights=weights, block_size=block_size,
-                                  step_budget=step_budget)
+                                  max_context=max_context, step_budget=step_budget)
+        generation = None
+        if prompt is not None:
+            build, inputs, generation = _generation(build, prompt, max_new_tokens)
+            step = generation.n_steps - 1 if lie_step is None else lie_step
+            node = build.node_of(step, build.k - 1 if lie_node is None else lie_node)
+        elif lie_step is not None:
+            raise OpmlcError("--lie-step is for a generation (--prompt)")
+        else:
+            node = None
         n_nodes = len(build.graph.nodes)
-        node = n_nodes - 1 if lie_node is None else lie_node
+        if node is None:
+            node = n_nodes - 1 if lie_node is None else lie_node
         if not 0 <= node < n_nodes:
             raise OpmlcError(f"--lie-node {node}: the model has nodes 0..{n_nodes - 1}")
         element = 0
@@ -108,6 +123,11 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         challenger = Challenger(d, a[2], build, tamper=lie if liar == "challenger" else None)
         game = challenger.check(task, inputs)
         result = {"model": model.name, "chain": chain.describe(), "liar": liar, "task": task}
+        if generation is not None:
+            result["generation"] = {"prompt_ids": generation.prompt_ids, "max_new_tokens": max_new_tokens,
+                                    "steps": generation.n_steps, "nodes_per_step": build.k,
+                                    "lie": dict(zip(("step", "node"), build.step_of(node), strict=True))
+                                    if liar != "none" else None}
         if game is None:
             say("the challenger agrees with the result; waiting out the challenge window")
             d.advance_time(int(d.registry.functions.challengeWindow().call()) + 1)
@@ -140,6 +160,8 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
                 node=int(g.node), step=int(g.lo),
                 part=g.task_part, rounds_parts=len(d.events("PartResponded", gameId=game)),
             )
+            if generation is not None:
+                result["decoding_step"], result["step_node"] = build.step_of(int(g.node))
             say(f"the {g.winner} wins ({result['reason']}) and is credited both stakes of the game, "
                 f"{2 * d.stake / 1e18:g} ETH")
             if record is not None:
@@ -151,6 +173,24 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         result["credited"] = {"server": int(credit(a[1]).call()), "challenger": int(credit(a[2]).call())}
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
+
+
+@dataclass
+class _Gen:
+    prompt_ids: list[int]
+    n_steps: int
+
+
+def _generation(step_build: Build, prompt: str | list[int], max_new_tokens: int):
+    """The generation view of a compiled decoding step and its inputs (the prompt's ids)."""
+    from opmlc.dispute.generation import GenerationBuild, prompt_inputs
+    from opmlc.genai.generate import genai_record
+    from opmlc.genai.tokenizer import load_tokenizer
+
+    ids = load_tokenizer(genai_record(step_build)["folder"]).encode(prompt) if isinstance(prompt, str) \
+        else [int(t) for t in prompt]
+    gb = GenerationBuild(step_build, len(ids), max_new_tokens)
+    return gb, prompt_inputs(gb, ids), _Gen(ids, gb.n_steps)
 
 
 def _write_record(path: Path, d: Deployment, game: int, n_nodes: int, **about) -> None:

@@ -158,11 +158,19 @@ def check_engine(engine: str) -> None:
         raise ValueError(f"trace engine must be one of {ENGINES}, not {engine!r}")
 
 
+def engine_for(build: Build, engine: str) -> str:
+    """The engine a party can use on `build`: a generation (opmlc/dispute/generation.py) unrolls
+    its decoding steps into one graph that has no native program of its own, so its trace is
+    the interpreter's (the same roots: the native trace equals it on every model)."""
+    check_engine(engine)
+    return "interp" if hasattr(build, "generated_values") else engine
+
+
 def party_roots(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
                 engine: str = "native", saturated: dict[int, int] | None = None) -> list[bytes]:
     """Every value root of a party's trace (tampered as asked), by the native program
     (streaming) or by the interpreter (every value held, the golden model)."""
-    check_engine(engine)
+    engine = engine_for(build, engine)
     if engine == "interp":
         values = compute_values(build, inputs, tamper)
         if saturated is not None:  # the honest run's counts, as the native engine reports
@@ -178,7 +186,7 @@ def task_operands(build: Build, inputs: list[np.ndarray], k: int,
                   engine: str = "native") -> list[np.ndarray | None]:
     """The honest values node k's VM task reads (None for every other value): the nodes before
     k run again, natively, keeping only k's operands."""
-    check_engine(engine)
+    engine = engine_for(build, engine)
     g = build.graph
     need = frozenset(g.nodes[k].inputs)
     if engine == "interp":

@@ -31,6 +31,25 @@ def _qgemm(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict
     return [(elem, [m, n])]
 
 
+def _same_as_input(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    """(Skip)SimplifiedLayerNormalization: output 0 (and Skip's sum, output 3) as the input."""
+    a = get(node.input[0])
+    if a is None:
+        return None
+    return [a, (onnx.TensorProto.FLOAT, [*a[1][:-1], 1]), (onnx.TensorProto.FLOAT, [*a[1][:-1], 1]), a]
+
+
+def _gqa(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    """GroupQueryAttention at static shapes: Y [B, S, heads·head], the present cache the shape of
+    the past one (onnxruntime's shared buffer; rules/genai.py)."""
+    q = get(node.input[0])
+    past = get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if q is None or past is None:
+        return None
+    hd = past[1][3]
+    return [(q[0], [q[1][0], q[1][1], int(attrs["num_heads"]) * hd]), past, past]
+
+
 def _broadcast(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
     a, b = get(node.input[0]), get(node.input[3])
     if a is None or b is None:
@@ -51,7 +70,8 @@ def _global_pool(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs
 
 
 SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
-          "QLinearGlobalAveragePool": _global_pool}
+          "QLinearGlobalAveragePool": _global_pool, "SimplifiedLayerNormalization": _same_as_input,
+          "SkipSimplifiedLayerNormalization": _same_as_input, "GroupQueryAttention": _gqa}
 MAX_ROUNDS = 1000
 
 

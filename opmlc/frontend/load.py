@@ -39,10 +39,14 @@ def read_model(path: str | Path) -> onnx.ModelProto:
     if model.ir_version == 0 or not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{path}: not an ONNX model (no IR version, graph or opset); check the file")
     initializers.check_external(model, path)
+    contrib_names = _contrib_in_default_domain(model)
     try:
         # by path: the checker resolves external data against the model's folder and never
         # serialises a > 2 GB proto
-        onnx.checker.check_model(str(path))
+        if not contrib_names:
+            onnx.checker.check_model(str(path))
+        else:  # the graph without weights, with those nodes in their contrib domain
+            onnx.checker.check_model(_weightless(model))
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     opset = default_opset(model)
@@ -54,6 +58,42 @@ def read_model(path: str | Path) -> onnx.ModelProto:
             f"(supported: {MIN_OPSET}..{MAX_OPSET}); convert the model with onnx.version_converter"
         )
     return model
+
+
+# onnxruntime ops that onnxruntime-genai's model builder writes in the default domain, where
+# onnxruntime accepts them and onnx's checker does not ("No Op registered for ..."): they are
+# read as their com.microsoft namesakes (rules/genai.py), the rest of the model checked as usual
+CONTRIB_IN_DEFAULT_DOMAIN = ("SimplifiedLayerNormalization",)
+MS_DOMAIN = "com.microsoft"
+
+
+def _contrib_in_default_domain(model: onnx.ModelProto) -> set[str]:
+    """Move the default-domain nodes named in CONTRIB_IN_DEFAULT_DOMAIN (when onnx has no schema
+    for them) to com.microsoft, importing it; the names moved."""
+    moved = set()
+    for node in model.graph.node:
+        if (node.domain in ("", "ai.onnx") and node.op_type in CONTRIB_IN_DEFAULT_DOMAIN
+                and not onnx.defs.has(node.op_type)):
+            node.domain = MS_DOMAIN
+            moved.add(node.op_type)
+    if moved and not any(imp.domain == MS_DOMAIN for imp in model.opset_import):
+        model.opset_import.add(domain=MS_DOMAIN, version=1)
+    return moved
+
+
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` for the checker, its large or external initializers as empty tensors of
+    the same type and rank (the checker validates the graph, not the weights' bytes; external
+    data is checked by initializers.check_external)."""
+    skel = onnx.ModelProto()
+    _copy_fields(model, skel, skip="graph")
+    _copy_fields(model.graph, skel.graph, skip="initializer")
+    for t in model.graph.initializer:
+        if initializers.is_external(t) or (initializers.nbytes(t) or 0) > SKELETON_LIMIT:
+            skel.graph.initializer.add(name=t.name, data_type=t.data_type, dims=[0] * len(t.dims), raw_data=b"")
+        else:
+            skel.graph.initializer.append(t)
+    return skel
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -40,6 +40,7 @@ from opmlc.frontend.ranges import MAX_FRAC, Analysis, analyse, bits_by_name
 from opmlc.frontend.rules import RULES
 from opmlc.frontend.rules.ml import exact_tree_inputs
 from opmlc.frontend.rules.quantized_weights import hoist_dequantize_of_gather, record_qdq_weight
+from opmlc.genai.config import add_next_token, find_config
 from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops import IRTypeError
 from opmlc.ir.types import DType, TensorType
@@ -170,6 +171,9 @@ def _lower_once(
     model = read_model(path)
     batch_defaulted: list[str] = []
     model = fix_input_shapes(model, path, input_shapes, batch_defaulted)
+    genai = find_config(path)
+    if genai is not None:  # an onnxruntime-genai decoder: the step also outputs its greedy token
+        add_next_token(model, genai)
     source = WeightSource(model, path)
     model = hoist_dequantize_of_gather(fuse_rmsnorm(fuse_batchnorm(model, source), source))
     source = WeightSource(model, path)  # with the fused initializers

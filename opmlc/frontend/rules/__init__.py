@@ -33,6 +33,7 @@ from opmlc.frontend.rules import (  # noqa: E402,F401  # noqa: E402,F401
     composite,
     decoder,
     elementwise,
+    genai,
     linear,
     logs,
     losses,
