@@ -144,11 +144,18 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         for t in range(tile):
             finish(accs[t], ni, b.add(m0, c32(t)), oidx)
 
+    windows(b, n, m, tile, osp, inner, window)
+
+
+def windows(b: ir.IRBuilder, n: int, m: int, tile: int, osp, inner, window) -> None:
+    """Every output position of `tile` output channels at a time: `window(ni, m0, oidx,
+    checked=False)` where the whole window lies inside the input (`inner`: per spatial dim the
+    [lo, hi) of such positions), `checked=True` on the border. Shared by conv and qconv."""
     with nest(b, (n, m // tile), "nm") as (ni, mt):
         m0 = b.mul(mt, c32(tile))
         with nest(b, osp, "o") as oidx:
             inside = ir.Constant(I1, 1)
-            for d in range(r):  # an unsigned compare covers both ends of [lo, hi)
+            for d in range(len(osp)):  # an unsigned compare covers both ends of [lo, hi)
                 lo, hi = inner[d]
                 inside = b.and_(inside, b.icmp_unsigned("<", b.sub(oidx[d], c32(lo)), c32(hi - lo)))
             with b.if_else(inside) as (then, otherwise):

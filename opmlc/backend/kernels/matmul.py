@@ -106,15 +106,22 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             with loop(b, rng[1], "e", start=rng[0]) as e:
                 tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
             return
-        if m // ROW_TILE:
-            with loop(b, m // ROW_TILE, "mt") as t, loop(b, n, "n") as j:
-                tile(ROW_TILE, 1, b.mul(t, c32(ROW_TILE)), j)
-        if m % ROW_TILE:
-            with loop(b, m % ROW_TILE, "mr") as t:
-                i0 = b.add(c32(m - m % ROW_TILE), t)
-                if n // COL_TILE:
-                    with loop(b, n // COL_TILE, "nt") as jt:
-                        tile(1, COL_TILE, i0, b.mul(jt, c32(COL_TILE)))
-                if n % COL_TILE:
-                    with loop(b, n % COL_TILE, "nr") as jr:
-                        tile(1, 1, i0, b.add(c32(n - n % COL_TILE), jr))
+        tile_output(b, m, n, tile)
+
+
+def tile_output(b: ir.IRBuilder, m: int, n: int, tile) -> None:
+    """Cover an m×n output with `tile(rows, cols, i0, j0)`: ROW_TILE-row tiles one column at a
+    time, then the leftover rows (M = 1: a matrix-vector product) COL_TILE columns at a time.
+    The schedule of matmul's and qmatmul's MIPS kernels."""
+    if m // ROW_TILE:
+        with loop(b, m // ROW_TILE, "mt") as t, loop(b, n, "n") as j:
+            tile(ROW_TILE, 1, b.mul(t, c32(ROW_TILE)), j)
+    if m % ROW_TILE:
+        with loop(b, m % ROW_TILE, "mr") as t:
+            i0 = b.add(c32(m - m % ROW_TILE), t)
+            if n // COL_TILE:
+                with loop(b, n // COL_TILE, "nt") as jt:
+                    tile(1, COL_TILE, i0, b.mul(jt, c32(COL_TILE)))
+            if n % COL_TILE:
+                with loop(b, n % COL_TILE, "nr") as jr:
+                    tile(1, 1, i0, b.add(c32(n - n % COL_TILE), jr))

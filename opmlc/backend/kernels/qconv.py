@@ -14,7 +14,6 @@ from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._ir import (
-    I1,
     I64,
     c32,
     c64,
@@ -31,7 +30,14 @@ from opmlc.backend.kernels._ir import (
     strides,
 )
 from opmlc.backend.kernels._qweight import load_q
-from opmlc.backend.kernels.conv import CH_TILE, MAX_UNROLLED_TAPS, interior, ranged_nest, tap_range
+from opmlc.backend.kernels.conv import (
+    CH_TILE,
+    MAX_UNROLLED_TAPS,
+    interior,
+    ranged_nest,
+    tap_range,
+    windows,
+)
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import TensorType
 
@@ -95,15 +101,4 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             o = b.add(b.add(b.mul(ni, c32(so[0])), b.mul(mi, c32(so[1]))), linear_index(b, oidx, so[2:]))
             store(b, res, out, o)
 
-    with nest(b, (n, m // tile), "nm") as (ni, mt):
-        m0 = b.mul(mt, c32(tile))
-        with nest(b, osp, "o") as oidx:
-            inside = ir.Constant(I1, 1)
-            for d in range(r):  # an unsigned compare covers both ends of [lo, hi)
-                lo, hi = inner_range[d]
-                inside = b.and_(inside, b.icmp_unsigned("<", b.sub(oidx[d], c32(lo)), c32(hi - lo)))
-            with b.if_else(inside) as (then, otherwise):
-                with then:
-                    window(ni, m0, oidx, checked=False)
-                with otherwise:
-                    window(ni, m0, oidx, checked=True)
+    windows(b, n, m, tile, osp, inner_range, window)

@@ -34,15 +34,15 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, nibbles
+from opmlc.backend.kernels.matmul import COL_TILE, ROW_TILE, tile_output
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
-ROW_TILE = 4  # rows of x per pass over a weight row (matmul's kernel does the same)
-# Leftover rows (M = 1) take COL_TILE weight rows at a time, each loaded x serving COL_TILE
-# multiply-adds: issue 13's MIPS cost (docs/DESIGN.md "MIPS cost"; 10–12 → 7–9 instructions
-# per multiply-add). Not unrolled: unrolled by 4 it saved 0.6 on MIPS but ran 1.5× slower
-# natively, where this loop is what the host vectorises. Same bits in any order.
-COL_TILE = 4
+# matmul's schedule (tile_output): ROW_TILE rows of x per pass over a weight row; leftover rows
+# (M = 1) take COL_TILE weight rows at a time, each loaded x serving COL_TILE multiply-adds:
+# issue 13's MIPS cost (docs/DESIGN.md "MIPS cost"; 10–12 → 7–9 instructions per multiply-add).
+# Not unrolled: unrolled by 4 it saved 0.6 on MIPS but ran 1.5× slower natively, where this loop
+# is what the host vectorises. Same bits in any order.
 
 
 @kernel("qmatmul")
@@ -126,15 +126,4 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         with loop(b, rng[1], "e", start=rng[0]) as e:
             tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
         return
-    if m // ROW_TILE:
-        with loop(b, m // ROW_TILE, "mt") as t, loop(b, n, "n") as j:
-            tile(ROW_TILE, 1, b.mul(t, c32(ROW_TILE)), j)
-    if m % ROW_TILE:  # leftover rows (M = 1: a matrix-vector product), COL_TILE columns at a time
-        with loop(b, m % ROW_TILE, "mr") as t:
-            i0 = b.add(c32(m - m % ROW_TILE), t)
-            if n // COL_TILE:
-                with loop(b, n // COL_TILE, "nt") as jt:
-                    tile(1, COL_TILE, i0, b.mul(jt, c32(COL_TILE)))
-            if n % COL_TILE:
-                with loop(b, n % COL_TILE, "nr") as jr:
-                    tile(1, 1, i0, b.add(c32(n - n % COL_TILE), jr))
+    tile_output(b, m, n, tile)
