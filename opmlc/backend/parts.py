@@ -45,9 +45,15 @@ BLOCK = 64  # per block of a quantized weight row (its scale and zero point)
 COPY = 48  # per element of a copy, a select or a cheap elementwise op (6–33 steps)
 INDEX = 12  # per output dimension of those: a part's multi-index (an unsigned division by a constant)
 NONLINEAR = 400  # per element of sigmoid, tanh, exp, erf, log (132–288)
-DIVISION = 1600  # per element of sqrt and of a division (1,073 and 1,110: a 64-bit software division)
+# One i64 division (sdiv, srem, udiv: runtime/mips.py's shift-subtract loop, one iteration per
+# significant bit of the dividend, ≈ 16 steps each): up to 64 iterations, whatever the data.
+# A rounded division (round_div) is two; measured worst: 2,146 steps per element of a fx div
+# with 62-bit dividends.
+I64_DIVISION = 1600
+SQRT = 1600  # per element of sqrt: 32 fixed steps of isqrt64 (1,073)
 ROW_ELEMENT = 192  # per element of a softmax or norm row, every pass over the row (113–150)
-ROW = 4096  # per row of softmax and norm: its one 64-bit division (and a norm's square root) (≈ 2,100–3,200)
+ROW = {"softmax": 1024 + I64_DIVISION,  # per row: one 2^62 / sum (measured ≈ 2,100 in all)
+       "norm": 2048 + 6 * I64_DIVISION}  # per row: up to three round_divs and one isqrt64 (≈ 3,200)
 CHEAP_UNARY = frozenset({"neg", "abs", "floor", "ceil", "round", "sign", "bitnot", "not"})
 DIVIDING_BINARY = frozenset({"div", "mod", "fmod"})
 ROW_OPS = frozenset({"softmax", "norm"})
@@ -84,22 +90,22 @@ def element_steps(graph: Graph, k: int) -> int:
         return copy  # one element read (a gather reads one row of its table, not the table)
     if node.op == "concat":  # a part tests each input's slab
         return copy + 16 * len(node.inputs)
-    if node.op == "reduce":
-        return copy + COPY * _reduction(graph, k)
-    if node.op == "pool":  # a window per output element
-        return copy + COPY * prod(node.attrs["kernel"])
+    if node.op == "reduce":  # a mean: one rounded division per output element
+        return copy + COPY * _reduction(graph, k) + 2 * I64_DIVISION * (node.attrs["kind"] == "mean")
+    if node.op == "pool":  # a window per output element, an average's rounded division
+        return copy + COPY * prod(node.attrs["kernel"]) + 2 * I64_DIVISION * (node.attrs["kind"] != "max")
     if node.op == "tree_ensemble":  # per sample, each tree walked to its depth; per target a sum
         a = node.attrs
         return COPY * (1 + int(a["n_trees"]) * (1 + int(a["depth"])))
     if node.op == "unary":
         kind = node.attrs["kind"]
-        return copy if kind in CHEAP_UNARY else DIVISION if kind == "sqrt" else NONLINEAR
-    if node.op == "binary":
-        return DIVISION if node.attrs["kind"] in DIVIDING_BINARY else copy
+        return copy if kind in CHEAP_UNARY else SQRT if kind == "sqrt" else NONLINEAR
+    if node.op == "binary":  # a division: a quotient and a remainder
+        return copy + 2 * I64_DIVISION * (node.attrs["kind"] in DIVIDING_BINARY)
     if node.op in ROW_OPS:
         return ROW_ELEMENT
     # an op without a figure: a nonlinear evaluation per input element folded into each output
-    return DIVISION * (1 + _reduction(graph, k))
+    return 2 * I64_DIVISION * (1 + _reduction(graph, k))
 
 
 def node_steps(graph: Graph, k: int, numel: int | None = None) -> int:
@@ -113,7 +119,7 @@ def node_steps(graph: Graph, k: int, numel: int | None = None) -> int:
         n = max(1, out.shape[-1] if out.shape else 1)
         rows = out.numel // n
         touched = rows if numel >= out.numel else min(rows, -(-numel // n) + 1)
-        return TASK_STEPS + touched * (ROW + ROW_ELEMENT * n)
+        return TASK_STEPS + touched * (ROW[node.op] + ROW_ELEMENT * n)
     return TASK_STEPS + element_steps(graph, k) * numel
 
 
@@ -181,9 +187,9 @@ def plan(graph: Graph, log2_budget: int = DEFAULT_LOG2_BUDGET) -> list[NodeParts
         least = min(32 // item, ov.type.numel)  # the smallest part: 32 bytes
         if node_steps(graph, k, least) > budget:
             raise BuildError(
-                f"{where}: one output element takes about {element_steps(graph, k):,} VM steps, and the smallest "
-                f"part ({least} elements) more than the step budget 2^{log2_budget}; splitting a long reduction into partial sums is not implemented: "
-                "compile with a larger --step-budget")
+                f"{where}: its smallest part ({least} output elements) takes about {node_steps(graph, k, least):,} VM "
+                f"steps, more than the step budget 2^{log2_budget}; splitting a long reduction into partial sums is not "
+                "implemented: compile with a larger --step-budget")
         size = region_size(ov.type)
         numel = ov.type.numel
         p = 1
