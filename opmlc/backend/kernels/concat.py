@@ -40,5 +40,5 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     start = 0
     for ptr, t in zip(args, types, strict=True):
         with nest(b, t.shape, f"c{start}") as idx:
-            copy(ptr, t, idx, lambda: b.add(linear_index(b, idx, so), c32(start * so[axis])))
+            copy(ptr, t, idx, lambda idx=idx, at=start * so[axis]: b.add(linear_index(b, idx, so), c32(at)))
         start += t.shape[axis]

@@ -22,12 +22,12 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
     nest,
+    part_range,
     saturate32,
     sext64,
     shl,
     shr_round,
     store,
-    part_range,
     strides,
 )
 from opmlc.backend.kernels._qweight import load_q
