@@ -113,8 +113,9 @@ def node_parts(build: Build, node: int) -> NodeParts | None:
         return None
     g = build.graph
     out = g.nodes[node].output
-    return NodeParts(node, rec["log2"], TaskMap.from_text(node, rec["map"]), g.values[out].type.numel,
-                     len(g.values), out)
+    t = g.values[out].type
+    return NodeParts(node, rec["log2"], TaskMap.from_text(node, rec["map"]), t.numel, len(g.values), out,
+                     t.dtype.itemsize)
 
 
 def check_part(build: Build, node: int | None, part: int | None, option: str = "--part") -> NodeParts | None:

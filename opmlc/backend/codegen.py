@@ -40,6 +40,7 @@ from opmlc import progress
 from opmlc.backend.kernels import KERNELS
 from opmlc.backend.kernels._host import host_arithmetic
 from opmlc.backend.kernels._ir import (
+    ELEM,
     I32,
     I64,
     PTR,
@@ -178,7 +179,7 @@ def _node_function(module: ir.Module, graph: Graph, index: int, kernel_fn: ir.Fu
         lo = b.load(b.gep(table, [c32(n_values)], source_etype=PTR), typ=I32)
         hi = b.load(b.gep(table, [c32(n_values + 1)], source_etype=PTR), typ=I32)
         hi = b.select(b.icmp_unsigned("==", hi, c32(0)), c32(graph.values[node.output].type.numel), hi)
-        ptrs[0] = b.gep(ptrs[0], [b.sub(c32(0), lo)], source_etype=I32)
+        ptrs[0] = b.gep(ptrs[0], [b.sub(c32(0), lo)], source_etype=ELEM[graph.values[node.output].type.dtype])
         ptrs += [lo, hi]
     n_sat = b.call(kernel_fn, ptrs)
     if counts:  # counts[index] += n_sat, counts = regions[n_values]

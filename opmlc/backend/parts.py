@@ -28,14 +28,35 @@ DEFAULT_LOG2_BUDGET = 24
 MIN_LOG2_BUDGET = 12
 MAX_LOG2_BUDGET = 40
 
-# Ops with a ranged kernel (kernels/_ir.py `part_range`), for outputs of 4-byte elements.
-RANGED = frozenset({"matmul", "qmatmul", "unary", "binary", "relu", "reshape", "cast"})
+# Ops with a ranged kernel (kernels/_ir.py `part_range`): every op but the tree ensembles, for
+# outputs of whole-byte elements (not packed i4).
+RANGED = frozenset({"matmul", "qmatmul", "unary", "binary", "relu", "reshape", "cast", "softmax", "norm", "where",
+                    "view", "concat", "gather", "qgather", "reduce", "pool", "conv", "qconv", "quantize_linear"})
 
-TASK_STEPS = 4096  # _start, the node's dispatch and prologue, a part's bounds
-NONLINEAR = 8000  # per element: software 64-bit division, exp/log/erf series (issue 13: ≤ 3,400)
-MAC = 16  # per multiply-add of a dot product (issue 13: about 10)
-COPY = 64  # per element of a copy or a cheap elementwise op
-ROW = 2048  # per element of softmax and norm (measured: ≤ 250), their per-row division included
+# The cost model: conservative bounds in VM steps, from the VM's counts of the MIPS kernels
+# (docs/DESIGN.md "MIPS cost" and "Tasks: the step budget and node parts"; measured / bound):
+TASK_STEPS = 1024  # _start, the node's dispatch and prologue, a part's bounds (measured ≈ 150)
+MAC = 10  # per multiply-add of matmul (6.4–7 tiled, ≈ 6.5 in a part's 1×1 tiles)
+CONV_MAC = 12  # of conv, whose parts go channel by channel (6–6.3 tiled, 8.6–10.5 in a part)
+QMAC = 14  # of qmatmul and qconv, q − zp included (7.3–9.4 tiled; ≈ 10 in a part's 1×1 tiles)
+WINDOW_ROW = 8  # per input channel and row of taps of a conv window (a border window's tap loop)
+DOT = 256  # per output element of a dot product: bias, rounding, saturation, a part's indices
+BLOCK = 64  # per block of a quantized weight row (its scale and zero point)
+COPY = 48  # per element of a copy, a select or a cheap elementwise op (6–33 steps)
+INDEX = 12  # per output dimension of those: a part's multi-index (an unsigned division by a constant)
+NONLINEAR = 400  # per element of sigmoid, tanh, exp, erf, log (132–288)
+# One i64 division (sdiv, srem, udiv: runtime/mips.py's shift-subtract loop, one iteration per
+# significant bit of the dividend, ≈ 16 steps each): up to 64 iterations, whatever the data.
+# A rounded division (round_div) is two; measured worst: 2,146 steps per element of a fx div
+# with 62-bit dividends.
+I64_DIVISION = 1600
+SQRT = 1600  # per element of sqrt: 32 fixed steps of isqrt64 (1,073)
+ROW_ELEMENT = 192  # per element of a softmax or norm row, every pass over the row (113–150)
+ROW = {"softmax": 1024 + I64_DIVISION,  # per row: one 2^62 / sum (measured ≈ 2,100 in all)
+       "norm": 2048 + 6 * I64_DIVISION}  # per row: up to three round_divs and one isqrt64 (≈ 3,200)
+CHEAP_UNARY = frozenset({"neg", "abs", "floor", "ceil", "round", "sign", "bitnot", "not"})
+DIVIDING_BINARY = frozenset({"div", "mod", "fmod"})
+ROW_OPS = frozenset({"softmax", "norm"})
 
 
 def _reduction(graph: Graph, k: int) -> int:
@@ -52,42 +73,60 @@ def _reduction(graph: Graph, k: int) -> int:
 
 
 def element_steps(graph: Graph, k: int) -> int:
-    """A conservative bound on the VM steps per output element of node k."""
+    """A conservative bound on the VM steps per output element of node k (for softmax and norm:
+    per element of a row, each row's division apart: `node_steps`)."""
     node = graph.nodes[k]
-    red = _reduction(graph, k)
-    if node.op in ("matmul", "conv"):
-        return 4 * COPY + MAC * red
-    if node.op in ("qmatmul", "qconv"):  # plus a zero point per weight, a scale per block
+    if node.op == "matmul":
+        return DOT + MAC * _reduction(graph, k)
+    if node.op == "qmatmul":  # plus a scale (and zero point) per block
         blocks = graph.input_types(node)[2].numel // max(1, graph.input_types(node)[2].shape[0])
-        return 4 * COPY + (MAC + 4) * red + COPY * blocks
-    if node.op in ("relu", "reshape", "cast", "view", "concat", "gather", "qgather", "where", "quantize"):
-        return COPY * (1 + red)
-    if node.op == "pool":  # a window per output element
-        return COPY * (1 + prod(node.attrs["kernel"]))
+        return DOT + QMAC * _reduction(graph, k) + BLOCK * blocks
+    if node.op in ("conv", "qconv"):
+        w = graph.input_types(node)[1]  # [M, C/group, k1, …, kr]
+        rows = prod(w.shape[1:-1]) if len(w.shape) > 2 else 1
+        return DOT + (CONV_MAC if node.op == "conv" else QMAC) * _reduction(graph, k) + WINDOW_ROW * rows
+    copy = COPY + INDEX * len(graph.values[node.output].type.shape)
+    if node.op in ("relu", "reshape", "cast", "view", "gather", "qgather", "where", "quantize_linear"):
+        return copy  # one element read (a gather reads one row of its table, not the table)
+    if node.op == "concat":  # a part tests each input's slab
+        return copy + 16 * len(node.inputs)
+    if node.op == "reduce":  # a mean: one rounded division per output element
+        return copy + COPY * _reduction(graph, k) + 2 * I64_DIVISION * (node.attrs["kind"] == "mean")
+    if node.op == "pool":  # a window per output element, an average's rounded division
+        return copy + COPY * prod(node.attrs["kernel"]) + 2 * I64_DIVISION * (node.attrs["kind"] != "max")
     if node.op == "tree_ensemble":  # per sample, each tree walked to its depth; per target a sum
         a = node.attrs
         return COPY * (1 + int(a["n_trees"]) * (1 + int(a["depth"])))
-    if node.op in ("unary", "binary"):  # one evaluation per element (64-bit division at worst)
-        return NONLINEAR
-    if node.op in ("softmax", "norm"):  # per element an exp or a rescale; per row one division
-        return ROW + COPY * red
-    # softmax, norms, reductions and the rest: a nonlinear
-    # evaluation per input element folded into each output element
-    return NONLINEAR * (1 + red)
+    if node.op == "unary":
+        kind = node.attrs["kind"]
+        return copy if kind in CHEAP_UNARY else SQRT if kind == "sqrt" else NONLINEAR
+    if node.op == "binary":  # a division: a quotient and a remainder
+        return copy + 2 * I64_DIVISION * (node.attrs["kind"] in DIVIDING_BINARY)
+    if node.op in ROW_OPS:
+        return ROW_ELEMENT
+    # an op without a figure: a nonlinear evaluation per input element folded into each output
+    return 2 * I64_DIVISION * (1 + _reduction(graph, k))
 
 
 def node_steps(graph: Graph, k: int, numel: int | None = None) -> int:
-    """Estimated steps of a task computing `numel` of node k's output elements (all by default)."""
-    out = graph.values[graph.nodes[k].output].type
-    return TASK_STEPS + element_steps(graph, k) * (out.numel if numel is None else numel)
+    """Estimated steps of a task computing `numel` consecutive flat output elements of node k
+    (all by default). Softmax and norm compute every row the elements touch in full (a part may
+    cut its first and last row): at most ⌈numel / n⌉ + 1 rows of n."""
+    node = graph.nodes[k]
+    out = graph.values[node.output].type
+    numel = out.numel if numel is None else numel
+    if node.op in ROW_OPS:
+        n = max(1, out.shape[-1] if out.shape else 1)
+        rows = out.numel // n
+        touched = rows if numel >= out.numel else min(rows, -(-numel // n) + 1)
+        return TASK_STEPS + touched * (ROW[node.op] + ROW_ELEMENT * n)
+    return TASK_STEPS + element_steps(graph, k) * numel
 
 
 def _rangeable(graph: Graph, k: int) -> bool:
     node = graph.nodes[k]
     out = graph.values[node.output].type
-    if node.op not in RANGED or out.dtype not in (DType.FX32, DType.I32) or out.numel == 0:
-        return False
-    return not (node.op == "matmul" and len(out.shape) > 2)
+    return node.op in RANGED and out.dtype is not DType.I4 and out.numel > 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +139,7 @@ class NodeParts:
     numel: int  # the output's elements
     n_values: int
     output_value: int
+    itemsize: int  # bytes per output element
 
     @property
     def count(self) -> int:
@@ -109,9 +149,14 @@ class NodeParts:
     def part_bytes(self) -> int:
         return self.map.region(self.output_value).size
 
+    @property
+    def part_elements(self) -> int:
+        """Output elements a part's slice holds (the last part may hold fewer, or padding only)."""
+        return self.part_bytes // self.itemsize
+
     def element_range(self, j: int) -> tuple[int, int]:
         """Part j's flat output elements [lo, hi) (empty for a part of padding only)."""
-        per = self.part_bytes // 4
+        per = self.part_elements
         lo = min(j * per, self.numel)
         return lo, min(lo + per, self.numel) if lo < self.numel else lo
 
@@ -137,19 +182,21 @@ def plan(graph: Graph, log2_budget: int = DEFAULT_LOG2_BUDGET) -> list[NodeParts
             raise BuildError(
                 f"{where}: about {steps:,} VM steps, more than the step budget 2^{log2_budget}, and op {node.op!r} "
                 "cannot be split into parts yet: compile with a larger --step-budget")
-        if node_steps(graph, k, 8) > budget:  # the smallest part: 32 bytes, 8 elements
-            raise BuildError(
-                f"{where}: one output element takes about {element_steps(graph, k):,} VM steps, and the smallest "
-                f"part (8 elements) more than the step budget 2^{log2_budget}; splitting a long reduction into partial sums is not implemented: "
-                "compile with a larger --step-budget")
         ov = graph.values[node.output]
+        item = ov.type.dtype.itemsize
+        least = min(32 // item, ov.type.numel)  # the smallest part: 32 bytes
+        if node_steps(graph, k, least) > budget:
+            raise BuildError(
+                f"{where}: its smallest part ({least} output elements) takes about {node_steps(graph, k, least):,} VM "
+                f"steps, more than the step budget 2^{log2_budget}; splitting a long reduction into partial sums is not "
+                "implemented: compile with a larger --step-budget")
         size = region_size(ov.type)
         numel = ov.type.numel
         p = 1
-        while node_steps(graph, k, -(-size // (4 << p))) > budget:
+        while node_steps(graph, k, (size >> p) // item) > budget:
             p += 1
         m = part_map(graph, k, size >> p)
-        out.append(NodeParts(k, p, m, numel, len(graph.values), ov.id))
+        out.append(NodeParts(k, p, m, numel, len(graph.values), ov.id, item))
     return out
 
 

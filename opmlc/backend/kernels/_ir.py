@@ -84,6 +84,50 @@ def out_loop(b: ir.IRBuilder, numel: int, name: str = "i") -> Iterator[ir.Value]
         yield i
 
 
+def flat_index(b: ir.IRBuilder, e: ir.Value, shape: tuple[int, ...]) -> list[ir.Value]:
+    """The multi-index (row-major) of flat element e of `shape`: unsigned divisions by
+    constants, which LLVM turns into multiplications."""
+    idx = []
+    for d in reversed(shape):
+        idx.append(b.urem(e, c32(d)))
+        e = b.udiv(e, c32(d))
+    return idx[::-1]
+
+
+@contextmanager
+def out_nest(b: ir.IRBuilder, shape: tuple[int, ...], name: str = "d") -> Iterator[list[ir.Value]]:
+    """`nest` over the output's indices, or, in a ranged kernel, one loop over its part's flat
+    elements [lo, hi), each yielded as its multi-index (the same body serves both)."""
+    rng = part_range(b)
+    if rng is None:
+        with nest(b, shape, name) as idx:
+            yield idx
+        return
+    with loop(b, rng[1], f"{name}.e", start=rng[0]) as e:
+        yield flat_index(b, e, shape)
+
+
+@contextmanager
+def touched_rows(b: ir.IRBuilder, rows: int, n: int) -> Iterator[tuple[ir.Value, ir.Value, ir.Value]]:
+    """Rows of n elements (softmax, norm): every row, or in a ranged kernel the rows its part
+    [lo, hi) touches, each computed in full. Yields (row, first, end): the row's elements to
+    write are first ≤ j < end (0, n for a whole row; a part may cut its first and last row)."""
+    rng = part_range(b)
+    if rng is None:
+        with loop(b, rows, "row") as r:
+            yield r, c32(0), c32(n)
+        return
+    lo, hi = rng
+    first_row = b.udiv(lo, c32(n))
+    end_row = b.select(b.icmp_unsigned("<", lo, hi), b.add(b.udiv(b.sub(hi, c32(1)), c32(n)), c32(1)), first_row)
+    with loop(b, end_row, "row", start=first_row) as r:
+        base = b.mul(r, c32(n))
+        first = b.select(b.icmp_unsigned(">", lo, base), b.sub(lo, base), c32(0))
+        room = b.sub(hi, base)  # > 0: the row starts before hi
+        end = b.select(b.icmp_unsigned("<", room, c32(n)), room, c32(n))
+        yield r, first, end
+
+
 def entry_alloca(b: ir.IRBuilder, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:
     """A stack slot in the entry block, where mem2reg/SROA can promote it."""
     fn = b.function

@@ -9,7 +9,7 @@ every `madd`, so shared loads are what is left to save). Elsewhere (the border) 
 window is clipped to the input: per spatial dimension the range of taps inside it is computed
 once, and the loops run over those taps only (a tap in the padding adds 0 to the sum, so
 skipping it changes nothing). Wrap-around int64 sums: neither the order nor the path changes
-the bits.
+the bits. A node part computes its flat output elements one channel at a time (`windows`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from opmlc.backend.kernels._ir import (
     c32,
     c64,
     entry_alloca,
+    flat_index,
     linear_index,
     load,
     loop,
     nest,
+    part_range,
     saturate32,
     sext64,
     shl,
@@ -98,7 +100,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     st_, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
     sx, sw, so = strides(xt.shape), strides(wt.shape), strides(out_type.shape)
     prod_frac = xt.frac + wt.frac
-    tile = CH_TILE if mg % CH_TILE == 0 else 1
+    tile = CH_TILE if mg % CH_TILE == 0 and part_range(b) is None else 1  # a part: channel by channel
     inner = [interior(sp[d], ks[d], st_[d], dl[d], pads[d], osp[d]) for d in range(r)]
     accs = [entry_alloca(b, I64, name=f"acc{t}") for t in range(tile)]
 
@@ -150,16 +152,29 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
 def windows(b: ir.IRBuilder, n: int, m: int, tile: int, osp, inner, window) -> None:
     """Every output position of `tile` output channels at a time: `window(ni, m0, oidx,
     checked=False)` where the whole window lies inside the input (`inner`: per spatial dim the
-    [lo, hi) of such positions), `checked=True` on the border. Shared by conv and qconv."""
+    [lo, hi) of such positions), `checked=True` on the border. Shared by conv and qconv.
+    A node part (kernels/_ir.py `part_range`; tile 1) takes its flat output elements, each on
+    the path its position takes."""
+
+    def position(ni: ir.Value, m0: ir.Value, oidx: list[ir.Value]) -> None:
+        inside = ir.Constant(I1, 1)
+        for d in range(len(osp)):  # an unsigned compare covers both ends of [lo, hi)
+            lo, hi = inner[d]
+            inside = b.and_(inside, b.icmp_unsigned("<", b.sub(oidx[d], c32(lo)), c32(hi - lo)))
+        with b.if_else(inside) as (then, otherwise):
+            with then:
+                window(ni, m0, oidx, checked=False)
+            with otherwise:
+                window(ni, m0, oidx, checked=True)
+
+    rng = part_range(b)
+    if rng is not None:
+        assert tile == 1
+        with loop(b, rng[1], "e", start=rng[0]) as e:
+            ni, mi, *oidx = flat_index(b, e, (n, m, *osp))
+            position(ni, mi, oidx)
+        return
     with nest(b, (n, m // tile), "nm") as (ni, mt):
         m0 = b.mul(mt, c32(tile))
         with nest(b, osp, "o") as oidx:
-            inside = ir.Constant(I1, 1)
-            for d in range(len(osp)):  # an unsigned compare covers both ends of [lo, hi)
-                lo, hi = inner[d]
-                inside = b.and_(inside, b.icmp_unsigned("<", b.sub(oidx[d], c32(lo)), c32(hi - lo)))
-            with b.if_else(inside) as (then, otherwise):
-                with then:
-                    window(ni, m0, oidx, checked=False)
-                with otherwise:
-                    window(ni, m0, oidx, checked=True)
+            position(ni, m0, oidx)

@@ -14,6 +14,7 @@ from opmlc.backend.kernels._ir import (
     c32,
     c64,
     entry_alloca,
+    flat_index,
     linear_index,
     load,
     loop,
@@ -57,7 +58,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     prod_frac = ta.frac + tb.frac
     shift = prod_frac - out_type.frac
     slots = [entry_alloca(b, I64, name=f"acc{r}") for r in range(max(ROW_TILE, COL_TILE))]
-    with nest(b, batch, "batch") as bidx:
+
+    def per_batch(bidx: list[ir.Value], flat: list[ir.Value] | None = None) -> None:
+        """The outputs of one batch index: all of them, or the one output (i, j) = flat."""
         a_base = b.mul(linear_index(b, bidx, bsa), c32(m * k)) if batch else c32(0)
         b_base = b.mul(linear_index(b, bidx, bsb), c32(k * n)) if batch else c32(0)
         o_base = b.mul(linear_index(b, bidx, bso), c32(m * n)) if batch else c32(0)
@@ -100,13 +103,19 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 o_idx = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(c))))
                 store(b, result, out, o_idx)
 
-        rng = part_range(b)
-        if rng is not None:  # a node part: its flat output elements one by one (only part tasks run it)
-            assert not batch, "parts of a batched matmul are not planned (opmlc/backend/parts.py)"
-            with loop(b, rng[1], "e", start=rng[0]) as e:
-                tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
+        if flat is not None:
+            tile(1, 1, *flat)
             return
         tile_output(b, m, n, tile)
+
+    rng = part_range(b)
+    if rng is not None:  # a node part: its flat output elements one by one (only part tasks run it)
+        with loop(b, rng[1], "e", start=rng[0]) as e:
+            idx = flat_index(b, e, out_type.shape)
+            per_batch(idx[:-2], idx[-2:])
+        return
+    with nest(b, batch, "batch") as bidx:
+        per_batch(bidx)
 
 
 def tile_output(b: ir.IRBuilder, m: int, n: int, tile) -> None:

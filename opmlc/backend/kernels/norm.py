@@ -18,6 +18,7 @@ from opmlc.backend.kernels._ir import (
     loop,
     shr_round_var,
     store,
+    touched_rows,
 )
 from opmlc.ir.ops.norm import Z_FRAC, Z_LIMIT, shift_bits
 from opmlc.ir.types import DType, TensorType
@@ -33,7 +34,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     acc_frac = Z_FRAC + fg
     fx = DType.FX32
     total = entry_alloca(b, I64, name="total")
-    with loop(b, rows, "row") as row:
+    with touched_rows(b, rows, n) as (row, first, end):  # a part: its rows' statistics in full
         base = b.mul(row, c32(n))
         mu = c64(0)
         if attrs["kind"] == "layer":
@@ -56,7 +57,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         s = b.call(isqrt64(b.module), [w])
         rr = round_div(b, c64(1 << 61), s)
         sh = b.sub(c64(37 + r // 2), e)
-        with loop(b, n, "out") as j:
+        with loop(b, end, "out", start=first) as j:
             c = b.sub(ld(b, args[0], b.add(base, j), fx), mu)
             z_wide = shr_round_var(b, b.mul(c, rr), sh, 62)
             z = smin(b, smax(b, z_wide, c64(-Z_LIMIT)), c64(Z_LIMIT))

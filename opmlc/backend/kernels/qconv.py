@@ -22,6 +22,7 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
     nest,
+    part_range,
     saturate32,
     sext64,
     shl,
@@ -59,7 +60,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     st_, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
     sx, sw, so = strides(xt.shape), strides(qt.shape), strides(out_type.shape)
     prod_frac = xt.frac + st.frac
-    tile = CH_TILE if mg % CH_TILE == 0 else 1
+    tile = CH_TILE if mg % CH_TILE == 0 and part_range(b) is None else 1  # a part: channel by channel
     inner_range = [interior(sp[d], ks[d], st_[d], dl[d], pads[d], osp[d]) for d in range(r)]
     inner = [entry_alloca(b, I64, name=f"inner{t}") for t in range(tile)]
 

@@ -1,6 +1,7 @@
 """Kernel of opmlc/ir/ops/reduce.py: an outer nest over the kept positions, an inner nest over
 the reduced ones in row-major order (the order `prod` and the arg kinds depend on), one i64
-accumulator (and an index for argmax/argmin)."""
+accumulator (and an index for argmax/argmin). A node part (kernels/_ir.py `part_range`) runs
+the outer nest over its own flat output elements only."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     linear_index,
     nest,
+    out_nest,
     out_of_int32,
     saturate32,
     shr_round,
@@ -45,7 +47,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     is_fx = dt is DType.FX32
     # fx prod: whether any step of this output element saturated (counted once per element)
     hit = entry_alloca(b, I1, name="hit") if kind == "prod" and is_fx and counting(b) else None
-    with nest(b, tuple(shape[k] for k in kept), "o") as oidx:
+    with out_nest(b, tuple(shape[k] for k in kept), "o") as oidx:  # a part: its flat elements only
         base = linear_index(b, oidx, [st_in[k] for k in kept])
         out_i = linear_index(b, oidx, [prod(shape[j] for j in kept[i + 1:]) for i in range(len(kept))])
         if kind in ("sum", "mean"):

@@ -18,6 +18,7 @@ from opmlc.backend.kernels._ir import (
     sext64,
     shr_round,
     store,
+    touched_rows,
 )
 from opmlc.ir.types import TensorType
 
@@ -32,7 +33,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     top = entry_alloca(b, I64, name="max")
     total = entry_alloca(b, I64, name="sum")
     frac = c64(types[0].frac)
-    with loop(b, rows, "row") as r:
+    with touched_rows(b, rows, n) as (r, first, end):  # a part: its rows' statistics in full
         base = b.mul(r, c32(n))
         b.store(sext64(b, load(b, args[0], base)), top)
         with loop(b, n, "mx") as j:
@@ -48,6 +49,6 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         s = b.load(total, typ=I64)
         s = b.select(b.icmp_unsigned("==", s, c64(0)), c64(1), s)  # never 0 (≥ 2^30); guard anyway
         recip = b.udiv(c64(1 << 62), s)
-        with loop(b, n, "out") as j:
+        with loop(b, end, "out", start=first) as j:
             y = shr_round(b, b.mul(load(b, scratch, j, I64), recip), 62 - out_type.frac)
             store(b, saturate32(b, y), out, b.add(base, j))

@@ -8,7 +8,7 @@ from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import ld, st
-from opmlc.backend.kernels._ir import I1, I64, c32, c64, linear_index, nest, strides
+from opmlc.backend.kernels._ir import I1, I64, c32, c64, linear_index, out_nest, strides
 from opmlc.ir.ops.view import box
 from opmlc.ir.types import TensorType
 
@@ -21,7 +21,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     lo, hi = box(attrs, shape)
     fill = c64(int(attrs.get("fill", 0)))
     so = strides(shape)
-    with nest(b, shape) as idx:
+    with out_nest(b, shape) as idx:  # a part: its flat elements only
         if types[0].numel == 0:
             st(b, fill, out, linear_index(b, idx, so), dt)
         else:

@@ -6,7 +6,7 @@ from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import ld, st, to_fx_flagged
-from opmlc.backend.kernels._ir import broadcast_strides, c64, count, linear_index, nest, strides
+from opmlc.backend.kernels._ir import broadcast_strides, c64, count, linear_index, out_nest, strides
 from opmlc.ir.types import DType, TensorType
 
 
@@ -17,7 +17,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     sc, sa, sb = (broadcast_strides(t.shape, shape) for t in types)
     so = strides(shape)
     dt = out_type.dtype
-    with nest(b, shape) as idx:
+    with out_nest(b, shape) as idx:  # a part: its flat elements only
         c = ld(b, args[0], linear_index(b, idx, sc), DType.BOOL)
         x = ld(b, args[1], linear_index(b, idx, sa), dt)
         y = ld(b, args[2], linear_index(b, idx, sb), dt)
