@@ -184,6 +184,7 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "exp": (lambda c: c.per_element(c.unary("exp"), 32), 300),
     "erf": (lambda c: c.per_element(c.unary("erf"), 32), 300),
     "log": (lambda c: c.per_element(c.unary("log"), 32), 300),
+    "div (binary, fx)": (lambda c: c.per_element(c.binary("div"), 32), 300),
     "softmax row 32": (lambda c: c.per_element(c.softmax(32), 64), 300),
     "layer norm row 64": (lambda c: c.per_element(c.norm("layer", 64), 64), 300),
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),
@@ -223,6 +224,32 @@ def test_fx_division_natively_on_a_dense_sweep(fa, fb, fo):
     g = gb.build()
     out = interp_and_native(g, [a, bb])
     assert np.array_equal(out.values[g.outputs[0]], out.native[g.outputs[0]])
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(16, 16, 16), (30, 0, 0), (0, 30, 1), (16, 16, 15), (8, 20, 0), (20, 0, 16)])
+def test_fx_division_in_the_vm_on_edges(fa, fb, fo):
+    """binary div's MIPS path (no i64 division: div_round_q32 on the magnitude, ties down for a
+    negative quotient; for s < 0 divisors shifted past 2^32) bit for bit with the interpreter
+    in the VM and unicorn: shifts s from −30 to 30, the int32 extremes, division by 0, exact
+    halves and quotients past int32."""
+    from opmlc.ir.graph import GraphBuilder
+    from tests.kernels.test_cnn_kernels import fx
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(fa * 1000 + fb * 10 + fo)
+    a = sweep(fa, 24, rng)
+    bb = rng.permutation(sweep(fb, 24, rng))
+    bb[:9] = 0  # the edges of a divided by 0
+    s = fo + fb - fa
+    if s >= 0:  # exact halves: a·2^s = (2j + 1)·b/2 for even b, quotients j and −j − 1
+        b_half = np.array([2, -2, 6, -6, 1 << 20, -(1 << 20)], np.int64)
+        a_half = (np.array([3, 3, -9, 9, 5 << 19, -(5 << 19)], np.int64) >> s) << s
+        a = np.concatenate([a, a_half.astype(np.int32)])
+        bb = np.concatenate([bb, b_half.astype(np.int32)])
+    gb = GraphBuilder("divs")
+    ra, rb = gb.add_input("a", fx((a.size,), fa)), gb.add_input("b", fx((a.size,), fb))
+    gb.mark_output(gb.add_node("binary", [ra, rb], {"kind": "div", "frac": fo}))
+    check_all_backends(gb.build(), [a, bb])
 
 
 @pytest.mark.parametrize("dtype,m,k,n,bs,zp", [
