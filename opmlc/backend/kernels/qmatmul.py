@@ -18,8 +18,10 @@ from math import prod
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
+from opmlc.backend.kernels._host import host
 from opmlc.backend.kernels._ir import (
     I8,
+    I32,
     I64,
     c32,
     c64,
@@ -33,6 +35,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
+from opmlc.backend.kernels._mipsdot import qdot
 from opmlc.backend.kernels._qweight import load_q, nibbles
 from opmlc.backend.kernels.matmul import COL_TILE, ROW_TILE, tile_output
 from opmlc.ir.ops._qweight import split_inputs
@@ -63,6 +66,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     shift = prod_frac - out_type.frac
     # i4 weights two elements per byte when every block starts and ends on a byte boundary
     pairs = qt.dtype is DType.I4 and k % 2 == 0 and bs % 2 == 0
+    # MIPS: the reduction of each block is a call of a hand-written routine; the native build
+    # keeps the LLVM loops below (which the host vectorises)
+    routine = not host(b) and (qt.dtype is DType.I8 or pairs)
     tiles = max(ROW_TILE, COL_TILE)
     acc = [entry_alloca(b, I64, name=f"acc{r}") for r in range(tiles)]
     inner = [entry_alloca(b, I64, name=f"inner{r}") for r in range(tiles)]
@@ -86,7 +92,14 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                     s_ = b.add(s_, b.mul(xv, yv))
                 b.store(s_, inner[x_])
 
-        if pairs:
+        if routine:  # MIPS: one hand-written madd chain per output (kernels/_mipsdot.py)
+            bits = 8 if qt.dtype is DType.I8 else 4
+            for x_, (r, c) in enumerate(outs):
+                xp = b.gep(x, [xrow[r]], source_etype=I32)
+                qp = b.gep(q, [qbase[c] if bits == 8 else b.lshr(qbase[c], c32(1))], source_etype=I8)
+                n_ = c32(length if bits == 8 else length // 2)
+                b.store(qdot(b, bits, xp, qp, n_, zpv[c] if zp is not None else None), inner[x_])
+        elif pairs:
             with loop(b, length // 2, "p") as p:
                 ys = []
                 for c in range(cols):
