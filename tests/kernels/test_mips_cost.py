@@ -191,8 +191,12 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "matmul 5x9": (lambda c: c.per_element(c.matmul(5, 9, False), 32) / 45, 7),
     "conv 3x3 pad 1": (lambda c: c.per_element(c.conv(6, 1), 2) / c.conv_madds(6, 1), 7),
     "qconv i8 3x3 pad 1": (lambda c: c.qconv_per_madd(6, 1), 7),
-    # the weight byte loads and the per-block scaling cost a little more than matmul (10.2 before)
-    "qmatmul i8 1x8": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 128, False), 7.5),
+    # one hand-written madd chain per block (kernels/_mipsdot.py); blocks of 32 pay its call
+    "qmatmul i8 1x8": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 128, False), 7),
+    "qmatmul i4 1x8 block 32": (lambda c: c.qmatmul_per_madd("I4", 1, 8, 32, False), 7),
+    "qmatmul i8 1x8 block 32 zp": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 32, True), 7),
+    "qmatmul i4 1x8 block 32 zp": (lambda c: c.qmatmul_per_madd("I4", 1, 8, 32, True), 7),
+    "qmatmul i8 4x8": (lambda c: c.qmatmul_per_madd("I8", 4, 8, 128, False), 7),
 }
 
 

@@ -139,4 +139,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         with loop(b, rng[1], "e", start=rng[0]) as e:
             tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
         return
+    if routine:  # one output at a time: the routine's call is the whole inner loop
+        with loop(b, m, "i") as i, loop(b, n, "j") as j:
+            tile(1, 1, i, j)
+        return
     tile_output(b, m, n, tile)
