@@ -83,6 +83,49 @@ def test_div_round_q32_on_mips_equals_native():
     assert np.array_equal(np.frombuffer(both.mips[0], dtype=">i8"), expected(n, d, down))
 
 
+def isqrt_module(count: int) -> str:
+    """task(regions): out[i] = isqrt64(n[i]) for i < count, the MIPS path (no host context)."""
+    from opmlc.backend.kernels._fx import isqrt64
+
+    m = ir.Module("isqrt")
+    fn = ir.Function(m, ir.FunctionType(VOID, [PTR, ir.IntType(32)]), "task")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    n, out = (b.load(b.gep(fn.args[0], [c32(i)], source_etype=PTR), typ=PTR) for i in range(2))
+    with loop(b, count) as i:
+        store(b, b.call(isqrt64(m), [load(b, n, i, I64)]), out, i)
+    b.ret_void()
+    return str(m)
+
+
+def isqrt_operands(rng, size: int) -> np.ndarray:
+    """Every bit length 0..62, perfect squares and their neighbours (the corrections), powers
+    of two and the ends of the range."""
+    n = rng.integers(0, (1 << 63) - 1, size, dtype=np.int64) >> rng.integers(0, 63, size)
+    r = rng.integers(0, 3037000499, size // 2, dtype=np.int64) >> rng.integers(0, 31, size // 2)
+    sq = r * r + rng.integers(-1, 2, size // 2)
+    p2 = np.array([1 << k for k in range(63)], np.int64)
+    edges = np.concatenate([p2, p2 - 1, p2 + 1, [0, 1, 2, 3, (1 << 63) - 1, 3037000499 ** 2, 3037000499 ** 2 - 1]])
+    return np.concatenate([edges, n, np.clip(sq, 0, None)]).astype(np.int64)
+
+
+def test_isqrt64_mips_path_natively_on_random_and_edge_operands():
+    """The MIPS isqrt64 (Newton on the top word, one Karatsuba step) equals the definition."""
+    from opmlc.ir import fixedpoint as fp
+
+    n = isqrt_operands(np.random.default_rng(15), 400_000)
+    out = np.zeros_like(n)
+    load_native(isqrt_module(len(n)), cache_dir=None).run([n, out])
+    want = fp.isqrt64(n)
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, f"n={n[bad[0]]}: {out[bad[0]]} != {want[bad[0]]}"
+
+
+def test_isqrt64_on_mips_equals_native():
+    n = isqrt_operands(np.random.default_rng(16), 400)
+    both = run_both(isqrt_module(len(n)), [n, np.zeros_like(n)], outputs=[1])
+    assert both.mips == both.native
+
+
 def test_helper_products_fit_32_bits():
     """The Horner partial sums that kernels multiply as 32 × 32-bit products (mul32) stay in
     the int32 range: exp2's over r in [0, 2^30), erf's over t in (0, 2^30] (dense sweeps)."""
@@ -178,6 +221,19 @@ def test_nonlinear_unary_kinds_in_the_vm_on_edges(f, fo):
     check_all_backends(g, x)
 
 
+@pytest.mark.parametrize("f,fo", [(16, 16), (30, 30), (0, 15), (20, 10)])
+def test_sqrt_in_the_vm_on_edges(f, fo):
+    """unary sqrt (MIPS: the Karatsuba isqrt64) bit for bit with the interpreter in the VM and
+    unicorn, shifts 2fo − f from 0 to 30, the int32 extremes and negatives (0)."""
+    from tests.kernels.test_cnn_kernels import fx, graph_of
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(f * 31 + fo)
+    g, x = graph_of("sqrt", [fx((60,), f)], [("unary", [0], {"kind": "sqrt", "frac": fo})], rng)
+    x[0][:] = sweep(f, 30, rng)[:60]
+    check_all_backends(g, x)
+
+
 STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/mips_cost.py)
     "sigmoid": (lambda c: c.per_element(c.unary("sigmoid"), 32), 300),
     "tanh": (lambda c: c.per_element(c.unary("tanh"), 32), 300),
@@ -185,6 +241,7 @@ STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/m
     "erf": (lambda c: c.per_element(c.unary("erf"), 32), 300),
     "log": (lambda c: c.per_element(c.unary("log"), 32), 300),
     "div (binary, fx)": (lambda c: c.per_element(c.binary("div"), 32), 300),
+    "sqrt": (lambda c: c.per_element(c.unary("sqrt"), 32), 300),
     "softmax row 32": (lambda c: c.per_element(c.softmax(32), 64), 300),
     "layer norm row 64": (lambda c: c.per_element(c.norm("layer", 64), 64), 300),
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),
