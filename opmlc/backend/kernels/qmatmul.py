@@ -9,6 +9,10 @@ byte; for i4 one byte serves two elements), the zero point's subtraction and a m
 (`madd` on MIPS: both factors are sign-extended i32), with ROW_TILE rows of x sharing each
 weight load as in matmul's kernel, or, for leftover rows (M = 1), COL_TILE weight rows sharing
 each load of x; the block loop has a constant trip count, so the host vectorises it.
+
+The MIPS module replaces that inner loop by one call per output and block of a hand-written
+routine (kernels/_mipsdot.py) that keeps the sum in HI/LO, and computes one output at a time
+(docs/DESIGN.md "MIPS cost II"); i4 blocks of odd length keep the loop.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from opmlc.ir.types import DType, TensorType
 
 # matmul's schedule (tile_output): ROW_TILE rows of x per pass over a weight row; leftover rows
 # (M = 1) take COL_TILE weight rows at a time, each loaded x serving COL_TILE multiply-adds:
-# issue 13's MIPS cost (docs/DESIGN.md "MIPS cost"; 10–12 → 7–9 instructions per multiply-add).
+# the native build's schedule, and MIPS's for i4 blocks of odd length (docs/DESIGN.md "MIPS cost").
 # Not unrolled: unrolled by 4 it saved 0.6 on MIPS but ran 1.5× slower natively, where this loop
 # is what the host vectorises. Same bits in any order.
 
