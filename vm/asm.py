@@ -1,9 +1,11 @@
 """A tiny MIPS32 encoder and ELF writer for tests and benchmarks (not used by the VM itself).
 
-Pipeline: none. Real programs come from opmlc/backend (LLVM) and the linker; this module lets
+Pipeline: real programs come from opmlc/backend (LLVM) and the linker; this module lets
 tests/vm and bench/vm_speed.py hand-assemble small programs (a dot-product loop, a call, the
 exit syscall) into words or into a minimal ELF32 big-endian MIPS executable, so that the VM
-can be exercised before, and independently of, the compiler.
+can be exercised before, and independently of, the compiler. The backend's one use:
+opmlc/backend/kernels/_mipsdot.py encodes the q-kernels' hand-written inner loops with `Asm`
+(so a change of an encoding here changes those programs' images).
 """
 
 from __future__ import annotations

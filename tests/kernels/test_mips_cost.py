@@ -83,6 +83,49 @@ def test_div_round_q32_on_mips_equals_native():
     assert np.array_equal(np.frombuffer(both.mips[0], dtype=">i8"), expected(n, d, down))
 
 
+def isqrt_module(count: int) -> str:
+    """task(regions): out[i] = isqrt64(n[i]) for i < count, the MIPS path (no host context)."""
+    from opmlc.backend.kernels._fx import isqrt64
+
+    m = ir.Module("isqrt")
+    fn = ir.Function(m, ir.FunctionType(VOID, [PTR, ir.IntType(32)]), "task")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    n, out = (b.load(b.gep(fn.args[0], [c32(i)], source_etype=PTR), typ=PTR) for i in range(2))
+    with loop(b, count) as i:
+        store(b, b.call(isqrt64(m), [load(b, n, i, I64)]), out, i)
+    b.ret_void()
+    return str(m)
+
+
+def isqrt_operands(rng, size: int) -> np.ndarray:
+    """Every bit length 0..62, perfect squares and their neighbours (the corrections), powers
+    of two and the ends of the range."""
+    n = rng.integers(0, (1 << 63) - 1, size, dtype=np.int64) >> rng.integers(0, 63, size)
+    r = rng.integers(0, 3037000499, size // 2, dtype=np.int64) >> rng.integers(0, 31, size // 2)
+    sq = r * r + rng.integers(-1, 2, size // 2)
+    p2 = np.array([1 << k for k in range(63)], np.int64)
+    edges = np.concatenate([p2, p2 - 1, p2 + 1, [0, 1, 2, 3, (1 << 63) - 1, 3037000499 ** 2, 3037000499 ** 2 - 1]])
+    return np.concatenate([edges, n, np.clip(sq, 0, None)]).astype(np.int64)
+
+
+def test_isqrt64_mips_path_natively_on_random_and_edge_operands():
+    """The MIPS isqrt64 (Newton on the top word, one Karatsuba step) equals the definition."""
+    from opmlc.ir import fixedpoint as fp
+
+    n = isqrt_operands(np.random.default_rng(15), 400_000)
+    out = np.zeros_like(n)
+    load_native(isqrt_module(len(n)), cache_dir=None).run([n, out])
+    want = fp.isqrt64(n)
+    bad = np.flatnonzero(out != want)
+    assert bad.size == 0, f"n={n[bad[0]]}: {out[bad[0]]} != {want[bad[0]]}"
+
+
+def test_isqrt64_on_mips_equals_native():
+    n = isqrt_operands(np.random.default_rng(16), 400)
+    both = run_both(isqrt_module(len(n)), [n, np.zeros_like(n)], outputs=[1])
+    assert both.mips == both.native
+
+
 def test_helper_products_fit_32_bits():
     """The Horner partial sums that kernels multiply as 32 × 32-bit products (mul32) stay in
     the int32 range: exp2's over r in [0, 2^30), erf's over t in (0, 2^30] (dense sweeps)."""
@@ -178,20 +221,39 @@ def test_nonlinear_unary_kinds_in_the_vm_on_edges(f, fo):
     check_all_backends(g, x)
 
 
+@pytest.mark.parametrize("f,fo", [(16, 16), (30, 30), (0, 15), (20, 10)])
+def test_sqrt_in_the_vm_on_edges(f, fo):
+    """unary sqrt (MIPS: the Karatsuba isqrt64) bit for bit with the interpreter in the VM and
+    unicorn, shifts 2fo − f from 0 to 30, the int32 extremes and negatives (0)."""
+    from tests.kernels.test_cnn_kernels import fx, graph_of
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(f * 31 + fo)
+    g, x = graph_of("sqrt", [fx((60,), f)], [("unary", [0], {"kind": "sqrt", "frac": fo})], rng)
+    x[0][:] = sweep(f, 30, rng)[:60]
+    check_all_backends(g, x)
+
+
 STEP_BUDGETS = {  # issue 13: MIPS steps per element / per multiply-add (bench/mips_cost.py)
     "sigmoid": (lambda c: c.per_element(c.unary("sigmoid"), 32), 300),
     "tanh": (lambda c: c.per_element(c.unary("tanh"), 32), 300),
     "exp": (lambda c: c.per_element(c.unary("exp"), 32), 300),
     "erf": (lambda c: c.per_element(c.unary("erf"), 32), 300),
     "log": (lambda c: c.per_element(c.unary("log"), 32), 300),
+    "div (binary, fx)": (lambda c: c.per_element(c.binary("div"), 32), 300),
+    "sqrt": (lambda c: c.per_element(c.unary("sqrt"), 32), 300),
     "softmax row 32": (lambda c: c.per_element(c.softmax(32), 64), 300),
     "layer norm row 64": (lambda c: c.per_element(c.norm("layer", 64), 64), 300),
     "matmul 1x8": (lambda c: c.per_element(c.matmul(1, 8, True), 32) / 8, 7),
     "matmul 5x9": (lambda c: c.per_element(c.matmul(5, 9, False), 32) / 45, 7),
     "conv 3x3 pad 1": (lambda c: c.per_element(c.conv(6, 1), 2) / c.conv_madds(6, 1), 7),
     "qconv i8 3x3 pad 1": (lambda c: c.qconv_per_madd(6, 1), 7),
-    # the weight byte loads and the per-block scaling cost a little more than matmul (10.2 before)
-    "qmatmul i8 1x8": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 128, False), 7.5),
+    # one hand-written madd chain per block (kernels/_mipsdot.py); blocks of 32 pay its call
+    "qmatmul i8 1x8": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 128, False), 7),
+    "qmatmul i4 1x8 block 32": (lambda c: c.qmatmul_per_madd("I4", 1, 8, 32, False), 7),
+    "qmatmul i8 1x8 block 32 zp": (lambda c: c.qmatmul_per_madd("I8", 1, 8, 32, True), 7),
+    "qmatmul i4 1x8 block 32 zp": (lambda c: c.qmatmul_per_madd("I4", 1, 8, 32, True), 7),
+    "qmatmul i8 4x8": (lambda c: c.qmatmul_per_madd("I8", 4, 8, 128, False), 7),
 }
 
 
@@ -223,6 +285,32 @@ def test_fx_division_natively_on_a_dense_sweep(fa, fb, fo):
     g = gb.build()
     out = interp_and_native(g, [a, bb])
     assert np.array_equal(out.values[g.outputs[0]], out.native[g.outputs[0]])
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(16, 16, 16), (30, 0, 0), (0, 30, 1), (16, 16, 15), (8, 20, 0), (20, 0, 16)])
+def test_fx_division_in_the_vm_on_edges(fa, fb, fo):
+    """binary div's MIPS path (no i64 division: div_round_q32 on the magnitude, ties down for a
+    negative quotient; for s < 0 divisors shifted past 2^32) bit for bit with the interpreter
+    in the VM and unicorn: shifts s from −30 to 30, the int32 extremes, division by 0, exact
+    halves and quotients past int32."""
+    from opmlc.ir.graph import GraphBuilder
+    from tests.kernels.test_cnn_kernels import fx
+    from tests.kernels.test_kernels import check_all_backends
+
+    rng = np.random.default_rng(fa * 1000 + fb * 10 + fo)
+    a = sweep(fa, 24, rng)
+    bb = rng.permutation(sweep(fb, 24, rng))
+    bb[:9] = 0  # the edges of a divided by 0
+    s = fo + fb - fa
+    if s >= 0:  # exact halves: a·2^s = (2j + 1)·b/2 for even b, quotients j and −j − 1
+        b_half = np.array([2, -2, 6, -6, 1 << 20, -(1 << 20)], np.int64)
+        a_half = (np.array([3, 3, -9, 9, 5 << 19, -(5 << 19)], np.int64) >> s) << s
+        a = np.concatenate([a, a_half.astype(np.int32)])
+        bb = np.concatenate([bb, b_half.astype(np.int32)])
+    gb = GraphBuilder("divs")
+    ra, rb = gb.add_input("a", fx((a.size,), fa)), gb.add_input("b", fx((a.size,), fb))
+    gb.mark_output(gb.add_node("binary", [ra, rb], {"kind": "div", "frac": fo}))
+    check_all_backends(gb.build(), [a, bb])
 
 
 @pytest.mark.parametrize("dtype,m,k,n,bs,zp", [

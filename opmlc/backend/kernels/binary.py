@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
-from opmlc.backend.kernels._fx import ld, positive, round_div, smax, smin, st, to_fx
+from opmlc.backend.kernels._fx import div_round_q32, ld, positive, round_div, smax, smin, st, to_fx
+from opmlc.backend.kernels._host import host
 from opmlc.backend.kernels._ir import (
     I64,
     broadcast_strides,
@@ -43,7 +44,10 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         neg = b.icmp_signed("<", den, c64(0))
         num = b.select(neg, b.sub(c64(0), num), num)
         den = b.select(neg, b.sub(c64(0), den), den)
-        wide = round_div(b, num, positive(b, den))
+        if host(b):  # natively round_div divides through the FPU (kernels/_host.py)
+            wide = round_div(b, num, positive(b, den))
+        else:
+            wide = _div_mips(b, num, positive(b, den), wide_den=s < 0)
         with uncounted(b):
             q = saturate32(b, wide)
         inf = b.select(b.icmp_signed(">", a, c64(0)), c64(fp.INT32_MAX),
@@ -60,6 +64,28 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
     r = {"add": lambda: b.add(x, z), "sub": lambda: b.sub(x, z),
          "max": lambda: smax(b, x, z), "min": lambda: smin(b, x, z)}[kind]()
     return to_fx(b, r, top, fo)
+
+
+def _div_mips(b: ir.IRBuilder, num: ir.Value, den: ir.Value, wide_den: bool) -> ir.Value:
+    """round_div(num, den) for |num| ≤ 2^62 and 1 ≤ den ≤ 2^62 without i64 division (issue 13:
+    `__divdi3` is a ≈ 700-step software loop on MIPS32), as far as saturation can tell: exact
+    when |round_div| < 2^32, else a value of the same sign beyond int32 (div_round_q32's 2^32).
+
+    A negative numerator is divided on its magnitude with ties down: round_div(n, d) =
+    −round_div_down(−n, d). A divisor ≥ 2^32 (only `wide_den`: s < 0, where num = ±a with
+    |a| ≤ 2^31 < den) leaves floor(|n| / d) = 0 and remainder |n|: the result is 1 when
+    2|n| ≥ d (ties up) or 2|n| > d (ties down), else 0."""
+    down = b.icmp_signed("<", num, c64(0))
+    mag = b.select(down, b.sub(c64(0), num), num)
+    down64 = b.zext(down, I64)
+    if wide_den:
+        big = b.icmp_signed(">=", den, c64(1 << 32))
+        q = b.call(div_round_q32(b.module), [mag, b.select(big, c64(1), den), down64])
+        half_up = b.zext(b.icmp_signed(">=", b.shl(mag, c64(1)), b.add(den, down64)), I64)
+        q = b.select(big, half_up, q)
+    else:
+        q = b.call(div_round_q32(b.module), [mag, den, down64])
+    return b.select(down, b.sub(c64(0), q), q)
 
 
 def int_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, dt: DType) -> ir.Value:

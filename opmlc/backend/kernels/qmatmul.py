@@ -9,6 +9,10 @@ byte; for i4 one byte serves two elements), the zero point's subtraction and a m
 (`madd` on MIPS: both factors are sign-extended i32), with ROW_TILE rows of x sharing each
 weight load as in matmul's kernel, or, for leftover rows (M = 1), COL_TILE weight rows sharing
 each load of x; the block loop has a constant trip count, so the host vectorises it.
+
+The MIPS module replaces that inner loop by one call per output and block of a hand-written
+routine (kernels/_mipsdot.py) that keeps the sum in HI/LO, and computes one output at a time
+(docs/DESIGN.md "MIPS cost II"); i4 blocks of odd length keep the loop.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from math import prod
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
+from opmlc.backend.kernels._host import host
 from opmlc.backend.kernels._ir import (
     I8,
+    I32,
     I64,
     c32,
     c64,
@@ -33,6 +39,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
+from opmlc.backend.kernels._mipsdot import qdot
 from opmlc.backend.kernels._qweight import load_q, nibbles
 from opmlc.backend.kernels.matmul import COL_TILE, ROW_TILE, tile_output
 from opmlc.ir.ops._qweight import split_inputs
@@ -40,7 +47,7 @@ from opmlc.ir.types import DType, TensorType
 
 # matmul's schedule (tile_output): ROW_TILE rows of x per pass over a weight row; leftover rows
 # (M = 1) take COL_TILE weight rows at a time, each loaded x serving COL_TILE multiply-adds:
-# issue 13's MIPS cost (docs/DESIGN.md "MIPS cost"; 10–12 → 7–9 instructions per multiply-add).
+# the native build's schedule, and MIPS's for i4 blocks of odd length (docs/DESIGN.md "MIPS cost").
 # Not unrolled: unrolled by 4 it saved 0.6 on MIPS but ran 1.5× slower natively, where this loop
 # is what the host vectorises. Same bits in any order.
 
@@ -63,6 +70,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     shift = prod_frac - out_type.frac
     # i4 weights two elements per byte when every block starts and ends on a byte boundary
     pairs = qt.dtype is DType.I4 and k % 2 == 0 and bs % 2 == 0
+    # MIPS: the reduction of each block is a call of a hand-written routine; the native build
+    # keeps the LLVM loops below (which the host vectorises)
+    routine = not host(b) and (qt.dtype is DType.I8 or pairs)
     tiles = max(ROW_TILE, COL_TILE)
     acc = [entry_alloca(b, I64, name=f"acc{r}") for r in range(tiles)]
     inner = [entry_alloca(b, I64, name=f"inner{r}") for r in range(tiles)]
@@ -86,7 +96,14 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                     s_ = b.add(s_, b.mul(xv, yv))
                 b.store(s_, inner[x_])
 
-        if pairs:
+        if routine:  # MIPS: one hand-written madd chain per output (kernels/_mipsdot.py)
+            bits = 8 if qt.dtype is DType.I8 else 4
+            for x_, (r, c) in enumerate(outs):
+                xp = b.gep(x, [xrow[r]], source_etype=I32)
+                qp = b.gep(q, [qbase[c] if bits == 8 else b.lshr(qbase[c], c32(1))], source_etype=I8)
+                n_ = c32(length if bits == 8 else length // 2)
+                b.store(qdot(b, bits, xp, qp, n_, zpv[c] if zp is not None else None), inner[x_])
+        elif pairs:
             with loop(b, length // 2, "p") as p:
                 ys = []
                 for c in range(cols):
@@ -125,5 +142,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     if rng is not None:  # a node part: its flat output elements one by one (only part tasks run it)
         with loop(b, rng[1], "e", start=rng[0]) as e:
             tile(1, 1, b.udiv(e, c32(n)), b.urem(e, c32(n)))
+        return
+    if routine:  # one output at a time: the routine's call is the whole inner loop
+        with loop(b, m, "i") as i, loop(b, n, "j") as j:
+            tile(1, 1, i, j)
         return
     tile_output(b, m, n, tile)
