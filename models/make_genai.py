@@ -19,7 +19,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ARCHS = ("llama", "qwen2", "mistral", "phi3")
+ARCHS = ("llama", "qwen2", "mistral", "phi3", "gemma", "phi")
 VOCAB = 512
 
 
@@ -64,7 +64,13 @@ def make_hf_model(folder: Path, arch: str, hidden: int, layers: int, heads: int,
         "llama": (lambda: tf.LlamaConfig(**common), tf.LlamaForCausalLM),
         "qwen2": (lambda: tf.Qwen2Config(**common), tf.Qwen2ForCausalLM),
         "mistral": (lambda: tf.MistralConfig(**common, sliding_window=None), tf.MistralForCausalLM),
-        "phi3": (lambda: tf.Phi3Config(**common, pad_token_id=0), tf.Phi3ForCausalLM),
+        # the short-context Phi-3 (the builder's Phi3MiniModel): original_max_position_embeddings equal
+        # to max_position_embeddings, no LongRoPE scaling
+        "phi3": (lambda: tf.Phi3Config(**common, pad_token_id=0, original_max_position_embeddings=context),
+                 tf.Phi3ForCausalLM),
+        "gemma": (lambda: tf.GemmaConfig(**common, head_dim=hidden // heads), tf.GemmaForCausalLM),
+        # Phi-2's layout: LayerNorm, parallel attention and MLP, biases, partial rotary (0.5 here)
+        "phi": (lambda: tf.PhiConfig(**common, partial_rotary_factor=0.5), tf.PhiForCausalLM),
     }[arch]
     torch.manual_seed(seed)
     model = cls(config()).eval()

@@ -71,7 +71,8 @@ def _global_pool(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs
 
 SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
           "QLinearGlobalAveragePool": _global_pool, "SimplifiedLayerNormalization": _same_as_input,
-          "SkipSimplifiedLayerNormalization": _same_as_input, "GroupQueryAttention": _gqa}
+          "SkipSimplifiedLayerNormalization": _same_as_input, "SkipLayerNormalization": _same_as_input,
+          "GroupQueryAttention": _gqa}
 MAX_ROUNDS = 1000
 
 

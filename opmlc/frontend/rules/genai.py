@@ -32,7 +32,7 @@ from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import frac
 from opmlc.frontend.rules.attention import GATE_FRAC, SCORE_FRAC_MAX
-from opmlc.frontend.rules.decoder import rms_norm
+from opmlc.frontend.rules.decoder import layer_norm, rms_norm
 from opmlc.frontend.rules.movement import strides_of, view
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
@@ -63,25 +63,40 @@ def simplified_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 @rule(f"{MS}:SkipSimplifiedLayerNormalization")
 def skip_simplified_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     """out = RMSNorm(input + skip [+ bias]) · gamma; output 3 is the sum itself."""
+    _skip_norm(ctx, node, "RMSNormalization", gamma_beta=(2,), bias=3)
+
+
+@rule(f"{MS}:SkipLayerNormalization")
+def skip_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """out = LayerNorm(input + skip [+ bias]) · gamma [+ beta] (Phi's export); output 3 is the sum."""
+    _skip_norm(ctx, node, "LayerNormalization", gamma_beta=(2, 3), bias=4)
+
+
+def _skip_norm(ctx: LoweringContext, node: onnx.NodeProto, norm: str, gamma_beta: tuple[int, ...], bias: int) -> None:
+    """The skip sum as `binary` adds (input + skip, then + bias), then the plain `norm` op of
+    rules/decoder.py over it; the mean and inv_std_var outputs are refused."""
     outs = list(node.output) + [""] * 4
     if outs[1] or outs[2]:
-        raise ctx.unsupported("SkipSimplifiedLayerNormalization's mean or inv_std_var output")
-    x, skip, gamma, bias = node.input[0], node.input[1], node.input[2], _opt(node, 3)
+        raise ctx.unsupported(f"{node.op_type}'s mean or inv_std_var output")
+    x, skip, b = node.input[0], node.input[1], _opt(node, bias)
     total = outs[3] or f"{outs[0] or node.name}/sum"
     if ctx.shape_of(skip) != ctx.shape_of(x):
-        raise ctx.unsupported("SkipSimplifiedLayerNormalization with a skip of another shape than the input")
-    summed = total if not bias else f"{total}/nobias"
+        raise ctx.unsupported(f"{node.op_type} with a skip of another shape than the input")
+    summed = total if not b else f"{total}/nobias"
     ctx.bind(summed, ctx.emit("binary", [ctx.fx(x), ctx.fx(skip)], {"kind": "add", "frac": frac(ctx, summed)}, summed))
-    if bias:
-        ctx.bind(total, ctx.emit("binary", [ctx.fx(summed), ctx.fx(bias)], {"kind": "add", "frac": frac(ctx, total)},
+    if b:
+        ctx.bind(total, ctx.emit("binary", [ctx.fx(summed), ctx.fx(b)], {"kind": "add", "frac": frac(ctx, total)},
                                  total))
     if not outs[0]:
         return
     saved = ctx.node
-    ctx.node = onnx.helper.make_node("RMSNormalization", [total, gamma], [outs[0]], name=node.name,
+    params = [_opt(node, i) for i in gamma_beta]
+    while params and not params[-1]:
+        params.pop()
+    ctx.node = onnx.helper.make_node(norm, [total, *params], [outs[0]], name=node.name,
                                      epsilon=float(ctx.attrs().get("epsilon", 1e-5)), axis=-1)
     try:
-        rms_norm(ctx, ctx.node)
+        rms_norm(ctx, ctx.node) if norm == "RMSNormalization" else layer_norm(ctx, ctx.node)
     finally:
         ctx.node = saved
 
