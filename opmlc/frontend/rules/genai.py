@@ -34,6 +34,7 @@ from opmlc.frontend.rules.arith import frac
 from opmlc.frontend.rules.attention import GATE_FRAC, SCORE_FRAC_MAX
 from opmlc.frontend.rules.decoder import layer_norm, rms_norm
 from opmlc.frontend.rules.movement import strides_of, view
+from opmlc.frontend.rules.rotary import rotate
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
@@ -163,8 +164,8 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         ctx.bind(ar, Const(np.arange(S, dtype=np.int64)))
         ctx.bind(pos, ctx.emit("binary", [ctx.value(p), ctx.value(ar)], {"kind": "add"}, pos))
         interleaved = bool(a.get("rotary_interleaved", 0))
-        Q = _rotary(ctx, name, Q, cos_c, sin_c, pos, interleaved)
-        K = _rotary(ctx, name, K, cos_c, sin_c, pos, interleaved)
+        Q = rotate(ctx, name, Q, cos_c, sin_c, pos, interleaved)
+        K = rotate(ctx, name, K, cos_c, sin_c, pos, interleaved)
 
     # the cache: entries p … p + S − 1 replaced by the new rows
     j = name("j")
@@ -251,62 +252,3 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 def reshape_to_ref(ctx: LoweringContext, ref: int, shape: tuple[int, ...], out: str) -> None:
     ctx.bind(out, ctx.emit("reshape", [ref], {"shape": list(shape)}, out))
-
-
-def _rotary(ctx: LoweringContext, name: _Names, x: str, cos_c: str, sin_c: str, pos: str, interleaved: bool) -> str:
-    """onnxruntime's rotary embedding of x [1, n, S, hd] at positions `pos` [S]: the first
-    2·half features rotated (half = cos_cache's width), the rest passed through."""
-    _, n, S, hd = ctx.shape_of(x)
-    half = ctx.shape_of(cos_c)[1]
-    rot = 2 * half
-    if rot > hd:
-        raise ctx.unsupported(f"rotary cache of width {half} for heads of {hd}")
-    f = ctx.frac_of(ctx.fx(x))
-
-    def table(c: str) -> str:
-        rows = name("rows")
-        ctx.bind(rows, ctx.emit("gather", [ctx.fx(c), ctx.value(pos)], {"axis": 0}, rows))  # [S, half]
-        out = name("cs")
-        reshape_to(ctx, rows, (1, 1, S, half), out)
-        return out
-
-    cos, sin = table(cos_c), table(sin_c)
-    st = strides_of((1, n, S, hd))
-    x1, x2 = name("x1"), name("x2")
-    if interleaved:
-        view(ctx, x, (1, n, S, half), 0, (st[0], st[1], st[2], 2), x1)
-        view(ctx, x, (1, n, S, half), 1, (st[0], st[1], st[2], 2), x2)
-    else:
-        view(ctx, x, (1, n, S, half), 0, st, x1)
-        view(ctx, x, (1, n, S, half), half, st, x2)
-
-    def mul(a_: str, b_: str) -> str:
-        out = name("m")
-        ctx.bind(out, ctx.emit("binary", [ctx.fx(a_), ctx.fx(b_)], {"kind": "mul", "frac": f}, out))
-        return out
-
-    def comb(kind: str, a_: str, b_: str) -> str:
-        out = name(kind)
-        ctx.bind(out, ctx.emit("binary", [ctx.fx(a_), ctx.fx(b_)], {"kind": kind, "frac": f}, out))
-        return out
-
-    r1 = comb("sub", mul(x1, cos), mul(x2, sin))
-    r2 = comb("add", mul(x2, cos), mul(x1, sin))
-    out = name("rotated")
-    if interleaved:
-        a1, a2 = name("r1"), name("r2")
-        reshape_to(ctx, r1, (1, n, S, half, 1), a1)
-        reshape_to(ctx, r2, (1, n, S, half, 1), a2)
-        pair = name("pair")
-        ctx.bind(pair, ctx.emit("concat", [ctx.fx(a1), ctx.fx(a2)], {"axis": 4, "frac": f}, pair))
-        rotated = name("inter")
-        reshape_to(ctx, pair, (1, n, S, rot), rotated)
-        parts = [rotated]
-    else:
-        parts = [r1, r2]
-    if rot < hd:
-        rest = name("pass")
-        view(ctx, x, (1, n, S, hd - rot), rot, st, rest)
-        parts.append(rest)
-    ctx.bind(out, ctx.emit("concat", [ctx.fx(q) for q in parts], {"axis": 3, "frac": f}, out))
-    return out
