@@ -124,3 +124,23 @@ def test_multi_head_attention_refuses_what_it_does_not_lower(tmp_path):
     (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
     with pytest.raises(OpmlcError, match="MultiHeadAttention with a bias input"):
         lower_model(tmp_path / "m.onnx")
+
+
+def test_group_query_attention_refuses_an_attribute_it_does_not_read(tmp_path):
+    """The builder's ring-buffer cache for sliding layers (sliding_window_cache=1) changes the
+    cache's meaning: refused by name, never lowered as a full-length cache."""
+    from opmlc.frontend import lower_model
+
+    N, KV, d, C = 2, 1, 4, 8
+    node = helper.make_node("GroupQueryAttention", ["qkv", "", "", "pk", "pv", "seqlens", "total"],
+                            ["y", "present_k", "present_v"], domain=MS, num_heads=N, kv_num_heads=KV,
+                            local_window_size=4, sliding_window_cache=1)
+    m = ms_model([node],
+                 [helper.make_tensor_value_info("qkv", F, [1, 1, (N + 2 * KV) * d]),
+                  helper.make_tensor_value_info("pk", F, [1, KV, C, d]), helper.make_tensor_value_info("pv", F, [1, KV, C, d]),
+                  helper.make_tensor_value_info("seqlens", TensorProto.INT32, [1]),
+                  helper.make_tensor_value_info("total", TensorProto.INT32, [])],
+                 [helper.make_tensor_value_info("y", F, [1, 1, N * d])])
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    with pytest.raises(OpmlcError, match="GroupQueryAttention with attribute.s. sliding_window_cache"):
+        lower_model(tmp_path / "m.onnx")

@@ -39,6 +39,8 @@ from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
 MS = "com.microsoft"
+# the attributes the rule reads; any other (a later onnxruntime's) is refused by name
+GQA_ATTRS = {"num_heads", "kv_num_heads", "scale", "local_window_size", "softcap", "do_rotary", "rotary_interleaved"}
 
 
 class _Names:
@@ -115,6 +117,9 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     H, KV = int(a["num_heads"]), int(a["kv_num_heads"])
     if float(a.get("softcap", 0.0)) != 0.0:
         raise ctx.unsupported("GroupQueryAttention with softcap")
+    unknown = sorted(set(a) - GQA_ATTRS)
+    if unknown:  # e.g. sliding_window_cache (a ring buffer of the window), qk_output, smooth_softmax
+        raise ctx.unsupported(f"GroupQueryAttention with attribute(s) {', '.join(unknown)}")
     if not past_k or not past_v:
         raise ctx.unsupported("GroupQueryAttention without a key/value cache (past_key, past_value)")
     if H % KV:
