@@ -144,3 +144,12 @@ def test_group_query_attention_refuses_an_attribute_it_does_not_read(tmp_path):
     (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
     with pytest.raises(OpmlcError, match="GroupQueryAttention with attribute.s. sliding_window_cache"):
         lower_model(tmp_path / "m.onnx")
+
+
+def test_onnx_rotary_embedding_node_cases_pass_natively():
+    """ONNX's RotaryEmbedding (opset 23) shares the rotation: every backend node case passes,
+    the native build bit for bit with the interpreter (the _expanded cases lower op by op)."""
+    from opmlc import conformance
+
+    per_op = conformance.run(["RotaryEmbedding"], native=True).per_op()
+    assert per_op["RotaryEmbedding"] == {"passed": 16, "failed": 0, "unsupported": 0}

@@ -1,6 +1,7 @@
 """Rotary position embeddings as onnxruntime computes them: com.microsoft RotaryEmbedding (the
-builder's separate RoPE op, for execution providers that do not fuse it into attention) and the
-rotary step GroupQueryAttention does inside (rules/genai.py). Lowered onto `gather` (cos/sin
+builder's separate RoPE op, for execution providers that do not fuse it into attention), ONNX's
+RotaryEmbedding (opset 23, the same rotation) and the rotary step GroupQueryAttention does
+inside (rules/genai.py). Lowered onto `gather` (cos/sin
 rows at run-time positions), `view`, `binary` mul/add/sub and `concat`.
 
 onnxruntime's rotation of one head vector x at position p, with half = rotary_dim / 2 and
@@ -100,66 +101,96 @@ def rotate(ctx: LoweringContext, name: Callable[[str], str], x: str, cos_c: str,
 
 
 @rule(f"{MS}:RotaryEmbedding")
-def rotary_embedding(ctx: LoweringContext, node: onnx.NodeProto) -> None:
-    """com.microsoft RotaryEmbedding: input [B, S, hidden] (heads of hidden / num_heads, or of
-    2·cos_cache's width when num_heads is 0) or [B, heads, S, head]; position_ids [B, S] (or
-    [1]: the first position, the others following); rotary_embedding_dim (0: the cache's
-    2·width) rotated, the rest of each head passed through."""
+def ms_rotary_embedding(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """com.microsoft RotaryEmbedding(input, position_ids, cos_cache, sin_cache): input [B, S,
+    hidden] (heads of hidden / num_heads, or of 2·cos_cache's width when num_heads is 0) or [B,
+    heads, S, head]; position_ids [B, S] (or [1]: the first position, the others following);
+    rotary_embedding_dim (0: the cache's 2·width) rotated, the rest of each head passed through."""
     a = ctx.attrs()
-    name = _Names(node)
-    x, pos_ids, cos_c, sin_c = node.input[:4]
-    out = node.output[0]
     if int(a.get("is_packed_batching", 0)):
         raise ctx.unsupported("RotaryEmbedding with is_packed_batching")
     if float(a.get("scale", 1.0)) != 1.0:
         raise ctx.unsupported(f"RotaryEmbedding with scale {a['scale']}")
+    x, pos_ids, cos_c, sin_c = node.input[:4]
+    _rotary_node(ctx, node, x, pos_ids, cos_c, sin_c, head_from_cache=True)
+
+
+@rule("RotaryEmbedding")
+def onnx_rotary_embedding(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """ONNX's RotaryEmbedding (opset 23)(X, cos_cache, sin_cache[, position_ids]): the same
+    rotation; a 3-D X needs num_heads; rotary_embedding_dim 0 rotates the whole head; without
+    position_ids the caches are already per token, [B, S, rot / 2]."""
+    x, cos_c, sin_c = node.input[:3]
+    pos_ids = node.input[3] if len(node.input) > 3 else ""
+    _rotary_node(ctx, node, x, pos_ids, cos_c, sin_c, head_from_cache=False)
+
+
+def _rotary_node(ctx: LoweringContext, node: onnx.NodeProto, x: str, pos_ids: str, cos_c: str, sin_c: str,
+                 head_from_cache: bool) -> None:
+    """Both RotaryEmbedding ops onto `rotate`: heads split from a 3-D input and joined back,
+    positions made [B, S] (or [S]), a cache wider than the rotation cut to its first columns."""
+    a = ctx.attrs()
+    name = _Names(node)
+    out = node.output[0]
+    interleaved = bool(a.get("interleaved", 0))
     if ctx.dtype(x) is not DType.FX32:
         raise ctx.unsupported("RotaryEmbedding of a non-float input")
     shape = ctx.shape_of(x)
-    width = ctx.shape_of(cos_c)[1]
-    rot_dim = int(a.get("rotary_embedding_dim", 0)) or 2 * width
+    width = ctx.shape_of(cos_c)[-1]
     heads = int(a.get("num_heads", 0))
     if len(shape) == 4:
         B, N, S, hd = shape
     elif len(shape) == 3:
         B, S, hidden = shape
+        if not heads and not head_from_cache:
+            raise ctx.unsupported("RotaryEmbedding of a 3-D input without num_heads")
         hd = hidden // heads if heads else 2 * width
         if hd == 0 or hidden % hd:
             raise ctx.unsupported(f"RotaryEmbedding of hidden size {hidden} in heads of {hd}")
         N = hidden // hd
     else:
         raise ctx.unsupported(f"RotaryEmbedding of a rank-{len(shape)} input")
-    if rot_dim != 2 * width:
-        if rot_dim > 2 * width or rot_dim % 2:
-            raise ctx.unsupported(f"RotaryEmbedding's rotary_embedding_dim {rot_dim} with a cache of width {width}")
-        cos_c, sin_c = (_first_columns(ctx, name, c, rot_dim // 2) for c in (cos_c, sin_c))
-    if rot_dim > hd:
-        raise ctx.unsupported(f"RotaryEmbedding's rotary dimension {rot_dim} over heads of {hd}")
+    rot_dim = int(a.get("rotary_embedding_dim", 0)) or (2 * width if head_from_cache else hd)
+    if rot_dim > hd or rot_dim % 2 or rot_dim > 2 * width:
+        raise ctx.unsupported(f"RotaryEmbedding's rotary dimension {rot_dim} with heads of {hd} and a cache of"
+                              f" width {width}")
 
-    # positions: [B, S] as given, or [1] → p0 + 0 … S − 1
-    pshape = ctx.shape_of(pos_ids)
-    pos = ctx.value(pos_ids)
-    if ctx.builder.type_of(pos).dtype is not DType.I64:
-        pos = ctx.emit("cast", [pos], {"to": "i64", "frac": 0}, name("pos64"))
-    if pshape in ((1,), ()):
-        first = name("p0")
-        ctx.bind(first, ctx.emit("reshape", [pos], {"shape": [1]}, first))
-        ar = name("arange")
-        ctx.bind(ar, Const(np.arange(S, dtype=np.int64)))
+    if not pos_ids:  # ONNX's per-token caches [B, S, half]: rows b·S + s of the flattened caches
+        if tuple(ctx.shape_of(cos_c)) != (B, S, width):
+            raise ctx.unsupported(f"RotaryEmbedding without position_ids and caches of shape {list(ctx.shape_of(cos_c))}")
+        flat = []
+        for c in (cos_c, sin_c):
+            f = name("flat_cache")
+            reshape_to(ctx, c, (B * S, width), f)
+            flat.append(f)
+        cos_c, sin_c = flat
         positions = name("positions")
-        ctx.bind(positions, ctx.emit("binary", [ctx.value(first), ctx.value(ar)], {"kind": "add"}, positions))
-    elif pshape == (B, S) or pshape == (1, S):
+        ctx.bind(positions, Const(np.arange(B * S, dtype=np.int64).reshape(B, S)))
+    else:  # [B, S] as given, or [1] → p0 + 0 … S − 1
+        pshape = ctx.shape_of(pos_ids)
+        pos = ctx.value(pos_ids)
+        if ctx.builder.type_of(pos).dtype is not DType.I64:
+            pos = ctx.emit("cast", [pos], {"to": "i64", "frac": 0}, name("pos64"))
         positions = name("positions")
-        ctx.bind(positions, pos)
-    else:
-        raise ctx.unsupported(f"RotaryEmbedding's position_ids of shape {list(pshape)} for input {list(shape)}")
+        if pshape in ((1,), ()):
+            first = name("p0")
+            ctx.bind(first, ctx.emit("reshape", [pos], {"shape": [1]}, first))
+            ar = name("arange")
+            ctx.bind(ar, Const(np.arange(S, dtype=np.int64)))
+            ctx.bind(positions, ctx.emit("binary", [ctx.value(first), ctx.value(ar)], {"kind": "add"}, positions))
+        elif pshape in ((B, S), (1, S)):
+            ctx.bind(positions, pos)
+        else:
+            raise ctx.unsupported(f"RotaryEmbedding's position_ids of shape {list(pshape)} for input {list(shape)}")
+    if rot_dim != 2 * width:
+        cos_c, sin_c = (_first_columns(ctx, name, c, rot_dim // 2) for c in (cos_c, sin_c))
 
     if len(shape) == 4:
-        rotate(ctx, name, x, cos_c, sin_c, positions, bool(a.get("interleaved", 0)), out)
+        rotate(ctx, name, x, cos_c, sin_c, positions, interleaved, out)
         return
     heads4 = name("heads")  # [B, S, N·hd] → [B, N, S, hd]
     view(ctx, x, (B, N, S, hd), 0, (S * N * hd, hd, N * hd, 1), heads4)
-    r = rotate(ctx, name, heads4, cos_c, sin_c, positions, bool(a.get("interleaved", 0)))
+    r = rotate(ctx, name, heads4, cos_c, sin_c, positions, interleaved)
     back = name("back")
     view(ctx, r, (B, S, N, hd), 0, (N * S * hd, hd, S * hd, 1), back)
     reshape_to(ctx, back, (B, S, N * hd), out)
