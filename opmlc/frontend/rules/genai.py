@@ -1,7 +1,7 @@
 """Rules for the onnxruntime contrib ops of onnxruntime-genai's model builder (LLaMA, Qwen2,
-Mistral, Phi-3 exports): GroupQueryAttention, SkipSimplifiedLayerNormalization and
-SimplifiedLayerNormalization (the builder writes the last in the default domain; load.py moves
-it to com.microsoft). Semantics are onnxruntime's (docs/ContribOperators.md and its CPU
+Mistral, Phi-3, Gemma, Phi exports): GroupQueryAttention, SkipSimplifiedLayerNormalization,
+SkipLayerNormalization (Phi's) and SimplifiedLayerNormalization (the builder writes the last in
+the default domain; load.py moves it to com.microsoft); its rotary step is rules/rotary.py's. Semantics are onnxruntime's (docs/ContribOperators.md and its CPU
 kernels); MatMulNBits is rules/quantized.py's.
 
 GroupQueryAttention, at static shapes: the key/value cache is a fixed buffer of the compile's
@@ -99,7 +99,7 @@ def _skip_norm(ctx: LoweringContext, node: onnx.NodeProto, norm: str, gamma_beta
     ctx.node = onnx.helper.make_node(norm, [total, *params], [outs[0]], name=node.name,
                                      epsilon=float(ctx.attrs().get("epsilon", 1e-5)), axis=-1)
     try:
-        rms_norm(ctx, ctx.node) if norm == "RMSNormalization" else layer_norm(ctx, ctx.node)
+        (rms_norm if norm == "RMSNormalization" else layer_norm)(ctx, ctx.node)
     finally:
         ctx.node = saved
 
