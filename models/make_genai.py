@@ -19,8 +19,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ARCHS = ("llama", "qwen2", "mistral", "phi3")
+ARCHS = ("llama", "qwen2", "mistral", "phi3", "gemma", "phi")
 VOCAB = 512
+SLIDING_WINDOW = 16
+# builder options per architecture: Mistral's window over a full-length cache (the builder's
+# default for sliding layers is a ring-buffer cache, GroupQueryAttention sliding_window_cache=1,
+# which opmlc refuses)
+EXTRA_OPTIONS = {"mistral": ["windowed_kv_cache=false"]}
 
 
 def stdlib_texts(limit: int = 60) -> list[str]:
@@ -63,15 +68,26 @@ def make_hf_model(folder: Path, arch: str, hidden: int, layers: int, heads: int,
     config, cls = {
         "llama": (lambda: tf.LlamaConfig(**common), tf.LlamaForCausalLM),
         "qwen2": (lambda: tf.Qwen2Config(**common), tf.Qwen2ForCausalLM),
-        "mistral": (lambda: tf.MistralConfig(**common, sliding_window=None), tf.MistralForCausalLM),
-        "phi3": (lambda: tf.Phi3Config(**common, pad_token_id=0), tf.Phi3ForCausalLM),
+        # Mistral's sliding window (GroupQueryAttention's local_window_size), short enough that a
+        # prompt and its 16 new tokens run past it
+        "mistral": (lambda: tf.MistralConfig(**common, sliding_window=SLIDING_WINDOW,
+                                               layer_types=["sliding_attention"] * layers), tf.MistralForCausalLM),
+        # the short-context Phi-3 (the builder's Phi3MiniModel): original_max_position_embeddings equal
+        # to max_position_embeddings, no LongRoPE scaling
+        "phi3": (lambda: tf.Phi3Config(**common, pad_token_id=0, original_max_position_embeddings=context),
+                 tf.Phi3ForCausalLM),
+        "gemma": (lambda: tf.GemmaConfig(**common, head_dim=hidden // heads), tf.GemmaForCausalLM),
+        # Phi-2's layout: LayerNorm, parallel attention and MLP, biases, partial rotary (0.5 here)
+        "phi": (lambda: tf.PhiConfig(**common, partial_rotary_factor=0.5), tf.PhiForCausalLM),
     }[arch]
     torch.manual_seed(seed)
     model = cls(config()).eval()
     with torch.no_grad():  # random init gives near-uniform logits; wider weights give decisive ones
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.08)
+            elif name.endswith(".bias") and "norm" not in name:  # zero at init: the export would drop them
+                p.normal_(0.0, 0.02)
     model.save_pretrained(folder)
 
 
@@ -89,8 +105,9 @@ def make_genai(out: str | Path, arch: str = "llama", hidden: int = 256, layers: 
     make_hf_model(src, arch, hidden, layers, heads, kv_heads, mlp, context, seed)
     cache = out.parent / (out.name + ".cache")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    extra = ["--extra_options", *EXTRA_OPTIONS[arch]] if arch in EXTRA_OPTIONS else []
     subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
-                    "-p", precision, "-e", "cpu", "-c", str(cache)], check=True, env=env,
+                    "-p", precision, "-e", "cpu", "-c", str(cache), *extra], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(cache, ignore_errors=True)
     return out

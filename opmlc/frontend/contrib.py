@@ -50,6 +50,29 @@ def _gqa(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) 
     return [(q[0], [q[1][0], q[1][1], int(attrs["num_heads"]) * hd]), past, past]
 
 
+def _same_shape(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    """RotaryEmbedding: the output as the input."""
+    a = get(node.input[0])
+    return None if a is None else [a]
+
+
+def _mha(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
+    """MultiHeadAttention with 3-D query/key/value: output [B, S, v_hidden]; the present cache
+    [B, heads, past + kv_seq, head] (the past concatenated with the new keys/values)."""
+    q = get(node.input[0])
+    k = get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    v = get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if q is None or k is None or v is None or len(q[1]) != 3 or len(k[1]) != 3 or len(v[1]) != 3:
+        return None
+    n = int(attrs["num_heads"])
+    past = get(node.input[6]) if len(node.input) > 6 and node.input[6] else None
+    p = past[1][2] if past is not None else 0
+    b, kv_seq = k[1][0], k[1][1]
+    present_k = (q[0], [b, n, p + kv_seq, k[1][2] // n])
+    present_v = (q[0], [b, n, p + kv_seq, v[1][2] // n])
+    return [(q[0], [q[1][0], q[1][1], v[1][2]]), present_k, present_v]
+
+
 def _broadcast(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs: dict) -> list[Shape] | None:
     a, b = get(node.input[0]), get(node.input[3])
     if a is None or b is None:
@@ -71,7 +94,8 @@ def _global_pool(node: onnx.NodeProto, get: Callable[[str], Shape | None], attrs
 
 SHAPES = {"MatMulNBits": _matmul_nbits, "QGemm": _qgemm, "QLinearAdd": _broadcast, "QLinearMul": _broadcast,
           "QLinearGlobalAveragePool": _global_pool, "SimplifiedLayerNormalization": _same_as_input,
-          "SkipSimplifiedLayerNormalization": _same_as_input, "GroupQueryAttention": _gqa}
+          "SkipSimplifiedLayerNormalization": _same_as_input, "SkipLayerNormalization": _same_as_input,
+          "GroupQueryAttention": _gqa, "RotaryEmbedding": _same_shape, "MultiHeadAttention": _mha}
 MAX_ROUNDS = 1000
 
 

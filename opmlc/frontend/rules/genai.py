@@ -1,7 +1,7 @@
 """Rules for the onnxruntime contrib ops of onnxruntime-genai's model builder (LLaMA, Qwen2,
-Mistral, Phi-3 exports): GroupQueryAttention, SkipSimplifiedLayerNormalization and
-SimplifiedLayerNormalization (the builder writes the last in the default domain; load.py moves
-it to com.microsoft). Semantics are onnxruntime's (docs/ContribOperators.md and its CPU
+Mistral, Phi-3, Gemma, Phi exports): GroupQueryAttention, SkipSimplifiedLayerNormalization,
+SkipLayerNormalization (Phi's) and SimplifiedLayerNormalization (the builder writes the last in
+the default domain; load.py moves it to com.microsoft); its rotary step is rules/rotary.py's. Semantics are onnxruntime's (docs/ContribOperators.md and its CPU
 kernels); MatMulNBits is rules/quantized.py's.
 
 GroupQueryAttention, at static shapes: the key/value cache is a fixed buffer of the compile's
@@ -32,12 +32,15 @@ from opmlc.frontend.context import Const, LoweringContext
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import frac
 from opmlc.frontend.rules.attention import GATE_FRAC, SCORE_FRAC_MAX
-from opmlc.frontend.rules.decoder import rms_norm
+from opmlc.frontend.rules.decoder import layer_norm, rms_norm
 from opmlc.frontend.rules.movement import strides_of, view
+from opmlc.frontend.rules.rotary import rotate
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
 MS = "com.microsoft"
+# the attributes the rule reads; any other (a later onnxruntime's) is refused by name
+GQA_ATTRS = {"num_heads", "kv_num_heads", "scale", "local_window_size", "softcap", "do_rotary", "rotary_interleaved"}
 
 
 class _Names:
@@ -63,25 +66,40 @@ def simplified_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 @rule(f"{MS}:SkipSimplifiedLayerNormalization")
 def skip_simplified_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     """out = RMSNorm(input + skip [+ bias]) · gamma; output 3 is the sum itself."""
+    _skip_norm(ctx, node, "RMSNormalization", gamma_beta=(2,), bias=3)
+
+
+@rule(f"{MS}:SkipLayerNormalization")
+def skip_layer_norm(ctx: LoweringContext, node: onnx.NodeProto) -> None:
+    """out = LayerNorm(input + skip [+ bias]) · gamma [+ beta] (Phi's export); output 3 is the sum."""
+    _skip_norm(ctx, node, "LayerNormalization", gamma_beta=(2, 3), bias=4)
+
+
+def _skip_norm(ctx: LoweringContext, node: onnx.NodeProto, norm: str, gamma_beta: tuple[int, ...], bias: int) -> None:
+    """The skip sum as `binary` adds (input + skip, then + bias), then the plain `norm` op of
+    rules/decoder.py over it; the mean and inv_std_var outputs are refused."""
     outs = list(node.output) + [""] * 4
     if outs[1] or outs[2]:
-        raise ctx.unsupported("SkipSimplifiedLayerNormalization's mean or inv_std_var output")
-    x, skip, gamma, bias = node.input[0], node.input[1], node.input[2], _opt(node, 3)
+        raise ctx.unsupported(f"{node.op_type}'s mean or inv_std_var output")
+    x, skip, b = node.input[0], node.input[1], _opt(node, bias)
     total = outs[3] or f"{outs[0] or node.name}/sum"
     if ctx.shape_of(skip) != ctx.shape_of(x):
-        raise ctx.unsupported("SkipSimplifiedLayerNormalization with a skip of another shape than the input")
-    summed = total if not bias else f"{total}/nobias"
+        raise ctx.unsupported(f"{node.op_type} with a skip of another shape than the input")
+    summed = total if not b else f"{total}/nobias"
     ctx.bind(summed, ctx.emit("binary", [ctx.fx(x), ctx.fx(skip)], {"kind": "add", "frac": frac(ctx, summed)}, summed))
-    if bias:
-        ctx.bind(total, ctx.emit("binary", [ctx.fx(summed), ctx.fx(bias)], {"kind": "add", "frac": frac(ctx, total)},
+    if b:
+        ctx.bind(total, ctx.emit("binary", [ctx.fx(summed), ctx.fx(b)], {"kind": "add", "frac": frac(ctx, total)},
                                  total))
     if not outs[0]:
         return
     saved = ctx.node
-    ctx.node = onnx.helper.make_node("RMSNormalization", [total, gamma], [outs[0]], name=node.name,
+    params = [_opt(node, i) for i in gamma_beta]
+    while params and not params[-1]:
+        params.pop()
+    ctx.node = onnx.helper.make_node(norm, [total, *params], [outs[0]], name=node.name,
                                      epsilon=float(ctx.attrs().get("epsilon", 1e-5)), axis=-1)
     try:
-        rms_norm(ctx, ctx.node)
+        (rms_norm if norm == "RMSNormalization" else layer_norm)(ctx, ctx.node)
     finally:
         ctx.node = saved
 
@@ -99,6 +117,9 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     H, KV = int(a["num_heads"]), int(a["kv_num_heads"])
     if float(a.get("softcap", 0.0)) != 0.0:
         raise ctx.unsupported("GroupQueryAttention with softcap")
+    unknown = sorted(set(a) - GQA_ATTRS)
+    if unknown:  # e.g. sliding_window_cache (a ring buffer of the window), qk_output, smooth_softmax
+        raise ctx.unsupported(f"GroupQueryAttention with attribute(s) {', '.join(unknown)}")
     if not past_k or not past_v:
         raise ctx.unsupported("GroupQueryAttention without a key/value cache (past_key, past_value)")
     if H % KV:
@@ -148,8 +169,8 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
         ctx.bind(ar, Const(np.arange(S, dtype=np.int64)))
         ctx.bind(pos, ctx.emit("binary", [ctx.value(p), ctx.value(ar)], {"kind": "add"}, pos))
         interleaved = bool(a.get("rotary_interleaved", 0))
-        Q = _rotary(ctx, name, Q, cos_c, sin_c, pos, interleaved)
-        K = _rotary(ctx, name, K, cos_c, sin_c, pos, interleaved)
+        Q = rotate(ctx, name, Q, cos_c, sin_c, pos, interleaved)
+        K = rotate(ctx, name, K, cos_c, sin_c, pos, interleaved)
 
     # the cache: entries p … p + S − 1 replaced by the new rows
     j = name("j")
@@ -236,62 +257,3 @@ def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
 
 def reshape_to_ref(ctx: LoweringContext, ref: int, shape: tuple[int, ...], out: str) -> None:
     ctx.bind(out, ctx.emit("reshape", [ref], {"shape": list(shape)}, out))
-
-
-def _rotary(ctx: LoweringContext, name: _Names, x: str, cos_c: str, sin_c: str, pos: str, interleaved: bool) -> str:
-    """onnxruntime's rotary embedding of x [1, n, S, hd] at positions `pos` [S]: the first
-    2·half features rotated (half = cos_cache's width), the rest passed through."""
-    _, n, S, hd = ctx.shape_of(x)
-    half = ctx.shape_of(cos_c)[1]
-    rot = 2 * half
-    if rot > hd:
-        raise ctx.unsupported(f"rotary cache of width {half} for heads of {hd}")
-    f = ctx.frac_of(ctx.fx(x))
-
-    def table(c: str) -> str:
-        rows = name("rows")
-        ctx.bind(rows, ctx.emit("gather", [ctx.fx(c), ctx.value(pos)], {"axis": 0}, rows))  # [S, half]
-        out = name("cs")
-        reshape_to(ctx, rows, (1, 1, S, half), out)
-        return out
-
-    cos, sin = table(cos_c), table(sin_c)
-    st = strides_of((1, n, S, hd))
-    x1, x2 = name("x1"), name("x2")
-    if interleaved:
-        view(ctx, x, (1, n, S, half), 0, (st[0], st[1], st[2], 2), x1)
-        view(ctx, x, (1, n, S, half), 1, (st[0], st[1], st[2], 2), x2)
-    else:
-        view(ctx, x, (1, n, S, half), 0, st, x1)
-        view(ctx, x, (1, n, S, half), half, st, x2)
-
-    def mul(a_: str, b_: str) -> str:
-        out = name("m")
-        ctx.bind(out, ctx.emit("binary", [ctx.fx(a_), ctx.fx(b_)], {"kind": "mul", "frac": f}, out))
-        return out
-
-    def comb(kind: str, a_: str, b_: str) -> str:
-        out = name(kind)
-        ctx.bind(out, ctx.emit("binary", [ctx.fx(a_), ctx.fx(b_)], {"kind": kind, "frac": f}, out))
-        return out
-
-    r1 = comb("sub", mul(x1, cos), mul(x2, sin))
-    r2 = comb("add", mul(x2, cos), mul(x1, sin))
-    out = name("rotated")
-    if interleaved:
-        a1, a2 = name("r1"), name("r2")
-        reshape_to(ctx, r1, (1, n, S, half, 1), a1)
-        reshape_to(ctx, r2, (1, n, S, half, 1), a2)
-        pair = name("pair")
-        ctx.bind(pair, ctx.emit("concat", [ctx.fx(a1), ctx.fx(a2)], {"axis": 4, "frac": f}, pair))
-        rotated = name("inter")
-        reshape_to(ctx, pair, (1, n, S, rot), rotated)
-        parts = [rotated]
-    else:
-        parts = [r1, r2]
-    if rot < hd:
-        rest = name("pass")
-        view(ctx, x, (1, n, S, hd - rot), rot, st, rest)
-        parts.append(rest)
-    ctx.bind(out, ctx.emit("concat", [ctx.fx(q) for q in parts], {"axis": 3, "frac": f}, out))
-    return out
