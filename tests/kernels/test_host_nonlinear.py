@@ -69,3 +69,27 @@ def test_reshape_output_shares_its_input_buffer_and_gives_the_interpreters_bits(
             got = session.run([x])
             for v, arr in zip(g.outputs, got, strict=True):
                 np.testing.assert_array_equal(arr, want[v])
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(24, 28, 24), (17, 28, 19), (16, 16, 16), (0, 30, 1), (30, 0, 10),
+                                      (10, 30, 10), (20, 20, 10), (8, 28, 0)])
+def test_division_by_a_scalar_equals_the_interpreter_on_both_sides_of_the_fast_test(fa, fb, fo):
+    """The host module tests the scalar divisor once (binary._fast_scalar_division): divisors just
+    below, at and above 2^(s − 19), zero, negative and the int32 edges, each against numerators
+    with int32 edge values; the quotients and the saturation counts are the interpreter's."""
+    from opmlc.ir.ops.binary import div_shift
+
+    s = div_shift(fa, fb, fo)
+    t = 1 << max(s - 19, 0)
+    rng = np.random.default_rng(fa + 3 * fb + 7 * fo)
+    a = rand_fx(rng, (5, 41))
+    for d in sorted({t - 1, t, t + 1, -t, -t - 1, 0, 1, -1, 2**31 - 1, -(2**31), 3 << 27, 12345}):
+        if not -(2**31) <= d < 2**31:
+            continue
+        b = GraphBuilder("div")
+        x = b.add_input("x", fx(a.shape, fa))
+        w = b.add_initializer("d", np.array(d, dtype=np.int32), fx((), fb))
+        b.mark_output(b.add_node("binary", [x, w], {"kind": "div", "frac": fo}))
+        g = b.build()
+        assert ("div.all_fast" in host_module(g)) == (s <= 30)
+        check_all_backends(g, [a], mips=False)

@@ -85,10 +85,11 @@ def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) ->
     return v, (out_of_int32(b, wide) if counting(b) else None)
 
 
-def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
-    """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it)."""
+def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value, in_fast_range: bool = False) -> ir.Value:
+    """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it). `in_fast_range`:
+    the caller proved the host FPU path's bound (kernels/_host.py); ignored on MIPS."""
     if host(b):  # the native build divides through the FPU, exactly (kernels/_host.py)
-        q, r = floor_divmod_host(b, n, d)
+        q, r = floor_divmod_host(b, n, d, in_fast_range=in_fast_range)
         return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
     q = b.sdiv(n, d)
     r = b.srem(n, d)
