@@ -139,3 +139,16 @@ def test_token_inputs_in_every_integer_form(builds):
         same_as_interpreter(b, form)
     with pytest.raises(InputError, match="must hold integers"):
         opmlc.run(b, [ids + 0.5], backend="native")
+
+
+def test_a_program_without_edge_functions_takes_the_general_path(builds, monkeypatch):
+    """An object written before the edge functions existed binds none of them: every input is
+    then checked and quantized by the API, with the same result."""
+    b = builds["digits_mlp"]
+    x = np.random.default_rng(6).random((1, 64)).astype(np.float32) * 16
+    x[0, 0] = 1e12
+    want = opmlc.run(b, [x], backend="native")
+    for name in ("quantize_f32", "quantize_f64", "narrow_i64"):
+        monkeypatch.setattr(b.native.program, name, None)
+    got = same_as_interpreter(b, x)
+    assert got.output_roots == want.output_roots and got.clipped_inputs == want.clipped_inputs
