@@ -6,9 +6,11 @@ Every opmlc figure is one `opmlc.run(build, [x], backend="native", threads=T)` c
 build (the public API: input quantization, the input copy, the kernels, the output copy, the
 RunResult), every reference one `InferenceSession.run` of onnxruntime's CPUExecutionProvider
 with `intra_op_num_threads = T` (and inter-op 1) on the float32 ONNX file the build was compiled
-from. Each is timed as the minimum over --runs calls after a warm-up (the machine is shared:
-the minimum is the figure least disturbed by other processes; the median is printed beside it).
-The ratio is opmlc / onnxruntime of the minima.
+from. The calls are interleaved — each round calls opmlc and every reference once, in turn — and
+each figure is the minimum over --runs rounds after a warm-up (the machine is shared: the
+minimum is the figure least disturbed by other processes, and interleaving lets a busy moment
+hit both sides alike; the median is printed beside it). The ratio is opmlc / onnxruntime of the
+minima. The header prints the load average.
 
 Models (random weights, made by scripts; none is committed):
 - `mlp`: the 784-512-512-10 MLP (models/make_mlp784.py) at batch 1 and 64, and the digits MLP;
@@ -29,6 +31,7 @@ tiny decoders ≤ 1.0; the 27.5M shape with 8-bit weights ≤ 0.8 (against float
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -75,15 +78,30 @@ def fmt(t: tuple[float, float]) -> str:
     return f"{t[0] * 1e3:8.3f} ms ({t[1] * 1e3:7.3f})"
 
 
+def interleaved(fns: list, runs: int) -> list[tuple[float, float]]:
+    """(min, median) of each function, timed in turn in every round (one call of each per round,
+    after a warm-up call each), so that a busy moment of the shared machine hits all alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [(min(ts), float(np.median(ts))) for ts in times]
+
+
 def compare(name: str, build: opmlc.Build, x: np.ndarray, refs: dict[str, Path], input_name: str,
             threads: list[int], runs: int) -> None:
+    feed = {input_name: x.astype(np.int64) if x.dtype.kind in "iu" else x}
     for t in threads:
-        nat = min_median(lambda t=t: opmlc.run(build, [x], backend="native", threads=t), runs)
+        sessions = [ort_session(path, t) for path in refs.values()]
+        fns = [lambda t=t: opmlc.run(build, [x], backend="native", threads=t)]
+        fns += [lambda s=sess: s.run(None, feed) for sess in sessions]
+        nat, *ref_times = interleaved(fns, runs)
         line = f"{name:<34} {t:>2}  opmlc {fmt(nat)}"
-        for label, path in refs.items():
-            sess = ort_session(path, t)
-            feed = {input_name: x.astype(np.int64) if x.dtype.kind in "iu" else x}
-            ref = min_median(lambda s=sess, f=feed: s.run(None, f), runs)
+        for label, ref in zip(refs, ref_times, strict=True):
             line += f"  |  ort {label} {fmt(ref)} ratio {nat[0] / ref[0]:5.2f}x"
         print(line, flush=True)
 
@@ -182,7 +200,8 @@ def main() -> None:
                     help="comma-separated: mlp, decoders, matvec4, llama27")
     args = ap.parse_args()
     print("opmlc: opmlc.run(build, [x], backend='native', threads=T); reference: onnxruntime "
-          f"{ort.__version__} CPUExecutionProvider, intra_op_num_threads=T; min of {args.runs} calls (median)")
+          f"{ort.__version__} CPUExecutionProvider, intra_op_num_threads=T; min of {args.runs} interleaved calls "
+          f"(median); load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'model':<34} {'T':>2}")
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.only.split(","):

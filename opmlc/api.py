@@ -177,15 +177,23 @@ def quantize_inputs(build: Build, arrays: list[np.ndarray],
         names = [r["name"] for r in build.manifest["inputs"]]
         raise InputError(f"the model takes {len(names)} input(s) {names}, got {len(arrays)}")
     out = []
-    for rec, arr in zip(build.manifest["inputs"], arrays, strict=True):
-        t = graph.values[rec["value"]].type
-        arr = check_input(np.asarray(arr), rec["name"], t)
-        # fx32 quantized (clips counted), f32 as float32 bits (tree features), ints cast
-        with count_saturation() as c:
-            out.append(encode(arr, t))
-        if clipped is not None and c.n:
-            clipped[rec["name"]] = c.n
+    for k, (rec, arr) in enumerate(zip(build.manifest["inputs"], arrays, strict=True)):
+        value, n = quantize_input(build, k, arr)
+        out.append(value)
+        if clipped is not None and n:
+            clipped[rec["name"]] = n
     return out
+
+
+def quantize_input(build: Build, k: int, arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Graph input k's array checked and quantized at the edge: (value, elements clipped)."""
+    rec = build.manifest["inputs"][k]
+    t = build.graph.values[rec["value"]].type
+    arr = check_input(np.asarray(arr), rec["name"], t)
+    # fx32 quantized (clips counted), f32 as float32 bits (tree features), ints cast
+    with count_saturation() as c:
+        value = encode(arr, t)
+    return value, c.n
 
 
 def inputs_out_of_range(build: Build, arrays: list[np.ndarray]) -> list[str]:
@@ -272,6 +280,8 @@ def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: i
     result is that node's output. `threads` (native backend only): threads a run uses, default
     every core; any number gives the same bits (docs/DESIGN.md "Native kernels and threads").
     """
+    if backend == "native" and node is None:
+        return _run_native(build, inputs, threads)
     from opmlc.tasks import check_node
 
     try:
@@ -293,6 +303,22 @@ def run(build: Build, inputs: list[np.ndarray], backend: str = "interp", node: i
     saturated = extra.pop("saturated", None)
     by = None if saturated is None else {"vm": "interp alongside vm"}.get(backend, backend)
     return RunResult(backend, outputs, types, extra, saturated or {}, clipped, by)
+
+
+def _run_native(build: Build, inputs: list[np.ndarray], threads: int | None) -> RunResult:
+    """`run` of the whole graph on the native backend: the build's session writes each input
+    into its buffer (one edge call in the common case, else quantize_input) and runs the task;
+    everything that does not depend on the input was prepared when the session was loaded."""
+    if threads is not None:
+        from opmlc.backend.native import check_threads
+
+        threads = check_threads(threads)
+    if len(inputs) != len(build.graph.inputs):
+        quantize_inputs(build, inputs)  # the one error message for a wrong number of inputs
+    session = build.native
+    outputs, saturated, clipped = session.run_edge(inputs, lambda k, arr: quantize_input(build, k, arr), threads)
+    names = {build.manifest["inputs"][k]["name"]: n for k, n in enumerate(clipped) if n}
+    return RunResult("native", outputs, list(session.output_types), {}, saturated, names, "native")
 
 
 def clipped_constants(build: Build) -> int:

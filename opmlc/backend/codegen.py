@@ -20,8 +20,9 @@ the module exports two more entry points for the native session's threads:
 - `void task_span(ptr regions, i32 first, i32 end)`: nodes first..end-1 in order, one call;
 - `void task_part(ptr regions, i32 node, i32 part, i32 parts)`: part `part` of `parts` of a
   node that `split_worth` splits (its saturation count added atomically: parts run at once);
-  any other node runs whole as part 0, and its other parts do nothing.
+  any other node runs whole as part 0, and its other parts do nothing;
 
+and the edge functions that quantize the inputs into their buffers (opmlc/backend/edge.py).
 The MIPS module is generated without them, so its text is what it was.
 
 With `parted` (the MIPS program only; never with `host_kernels`), the nodes split into parts by
@@ -37,6 +38,7 @@ from contextlib import nullcontext
 from llvmlite import ir
 
 from opmlc import progress
+from opmlc.backend.edge import emit_edge
 from opmlc.backend.kernels import KERNELS
 from opmlc.backend.kernels._host import host_arithmetic
 from opmlc.backend.kernels._ir import (
@@ -155,6 +157,7 @@ def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool,
     b.unreachable()
     if host_kernels:
         _thread_entries(module, task, part_fns)
+        emit_edge(module)
     text = str(module)
     # The codegen's text names no target; target.py sets the triple and data layout per target.
     return "\n".join(line for line in text.splitlines() if not line.startswith(("target triple", "target datalayout"))) + "\n"

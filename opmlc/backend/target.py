@@ -208,6 +208,11 @@ _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
 TASK_SPAN_FUNCTION, TASK_PART_FUNCTION = "task_span", "task_part"
 _SPAN_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32)
 _PART_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
+# The host module's edge functions (opmlc/backend/edge.py emits them under these names): an
+# input quantized or narrowed into its buffer by one call; absent from an object written before.
+QUANTIZE_F32, QUANTIZE_F64, NARROW_I64 = "opmlc.quantize_f32", "opmlc.quantize_f64", "opmlc.narrow_i64"
+_QUANTIZE_CTYPE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+_NARROW_CTYPE = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 
 
 class NativeProgram:
@@ -267,6 +272,11 @@ class NativeProgram:
         # both or neither (a host module has both; the MIPS module's text run natively has none)
         self.task_span = _SPAN_CTYPE(span) if span and part else None
         self.task_part = _PART_CTYPE(part) if span and part else None
+        # the edge functions, each None when the module has none (the MIPS text, an older object)
+        self.quantize_f32, self.quantize_f64, self.narrow_i64 = (
+            ctype(address) if (address := self._engine.get_function_address(name)) else None
+            for name, ctype in ((QUANTIZE_F32, _QUANTIZE_CTYPE), (QUANTIZE_F64, _QUANTIZE_CTYPE),
+                                (NARROW_I64, _NARROW_CTYPE)))
         # built with saturation counters (codegen.SATURATION_MARKER, an i32 holding the number
         # of nodes): the region table then carries one more pointer, to an i64 count per node
         self.saturation_nodes: int | None = None

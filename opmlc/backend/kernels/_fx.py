@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from opmlc.backend.kernels._host import floor_divmod_host, host
+from opmlc.backend.kernels._host import floor_divmod_host, host, is_host_module
 from opmlc.backend.kernels._ir import (
     ELEM,
     I1,
@@ -85,10 +85,11 @@ def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) ->
     return v, (out_of_int32(b, wide) if counting(b) else None)
 
 
-def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value) -> ir.Value:
-    """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it)."""
+def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value, in_fast_range: bool = False) -> ir.Value:
+    """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it). `in_fast_range`:
+    the caller proved the host FPU path's bound (kernels/_host.py); ignored on MIPS."""
     if host(b):  # the native build divides through the FPU, exactly (kernels/_host.py)
-        q, r = floor_divmod_host(b, n, d)
+        q, r = floor_divmod_host(b, n, d, in_fast_range=in_fast_range)
         return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
     q = b.sdiv(n, d)
     r = b.srem(n, d)
@@ -122,11 +123,16 @@ def _udiv_digit(b: ir.IRBuilder, top: ir.Value, low: ir.Value, v: ir.Value, vn1:
     return q, rem
 
 
-def div_round_q32(module: ir.Module) -> ir.Function:
+def div_round_q32(module: ir.Module, wide_divisor: bool = False) -> ir.Function:
     """fixedpoint.round_div(n, d) for i64 0 ≤ n < 2^63 and 1 ≤ d < 2^32, without i64
     division: `i64 (i64 n, i64 d, i64 down)`. Exact when floor(n / d) < 2^32; otherwise it
     returns 2^32 (any value above INT32_MAX: the callers saturate it, counting it, as they
     would the exact quotient).
+
+    `wide_divisor`: the caller guarantees n < 2^62 and d ≥ 2^12 (the nonlinear kernels: d ≥
+    2^30), so that in the host module the FPU's quotient needs no fallback (kernels/_host.py,
+    `in_fast_range`: n < 2^62 ≤ 2^50 · d): a function of its own there; the MIPS module's is the
+    same function either way.
 
     A two-digit long division in base 2^16 (Knuth's algorithm D) of n·2^s by d·2^s, where
     s = clz(d) normalises the divisor to [2^31, 2^32): two i32 divisions (MIPS `divu`, one
@@ -134,12 +140,13 @@ def div_round_q32(module: ir.Module) -> ir.Function:
     half up as round_div does: +1 when 2r ≥ d; with down = 1, half down: +1 only when 2r > d,
     which is −round_div(−n, d) (a negative quotient rounded on its magnitude).
     """
-    fn, b = internal_function(module, "opmlc.div_round_q32", I64, [I64, I64, I64])
+    wide_host = wide_divisor and is_host_module(module)
+    fn, b = internal_function(module, "opmlc.div_round_q32" + ".wide" * wide_host, I64, [I64, I64, I64])
     if b is None:
         return fn
     n, d, down = fn.args
     if host(b):  # the native build: the FPU's exact floor division (kernels/_host.py), vectorisable
-        q, r = floor_divmod_host(b, n, d)
+        q, r = floor_divmod_host(b, n, d, in_fast_range=wide_host)
         half = b.sub(d, r)
         up = b.select(b.icmp_unsigned("==", down, c64(0)), b.icmp_signed(">=", r, half), b.icmp_signed(">", r, half))
         b.ret(b.select(b.icmp_signed(">=", q, c64(1 << 32)), c64(1 << 32), b.add(q, b.zext(up, I64))))

@@ -34,7 +34,8 @@ from opmlc.ir.types import DType, TensorType
 PRED = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
-def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb: int, fo: int) -> ir.Value:
+def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb: int, fo: int,
+              div_in_fast_range: bool = False) -> ir.Value:
     if kind == "mul":
         return to_fx(b, b.mul(a, y), fa + fb, fo)
     if kind == "div":
@@ -45,7 +46,7 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         num = b.select(neg, b.sub(c64(0), num), num)
         den = b.select(neg, b.sub(c64(0), den), den)
         if host(b):  # natively round_div divides through the FPU (kernels/_host.py)
-            wide = round_div(b, num, positive(b, den))
+            wide = round_div(b, num, positive(b, den), in_fast_range=div_in_fast_range)
         else:
             wide = _div_mips(b, num, positive(b, den), wide_den=s < 0)
         with uncounted(b):
@@ -124,18 +125,59 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     so = strides(shape)
     dt = types[0].dtype
     rng = part_range(b)
-    with nest(b, shape) if rng is None else _flat(b, shape, rng) as idx:
-        a = ld(b, args[0], linear_index(b, idx, sa), dt)
-        y = ld(b, args[1], linear_index(b, idx, sb), dt)
-        if dt is DType.BOOL:
-            x1, y1 = b.icmp_signed("!=", a, c64(0)), b.icmp_signed("!=", y, c64(0))
-            r = {"and": lambda: b.and_(x1, y1), "or": lambda: b.or_(x1, y1), "xor": lambda: b.xor(x1, y1),
-                 "eq": lambda: b.icmp_signed("==", a, y), "ne": lambda: b.icmp_signed("!=", a, y)}[kind]()
-        elif dt is DType.FX32:
-            r = fx_scalar(b, kind, a, y, types[0].frac, types[1].frac, out_type.frac)
-        else:
-            r = int_scalar(b, kind, a, y, dt)
-        st(b, r, out, linear_index(b, idx, so), out_type.dtype)
+
+    def body(fast_div: bool) -> None:
+        with nest(b, shape) if rng is None else _flat(b, shape, rng) as idx:
+            a = ld(b, args[0], linear_index(b, idx, sa), dt)
+            y = ld(b, args[1], linear_index(b, idx, sb), dt)
+            if dt is DType.BOOL:
+                x1, y1 = b.icmp_signed("!=", a, c64(0)), b.icmp_signed("!=", y, c64(0))
+                r = {"and": lambda: b.and_(x1, y1), "or": lambda: b.or_(x1, y1), "xor": lambda: b.xor(x1, y1),
+                     "eq": lambda: b.icmp_signed("==", a, y), "ne": lambda: b.icmp_signed("!=", a, y)}[kind]()
+            elif dt is DType.FX32:
+                r = fx_scalar(b, kind, a, y, types[0].frac, types[1].frac, out_type.frac, fast_div)
+            else:
+                r = int_scalar(b, kind, a, y, dt)
+            st(b, r, out, linear_index(b, idx, so), out_type.dtype)
+
+    fast = _fast_scalar_division(b, args, types, attrs, out_type)
+    if fast is None:
+        body(False)
+        return
+    fast_blk, slow_blk, done = (b.append_basic_block(n) for n in ("div.all_fast", "div.general", "div.end"))
+    b.cbranch(fast, fast_blk, slow_blk)
+    b.position_at_end(fast_blk)
+    body(True)
+    b.branch(done)
+    b.position_at_end(slow_blk)
+    body(False)
+    b.branch(done)
+    b.position_at_end(done)
+
+
+def _fast_scalar_division(b: ir.IRBuilder, args: list[ir.Value], types: list[TensorType], attrs: dict,
+                          out_type: TensorType) -> ir.Value | None:
+    """Host module only: for an fx32 division by one scalar, an i1 that holds when every
+    element's quotient may take the FPU path alone (kernels/_host.py `in_fast_range`: |n| <
+    2^62 and |n| < 2^50 · d), tested once before the loop; None when no such test applies.
+
+    The numerator is n = ±a · 2^s with |a| ≤ 2^31 and s = div_shift(fa, fb, fo) (or a itself
+    when s ≤ 0, the divisor then shifted), so |n| ≤ 2^(31 + max(s, 0)) < 2^62 for s ≤ 30, and
+    |n| < 2^50 · d once d ≥ 2^(s − 19) (always for s ≤ 19). A zero divisor passes too: its
+    quotient (taken with d = 1, |n| / 1 < 2^62, no poison) is discarded for the ±inf select.
+    The constant divisors of attention scales and GELU's 1/√2 (s 28–30, d ≈ 2^28) pass."""
+    if not host(b) or attrs["kind"] != "div" or types[0].dtype is not DType.FX32 or types[1].numel != 1:
+        return None
+    if part_range(b) is not None:
+        return None
+    s = div_shift(types[0].frac, types[1].frac, out_type.frac)
+    if s > 30:
+        return None
+    if s <= 19:
+        return ir.Constant(ir.IntType(1), 1)
+    y = ld(b, args[1], c32(0), DType.FX32)
+    mag = b.select(b.icmp_signed("<", y, c64(0)), b.sub(c64(0), y), y)  # |y| ≤ 2^31: no overflow in i64
+    return b.or_(b.icmp_signed(">=", mag, c64(1 << (s - 19))), b.icmp_signed("==", y, c64(0)))
 
 
 @contextmanager

@@ -52,13 +52,16 @@ def fx_scalar(b: ir.IRBuilder, kind: str, x: ir.Value, f: int, fo: int) -> ir.Va
             q = b.add(q, b.zext(up, I64))
         return to_fx(b, q, 0, fo)
     one = c64(fp.ONE_Q30)
+    # sigmoid and tanh divide n ≤ 2^(30 + fo) by 2^30 + e ≥ 2^30 (0 ≤ e ≤ 2^30): within
+    # div_round_q32's wide_divisor bound (n < 2^62, d ≥ 2^12) since fo ≤ MAX_FRAC = 30
+    wide = fo <= 31
     if kind == "sigmoid":
         e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), ax), c64(f)])
         num = b.select(neg, b.shl(e, c64(fo)), c64(1 << (30 + fo)))  # only the one selected
-        return saturate32(b, b.call(div_round_q32(b.module), [num, b.add(one, e), c64(0)]))
+        return saturate32(b, b.call(div_round_q32(b.module, wide), [num, b.add(one, e), c64(0)]))
     if kind == "tanh":
         e = b.call(exp_nonpositive_q30(b.module), [b.sub(c64(0), b.shl(ax, c64(1))), c64(f)])
-        mag = b.call(div_round_q32(b.module), [b.shl(b.sub(one, e), c64(fo)), b.add(one, e), c64(0)])
+        mag = b.call(div_round_q32(b.module, wide), [b.shl(b.sub(one, e), c64(fo)), b.add(one, e), c64(0)])
         return saturate32(b, b.select(neg, b.sub(c64(0), mag), mag))
     if kind == "exp":
         return call_helper(b, exp_fx(b.module), [x, c64(f), c64(fo)])
@@ -89,7 +92,8 @@ def erf_fx(module: ir.Module) -> ir.Function:
     a = b.select(b.icmp_signed(">=", f, c64(unary_op.ERF_FRAC)), down, up)
     a = smin(b, a, c64(unary_op.ERF_CLAMP))
     px = shr_round(b, b.mul(a, c64(unary_op.ERF_P_Q30)), unary_op.ERF_FRAC)
-    t = b.call(div_round_q32(b.module), [c64(1 << 60), b.add(c64(fp.ONE_Q30), px), c64(0)])
+    # 2^60 / (2^30 + px), px ≥ 0 (a ≥ 0, ERF_P_Q30 > 0): div_round_q32's wide_divisor bound
+    t = b.call(div_round_q32(b.module, True), [c64(1 << 60), b.add(c64(fp.ONE_Q30), px), c64(0)])
     # t ≤ 2^30, |p| < 1.5·2^30 at every Horner step (tests/kernels/test_mips_cost.py
     # sweeps it), a ≤ 6·2^26, e ≤ 2^30: every product here is a 32 × 32-bit one (mul32)
     p = c64(unary_op.ERF_A_Q30[-1])
@@ -121,7 +125,8 @@ def log_fx(module: ir.Module) -> ir.Function:
     # rounded half down; otherwise numerator and divisor are even: halved, d = m + 2^30 < 2^32
     mag = b.select(big, b.sub(c64(1 << 31), m), b.sub(m, c64(1 << 30)))
     den = b.add(m, b.select(big, c64(1 << 31), c64(1 << 30)))
-    q = b.call(div_round_q32(b.module), [b.shl(mag, c64(30)), den, b.zext(big, I64)])
+    # n = mag·2^30 < 2^61, den ≥ 2^31: div_round_q32's wide_divisor bound
+    q = b.call(div_round_q32(b.module, True), [b.shl(mag, c64(30)), den, b.zext(big, I64)])
     s = b.select(big, b.sub(c64(0), q), q)
     z = shr_round(b, b.mul(s, s), fp.Q30)
     p = c64(unary_op.LOG_SERIES_Q30[-1])

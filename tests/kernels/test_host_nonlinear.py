@@ -1,0 +1,95 @@
+"""The native build's host-only variants of the portable kernels against the interpreter, bit for
+bit and count for count: the nonlinear ops whose division needs no `sdiv` fallback
+(div_round_q32's wide_divisor: sigmoid, tanh, erf, log) on int32 edge values, random values and
+lengths that reach the vector loops' tails, at output fracs up to 30 (MAX_FRAC); and a reshape whose output
+shares its input's buffer in a NativeSession (kernels/reshape.py), on 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend.native import NativeSession, alias_of, host_module, native_program
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.interpreter import run_graph
+from opmlc.ir.types import DType, TensorType
+from tests.kernels.test_kernels import check_all_backends, rand_fx, single_op
+
+
+def fx(shape, frac):
+    return TensorType(DType.FX32, tuple(shape), frac)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "tanh", "erf", "log"])
+@pytest.mark.parametrize("f,fo,scale", [(16, 16, None), (24, 30, 1 << 26), (8, 30, 1 << 12), (0, 0, 40),
+                                        (30, 24, None), (20, 12, 1 << 22)])
+def test_wide_divisor_kernels_equal_the_interpreter(kind, f, fo, scale):
+    rng = np.random.default_rng(f * 37 + fo)
+    g, x = single_op("unary", [fx((3, 77), f)], {"kind": kind, "frac": fo}, rng, scales=[scale])
+    assert "opmlc.div_round_q32.wide" in host_module(g), "the host module takes the wide-divisor division"
+    check_all_backends(g, x, mips=False)
+
+
+def test_sigmoid_and_tanh_over_the_whole_exp_range():
+    """Every 2^k and its neighbours as input: e runs from 2^30 down to 0, the divisor over
+    [2^30, 2^31], the numerator up to 2^(30 + fo)."""
+    vals = sorted({s * ((1 << k) + d) for k in range(31) for d in (-1, 0, 1) for s in (1, -1)} | {0})
+    x = np.array([v for v in vals if -(2**31) <= v < 2**31], dtype=np.int32)
+    for f, fo in ((16, 30), (0, 24), (30, 30)):
+        for kind in ("sigmoid", "tanh"):
+            b = GraphBuilder("edges")
+            b.mark_output(b.add_node("unary", [b.add_input("x", fx(x.shape, f))], {"kind": kind, "frac": fo}))
+            check_all_backends(b.build(), [x], mips=False)
+
+
+def reshape_graph():
+    b = GraphBuilder("aliased")
+    x = b.add_input("x", fx((4, 6, 5), 16))
+    r = b.add_node("reshape", [x], {"shape": [24, 5]})
+    y = b.add_node("unary", [r], {"kind": "sigmoid", "frac": 16})
+    r2 = b.add_node("reshape", [y], {"shape": [4, 30]})
+    b.mark_output(r2)
+    b.mark_output(b.add_node("reshape", [r2], {"shape": [120]}))
+    return b.build()
+
+
+def test_reshape_output_shares_its_input_buffer_and_gives_the_interpreters_bits():
+    g = reshape_graph()
+    aliases = alias_of(g)
+    assert len(aliases) == 3
+    rng = np.random.default_rng(5)
+    check_all_backends(g, [rand_fx(rng, (4, 6, 5))], mips=False)  # separate buffers: the copy runs
+    for threads in (1, 2):
+        session = NativeSession(native_program(g), g, threads=threads)
+        for out, src in aliases.items():
+            assert np.shares_memory(session.bufs[out], session.bufs[src])
+        for seed in range(3):
+            x = rand_fx(np.random.default_rng(seed), (4, 6, 5))
+            want = run_graph(g, [x])
+            got = session.run([x])
+            for v, arr in zip(g.outputs, got, strict=True):
+                np.testing.assert_array_equal(arr, want[v])
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(24, 28, 24), (17, 28, 19), (16, 16, 16), (0, 30, 1), (30, 0, 10),
+                                      (10, 30, 10), (20, 20, 10), (8, 28, 0)])
+def test_division_by_a_scalar_equals_the_interpreter_on_both_sides_of_the_fast_test(fa, fb, fo):
+    """The host module tests the scalar divisor once (binary._fast_scalar_division): divisors just
+    below, at and above 2^(s − 19), zero, negative and the int32 edges, each against numerators
+    with int32 edge values; the quotients and the saturation counts are the interpreter's."""
+    from opmlc.ir.ops.binary import div_shift
+
+    s = div_shift(fa, fb, fo)
+    t = 1 << max(s - 19, 0)
+    rng = np.random.default_rng(fa + 3 * fb + 7 * fo)
+    a = rand_fx(rng, (5, 41))
+    for d in sorted({t - 1, t, t + 1, -t, -t - 1, 0, 1, -1, 2**31 - 1, -(2**31), 3 << 27, 12345}):
+        if not -(2**31) <= d < 2**31:
+            continue
+        b = GraphBuilder("div")
+        x = b.add_input("x", fx(a.shape, fa))
+        w = b.add_initializer("d", np.array(d, dtype=np.int32), fx((), fb))
+        b.mark_output(b.add_node("binary", [x, w], {"kind": "div", "frac": fo}))
+        g = b.build()
+        assert ("div.all_fast" in host_module(g)) == (s <= 30)
+        check_all_backends(g, [a], mips=False)
