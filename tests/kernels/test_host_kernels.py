@@ -307,3 +307,95 @@ def test_vnni_qmatmul_split_over_threads(dtype):
         sat: dict[int, int] = {}
         (got,) = session.run(x, saturated=sat, threads=threads)
         assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
+
+
+# ---- the double-lane matmul (kernels/native/matmul_fma.py), taken when the operands' ranges allow
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fma_matmul_equals_interpreter_on_bounded_operands(seed):
+    """Dense layers on a batch with values in range (the run-time check passes): random shapes
+    reaching the 8×3 tiles, the leftover rows and columns and the K mod 8 tail."""
+    rng = np.random.default_rng(300 + seed)
+    m, n = int(rng.integers(4, 40)), int(rng.integers(1, 40))
+    k = int(rng.integers(8, 300))
+    g, x = _matmul(rng, m, k, n, True, bias=seed % 2 == 0, scales=[1 << 20, 1 << 14, 1 << 24])
+    assert "mm.fma" in host_module(g)
+    check_all_backends(g, x, mips=False)
+
+
+def _fma_kernel(m, k, n):
+    """matmul_fma's range check and kernel compiled alone as `i32 f(ptr x, ptr w, ptr out)`: the
+    raw i64 sums of x [m, k] @ w [n, k]ᵀ (no rescale, no saturation), and the check's verdict."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from opmlc.backend.kernels._ir import I32, PTR, VOID, c32, store
+    from opmlc.backend.kernels.native import matmul_fma
+    from opmlc.backend.target import load_native
+
+    module = ir.Module("fma")
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR] * 3), "fma_sums")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    xp, wp, outp = fn.args
+    ok = matmul_fma.in_range(b, xp, wp, m, k, c32(0), c32(n))
+    matmul_fma.emit(b, xp, wp, m, k, c32(0), c32(n),
+                    lambda total, _base, i, j: store(b, total, outp, b.add(b.mul(i, c32(n)), j)))
+    b.ret(b.zext(ok, I32))
+    task = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), "task")
+    ir.IRBuilder(task.append_basic_block("entry")).ret_void()
+    program = load_native(str(module), cache_dir=None)
+    cfn = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 3)(program._engine.get_function_address("fma_sums"))
+
+    def run(x, w):
+        out = np.zeros((m, n), np.int64)
+        verdict = cfn(x.ctypes.data, w.ctypes.data, out.ctypes.data)
+        return bool(verdict), out
+
+    return program, run
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_fma_matmul_is_exact_up_to_its_bound(over):
+    """Operands at the check's edge: |x| = 2^31 (INT32_MIN) and |w| up to 2^(20 + over), K = 24
+    + 5 (three products a lane, ceil(log2 3) = 2, and a tail of 5): e_a + e_b + 2 = 53 + over.
+    At 53 the check passes and the raw sums equal Python's integers (odd sums near 2^53, where
+    a rounded double would show); at 54 it refuses (the i64 kernel takes the part)."""
+    m, k, n = 9, 29, 7
+    w = np.full((n, k), -(1 << (20 + over)), np.int32)
+    w[:, 1::2] += 1 + 2 * np.arange(n)[:, None]  # odd, near the extreme
+    x = np.full((m, k), np.iinfo(np.int32).min, np.int32)
+    x[:, ::3] = np.iinfo(np.int32).max
+    x[1] = 7
+    _program, run = _fma_kernel(m, k, n)
+    ok, got = run(x, w)
+    assert ok == (over == 0)
+    if ok:
+        want = x.astype(object) @ w.astype(object).T
+        assert (got.astype(object) == want).all()
+        assert np.abs(got).max() > 2**52, "the sums reach the bound"
+
+
+def test_fma_matmul_random_in_range_sums_are_exact():
+    rng = np.random.default_rng(5)
+    m, k, n = 13, 203, 11
+    _program, run = _fma_kernel(m, k, n)
+    for ea in (10, 20, 26):
+        x = rng.integers(-(1 << ea), 1 << ea, (m, k), endpoint=True).astype(np.int32)
+        w = rng.integers(-(1 << (53 - 5 - ea)), 1 << (53 - 5 - ea), (n, k)).astype(np.int32)
+        ok, got = run(x, w)
+        assert ok
+        assert (got.astype(object) == x.astype(object) @ w.astype(object).T).all()
+
+
+def test_fma_matmul_split_over_threads():
+    rng = np.random.default_rng(12)
+    m, k = 33, 200
+    n = SPLIT_MIN_WORK // (m * k) + 29
+    g, x = _matmul(rng, m, k, n, True, scales=[1 << 16, 1 << 15, 1 << 24])
+    assert split_worth(g, 0) and "mm.fma" in host_module(g)
+    want = run_graph(g, x)[g.outputs[0]]
+    session = NativeSession(native_program(g), g)
+    for threads in (1, 2, 3):
+        (got,) = session.run(x, threads=threads)
+        assert np.array_equal(got, want), f"{threads} threads"
