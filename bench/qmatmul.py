@@ -16,7 +16,9 @@ by arithmetic), it times
 
 Each figure is the minimum over --runs calls, the contenders' calls interleaved (the machine is
 shared: interleaving exposes all of them to the same load, and the minimum is the least
-disturbed); ratios are opmlc / MatMulNBits of the same bit width. With --vm it also prints MIPS
+disturbed); ratios are opmlc / MatMulNBits of the same bit width. With all four shapes measured it
+adds up one TinyLlama-1.1B decoding step's projections (22 layers × q, k, v, o, gate, up, down at
+M = 1; new4/ort4 = opmlc int4 / MatMulNBits 4-bit; the lm_head, attention and norms are left out). With --vm it also prints MIPS
 steps per multiply-add in the VM (K = 256, N = 32) for the fx32 matmul and the q-kernels.
 """
 
@@ -37,7 +39,10 @@ sys.path.insert(0, str(ROOT))
 import opmlc  # noqa: E402
 from opmlc.backend.kernels.native import qmatmul_vnni  # noqa: E402
 
-SHAPES = [(2048, 2048), (2048, 5632), (5632, 2048)]  # (K, N): LLaMA-1.1B's projections
+SHAPES = [(2048, 2048), (2048, 256), (2048, 5632), (5632, 2048)]  # (K, N): LLaMA-1.1B's projections
+# one TinyLlama-1.1B decoder layer: q, o (2048 × 2048), k, v (2048 → 256), gate, up, down
+LAYER = {(2048, 2048): 2, (2048, 256): 2, (2048, 5632): 2, (5632, 2048): 1}
+LAYERS = 22
 ROWS = (1, 32)
 
 
@@ -155,6 +160,7 @@ def main() -> None:
           f"intra_op_num_threads=T; VNNI {'on this host' if vnni else 'absent: lane kernel only'}")
     print(f"{'K x N':>11} {'M':>3} {'T':>2} | {'bits':>4} {'opmlc':>8} {'lanes':>8} {'MatMulNBits':>11} "
           f"{'ratio':>6} {'lanes/ort':>9} | {'ort f32':>8}")
+    per_layer: dict[tuple[int, str], dict[tuple[int, int], float]] = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         for k, n in shapes:
@@ -175,12 +181,23 @@ def main() -> None:
                         if vnni:
                             calls[f"old{bits}"] = opmlc_call(builds[-bits], t, x)
                     best = interleaved_min(calls, args.runs)
+                    if m == 1:
+                        for name, v in best.items():
+                            per_layer.setdefault((t, name), {})[(k, n)] = v
                     for bits in (8, 4):
                         new, ref = best[f"new{bits}"], best[f"ort{bits}"]
                         old = best.get(f"old{bits}", float("nan"))
                         print(f"{k:>5}x{n:<5} {m:>3} {t:>2} | {bits:>4} {new * 1e3:8.3f} {old * 1e3:8.3f} "
                               f"{ref * 1e3:11.3f} {new / ref:6.2f} {old / ref:9.2f} | {best['f32'] * 1e3:8.3f}",
                               flush=True)
+
+    for t in args.threads:  # a decoding step's projections (no lm_head, no attention or norms)
+        got = {name: times for (tt, name), times in per_layer.items() if tt == t and set(LAYER) <= set(times)}
+        if got:
+            est = {name: LAYERS * sum(c * times[s] for s, c in LAYER.items()) for name, times in got.items()}
+            line = ", ".join(f"{name} {v * 1e3:.1f} ms" for name, v in est.items())
+            print(f"TinyLlama-1.1B decode step, the {LAYERS} layers' 7 projections at M = 1, T = {t}: {line}; "
+                  f"opmlc int4 / MatMulNBits 4-bit = {est['new4'] / est['ort4']:.2f}")
 
 
 if __name__ == "__main__":
