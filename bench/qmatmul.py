@@ -1,6 +1,7 @@
 """Quantized-weight products against onnxruntime's MatMulNBits, measured side by side.
 
-Run: `python bench/qmatmul.py [--threads 1 2] [--runs 30] [--vm]`.
+Run: `python bench/qmatmul.py [--threads 1 2] [--runs 30] [--rows 1,32] [--shapes 2048x5632,...]
+[--clock wall|cpu] [--vm]`.
 
 For x [M, K] @ W [K, N] (a float MatMul with random weights, made here), at M = 1 (a token
 decoding: the matrix-vector product, bound by reading the weights) and M = 32 (a prompt: bound
@@ -43,8 +44,6 @@ SHAPES = [(2048, 2048), (2048, 256), (2048, 5632), (5632, 2048)]  # (K, N): LLaM
 # one TinyLlama-1.1B decoder layer: q, o (2048 × 2048), k, v (2048 → 256), gate, up, down
 LAYER = {(2048, 2048): 2, (2048, 256): 2, (2048, 5632): 2, (5632, 2048): 1}
 LAYERS = 22
-ROWS = (1, 32)
-
 
 def float_model(path: Path, k: int, n: int, m: int) -> Path:
     import onnx
@@ -99,13 +98,15 @@ def opmlc_call(build_dir: Path, threads: int, x: np.ndarray):
     return lambda: opmlc.run(build, [x], backend="native", threads=threads)
 
 
-def interleaved_min(calls: dict[str, object], runs: int) -> dict[str, float]:
+def interleaved_min(calls: dict[str, object], runs: int, clock=time.perf_counter) -> dict[str, float]:
     best = dict.fromkeys(calls, float("inf"))
+    for fn in calls.values():
+        fn()  # warm-up
     for _ in range(runs):
         for name, fn in calls.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            best[name] = min(best[name], clock() - t0)
     return best
 
 
@@ -150,13 +151,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES), help="KxN,KxN,...")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the calling thread's CPU time (time.thread_time; one thread only), which a loaded "
+                         "machine's preemptions do not inflate")
+    ap.add_argument("--rows", default="1,32", help="M values, comma-separated")
     ap.add_argument("--vm", action="store_true", help="also MIPS steps per multiply-add in the VM")
     args = ap.parse_args()
     if args.vm:
         vm_steps()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    rows = [int(v) for v in args.rows.split(",")]
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    if args.clock == "cpu":
+        args.threads = [1]
     vnni = qmatmul_vnni.has_vnni()
-    print(f"min of {args.runs} interleaved calls, ms; opmlc.run(..., backend='native', threads=T) vs onnxruntime "
+    print(f"min of {args.runs} interleaved calls, ms ({args.clock} clock); opmlc.run(..., backend='native', threads=T) vs onnxruntime "
           f"intra_op_num_threads=T; VNNI {'on this host' if vnni else 'absent: lane kernel only'}")
     print(f"{'K x N':>11} {'M':>3} {'T':>2} | {'bits':>4} {'opmlc':>8} {'lanes':>8} {'MatMulNBits':>11} "
           f"{'ratio':>6} {'lanes/ort':>9} | {'ort f32':>8}")
@@ -164,7 +173,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         for k, n in shapes:
-            for m in ROWS:
+            for m in rows:
                 src = float_model(tmp / f"mm{k}x{n}m{m}.onnx", k, n, m)
                 nbits = {bits: nbits_model(src, bits) for bits in (8, 4)}
                 builds = {}
@@ -180,7 +189,7 @@ def main() -> None:
                         calls[f"new{bits}"] = opmlc_call(builds[bits], t, x)
                         if vnni:
                             calls[f"old{bits}"] = opmlc_call(builds[-bits], t, x)
-                    best = interleaved_min(calls, args.runs)
+                    best = interleaved_min(calls, args.runs, clock)
                     if m == 1:
                         for name, v in best.items():
                             per_layer.setdefault((t, name), {})[(k, n)] = v
