@@ -20,18 +20,20 @@ Then, per chunk and weight row (loaded once for all the tile's rows of x):
 
 So per block b and row of x, the planes recombined, Σ_p 2^(8p)·acc_p = Σ_{k∈b} x_k·q_k + Y_b
 with Y_b = 2^31·Σ_{k∈b} s3_k (i8) or 8·Σ_{k∈b} x_k (i4): Y_b depends on x only, so the
-scratch holds it too, and the zero point's Σ_b s_b·zp_b·Σ_{k∈b} x_k is subtracted per output
-(blocks in a scalar loop, only with a zero point).
+scratch holds it too (and Σ_{k∈b} x_k with a zero point), and each output subtracts
+Σ_b scale_b·(Y_b + zp_b·Σ_{k∈b} x_k) once, after its products (a loop over the blocks).
 
 Bounds (i32 lanes; every later step is wrap-around i64, the op's own ring). One `vpdpbusd`
 adds four products to a lane: |b_p·q| ≤ 255·128 and |(q + 128)·s3| ≤ 255·128 (i8), |b_p·w| ≤
 255·15 and |w·s3| ≤ 15·128 (i4), so |Δ| ≤ 4·255·128 = 130560 < 2^17. A lane takes at most
-FLUSH_DOTS of them (FLUSH chunks, two per chunk for i4) before it is widened: |acc_p| ≤ 32·2^17
-= 2^22, and lo = acc_0 + 2^8·acc_1, hi = acc_2 + 2^8·acc_3 stay below 2^22 + 2^30 < 2^31:
-exact in i32. Then, in i64, inner += lo + 2^16·hi, and at the block's end total += (inner − Y)
-· scale, lane by lane (each lane's four or eight elements lie in one block: the block size is a
-multiple of 4, of 8 for i4; a chunk holds whole blocks or a block whole chunks); the lanes are
-added up once at the end. No vpdpbusd saturates (that is `vpdpbusds`, not used here).
+32 of them (FLUSH chunks, two per chunk for i4) before it is widened: |acc_p| ≤ 32·2^17 =
+2^22, and lo = acc_0 + 2^8·acc_1, hi = acc_2 + 2^8·acc_3 stay below 2^22 + 2^30 < 2^31: exact
+in i32. Each lane's four or eight elements lie in one block (the block size is a multiple of
+4, of 8 for i4; a chunk holds whole blocks or a block whole chunks), so lane by lane, with s
+its block's scale: a block of at most FLUSH chunks adds lo·s + 2^16·hi·s to the lane's i64
+total directly (products of two exact i32s: `vpmuldq` on the even and the odd lanes); a longer
+block first sums lo + 2^16·hi over its runs in i64 and multiplies once at its end. The lanes
+are added up at the end. No vpdpbusd saturates (that is `vpdpbusds`, not used here).
 
 Parts (threads): ranges of output columns (weight rows), each thread streaming its own weights;
 every part splits the same x into planes itself (M·K work against its N_part·M·K).
@@ -103,7 +105,7 @@ def _layout(k: int, bs: int, dtype: DType, zp: bool) -> tuple[int, int, int, int
     bs = _block(k, bs, dtype)
     gw = max(bs, ch)
     ng = -(-k // gw)
-    stride = nch * 4 * ch + ng * 128 + (8 * n_blocks(k, bs) if zp else 0)
+    stride = nch * 4 * ch + 8 * n_blocks(k, bs) * (2 if zp else 1)
     return nch, ng, -(-stride // 64) * 64, gw
 
 
@@ -184,8 +186,6 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                         byte = b.trunc(b.lshr(xv, c32(8 * p)), I8)
                         put(byte, b.add(base, b.add(c32((full * 4 + p) * ch), pos)), 1)
             ybase = b.add(base, c32(nch * 4 * ch))
-            with loop(b, ng * 2, "pz") as z:
-                put(ir.Constant(VI64, None), b.add(ybase, b.mul(z, c32(64))), 64)
             with loop(b, nb, "pb") as blk:
                 k0 = b.mul(blk, c32(bs))
                 count = b.select(b.icmp_unsigned(">", b.add(k0, c32(bs)), c32(k)), b.sub(c32(k), k0), c32(bs))
@@ -199,11 +199,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                         b.store(b.add(b.load(s3, typ=I64), sext64(b, b.ashr(xv, c32(24)))), s3)
                 sxv = b.load(sx, typ=I64)
                 y = b.shl(sxv, c64(3)) if i4 else b.shl(b.load(s3, typ=I64), c64(31))
-                g = b.udiv(blk, c32(bpg))
-                lane = b.mul(b.urem(blk, c32(bpg)), c32(bs // LANE_K[dt])) if bpg > 1 else c32(0)
-                put(y, b.add(ybase, b.mul(b.add(b.mul(g, c32(16)), lane), c32(8))), 8)
+                put(y, b.add(ybase, b.mul(blk, c32(8))), 8)
                 if zp is not None:
-                    put(sxv, b.add(ybase, b.add(c32(ng * 128), b.mul(blk, c32(8)))), 8)
+                    put(sxv, b.add(ybase, b.add(c32(nb * 8), b.mul(blk, c32(8)))), 8)
 
     # ---- the products
     accs = [entry_alloca(b, V16, name=f"acc{t}") for t in range(4 * 2 * 3)]
@@ -259,8 +257,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 v = b.add(half(lo32, h), b.shl(half(hi32, h), ir.Constant(VI64, [16] * 8)))
                 b.store(b.add(b.load(inner[2 * t + h], typ=VI64), v), inner[2 * t + h])
 
-    def scales(j: ir.Value, g: ir.Value, tail: bool) -> list[ir.Value]:
-        """The scale of each i32 lane's block in group g of weight row j, as two <8 x i64> halves."""
+    def scales(j: ir.Value, g: ir.Value, tail: bool) -> ir.Value:
+        """The scale of each i32 lane's block in group g of weight row j (<16 x i32>)."""
         row = b.mul(j, c32(nb))
         if bpg == 1:
             s = b.insert_element(ir.Constant(V16, ir.Undefined), load(b, scale, b.add(row, g)), c32(0))
@@ -273,7 +271,29 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 vb = b.insert_element(vb, load(b, scale, b.add(row, b.add(first, idx))), c32(t))
             lane_block = [(t * LANE_K[dt]) // bs for t in range(16)]
             v = b.shuffle_vector(vb, vb, ir.Constant(V16, lane_block))
-        return [half(v, 0), half(v, 1)]
+        return v
+
+    def lanes64(v: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """A <16 x i32>'s even and odd lanes, each sign-extended in an i64 lane (what `vpmuldq` reads)."""
+        w = b.bitcast(v, VI64)
+        thirty_two = ir.Constant(VI64, [32] * 8)
+        return b.ashr(b.shl(w, thirty_two), thirty_two), b.ashr(w, thirty_two)
+
+    def scale_direct(rows: int, cols: int, svs: list[ir.Value]) -> None:
+        """One i32 run made the whole group: total += lo·s + 2^16·hi·s, lane by lane, products of
+        two exact i32s in i64 (`vpmuldq` on the even and the odd lanes)."""
+        eight = ir.Constant(V16, [8] * 16)
+        sixteen = ir.Constant(VI64, [16] * 8)
+        for cc in range(cols):
+            s_eo = lanes64(svs[cc])
+            for r in range(rows):
+                t = r * cols + cc
+                a = [b.load(accs[4 * t + p], typ=V16) for p in range(4)]
+                lo_eo = lanes64(b.add(a[0], b.shl(a[1], eight)))
+                hi_eo = lanes64(b.add(a[2], b.shl(a[3], eight)))
+                for h in range(2):
+                    v = b.add(b.mul(lo_eo[h], s_eo[h]), b.shl(b.mul(hi_eo[h], s_eo[h]), sixteen))
+                    b.store(b.add(b.load(total[2 * t + h], typ=VI64), v), total[2 * t + h])
 
     def tile(rows: int, cols: int, i0: ir.Value, rg0: ir.Value, j0: ir.Value) -> None:
         js = [b.add(j0, c32(cc)) for cc in range(cols)]
@@ -282,9 +302,20 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.store(ir.Constant(VI64, None), total[t])
 
         def group(g: ir.Value, chunks: int, masked: int, tail: bool) -> None:
+            c0 = b.mul(g, c32(cpg))
+            if chunks <= FLUSH:  # one i32 run: scaled straight from i32
+                for t in range(4 * rows * cols):
+                    b.store(ir.Constant(V16, None), accs[t])
+                plain = chunks - (1 if masked else 0)
+                if plain:
+                    with loop(b, plain, "kc") as c:
+                        chunk_step(rows, cols, rbase, js, b.add(c0, c), 0)
+                if masked:
+                    chunk_step(rows, cols, rbase, js, b.add(c0, c32(plain)), masked)
+                scale_direct(rows, cols, [scales(j, g, tail) for j in js])
+                return
             for t in range(2 * rows * cols):
                 b.store(ir.Constant(VI64, None), inner[t])
-            c0 = b.mul(g, c32(cpg))
 
             def run(count: int, start: ir.Value, last_masked: int) -> None:
                 for t in range(4 * rows * cols):
@@ -305,14 +336,12 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             if looped < len(sizes):
                 run(sizes[-1], b.add(c0, c32(looped * FLUSH)), masked)
             for cc in range(cols):
-                sv = scales(js[cc], g, tail)
+                v = scales(js[cc], g, tail)
+                sv = [half(v, 0), half(v, 1)]
                 for r in range(rows):
-                    yb = b.add(rbase[r], b.add(c32(nch * 4 * ch), b.mul(g, c32(128))))
                     for h in range(2):
                         t = 2 * (r * cols + cc) + h
-                        y = b.load(at(b.add(yb, c32(64 * h))), typ=VI64, align=64)
-                        d = b.sub(b.load(inner[t], typ=VI64), y)
-                        b.store(b.add(b.load(total[t], typ=VI64), b.mul(d, sv[h])), total[t])
+                        b.store(b.add(b.load(total[t], typ=VI64), b.mul(b.load(inner[t], typ=VI64), sv[h])), total[t])
 
         tail_chunks = nch - (ng - 1) * cpg
         tail_mask = (k % ch) // (2 if i4 else 1)  # bytes of the last chunk's weights (0: a whole chunk)
@@ -329,16 +358,18 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             for cc in range(cols):
                 t = 2 * (r * cols + cc)
                 acc = hsum(b, b.add(b.load(total[t], typ=VI64), b.load(total[t + 1], typ=VI64)))
-                if zp is not None:  # − Σ_b scale_b · zp_b · Σ_{k∈b} x_k
-                    corr = entry_alloca(b, I64, name="zpc")
-                    b.store(acc, corr)
-                    xs = b.add(rbase[r], c32(nch * 4 * ch + ng * 128))
-                    with loop(b, nb, "zb") as blk:
-                        cell = b.add(b.mul(js[cc], c32(nb)), blk)
-                        sz = b.mul(sext64(b, load(b, scale, cell)), sext64(b, load_q(b, zp, cell, dt)))
-                        sx = b.load(at(b.add(xs, b.mul(blk, c32(8)))), typ=I64, align=8)
-                        b.store(b.sub(b.load(corr, typ=I64), b.mul(sz, sx)), corr)
-                    acc = b.load(corr, typ=I64)
+                # − Σ_b scale_b · (Y_b + zp_b · Σ_{k∈b} x_k): the operands' offsets (module docstring)
+                corr = entry_alloca(b, I64, name="corr")
+                b.store(acc, corr)
+                ys = b.add(rbase[r], c32(nch * 4 * ch))
+                with loop(b, nb, "zb") as blk:
+                    cell = b.add(b.mul(js[cc], c32(nb)), blk)
+                    off = b.load(at(b.add(ys, b.mul(blk, c32(8)))), typ=I64, align=8)
+                    if zp is not None:
+                        sx = b.load(at(b.add(ys, b.add(c32(nb * 8), b.mul(blk, c32(8))))), typ=I64, align=8)
+                        off = b.add(off, b.mul(sext64(b, load_q(b, zp, cell, dt)), sx))
+                    b.store(b.sub(b.load(corr, typ=I64), b.mul(sext64(b, load(b, scale, cell)), off)), corr)
+                acc = b.load(corr, typ=I64)
                 if bias is not None:
                     acc = b.add(acc, shl(b, sext64(b, load(b, bias, js[cc])), prod_frac - bias_t.frac))
                 store(b, saturate32(b, shr_round(b, acc, shift)), out, b.add(b.mul(i, c32(n)), js[cc]))
