@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from opmlc.backend.codegen import generate_module
-from opmlc.backend.kernels.native import SPLIT_MIN_WORK, split_worth
+from opmlc.backend.kernels.native import SPLIT_MIN_WORK, qmatmul_vnni, split_worth
 from opmlc.backend.native import NativeSession, host_module, native_program
 from opmlc.ir.interpreter import run_graph
 from opmlc.ir.types import DType
@@ -113,8 +113,14 @@ QCASES = [  # dtype, x shape, N, block, zero point, bias
 ]
 
 
+@pytest.fixture
+def lane_kernel(monkeypatch):
+    """qmatmul.py's double / i64 lane kernel, even on a host with VNNI (which takes its nodes)."""
+    monkeypatch.setattr(qmatmul_vnni, "ENABLED", False)
+
+
 @pytest.mark.parametrize("dtype,x_shape,n,bs,zp,bias", QCASES)
-def test_host_qmatmul_equals_interpreter_at_the_edges(dtype, x_shape, n, bs, zp, bias):
+def test_host_qmatmul_equals_interpreter_at_the_edges(lane_kernel, dtype, x_shape, n, bs, zp, bias):
     """int32-edge activations against weights with the dtype's extremes (q − zp up to ±255)."""
     rng = np.random.default_rng(sum(x_shape) + n + bs)
     g = qmatmul_graph(rng, dtype, x_shape, n, bs, zp, bias)
@@ -124,7 +130,7 @@ def test_host_qmatmul_equals_interpreter_at_the_edges(dtype, x_shape, n, bs, zp,
 
 
 @pytest.mark.parametrize("dtype", [DType.I8, DType.I4])
-def test_host_qmatmul_split_over_threads(dtype):
+def test_host_qmatmul_split_over_threads(lane_kernel, dtype):
     rng = np.random.default_rng(21)
     m, k = 5, 256
     n = SPLIT_MIN_WORK // (m * k) + 13
@@ -194,7 +200,7 @@ def test_host_division_is_exact_floor_division_at_the_edges():
 
 
 @pytest.mark.parametrize("sign", [1, -1])
-def test_host_qmatmul_i8_long_block_of_extreme_products_is_exact(sign):
+def test_host_qmatmul_i8_long_block_of_extreme_products_is_exact(lane_kernel, sign):
     """The i8 kernel sums a block in doubles: a 4096-element block of the largest products
     (|x| = 2^31, |q − zp| = 255) lands near 2^51, unsaturated (shift 20), on the exact bits."""
     from opmlc.ir.graph import GraphBuilder
@@ -215,3 +221,181 @@ def test_host_qmatmul_i8_long_block_of_extreme_products_is_exact(sign):
     xs = np.where(np.arange(2 * k).reshape(2, k) % 5 == 0, np.int32(2**31 - 1), np.int32(-2**31))
     out = check_all_backends(graph, [xs.astype(np.int32)], mips=False)
     assert not np.all(np.abs(out.values[graph.outputs[0]][:, :4]) == 2**31 - 1), "most outputs stay in range"
+
+
+# ---- the VNNI byte-plane kernel (kernels/native/qmatmul_vnni.py), on hosts that have VNNI
+
+needs_vnni = pytest.mark.skipif(not qmatmul_vnni.has_vnni(), reason="this host's CPU has no AVX-512 VNNI")
+
+VCASES = [  # dtype, x shape, N, block, zero point, bias: every chunk/block/tail/tile arrangement
+    (DType.I8, (1, 64), 4, 64, False, False),    # one chunk, one 1×4 tile
+    (DType.I8, (1, 67), 9, 67, True, True),      # per channel, K = a chunk + 3 (masked weight tail), odd K
+    (DType.I8, (3, 40), 7, 8, True, True),       # 8 blocks a chunk, K < a chunk; 2×3 and 1-row tiles
+    (DType.I8, (2, 3, 200), 13, 4, False, True),  # blocks of 4 (one a lane), batch dimensions
+    (DType.I8, (5, 1100), 5, 1100, False, True),  # per channel, 18 chunks: two i32 runs (FLUSH) and a tail
+    (DType.I8, (4, 2100), 6, 1024, True, False),  # blocks of 16 chunks, the last block short
+    (DType.I8, (2, 300), 4, 128, False, False),   # blocks of two chunks, the last one masked
+    (DType.I4, (1, 128), 5, 32, False, True),     # 4 blocks a chunk
+    (DType.I4, (5, 100), 9, 32, True, True),      # K < a chunk, the last block short
+    (DType.I4, (3, 300), 14, 300, True, False),   # per channel, masked tail
+    (DType.I4, (2, 520), 7, 8, False, True),      # blocks of 8 (one a lane)
+    (DType.I4, (6, 2200), 3, 2048, True, True),   # blocks of 16 chunks, a short last block
+    (DType.I4, (1, 4200), 4, 4200, False, True),  # per channel, 33 chunks: three i32 runs
+]
+
+
+@needs_vnni
+@pytest.mark.parametrize("exact_bits", [False, True])
+@pytest.mark.parametrize("dtype,x_shape,n,bs,zp,bias", VCASES)
+def test_vnni_qmatmul_equals_interpreter(dtype, x_shape, n, bs, zp, bias, exact_bits):
+    """int32-edge activations (INT32_MIN/MAX, −1, 0, 1 among random ones) against q at the
+    dtype's extremes, zero points included. `exact_bits`: small scales and a rounding shift of 12
+    keep most outputs unsaturated, so every bit above the 12th of each sum is compared; else the
+    usual scales saturate most outputs (the counts are compared)."""
+    rng = np.random.default_rng(sum(x_shape) + n + bs)
+    kw = {"scale_bits": 1, "fs": 4, "fo": 4} if exact_bits else {}
+    g = qmatmul_graph(rng, dtype, x_shape, n, bs, zp, bias, **kw)
+    assert "vpdpbusd" in host_module(g), "the VNNI kernel took the node"
+    out = check_all_backends(g, [rand_fx(rng, x_shape)], mips=False)
+    y = out.values[g.outputs[0]]
+    if exact_bits:
+        assert np.mean(np.abs(y.astype(np.int64)) < 2**31 - 1) > 0.5, "most outputs are in range"
+    else:
+        assert out.saturated
+
+
+@needs_vnni
+@pytest.mark.parametrize("dtype", [DType.I8, DType.I4])
+def test_vnni_qmatmul_on_random_shapes(dtype):
+    """Random shapes and block sizes (any the kernel takes), small activations: exact low bits."""
+    rng = np.random.default_rng(17 if dtype is DType.I8 else 18)
+    blocks = [4, 8, 16, 32, 64, 128, 256] if dtype is DType.I8 else [8, 16, 32, 64, 128, 256]
+    for _ in range(6):
+        m, n = int(rng.integers(1, 8)), int(rng.integers(1, 30))
+        k = int(rng.integers(1, 400)) * (2 if dtype is DType.I4 else 1)
+        bs = k if rng.random() < 0.3 else int(rng.choice(blocks))
+        g = qmatmul_graph(rng, dtype, (m, k), n, bs, bool(rng.integers(2)), bool(rng.integers(2)), fo=30)
+        assert "vpdpbusd" in host_module(g), (m, k, n, bs)
+        check_all_backends(g, [rand_fx(rng, (m, k), 1 << 20)], mips=False)
+
+
+@needs_vnni
+def test_vnni_qmatmul_leaves_other_blocks_to_the_lane_kernel():
+    """Blocks that straddle a lane or a chunk (and i4 rows of odd K) go to qmatmul.py's kernel."""
+    rng = np.random.default_rng(4)
+    for dtype, k, bs in [(DType.I8, 96, 48), (DType.I4, 96, 12), (DType.I4, 37, 16)]:
+        g = qmatmul_graph(rng, dtype, (2, k), 3, bs, True, True)
+        assert "vpdpbusd" not in host_module(g)
+        check_all_backends(g, [rand_fx(rng, (2, k))], mips=False)
+
+
+@needs_vnni
+@pytest.mark.parametrize("dtype", [DType.I8, DType.I4])
+def test_vnni_qmatmul_split_over_threads(dtype):
+    """Parts of output columns (ragged: N not a multiple of the tiles or of the threads) give the
+    bits and counts of one thread."""
+    rng = np.random.default_rng(23)
+    m, k = 5, 320
+    n = SPLIT_MIN_WORK // (m * k) + 13
+    g = qmatmul_graph(rng, dtype, (m, k), n, 32, True, True, scale_bits=8)
+    assert split_worth(g, 0) and "vpdpbusd" in host_module(g)
+    x = [rand_fx(rng, (m, k))]
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
+    session = NativeSession(native_program(g), g)
+    for threads in (1, 2, 3):
+        sat: dict[int, int] = {}
+        (got,) = session.run(x, saturated=sat, threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
+
+
+# ---- the double-lane matmul (kernels/native/matmul_fma.py), taken when the operands' ranges allow
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fma_matmul_equals_interpreter_on_bounded_operands(seed):
+    """Dense layers on a batch with values in range (the run-time check passes): random shapes
+    reaching the 8×3 tiles, the leftover rows and columns and the K mod 8 tail."""
+    rng = np.random.default_rng(300 + seed)
+    m, n = int(rng.integers(4, 40)), int(rng.integers(1, 40))
+    k = int(rng.integers(8, 300))
+    g, x = _matmul(rng, m, k, n, True, bias=seed % 2 == 0, scales=[1 << 20, 1 << 14, 1 << 24])
+    assert "mm.fma" in host_module(g)
+    check_all_backends(g, x, mips=False)
+
+
+def _fma_kernel(m, k, n):
+    """matmul_fma's range check and kernel compiled alone as `i32 f(ptr x, ptr w, ptr out)`: the
+    raw i64 sums of x [m, k] @ w [n, k]ᵀ (no rescale, no saturation), and the check's verdict."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from opmlc.backend.kernels._ir import I32, PTR, VOID, c32, store
+    from opmlc.backend.kernels.native import matmul_fma
+    from opmlc.backend.target import load_native
+
+    module = ir.Module("fma")
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR] * 3), "fma_sums")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    xp, wp, outp = fn.args
+    ok = matmul_fma.in_range(b, xp, wp, m, k, c32(0), c32(n))
+    matmul_fma.emit(b, xp, wp, m, k, c32(0), c32(n),
+                    lambda total, _base, i, j: store(b, total, outp, b.add(b.mul(i, c32(n)), j)))
+    b.ret(b.zext(ok, I32))
+    task = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), "task")
+    ir.IRBuilder(task.append_basic_block("entry")).ret_void()
+    program = load_native(str(module), cache_dir=None)
+    cfn = ctypes.CFUNCTYPE(ctypes.c_int32, *[ctypes.c_void_p] * 3)(program._engine.get_function_address("fma_sums"))
+
+    def run(x, w):
+        out = np.zeros((m, n), np.int64)
+        verdict = cfn(x.ctypes.data, w.ctypes.data, out.ctypes.data)
+        return bool(verdict), out
+
+    return program, run
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_fma_matmul_is_exact_up_to_its_bound(over):
+    """Operands at the check's edge: |x| = 2^31 (INT32_MIN) and |w| up to 2^(20 + over), K = 24
+    + 5 (three products a lane, ceil(log2 3) = 2, and a tail of 5): e_a + e_b + 2 = 53 + over.
+    At 53 the check passes and the raw sums equal Python's integers (odd sums near 2^53, where
+    a rounded double would show); at 54 it refuses (the i64 kernel takes the part)."""
+    m, k, n = 9, 29, 7
+    w = np.full((n, k), -(1 << (20 + over)), np.int32)
+    w[:, 1::2] += 1 + 2 * np.arange(n)[:, None]  # odd, near the extreme
+    x = np.full((m, k), np.iinfo(np.int32).min, np.int32)
+    x[:, ::3] = np.iinfo(np.int32).max
+    x[1] = 7
+    _program, run = _fma_kernel(m, k, n)
+    ok, got = run(x, w)
+    assert ok == (over == 0)
+    if ok:
+        want = x.astype(object) @ w.astype(object).T
+        assert (got.astype(object) == want).all()
+        assert np.abs(got).max() > 2**52, "the sums reach the bound"
+
+
+def test_fma_matmul_random_in_range_sums_are_exact():
+    rng = np.random.default_rng(5)
+    m, k, n = 13, 203, 11
+    _program, run = _fma_kernel(m, k, n)
+    for ea in (10, 20, 26):
+        x = rng.integers(-(1 << ea), 1 << ea, (m, k), endpoint=True).astype(np.int32)
+        w = rng.integers(-(1 << (53 - 5 - ea)), 1 << (53 - 5 - ea), (n, k)).astype(np.int32)
+        ok, got = run(x, w)
+        assert ok
+        assert (got.astype(object) == x.astype(object) @ w.astype(object).T).all()
+
+
+def test_fma_matmul_split_over_threads():
+    rng = np.random.default_rng(12)
+    m, k = 33, 200
+    n = SPLIT_MIN_WORK // (m * k) + 29
+    g, x = _matmul(rng, m, k, n, True, scales=[1 << 16, 1 << 15, 1 << 24])
+    assert split_worth(g, 0) and "mm.fma" in host_module(g)
+    want = run_graph(g, x)[g.outputs[0]]
+    session = NativeSession(native_program(g), g)
+    for threads in (1, 2, 3):
+        (got,) = session.run(x, threads=threads)
+        assert np.array_equal(got, want), f"{threads} threads"

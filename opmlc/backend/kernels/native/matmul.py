@@ -15,6 +15,10 @@ it multiplies the low 32 bits of each lane, signed, into 64); the sums are wrap-
 the op's semantics (addition in a ring: any order, any lane split, the same bits). Bias, the
 rounding shift and saturation (counted) are those of the portable kernel, per output element.
 
+A dense layer on a batch (transpose_b, no batch dimensions, ≥ 4 rows) first checks its
+operands' ranges and, when every sum is exact in doubles, runs matmul_fma.py's kernel instead
+(its docstring has the bound).
+
 Parts (threads): a part is a range of output columns (of every row and batch matrix), on tile
 boundaries: with weights [N, K] each thread streams its own rows of the weight matrix.
 """
@@ -42,7 +46,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native import host_kernel, matmul_fma
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir.types import TensorType
 
@@ -86,6 +90,16 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         if bias_arg is not None:
             total = b.add(total, shl(b, sext64(b, load(b, bias_arg, j)), prod_frac - types[2].frac))
         store(b, saturate32(b, shr_round(b, total, shift)), out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
+
+    done = None
+    if matmul_fma.usable(m, k, trans, batch):  # operands of bounded range: exact double lanes
+        fast, slow = b.append_basic_block("mm.fma"), b.append_basic_block("mm.i64")
+        done = b.append_basic_block("mm.done")
+        b.cbranch(matmul_fma.in_range(b, a_arg, b_arg, m, k, lo, hi), fast, slow)
+        b.position_at_end(fast)
+        matmul_fma.emit(b, a_arg, b_arg, m, k, lo, hi, finish)
+        b.branch(done)
+        b.position_at_end(slow)
 
     accs = [entry_alloca(b, VI64, name=f"vacc{t}") for t in range(ROWS * max(COLS, VECS))]
     scal = [entry_alloca(b, I64, name=f"sacc{t}") for t in range(ROWS)]
@@ -169,3 +183,6 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                     first_col = b.add(first_col, b.mul(count, c32(cols)))
                     left = b.sub(left, b.mul(count, c32(cols)))
             first_row += rows * row_tiles
+    if done is not None:
+        b.branch(done)
+        b.position_at_end(done)

@@ -21,7 +21,8 @@ happens) and the conversion to i64 at the block's end is exact. inner · scale a
 sum are wrap-around i64 as in the op (`vpmullq`: the low 64 bits, which is what wrap-around
 means).
 
-Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
+On a host with AVX-512 VNNI, qmatmul_vnni.py's byte-plane kernel takes every node it accepts
+(`vnni.accepts`), this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
 dividing K, at most MAX_BLOCK); otherwise the portable kernel. Parts (threads): ranges of output columns, i.e. of
 weight rows, so each thread streams its own weights.
 """
@@ -47,6 +48,7 @@ from opmlc.backend.kernels._ir import (
 )
 from opmlc.backend.kernels._qweight import load_q
 from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
@@ -97,11 +99,16 @@ def _step(dtype: DType) -> int:
     return 2 * LANES if dtype is DType.I4 else LANES
 
 
-def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+def accepts_lanes(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    """Whether this module's own (double / i64 lane) kernel takes the node."""
     xt, qt = types[0], types[1]
     k, bs = xt.shape[-1], attrs["block_size"]
     return (qt.dtype in (DType.I8, DType.I4) and bs % _step(qt.dtype) == 0 and k % bs == 0 and k > 0
             and bs <= MAX_BLOCK)
+
+
+def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    return vnni.accepts(types, attrs, out_type) or accepts_lanes(types, attrs, out_type)
 
 
 def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
@@ -111,6 +118,9 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
 @host_kernel("qmatmul", accepts, work)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    if vnni.accepts(types, attrs, out_type):
+        vnni.emit(b, out, args, types, attrs, out_type, part, parts)
+        return
     xt, qt, st = types[:3]
     zp_t, bias_t = split_inputs(types, 1)
     x, q, scale = args[:3]
