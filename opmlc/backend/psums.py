@@ -62,7 +62,7 @@ def _psum_fanin(out: TensorType, log2_budget: int, divisor: int) -> int:
     """The most partial sums one psum task may add within the budget (its smallest part)."""
     least = min(max(1, 32 // out.dtype.itemsize), max(1, out.numel))
     fixed = P.COPY + P.INDEX * len(out.shape) + 2 * P.I64_DIVISION * (divisor > 1)
-    return max(2, ((1 << log2_budget) - P.TASK_STEPS) // least - fixed) // P.COPY
+    return max(2, (((1 << log2_budget) - P.TASK_STEPS) // least - fixed) // P.COPY)
 
 
 def _reduction_axis(graph: Graph, k: int) -> tuple[int, int, int]:
@@ -78,7 +78,8 @@ def _reduction_axis(graph: Graph, k: int) -> tuple[int, int, int]:
 
 
 def _ranges(graph: Graph, k: int, log2_budget: int) -> list[tuple[int, int]]:
-    """The chunks' [lo, hi) along the cut axis: the fewest equal aligned chunks that fit."""
+    """The chunks' [lo, hi) along the cut axis: the fewest that fit, of equal length (a multiple
+    of the block size for a blocked weight; the last one may be shorter)."""
     node = graph.nodes[k]
     where = f"node {k} ({node.op} {node.name!r})"
     if node.op not in CHUNKED or (node.op == "reduce" and node.attrs["kind"] not in ("sum", "mean")):
@@ -90,10 +91,17 @@ def _ranges(graph: Graph, k: int, log2_budget: int) -> list[tuple[int, int]]:
         unit = node.attrs["block_size"]  # chunk boundaries on block boundaries
     budget = 1 << log2_budget
     units = -(-length // unit)
-    for size in range(units, 0, -1):  # the longest chunk (in units) that fits
-        if _chunk_steps(graph, k, size * unit * per_index) <= budget:
-            span = size * unit
-            return [(lo, min(lo + span, length)) for lo in range(0, length, span)]
+    def fits(size: int) -> bool:
+        return _chunk_steps(graph, k, size * unit * per_index) <= budget
+
+    if fits(1):
+        lo, hi = 1, units  # the longest chunk (in units) that fits: steps grow with the length
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        count = -(-units // lo)
+        span = -(-units // count) * unit  # the chunks evened out
+        return [(a, min(a + span, length)) for a in range(0, length, span)]
     raise BuildError(f"{where}: even a chunk of {unit * per_index} reduction elements per output exceeds the step "
                      f"budget 2^{log2_budget}: compile with a larger --step-budget")
 
@@ -181,7 +189,8 @@ def _rewrite(graph: Graph, gb: GraphBuilder, ref: dict[int, int], k: int, ranges
     fanin = _psum_fanin(out.type, log2_budget, fin.get("divisor", 1))
     level = 0
     while len(chunks) > fanin:  # a tree of raw sums first
-        chunks = [gb.add_node("psum", chunks[i:i + fanin], {"dtype": "i64"}, f"{name}.psum{level}.{i // fanin}")
-                  for i in range(0, len(chunks), fanin)]
+        groups = [chunks[i:i + fanin] for i in range(0, len(chunks), fanin)]
+        chunks = [grp[0] if len(grp) == 1 else gb.add_node("psum", grp, {"dtype": "i64"}, f"{name}.psum{level}.{j}")
+                  for j, grp in enumerate(groups)]
         level += 1
     return gb.add_node("psum", chunks, fin, out.name or name)
