@@ -37,8 +37,14 @@ LEAST_I64 = 4  # elements of the smallest part of an i64 output (32 bytes)
 
 
 def needs_chunks(graph: Graph, k: int, log2_budget: int) -> bool:
-    """Whether node k's smallest part exceeds the budget (what parts.plan cannot split)."""
+    """Whether node k is a reduction this module splits, one output element of which exceeds the
+    budget (what parts.plan cannot split; other ops over the budget are left to its error)."""
     node = graph.nodes[k]
+    if node.op not in CHUNKED:
+        return False
+    if node.op == "reduce" and (node.attrs["kind"] not in ("sum", "mean")
+                                or graph.input_types(node)[0].dtype not in (DType.FX32, DType.I32, DType.I64)):
+        return False  # max, min, prod, arg…: no int64 accumulator to split
     out = graph.values[node.output].type
     least = min(max(1, 32 // out.dtype.itemsize), max(1, out.numel))
     return P.node_steps(graph, k, least) > 1 << log2_budget
@@ -82,9 +88,6 @@ def _ranges(graph: Graph, k: int, log2_budget: int) -> list[tuple[int, int]]:
     of the block size for a blocked weight; the last one may be shorter)."""
     node = graph.nodes[k]
     where = f"node {k} ({node.op} {node.name!r})"
-    if node.op not in CHUNKED or (node.op == "reduce" and node.attrs["kind"] not in ("sum", "mean")):
-        raise BuildError(f"{where}: one output element takes more than the step budget 2^{log2_budget} VM steps, "
-                         "and its op cannot be split into partial sums: compile with a larger --step-budget")
     _, length, per_index = _reduction_axis(graph, k)
     unit = 1
     if node.op == "qmatmul" and node.attrs["block_size"] < length:
