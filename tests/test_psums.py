@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from opmlc.api import run
-from opmlc.artifact import compile_model
+from opmlc.artifact import check_build, compile_model
 from opmlc.backend.parts import fitting_log2_budget, plan
 from opmlc.backend.psums import split_reductions
 from opmlc.ir.interpreter import run_graph
@@ -67,6 +67,7 @@ def test_a_long_reduction_becomes_exact_partial_sums(tmp_path, kind, weights, bl
         assert all(n.attrs["block_size"] == block for n in chunks)
         assert all(g.values[n.inputs[1]].type.shape[1] % block == 0 for n in chunks[:-1])
     assert split_reductions(whole.graph, LOG2).to_text() == g.to_text()  # the rewrite is the build's graph
+    assert check_build(model, build.directory) == []  # compile --check replays it; Build.load replans it
     for big in (False, True):
         xs = _inputs(g, big)
         s_whole, s_split = {}, {}
@@ -82,15 +83,22 @@ def test_a_long_reduction_becomes_exact_partial_sums(tmp_path, kind, weights, bl
 
 
 def test_a_lie_in_a_chunk_node_loses(tmp_path):
-    from opmlc.dispute.demo import run_demo
+    """`opmlc demo --step-budget 4096 --lie-node 3`: the digits MLP's first matmul (K = 64) is
+    two chunk nodes and a psum there; node 3, the second chunk, is itself split into parts."""
+    import json
 
-    model = tmp_path / "m.onnx"
-    reduction_model(model, "gemm")
-    build = compile_model(model, tmp_path / "b", step_budget=1 << LOG2)
-    k = [i for i, n in enumerate(build.graph.nodes) if n.attrs.get("accumulate")][1]
-    result = run_demo(model, "server", lie_node=k, step_budget=1 << LOG2)
-    assert result["winner"] == "challenger" and result["reason"] == "step proven" and result["node"] == k
-    assert 0 < result["vm_steps"] <= 1 << LOG2
+    from typer.testing import CliRunner
+
+    from opmlc.cli import app
+    from tests.conftest import MODELS
+
+    build = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "b", step_budget=1 << 12)
+    assert build.graph.nodes[3].op == "matmul" and build.graph.nodes[3].attrs.get("accumulate")
+    r = CliRunner().invoke(app, ["demo", "--step-budget", "4096", "--lie-node", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output[r.output.index("{"):])
+    assert result["winner"] == "challenger" and result["reason"] == "step proven" and result["node"] == 3
+    assert result["rounds_parts"] >= 1 and 0 < result["vm_steps"] <= 1 << 12
 
 
 def test_without_a_budget_a_long_reduction_keeps_the_default(tmp_path):
