@@ -110,3 +110,22 @@ def test_without_a_budget_a_long_reduction_keeps_the_default(tmp_path):
     split = split_reductions(whole.graph, 24)
     assert split.nodes[-1].op == "psum" and sum(bool(n.attrs.get("accumulate")) for n in split.nodes) >= 2
     plan(split, 24)  # every node fits 2^24, split into output parts where needed
+
+
+def test_a_conv_over_many_channels_becomes_partial_sums_over_its_channels(tmp_path):
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 64, 3, 3), dtype=np.float32) * np.float32(0.05)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")], "long_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(4, np.float32), "b")])
+    model = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    whole = compile_model(model, tmp_path / "whole")
+    build = compile_model(model, tmp_path / "b", step_budget=1 << LOG2)
+    g = build.graph
+    assert sum(n.op == "conv" and bool(n.attrs.get("accumulate")) for n in g.nodes) >= 2 and g.nodes[-1].op == "psum"
+    xs = _inputs(g, False)
+    assert np.array_equal(run_graph(g, xs)[g.outputs[0]], run_graph(whole.graph, xs)[whole.graph.outputs[0]])
+    check_every_task(build, 1 << LOG2)

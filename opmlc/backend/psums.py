@@ -6,8 +6,8 @@ generated; the rewritten graph is the build's graph (graph.json, the manifest's 
 interpreter, the native build, the VM, the trace and the game all see plain nodes.
 
 A node whose smallest part (32 bytes of output) still exceeds the budget is one whose single
-output element is a long reduction: a matmul or qmatmul over a long K, a reduce sum or mean over
-many elements. It becomes
+output element is a long reduction: a matmul or qmatmul over a long K, a conv (group 1) over
+many input channels and taps, a reduce sum or mean over many elements. It becomes
 - c chunk nodes, each the same op over an aligned range of the reduction (`accumulate`: its
   output is the exact i64 accumulator of that range, the bias term in the first chunk only);
   operands are sliced along the reduction axis: initializers at compile time (a quantized
@@ -32,7 +32,7 @@ from opmlc.ir.graph import Graph, GraphBuilder
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
-CHUNKED = ("matmul", "qmatmul", "reduce")
+CHUNKED = ("matmul", "qmatmul", "reduce", "conv")
 LEAST_I64 = 4  # elements of the smallest part of an i64 output (32 bytes)
 
 
@@ -45,6 +45,8 @@ def needs_chunks(graph: Graph, k: int, log2_budget: int) -> bool:
     if node.op == "reduce" and (node.attrs["kind"] not in ("sum", "mean")
                                 or graph.input_types(node)[0].dtype not in (DType.FX32, DType.I32, DType.I64)):
         return False  # max, min, prod, arg…: no int64 accumulator to split
+    if node.op == "conv" and node.attrs["group"] != 1:
+        return False  # a group's channels are not one slice of the input
     out = graph.values[node.output].type
     least = min(max(1, 32 // out.dtype.itemsize), max(1, out.numel))
     return P.node_steps(graph, k, least) > 1 << log2_budget
@@ -59,6 +61,10 @@ def _chunk_steps(graph: Graph, k: int, length: int) -> int:
     elif node.op == "qmatmul":
         bs = node.attrs["block_size"]
         per = P.DOT + P.QMAC * length + P.BLOCK * -(-length // min(bs, length))
+    elif node.op == "conv":  # length = channels · taps; a row of taps per channel and kernel row
+        w = graph.input_types(node)[1]
+        taps = prod(w.shape[2:])
+        per = P.DOT + P.CONV_MAC * length + P.WINDOW_ROW * (length // taps) * prod(w.shape[2:-1])
     else:  # reduce sum/mean: the i64 sum, no division
         per = P.COPY + P.INDEX * len(out.shape) + P.COPY * length
     return P.TASK_STEPS + min(LEAST_I64, max(1, out.numel)) * per
@@ -77,6 +83,8 @@ def _reduction_axis(graph: Graph, k: int) -> tuple[int, int, int]:
     x = graph.input_types(node)[0]
     if node.op in ("matmul", "qmatmul"):
         return len(x.shape) - 1, x.shape[-1], 1
+    if node.op == "conv":  # the input channels (group 1), each a window of taps
+        return 1, x.shape[1], prod(graph.input_types(node)[1].shape[2:])
     axes = list(node.attrs["axes"])
     ax = max(axes, key=lambda a: x.shape[a])  # sum and mean are order-free: cut the longest axis
     n = prod(x.shape[a] for a in axes)
@@ -159,7 +167,11 @@ def _rewrite(graph: Graph, gb: GraphBuilder, ref: dict[int, int], k: int, ranges
         tag = f"{name}.chunk{c}"
         attrs = {**node.attrs, "accumulate": True}
         ins = [_slice(graph, gb, ref, node.inputs[0], axis, lo, hi, f"{tag}.x")]
-        if node.op == "matmul":
+        if node.op == "conv":
+            ins.append(_slice(graph, gb, ref, node.inputs[1], 1, lo, hi, f"{tag}.w"))
+            if c == 0 and len(node.inputs) == 3:
+                ins.append(ref[node.inputs[2]])
+        elif node.op == "matmul":
             tb = types[1]
             b_axis = len(tb.shape) - (1 if node.attrs.get("transpose_b") else 2)
             ins.append(_slice(graph, gb, ref, node.inputs[1], b_axis, lo, hi, f"{tag}.w"))
@@ -180,7 +192,7 @@ def _rewrite(graph: Graph, gb: GraphBuilder, ref: dict[int, int], k: int, ranges
             if c == 0 and bias_t is not None:
                 ins.append(ref[node.inputs[-1]])
         chunks.append(gb.add_node(node.op, ins, attrs, tag))
-    if node.op in ("matmul", "qmatmul"):
+    if node.op in ("matmul", "qmatmul", "conv"):
         fin = {"dtype": "fx32", "from_frac": types[0].frac + types[2 if node.op == "qmatmul" else 1].frac,
                "frac": out.type.frac}
     elif types[0].dtype is DType.FX32:

@@ -1,6 +1,6 @@
 """Partial sums' kernels against the interpreter, bit for bit and saturation counts included:
 psum (random i64 partial sums at the int64 edges, every finish), and long matmul, qmatmul (i8,
-i4, blocks, zero points, bias) and reduce sum/mean rewritten into chunk nodes (`accumulate`)
+i4, blocks, zero points, bias), conv (over its input channels) and reduce sum/mean rewritten into chunk nodes (`accumulate`)
 and psum nodes by backend/psums.py at the smallest budget; natively, in the VM and in unicorn.
 The rewritten graph's outputs are also the unsplit graph's."""
 
@@ -86,3 +86,17 @@ def test_a_long_reduce_split_along_its_longest_axis(kind, dtype):
     x = g.add_input("x", t)
     g.mark_output(g.add_node("reduce", [x], {"kind": kind, "axes": [1, 2], "keepdims": False, "frac": 10}, "y"))
     _split_and_check(g.build(), [rand_fx(rng, t.shape)])
+
+
+@pytest.mark.parametrize("pads,bias", [([1, 1, 1, 1], True), ([0, 0, 0, 0], False)])
+def test_a_long_conv_split_over_its_input_channels(pads, bias):
+    rng = np.random.default_rng(13)
+    c, m = 40, 3
+    g = GraphBuilder("t_long_conv")
+    refs = [g.add_input("x", fx((1, c, 4, 5), 20)), g.add_initializer("w", rand_fx(rng, (m, c, 3, 3)), fx((m, c, 3, 3), 20))]
+    if bias:
+        refs.append(g.add_initializer("b", rand_fx(rng, (m,)), fx((m,), 30)))
+    attrs = {"strides": [1, 1], "dilations": [1, 1], "pads": pads, "group": 1, "frac": 16}
+    g.mark_output(g.add_node("conv", refs, attrs, "y"))
+    out = _split_and_check(g.build(), [rand_fx(rng, (1, c, 4, 5))])
+    assert out.saturated
