@@ -102,6 +102,7 @@ def _ranges(graph: Graph, k: int, log2_budget: int) -> list[tuple[int, int]]:
         unit = node.attrs["block_size"]  # chunk boundaries on block boundaries
     budget = 1 << log2_budget
     units = -(-length // unit)
+
     def fits(size: int) -> bool:
         return _chunk_steps(graph, k, size * unit * per_index) <= budget
 
