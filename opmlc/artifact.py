@@ -140,7 +140,7 @@ def compile_model(
 
     `step_budget` (a power of two, default 2^24) bounds every VM task's steps: nodes whose
     work exceeds it are split into parts (docs/DESIGN.md "Tasks: the step budget and node
-    parts"); the manifest records it as `program.log2_step_budget`. A genai step without an
+    parts", "Partial sums"); the manifest records it as `program.log2_step_budget`. A genai step without an
     explicit budget gets the smallest one under which no node is split (a generation disputes
     whole step nodes: opmlc/dispute/generation.py)."""
     from opmlc.backend.parts import DEFAULT_LOG2_BUDGET, MAX_LOG2_BUDGET, MIN_LOG2_BUDGET
@@ -186,11 +186,15 @@ def compile_model(
         if log2_budget > DEFAULT_LOG2_BUDGET:
             note(f"a node cannot be split under the default step budget 2^{DEFAULT_LOG2_BUDGET}: "
                  f"this build's tasks run up to 2^{log2_budget} VM steps (recorded in the manifest)")
-        if genai_record is not None:  # a generation's tasks are whole step nodes: no parts
-            from opmlc.backend.parts import plan
+        if genai_record is not None:  # a generation's tasks are whole step nodes: no parts, no partial sums
+            from opmlc.backend.parts import node_steps
 
-            while log2_budget < MAX_LOG2_BUDGET and any(p is not None for p in plan(graph, log2_budget)):
+            most = max((node_steps(graph, k) for k in range(len(graph.nodes))), default=0)
+            while log2_budget < MAX_LOG2_BUDGET and most > 1 << log2_budget:
                 log2_budget += 1
+    from opmlc.backend.psums import split_reductions
+
+    graph = split_reductions(graph, log2_budget)  # a long reduction: exact int64 partial sums
     program = build_program(graph, log2_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,8 @@ def compile_cmd(
         "genai_config.json's context_length, at most 256).")] = None,
     step_budget: Annotated[int | None, typer.Option(
         "--step-budget", help="VM steps any one task may take (a power of two, default 2^24 = 16777216): larger "
-        "nodes are split into parts over their output.")] = None,
+        "nodes are split into parts over their output, and a long reduction (matmul, qmatmul, reduce sum/mean) "
+        "into exact int64 partial sums: chunk nodes and psum nodes, recorded in the build's graph.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Compile MODEL into a build directory: manifest, IR, weights by tensor root, model.elf.

@@ -9,8 +9,11 @@ into 2^p parts over its output: part j computes the flat output elements [lo, hi
 j-th aligned 1/2^p of the output's padded region, so its output region is a subtree of the output
 tensor's Merkle tree. The estimate is a conservative cost model per output element (the
 constants below, checked against VM runs of every example model by tests/test_step_budget.py);
-a node that cannot be split (its op has no ranged kernel, or one output element alone costs more
-than the budget: a long reduction) and does not fit is refused at compile with a one-line error.
+a node that cannot be split (its op has no ranged kernel) and does not fit is refused at compile
+with a one-line error. A node one output element of which alone costs more than the budget (a
+long reduction: matmul, qmatmul, reduce sum/mean) is first rewritten into exact int64 partial
+sums (opmlc/backend/psums.py: chunk nodes and psum nodes), so that the default budget 2^24
+holds for every model whose nodes have ranged kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ MAX_LOG2_BUDGET = 40
 # Ops with a ranged kernel (kernels/_ir.py `part_range`): every op but the tree ensembles, for
 # outputs of whole-byte elements (not packed i4).
 RANGED = frozenset({"matmul", "qmatmul", "unary", "binary", "relu", "reshape", "cast", "softmax", "norm", "where",
-                    "view", "concat", "gather", "qgather", "reduce", "pool", "conv", "qconv", "quantize_linear"})
+                    "view", "concat", "gather", "qgather", "reduce", "pool", "conv", "qconv", "quantize_linear",
+                    "psum"})
 
 # The cost model: conservative bounds in VM steps, from the VM's counts of the MIPS kernels
 # (docs/DESIGN.md "MIPS cost" and "Tasks: the step budget and node parts"; measured / bound):
@@ -90,8 +94,11 @@ def element_steps(graph: Graph, k: int) -> int:
         return copy  # one element read (a gather reads one row of its table, not the table)
     if node.op == "concat":  # a part tests each input's slab
         return copy + 16 * len(node.inputs)
-    if node.op == "reduce":  # a mean: one rounded division per output element
-        return copy + COPY * _reduction(graph, k) + 2 * I64_DIVISION * (node.attrs["kind"] == "mean")
+    if node.op == "reduce":  # a mean: one rounded division per output element (none for a chunk)
+        mean = node.attrs["kind"] == "mean" and not node.attrs.get("accumulate")
+        return copy + COPY * _reduction(graph, k) + 2 * I64_DIVISION * mean
+    if node.op == "psum":  # one i64 load and add per partial sum, a mean's rounded division
+        return copy + COPY * len(node.inputs) + 2 * I64_DIVISION * (node.attrs.get("divisor", 1) > 1)
     if node.op == "pool":  # a window per output element, an average's rounded division
         return copy + COPY * prod(node.attrs["kernel"]) + 2 * I64_DIVISION * (node.attrs["kind"] != "max")
     if node.op == "tree_ensemble":  # per sample, each tree walked to its depth; per target a sum
@@ -188,8 +195,8 @@ def plan(graph: Graph, log2_budget: int = DEFAULT_LOG2_BUDGET) -> list[NodeParts
         if node_steps(graph, k, least) > budget:
             raise BuildError(
                 f"{where}: its smallest part ({least} output elements) takes about {node_steps(graph, k, least):,} VM "
-                f"steps, more than the step budget 2^{log2_budget}; splitting a long reduction into partial sums is not "
-                "implemented: compile with a larger --step-budget")
+                f"steps, more than the step budget 2^{log2_budget}, and it is not split into partial sums "
+                "(backend/psums.py split_reductions): compile with a larger --step-budget")
         size = region_size(ov.type)
         numel = ov.type.numel
         p = 1
@@ -201,13 +208,16 @@ def plan(graph: Graph, log2_budget: int = DEFAULT_LOG2_BUDGET) -> list[NodeParts
 
 
 def fitting_log2_budget(graph: Graph, least: int = DEFAULT_LOG2_BUDGET) -> int:
-    """The smallest log2 budget ≥ `least` that every node fits, split where it can be: the
-    default when the caller names no budget, so that a model with an op that cannot be split yet
-    (softmax, norm, a batched matmul… at LLM width) still compiles, under a budget the manifest
-    and the model commitment record and the compile announces."""
+    """The smallest log2 budget ≥ `least` that every node fits, split where it can be (into
+    output parts, and a long reduction into partial sums: psums.split_reductions): the default
+    when the caller names no budget, so that a model with a node that cannot be split (a tree
+    ensemble over the budget) still compiles, under a budget the manifest and the model
+    commitment record and the compile announces."""
+    from opmlc.backend.psums import split_reductions
+
     for b in range(least, MAX_LOG2_BUDGET + 1):
         try:
-            plan(graph, b)
+            plan(split_reductions(graph, b), b)
         except BuildError:
             continue
         return b

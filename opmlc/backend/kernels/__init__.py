@@ -35,6 +35,7 @@ from opmlc.backend.kernels import (  # noqa: E402,F401
     matmul,
     norm,
     pool,
+    psum,
     qconv,
     qgather,
     qmatmul,

@@ -108,7 +108,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         return shl(b, sext64(b, load(b, args[2], mi)), prod_frac - types[2].frac) if len(args) == 3 else c64(0)
 
     def finish(acc: ir.Value, ni: ir.Value, mi: ir.Value, oidx: list[ir.Value]) -> None:
-        res = saturate32(b, shr_round(b, b.load(acc, typ=I64), prod_frac - out_type.frac))
+        res = b.load(acc, typ=I64)  # `accumulate`: the i64 accumulator itself
+        res = res if attrs.get("accumulate") else saturate32(b, shr_round(b, res, prod_frac - out_type.frac))
         o = b.add(b.add(b.mul(ni, c32(so[0])), b.mul(mi, c32(so[1]))), linear_index(b, oidx, so[2:]))
         store(b, res, out, o)
 

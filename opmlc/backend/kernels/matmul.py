@@ -99,7 +99,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             if k % unroll:  # the last k % unroll products, straight-line
                 madds([c32(kk) for kk in range(k - k % unroll, k)])
             for x, (r, c) in enumerate(accs):
-                result = saturate32(b, shr_round(b, b.load(slots[x], typ=I64), shift))
+                acc = b.load(slots[x], typ=I64)  # `accumulate`: the i64 accumulator itself
+                result = acc if attrs.get("accumulate") else saturate32(b, shr_round(b, acc, shift))
                 o_idx = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(c))))
                 store(b, result, out, o_idx)
 

@@ -135,7 +135,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         if tail:
             block(rows, cols, i0, j0, c32(full), c32(full * bs), tail)
         for x_, (r, c) in enumerate(outs):
-            res = saturate32(b, shr_round(b, b.load(acc[x_], typ=I64), shift))
+            res = b.load(acc[x_], typ=I64)  # `accumulate`: the i64 accumulator itself
+            res = res if attrs.get("accumulate") else saturate32(b, shr_round(b, res, shift))
             store(b, res, out, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(c))))
 
     rng = part_range(b)

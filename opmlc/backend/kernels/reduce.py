@@ -45,6 +45,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     best = entry_alloca(b, I64, name="best")
     pos = entry_alloca(b, I64, name="pos")
     is_fx = dt is DType.FX32
+    raw = bool(attrs.get("accumulate"))  # the i64 sum itself: a chunk of a long reduction
     # fx prod: whether any step of this output element saturated (counted once per element)
     hit = entry_alloca(b, I1, name="hit") if kind == "prod" and is_fx and counting(b) else None
     with out_nest(b, tuple(shape[k] for k in kept), "o") as oidx:  # a part: its flat elements only
@@ -92,9 +93,9 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             r = b.load(best, typ=I64)
         else:
             r = b.load(acc, typ=I64)
-            if kind == "mean":
+            if kind == "mean" and not raw:
                 r = round_div(b, r, c64(max(n, 1)))
-        if is_fx and kind not in ("argmax", "argmin"):
+        if is_fx and kind not in ("argmax", "argmin") and not raw:
             r = r if kind == "prod" else b.sext(to_fx(b, r, t.frac, out_type.frac), I64)
         st(b, r, out, out_i, out_type.dtype)
 

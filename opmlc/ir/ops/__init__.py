@@ -68,6 +68,7 @@ from opmlc.ir.ops import (  # noqa: E402,F401
     matmul,
     norm,
     pool,
+    psum,
     qconv,
     qgather,
     qmatmul,

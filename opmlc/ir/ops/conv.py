@@ -8,6 +8,7 @@ O = (S + pad_begin + pad_end − ((K − 1)·dilation + 1)) // stride + 1.
 Semantics, exactly matmul's: acc = Σ x·w over the group's channels and the kernel window
 (positions in the padding contribute nothing) + (bias << (fx + fw − fb)), in wrap-around int64
 (any summation order gives the same bits); out = saturate32(shr_round(acc, fx + fw − fo)).
+With the attribute `accumulate` true the output is acc itself, i64 (as matmul's).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Conv(Op):
             raise IRTypeError("conv: the kernel is larger than the padded input")
         if not 0 <= x.frac + w.frac - attrs["frac"] <= 62:
             raise IRTypeError(f"conv output bits {attrs['frac']} out of range")
+        if attrs.get("accumulate"):  # the i64 accumulator (bias included): a chunk of a long reduction
+            return TensorType(DType.I64, (x.shape[0], w.shape[0], *out))
         return TensorType(DType.FX32, (x.shape[0], w.shape[0], *out), attrs["frac"])
 
     def evaluate(
@@ -78,4 +81,6 @@ class Conv(Op):
         if len(args) == 3:
             bias = fp.shl64(args[2], prod_frac - types[2].frac)
             acc = fp.add64(acc, bias.reshape((1, m) + (1,) * r))
+        if attrs.get("accumulate"):
+            return acc
         return fp.saturate32(fp.shr_round(acc, prod_frac - out.frac))

@@ -11,6 +11,10 @@ keeps the MIPS inner loop to loads, a `madd` and the loop step.
 Semantics: acc = Σ_k a·b + (bias << (fa + fb - fc)), all in wrap-around int64 (wrap-around
 addition is associative, so every summation order gives the same bits); out =
 saturate32((acc + 2^(s-1)) >> s) with s = fa + fb - fo (no rounding term when s = 0).
+
+With the attribute `accumulate` true the output is acc itself, i64 (no rounding, no
+saturation): one chunk of a reduction too long for one VM task, summed and rescaled by a `psum`
+node (opmlc/backend/psums.py).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class MatMul(Op):
         fo = attrs["frac"]
         if not 0 <= a.frac + b.frac - fo <= 62:
             raise IRTypeError(f"matmul output bits {fo} out of range for inputs {a}, {b}")
+        if attrs.get("accumulate"):
+            return TensorType(DType.I64, (*batch, a.shape[-2], n))
         return TensorType(DType.FX32, (*batch, a.shape[-2], n), fo)
 
     def evaluate(
@@ -65,4 +71,6 @@ class MatMul(Op):
         prod_frac = types[0].frac + types[1].frac
         if len(args) == 3:
             acc = fp.add64(acc, fp.shl64(args[2], prod_frac - types[2].frac))
+        if attrs.get("accumulate"):
+            return acc
         return fp.saturate32(fp.shr_round(acc, prod_frac - out.frac))

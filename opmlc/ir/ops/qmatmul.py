@@ -10,6 +10,7 @@ Semantics, exactly matmul's with the dequantized integer weight w = (q − zp) �
 acc = Σ_k x[k] · w[n, k] + (bias << (fa + fs − fc)) in wrap-around int64; out =
 saturate32(shr_round(acc, fa + fs − fo)). Wrap-around int64 arithmetic is a ring, so a kernel
 may compute Σ_b scale_b · Σ_{k ∈ b} x_k · (q_k − zp_b) instead and get the same bits.
+With the attribute `accumulate` true the output is acc itself, i64 (as matmul's).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class QMatMul(Op):
         fo = attrs["frac"]
         if not 0 <= x.frac + scale.frac - fo <= 62:
             raise IRTypeError(f"qmatmul output bits {fo} out of range for {x} and scale {scale}")
+        if attrs.get("accumulate"):
+            return TensorType(DType.I64, (*x.shape[:-1], n))
         return TensorType(DType.FX32, (*x.shape[:-1], n), fo)
 
     def evaluate(self, args: list[np.ndarray], types: list[TensorType], attrs: dict, out: TensorType) -> np.ndarray:
@@ -63,4 +66,6 @@ class QMatMul(Op):
         prod_frac = types[0].frac + types[2].frac
         if bias is not None:
             acc = fp.add64(acc, fp.shl64(bias, prod_frac - bias_t.frac))
+        if attrs.get("accumulate"):
+            return acc
         return fp.saturate32(fp.shr_round(acc, prod_frac - out.frac))

@@ -13,6 +13,9 @@ Kinds and semantics (n = number of reduced elements, taken in row-major order):
 - argmax, argmin: one axis only, output i64: the index of the first extreme element
   (`select_last` true: the last one).
 fx32 outputs have the bits `frac`. Max, min, mean and the arg kinds need n ≥ 1.
+With the attribute `accumulate` true (sum and mean only) the output is the int64 sum s itself,
+i64: one chunk of a reduction too long for one VM task, finished by a `psum` node
+(opmlc/backend/psums.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class Reduce(Op):
         if n == 0 and kind not in ("sum", "prod"):
             raise IRTypeError(f"reduce {kind} over no elements")
         shape = out_shape(x.shape, axes, bool(attrs.get("keepdims", True)))
+        if attrs.get("accumulate"):
+            if kind not in ("sum", "mean"):
+                raise IRTypeError(f"reduce {kind} has no int64 accumulator")
+            return TensorType(DType.I64, shape)
         if kind in ("argmax", "argmin"):
             if len(axes) != 1:
                 raise IRTypeError(f"reduce {kind} takes exactly one axis")
@@ -75,6 +82,8 @@ class Reduce(Op):
             return res.astype(np.int64).reshape(out.shape)
         if kind in ("sum", "mean"):
             s = rows.view(np.uint64).sum(axis=1, dtype=np.uint64).view(np.int64)
+            if attrs.get("accumulate"):
+                return s.reshape(out.shape)
             if kind == "mean":
                 s = fp.round_div(s, n)
             res = s

@@ -62,6 +62,8 @@ def host_kernel_for(graph: Graph, index: int) -> HostKernel | None:
     """The host kernel that takes node `index`, if any."""
     node = graph.nodes[index]
     hk = HOST_KERNELS.get(node.op)
+    if node.attrs.get("accumulate"):  # a long reduction's i64 chunk (backend/psums.py): the portable kernel
+        return None
     if hk is None or not hk.accepts(graph.input_types(node), node.attrs, graph.values[node.output].type):
         return None
     return hk
