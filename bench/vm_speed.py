@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vm import asm  # noqa: E402
 from vm.loader import initial_state  # noqa: E402
-from vm.state import State  # noqa: E402
 from vm.run import run  # noqa: E402
+from vm.state import State  # noqa: E402
 from vm.step import step  # noqa: E402
 from vm.witness import step_with_proof  # noqa: E402
 
@@ -61,7 +61,8 @@ def build_task(path: str, node: int | None, part: int | None) -> tuple[Callable[
         program = tasks.program_of(build)
         tasks.initial_state(build, values, node, program, part)  # a bad --node/--part fails here
     except OpmlcError as exc:
-        sys.exit(f"vm_speed: {exc}")
+        print(f"vm_speed: {exc}", file=sys.stderr)
+        sys.exit(2)
     task = "whole graph" if node is None else f"node {node}" + (f", part {part}" if part is not None else "")
     return (lambda: tasks.initial_state(build, values, node, program, part)), f"{directory} ({task}, zero inputs)"
 
