@@ -673,8 +673,9 @@ def report_cmd(
 ) -> None:
     """Draw a dispute: phase 1 over the nodes, phase 2 over the steps, every move's gas and clocks.
 
-    Phase 1's interval over the graph's nodes narrows round by round to the disputed node, phase
-    2's over that node's VM steps to the one step MIPS.sol executes. A game record (from the
+    Phase 1's interval over the graph's nodes narrows round by round to the disputed node; for a
+    node split by the step budget, the descent over its parts narrows to the disputed part;
+    phase 2's interval over that task's VM steps narrows to the one step MIPS.sol executes. A game record (from the
     chain) adds each move's gas and both parties' clocks; an off-chain trace has neither. The
     format follows the suffix of -o: SVG, PNG (through cairosvg) or an HTML page with the SVG.
     """
@@ -682,7 +683,8 @@ def report_cmd(
 
     d = report.load(dispute)
     report.write(d, output)
-    typer.echo(f"wrote {output}: {len(d.phase1) - 1} + {max(len(d.phase2) - 1, 0)} rounds, the {d.winner} wins")
+    rounds = [len(d.phase1) - 1] + ([len(d.parts) - 1] if d.parts_log2 else []) + [max(len(d.phase2) - 1, 0)]
+    typer.echo(f"wrote {output}: {' + '.join(map(str, rounds))} rounds, the {d.winner} wins")
 
 
 @app.command("verify-step")

@@ -4,7 +4,8 @@ Where it sits: at the end of the pipeline, beside the CLI. Its inputs are the JS
 `opmlc prove --claim` writes (opmlc/dispute/claims.py dispute_record) and the game record that
 `opmlc demo --record` writes (opmlc/dispute/game_record.py). Both are read into one `Dispute`,
 drawn as SVG written here directly: phase 1's interval over the graph's nodes narrowing to the
-disputed node, phase 2's over that node's VM steps, and every move with its gas and both clocks
+disputed node, for a node split by the step budget the descent over its parts to the disputed
+part, phase 2's over that task's VM steps, and every move with its gas and both clocks
 (those two only in a game record: an off-chain trace has neither). PNG is the SVG rasterised by
 cairosvg; HTML is a page around the SVG.
 """
@@ -37,7 +38,7 @@ class Move:
 
     party: str
     move: str
-    phase: int
+    phase: int | str  # 1, PARTS, 2 or 3 (opmlc/dispute/game_record.py)
     lo: int | None = None
     hi: int | None = None
     agree: bool | None = None
@@ -63,6 +64,10 @@ class Dispute:
     step: int | None
     moves: list[Move] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # a split node's descent: [lo, hi) over its 2^parts_log2 parts after each round
+    parts_log2: int | None = None
+    parts: list[tuple[int, int]] = field(default_factory=list)
+    part: int | None = None
 
     @property
     def gas_total(self) -> int | None:
@@ -79,12 +84,32 @@ def _intervals(rounds: list[dict], lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
+PARTS = "parts"  # the phase of splitNode, bisectPart and respondPart (game_record.PARTS)
+PART_MOVES = ("splitNode", "bisectPart", "respondPart")
+
+
+def _part_intervals(parts_log2: int, chosen: list[int]) -> list[tuple[int, int]]:
+    """The descent's intervals over parts: `chosen[d]` is the subtree picked at depth d + 1."""
+    out = [(0, 1 << parts_log2)]
+    for depth, part in enumerate(chosen, 1):
+        shift = parts_log2 - depth
+        out.append((part << shift, (part + 1) << shift))
+    return out
+
+
 def from_trace(doc: dict, name: str = "") -> Dispute:
     """A Dispute from `opmlc prove --claim`'s JSON trace (no gas, no clocks: nothing ran on chain)."""
     n = int(doc["commitment"]["n_nodes"])
     p1 = _intervals(doc["phase1"], 0, n)
     log2 = int(doc["start_node"]["log2_steps"]) if doc.get("start_node") else None
     p2 = _intervals(doc["phase2"], 0, 1 << log2) if log2 is not None else []
+    descent = doc.get("parts") or []
+    p = len(descent) if descent else None
+    chosen, part = [], 0
+    for r in descent:
+        part = 2 * part + bool(r["right_chosen"])
+        chosen.append(part)
+    parts = _part_intervals(p, chosen) if p else []
     moves: list[Move] = []
     for phase, rounds in ((1, doc["phase1"]), (2, doc["phase2"])):
         for r in rounds:
@@ -93,27 +118,46 @@ def from_trace(doc: dict, name: str = "") -> Dispute:
             lo, hi = (r["mid"], r["hi"]) if r["agree"] else (r["lo"], r["mid"])
             moves.append(Move("challenger", "respondTrace" if phase == 1 else "respondStep", phase, lo, hi,
                               agree=bool(r["agree"])))
+        if phase == 1 and p:
+            moves.append(Move("server", "splitNode", PARTS, *parts[0]))
+            for (lo, hi), after in zip(parts, parts[1:], strict=False):
+                moves.append(Move("server", "bisectPart", PARTS, lo, hi, mid=(lo + hi) // 2))
+                moves.append(Move("challenger", "respondPart", PARTS, *after))
         if phase == 1 and log2 is not None:
-            moves.append(Move("server", "startNode", 2, 0, 1 << log2))
+            moves.append(Move("server", "startPart" if p else "startNode", 2, 0, 1 << log2))
     if doc.get("step") is not None:
         moves.append(Move("challenger", "proveStep", 3, doc["step"], doc["step"] + 1))
     return Dispute(title=name or "dispute trace", source="trace", winner=doc["winner"], reason="off-chain replay",
                    n_nodes=n, phase1=p1, node=doc.get("node"), log2_steps=log2, phase2=p2, step=doc.get("step"),
-                   moves=moves, notes=["off-chain trace (opmlc prove --claim): no gas, no clocks"])
+                   moves=moves, notes=["off-chain trace (opmlc prove --claim): no gas, no clocks"],
+                   parts_log2=p, parts=parts, part=chosen[-1] if p else None)
 
 
 def from_game(doc: dict) -> Dispute:
     """A Dispute from `opmlc demo --record`'s game record (moves with gas and clocks)."""
     n = int(doc["n_nodes"])
     p1, p2 = [(0, n)], []
-    moves = []
+    # The descent over parts is derived from the parts chosen, so that records written before
+    # it had its own phase (its moves then carried phase 1 and the node interval) draw as well.
+    chosen = [int(m["part"]) for m in doc["moves"] if m["move"] == "respondPart"]
+    split = next((m for m in doc["moves"] if m["move"] == "splitNode"), None)
+    p = None if split is None else int(doc.get("parts_log2") or split.get("parts_log2") or len(chosen))
+    parts = _part_intervals(p, chosen) if p else []
+    moves: list[Move] = []
     for m in doc["moves"]:
-        mv = Move(m["party"], m["move"], int(m["phase"] or 3), m.get("lo"), m.get("hi"), m.get("agree"),
-                  m.get("gas"), m.get("mid"), m.get("server_clock"), m.get("challenger_clock"))
+        if m["move"] in PART_MOVES:
+            k = sum(x.move == "respondPart" for x in moves)  # the descent's rounds before this move
+            lo, hi = parts[min(k + (m["move"] == "respondPart"), len(parts) - 1)]
+            mid = (lo + hi) // 2 if m["move"] == "bisectPart" else None
+            phase: int | str = PARTS
+        else:
+            lo, hi, mid, phase = m.get("lo"), m.get("hi"), m.get("mid"), int(m["phase"] or 3)
+        mv = Move(m["party"], m["move"], phase, lo, hi, m.get("agree"), m.get("gas"), mid, m.get("server_clock"),
+                  m.get("challenger_clock"))
         moves.append(mv)
         if mv.move == "respondTrace":
             p1.append((mv.lo, mv.hi))
-        elif mv.move == "startNode":
+        elif mv.move in ("startNode", "startPart"):
             p2 = [(mv.lo, mv.hi)]
         elif mv.move == "respondStep":
             p2.append((mv.lo, mv.hi))
@@ -123,7 +167,8 @@ def from_game(doc: dict) -> Dispute:
         notes.append(f"the challenger's VM ran {doc['vm_steps']:,} steps")
     return Dispute(title=title, source="game", winner=doc["winner"], reason=doc.get("reason", ""), n_nodes=n,
                    phase1=p1, node=doc.get("node"), log2_steps=doc.get("log2_steps"), phase2=p2,
-                   step=doc.get("step"), moves=moves, notes=notes)
+                   step=doc.get("step"), moves=moves, notes=notes, parts_log2=p, parts=parts,
+                   part=chosen[-1] if p and len(chosen) == p else None)
 
 
 def load(path: Path) -> Dispute:
@@ -235,12 +280,14 @@ def _moves(svg: _Svg, y: float, d: Dispute) -> float:
         svg.rect(cols["party"], yy + 5, 10, 10, color, rx=2)
         svg.text(cols["party"] + 16, yy + 14, m.party, size=11)
         svg.text(cols["move"], yy + 14, m.move, size=11, mono=True)
-        if m.mid is not None:
+        if m.mid is not None and m.phase == PARTS:
+            svg.text(cols["interval"], yy + 14, f"claims halves {m.lo:,}–{m.mid:,}, {m.mid:,}–{m.hi:,}", size=11)
+        elif m.mid is not None:
             unit = "node" if m.phase == 1 else "step"
             svg.text(cols["interval"], yy + 14, f"claims {unit} {m.mid:,}'s state", size=11)
         elif m.lo is not None and m.hi is not None:
-            unit = {1: "nodes", 2: "steps"}.get(m.phase, "step")
-            what = f"{unit} {m.lo:,}–{m.hi:,}" if m.phase in (1, 2) else f"step {m.lo:,}"
+            unit = {1: "nodes", PARTS: "parts", 2: "steps"}.get(m.phase, "step")
+            what = f"{unit} {m.lo:,}–{m.hi:,}" if m.phase in (1, PARTS, 2) else f"step {m.lo:,}"
             mark = "" if m.agree is None else (" ✓ agree" if m.agree else " ✗ disagree")
             svg.text(cols["interval"], yy + 14, what + mark, size=11,
                      fill=INK if m.agree is None else AGREE if m.agree else DISAGREE)
@@ -259,10 +306,13 @@ def render_svg(d: Dispute) -> str:
     svg.text(24, y, f"Dispute over {d.title}", size=20, weight="bold")
     y += 24
     outcome = f"the {d.winner} wins" + (f" ({d.reason})" if d.reason else "")
-    parts = [outcome, f"{len(d.phase1) - 1} rounds over nodes", f"{max(len(d.phase2) - 1, 0)} over VM steps"]
+    head = [outcome, f"{len(d.phase1) - 1} rounds over nodes"]
+    if d.parts_log2:
+        head.append(f"{len(d.parts) - 1} over parts")
+    head.append(f"{max(len(d.phase2) - 1, 0)} over VM steps")
     if d.gas_total is not None:
-        parts.append(f"{d.gas_total:,} gas in all")
-    svg.text(24, y, " · ".join(parts), size=13, fill=INK)
+        head.append(f"{d.gas_total:,} gas in all")
+    svg.text(24, y, " · ".join(head), size=13, fill=INK)
     for note in d.notes:
         y += 18
         svg.text(24, y, note, size=11, fill=MUTED)
@@ -272,15 +322,23 @@ def render_svg(d: Dispute) -> str:
     svg.rect(190, y - 9, 10, 10, CHALLENGER, rx=2)
     svg.text(206, y, "challenger (agrees or not)", size=11)
     svg.rect(380, y - 9, 10, 10, DISAGREE, rx=2)
-    svg.text(396, y, "the disputed node / step", size=11)
+    svg.text(396, y, "the disputed node / part / step" if d.parts_log2 else "the disputed node / step", size=11)
     y += 40
     target = f": node {d.node}" if d.node is not None else ""
     y = _bisection(svg, y, f"Phase 1 — bisection over the graph's {d.n_nodes:,} nodes{target}", "node",
                    d.n_nodes, d.phase1, d.node)
+    task = f"node {d.node}'s"
+    if d.parts_log2:
+        n_parts = 1 << d.parts_log2
+        part = f": part {d.part:,}" if d.part is not None else ""
+        title = f"Parts — node {d.node} is split: descent over its output's 2^{d.parts_log2} = {n_parts:,} parts{part}"
+        y = _bisection(svg, y, title, "part", n_parts, d.parts, d.part)
+        if d.part is not None:
+            task = f"node {d.node} part {d.part:,}'s"
     if d.log2_steps is not None and d.phase2:
         total = 1 << d.log2_steps
         step = f": step {d.step:,}" if d.step is not None else ""
-        title = f"Phase 2 — bisection over node {d.node}'s 2^{d.log2_steps} = {total:,} VM steps{step}"
+        title = f"Phase 2 — bisection over {task} 2^{d.log2_steps} = {total:,} VM steps{step}"
         y = _bisection(svg, y, title, "step", total, d.phase2, d.step)
         if d.step is not None:
             svg.text(24, y - 6, f"Phase 3 — MIPS.step executes step {d.step:,} on chain and settles the dispute",

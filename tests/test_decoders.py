@@ -26,7 +26,7 @@ from tests.kernels.harness import interp_and_native, run_vm
 
 DECODERS = ("tiny_llama", "tiny_gpt2")
 POSITIONS = 500
-MAX_LOGIT_ERROR = 0.01  # measured with the analysed bits: 1.35e-3 (llama), 5.4e-4 (gpt2); models/README.md
+MAX_LOGIT_ERROR = 1e-3  # measured with the analysed bits: 1.4e-4 (llama), 1.5e-4 (gpt2); models/README.md
 
 
 @pytest.fixture(scope="module", params=DECODERS)

@@ -166,6 +166,25 @@ def test_a_lie_in_one_part_is_found_by_descending_to_that_part(split_game, part)
     assert len(d.events("PartResponded", gameId=gid)) == 2
     (started,) = d.events("PartStarted", gameId=gid)
     assert started["args"]["part"] == part and started["args"]["log2Steps"] <= 13
+    # the game record (`opmlc demo --record`) and its picture show the descent as its own phase
+    from opmlc import report
+    from opmlc.dispute.game_record import game_record
+
+    rec = game_record(d, gid, len(build.graph.nodes))
+    descent = [m for m in rec["moves"] if m["phase"] == "parts"]
+    assert [m["move"] for m in descent] == ["splitNode", "bisectPart", "respondPart", "bisectPart", "respondPart"]
+    assert (descent[0]["lo"], descent[0]["hi"]) == (0, 4) and (descent[-1]["lo"], descent[-1]["hi"]) == (part, part + 1)
+    assert rec["parts_log2"] == 2 and rec["rounds"]["parts"] == 2 and rec["rounds"]["nodes"] >= 1
+    assert all(m["phase"] == 1 for m in rec["moves"] if m["move"] in ("bisectTrace", "respondTrace"))
+    picture = report.from_game(rec)
+    assert picture.parts[0] == (0, 4) and picture.parts[-1] == (part, part + 1) and picture.part == part
+    svg = report.render_svg(picture)
+    assert "2 over parts" in svg and f"descent over its output&#x27;s 2^2 = 4 parts: part {part}" in svg
+    # a record written before the descent had its own phase (its moves in phase 1 at node 0) draws the same
+    legacy = {**rec, "moves": [{k: v for k, v in m.items() if k not in ("parts_log2", "depth", "right", "mid", "node")}
+                               | {"phase": 1, "lo": 0, "hi": 1} if m["phase"] == "parts" else m for m in rec["moves"]]}
+    del legacy["parts_log2"], legacy["rounds"]
+    assert report.render_svg(report.from_game(legacy)) == svg
 
 
 def _to_split(d, server, challenger, gid):
@@ -241,6 +260,12 @@ def test_the_off_chain_model_descends_to_the_lying_part(small_build):
     rec = play(Claimant(build, q, lie), Verifier(build, q))
     assert rec.winner == "challenger" and rec.node == 0 and rec.start_node.part == 3
     assert [r["right_chosen"] for r in rec.parts] == [True, True]
+    from opmlc import report
+
+    picture = report.from_trace({**rec.to_json(), "commitment": {"n_nodes": len(build.graph.nodes)}})
+    assert picture.parts == [(0, 4), (2, 4), (3, 4)] and picture.part == 3
+    assert [m.move for m in picture.moves if m.phase == "parts"] == ["splitNode"] + ["bisectPart", "respondPart"] * 2
+    assert "startPart" in [m.move for m in picture.moves]
 
 
 def vgg_fc6(path) -> None:

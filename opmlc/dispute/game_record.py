@@ -30,6 +30,9 @@ MOVE_EVENTS = {
     "GameEnded": "timeout",  # only when no other event of its transaction names the move
 }
 REASONS = {0: "none", 1: "step proven", 2: "timeout"}
+# A move's phase: 1 bisects over nodes, PARTS descends a split node's output tree to one part,
+# 2 bisects over VM steps, 3 settles (proveStep or a timeout).
+PARTS = "parts"
 
 
 def _game_state(d: Deployment, game_id: int, block: int) -> tuple[int, int]:
@@ -41,9 +44,10 @@ def _game_state(d: Deployment, game_id: int, block: int) -> tuple[int, int]:
 def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict:
     """The JSON record of game `game_id`: one entry per transaction that moved it, in order.
 
-    Each move has the party that sent it, its name, the interval it left (phase 1 over nodes,
-    phase 2 over steps), the gas the transaction used, the block's timestamp and both clocks
-    after it. `about` (model, chain, …) is copied into the record.
+    Each move has the party that sent it, its name, its phase, the interval it left (phase 1
+    over nodes, phase "parts" over a split node's parts, phase 2 over steps), the gas the
+    transaction used, the block's timestamp and both clocks after it. `rounds` counts each
+    phase's rounds. `about` (model, chain, …) is copied into the record.
     """
     final = d.game(game_id)
     logs = []
@@ -54,7 +58,7 @@ def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict
 
     moves: list[dict] = []
     by_tx: dict[bytes, dict] = {}
-    lo, hi, log2_steps = 0, n_nodes, None
+    lo, hi, log2_steps, parts_log2 = 0, n_nodes, None, None
     eth = d.chain.w3.eth
     for block, _, name, ev in logs:
         tx = bytes(ev["transactionHash"])
@@ -82,10 +86,21 @@ def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict
             log2_steps = int(args["log2Steps"])
             lo, hi = 0, 1 << log2_steps
             move.update(move="startNode", phase=2, node=int(args["node"]), lo=lo, hi=hi)
-        elif name in ("NodeSplit", "PartBisected", "PartResponded"):
-            # a split node's descent to one part: still at node lo of phase 1 (DESIGN.md "Tasks")
-            move.update(move=MOVE_EVENTS[name], phase=1, lo=lo, hi=hi,
-                        **({"part": int(args["part"])} if name == "PartResponded" else {}))
+        elif name == "NodeSplit":
+            # a split node's descent to one part, its own phase between nodes and steps
+            # (DESIGN.md "Tasks: the step budget and node parts"): the interval is over parts
+            parts_log2 = int(args["partsLog2"])
+            lo, hi = 0, 1 << parts_log2
+            move.update(move="splitNode", phase=PARTS, node=int(args["node"]), parts_log2=parts_log2, lo=lo, hi=hi)
+        elif name == "PartBisected":
+            move.update(move="bisectPart", phase=PARTS, depth=int(args["depth"]), lo=lo, hi=hi, mid=(lo + hi) // 2)
+        elif name == "PartResponded":
+            # after `depth` rounds the disputed subtree is `part` at that depth: parts [lo, hi)
+            depth, part = int(args["depth"]), int(args["part"])
+            shift = parts_log2 - depth
+            lo, hi = part << shift, (part + 1) << shift
+            move.update(move="respondPart", phase=PARTS, right=bool(args["right"]), depth=depth, part=part, lo=lo,
+                        hi=hi)
         elif name == "PartStarted":
             log2_steps = int(args["log2Steps"])
             lo, hi = 0, 1 << log2_steps
@@ -111,6 +126,10 @@ def game_record(d: Deployment, game_id: int, n_nodes: int, **about: Any) -> dict
         "log2_steps": log2_steps,
         "step": int(final.lo) if log2_steps is not None else None,
         "part": final.task_part,
+        "parts_log2": parts_log2,
+        "rounds": {"nodes": sum(m["move"] == "respondTrace" for m in moves),
+                   "parts": sum(m["move"] == "respondPart" for m in moves),
+                   "steps": sum(m["move"] == "respondStep" for m in moves)},
         "gas_total": sum(m["gas"] for m in moves),
         "moves": moves,
     }
