@@ -96,3 +96,25 @@ def test_division_by_a_scalar_equals_the_interpreter_on_both_sides_of_the_fast_t
         assert ("div.all_fast" in text) == (s <= 30)
         assert ("fdiv double 0x3ff0000000000000" in text) == (s <= 30), "the fast loop uses the divisor's reciprocal"
         check_all_backends(g, [a], mips=False)
+
+
+@pytest.mark.parametrize("n", [1, 7, 32, 33, 100])
+@pytest.mark.parametrize("f,fo", [(15, 24), (16, 16), (0, 30), (30, 8)])
+def test_softmax_host_rows_equal_the_interpreter_on_edge_rows(n, f, fo):
+    """softmax in the host module (the row's 2^62 / s through the FPU, exps through 32 × 32-bit
+    products: kernels/softmax.py, _ir.mul32) on rows of int32 extremes, all-equal rows (s =
+    n·2^30), a single large value among minima (s = 2^30), and random rows, on 1 and 2 threads."""
+    rng = np.random.default_rng(n * 131 + f)
+    lo, hi = -(2**31), 2**31 - 1
+    rows = [np.full(n, lo), np.full(n, hi), np.full(n, 0), np.full(n, 12345), np.where(np.arange(n) == n // 2, hi, lo),
+            np.where(np.arange(n) % 2 == 0, hi, lo), np.arange(n) - n // 2]
+    rows += [rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31) for _ in range(9)]
+    x = np.stack(rows).astype(np.int32)
+    b = GraphBuilder("softmax_edges")
+    b.mark_output(b.add_node("softmax", [b.add_input("x", fx(x.shape, f))], {"frac": fo}))
+    g = b.build()
+    check_all_backends(g, [x], mips=False)
+    want = run_graph(g, [x])[g.outputs[0]]
+    for threads in (1, 2):
+        got = NativeSession(native_program(g), g, threads=threads).run([x])[0]
+        np.testing.assert_array_equal(got, want)
