@@ -118,3 +118,26 @@ def test_softmax_host_rows_equal_the_interpreter_on_edge_rows(n, f, fo):
     for threads in (1, 2):
         got = NativeSession(native_program(g), g, threads=threads).run([x])[0]
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["add", "sub"])
+@pytest.mark.parametrize("shapes", [((3, 37), (3, 37)), ((37,), (2, 3, 37)), ((2, 3, 37), ()), ((4, 1), (1, 50))])
+def test_same_fraction_add_and_sub_saturate_in_i32_like_the_interpreter(kind, shapes):
+    """The host module's add/sub of one fraction (binary._saturating_i32: llvm.sadd.sat /
+    ssub.sat on the i32 operands) on int32 extremes and their neighbours against every value,
+    broadcast, with the saturation counts equal to the interpreter's (check_all_backends)."""
+    edges = np.array([-(2**31), -(2**31) + 1, -1, 0, 1, 2**30, -(2**30), 2**31 - 2, 2**31 - 1], dtype=np.int64)
+    rng = np.random.default_rng(len(shapes[0]) * 7 + len(shapes[1]))
+    ops = []
+    for shape in shapes:
+        v = rng.integers(-(2**31), 2**31, shape, dtype=np.int64) >> rng.integers(0, 3, shape)
+        flat = v.reshape(-1)
+        flat[: min(flat.size, edges.size)] = rng.permutation(edges)[: min(flat.size, edges.size)]
+        ops.append(v.astype(np.int32))
+    b = GraphBuilder("sat")
+    refs = [b.add_input(f"x{i}", fx(v.shape, 20)) for i, v in enumerate(ops)]
+    b.mark_output(b.add_node("binary", refs, {"kind": kind, "frac": 20}))
+    g = b.build()
+    assert f"llvm.s{kind}.sat.i32" in host_module(g)
+    out = check_all_backends(g, ops, mips=False)
+    assert out.saturated, "the edge values saturate some elements"

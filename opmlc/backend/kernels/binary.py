@@ -12,6 +12,7 @@ from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import div_round_q32, ld, positive, round_div, smax, smin, st, to_fx
 from opmlc.backend.kernels._host import host, reciprocal
 from opmlc.backend.kernels._ir import (
+    I32,
     I64,
     broadcast_strides,
     c32,
@@ -62,6 +63,8 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         if counting(b):  # ops/binary.py: a quotient outside int32, or a ≠ 0 divided by 0
             count(b, b.select(by_zero, b.icmp_signed("!=", a, c64(0)), out_of_int32(b, wide)))
         return b.select(by_zero, b.trunc(inf, q.type), q)
+    if kind in ("add", "sub") and fa == fb == fo and host(b):
+        return _saturating_i32(b, kind, a, y)
     top = max(fa, fb)
     x = b.shl(a, c64(top - fa)) if top > fa else a
     z = b.shl(y, c64(top - fb)) if top > fb else y
@@ -70,6 +73,22 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
     r = {"add": lambda: b.add(x, z), "sub": lambda: b.sub(x, z),
          "max": lambda: smax(b, x, z), "min": lambda: smin(b, x, z)}[kind]()
     return to_fx(b, r, top, fo)
+
+
+def _saturating_i32(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value) -> ir.Value:
+    """Host module: an fx add/sub of operands and output of one fraction is saturate32(a ± y)
+    (to_fx with no shift), which LLVM's llvm.sadd.sat / llvm.ssub.sat on the i32 operands
+    compute without widening (16 lanes a vector instead of 8). It clamped exactly when it
+    differs from the wrapped i32 result (an overflow wraps to the other sign), which is what
+    saturate32 counts."""
+    a32, y32 = b.trunc(a, I32), b.trunc(y, I32)  # the loaded i32s (ld sign-extended them)
+    name = {"add": "llvm.sadd.sat.i32", "sub": "llvm.ssub.sat.i32"}[kind]
+    fn = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(I32, [I32, I32]), name)
+    r = b.call(fn, [a32, y32])
+    if counting(b):
+        wrapped = b.add(a32, y32) if kind == "add" else b.sub(a32, y32)
+        count(b, b.icmp_signed("!=", r, wrapped))
+    return r
 
 
 def _div_mips(b: ir.IRBuilder, num: ir.Value, den: ir.Value, wide_den: bool) -> ir.Value:
