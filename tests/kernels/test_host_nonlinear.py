@@ -83,6 +83,7 @@ def test_division_by_a_scalar_equals_the_interpreter_on_both_sides_of_the_fast_t
     t = 1 << max(s - 19, 0)
     rng = np.random.default_rng(fa + 3 * fb + 7 * fo)
     a = rand_fx(rng, (5, 41))
+    a.flat[:6] = [-(2**31), 2**31 - 1, 0, 1, -1, -(2**31) + 1]
     for d in sorted({t - 1, t, t + 1, -t, -t - 1, 0, 1, -1, 2**31 - 1, -(2**31), 3 << 27, 12345}):
         if not -(2**31) <= d < 2**31:
             continue
@@ -91,5 +92,52 @@ def test_division_by_a_scalar_equals_the_interpreter_on_both_sides_of_the_fast_t
         w = b.add_initializer("d", np.array(d, dtype=np.int32), fx((), fb))
         b.mark_output(b.add_node("binary", [x, w], {"kind": "div", "frac": fo}))
         g = b.build()
-        assert ("div.all_fast" in host_module(g)) == (s <= 30)
+        text = host_module(g)
+        assert ("div.all_fast" in text) == (s <= 30)
+        assert ("fdiv double 0x3ff0000000000000" in text) == (s <= 30), "the fast loop uses the divisor's reciprocal"
         check_all_backends(g, [a], mips=False)
+
+
+@pytest.mark.parametrize("n", [1, 7, 32, 33, 100])
+@pytest.mark.parametrize("f,fo", [(15, 24), (16, 16), (0, 30), (30, 8)])
+def test_softmax_host_rows_equal_the_interpreter_on_edge_rows(n, f, fo):
+    """softmax in the host module (the row's 2^62 / s through the FPU, exps through 32 × 32-bit
+    products: kernels/softmax.py, _ir.mul32) on rows of int32 extremes, all-equal rows (s =
+    n·2^30), a single large value among minima (s = 2^30), and random rows, on 1 and 2 threads."""
+    rng = np.random.default_rng(n * 131 + f)
+    lo, hi = -(2**31), 2**31 - 1
+    rows = [np.full(n, lo), np.full(n, hi), np.full(n, 0), np.full(n, 12345), np.where(np.arange(n) == n // 2, hi, lo),
+            np.where(np.arange(n) % 2 == 0, hi, lo), np.arange(n) - n // 2]
+    rows += [rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31) for _ in range(9)]
+    x = np.stack(rows).astype(np.int32)
+    b = GraphBuilder("softmax_edges")
+    b.mark_output(b.add_node("softmax", [b.add_input("x", fx(x.shape, f))], {"frac": fo}))
+    g = b.build()
+    check_all_backends(g, [x], mips=False)
+    want = run_graph(g, [x])[g.outputs[0]]
+    for threads in (1, 2):
+        got = NativeSession(native_program(g), g, threads=threads).run([x])[0]
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["add", "sub"])
+@pytest.mark.parametrize("shapes", [((3, 37), (3, 37)), ((37,), (2, 3, 37)), ((2, 3, 37), ()), ((4, 1), (1, 50))])
+def test_same_fraction_add_and_sub_saturate_in_i32_like_the_interpreter(kind, shapes):
+    """The host module's add/sub of one fraction (binary._saturating_i32: llvm.sadd.sat /
+    ssub.sat on the i32 operands) on int32 extremes and their neighbours against every value,
+    broadcast, with the saturation counts equal to the interpreter's (check_all_backends)."""
+    edges = np.array([-(2**31), -(2**31) + 1, -1, 0, 1, 2**30, -(2**30), 2**31 - 2, 2**31 - 1], dtype=np.int64)
+    rng = np.random.default_rng(len(shapes[0]) * 7 + len(shapes[1]))
+    ops = []
+    for shape in shapes:
+        v = rng.integers(-(2**31), 2**31, shape, dtype=np.int64) >> rng.integers(0, 3, shape)
+        flat = v.reshape(-1)
+        flat[: min(flat.size, edges.size)] = rng.permutation(edges)[: min(flat.size, edges.size)]
+        ops.append(v.astype(np.int32))
+    b = GraphBuilder("sat")
+    refs = [b.add_input(f"x{i}", fx(v.shape, 20)) for i, v in enumerate(ops)]
+    b.mark_output(b.add_node("binary", refs, {"kind": kind, "frac": 20}))
+    g = b.build()
+    assert f"llvm.s{kind}.sat.i32" in host_module(g)
+    out = check_all_backends(g, ops, mips=False)
+    assert out.saturated, "the edge values saturate some elements"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from opmlc.backend.kernels._host import floor_divmod_host, host, is_host_module
+from opmlc.backend.kernels._host import floor_divmod_host, floor_divmod_recip, host, is_host_module
 from opmlc.backend.kernels._ir import (
     ELEM,
     I1,
@@ -85,9 +85,15 @@ def to_fx_flagged(b: ir.IRBuilder, x: ir.Value, from_frac: int, to_frac: int) ->
     return v, (out_of_int32(b, wide) if counting(b) else None)
 
 
-def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value, in_fast_range: bool = False) -> ir.Value:
+def round_div(b: ir.IRBuilder, n: ir.Value, d: ir.Value, in_fast_range: bool = False,
+              recip: ir.Value | None = None) -> ir.Value:
     """fixedpoint.round_div for i64 n and d > 0 (the caller guarantees it). `in_fast_range`:
-    the caller proved the host FPU path's bound (kernels/_host.py); ignored on MIPS."""
+    the caller proved the host FPU path's bound (kernels/_host.py); `recip` (with it): d's
+    double reciprocal, computed once by the caller (`_host.reciprocal`). Both ignored on MIPS."""
+    if host(b) and recip is not None:  # a multiply instead of a division (kernels/_host.py)
+        assert in_fast_range
+        q, r = floor_divmod_recip(b, n, d, recip)
+        return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))
     if host(b):  # the native build divides through the FPU, exactly (kernels/_host.py)
         q, r = floor_divmod_host(b, n, d, in_fast_range=in_fast_range)
         return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(d, r)), I64))

@@ -10,8 +10,9 @@ from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
 from opmlc.backend.kernels._fx import div_round_q32, ld, positive, round_div, smax, smin, st, to_fx
-from opmlc.backend.kernels._host import host
+from opmlc.backend.kernels._host import host, reciprocal
 from opmlc.backend.kernels._ir import (
+    I32,
     I64,
     broadcast_strides,
     c32,
@@ -34,19 +35,24 @@ from opmlc.ir.types import DType, TensorType
 PRED = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
 
+def _divisor(b: ir.IRBuilder, y: ir.Value, s: int) -> tuple[ir.Value, ir.Value]:
+    """(den, neg) of an fx div: den = y · 2^(−s) (y itself for s ≥ 0), neg: den < 0."""
+    den = b.shl(y, c64(-s)) if s < 0 else y
+    return den, b.icmp_signed("<", den, c64(0))
+
+
 def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb: int, fo: int,
-              div_in_fast_range: bool = False) -> ir.Value:
+              div_in_fast_range: bool = False, div_recip: ir.Value | None = None) -> ir.Value:
     if kind == "mul":
         return to_fx(b, b.mul(a, y), fa + fb, fo)
     if kind == "div":
         s = div_shift(fa, fb, fo)
         num = b.shl(a, c64(max(s, 0))) if s > 0 else a
-        den = b.shl(y, c64(-s)) if s < 0 else y
-        neg = b.icmp_signed("<", den, c64(0))
+        den, neg = _divisor(b, y, s)
         num = b.select(neg, b.sub(c64(0), num), num)
         den = b.select(neg, b.sub(c64(0), den), den)
         if host(b):  # natively round_div divides through the FPU (kernels/_host.py)
-            wide = round_div(b, num, positive(b, den), in_fast_range=div_in_fast_range)
+            wide = round_div(b, num, positive(b, den), in_fast_range=div_in_fast_range, recip=div_recip)
         else:
             wide = _div_mips(b, num, positive(b, den), wide_den=s < 0)
         with uncounted(b):
@@ -57,6 +63,8 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         if counting(b):  # ops/binary.py: a quotient outside int32, or a ≠ 0 divided by 0
             count(b, b.select(by_zero, b.icmp_signed("!=", a, c64(0)), out_of_int32(b, wide)))
         return b.select(by_zero, b.trunc(inf, q.type), q)
+    if kind in ("add", "sub") and fa == fb == fo and host(b):
+        return _saturating_i32(b, kind, a, y)
     top = max(fa, fb)
     x = b.shl(a, c64(top - fa)) if top > fa else a
     z = b.shl(y, c64(top - fb)) if top > fb else y
@@ -65,6 +73,22 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
     r = {"add": lambda: b.add(x, z), "sub": lambda: b.sub(x, z),
          "max": lambda: smax(b, x, z), "min": lambda: smin(b, x, z)}[kind]()
     return to_fx(b, r, top, fo)
+
+
+def _saturating_i32(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value) -> ir.Value:
+    """Host module: an fx add/sub of operands and output of one fraction is saturate32(a ± y)
+    (to_fx with no shift), which LLVM's llvm.sadd.sat / llvm.ssub.sat on the i32 operands
+    compute without widening (16 lanes a vector instead of 8). It clamped exactly when it
+    differs from the wrapped i32 result (an overflow wraps to the other sign), which is what
+    saturate32 counts."""
+    a32, y32 = b.trunc(a, I32), b.trunc(y, I32)  # the loaded i32s (ld sign-extended them)
+    name = {"add": "llvm.sadd.sat.i32", "sub": "llvm.ssub.sat.i32"}[kind]
+    fn = b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(I32, [I32, I32]), name)
+    r = b.call(fn, [a32, y32])
+    if counting(b):
+        wrapped = b.add(a32, y32) if kind == "add" else b.sub(a32, y32)
+        count(b, b.icmp_signed("!=", r, wrapped))
+    return r
 
 
 def _div_mips(b: ir.IRBuilder, num: ir.Value, den: ir.Value, wide_den: bool) -> ir.Value:
@@ -126,7 +150,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     dt = types[0].dtype
     rng = part_range(b)
 
-    def body(fast_div: bool) -> None:
+    def body(fast_div: bool, recip: ir.Value | None = None) -> None:
         with nest(b, shape) if rng is None else _flat(b, shape, rng) as idx:
             a = ld(b, args[0], linear_index(b, idx, sa), dt)
             y = ld(b, args[1], linear_index(b, idx, sb), dt)
@@ -135,7 +159,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 r = {"and": lambda: b.and_(x1, y1), "or": lambda: b.or_(x1, y1), "xor": lambda: b.xor(x1, y1),
                      "eq": lambda: b.icmp_signed("==", a, y), "ne": lambda: b.icmp_signed("!=", a, y)}[kind]()
             elif dt is DType.FX32:
-                r = fx_scalar(b, kind, a, y, types[0].frac, types[1].frac, out_type.frac, fast_div)
+                r = fx_scalar(b, kind, a, y, types[0].frac, types[1].frac, out_type.frac, fast_div, recip)
             else:
                 r = int_scalar(b, kind, a, y, dt)
             st(b, r, out, linear_index(b, idx, so), out_type.dtype)
@@ -147,7 +171,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     fast_blk, slow_blk, done = (b.append_basic_block(n) for n in ("div.all_fast", "div.general", "div.end"))
     b.cbranch(fast, fast_blk, slow_blk)
     b.position_at_end(fast_blk)
-    body(True)
+    # the scalar divisor's reciprocal, once: each element's quotient is then a multiply
+    # (kernels/_host.py floor_divmod_recip, under the bound the test above proved)
+    den, neg = _divisor(b, ld(b, args[1], c32(0), DType.FX32), div_shift(types[0].frac, types[1].frac, out_type.frac))
+    body(True, reciprocal(b, positive(b, b.select(neg, b.sub(c64(0), den), den))))
     b.branch(done)
     b.position_at_end(slow_blk)
     body(False)

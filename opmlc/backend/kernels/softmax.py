@@ -6,6 +6,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels import kernel
+from opmlc.backend.kernels._host import floor_divmod_host, host
 from opmlc.backend.kernels._ir import (
     I64,
     c32,
@@ -48,7 +49,13 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.store(b.add(b.load(total, typ=I64), e), total)
         s = b.load(total, typ=I64)
         s = b.select(b.icmp_unsigned("==", s, c64(0)), c64(1), s)  # never 0 (≥ 2^30); guard anyway
-        recip = b.udiv(c64(1 << 62), s)
+        if host(b):
+            # the FPU's exact floor (kernels/_host.py) instead of a scalar i64 division per row:
+            # 2^62 is exact as a double, s ∈ [2^30, 2^61) (n < 2^31 exps ≤ 2^30 each), so
+            # 2^62 / s ≤ 2^32 < 2^50 and |q·s| < 2^62 + 2s < 2^63: the fast path's argument holds
+            recip, _rem = floor_divmod_host(b, c64(1 << 62), s, in_fast_range=True)
+        else:
+            recip = b.udiv(c64(1 << 62), s)
         with loop(b, end, "out", start=first) as j:
             y = shr_round(b, b.mul(load(b, scratch, j, I64), recip), 62 - out_type.frac)
             store(b, saturate32(b, y), out, b.add(base, j))
