@@ -27,6 +27,7 @@ from opmlc.artifact import Build
 from opmlc.backend.native import plain_layout
 from opmlc.commit import padded_buffer, padded_root
 from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.ir.initializers import PackedI4, held
 from opmlc.ir.types import DType, native_buffer, unpack_i4
 
 ENGINES = ("native", "interp")
@@ -59,10 +60,15 @@ class NativeTracer:
         self.last = last_uses(build)
         self.roots = {r["value"]: bytes.fromhex(r["root"][2:]) for r in build.manifest["initializers"]}
         # The weights as the kernels read them: the graph's own arrays where they are already
-        # native (the mapped weights of a loaded build), a packed type converted once.
+        # native (the mapped weights of a loaded build; an i4 weight's mapped packed bytes, held
+        # as they are, never unpacked), another layout converted once.
         self.weights: dict[int, np.ndarray] = {}
-        for v, arr in g.initializers.items():
+        for v in g.initializers:
             t = g.values[v].type
+            arr = held(g.initializers, v)
+            if isinstance(arr, PackedI4):
+                self.weights[v] = arr.packed
+                continue
             ok = plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape
             self.weights[v] = arr if ok else native_buffer(arr, t)
         self.counts = np.zeros(max(1, len(g.nodes)), dtype=np.int64)
@@ -83,13 +89,16 @@ class NativeTracer:
 
     def run(self, inputs: list[np.ndarray], tamper: Tamper | None = None, upto: int | None = None,
             keep: frozenset[int] = frozenset(), saturated: dict[int, int] | None = None,
-            hash_values: bool = True) -> tuple[list[bytes | None], dict[int, np.ndarray]]:
+            hash_values: bool = True, hash_inputs: bool = True) -> tuple[list[bytes | None], dict[int, np.ndarray]]:
         """Run nodes 0..upto-1 (all by default) in order; returns (the root of every value, None
         for those not computed or not hashed) and {v: array} of the values in `keep` (copies,
-        in the interpreter's form; an initializer is the build's own array).
+        in the interpreter's form, as later nodes read them; an initializer is the build's own
+        array).
 
         `tamper` changes one node's output as graph_trace.compute_values does (propagated to
-        later nodes or not). `saturated` receives {node: count} as the interpreter's does."""
+        later nodes or not: a kept value is the lie only when it propagates). `saturated`
+        receives {node: count} as the interpreter's does. `hash_inputs=False` leaves the graph
+        inputs' roots None (a caller that knows them: a generation's decoding step)."""
         g = self.build.graph
         n = len(g.nodes) if upto is None else upto
         table = self._table()
@@ -99,11 +108,11 @@ class NativeTracer:
         self.counts.fill(0)
         self.peak_live_bytes = live_bytes = 0
 
-        def produced(v: int, buf: np.ndarray, arr: np.ndarray) -> None:
-            if hash_values:
+        def produced(v: int, buf: np.ndarray, arr: np.ndarray, hashed: bool = True) -> None:
+            if hash_values and hashed:
                 roots[v] = padded_root(padded_buffer(arr, g.values[v].type))
-            if v in keep:
-                kept[v] = np.array(arr, copy=True)
+            if v in keep:  # what later nodes read: the buffer, not a lie that does not propagate
+                kept[v] = np.array(self._array(v, buf), copy=True)
 
         for v, arr in zip(g.inputs, inputs, strict=True):
             t = g.values[v].type
@@ -111,7 +120,7 @@ class NativeTracer:
             live[v] = buf
             table[v] = buf.ctypes.data
             live_bytes += buf.nbytes
-            produced(v, buf, self._array(v, buf))
+            produced(v, buf, self._array(v, buf), hash_inputs)
         for v in g.initializers:
             roots[v] = self.roots[v]
             if v in keep:
@@ -158,19 +167,20 @@ def check_engine(engine: str) -> None:
         raise ValueError(f"trace engine must be one of {ENGINES}, not {engine!r}")
 
 
-def engine_for(build: Build, engine: str) -> str:
-    """The engine a party can use on `build`: a generation (opmlc/dispute/generation.py) unrolls
-    its decoding steps into one graph that has no native program of its own, so its trace is
-    the interpreter's (the same roots: the native trace equals it on every model)."""
-    check_engine(engine)
-    return "interp" if hasattr(build, "generated_values") else engine
+def _generation_tracer(build):
+    """The GenerationTracer of a generation view, None for any other build."""
+    if not hasattr(build, "generated_values"):
+        return None
+    from opmlc.dispute.generation_trace import generation_tracer
+
+    return generation_tracer(build)
 
 
 def party_roots(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = None,
                 engine: str = "native", saturated: dict[int, int] | None = None) -> list[bytes]:
     """Every value root of a party's trace (tampered as asked), by the native program
     (streaming) or by the interpreter (every value held, the golden model)."""
-    engine = engine_for(build, engine)
+    check_engine(engine)
     if engine == "interp":
         values = compute_values(build, inputs, tamper)
         if saturated is not None:  # the honest run's counts, as the native engine reports
@@ -178,7 +188,7 @@ def party_roots(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = 
 
             run_graph(build.graph, inputs, saturated)
         return GraphTrace.of_values(build, values).roots
-    roots, _ = tracer(build).run(inputs, tamper, saturated=saturated)
+    roots, _ = (_generation_tracer(build) or tracer(build)).run(inputs, tamper, saturated=saturated)
     return roots  # type: ignore[return-value]
 
 
@@ -186,7 +196,7 @@ def task_operands(build: Build, inputs: list[np.ndarray], k: int,
                   engine: str = "native") -> list[np.ndarray | None]:
     """The honest values node k's VM task reads (None for every other value): the nodes before
     k run again, natively, keeping only k's operands."""
-    engine = engine_for(build, engine)
+    check_engine(engine)
     g = build.graph
     need = frozenset(g.nodes[k].inputs)
     if engine == "interp":
@@ -194,5 +204,5 @@ def task_operands(build: Build, inputs: list[np.ndarray], k: int,
 
         values = honest_values(build, inputs, upto=k)
         return [a if v in need else None for v, a in enumerate(values)]
-    _, kept = tracer(build).run(inputs, upto=k, keep=need, hash_values=False)
+    _, kept = (_generation_tracer(build) or tracer(build)).run(inputs, upto=k, keep=need, hash_values=False)
     return [kept.get(v) for v in range(len(g.values))]

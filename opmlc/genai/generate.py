@@ -46,10 +46,11 @@ class Generation:
     generated_ids: list[int]
     steps: list[StepIO]
     text: str = ""
+    stopped: str = "max_new_tokens"  # or "eos": it ended at an end-of-sequence token
 
     def to_json(self) -> dict:
         return {"prompt_ids": self.prompt_ids, "generated_ids": self.generated_ids, "text": self.text,
-                "steps": self.n_steps}
+                "steps": self.n_steps, "stopped": self.stopped}
 
     @property
     def n_steps(self) -> int:
@@ -205,4 +206,5 @@ def generate(build: Build, prompt: str | list[int], max_new_tokens: int = 16, ba
     text = tok.decode(out) if tok is not None else ""
     if on_text is not None and text != shown and text.startswith(shown):
         on_text(text[len(shown):])
-    return Generation(ids, out, steps, text)
+    eos = set(rec.get("eos_token_ids", []))
+    return Generation(ids, out, steps, text, "eos" if stop_at_eos and out and out[-1] in eos else "max_new_tokens")
