@@ -458,6 +458,8 @@ def generate_cmd(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate (fewer if the model "
                                                 "emits its end-of-sequence token).")] = 16,
     backend: Annotated[str, typer.Option("--backend", help="native (default), interp or vm: bit-identical.")] = "native",
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads of the native backend (default: every "
+                                                "core); the same tokens on any number.")] = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Generate all --max-new-tokens tokens, past the "
                                              "model's end-of-sequence token (genai_config.json's eos_token_id).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"prompt_ids", "generated_ids", "text", "steps", '
@@ -480,7 +482,8 @@ def generate_cmd(
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show, stop_at_eos=not ignore_eos)
+    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show, stop_at_eos=not ignore_eos,
+                   threads=threads)
     seconds = time.perf_counter() - start
     if as_json:
         doc = {**gen.to_json(), "backend": backend, "seconds": round(seconds, 3),

@@ -117,3 +117,8 @@ def test_a_loaded_build_traces_on_its_mapped_weights(builds, weights):
     t = tracer(loaded)
     mapped = [v for v, a in loaded.graph.initializers.items() if isinstance(a.base, np.memmap)]
     assert mapped and all(t.weights[v] is loaded.graph.initializers[v] for v in mapped)
+    from opmlc.ir.initializers import PackedI4, held
+
+    packed = [v for v in loaded.graph.initializers if isinstance(held(loaded.graph.initializers, v), PackedI4)]
+    assert bool(packed) == (weights == "int4")  # a 4-bit weight: its mapped packed bytes, never unpacked
+    assert all(t.weights[v] is held(loaded.graph.initializers, v).packed for v in packed)
