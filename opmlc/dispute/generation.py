@@ -71,6 +71,9 @@ class GenerationBuild:
             raise OpmlcError(f"a generation of {self.max_new_tokens} tokens is longer than --max-new-tokens {self.limit}")
         self.rec = rec
         self.eos = frozenset(int(t) for t in rec.get("eos_token_ids", []))
+        # commitment.node_infos/node_leaves, computed once: N·K nodes, each leaf an ABI encoding
+        # and a hash, asked for by every party and move that needs the node list
+        self.commitment_memo: dict = {}
         self.n_steps = self.n_prompt + self.max_new_tokens - 1
         self.analysis = None
         self._build()
