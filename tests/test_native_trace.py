@@ -122,3 +122,21 @@ def test_a_loaded_build_traces_on_its_mapped_weights(builds, weights):
     packed = [v for v in loaded.graph.initializers if isinstance(held(loaded.graph.initializers, v), PackedI4)]
     assert bool(packed) == (weights == "int4")  # a 4-bit weight: its mapped packed bytes, never unpacked
     assert all(t.weights[v] is held(loaded.graph.initializers, v).packed for v in packed)
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_reshape_takes_its_operands_root_unless_a_lie_sits_between(builds, propagate):
+    """The native trace gives a reshape its operand's root without hashing (the same bytes):
+    still the interpreter's root when the operand, or the reshape itself, is lied about."""
+    build = builds("tiny_llama", "int4")
+    q = inputs_of(build)
+    g = build.graph
+    first = g.first_node_value
+    reshapes = [k for k, n in enumerate(g.nodes) if n.op == "reshape" and n.inputs[0] >= first]
+    assert reshapes
+    k = reshapes[len(reshapes) // 2]
+    honest = party_roots(build, q)
+    assert honest[g.nodes[k].output] == honest[g.nodes[k].inputs[0]]
+    for node in (g.nodes[k].inputs[0] - first, k):
+        tamper = Tamper(node, propagate=propagate)
+        assert party_roots(build, q, tamper) == party_roots(build, q, tamper, engine="interp"), node

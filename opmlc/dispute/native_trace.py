@@ -125,6 +125,10 @@ class NativeTracer:
             roots[v] = self.roots[v]
             if v in keep:
                 kept[v] = g.initializers[v]
+        lie_node = -1 if tamper is None else tamper.node
+        # the value whose root is a lie its buffer does not hold (a lie that does not propagate)
+        unheld = (g.nodes[tamper.node].output if tamper is not None and not tamper.propagate
+                  and 0 <= tamper.node < len(g.nodes) else -1)
         for k in range(n):
             node = g.nodes[k]
             v = node.output
@@ -143,7 +147,14 @@ class NativeTracer:
                     arr = self._array(v, buf)
                 else:
                     arr = lied
-            produced(v, buf, arr)
+            same = node.op == "reshape" and k != lie_node and node.inputs[0] != unheld
+            if same and hash_values and roots[node.inputs[0]] is not None \
+                    and g.values[node.inputs[0]].type.dtype is t.dtype:
+                # a reshape's bytes are its operand's, row-major, padded alike: the same root
+                roots[v] = roots[node.inputs[0]]
+                produced(v, buf, arr, hashed=False)
+            else:
+                produced(v, buf, arr)
             for u in set(node.inputs) | {v}:  # free what no later node reads
                 if u in live and self.last[u] <= k:
                     live_bytes -= live.pop(u).nbytes
