@@ -20,6 +20,7 @@ root, on every example model.
 from __future__ import annotations
 
 import ctypes
+import math
 
 import numpy as np
 
@@ -27,8 +28,18 @@ from opmlc.artifact import Build
 from opmlc.backend.native import plain_layout
 from opmlc.commit import padded_buffer, padded_root
 from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.ir.graph import Node
 from opmlc.ir.initializers import PackedI4, held
-from opmlc.ir.types import DType, native_buffer, unpack_i4
+from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
+from vm.merkle import (
+    LEAF_BYTES,
+    ZERO_HASHES,
+    chunk_roots,
+    hash_pair,
+    hash_pairs,
+    height_of,
+    padded_size,
+)
 
 ENGINES = ("native", "interp")
 
@@ -46,6 +57,52 @@ def last_uses(build: Build) -> list[int]:
     for v in g.outputs:
         last[v] = n
     return last
+
+
+def repeat_root(node: Node, operand: np.ndarray, t_in: TensorType, t_out: TensorType) -> bytes | None:
+    """The root of a `view` that repeats whole contiguous blocks of its operand along one stride-0
+    axis (the GQA's key/value heads for each query head), from the operand's block roots; None
+    for any other view. Output block j of R copies of operand block o is an aligned subtree
+    when the block's bytes are a power of two ≥ 32, so only the operand is hashed (1/R of the
+    bytes), then log2(R) levels of a subtree paired with itself. Equal to hashing the view's
+    bytes: tests/test_native_trace.py holds them equal."""
+    a = node.attrs
+    shape, strides = [int(d) for d in a["shape"]], [int(x) for x in a["strides"]]
+    if a["offset"] != 0 or a.get("lo") or a.get("hi") or t_in.dtype is not t_out.dtype:
+        return None
+    if not (plain_layout(t_in) and plain_layout(t_out)):
+        return None
+    rep = [d for d, (n, st) in enumerate(zip(shape, strides, strict=True)) if st == 0 and n > 1]
+    if len(rep) != 1:
+        return None
+    r = rep[0]
+    copies = shape[r]
+    # the other axes walk the whole operand in row-major order
+    expect, step = {}, 1
+    for d in reversed(range(len(shape))):
+        if d != r:
+            expect[d] = step
+            step *= shape[d]
+    if step != t_in.numel or any(strides[d] != expect[d] for d in expect if shape[d] > 1):
+        return None
+    item = t_in.nbytes // max(1, t_in.numel)
+    block = math.prod(shape[r + 1:]) * item
+    if copies & (copies - 1) or block < LEAF_BYTES or block & (block - 1):
+        return None
+    outer = math.prod(shape[:r])
+    blocks = chunk_roots(memoryview(padded_buffer(operand, t_in))[: outer * block], block)
+    tops = []
+    for o in range(outer):
+        root = blocks[32 * o : 32 * o + 32]
+        for _ in range(copies.bit_length() - 1):
+            root = hash_pair(root, root)
+        tops.append(root)
+    h = height_of(block * copies)
+    level = b"".join(tops) + ZERO_HASHES[h] * (padded_size(t_out.nbytes) // (block * copies) - outer)
+    while len(level) > 32:
+        level = hash_pairs(level, h)
+        h += 1
+    return level
 
 
 class NativeTracer:
@@ -148,7 +205,16 @@ class NativeTracer:
                 else:
                     arr = lied
             same = node.op == "reshape" and k != lie_node and node.inputs[0] != unheld
-            if same and hash_values and roots[node.inputs[0]] is not None \
+            repeated = None
+            if hash_values and node.op == "view" and k != lie_node:  # hashed from what it read
+                u = node.inputs[0]
+                operand = self._array(u, live[u]) if u in live else None
+                if operand is not None:
+                    repeated = repeat_root(node, operand, g.values[u].type, t)
+            if repeated is not None:
+                roots[v] = repeated
+                produced(v, buf, arr, hashed=False)
+            elif same and hash_values and roots[node.inputs[0]] is not None \
                     and g.values[node.inputs[0]].type.dtype is t.dtype:
                 # a reshape's bytes are its operand's, row-major, padded alike: the same root
                 roots[v] = roots[node.inputs[0]]
