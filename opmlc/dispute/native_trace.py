@@ -7,7 +7,12 @@ program runs node by node (`task(regions, k)`) on a region table of its own: the
 are the build's buffers (its memory-mapped weights, never copied), every other value gets a
 buffer when its node produces it, is hashed at once (vm.merkle's native kernels, on every core),
 and is freed after the last node that reads it. A party so holds the weights mapped plus the
-values live across one point of the graph, and keeps only the roots.
+values live across one point of the graph, and keeps only the roots. Two copies are not hashed
+again: a reshape takes its operand's root (the same bytes), a view repeating whole blocks of its
+operand is rooted from the operand's block roots (`repeat_root`).
+
+A generation (opmlc/dispute/generation.py) has no program of its own: its trace runs this one of
+the step build once per decoding step (opmlc/dispute/generation_trace.py).
 
 For the node a game lands on, `task_operands` runs the nodes before it again, keeping only what
 that node reads: the operands of its one VM task (opmlc/dispute/node_run.py).
