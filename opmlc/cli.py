@@ -459,12 +459,18 @@ def generate_cmd(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Tokens to generate (fewer if the model "
                                                 "emits its end-of-sequence token).")] = 16,
     backend: Annotated[str, typer.Option("--backend", help="native (default), interp or vm: bit-identical.")] = "native",
+    threads: Annotated[int | None, typer.Option("--threads", help="Threads of the native backend (default: every "
+                                                "core); the same tokens on any number.")] = None,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Generate all --max-new-tokens tokens, past the "
+                                             "model's end-of-sequence token (genai_config.json's eos_token_id).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"prompt_ids", "generated_ids", "text", "steps", '
-                                          '"backend", "seconds", "tokens_per_second"} instead of streaming the text.')] = False,
+                                          '"stopped", "backend", "seconds", "tokens_per_second"} instead of streaming '
+                                          'the text.')] = False,
 ) -> None:
     """Generate text greedily: one decoding step per token (the prompt read token by token), the
     key/value cache carried between steps as the step computed it, the text streamed as it is
-    made. Needs the tokenizers package (pip install 'opmlc[llm]')."""
+    made; it stops at the model's end-of-sequence token unless --ignore-eos. Needs the tokenizers
+    package (pip install 'opmlc[llm]')."""
     import time
 
     from opmlc.artifact import Build
@@ -477,7 +483,8 @@ def generate_cmd(
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show)
+    gen = generate(build, prompt, max_new_tokens, backend, on_text=None if as_json else show, stop_at_eos=not ignore_eos,
+                   threads=threads)
     seconds = time.perf_counter() - start
     if as_json:
         doc = {**gen.to_json(), "backend": backend, "seconds": round(seconds, 3),
@@ -500,6 +507,7 @@ def prove_cmd(
     node: Annotated[int | None, typer.Option("--node", help="With --step: a step of node K's task.")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help=PROMPT_HELP)] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="With --prompt: tokens generated.")] = 16,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help=IGNORE_EOS_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write dispute evidence: the witness of one VM step (--step), or a whole dispute (--claim).
@@ -518,7 +526,7 @@ def prove_cmd(
 
     if (step is None) == (claim is None):
         raise OpmlcError("pass exactly one of --step N (one witness) or --claim CLAIM.json (a whole dispute)")
-    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens)
+    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens, ignore_eos, claim)
     if claim is not None:
         from opmlc.api import quantize_inputs
         from opmlc.dispute.claims import dispute_record, read_claim
@@ -548,21 +556,34 @@ def prove_cmd(
 
 PROMPT_HELP = ("A build of an onnxruntime-genai model: the task is the generation from this text "
                "(instead of --input).")
+IGNORE_EOS_HELP = ("With --prompt: generate all --max-new-tokens tokens, past the model's end-of-sequence token "
+                   "(genai_config.json's eos_token_id); by default the generation, and so its claim, stops at it.")
 
 
-def _task_inputs(build, paths: list[Path] | None, prompt: str | None, max_new_tokens: int):
+def _task_inputs(build, paths: list[Path] | None, prompt: str | None, max_new_tokens: int,
+                 ignore_eos: bool = False, claim: Path | None = None):
     """(the task's build view, its inputs): the build and --input's arrays, or for --prompt the
-    generation view (opmlc/dispute/generation.py) and the prompt's token ids."""
+    generation view (opmlc/dispute/generation.py) and the prompt's token ids. A generation
+    covers the tokens made: up to its end-of-sequence token (unless ignore_eos), or, against a
+    claim, the claim's."""
     if prompt is None:
+        if ignore_eos:
+            raise OpmlcError("--ignore-eos is for a generation (--prompt)")
         return build, _load_inputs(build, paths or [])
     if paths:
         raise OpmlcError("--prompt replaces --input for a generation; pass one or the other")
-    from opmlc.dispute.generation import GenerationBuild, prompt_inputs
+    from opmlc.dispute.generation import generation_of, prompt_inputs
     from opmlc.genai.generate import genai_record
     from opmlc.genai.tokenizer import load_tokenizer
 
     ids = load_tokenizer(genai_record(build)["folder"]).encode(prompt)
-    gb = GenerationBuild(build, len(ids), max_new_tokens)
+    made = None
+    if claim is not None:
+        try:
+            made = len(json.loads(Path(claim).read_text())["generation"]["generated_ids"])
+        except (OSError, ValueError, KeyError, TypeError):
+            made = None  # read_claim names what is wrong with the file
+    gb = generation_of(build, ids, max_new_tokens, not ignore_eos, made)
     return gb, prompt_inputs(gb, ids)
 
 
@@ -607,6 +628,7 @@ def demo_cmd(
         "inspect`).")] = None,
     step_budget: Annotated[int | None, typer.Option(
         "--step-budget", help="Compile with this step budget per VM task (as `opmlc compile --step-budget`).")] = None,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help=IGNORE_EOS_HELP)] = False,
 ) -> None:
     """Compile, deploy, request, submit (lying as asked), dispute and settle: opML end to end.
 
@@ -646,7 +668,7 @@ def demo_cmd(
         raise OpmlcError("--prompt replaces --input for a generation; pass one or the other")
     result = run_demo(model, liar, rpc, lie_node, arrays, say, record=record, weights=weights, block_size=block_size,
                       prompt=prompt, max_new_tokens=max_new_tokens, lie_step=lie_step, max_context=max_context,
-                      lie_part=lie_part, step_budget=step_budget)
+                      lie_part=lie_part, step_budget=step_budget, ignore_eos=ignore_eos)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -743,6 +765,7 @@ def claim_cmd(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="With --prompt: tokens generated.")] = 16,
     tamper_step: Annotated[int | None, typer.Option(
         "--tamper-step", help="With --prompt: --tamper-node K is node K of this decoding step.")] = None,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help=IGNORE_EOS_HELP)] = False,
 ) -> None:
     """Write the claim a server posts for these inputs: every value root and the final trace.
 
@@ -756,7 +779,7 @@ def claim_cmd(
     from opmlc.dispute.graph_trace import Tamper
     from opmlc.tasks import check_node
 
-    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens)
+    build, arrays = _task_inputs(Build.load(build_dir), input, prompt, max_new_tokens, ignore_eos)
     if tamper_step is not None:
         if prompt is None:
             raise OpmlcError("--tamper-step is for a generation (--prompt)")

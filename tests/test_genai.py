@@ -232,8 +232,9 @@ def test_max_context_and_its_errors(genai_models, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_build(genai_models, tmp_path_factory):
-    """The LLaMA at a context of 24: the disputes' node tasks stay small."""
-    return compile_model(genai_models["llama"], tmp_path_factory.mktemp("small") / "b", max_context=24)
+    """The LLaMA at a context of 16: the disputes' node tasks stay small, and a KV head's cache
+    is a 4 KiB block (so the native trace hashes the GQA's repeat views from those blocks)."""
+    return compile_model(genai_models["llama"], tmp_path_factory.mktemp("small") / "b", max_context=16)
 
 
 def _lies(gb):
@@ -330,3 +331,119 @@ def test_generation_refuses_a_step_build_with_split_nodes(small_build, monkeypat
     monkeypatch.setattr(small_build, "manifest", m)
     with pytest.raises(OpmlcError, match="step node 3 is split into parts under the build's step budget"):
         GenerationBuild(small_build, 2, 2)
+
+
+def test_a_generations_native_trace_equals_the_interpreters(small_build):
+    """Phase 1 of a generation natively (dispute/generation_trace.py: the step build's program per
+    decoding step, the cache carried): every value root, the saturation counts, every lie (first,
+    middle, last step, cache only; propagated or not) and a node task's operands are the
+    interpreter's over the unrolled graph."""
+    from opmlc.dispute.generation import GenerationBuild, prompt_inputs
+    from opmlc.dispute.generation_trace import generation_tracer
+    from opmlc.dispute.graph_trace import Tamper
+    from opmlc.dispute.native_trace import party_roots, task_operands
+    from opmlc.genai.generate import generate
+
+    ids = _tok(small_build).encode(PROMPTS[4])[:3]
+    gb = GenerationBuild(small_build, len(ids), 4)
+    q = prompt_inputs(gb, ids)
+    sat_native, sat_interp = {}, {}
+    native = party_roots(gb, q, saturated=sat_native)
+    assert native == party_roots(gb, q, engine="interp", saturated=sat_interp)
+    assert sat_native == sat_interp
+    assert generation_tracer(gb).generated == generate(small_build, ids, 4, "native", stop_at_eos=False).generated_ids
+    first = gb.graph.first_node_value
+    for what, (step, k) in _lies(gb).items():
+        for propagate in (True, False):
+            tamper = Tamper(gb.node_of(step, k), propagate=propagate)
+            lied = party_roots(gb, q, tamper)
+            assert lied == party_roots(gb, q, tamper, engine="interp"), (what, propagate)
+            diff = [n for n in range(len(gb.graph.nodes)) if lied[first + n] != native[first + n]]
+            assert diff[0] == gb.node_of(step, k), what
+            if not propagate:
+                assert diff == [gb.node_of(step, k)]
+    g = gb.graph
+    kv = gb.step_node("present.0.key")
+    # a step's first node, the attention reading the carried cache, the last step's greedy token
+    for node in (gb.node_of(2, 0), gb.node_of(2, kv + 2), len(g.nodes) - 1):
+        native_ops = task_operands(gb, q, node)
+        interp_ops = task_operands(gb, q, node, engine="interp")
+        for v in range(len(g.values)):
+            if v in g.nodes[node].inputs:
+                assert np.array_equal(native_ops[v], interp_ops[v]) and native_ops[v].dtype == interp_ops[v].dtype
+                if v in g.initializers:  # spliced by the manifest's root, never hashed again
+                    assert native_ops[v] is g.initializers[v]
+            else:
+                assert native_ops[v] is None
+
+
+def test_generation_stops_at_eos_and_its_claim_commits_to_where(small_build, monkeypatch, tmp_path):
+    """`generate` stops at genai_config's eos_token_id (here: made the token the model emits
+    third) unless told not to; a claim covers exactly the tokens made and says why it ended; a
+    claim that ends elsewhere is refused even when its trace is right; a lie in it is disputed."""
+    import copy
+
+    from opmlc.dispute.claims import dispute_record, make_claim, read_claim
+    from opmlc.dispute.generation import GenerationBuild, generation_of, prompt_inputs
+    from opmlc.dispute.graph_trace import Tamper
+    from opmlc.genai.generate import generate
+
+    ids = _tok(small_build).encode(PROMPTS[6])[:3]
+    free = generate(small_build, ids, 6, "native", stop_at_eos=False).generated_ids
+    eos = free[2]
+    stop = free.index(eos)  # the first time the model emits it
+    m = copy.deepcopy(small_build.manifest)
+    m["genai"]["eos_token_ids"] = [eos]
+    monkeypatch.setattr(small_build, "manifest", m)
+    gen = generate(small_build, ids, 6, "native")
+    assert gen.generated_ids == free[: stop + 1] and gen.stopped == "eos"
+    assert generate(small_build, ids, 6, "native", stop_at_eos=False).stopped == "max_new_tokens"
+    gb = generation_of(small_build, ids, 6)
+    assert (gb.max_new_tokens, gb.limit) == (stop + 1, 6)
+    q = prompt_inputs(gb, ids)
+    claim = make_claim(gb, q)
+    assert claim["generation"]["generated_ids"] == free[: stop + 1]
+    assert claim["generation"]["stopped"] == "eos" and claim["generation"]["max_new_tokens"] == 6
+    assert generation_of(small_build, ids, 6, stop_at_eos=False).max_new_tokens == 6
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(claim))
+    with pytest.raises(OpmlcError, match="the claim is correct"):
+        dispute_record(gb, q, read_claim(path, gb))
+    # a claim with a right trace that stops short of both the limit and an end-of-sequence token
+    if stop >= 1:
+        short = GenerationBuild(small_build, len(ids), stop, limit=6)
+        path.write_text(json.dumps(make_claim(short, q)))
+        with pytest.raises(OpmlcError, match="not an end-of-sequence token"):
+            dispute_record(short, q, read_claim(path, short))
+    # one that runs on past the end-of-sequence token
+    longer = GenerationBuild(small_build, len(ids), stop + 2, limit=6)
+    path.write_text(json.dumps(make_claim(longer, q)))
+    with pytest.raises(OpmlcError, match="is the end-of-sequence token"):
+        dispute_record(longer, q, read_claim(path, longer))
+    # a server that lies about the stopping token: disputed and lost
+    path.write_text(json.dumps(make_claim(gb, q, Tamper(gb.node_of(gb.n_steps - 1, gb.k - 1)))))
+    doc = dispute_record(gb, q, read_claim(path, gb))
+    assert doc["winner"] == "challenger" and doc["node"] == len(gb.graph.nodes) - 1
+
+
+def test_ignore_eos_options(small_build, tmp_path):
+    from typer.testing import CliRunner
+
+    from opmlc.cli import app
+
+    d = str(small_build.directory)
+    r = CliRunner().invoke(app, ["generate", d, "--prompt", "for i in", "--max-new-tokens", "3", "--ignore-eos",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert len(doc["generated_ids"]) == 3 and doc["stopped"] == "max_new_tokens"
+    r = CliRunner().invoke(app, ["claim", d, "-o", str(tmp_path / "c.json"), "--prompt", "for i in",
+                                 "--max-new-tokens", "3", "--ignore-eos"])
+    assert r.exit_code == 0, r.output
+    gen = json.loads((tmp_path / "c.json").read_text())["generation"]
+    assert gen["generated_ids"] == doc["generated_ids"] and gen["stop_at_eos"] is False
+    from tests.conftest import MODELS
+
+    plain = compile_model(MODELS / "digits_mlp.onnx", tmp_path / "digits")
+    bad = CliRunner().invoke(app, ["claim", str(plain.directory), "-o", str(tmp_path / "x.json"), "--ignore-eos"])
+    assert bad.exit_code == 2 and "--ignore-eos" in bad.output

@@ -117,3 +117,56 @@ def test_a_loaded_build_traces_on_its_mapped_weights(builds, weights):
     t = tracer(loaded)
     mapped = [v for v, a in loaded.graph.initializers.items() if isinstance(a.base, np.memmap)]
     assert mapped and all(t.weights[v] is loaded.graph.initializers[v] for v in mapped)
+    from opmlc.ir.initializers import PackedI4, held
+
+    packed = [v for v in loaded.graph.initializers if isinstance(held(loaded.graph.initializers, v), PackedI4)]
+    assert bool(packed) == (weights == "int4")  # a 4-bit weight: its mapped packed bytes, never unpacked
+    assert all(t.weights[v] is held(loaded.graph.initializers, v).packed for v in packed)
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_a_reshape_takes_its_operands_root_unless_a_lie_sits_between(builds, propagate):
+    """The native trace gives a reshape its operand's root without hashing (the same bytes):
+    still the interpreter's root when the operand, or the reshape itself, is lied about."""
+    build = builds("tiny_llama", "int4")
+    q = inputs_of(build)
+    g = build.graph
+    first = g.first_node_value
+    reshapes = [k for k, n in enumerate(g.nodes) if n.op == "reshape" and n.inputs[0] >= first]
+    assert reshapes
+    k = reshapes[len(reshapes) // 2]
+    honest = party_roots(build, q)
+    assert honest[g.nodes[k].output] == honest[g.nodes[k].inputs[0]]
+    for node in (g.nodes[k].inputs[0] - first, k):
+        tamper = Tamper(node, propagate=propagate)
+        assert party_roots(build, q, tamper) == party_roots(build, q, tamper, engine="interp"), node
+
+
+def test_a_repeat_views_root_from_its_operands_blocks_is_the_hashed_one():
+    """repeat_root (a stride-0 repeat of whole power-of-two blocks, as the GQA's key/value heads)
+    gives the root of the view's own bytes, and declines every other view."""
+    from opmlc.commit import tensor_root
+    from opmlc.dispute.native_trace import repeat_root
+    from opmlc.ir.graph import Node
+    from opmlc.ir.ops.view import View
+    from opmlc.ir.types import DType, TensorType
+
+    rng = np.random.default_rng(0)
+    cases = [((1, 4, 16, 64), [1, 4, 8, 16, 64], [4096, 1024, 0, 64, 1], True),   # GQA: 8 queries per KV head
+             ((3, 8), [3, 4, 8], [8, 0, 1], True),                                 # 3 blocks: a padded output
+             ((2, 8), [2, 2, 8], [8, 0, 1], True),
+             ((1, 4, 24, 64), [1, 4, 8, 24, 64], [6144, 1536, 0, 64, 1], False),  # a block of 6 KiB
+             ((2, 8), [2, 3, 8], [8, 0, 1], False),                                # 3 copies
+             ((2, 8), [2, 8, 2], [8, 1, 0], False)]                                # repeats single elements
+    for src, shape, strides, expected in cases:
+        t_in = TensorType(DType.FX32, src, 10)
+        x = rng.integers(-2**31, 2**31, size=src, dtype=np.int64).astype(np.int32)
+        attrs = {"shape": shape, "offset": 0, "strides": strides}
+        t_out = View().infer([t_in], attrs)
+        node = Node("view", [0], 1, attrs, "v")
+        got = repeat_root(node, x, t_in, t_out)
+        if not expected:
+            assert got is None, (src, shape)
+            continue
+        out = View().evaluate([x], [t_in], attrs, t_out)
+        assert got == tensor_root(out, t_out), (src, shape)

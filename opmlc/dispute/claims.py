@@ -15,7 +15,7 @@ import numpy as np
 
 from opmlc.artifact import Build
 from opmlc.dispute.commitment import input_proofs, model_commitment
-from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
+from opmlc.dispute.graph_trace import GraphTrace, Tamper
 from opmlc.dispute.native_trace import party_roots
 from opmlc.dispute.offchain import hx, play
 from opmlc.dispute.roles import Claimant, Verifier
@@ -33,9 +33,12 @@ def make_claim(build: Build, inputs: list[np.ndarray], tamper: Tamper | None = N
         "value_roots": [hx(r) for r in trace.roots],
     }
     if hasattr(build, "generated_values"):  # a generation (dispute/generation.py): its token ids, for people
-        values = compute_values(build, inputs, tamper)
+        from opmlc.dispute.generation_trace import generation_tracer
+
+        ids = generation_tracer(build).generated  # as the trace just made them
         claim["generation"] = {"prompt_ids": [int(np.asarray(a).reshape(-1)[0]) for a in inputs],
-                               "generated_ids": [int(values[v].reshape(-1)[0]) for v in build.generated_values],
+                               "generated_ids": ids, "max_new_tokens": build.limit,
+                               "stop_at_eos": build.stop_at_eos, "stopped": build.stopped(ids),
                                "steps": build.n_steps, "nodes_per_step": build.k}
     return claim
 
@@ -65,6 +68,13 @@ def dispute_record(build: Build, inputs: list[np.ndarray], claim: dict) -> dict:
     if [roots[v] for v in g.inputs] != [honest.roots[v] for v in g.inputs]:
         raise OpmlcError("the claim is about other inputs than --input (its input roots differ)")
     if roots == honest.roots:
+        stop = None
+        if hasattr(build, "generated_values"):  # a generation: the trace is right, but is its length?
+            from opmlc.dispute.generation_trace import generation_tracer
+
+            stop = build.stop_error(generation_tracer(build).generated)
+        if stop is not None:
+            raise OpmlcError(f"the claim's trace is right, but it is not the generation asked for: {stop}")
         raise OpmlcError("the claim is correct: every value root matches this computation; nothing to dispute")
     claimant = Claimant(build, inputs, roots=roots)
     verifier = Verifier(build, inputs, roots=honest.roots)

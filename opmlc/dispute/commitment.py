@@ -60,6 +60,9 @@ class ModelCommitment:
 
 
 def node_infos(build: Build) -> list[NodeInfo]:
+    memo = getattr(build, "commitment_memo", None)  # a generation view keeps its own (it never changes)
+    if memo is not None and "infos" in memo:
+        return memo["infos"]
     g = build.graph
     tasks = build.manifest["program"]["tasks"]["nodes"]
     infos = []
@@ -80,7 +83,20 @@ def node_infos(build: Build) -> list[NodeInfo]:
             output_height=height_of(m.region(out).size),
             parts_log2=0 if parts is None else parts["log2"],
         ))
+    if memo is not None:
+        memo["infos"] = infos
     return infos
+
+
+def node_leaves(build: Build) -> list[bytes]:
+    """The node list's leaves (NodeInfo.leaf of every node), kept by a generation view."""
+    memo = getattr(build, "commitment_memo", None)
+    if memo is not None and "leaves" in memo:
+        return memo["leaves"]
+    leaves = [n.leaf() for n in node_infos(build)]
+    if memo is not None:
+        memo["leaves"] = leaves
+    return leaves
 
 
 def initializer_leaves(build: Build) -> list[bytes]:
@@ -94,7 +110,7 @@ def initializer_leaves(build: Build) -> list[bytes]:
 def model_commitment(build: Build) -> ModelCommitment:
     g = build.graph
     return ModelCommitment(
-        nodes_root=list_root([n.leaf() for n in node_infos(build)]),
+        nodes_root=list_root(node_leaves(build)),
         trace_template=list_root(initializer_leaves(build)),
         n_nodes=len(g.nodes),
         n_values=len(g.values),
@@ -124,7 +140,7 @@ def part_levels(padded: bytes, parts_log2: int) -> list[list[bytes]]:
 
 
 def node_proof(build: Build, k: int) -> list[bytes]:
-    return list_proof([n.leaf() for n in node_infos(build)], k)
+    return list_proof(node_leaves(build), k)
 
 
 def input_proofs(build: Build, input_roots: list[bytes]) -> tuple[bytes, list[list[bytes]]]:

@@ -59,13 +59,16 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
              say: Callable[[str], None] = lambda _: None, record: Path | None = None,
              weights: str | None = None, block_size: int | None = None, prompt: str | list[int] | None = None,
              max_new_tokens: int = 8, lie_step: int | None = None, max_context: int | None = None,
-             lie_part: int | None = None, step_budget: int | None = None, build: Build | None = None) -> dict:
+             lie_part: int | None = None, step_budget: int | None = None, build: Build | None = None,
+             ignore_eos: bool = False) -> dict:
     """Play opML end to end; returns the summary `opmlc demo --json` prints.
 
     `build`: a build to play on instead of compiling `model` (benchmarks of large models).
     With `prompt` (an onnxruntime-genai model), the task is a generation of `max_new_tokens`
     tokens (opmlc/dispute/generation.py): a lying server alters node `lie_node` (default: the
-    step's last, the greedy token) of decoding step `lie_step` (default: the last step).
+    step's last, the greedy token) of decoding step `lie_step` (default: the last step). The
+    generation, and so the registered task, ends at the model's end-of-sequence token if the
+    honest generation emits one first, unless `ignore_eos`.
 
     `record`: where to write the game's record (every move with its gas and the clocks, read
     from the chain: opmlc/dispute/game_record.py), the input of `opmlc report`.
@@ -85,7 +88,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
                                   max_context=max_context, step_budget=step_budget)
         generation = None
         if prompt is not None:
-            build, inputs, generation = _generation(build, prompt, max_new_tokens)
+            build, inputs, generation = _generation(build, prompt, max_new_tokens, not ignore_eos)
             step = generation.n_steps - 1 if lie_step is None else lie_step
             node = build.node_of(step, build.k - 1 if lie_node is None else lie_node)
         elif lie_step is not None:
@@ -125,6 +128,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
         result = {"model": model.name, "chain": chain.describe(), "liar": liar, "task": task}
         if generation is not None:
             result["generation"] = {"prompt_ids": generation.prompt_ids, "max_new_tokens": max_new_tokens,
+                                    "generated": build.max_new_tokens, "stop_at_eos": not ignore_eos,
                                     "steps": generation.n_steps, "nodes_per_step": build.k,
                                     "lie": dict(zip(("step", "node"), build.step_of(node), strict=True))
                                     if liar != "none" else None}
@@ -181,15 +185,16 @@ class _Gen:
     n_steps: int
 
 
-def _generation(step_build: Build, prompt: str | list[int], max_new_tokens: int):
-    """The generation view of a compiled decoding step and its inputs (the prompt's ids)."""
-    from opmlc.dispute.generation import GenerationBuild, prompt_inputs
+def _generation(step_build: Build, prompt: str | list[int], max_new_tokens: int, stop_at_eos: bool = True):
+    """The generation view of a compiled decoding step (over the tokens the honest generation
+    makes) and its inputs (the prompt's ids)."""
+    from opmlc.dispute.generation import generation_of, prompt_inputs
     from opmlc.genai.generate import genai_record
     from opmlc.genai.tokenizer import load_tokenizer
 
     ids = load_tokenizer(genai_record(step_build)["folder"]).encode(prompt) if isinstance(prompt, str) \
         else [int(t) for t in prompt]
-    gb = GenerationBuild(step_build, len(ids), max_new_tokens)
+    gb = generation_of(step_build, ids, max_new_tokens, stop_at_eos)
     return gb, prompt_inputs(gb, ids), _Gen(ids, gb.n_steps)
 
 

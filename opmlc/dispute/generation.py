@@ -36,6 +36,7 @@ from opmlc.errors import OpmlcError
 from opmlc.genai.config import NEXT_TOKEN
 from opmlc.genai.generate import check_lengths, genai_record
 from opmlc.ir.graph import Graph, Node, Value
+from opmlc.ir.initializers import Initializers, PackedI4, held
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,22 @@ class GenerationBuild:
 
     step: Build
     n_prompt: int
-    max_new_tokens: int
+    max_new_tokens: int  # the tokens this generation made: its shape
+    limit: int | None = None  # --max-new-tokens as asked (default: max_new_tokens)
+    stop_at_eos: bool = True  # whether the generation stops at an end-of-sequence token
 
     def __post_init__(self) -> None:
         rec = genai_record(self.step)
         check_lengths(self.n_prompt, self.max_new_tokens, int(rec["context"]))
+        if self.limit is None:
+            self.limit = self.max_new_tokens
+        if self.max_new_tokens > self.limit:
+            raise OpmlcError(f"a generation of {self.max_new_tokens} tokens is longer than --max-new-tokens {self.limit}")
         self.rec = rec
+        self.eos = frozenset(int(t) for t in rec.get("eos_token_ids", []))
+        # commitment.node_infos/node_leaves, computed once: N·K nodes, each leaf an ABI encoding
+        # and a hash, asked for by every party and move that needs the node list
+        self.commitment_memo: dict = {}
         self.n_steps = self.n_prompt + self.max_new_tokens - 1
         self.analysis = None
         self._build()
@@ -115,7 +126,9 @@ class GenerationBuild:
                                  f"{sg.values[a].type}, the output it is fed from {sg.values[b].type}; "
                                  "compile the model again")
         values: list[Value] = []
-        inits: dict[int, np.ndarray] = {}
+        # the step's weights as the step holds them (a loaded build's i4 weights stay packed
+        # and mapped: ir/initializers.py), the generation's own constants as arrays
+        inits: dict[int, np.ndarray | PackedI4] = {}
 
         def add(name: str, t, kind: str, data: np.ndarray | None = None) -> int:
             v = len(values)
@@ -126,7 +139,7 @@ class GenerationBuild:
 
         ids_t = sg.values[ids_v].type
         prompt = [add(f"prompt[{i}]", ids_t, "input") for i in range(self.n_prompt)]
-        shared = {v: add(sg.values[v].name, sg.values[v].type, "init", arr) for v, arr in sg.initializers.items()}
+        shared = {v: add(sg.values[v].name, sg.values[v].type, "init", held(sg.initializers, v)) for v in sg.initializers}
         mask_t = sg.values[mask_v].type
         masks = []
         for s in range(self.n_steps):
@@ -162,7 +175,7 @@ class GenerationBuild:
                 add(f"step {s}: {sg.values[sv].name}", sg.values[sv].type, "node")
         assert len(values) == first + n_nodes
         self.graph = Graph(f"{sg.name} generation {self.n_prompt}+{self.max_new_tokens}", values, nodes, prompt,
-                           [out_of(self.n_steps - 1, next_v)], inits)
+                           [out_of(self.n_steps - 1, next_v)], Initializers(inits))
         self.generated_values = [out_of(s, next_v) for s in range(self.n_prompt - 1, self.n_steps)]
         step_prog = self.step.manifest["program"]
         step_tasks = step_prog["tasks"]["nodes"]
@@ -191,12 +204,32 @@ class GenerationBuild:
 
         step_roots = {r["name"]: r["root"] for r in self.step.manifest["initializers"]}
         recs = []
-        for v, arr in self.graph.initializers.items():
+        for v in self.graph.initializers:  # the step's weights by their recorded roots, never read
             val = self.graph.values[v]
             root = step_roots.get(val.name) if "[" not in val.name else None
             recs.append({"name": val.name, "value": v,
-                         "root": root or "0x" + tensor_root(arr, val.type).hex()})
+                         "root": root or "0x" + tensor_root(self.graph.initializers[v], val.type).hex()})
         return recs
+
+    # -- where the generation stops -------------------------------------------------------
+    def stopped(self, generated_ids: list[int]) -> str:
+        """Why a generation of these ids ends: "eos" or "max_new_tokens"."""
+        return "eos" if self.stop_at_eos and generated_ids and generated_ids[-1] in self.eos else "max_new_tokens"
+
+    def stop_error(self, generated_ids: list[int]) -> str | None:
+        """What is wrong with ending a generation after these (honest) ids, or None: with
+        stop_at_eos it ends at its first end-of-sequence token, else after `limit` tokens."""
+        if self.stop_at_eos:
+            early = [i for i, t in enumerate(generated_ids[:-1]) if t in self.eos]
+            if early:
+                return (f"generated token {early[0]} is the end-of-sequence token {generated_ids[early[0]]}: "
+                        f"the generation stops there, not after {len(generated_ids)} tokens")
+            if len(generated_ids) < self.limit and (not generated_ids or generated_ids[-1] not in self.eos):
+                return (f"the generation ends after {len(generated_ids)} of {self.limit} tokens at token "
+                        f"{generated_ids[-1] if generated_ids else None}, which is not an end-of-sequence token")
+        elif len(generated_ids) != self.limit:
+            return f"the generation ends after {len(generated_ids)} tokens, not --max-new-tokens {self.limit}"
+        return None
 
     # -- what a generation claim shows ----------------------------------------------------
     def step_of(self, node: int) -> tuple[int, int]:
@@ -230,3 +263,24 @@ def prompt_inputs(gb: GenerationBuild, prompt_ids: list[int]) -> list[np.ndarray
         raise OpmlcError(f"the generation was built for {gb.n_prompt} prompt tokens, got {len(prompt_ids)}")
     t = gb.graph.values[gb.graph.inputs[0]].type
     return [np.full(t.shape, int(i), dtype=t.dtype.numpy) for i in prompt_ids]
+
+
+def generation_length(step: Build, prompt_ids: list[int], max_new_tokens: int, stop_at_eos: bool = True) -> int:
+    """The tokens the honest greedy generation makes (natively): `max_new_tokens`, or fewer when
+    it emits an end-of-sequence token first (which it then ends with)."""
+    from opmlc.genai.generate import generate_ids
+
+    if not stop_at_eos:
+        return max_new_tokens
+    return sum(t >= 0 for t, _ in generate_ids(step, prompt_ids, max_new_tokens, "native", stop_at_eos=True))
+
+
+def generation_of(step: Build, prompt_ids: list[int], max_new_tokens: int, stop_at_eos: bool = True,
+                  made: int | None = None) -> GenerationBuild:
+    """The generation view for `prompt_ids` and --max-new-tokens: over the tokens the generation
+    made (`made`, e.g. a claim's, else the honest generation's length), so that its trace and
+    its model commitment fix where it stopped."""
+    check_lengths(len(prompt_ids), max_new_tokens, int(genai_record(step)["context"]))
+    if made is None:
+        made = generation_length(step, prompt_ids, max_new_tokens, stop_at_eos)
+    return GenerationBuild(step, len(prompt_ids), made, limit=max_new_tokens, stop_at_eos=stop_at_eos)

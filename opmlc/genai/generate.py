@@ -46,10 +46,11 @@ class Generation:
     generated_ids: list[int]
     steps: list[StepIO]
     text: str = ""
+    stopped: str = "max_new_tokens"  # or "eos": it ended at an end-of-sequence token
 
     def to_json(self) -> dict:
         return {"prompt_ids": self.prompt_ids, "generated_ids": self.generated_ids, "text": self.text,
-                "steps": self.n_steps}
+                "steps": self.n_steps, "stopped": self.stopped}
 
     @property
     def n_steps(self) -> int:
@@ -68,10 +69,16 @@ def genai_record(build: Build) -> dict:
 class StepRunner:
     """Runs the build's decoding step on quantized inputs with one backend."""
 
-    def __init__(self, build: Build, backend: str = "native") -> None:
+    def __init__(self, build: Build, backend: str = "native", threads: int | None = None) -> None:
         if backend not in BACKENDS:
             raise OpmlcError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        self.build, self.backend = build, backend
+        if threads is not None:
+            from opmlc.backend.native import check_threads
+
+            if backend != "native":
+                raise InputError(f"--threads applies to the native backend only, not {backend!r}")
+            check_threads(threads)
+        self.build, self.backend, self.threads = build, backend, threads
         self.rec = genai_record(build)
         g = build.graph
         names = [r["name"] for r in build.manifest["inputs"]]
@@ -114,7 +121,7 @@ class StepRunner:
 
             return run_outputs(g, inputs, {})
         if self.backend == "native":  # the build's native session: weights mapped and packed once
-            return self.build.native.run(inputs)
+            return self.build.native.run(inputs, threads=self.threads)
         from opmlc.tasks import initial_state, read_outputs
         from vm.run import run as vm_run
 
@@ -143,10 +150,12 @@ def check_lengths(n_prompt: int, max_new_tokens: int, context: int) -> None:
 
 
 def generate_ids(build: Build, prompt_ids: list[int], max_new_tokens: int, backend: str = "native",
-                 stop_at_eos: bool = True, runner: StepRunner | None = None) -> Iterator[tuple[int, StepIO]]:
+                 stop_at_eos: bool = True, runner: StepRunner | None = None,
+                 threads: int | None = None) -> Iterator[tuple[int, StepIO]]:
     """Greedy generation; yields (token id, the step that chose it) as each is made. Steps that
-    only read the prompt are yielded as (-1, step)."""
-    runner = runner or StepRunner(build, backend)
+    only read the prompt are yielded as (-1, step). `threads`: the native backend's (default
+    every core; the same bits on any number)."""
+    runner = runner or StepRunner(build, backend, threads)
     check_lengths(len(prompt_ids), max_new_tokens, runner.context)
     vocab = int(runner.rec["vocab_size"])
     if any(not 0 <= t < vocab for t in prompt_ids):
@@ -174,7 +183,7 @@ def generate_ids(build: Build, prompt_ids: list[int], max_new_tokens: int, backe
 
 def generate(build: Build, prompt: str | list[int], max_new_tokens: int = 16, backend: str = "native",
              on_text: Callable[[str], None] | None = None, stop_at_eos: bool = True,
-             keep_steps: bool = False) -> Generation:
+             keep_steps: bool = False, threads: int | None = None) -> Generation:
     """Generate greedily from a prompt (text, tokenized with the model folder's tokenizer, or
     token ids); `on_text` receives the text as it is produced."""
     from opmlc.genai.tokenizer import load_tokenizer
@@ -191,7 +200,7 @@ def generate(build: Build, prompt: str | list[int], max_new_tokens: int = 16, ba
     out: list[int] = []
     steps: list[StepIO] = []
     shown = ""
-    for t, step in generate_ids(build, ids, max_new_tokens, backend, stop_at_eos):
+    for t, step in generate_ids(build, ids, max_new_tokens, backend, stop_at_eos, threads=threads):
         if keep_steps:
             steps.append(step)
         if t < 0:
@@ -205,4 +214,5 @@ def generate(build: Build, prompt: str | list[int], max_new_tokens: int = 16, ba
     text = tok.decode(out) if tok is not None else ""
     if on_text is not None and text != shown and text.startswith(shown):
         on_text(text[len(shown):])
-    return Generation(ids, out, steps, text)
+    eos = set(rec.get("eos_token_ids", []))
+    return Generation(ids, out, steps, text, "eos" if stop_at_eos and out and out[-1] in eos else "max_new_tokens")
