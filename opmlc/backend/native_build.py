@@ -4,7 +4,8 @@ Place in the pipeline: `opmlc compile` (opmlc/artifact.py) calls `write_native` 
 build's portable files; `Build.load` maps the weights (`mapped_weights`, checked by
 opmlc/buildcheck.py) and `Build.native` opens a `NativeSession` over `load_program`.
 
-    DIR/native/host.json     this host's description, the object's cache key and sha256, the
+    DIR/native/host.json     this host's description, the digest of the code generator that
+                             wrote the object, the object's cache key and sha256, the
                              weights file's layout: one slot per initializer (value, root, dtype,
                              shape, offset, nbytes)
     DIR/native/<key>.o       the host module (native.host_module: what native_program compiles) compiled for this
@@ -16,7 +17,8 @@ opmlc/buildcheck.py) and `Build.native` opens a `NativeSession` over `load_progr
 
 Nothing under native/ is part of the model: it is derived from the portable files for one host
 (another host rebuilds the object), so `compile --check` leaves it out of the comparison and the
-manifest does not mention it. A missing, stale or damaged native/ never stops a run: the object is
+manifest does not mention it. A missing, stale (another host, or another version of opmlc's code
+generator) or damaged native/ never stops a run: the object is
 then compiled again (JIT, cached in the user's cache directory, one note on stderr) and the
 weights come from the tensor store.
 """
@@ -52,6 +54,24 @@ HOST = "host.json"
 WEIGHTS = "weights.bin"
 ALIGN = 64  # a cache line: every slot starts on one, as numpy's own allocations do
 FORMAT = 1
+
+
+def generator_digest() -> str:
+    """A digest of the code that generates the host module (opmlc/backend's sources, kernels
+    included). An object written by other generator code computes the same bits (every kernel
+    equals the interpreter) but may be slower: kernels improve between versions, and a build
+    keeps the object compile wrote, so load_program compiles again when this differs."""
+    global _GENERATOR
+    if _GENERATOR is None:
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        _GENERATOR = h.hexdigest()
+    return _GENERATOR
+
+
+_GENERATOR: str | None = None
 
 
 def note(message: str) -> None:
@@ -119,6 +139,7 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     record = {
         "format": FORMAT,
         "host": host,
+        "generator": generator_digest(),
         "byteorder": sys.byteorder,
         "key": key,
         "object": f"{key}.o",
@@ -214,6 +235,8 @@ def load_program(build: Build) -> NativeProgram:
         reason = f"{directory / NATIVE_DIR / HOST} is missing or unreadable"
     elif record.get("host") != host_description():
         reason = f"{directory / NATIVE_DIR} was compiled for another host ({str(record.get('host'))[:40]}…)"
+    elif record.get("generator") != generator_digest():
+        reason = f"{directory / NATIVE_DIR} was compiled by another version of opmlc's code generator"
     else:
         name = str(record.get("object"))
         path = directory / NATIVE_DIR / name

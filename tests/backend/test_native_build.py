@@ -87,6 +87,21 @@ def test_a_build_from_another_host_is_compiled_again_with_a_note_and_the_same_bi
     assert got.output_roots == want.output_roots and got.saturated == want.saturated
 
 
+def test_an_object_from_another_code_generator_is_compiled_again_with_a_note(builds, tmp_path, capsys):
+    d = copy_of(builds, "digits_mlp", tmp_path)
+    path = d / "native" / "host.json"
+    host = json.loads(path.read_text())
+    assert host["generator"] == native_build.generator_digest()
+    host["generator"] = "0" * 64  # the kernels changed since this build was compiled
+    path.write_text(json.dumps(host))
+    build = Build.load(d)
+    x = inputs_for(build, 0)
+    got = run(build, x, "native")
+    assert "another version of opmlc's code generator" in capsys.readouterr().err
+    assert not build.native.program.from_object_file
+    assert got.output_roots == run(build, x, "interp").output_roots
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "host.json"])
 def test_a_damaged_object_is_compiled_again_with_a_note_never_used(builds, tmp_path, capsys, damage):
     d = copy_of(builds, "digits_mlp", tmp_path)
