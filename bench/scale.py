@@ -170,7 +170,7 @@ def ensure_build(model: Path, build_dir: Path, fmt: str, compile_args: list[str]
         try:
             Build.load(build_dir)  # checks the files once (native/verified.json): the parties do not hash again
             rec = json.loads(record.read_text()) if record.is_file() else {}
-            print(f"build: reusing {build_dir}" + (f" (compiled by {rec['commit'][:10]} in {rec['wall_s'] / 60:.1f} min, "
+            print(f"build: reusing {build_dir}" + (f" (compiled by {rec['commit']} in {rec['wall_s'] / 60:.1f} min, "
                                                      f"peak RSS {rec['peak_rss_gib']:.2f} GiB)" if rec else ""))
             return rec
         except OpmlcError as exc:
@@ -179,7 +179,7 @@ def ensure_build(model: Path, build_dir: Path, fmt: str, compile_args: list[str]
     print(f"build: opmlc {' '.join(args)}", flush=True)
     wall, rss, _ = timed("opmlc.cli", args, build_dir.parent / f"{build_dir.name}.compile.log")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    rec = {"wall_s": wall, "peak_rss_gib": rss, "commit": commit, "args": args[3:]}
+    rec = {"wall_s": wall, "peak_rss_gib": rss, "commit": commit[:12], "args": args[3:]}
     record.write_text(json.dumps(rec) + "\n")
     Build.load(build_dir)
     print(f"build: compiled in {wall / 60:.1f} min, peak RSS {rss:.2f} GiB", flush=True)
