@@ -40,7 +40,12 @@ def peak_rss_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def child(build_dir: str, role: str, node: int, engine: str) -> None:
+def child(build_dir: str, role: str, node: int, engine: str, part: int | None = None, step: int = 0,
+          warm: bool = True, element: int = 0) -> None:
+    """One party's off-chain work in this process: its trace (the server's with the lie at node
+    `node`, element `element`), then its one VM task, node `node` or its part `part`: the
+    server's hand-off (startNode / startPart, which also computes the split node's part roots),
+    the challenger's witness of step `step`. Prints a JSON line of its figures."""
     import numpy as np
 
     from opmlc.api import quantize_inputs
@@ -55,20 +60,23 @@ def child(build_dir: str, role: str, node: int, engine: str) -> None:
     q = quantize_inputs(build, default_input(build))
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    lie = Tamper(node, element=element)
     if role == "server":
-        side = Claimant(build, q, Tamper(node), engine=engine)
+        side = Claimant(build, q, lie, engine=engine)
     else:
         side = Verifier(build, q, engine=engine)
     trace_s = time.perf_counter() - t0
     rss_trace = peak_rss_mib()
-    t0 = time.perf_counter()  # again, warm: the program loaded, the hashing kernels built
-    party_roots(build, q, Tamper(node) if role == "server" else None, engine)
-    warm_s = time.perf_counter() - t0
+    warm_s = None
+    if warm:
+        t0 = time.perf_counter()  # again, warm: the program loaded, the hashing kernels built
+        party_roots(build, q, lie if role == "server" else None, engine)
+        warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     if role == "server":
-        side.start_node(node)
+        side.start_node(node) if part is None else side.start_part(node, part)
     else:
-        side.node_run(node).witness(0)
+        side.node_run(node, part).witness(step)
     vm_s = time.perf_counter() - t0
     weights = sum(a.nbytes for a in build.graph.initializers.values())
     print(json.dumps({"role": role, "engine": engine, "load_s": load_s, "trace_s": trace_s, "warm_s": warm_s, "vm_s": vm_s,
@@ -79,15 +87,16 @@ def child(build_dir: str, role: str, node: int, engine: str) -> None:
     del np
 
 
-def dispute(build_dir: str, node: int) -> None:
-    """`opmlc demo`'s game on an existing build (embedded chain, the server lying at `node`)."""
+def dispute(build_dir: str, node: int, part: int | None = None) -> None:
+    """`opmlc demo`'s game on an existing build (embedded chain, the server lying at `node`, in
+    its part `part` if given)."""
     from opmlc.artifact import Build
     from opmlc.dispute.demo import run_demo
 
     t0 = time.perf_counter()
     build = Build.load(build_dir)
     load_s = time.perf_counter() - t0
-    r = run_demo(build=build, lie_node=node, say=lambda m: print(f"  {time.perf_counter() - t0:7.1f} s  {m}",
+    r = run_demo(build=build, lie_node=node, lie_part=part, say=lambda m: print(f"  {time.perf_counter() - t0:7.1f} s  {m}",
                                                                       file=sys.stderr, flush=True))
     r.update(load_s=load_s, peak_rss_mib=peak_rss_mib())
     print(json.dumps(r, default=str))
@@ -115,13 +124,18 @@ def main() -> None:
                     help="also play the game on the embedded chain (opmlc demo's, on this build)")
     ap.add_argument("--dispute-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=4, metavar=("BUILD", "ROLE", "NODE", "ENGINE"), help=argparse.SUPPRESS)
+    # a child's task: the part of a split node, the challenger's proven step, no warm trace
+    ap.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--element", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--step", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--no-warm", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         build_dir, role, node, engine = a.child
         if role == "dispute":
-            dispute(build_dir, int(node))
+            dispute(build_dir, int(node), a.part)
         else:
-            child(build_dir, role, int(node), engine)
+            child(build_dir, role, int(node), engine, a.part, a.step, not a.no_warm, a.element)
         return
     from opmlc.artifact import Build, compile_model
 

@@ -605,7 +605,8 @@ def demo_cmd(
     input: Annotated[list[Path] | None, typer.Option("--input", "-i", help="A .npy per model input (default: a sample).")] = None,
     rpc: Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL of a node; default: the embedded chain.")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps", "credited", "seconds"}.')
+        bool, typer.Option("--json", help='Print {"winner", "rounds_phase1", "rounds_phase2", "gas_total", "vm_steps" (the challenger\'s), '
+                     '"vm_steps_server", "credited", "seconds"}.')
     ] = False,
     record: Annotated[
         Path | None, typer.Option("--record", help="Write the game's moves, with their gas and both clocks, read back from "

@@ -28,6 +28,7 @@ def test_demo_with_a_lying_server_is_won_by_the_challenger(tmp_path):
     assert doc["winner"] == "challenger" and doc["reason"] == "step proven"
     assert doc["rounds_phase1"] == 2 and doc["rounds_phase2"] >= 10
     assert 0 < doc["gas_total"] and 0 < doc["vm_steps"]
+    assert doc["vm_steps_server"] == doc["vm_steps"]  # each side ran the disputed task once, the same execution
     # Both stakes of the game to the challenger; the server keeps the backing no game held.
     assert doc["credited"] == {"challenger": 2 * 10**17, "server": 3 * 10**17}
     # the record read back from the chain tells the same game, move by move

@@ -137,7 +137,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
             d.advance_time(int(d.registry.functions.challengeWindow().call()) + 1)
             d.send("server", a[1], d.registry.functions.finalize(task))
             result.update(winner="none", finalized=True, rounds_phase1=0, rounds_phase2=0, gas_total=0,
-                          vm_steps=0, node=None, step=None)
+                          vm_steps=0, vm_steps_server=0, node=None, step=None)
         else:
             phases = {Phase.BISECT_TRACE: "phase 1: bisecting the graph trace",
                       Phase.START_NODE: "hand-off: binding the disputed node",
@@ -161,6 +161,7 @@ def run_demo(model: str | Path | None = None, liar: str = "server", rpc: str | N
                 rounds_phase2=len(d.events("StepResponded", gameId=game)),
                 gas_total=sum(d.gas_by.values()) - gas_before,
                 vm_steps=challenger.verifier(task).vm_steps,
+                vm_steps_server=server.claimant(task).vm_steps,
                 node=int(g.node), step=int(g.lo),
                 part=g.task_part, rounds_parts=len(d.events("PartResponded", gameId=game)),
             )
