@@ -14,9 +14,15 @@ and the norms are known from where the vectors come from:
   Gram matrix (float64, with a relative margin far above its rounding error);
 - the rotary embedding x⊙C + rotate_half(x)⊙S acts on each pair (x_i, x_{i+h}) as a 2×2
   matrix: the largest of their singular values bounds it (≈ 1: cos² + sin² = 1);
+- rules/rotary.py's form of it (GroupQueryAttention's), concat(x1⊙c − x2⊙s, x2⊙c + x1⊙s), by
+  the largest c_i² + s_i² of the cos/sin tables: each pair's square is exactly that times
+  x1_i² + x2_i²;
+- a graph input (a generation's key/value cache) by its range: max|x|·√len;
 - reshapes and views that keep a vector inside one vector of their input (head splits,
-  transposes, key/value head repeats, slices), a negation, a product by a constant (max|c|), a
-  sum (triangle inequality), a concatenation (root of the sum of squares).
+  transposes, key/value head repeats, slices), a gather of run-time rows (the cache write's new
+  rows), a `where` (max of its operands' bounds where the condition picks whole rows), a
+  negation, a product by a constant (max|c|), a sum (triangle inequality), a concatenation
+  (root of the sum of squares).
 
 Every bound is on the fixed-point values themselves: each rounding op adds √len ulps of its
 output. `L2Bounds.at(v, seg)` bounds every run of `seg` consecutive elements along v's last
