@@ -14,9 +14,15 @@ and the norms are known from where the vectors come from:
   Gram matrix (float64, with a relative margin far above its rounding error);
 - the rotary embedding x⊙C + rotate_half(x)⊙S acts on each pair (x_i, x_{i+h}) as a 2×2
   matrix: the largest of their singular values bounds it (≈ 1: cos² + sin² = 1);
+- rules/rotary.py's form of it (GroupQueryAttention's), concat(x1⊙c − x2⊙s, x2⊙c + x1⊙s), by
+  the largest c_i² + s_i² of the cos/sin tables: each pair's square is exactly that times
+  x1_i² + x2_i²;
+- a graph input (a generation's key/value cache) by its range: max|x|·√len;
 - reshapes and views that keep a vector inside one vector of their input (head splits,
-  transposes, key/value head repeats, slices), a negation, a product by a constant (max|c|), a
-  sum (triangle inequality), a concatenation (root of the sum of squares).
+  transposes, key/value head repeats, slices), a gather of run-time rows (the cache write's new
+  rows), a `where` (max of its operands' bounds where the condition picks whole rows), a
+  negation, a product by a constant (max|c|), a sum (triangle inequality), a concatenation
+  (root of the sum of squares).
 
 Every bound is on the fixed-point values themselves: each rounding op adds √len ulps of its
 output. `L2Bounds.at(v, seg)` bounds every run of `seg` consecutive elements along v's last
@@ -131,7 +137,9 @@ class L2Bounds:
             self.memo[key] = None  # a cycle cannot happen in a DAG, but never recurse forever
             node = self._producer(v)
             b = None
-            if node is not None:
+            if node is None:
+                b = self._input(v, seg)
+            else:
                 fn = getattr(self, f"_op_{node.op}", None)
                 try:
                     b = fn(node, seg) if fn is not None else None
@@ -145,6 +153,15 @@ class L2Bounds:
         return math.sqrt(seg) * self._ulp(v)
 
     # -- sources ------------------------------------------------------------------------
+    def _input(self, v: int, seg: int) -> float | None:
+        """A graph input (a generation's key/value cache): every element lies in its range (the
+        declared one, which the interval analysis trusts the same way), so a run of seg
+        elements has ‖x‖₂ ≤ max|range|·√seg."""
+        if v not in self.g.inputs or v in self.g.initializers:
+            return None
+        m = max(map(abs, self.a.iv[v]))
+        return m * math.sqrt(seg) * (1 + REL) if math.isfinite(m) else None
+
     def _op_norm(self, node: Node, seg: int) -> float | None:
         gamma = self.a.const(node.inputs[1])
         if gamma is None:
@@ -271,7 +288,16 @@ class L2Bounds:
         return (1 + t * self._ulp(node.inputs[0])) * bv * (1 + REL) + self._round(node.output, seg)
 
     def _op_gather(self, node: Node, seg: int) -> float | None:
-        """Rows of a constant table (an embedding): the largest norm of a seg-run of a row."""
+        """Rows of a constant table (an embedding): the largest norm of a seg-run of a row.
+        A run-time table gathered along another axis than its last (GroupQueryAttention's new
+        cache rows): each output run is a run of the table or zeros (an index out of range)."""
+        rank = len(self._shape(node.inputs[0]))
+        if node.inputs[0] not in self.g.initializers:
+            if node.attrs.get("axis", 0) % rank == rank - 1:
+                return None
+            b = self.at(node.inputs[0], seg)
+            fi, fo = self.g.values[node.inputs[0]].type.frac, self.g.values[node.output].type.frac
+            return b if b is None or fi == fo else None  # gather keeps the bits (never rounds)
         table = self.g.initializers.get(node.inputs[0])
         if table is None or node.attrs.get("axis", 0) != 0 or table.ndim != 2:
             return None
@@ -337,6 +363,10 @@ class L2Bounds:
         src = self._rotate_half_source(node)
         if src is not None:  # a signed permutation of src's rows
             return self.at(src, self._shape(src)[-1])
+        if seg == self._shape(node.output)[-1]:
+            rot = self._rotary_halves(node, seg)
+            if rot is not None:
+                return rot
         lens = [self._shape(v)[-1] for v in node.inputs]
         if all(n % seg == 0 for n in lens):
             bs = [self.at(v, seg) for v in node.inputs]
@@ -345,6 +375,68 @@ class L2Bounds:
             bs = [self.at(v, n) for v, n in zip(node.inputs, lens, strict=True)]
             return None if any(b is None for b in bs) else math.sqrt(sum(b * b for b in bs)) * (1 + REL)
         return None
+
+    def _rotary_halves(self, node: Node, seg: int) -> float | None:
+        """concat([x1⊙c − x2⊙s, x2⊙c + x1⊙s(, rest)]) with x1, x2 (and rest) the consecutive
+        parts of x's rows (rules/rotary.py's non-interleaved rotation, GroupQueryAttention's):
+        per pair (x1_i, x2_i) the square of the output is exactly (c_i² + s_i²)(x1_i² + x2_i²),
+        so ‖out‖ ≤ max(ρ, 1)·‖x‖ with ρ² the largest c_i² + s_i² (of the cos/sin tables when both
+        are rows gathered at the same run-time positions, which an index out of range zeroes;
+        else by their intervals). Each product, sum and the concatenation rounds once: at most
+        an ulp of its output per element."""
+        ins = list(node.inputs)
+        if len(ins) not in (2, 3):
+            return None
+        p1, p2 = self._producer(ins[0]), self._producer(ins[1])
+        if p1 is None or p2 is None or p1.op != "binary" or p2.op != "binary":
+            return None
+        if p1.attrs["kind"] != "sub" or p2.attrs["kind"] != "add":
+            return None
+        ms = [self._producer(v) for v in (*p1.inputs, *p2.inputs)]
+        if any(m is None or m.op != "binary" or m.attrs["kind"] != "mul" for m in ms):
+            return None
+        (x1, c), (x2, s), (x2b, cb), (x1b, sb) = (m.inputs for m in ms)
+        if (x1, x2, c, s) != (x1b, x2b, cb, sb):
+            return None
+        parts = [x1, x2, *ins[2:]]
+        views = [self._producer(v) for v in parts]
+        if any(p is None or p.op != "view" or "fill" in p.attrs for p in views):
+            return None
+        x = views[0].inputs[0]
+        shape = self._shape(x)
+        st, off = _strides(shape), 0
+        for p in views:  # the parts tile each row of x in order
+            w = p.attrs["shape"][-1]
+            if p.inputs[0] != x or list(p.attrs["shape"]) != list(shape[:-1]) + [w]:
+                return None
+            if list(p.attrs["strides"]) != st or p.attrs["offset"] != off:
+                return None
+            off += w
+        if off != shape[-1] or shape[-1] != seg:
+            return None
+        bx = self.at(x, seg)
+        if bx is None:
+            return None
+        tc, ts = self._gathered_table(c), self._gathered_table(s)
+        if tc is not None and ts is not None and tc[1] == ts[1] and tc[0].shape == ts[0].shape:
+            rho2 = float((np.square(tc[0]) + np.square(ts[0])).max(initial=0.0))
+        else:
+            rho2 = max(map(abs, self.a.iv[c])) ** 2 + max(map(abs, self.a.iv[s])) ** 2
+        ulps = 2 * max(self._ulp(m.output) for m in ms) + max(self._ulp(p1.output), self._ulp(p2.output))
+        return max(math.sqrt(rho2) * (1 + REL), 1.0) * bx + math.sqrt(seg) * (ulps + self._ulp(node.output))
+
+    def _gathered_table(self, v: int) -> tuple[np.ndarray, int] | None:
+        """(table, index value) where v is a reshape of rows of a constant table gathered along
+        axis 0 (the rotary cos/sin rows at run-time positions), as float64 values."""
+        p = self._producer(v)
+        if p is not None and p.op == "reshape":
+            p = self._producer(p.inputs[0])
+        if p is None or p.op != "gather" or p.attrs.get("axis", 0) != 0:
+            return None
+        table = self.g.initializers.get(p.inputs[0])
+        if table is None:
+            return None
+        return table.astype(np.float64) / 2.0 ** self.g.values[p.inputs[0]].type.frac, p.inputs[1]
 
     def _rotate_half_source(self, node: Node) -> int | None:
         """x where node is concat([−x[..., h:], x[..., :h]], last axis), else None."""
@@ -371,6 +463,24 @@ class L2Bounds:
             if list(p.attrs["shape"]) != want or list(p.attrs["strides"]) != st or p.attrs["offset"] != off:
                 return None
         return x
+
+    def _op_where(self, node: Node, seg: int) -> float | None:
+        """cond ? a : b, then the chosen value rounded to the output's bits (an ulp at most per
+        element). A condition constant along the last axis (GroupQueryAttention's cache write,
+        cond [1, 1, C, 1]) picks each output row whole from a or from b: max(‖a‖, ‖b‖);
+        otherwise per element |y_i| ≤ max(|a_i|, |b_i|), so ‖y‖² ≤ ‖a‖² + ‖b‖². Operands
+        broadcast along leading axes only (their runs are then runs of the operand)."""
+        _, a, b = node.inputs
+        out = self._shape(node.output)
+        if any(not self._shape(v) or self._shape(v)[-1] != out[-1] for v in (a, b)):
+            return None
+        ba, bb = self.at(a, seg), self.at(b, seg)
+        if ba is None or bb is None:
+            return None
+        cs = self._shape(node.inputs[0])
+        whole = not cs or cs[-1] == 1
+        b = max(ba, bb) if whole else math.sqrt(ba * ba + bb * bb) * (1 + REL)
+        return b + self._round(node.output, seg)
 
     # -- arithmetic -------------------------------------------------------------------------
     def _op_binary(self, node: Node, seg: int) -> float | None:
