@@ -217,6 +217,19 @@ class WeightsReport:
     error: object = None  # WeightError
 
 
+class NodeNames:
+    """Fresh names for the intermediate values one ONNX node lowers to: `OUT/what1`, `OUT/what2`…
+    after the node's first output (or its name), so that a composite rule's values are traceable
+    to the node and never collide with another node's."""
+
+    def __init__(self, node: onnx.NodeProto) -> None:
+        self.base, self.n = node.output[0] or node.name, 0
+
+    def __call__(self, what: str) -> str:
+        self.n += 1
+        return f"{self.base}/{what}{self.n}"
+
+
 class LoweringContext:
     def __init__(self, builder: GraphBuilder, policy: QuantPolicy, opset: int, source: str,
                  memo: WeightMemo | None = None) -> None:

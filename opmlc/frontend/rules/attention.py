@@ -23,7 +23,7 @@ import math
 import numpy as np
 import onnx
 
-from opmlc.frontend.context import Const, LoweringContext
+from opmlc.frontend.context import Const, LoweringContext, NodeNames
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import frac
 from opmlc.frontend.rules.movement import strides_of, view
@@ -34,19 +34,10 @@ GATE_FRAC = 30
 SCORE_FRAC_MAX = 24
 
 
-class _Names:
-    def __init__(self, node: onnx.NodeProto) -> None:
-        self.base, self.n = node.output[0] or node.name, 0
-
-    def __call__(self, what: str) -> str:
-        self.n += 1
-        return f"{self.base}/{what}{self.n}"
-
-
 @rule("Attention")
 def attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a = ctx.attrs()
-    name = _Names(node)
+    name = NodeNames(node)
     ins = list(node.input) + [""] * 7
     q, k, v, mask, past_k, past_v, nonpad = ins[:7]
     outs = list(node.output) + [""] * 4
@@ -270,7 +261,7 @@ def attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     reshape_to(ctx, yt, (batch, s_q, q_heads * dv), y)
 
 
-def _i64(ctx: LoweringContext, x: str, name: _Names) -> int:
+def _i64(ctx: LoweringContext, x: str, name: NodeNames) -> int:
     ref = ctx.value(x)
     if ctx.builder.type_of(ref).dtype is DType.I64:
         return ref

@@ -28,7 +28,7 @@ import math
 import numpy as np
 import onnx
 
-from opmlc.frontend.context import Const, LoweringContext
+from opmlc.frontend.context import Const, LoweringContext, NodeNames
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.arith import frac
 from opmlc.frontend.rules.attention import GATE_FRAC, SCORE_FRAC_MAX
@@ -41,15 +41,6 @@ from opmlc.ir.types import DType
 MS = "com.microsoft"
 # the attributes the rule reads; any other (a later onnxruntime's) is refused by name
 GQA_ATTRS = {"num_heads", "kv_num_heads", "scale", "local_window_size", "softcap", "do_rotary", "rotary_interleaved"}
-
-
-class _Names:
-    def __init__(self, node: onnx.NodeProto) -> None:
-        self.base, self.n = node.output[0] or node.name, 0
-
-    def __call__(self, what: str) -> str:
-        self.n += 1
-        return f"{self.base}/{what}{self.n}"
 
 
 def _opt(node: onnx.NodeProto, i: int) -> str:
@@ -107,7 +98,7 @@ def _skip_norm(ctx: LoweringContext, node: onnx.NodeProto, norm: str, gamma_beta
 @rule(f"{MS}:GroupQueryAttention")
 def group_query_attention(ctx: LoweringContext, node: onnx.NodeProto) -> None:
     a = ctx.attrs()
-    name = _Names(node)
+    name = NodeNames(node)
     ins = list(node.input) + [""] * 12
     query, key, value, past_k, past_v, seqlens_k, _total, cos_c, sin_c = ins[:9]
     if any(ins[9:12]):

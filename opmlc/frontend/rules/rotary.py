@@ -24,22 +24,13 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from opmlc.frontend.context import Const, LoweringContext
+from opmlc.frontend.context import Const, LoweringContext, NodeNames
 from opmlc.frontend.rules import rule
 from opmlc.frontend.rules.movement import strides_of, view
 from opmlc.frontend.rules.shape import reshape_to
 from opmlc.ir.types import DType
 
 MS = "com.microsoft"
-
-
-class _Names:
-    def __init__(self, node: onnx.NodeProto) -> None:
-        self.base, self.n = node.output[0] or node.name, 0
-
-    def __call__(self, what: str) -> str:
-        self.n += 1
-        return f"{self.base}/{what}{self.n}"
 
 
 def rotate(ctx: LoweringContext, name: Callable[[str], str], x: str, cos_c: str, sin_c: str, pos: str,
@@ -130,7 +121,7 @@ def _rotary_node(ctx: LoweringContext, node: onnx.NodeProto, x: str, pos_ids: st
     """Both RotaryEmbedding ops onto `rotate`: heads split from a 3-D input and joined back,
     positions made [B, S] (or [S]), a cache wider than the rotation cut to its first columns."""
     a = ctx.attrs()
-    name = _Names(node)
+    name = NodeNames(node)
     out = node.output[0]
     interleaved = bool(a.get("interleaved", 0))
     if ctx.dtype(x) is not DType.FX32:
