@@ -8,7 +8,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import I8, I32, c32, load
-from opmlc.ir.types import DType
+from opmlc.ir.ops._qweight import split_inputs
+from opmlc.ir.types import DType, TensorType
 
 
 def load_q(b: ir.IRBuilder, ptr: ir.Value, idx: ir.Value, dtype: DType) -> ir.Value:
@@ -26,3 +27,12 @@ def nibbles(b: ir.IRBuilder, byte: ir.Value) -> tuple[ir.Value, ir.Value]:
     hi = b.ashr(byte, ir.Constant(I8, 4))
     lo = b.ashr(b.shl(byte, ir.Constant(I8, 4)), ir.Constant(I8, 4))
     return b.sext(hi, I32), b.sext(lo, I32)
+
+
+def operands(args: list[ir.Value], types: list[TensorType]) -> tuple:
+    """A q-kernel's operands: x, q, scale, the zero point and the bias (None where absent: both
+    are optional inputs after the scale, ir/ops/_qweight.py split_inputs) and the bias's type."""
+    zp_t, bias_t = split_inputs(types, 1)
+    zp = args[3] if zp_t is not None else None
+    bias = args[-1] if bias_t is not None else None
+    return (*args[:3], zp, bias, bias_t)

@@ -30,7 +30,7 @@ from opmlc.backend.kernels._ir import (
     store,
     strides,
 )
-from opmlc.backend.kernels._qweight import load_q
+from opmlc.backend.kernels._qweight import load_q, operands
 from opmlc.backend.kernels.conv import (
     CH_TILE,
     MAX_UNROLLED_TAPS,
@@ -39,7 +39,6 @@ from opmlc.backend.kernels.conv import (
     tap_range,
     windows,
 )
-from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import TensorType
 
 
@@ -47,10 +46,7 @@ from opmlc.ir.types import TensorType
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType) -> None:
     xt, qt, st = types[:3]
-    zp_t, bias_t = split_inputs(types, 1)
-    x, q, scale = args[:3]
-    zp = args[3] if zp_t is not None else None
-    bias = args[-1] if bias_t is not None else None
+    x, q, scale, zp, bias, bias_t = operands(args, types)
     r = len(xt.shape) - 2
     n, c = xt.shape[:2]
     m = qt.shape[0]

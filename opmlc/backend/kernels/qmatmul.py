@@ -40,9 +40,8 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._mipsdot import qdot
-from opmlc.backend.kernels._qweight import load_q, nibbles
+from opmlc.backend.kernels._qweight import load_q, nibbles, operands
 from opmlc.backend.kernels.matmul import COL_TILE, ROW_TILE, tile_output
-from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
 # matmul's schedule (tile_output): ROW_TILE rows of x per pass over a weight row; leftover rows
@@ -56,10 +55,7 @@ from opmlc.ir.types import DType, TensorType
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType) -> None:
     xt, qt, st = types[:3]
-    zp_t, bias_t = split_inputs(types, 1)
-    x, q, scale = args[:3]
-    zp = args[3] if zp_t is not None else None
-    bias = args[-1] if bias_t is not None else None
+    x, q, scale, zp, bias, bias_t = operands(args, types)
     k = xt.shape[-1]
     m = prod(xt.shape[:-1])
     n = qt.shape[0]

@@ -46,11 +46,10 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels._qweight import load_q
+from opmlc.backend.kernels._qweight import load_q, operands
 from opmlc.backend.kernels.native import host_kernel
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
-from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
 # (rows of x, weight rows) per tile: 2·rows·cols accumulators + operands fit in 32 zmm
@@ -122,10 +121,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
         return
     xt, qt, st = types[:3]
-    zp_t, bias_t = split_inputs(types, 1)
-    x, q, scale = args[:3]
-    zp = args[3] if zp_t is not None else None
-    bias = args[-1] if bias_t is not None else None
+    x, q, scale, zp, bias, bias_t = operands(args, types)
     k = xt.shape[-1]
     m = prod(xt.shape[:-1])
     n = qt.shape[0]

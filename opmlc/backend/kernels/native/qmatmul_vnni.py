@@ -61,7 +61,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels._qweight import load_q
+from opmlc.backend.kernels._qweight import load_q, operands
 from opmlc.backend.kernels.native._vec import VI64, hsum, part_range
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
@@ -127,10 +127,7 @@ def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) ->
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
     xt, qt, st = types[:3]
-    zp_t, bias_t = split_inputs(types, 1)
-    x, q, scale = args[:3]
-    zp = args[3] if zp_t is not None else None
-    bias = args[-1] if bias_t is not None else None
+    x, q, scale, zp, bias, bias_t = operands(args, types)
     dt = qt.dtype
     i4 = dt is DType.I4
     k = xt.shape[-1]
