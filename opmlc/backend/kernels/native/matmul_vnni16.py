@@ -1,0 +1,399 @@
+"""Host kernel of opmlc/ir/ops/matmul.py for a constant weight on AVX-512 VNNI (`vpdpwssd`: two
+s16 × s16 products added to each i32 lane, 32 multiply-adds an instruction against 8 for a
+double FMA): the weight is split into s16 planes once, when the region table is made, the
+activations at run time, and the plane products are recombined exactly in i64.
+
+Taken by matmul.py's kernel for a node whose b is an initializer without batch dimensions
+(leading batch dimensions of a are folded into rows: x [rows, K] against w [N, K]; a plain
+b [K, N] is transposed when the planes are made), on a host with avx512vnni (the native object
+is keyed by the CPU description). The range check below may send a run to matmul.py's other
+kernels instead.
+
+Planes. For a split point s ≥ 1, every integer v is v = h·2^s + l with h = (v + 2^(s−1)) >> s
+(arithmetic) and l = v − h·2^s ∈ [−2^(s−1), 2^(s−1)). If |v| ≤ 2^e, then |h| ≤ 2^max(e−s, 0)
+((v + 2^(s−1))/2^s < 2^(e−s) + 1/2, and ≥ −2^(e−s) for e ≥ s; h = 0 for e < s), and the sum
+plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 1].
+
+- The weight (known at generation, `weight_facts`): with |w| < 2^15 one plane, w itself;
+  else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
+  with a plane outside s16 has no derived buffer). The facts record, per plane, b_q with
+  |w_q| ≤ 2^b_q (the kernel is specialised on them); `derive` lays the planes out once per
+  region table and refuses weights outside them.
+- x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
+  2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
+  accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
+  A1 (w one plane, e_x ≤ 15): x·w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
+  l·w + 2^s·(h·w).  C (w split, e_x ≤ 30, s as A2): l·w_l + 2^s_w·l·w_h + 2^s·h·w_l +
+  2^(s+s_w)·h·w_h.  B (Karatsuba, w_σ present, x split at s_w, |σ_x| ≤ 2^15): with P_ll,
+  P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
+  (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
+
+Bound (i32 lanes). With X_p, W_q the plane bounds above (X_l = 2^(s−1), X_h = 2^max(e−s,0),
+X_σ = X_l + X_h; W_q = 2^b_q), one `vpdpwssd` adds two products to a lane: |Δ| ≤ 2·X_p·W_q.
+A lane takes at most F = floor((2^31 − 1) / max over the scheme's products of 2·X_p·W_q)
+instructions before it is widened: |acc| ≤ F·2·X_p·W_q ≤ 2^31 − 1, exact in i32 (no
+`vpdpwssd` wraps; the saturating form `vpdpwssds` is not used). The run computes F; a
+scheme with F < MIN_FLUSH is not taken (then the next, or matmul.py's double / i64 kernel).
+
+Layout and loop. The weight: plane-major s16 [planes, ceil(N/16), ceil(K/2), 16, 2] (zero
+past N and K): one 64-byte vector holds a k pair of 16 output columns. x: a part copies a group
+of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
+once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
+pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
+each row's pair against the tile's weight vectors into R·C·products accumulators, then widens
+them into the tile's i64 sums (a stack scratch), recombined; after the last chunk each output
+gets bias, rounding and saturation (counted) as in matmul.py. A scheme's body is generated only
+when its planes exist; the choice between B and C (both exact) is by an estimate of their cost.
+
+Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
+x itself (rows·K work against its rows·K·N_part/16 instructions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import I32, I64, c32, c64, entry_alloca, load, loop
+from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
+from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
+
+V16 = ir.VectorType(I32, 16)
+V16I64 = ir.VectorType(I64, 16)
+LANES16 = 16  # output columns of one weight vector
+GRAIN = 64  # part boundaries: a multiple of every column tile (C blocks of 16)
+MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
+SCRATCH = 128 << 10  # bytes of stack for a row group's x planes
+L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
+WIDEN_COST = 8  # instructions a widening costs, per accumulator (the B/C choice)
+MIN_ROWS = 1
+
+ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
+ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
+FORCE: str | None = None  # tests: only the scheme of this name (when the weight has its planes)
+
+
+def available() -> bool:
+    return has_vnni() if ENABLED is None else ENABLED
+
+
+# ---------------------------------------------------------------- weights (numpy, not per run)
+
+def _bits(v: np.ndarray) -> int:
+    """e with |v| ≤ 2^e for every element (0 for none)."""
+    if v.size == 0:
+        return 0
+    v = v.astype(np.int64, copy=False)
+    return int(np.bitwise_or.reduce((v ^ (v >> 63)).ravel())).bit_length()
+
+
+def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    w = w.astype(np.int64)
+    h = (w + (1 << (s - 1))) >> s
+    return w - (h << s), h
+
+
+def _planes(w2: np.ndarray, facts: dict) -> list[np.ndarray]:
+    s = facts["wsplit"]
+    if s == 0:
+        return [w2.astype(np.int64)]
+    lo, hi = _split(w2, s)
+    return [lo, hi, lo + hi][:len(facts["wplanes"])]
+
+
+def weight_facts(w2: np.ndarray) -> dict:
+    """The facts of a weight w2 [N, K] (module docstring): its bits, and its planes if any."""
+    e = _bits(w2)
+    facts = {"wbits": e}
+    if e <= 15:
+        return {**facts, "derived": True, "wsplit": 0, "wplanes": [e]}
+    s = (e + 2) // 2  # ceil((e + 1) / 2)
+    if s > 16:
+        return facts
+    rows = max(1, (1 << 20) // max(1, w2.shape[1]))  # bounded temporaries for a large weight
+    bits = [0, 0, 0]
+    for r0 in range(0, w2.shape[0], rows):
+        lo, hi = _split(w2[r0:r0 + rows], s)
+        bits = [max(a, _bits(p)) for a, p in zip(bits, (lo, hi, lo + hi), strict=True)]
+    if bits[0] > 15 or bits[1] > 14:  # cannot happen for e ≤ 30 (docstring); kept as the check
+        return facts
+    # σ fits s16 when its bound 2^b ≤ 2^15 and it is not −2^15 − 1... : b ≤ 15 means [−2^15, 2^15)
+    planes = bits if bits[2] <= 15 else bits[:2]
+    return {**facts, "derived": True, "wsplit": s, "wplanes": planes}
+
+
+def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
+    """The planes of w2 [N, K] in the kernel's layout (module docstring), 64-byte aligned."""
+    n, k = w2.shape
+    planes = _planes(w2, facts)
+    for p, b in [(w2, facts["wbits"]), *zip(planes, facts["wplanes"], strict=True)]:
+        if _bits(p) > b:
+            raise ValueError("matmul: the weight differs from the one the native module was generated for "
+                             "(its planes exceed the bounds compiled in); regenerate the module")
+    nb, k2 = -(-n // LANES16), -(-k // 2)
+    size = len(planes) * nb * k2 * LANES16 * 2
+    raw = np.zeros(size + 32, np.int16)
+    off = (-raw.ctypes.data % 64) // 2
+    out = raw[off:off + size].reshape(len(planes), nb, k2, LANES16, 2)
+    for q, p in enumerate(planes):
+        padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
+        padded[:n, :k] = p
+        out[q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
+    return out
+
+
+# ---------------------------------------------------------------- schemes
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    xplanes: tuple[str, ...]  # "x", "l", "h", "s" (σ)
+    products: tuple[tuple[int, int], ...]  # (x plane, w plane)
+    rows: int  # R
+    cols: int  # C blocks of 16 columns
+
+
+A1 = Scheme("A1", ("x",), ((0, 0),), 6, 4)
+A2 = Scheme("A2", ("l", "h"), ((0, 0), (1, 0)), 3, 4)
+C4 = Scheme("C", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 3, 2)
+B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
+
+
+def schemes(facts: dict) -> list[Scheme]:
+    if facts["wsplit"] == 0:
+        out = [A1, A2]
+    else:
+        out = [B3, C4] if len(facts["wplanes"]) == 3 else [C4]
+    return [sc for sc in out if FORCE is None or sc.name == FORCE]
+
+
+def _fn(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
+    v = b.insert_element(ir.Constant(ty, ir.Undefined), x, c32(0))
+    return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
+
+
+def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
+    return b.shl(c64(1), b.zext(e, I64))
+
+
+def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wbits: list[int]) -> ir.Value:
+    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bits."""
+    worst = c64(1)
+    for p, q in scheme.products:
+        v = b.shl(xb[p], c64(wbits[q] + 1))
+        worst = b.select(b.icmp_unsigned(">", v, worst), v, worst)
+    return b.udiv(c64((1 << 31) - 1), worst)
+
+
+def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
+         lo: ir.Value, hi: ir.Value, finish) -> ir.Block:
+    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the planes at d_arg;
+    `finish(total_i64, 0, i, j)` stores one. Leaves the builder in the block where the run goes
+    when no scheme is exact (the caller emits its other kernels there and branches to the
+    returned block, where the VNNI bodies end too)."""
+    done = b.append_basic_block("v16.done")
+    fallback = b.append_basic_block("v16.other")
+    ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
+    wbits = facts["wplanes"]
+    sw = facts["wsplit"]
+
+    def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
+        s = b.udiv(b.add(ex, c32(2)), c32(2))
+        return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
+
+    def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64)
+        xl = _pow2(b, b.sub(s, c32(1)))
+        eh = b.sub(ex, s)
+        xh = _pow2(b, b.select(b.icmp_signed("<", eh, c32(0)), c32(0), eh))
+        return [xl, xh, b.add(xl, xh)]
+
+    choices = []  # (scheme, valid i1, F i64, s i32)
+    for sc in schemes(facts):
+        if sc is A1:
+            s = c32(0)
+            ok = b.icmp_unsigned("<=", ex, c32(15))
+            f = _flush_bound(b, sc, [_pow2(b, ex)], wbits)
+        elif sc is B3:
+            s = c32(sw)
+            xb = bounds(s)
+            ok = b.icmp_unsigned("<=", xb[2], c64(1 << 15))
+            f = _flush_bound(b, sc, xb, wbits)
+        else:
+            s = runtime_split()
+            ok = b.icmp_unsigned("<=", ex, c32(30))
+            f = _flush_bound(b, sc, bounds(s), wbits)
+        ok = b.and_(ok, b.icmp_unsigned(">=", f, c64(MIN_FLUSH)))
+        choices.append((sc, ok, f, s))
+
+    k2 = -(-k // 2)
+
+    def chunk_of(sc: Scheme, f: ir.Value) -> ir.Value:
+        cap = max(4, L1_WEIGHTS // (sc.cols * len({q for _p, q in sc.products}) * 64))
+        f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
+        return b.trunc(f, I32)
+
+    bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
+    if not choices:
+        b.branch(fallback)
+    elif len(choices) == 2:
+        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
+        if s0 is B3:  # both exact: the cheaper (module docstring)
+            c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
+            cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
+            cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
+            ok0 = b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1)))
+        second = b.append_basic_block("v16.second")
+        b.cbranch(ok0, bodies[0], second)
+        b.position_at_end(second)
+        b.cbranch(ok1, bodies[1], fallback)
+    else:
+        b.cbranch(choices[0][1], bodies[0], fallback)
+    for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
+        b.position_at_end(block)
+        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish)
+        b.branch(done)
+    b.position_at_end(fallback)
+    return done
+
+
+def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: int,
+          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish) -> None:
+    px = len(sc.xplanes)
+    nb = -(-n // LANES16)
+    group = max(1, min(rows, SCRATCH // (px * k2 * 4)))
+    if group >= sc.rows:
+        group -= group % sc.rows
+    xs = entry_alloca(b, ir.ArrayType(I32, group * px * k2), name=f"xs.{sc.name}")
+    xs.align = 64
+    sums = entry_alloca(b, ir.ArrayType(I64, group * sc.cols * LANES16), name=f"sums.{sc.name}")
+    sums.align = 64
+    dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
+    used_w = sorted({q for _p, q in sc.products})
+    accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * len(sc.products))]
+    half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
+    s64 = b.zext(s, I64)
+
+    def xs_ptr(index: ir.Value) -> ir.Value:
+        return b.bitcast(b.gep(xs, [c32(0), index], source_etype=xs.allocated_type), I32.as_pointer())
+
+    def sums_ptr(index: ir.Value) -> ir.Value:
+        return b.bitcast(b.gep(sums, [c32(0), index], source_etype=sums.allocated_type), I64.as_pointer())
+
+    def plane_values(v: ir.Value) -> list[ir.Value]:
+        if sc.xplanes == ("x",):
+            return [v]
+        h = b.ashr(b.add(v, half), s)
+        lo_ = b.sub(v, b.shl(h, s))
+        return [lo_, h, b.add(lo_, h)][:px]
+
+    def combine(vals: list[ir.Value]) -> ir.Value:
+        """Σ x·w (<16 x i64>) from the products' sums (module docstring)."""
+        def sh(v, amount):
+            return b.shl(v, _splat(b, amount, V16I64))
+        if sc is A1:
+            return vals[0]
+        if sc is A2:
+            return b.add(vals[0], sh(vals[1], s64))
+        if sc is C4:
+            ll, lh, hl, hh = vals
+            return b.add(b.add(ll, sh(lh, c64(sw))), b.add(sh(hl, s64), sh(hh, b.add(s64, c64(sw)))))
+        ll, hh, ss = vals
+        cross = b.sub(ss, b.add(ll, hh))
+        return b.add(b.add(ll, sh(cross, c64(sw))), sh(hh, c64(2 * sw)))
+
+    blo = b.udiv(lo, c32(LANES16))
+    bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))
+
+    def tile(r_rows: int, cols: int, g0: ir.Value, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
+        """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): accumulate,
+        then widen into the sums."""
+        nprod = len(sc.products)
+        for t in range(r_rows * cols * nprod):
+            b.store(ir.Constant(V16, None), accs[t])
+        # one base pointer per operand and constant offsets from it: the loop keeps two
+        # pointers, not one index computation per load
+        w0 = b.gep(d_arg, [b.zext(b.mul(b.add(b.mul(jb0, c32(k2)), k0), c32(LANES16)), I64)], source_etype=I32,
+                   inbounds=True)
+        x0 = b.gep(xs_ptr(c32(0)), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
+                   inbounds=True)
+        with loop(b, steps, "vk") as kk:
+            kk64 = b.zext(kk, I64)
+            wstep = b.mul(kk64, c64(LANES16), flags=["nuw", "nsw"])
+            wv = {}
+            for c in range(cols):
+                for q in used_w:
+                    off = b.add(wstep, c64((q * nb + c) * k2 * LANES16), flags=["nuw", "nsw"])
+                    wv[c, q] = b.load(b.gep(w0, [off], source_etype=I32, inbounds=True), typ=V16, align=64)
+            for r in range(r_rows):
+                xv = {}
+                for p in range(px):
+                    off = b.add(kk64, c64((r * px + p) * k2), flags=["nuw", "nsw"])
+                    xv[p] = _splat(b, b.load(b.gep(x0, [off], source_etype=I32, inbounds=True), typ=I32), V16)
+                for t, (p, q) in enumerate(sc.products):
+                    for c in range(cols):
+                        slot = accs[(r * cols + c) * nprod + t]
+                        b.store(b.call(dp, [b.load(slot, typ=V16), wv[c, q], xv[p]]), slot)
+        for r in range(r_rows):
+            for c in range(cols):
+                vals = [b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64) for t in range(nprod)]
+                idx = b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * LANES16)), c32(c * LANES16))
+                ptr = b.bitcast(sums_ptr(idx), V16I64.as_pointer())
+                b.store(b.add(b.load(ptr, typ=V16I64, align=8), combine(vals)), ptr, align=8)
+
+    n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
+    chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
+
+    with loop(b, -(-rows // group), "vg") as gi:
+        g0 = b.mul(gi, c32(group))
+        grows = b.select(b.icmp_unsigned(">", b.add(g0, c32(group)), c32(rows)), b.sub(c32(rows), g0), c32(group))
+        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs
+            xrow = b.mul(b.add(g0, r), c32(k))
+            with loop(b, c32(k2), "vsk") as kk:
+                e0 = b.mul(kk, c32(2))
+                v0 = load(b, a_arg, b.add(xrow, e0))
+                if k % 2:
+                    inside = b.icmp_unsigned("<", b.add(e0, c32(1)), c32(k))
+                    v1 = load(b, a_arg, b.add(xrow, b.select(inside, b.add(e0, c32(1)), e0)))
+                    v1 = b.select(inside, v1, c32(0))
+                else:
+                    v1 = load(b, a_arg, b.add(xrow, b.add(e0, c32(1))))
+                for p, (x0, x1) in enumerate(zip(plane_values(v0), plane_values(v1), strict=True)):
+                    word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
+                    b.store(word, xs_ptr(b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk)))
+        nblocks = b.sub(bhi, blo)
+        first = blo
+        left = nblocks
+        for cols in (sc.cols, 1):
+            count = b.udiv(left, c32(cols)) if cols > 1 else left
+            with loop(b, count, f"vc{cols}") as u:
+                jb0 = b.add(first, b.mul(u, c32(cols)))
+                with loop(b, b.mul(grows, c32(sc.cols * LANES16)), "vz") as z:
+                    b.store(c64(0), sums_ptr(z))
+                with loop(b, n_chunks, "vch") as ci:
+                    k0 = b.mul(ci, chunk)
+                    steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+                    r_first, r_left = c32(0), grows
+                    for rr in (sc.rows, 1):
+                        rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                        with loop(b, rcount, f"vr{rr}") as tr:
+                            tile(rr, cols, g0, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                        r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                        r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+                j0 = b.mul(jb0, c32(LANES16))
+                width = b.sub(hi, j0)
+                width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
+                with loop(b, grows, "vfr") as r:
+                    with loop(b, width, "vfc") as j:
+                        total = b.load(sums_ptr(b.add(b.mul(r, c32(sc.cols * LANES16)), j)), typ=I64)
+                        finish(total, c32(0), b.add(g0, r), b.add(j0, j))
+            first = b.add(first, b.mul(count, c32(cols)))
+            left = b.sub(left, b.mul(count, c32(cols)))
+
+
+__all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
