@@ -137,7 +137,7 @@ def test_weight_facts_and_planes():
     got = (lo + (hi << 11)).transpose(0, 2, 1, 3).reshape(16, 4)[:2, :3]  # back to [N, K]
     assert np.array_equal(got, w)
     assert matmul_vnni16.weight_facts(np.array([[-(1 << 15), 5]], np.int32))["wsplit"] == 0  # one plane
-    assert "derived" not in matmul_vnni16.weight_facts(np.array([[fp.INT32_MIN]], np.int32))
+    assert "derived" not in matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32))
     with pytest.raises(ValueError, match="generated for"):
         matmul_vnni16.derive(facts, w * 2)
 

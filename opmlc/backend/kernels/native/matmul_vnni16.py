@@ -67,8 +67,8 @@ GRAIN = 64  # part boundaries: a multiple of every column tile (C blocks of 16)
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 128 << 10  # bytes of stack for a row group's x planes
 L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
-WIDEN_COST = 8  # instructions a widening costs, per accumulator (the B/C choice)
-MIN_ROWS = 1
+WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
+MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (fewer bytes than B's planes)
 
 ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
 ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
@@ -103,33 +103,44 @@ def _planes(w2: np.ndarray, facts: dict) -> list[np.ndarray]:
     return [lo, hi, lo + hi][:len(facts["wplanes"])]
 
 
+def _ceil4(v: int) -> int:
+    """v rounded up to four significant bits (fewer distinct kernels; at most 1/8 above v)."""
+    e = max(0, v.bit_length() - 4)
+    return -(-v >> e) << e
+
+
 def weight_facts(w2: np.ndarray) -> dict:
-    """The facts of a weight w2 [N, K] (module docstring): its bits, and its planes if any."""
+    """The facts of a weight w2 [N, K] (module docstring): its bits, and its planes if any:
+    "wsplit" (0: one plane), "wplanes" (their bits) and "wmax" (bounds on their magnitudes)."""
     e = _bits(w2)
     facts = {"wbits": e}
+    if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
+        return facts
     if e <= 15:
-        return {**facts, "derived": True, "wsplit": 0, "wplanes": [e]}
+        peak = int(np.abs(w2.astype(np.int64)).max(initial=0))
+        return {**facts, "derived": True, "wsplit": 0, "wplanes": [e], "wmax": [_ceil4(peak)]}
     s = (e + 2) // 2  # ceil((e + 1) / 2)
     if s > 16:
         return facts
     rows = max(1, (1 << 20) // max(1, w2.shape[1]))  # bounded temporaries for a large weight
-    bits = [0, 0, 0]
+    bits, peaks = [0, 0, 0], [0, 0, 0]
     for r0 in range(0, w2.shape[0], rows):
-        lo, hi = _split(w2[r0:r0 + rows], s)
-        bits = [max(a, _bits(p)) for a, p in zip(bits, (lo, hi, lo + hi), strict=True)]
-    if bits[0] > 15 or bits[1] > 14:  # cannot happen for e ≤ 30 (docstring); kept as the check
+        planes = _split(w2[r0:r0 + rows], s)
+        planes = (*planes, planes[0] + planes[1])
+        bits = [max(a, _bits(p)) for a, p in zip(bits, planes, strict=True)]
+        peaks = [max(a, int(np.abs(p).max(initial=0))) for a, p in zip(peaks, planes, strict=True)]
+    if bits[0] > 15 or bits[1] > 15:  # cannot happen for e ≤ 30 (docstring); kept as the check
         return facts
-    # σ fits s16 when its bound 2^b ≤ 2^15 and it is not −2^15 − 1... : b ≤ 15 means [−2^15, 2^15)
-    planes = bits if bits[2] <= 15 else bits[:2]
-    return {**facts, "derived": True, "wsplit": s, "wplanes": planes}
+    n = 3 if bits[2] <= 15 else 2  # σ in s16 or not (no scheme B then)
+    return {**facts, "derived": True, "wsplit": s, "wplanes": bits[:n], "wmax": [_ceil4(p) for p in peaks[:n]]}
 
 
 def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
     """The planes of w2 [N, K] in the kernel's layout (module docstring), 64-byte aligned."""
     n, k = w2.shape
     planes = _planes(w2, facts)
-    for p, b in [(w2, facts["wbits"]), *zip(planes, facts["wplanes"], strict=True)]:
-        if _bits(p) > b:
+    for p, b, top in [(w2, facts["wbits"], 1 << 31), *zip(planes, facts["wplanes"], facts["wmax"], strict=True)]:
+        if _bits(p) > b or np.abs(p.astype(np.int64)).max(initial=0) > top:
             raise ValueError("matmul: the weight differs from the one the native module was generated for "
                              "(its planes exceed the bounds compiled in); regenerate the module")
     nb, k2 = -(-n // LANES16), -(-k // 2)
@@ -182,25 +193,25 @@ def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
     return b.shl(c64(1), b.zext(e, I64))
 
 
-def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wbits: list[int]) -> ir.Value:
-    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bits."""
+def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list[int]) -> ir.Value:
+    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bounds W_q."""
     worst = c64(1)
     for p, q in scheme.products:
-        v = b.shl(xb[p], c64(wbits[q] + 1))
+        v = b.mul(xb[p], c64(2 * wmax[q]))
         worst = b.select(b.icmp_unsigned(">", v, worst), v, worst)
-    return b.udiv(c64((1 << 31) - 1), worst)
+    return b.udiv(c64((1 << 31) - (1 << 16)), worst)
 
 
 def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
-         lo: ir.Value, hi: ir.Value, finish) -> ir.Block:
+         lo: ir.Value, hi: ir.Value, finish, vfinish) -> ir.Block:
     """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the planes at d_arg;
-    `finish(total_i64, 0, i, j)` stores one. Leaves the builder in the block where the run goes
+    `finish(total_i64, 0, i, j)` stores one, `vfinish(totals <16 x i64>, i, j)` outputs j..j+15. Leaves the builder in the block where the run goes
     when no scheme is exact (the caller emits its other kernels there and branches to the
     returned block, where the VNNI bodies end too)."""
     done = b.append_basic_block("v16.done")
     fallback = b.append_basic_block("v16.other")
     ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
-    wbits = facts["wplanes"]
+    wmax = facts["wmax"]
     sw = facts["wsplit"]
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
@@ -218,16 +229,16 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         if sc is A1:
             s = c32(0)
             ok = b.icmp_unsigned("<=", ex, c32(15))
-            f = _flush_bound(b, sc, [_pow2(b, ex)], wbits)
+            f = _flush_bound(b, sc, [_pow2(b, ex)], wmax)
         elif sc is B3:
             s = c32(sw)
             xb = bounds(s)
             ok = b.icmp_unsigned("<=", xb[2], c64(1 << 15))
-            f = _flush_bound(b, sc, xb, wbits)
+            f = _flush_bound(b, sc, xb, wmax)
         else:
             s = runtime_split()
             ok = b.icmp_unsigned("<=", ex, c32(30))
-            f = _flush_bound(b, sc, bounds(s), wbits)
+            f = _flush_bound(b, sc, bounds(s), wmax)
         ok = b.and_(ok, b.icmp_unsigned(">=", f, c64(MIN_FLUSH)))
         choices.append((sc, ok, f, s))
 
@@ -256,34 +267,39 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         b.cbranch(choices[0][1], bodies[0], fallback)
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish)
+        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish)
         b.branch(done)
     b.position_at_end(fallback)
     return done
 
 
 def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: int,
-          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish) -> None:
+          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish) -> None:
     px = len(sc.xplanes)
+    nprod = len(sc.products)
     nb = -(-n // LANES16)
     group = max(1, min(rows, SCRATCH // (px * k2 * 4)))
     if group >= sc.rows:
         group -= group % sc.rows
     xs = entry_alloca(b, ir.ArrayType(I32, group * px * k2), name=f"xs.{sc.name}")
     xs.align = 64
-    sums = entry_alloca(b, ir.ArrayType(I64, group * sc.cols * LANES16), name=f"sums.{sc.name}")
+    # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
+    slots = group * sc.cols * nprod
+    state = entry_alloca(b, ir.ArrayType(I32, 2 * slots * LANES16), name=f"st.{sc.name}")
+    state.align = 64
+    sums = entry_alloca(b, ir.ArrayType(I64, LANES16), name=f"sums.{sc.name}")
     sums.align = 64
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     used_w = sorted({q for _p, q in sc.products})
-    accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * len(sc.products))]
+    accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
     half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
     s64 = b.zext(s, I64)
 
-    def xs_ptr(index: ir.Value) -> ir.Value:
-        return b.bitcast(b.gep(xs, [c32(0), index], source_etype=xs.allocated_type), I32.as_pointer())
+    def ptr(alloca, index: ir.Value, ty: ir.Type) -> ir.Value:
+        return b.bitcast(b.gep(alloca, [c32(0), index], source_etype=alloca.allocated_type), ty.as_pointer())
 
-    def sums_ptr(index: ir.Value) -> ir.Value:
-        return b.bitcast(b.gep(sums, [c32(0), index], source_etype=sums.allocated_type), I64.as_pointer())
+    def state_ptr(slot: ir.Value, carry: bool) -> ir.Value:
+        return ptr(state, b.mul(b.add(slot, c32(slots if carry else 0)), c32(LANES16)), V16)
 
     def plane_values(v: ir.Value) -> list[ir.Value]:
         if sc.xplanes == ("x",):
@@ -309,18 +325,24 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
 
     blo = b.udiv(lo, c32(LANES16))
     bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))
+    mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
+    sixteen = ir.Constant(V16, [16] * LANES16)
 
-    def tile(r_rows: int, cols: int, g0: ir.Value, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
-        """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): accumulate,
-        then widen into the sums."""
-        nprod = len(sc.products)
-        for t in range(r_rows * cols * nprod):
-            b.store(ir.Constant(V16, None), accs[t])
+    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
+        """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
+        state's low parts, then the carries take all but the low 16 bits (module docstring)."""
+        def slot(r: int, c: int, t: int) -> ir.Value:
+            return b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * nprod)), c32(c * nprod + t))
+
+        for r in range(r_rows):
+            for c in range(cols):
+                for t in range(nprod):
+                    b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
         # one base pointer per operand and constant offsets from it: the loop keeps two
         # pointers, not one index computation per load
         w0 = b.gep(d_arg, [b.zext(b.mul(b.add(b.mul(jb0, c32(k2)), k0), c32(LANES16)), I64)], source_etype=I32,
                    inbounds=True)
-        x0 = b.gep(xs_ptr(c32(0)), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
+        x0 = b.gep(ptr(xs, c32(0), I32), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
                    inbounds=True)
         with loop(b, steps, "vk") as kk:
             kk64 = b.zext(kk, I64)
@@ -337,14 +359,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     xv[p] = _splat(b, b.load(b.gep(x0, [off], source_etype=I32, inbounds=True), typ=I32), V16)
                 for t, (p, q) in enumerate(sc.products):
                     for c in range(cols):
-                        slot = accs[(r * cols + c) * nprod + t]
-                        b.store(b.call(dp, [b.load(slot, typ=V16), wv[c, q], xv[p]]), slot)
+                        acc = accs[(r * cols + c) * nprod + t]
+                        b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
         for r in range(r_rows):
             for c in range(cols):
-                vals = [b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64) for t in range(nprod)]
-                idx = b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * LANES16)), c32(c * LANES16))
-                ptr = b.bitcast(sums_ptr(idx), V16I64.as_pointer())
-                b.store(b.add(b.load(ptr, typ=V16I64, align=8), combine(vals)), ptr, align=8)
+                for t in range(nprod):
+                    acc = b.load(accs[(r * cols + c) * nprod + t], typ=V16)
+                    cp = state_ptr(slot(r, c, t), True)
+                    b.store(b.add(b.load(cp, typ=V16, align=64), b.ashr(acc, sixteen)), cp, align=64)
+                    b.store(b.and_(acc, mask16), state_ptr(slot(r, c, t), False), align=64)
 
     n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
     chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
@@ -365,16 +388,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     v1 = load(b, a_arg, b.add(xrow, b.add(e0, c32(1))))
                 for p, (x0, x1) in enumerate(zip(plane_values(v0), plane_values(v1), strict=True)):
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
-                    b.store(word, xs_ptr(b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk)))
-        nblocks = b.sub(bhi, blo)
-        first = blo
-        left = nblocks
+                    b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
+        first, left = blo, b.sub(bhi, blo)
         for cols in (sc.cols, 1):
             count = b.udiv(left, c32(cols)) if cols > 1 else left
             with loop(b, count, f"vc{cols}") as u:
                 jb0 = b.add(first, b.mul(u, c32(cols)))
-                with loop(b, b.mul(grows, c32(sc.cols * LANES16)), "vz") as z:
-                    b.store(c64(0), sums_ptr(z))
+                with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
+                    b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
+                    b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
                 with loop(b, n_chunks, "vch") as ci:
                     k0 = b.mul(ci, chunk)
                     steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
@@ -382,16 +404,36 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     for rr in (sc.rows, 1):
                         rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
                         with loop(b, rcount, f"vr{rr}") as tr:
-                            tile(rr, cols, g0, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                            tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
                         r_first = b.add(r_first, b.mul(rcount, c32(rr)))
                         r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
                 j0 = b.mul(jb0, c32(LANES16))
                 width = b.sub(hi, j0)
                 width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
                 with loop(b, grows, "vfr") as r:
-                    with loop(b, width, "vfc") as j:
-                        total = b.load(sums_ptr(b.add(b.mul(r, c32(sc.cols * LANES16)), j)), typ=I64)
-                        finish(total, c32(0), b.add(g0, r), b.add(j0, j))
+                    for c in range(cols):  # each product's sum: carry·2^16 + low part, exact in i64
+                        vals = []
+                        for t in range(nprod):
+                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), c32(c * nprod + t))
+                            low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
+                            carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
+                            vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
+                        total = combine(vals)
+                        jc = b.add(j0, c32(c * LANES16))
+                        whole, part_ = b.append_basic_block("vf.whole"), b.append_basic_block("vf.part")
+                        after = b.append_basic_block("vf.after")
+                        b.cbranch(b.icmp_unsigned("<=", b.add(jc, c32(LANES16)), hi), whole, part_)
+                        b.position_at_end(whole)  # 16 columns of the part: at once
+                        vfinish(total, b.add(g0, r), jc)
+                        b.branch(after)
+                        b.position_at_end(part_)  # the node's last columns: one by one
+                        b.store(total, ptr(sums, c32(0), V16I64), align=64)
+                        rest = b.sub(hi, jc)
+                        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), rest)
+                        with loop(b, b.select(b.icmp_unsigned(">", rest, c32(LANES16)), c32(LANES16), rest), "vfc") as j:
+                            finish(b.load(ptr(sums, j, I64), typ=I64), c32(0), b.add(g0, r), b.add(jc, j))
+                        b.branch(after)
+                        b.position_at_end(after)
             first = b.add(first, b.mul(count, c32(cols)))
             left = b.sub(left, b.mul(count, c32(cols)))
 
