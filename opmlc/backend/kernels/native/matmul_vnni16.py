@@ -16,9 +16,10 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
 
 - The weight (known at generation, `weight_facts`): with |w| < 2^15 one plane, w itself;
   else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
-  with a plane outside s16 has no derived buffer). The facts record, per plane, b_q with
-  |w_q| ≤ 2^b_q (the kernel is specialised on them); `derive` lays the planes out once per
-  region table and refuses weights outside them.
+  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has no derived buffer). The facts
+  record, per plane, its bits and W_q ≥ max |w_q| (rounded up to four significant bits, so
+  that similar weights share a kernel; the kernel is specialised on them); `derive` lays the
+  planes out once per region table and refuses a weight outside them.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
@@ -28,22 +29,28 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
   (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
 
-Bound (i32 lanes). With X_p, W_q the plane bounds above (X_l = 2^(s−1), X_h = 2^max(e−s,0),
-X_σ = X_l + X_h; W_q = 2^b_q), one `vpdpwssd` adds two products to a lane: |Δ| ≤ 2·X_p·W_q.
-A lane takes at most F = floor((2^31 − 1) / max over the scheme's products of 2·X_p·W_q)
-instructions before it is widened: |acc| ≤ F·2·X_p·W_q ≤ 2^31 − 1, exact in i32 (no
-`vpdpwssd` wraps; the saturating form `vpdpwssds` is not used). The run computes F; a
-scheme with F < MIN_FLUSH is not taken (then the next, or matmul.py's double / i64 kernel).
+Bound (i32 lanes). With X_p the plane bounds above (X_l = 2^(s−1), X_h = 2^max(e−s, 0),
+X_σ = X_l + X_h; A1: X = 2^e_x) and W_q the weight's, one `vpdpwssd` adds two products to a
+lane: |Δ| ≤ Δmax = max over the scheme's products of 2·X_p·W_q. A lane starts a chunk of the
+reduction at its low part L ∈ [0, 2^16) and takes at most F = floor((2^31 − 2^16) / Δmax)
+instructions: it stays in [−2^31, 2^31 − 1], exact in i32 (no `vpdpwssd` wraps; the
+saturating form `vpdpwssds` is not used). After the chunk, acc = (acc >> 16)·2^16 + (acc &
+0xFFFF): the lane's carry C (i32) takes acc >> 16 ∈ [−2^15, 2^15) and L the rest, so the sum
+so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31, exact. At
+the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
+taken (then the next, or matmul.py's double / i64 kernel).
 
 Layout and loop. The weight: plane-major s16 [planes, ceil(N/16), ceil(K/2), 16, 2] (zero
 past N and K): one 64-byte vector holds a k pair of 16 output columns. x: a part copies a group
 of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
 once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
 pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
-each row's pair against the tile's weight vectors into R·C·products accumulators, then widens
-them into the tile's i64 sums (a stack scratch), recombined; after the last chunk each output
-gets bias, rounding and saturation (counted) as in matmul.py. A scheme's body is generated only
-when its planes exist; the choice between B and C (both exact) is by an estimate of their cost.
+each row's pair against the tile's weight vectors into R·C·products accumulators, which start
+from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
+products' sums are recombined, and each output gets bias, rounding and saturation (counted)
+as in matmul.py, 16 at a time. A scheme's body is generated only when its planes exist; the
+choice between B and C (both exact) is by an estimate of their cost (instructions per chunk,
+WIDEN_COST more per widening).
 
 Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
 x itself (rows·K work against its rows·K·N_part/16 instructions).
