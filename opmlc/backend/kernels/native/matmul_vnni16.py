@@ -72,7 +72,9 @@ V16I64 = ir.VectorType(I64, 16)
 LANES16 = 16  # output columns of one weight vector
 GRAIN = 64  # part boundaries: a multiple of every column tile (C blocks of 16)
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
-SCRATCH = 128 << 10  # bytes of stack for a row group's x planes
+SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
+# the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
+GROUP_MAX = 128  # rows: their carries and low parts take ≤ 128 KiB of stack (≤ 8 accumulators a tile row)
 L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
 WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
 MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (fewer bytes than B's planes)
@@ -272,30 +274,42 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         b.cbranch(ok1, bodies[1], fallback)
     else:
         b.cbranch(choices[0][1], bodies[0], fallback)
+    scratch = {  # one of each, shared by the schemes' bodies
+        "xs": _scratch(b, "v16.xs", I32, max([_group(sc, rows, k2) * len(sc.xplanes) * k2 for sc, *_ in choices],
+                                             default=1)),
+        "state": _scratch(b, "v16.state", I32, max([2 * _group(sc, rows, k2) * sc.cols * len(sc.products) * LANES16
+                                                    for sc, *_ in choices], default=1)),
+        "sums": _scratch(b, "v16.sums", I64, LANES16),
+    }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish)
+        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
         b.branch(done)
     b.position_at_end(fallback)
     return done
 
 
+def _group(sc: Scheme, rows: int, k2: int) -> int:
+    """Rows of x whose planes the scratch holds at once (a multiple of the row tile)."""
+    group = max(1, min(rows, GROUP_MAX, SCRATCH // (len(sc.xplanes) * k2 * 4)))
+    return group - group % sc.rows if group >= sc.rows else group
+
+
+def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
+    a = entry_alloca(b, ir.ArrayType(ty, count), name=name)
+    a.align = 64
+    return a
+
+
 def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: int,
-          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish) -> None:
+          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish, scratch: dict) -> None:
     px = len(sc.xplanes)
     nprod = len(sc.products)
     nb = -(-n // LANES16)
-    group = max(1, min(rows, SCRATCH // (px * k2 * 4)))
-    if group >= sc.rows:
-        group -= group % sc.rows
-    xs = entry_alloca(b, ir.ArrayType(I32, group * px * k2), name=f"xs.{sc.name}")
-    xs.align = 64
+    group = _group(sc, rows, k2)
+    xs, state, sums = scratch["xs"], scratch["state"], scratch["sums"]
     # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
     slots = group * sc.cols * nprod
-    state = entry_alloca(b, ir.ArrayType(I32, 2 * slots * LANES16), name=f"st.{sc.name}")
-    state.align = 64
-    sums = entry_alloca(b, ir.ArrayType(I64, LANES16), name=f"sums.{sc.name}")
-    sums.align = 64
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     used_w = sorted({q for _p, q in sc.products})
     accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
