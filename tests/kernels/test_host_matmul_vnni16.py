@@ -110,10 +110,21 @@ def test_without_vnni_the_folded_batch_takes_the_double_kernel(monkeypatch):
     check_all_backends(g, [_ints(rng, 24, (1, 32, 64))], mips=False)
 
 
+def test_row_groups_of_a_long_reduction(only):
+    """K long enough that the x planes' scratch holds only some rows at a time."""
+    only("B")
+    rng = np.random.default_rng(4)
+    m, k, n = 21, 5001, 19
+    assert matmul_vnni16._group(matmul_vnni16.B3, m, -(-k // 2)) < m
+    g = _graph((m, k), _ints(rng, 21, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
+    check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
+
+
 def test_split_over_threads_gives_the_same_bits(only):
+    """Scheme C (the largest scratch: a pool thread's stack holds it too) on 1 and 2 threads."""
     only("C")
     rng = np.random.default_rng(8)
-    m, k = 9, 100
+    m, k = 9, 800
     n = SPLIT_MIN_WORK // (m * k) + 37
     g = _graph((1, m, k), _ints(rng, 23, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
     assert split_worth(g, 0)
@@ -130,21 +141,28 @@ def test_split_over_threads_gives_the_same_bits(only):
 def test_weight_facts_and_planes():
     w = np.array([[1 << 15, -(1 << 15) - 1, 3], [-(1 << 21), (1 << 21) - 1, 0]], np.int32)
     facts = matmul_vnni16.weight_facts(w)
-    assert facts["wbits"] == 21 and facts["derived"] and facts["wsplit"] == 11
-    planes = matmul_vnni16.derive(facts, w)  # [planes, blocks, pairs, 16, 2]
-    assert planes.shape == (len(facts["wplanes"]), 1, 2, 16, 2) and planes.ctypes.data % 64 == 0
-    lo, hi = planes[0].astype(np.int64), planes[1].astype(np.int64)
-    got = (lo + (hi << 11)).transpose(0, 2, 1, 3).reshape(16, 4)[:2, :3]  # back to [N, K]
-    assert np.array_equal(got, w)
-    assert matmul_vnni16.weight_facts(np.array([[-(1 << 15), 5]], np.int32))["wsplit"] == 0  # one plane
-    assert "derived" not in matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32))
+    assert facts == {"derived": True, "planes": 3}
+    buf = matmul_vnni16.derive(facts, w)
+    assert buf.ctypes.data % 64 == 0
+    split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
+    assert (split, count, bits) == (11, 3, 21)
+    planes = buf[2 * matmul_vnni16.HEADER:].reshape(3, 4, 2, 16, 2).astype(np.int64)  # 64 columns, 2 pairs
+    for q, bound in enumerate(bounds):
+        assert np.abs(planes[q]).max() <= bound < 1 << 15
+    got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
+    assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
+    assert np.array_equal(planes[2], planes[0] + planes[1])
+    one = np.array([[-(1 << 15), 5]], np.int32)
+    assert matmul_vnni16.weight_facts(one) == {"derived": True, "planes": 1}
+    assert matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32)) == {}
+    assert matmul_vnni16.weight_facts(np.ones((1, 1 << 17), np.int32)) == {}  # 2^16 pairs: the carries' bound
     with pytest.raises(ValueError, match="generated for"):
-        matmul_vnni16.derive(facts, w * 2)
+        matmul_vnni16.derive(matmul_vnni16.weight_facts(one), w)
 
 
 def test_run_native_refuses_weights_other_than_the_module_s():
-    """The planes are derived from the region table's weight: one beyond the compiled bounds is
-    an error, never a silent wrong answer."""
+    """The planes (and their bounds) are derived from the region table's weight: one whose plane
+    count differs from the compiled kernel's is an error, never a silent wrong answer."""
     rng = np.random.default_rng(9)
     w = _ints(rng, 12, (20, 16))
     g = _graph((4, 16), w)

@@ -180,7 +180,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     if rows is not None and matmul_fma.usable(rows, k, trans):  # operands of bounded range: exact double lanes
         fast, slow = b.append_basic_block("mm.fma"), b.append_basic_block("mm.i64")
         done = done or b.append_basic_block("mm.done")
-        b.cbranch(matmul_fma.in_range(b, a_arg, b_arg, rows, k, lo, hi, facts.get("wbits")), fast, slow)
+        wbits = facts.get("wbits")
+        if facts.get("derived"):  # the planes' header holds the weight's bits (matmul_vnni16.derive)
+            wbits = b.load(b.gep(args[len(types)], [c32(2)], source_etype=I32), typ=I32)
+        b.cbranch(matmul_fma.in_range(b, a_arg, b_arg, rows, k, lo, hi, wbits), fast, slow)
         b.position_at_end(fast)
         matmul_fma.emit(b, a_arg, b_arg, rows, k, lo, hi, finish)
         b.branch(done)

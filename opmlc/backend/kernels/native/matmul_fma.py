@@ -65,11 +65,12 @@ def magnitude_bits(b: ir.IRBuilder, base: ir.Value, first: ir.Value, count: ir.V
 
 
 def in_range(b: ir.IRBuilder, a_arg: ir.Value, b_arg: ir.Value, m: int, k: int, lo: ir.Value, hi: ir.Value,
-             wbits: int | None = None) -> ir.Value:
+             wbits: int | ir.Value | None = None) -> ir.Value:
     """i1: whether the double kernel is exact for x and weight rows [lo, hi) (module docstring);
-    `wbits`: e_b of a constant weight, known when the module is generated (no pass over it)."""
+    `wbits`: e_b of a constant weight (an int, or an i32 read from its derived buffer), known
+    before the run (no pass over the weight)."""
     ea = magnitude_bits(b, a_arg, c32(0), c32(m * k))
-    eb = (c32(wbits) if wbits is not None
+    eb = (wbits if isinstance(wbits, ir.Value) else c32(wbits) if wbits is not None
           else magnitude_bits(b, b_arg, b.mul(lo, c32(k)), b.mul(b.sub(hi, lo), c32(k))))
     lanes_bits = max(0, (k // LANES - 1).bit_length())  # ceil(log2 L)
     return b.icmp_unsigned("<=", b.add(b.add(ea, eb), c32(lanes_bits)), c32(53))

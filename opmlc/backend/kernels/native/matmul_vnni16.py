@@ -70,7 +70,8 @@ from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
 LANES16 = 16  # output columns of one weight vector
-GRAIN = 64  # part boundaries: a multiple of every column tile (C blocks of 16)
+TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
+GRAIN = TILE_COLS  # part boundaries: whole column tiles
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
 # the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
@@ -104,33 +105,33 @@ def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     return w - (h << s), h
 
 
-def _planes(w2: np.ndarray, facts: dict) -> list[np.ndarray]:
-    s = facts["wsplit"]
+HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, then W_q
+
+
+def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
     if s == 0:
         return [w2.astype(np.int64)]
     lo, hi = _split(w2, s)
-    return [lo, hi, lo + hi][:len(facts["wplanes"])]
+    return [lo, hi, lo + hi][:n]
 
 
 def _ceil4(v: int) -> int:
-    """v rounded up to four significant bits (fewer distinct kernels; at most 1/8 above v)."""
+    """v rounded up to four significant bits (a bound that does not name the weight exactly)."""
     e = max(0, v.bit_length() - 4)
     return -(-v >> e) << e
 
 
-def weight_facts(w2: np.ndarray) -> dict:
-    """The facts of a weight w2 [N, K] (module docstring): its bits, and its planes if any:
-    "wsplit" (0: one plane), "wplanes" (their bits) and "wmax" (bounds on their magnitudes)."""
+def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
+    """(split s, 0 for one plane; number of planes; their bounds W_q) of a weight w2 [N, K], or
+    None when it has no s16 planes (module docstring)."""
     e = _bits(w2)
-    facts = {"wbits": e}
     if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
-        return facts
+        return None
     if e <= 15:
-        peak = int(np.abs(w2.astype(np.int64)).max(initial=0))
-        return {**facts, "derived": True, "wsplit": 0, "wplanes": [e], "wmax": [_ceil4(peak)]}
+        return 0, 1, [_ceil4(int(np.abs(w2.astype(np.int64)).max(initial=0)))]
     s = (e + 2) // 2  # ceil((e + 1) / 2)
     if s > 16:
-        return facts
+        return None
     rows = max(1, (1 << 20) // max(1, w2.shape[1]))  # bounded temporaries for a large weight
     bits, peaks = [0, 0, 0], [0, 0, 0]
     for r0 in range(0, w2.shape[0], rows):
@@ -139,29 +140,41 @@ def weight_facts(w2: np.ndarray) -> dict:
         bits = [max(a, _bits(p)) for a, p in zip(bits, planes, strict=True)]
         peaks = [max(a, int(np.abs(p).max(initial=0))) for a, p in zip(peaks, planes, strict=True)]
     if bits[0] > 15 or bits[1] > 15:  # cannot happen for e ≤ 30 (docstring); kept as the check
-        return facts
+        return None
     n = 3 if bits[2] <= 15 else 2  # σ in s16 or not (no scheme B then)
-    return {**facts, "derived": True, "wsplit": s, "wplanes": bits[:n], "wmax": [_ceil4(p) for p in peaks[:n]]}
+    return s, n, [_ceil4(p) for p in peaks[:n]]
+
+
+def weight_facts(w2: np.ndarray) -> dict:
+    """What the kernel is specialised on (module docstring): the number of planes when the
+    weight has them ({"derived": True, "planes": n}), else nothing. The planes' split and
+    bounds, and the weight's bits (the double kernel's bound), travel in the derived buffer's
+    header, so weights of one shape and plane count share a kernel."""
+    planes = weight_planes(w2)
+    return {} if planes is None else {"derived": True, "planes": planes[1]}
 
 
 def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
-    """The planes of w2 [N, K] in the kernel's layout (module docstring), 64-byte aligned."""
+    """The header and the planes of w2 [N, K] in the kernel's layout (module docstring), as
+    int16, 64-byte aligned; a weight whose planes differ from the facts' is refused."""
     n, k = w2.shape
-    planes = _planes(w2, facts)
-    for p, b, top in [(w2, facts["wbits"], 1 << 31), *zip(planes, facts["wplanes"], facts["wmax"], strict=True)]:
-        if _bits(p) > b or np.abs(p.astype(np.int64)).max(initial=0) > top:
-            raise ValueError("matmul: the weight differs from the one the native module was generated for "
-                             "(its planes exceed the bounds compiled in); regenerate the module")
-    nb, k2 = -(-n // LANES16), -(-k // 2)
-    size = len(planes) * nb * k2 * LANES16 * 2
+    got = weight_planes(w2)
+    if got is None or got[1] != facts["planes"]:
+        raise ValueError("matmul: the weight differs from the one the native module was generated for "
+                         "(its s16 planes do not match the compiled kernel); regenerate the module")
+    split, count, bounds = got
+    nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
+    size = 2 * HEADER + count * nb * k2 * LANES16 * 2
     raw = np.zeros(size + 32, np.int16)
     off = (-raw.ctypes.data % 64) // 2
-    out = raw[off:off + size].reshape(len(planes), nb, k2, LANES16, 2)
-    for q, p in enumerate(planes):
+    buf = raw[off:off + size]
+    buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
+    out = buf[2 * HEADER:].reshape(count, nb, k2, LANES16, 2)
+    for q, p in enumerate(_planes(w2, split, count)):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
         out[q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
-    return out
+    return buf
 
 
 # ---------------------------------------------------------------- schemes
@@ -182,10 +195,7 @@ B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
 
 
 def schemes(facts: dict) -> list[Scheme]:
-    if facts["wsplit"] == 0:
-        out = [A1, A2]
-    else:
-        out = [B3, C4] if len(facts["wplanes"]) == 3 else [C4]
+    out = {1: [A1, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
     return [sc for sc in out if FORCE is None or sc.name == FORCE]
 
 
@@ -202,11 +212,11 @@ def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
     return b.shl(c64(1), b.zext(e, I64))
 
 
-def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list[int]) -> ir.Value:
-    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bounds W_q."""
+def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list[ir.Value]) -> ir.Value:
+    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bounds W_q (i64)."""
     worst = c64(1)
     for p, q in scheme.products:
-        v = b.mul(xb[p], c64(2 * wmax[q]))
+        v = b.mul(xb[p], b.shl(wmax[q], c64(1)))
         worst = b.select(b.icmp_unsigned(">", v, worst), v, worst)
     return b.udiv(c64((1 << 31) - (1 << 16)), worst)
 
@@ -220,8 +230,12 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
     done = b.append_basic_block("v16.done")
     fallback = b.append_basic_block("v16.other")
     ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
-    wmax = facts["wmax"]
-    sw = facts["wsplit"]
+    def header(i: int) -> ir.Value:
+        return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
+
+    sw = header(0)  # the weight's split, its planes' bounds (derive)
+    wmax = [b.zext(header(3 + q), I64) for q in range(facts["planes"])]
+    planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
         s = b.udiv(b.add(ex, c32(2)), c32(2))
@@ -240,7 +254,7 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
             ok = b.icmp_unsigned("<=", ex, c32(15))
             f = _flush_bound(b, sc, [_pow2(b, ex)], wmax)
         elif sc is B3:
-            s = c32(sw)
+            s = sw
             xb = bounds(s)
             ok = b.icmp_unsigned("<=", xb[2], c64(1 << 15))
             f = _flush_bound(b, sc, xb, wmax)
@@ -283,7 +297,7 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
     }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, a_arg, d_arg, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
+        _body(b, sc, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
         b.branch(done)
     b.position_at_end(fallback)
     return done
@@ -301,11 +315,11 @@ def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
     return a
 
 
-def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: int,
+def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: ir.Value,
           chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish, scratch: dict) -> None:
     px = len(sc.xplanes)
     nprod = len(sc.products)
-    nb = -(-n // LANES16)
+    nb = -(-n // TILE_COLS) * (TILE_COLS // LANES16)  # blocks of the padded layout (derive)
     group = _group(sc, rows, k2)
     xs, state, sums = scratch["xs"], scratch["state"], scratch["sums"]
     # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
@@ -315,6 +329,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
     accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
     half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
     s64 = b.zext(s, I64)
+    sw64 = b.zext(sw, I64)
 
     def ptr(alloca, index: ir.Value, ty: ir.Type) -> ir.Value:
         return b.bitcast(b.gep(alloca, [c32(0), index], source_etype=alloca.allocated_type), ty.as_pointer())
@@ -339,13 +354,14 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
             return b.add(vals[0], sh(vals[1], s64))
         if sc is C4:
             ll, lh, hl, hh = vals
-            return b.add(b.add(ll, sh(lh, c64(sw))), b.add(sh(hl, s64), sh(hh, b.add(s64, c64(sw)))))
+            return b.add(b.add(ll, sh(lh, sw64)), b.add(sh(hl, s64), sh(hh, b.add(s64, sw64))))
         ll, hh, ss = vals
         cross = b.sub(ss, b.add(ll, hh))
-        return b.add(b.add(ll, sh(cross, c64(sw))), sh(hh, c64(2 * sw)))
+        return b.add(b.add(ll, sh(cross, sw64)), sh(hh, b.add(sw64, sw64)))
 
     blo = b.udiv(lo, c32(LANES16))
-    bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))
+    # the padded layout has whole column tiles past the part's end (lo is on one: GRAIN)
+    bhi = b.mul(b.udiv(b.add(hi, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
     sixteen = ir.Constant(V16, [16] * LANES16)
 
@@ -411,8 +427,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
         first, left = blo, b.sub(bhi, blo)
-        for cols in (sc.cols, 1):
-            count = b.udiv(left, c32(cols)) if cols > 1 else left
+        for cols in (sc.cols,):
+            count = b.udiv(left, c32(cols))
             with loop(b, count, f"vc{cols}") as u:
                 jb0 = b.add(first, b.mul(u, c32(cols)))
                 with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
