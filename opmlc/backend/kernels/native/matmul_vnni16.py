@@ -14,12 +14,13 @@ Planes. For a split point s ≥ 1, every integer v is v = h·2^s + l with h = (v
 ((v + 2^(s−1))/2^s < 2^(e−s) + 1/2, and ≥ −2^(e−s) for e ≥ s; h = 0 for e < s), and the sum
 plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 1].
 
-- The weight (known at generation, `weight_facts`): with |w| < 2^15 one plane, w itself;
+- The weight (`weight_planes`, from the initializer): with |w| < 2^15 one plane, w itself;
   else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
-  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has no derived buffer). The facts
-  record, per plane, its bits and W_q ≥ max |w_q| (rounded up to four significant bits, so
-  that similar weights share a kernel; the kernel is specialised on them); `derive` lays the
-  planes out once per region table and refuses a weight outside them.
+  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has none). The kernel is specialised on
+  the number of planes only (`weight_facts`, when the module is generated); `derive` (once per
+  region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
+  rounded up to four significant bits) and the planes, and refuses a weight whose plane count
+  is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
@@ -40,8 +41,10 @@ so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31,
 the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
 taken (then the next, or matmul.py's double / i64 kernel).
 
-Layout and loop. The weight: plane-major s16 [planes, ceil(N/16), ceil(K/2), 16, 2] (zero
-past N and K): one 64-byte vector holds a k pair of 16 output columns. x: a part copies a group
+Layout and loop. The weight: after the 64-byte header, plane-major s16 [planes, blocks,
+ceil(K/2), 16, 2], N padded with zero columns to a multiple of TILE_COLS (so every part, which
+starts on a multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one
+64-byte vector holds a k pair of 16 output columns. x: a part copies a group
 of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
 once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
 pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
