@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(not matmul_vnni16.has_vnni(), reason="the host h
 
 @pytest.fixture
 def only(monkeypatch):
-    """The VNNI kernel alone; `only(name)` forces one scheme."""
+    """The VNNI kernel alone, for any number of output columns; `only(name)` forces one scheme."""
     monkeypatch.setattr(matmul_vnni16, "ONLY", True)
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
 
     def force(name):
         monkeypatch.setattr(matmul_vnni16, "FORCE", name)
@@ -55,7 +56,7 @@ def test_each_scheme_equals_interpreter_on_random_shapes(only, scheme):
     rng = np.random.default_rng(len(scheme) * 7 + ord(scheme[-1]))
     xb, wb = RANGES[scheme]
     for m, k, n, batch, trans in [(1, 9, 5, (), True), (7, 33, 17, (1,), False), (13, 64, 40, (2,), True),
-                                  (70, 15, 3, (), True), (4, 130, 33, (3, 2), True)]:
+                                  (70, 15, 3, (), True), (4, 130, 33, (3, 2), True), (9, 20, 130, (), False)]:
         w = _ints(rng, wb, (n, k) if trans else (k, n))
         bias = _ints(rng, 20, (n,)) if m % 2 else None
         g = _graph((*batch, m, k), w, trans, bias)
@@ -138,7 +139,8 @@ def test_split_over_threads_gives_the_same_bits(only):
         assert np.array_equal(got, want) and sat == want_sat and sat, f"{threads} threads"
 
 
-def test_weight_facts_and_planes():
+def test_weight_facts_and_planes(monkeypatch):
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
     w = np.array([[1 << 15, -(1 << 15) - 1, 3], [-(1 << 21), (1 << 21) - 1, 0]], np.int32)
     facts = matmul_vnni16.weight_facts(w)
     assert facts == {"derived": True, "planes": 3}
@@ -158,11 +160,15 @@ def test_weight_facts_and_planes():
     assert matmul_vnni16.weight_facts(np.ones((1, 1 << 17), np.int32)) == {}  # 2^16 pairs: the carries' bound
     with pytest.raises(ValueError, match="generated for"):
         matmul_vnni16.derive(matmul_vnni16.weight_facts(one), w)
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 64)
+    assert matmul_vnni16.weight_facts(np.ones((63, 8), np.int32)) == {}  # too few columns
+    assert matmul_vnni16.weight_facts(np.ones((64, 8), np.int32))["planes"] == 1
 
 
-def test_run_native_refuses_weights_other_than_the_module_s():
+def test_run_native_refuses_weights_other_than_the_module_s(monkeypatch):
     """The planes (and their bounds) are derived from the region table's weight: one whose plane
     count differs from the compiled kernel's is an error, never a silent wrong answer."""
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
     rng = np.random.default_rng(9)
     w = _ints(rng, 12, (20, 16))
     g = _graph((4, 16), w)

@@ -75,6 +75,7 @@ V16I64 = ir.VectorType(I64, 16)
 LANES16 = 16  # output columns of one weight vector
 TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
 GRAIN = TILE_COLS  # part boundaries: whole column tiles
+MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the gain (the double kernel's)
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
 # the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
@@ -129,6 +130,8 @@ def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
     None when it has no s16 planes (module docstring)."""
     e = _bits(w2)
     if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
+        return None
+    if w2.shape[0] < MIN_COLS:
         return None
     if e <= 15:
         return 0, 1, [_ceil4(int(np.abs(w2.astype(np.int64)).max(initial=0)))]
