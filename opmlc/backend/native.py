@@ -85,7 +85,7 @@ def task_table(graph: Graph, bufs: list[np.ndarray]) -> tuple[ctypes.Array, np.n
     `bufs`: kernels/native/__init__.py, "Constant operands"; the table keeps them alive); the
     caller keeps `bufs` and the counts alive while the table is used."""
     counts = np.zeros(max(1, len(graph.nodes)), dtype=np.int64)
-    derived = derived_buffers(graph, bufs)
+    derived = derived_buffers(graph, {v: bufs[v] for v in graph.initializers})
     table = region_table([*bufs, counts, *derived])
     table.derived = derived
     return table, counts

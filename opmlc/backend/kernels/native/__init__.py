@@ -23,7 +23,7 @@ node's initializers when the module is generated (e.g. the range of a constant w
 dict; {} for nothing). Its kernel is then specialised on them (they are part of the kernel's
 signature, and `emit` gets them as the keyword `facts`). With `facts["derived"]` true the node
 also has a derived buffer, `derive(facts, operands)` (a C-contiguous array computed from the
-node's operand buffers, e.g. the weights in another layout): `derived_buffers` computes them
+node's initializer operands' buffers, e.g. the weights in another layout): `derived_buffers` computes them
 once per region table (a NativeSession's, at load; never per run), in node order, and the
 table holds them after the saturation counts, at regions[n_values + 1 + d] for the d-th such
 node; the kernel gets its buffer's pointer as one more entry of `args`, after the operands.
@@ -31,7 +31,7 @@ node; the kernel gets its buffer's pointer as one more entry of `args`, after th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +46,7 @@ HostEmit = Callable[[ir.IRBuilder, ir.Value, list[ir.Value], list[TensorType], d
 Accepts = Callable[[list[TensorType], dict, TensorType], bool]
 Work = Callable[[list[TensorType], dict, TensorType], int]
 Facts = Callable[[Graph, int], dict]
-Derive = Callable[[dict, list[np.ndarray]], np.ndarray]
+Derive = Callable[[dict, list[np.ndarray | None]], np.ndarray]
 
 # Multiply-adds below which a node runs on one thread: ~1M i64 multiply-adds take ~150 µs on
 # one core here, against ~20–50 µs to wake another thread and wait for it.
@@ -91,14 +91,17 @@ def node_facts(graph: Graph, index: int) -> dict:
     return hk.facts(graph, index) if hk is not None and hk.facts is not None else {}
 
 
-def derived_buffers(graph: Graph, bufs: list[np.ndarray]) -> list[np.ndarray]:
-    """The derived buffers of the graph's nodes (module docstring), from the value buffers
-    `bufs` a region table holds, in node order."""
+def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """The derived buffers of the graph's nodes (module docstring), in node order, from
+    `weights`: the initializers' buffers as the region table holds them, by value id (a derive
+    gets its node's operands, None for those that are not initializers). Every region table of
+    the host module puts them at regions[n_values + 1 ...] (backend/native.py task_table,
+    dispute/native_trace.py)."""
     out = []
     for index, node in enumerate(graph.nodes):
         facts = node_facts(graph, index)
         if facts.get("derived"):
-            out.append(HOST_KERNELS[node.op].derive(facts, [bufs[v] for v in node.inputs]))
+            out.append(HOST_KERNELS[node.op].derive(facts, [weights.get(v) for v in node.inputs]))
     return out
 
 
