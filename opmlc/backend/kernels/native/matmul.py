@@ -18,11 +18,11 @@ rounding shift and saturation (counted) are those of the portable kernel, per ou
 Faster paths, tried in this order, each exact by its own bound (in its docstring), for a
 product whose b has no batch dimensions (a's leading batch dimensions fold into rows: a
 (1, 32, 64) @ (256, 64)ᵀ is a 32-row dense layer):
-- b an initializer (`facts`: its bits and s16 planes, learnt when the module is generated;
-  `derive`: the planes laid out once per region table) on a host with VNNI:
-  matmul_vnni16.py, when the run's x has a range its planes can take;
-- transpose_b, ≥ 4 rows: matmul_fma.py, when every sum is exact in doubles (a constant
-  weight's bits are the facts', only x is measured);
+- b an initializer with s16 planes (`facts`: their number, learnt when the module is
+  generated; `derive`: the planes and their bounds laid out once per region table) on a host
+  with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
+- transpose_b, ≥ 4 rows: matmul_fma.py, when every sum is exact in doubles (a weight with
+  planes gives its bits from their header: only x is measured);
 - else this kernel.
 
 Parts (threads): a part is a range of output columns (of every row and batch matrix), on tile
@@ -100,27 +100,24 @@ def _weight(w: np.ndarray, types: list[TensorType], attrs: dict) -> np.ndarray:
 
 
 def facts(graph: Graph, index: int) -> dict:
-    """A constant b's facts (matmul_vnni16.weight_facts); {} for another b."""
+    """A constant b's facts (matmul_vnni16.weight_facts, and whether it is stored [N, K]);
+    {} for another b."""
     node = graph.nodes[index]
     types = graph.input_types(node)
     if node.inputs[1] not in graph.initializers or folded_rows(types, graph.values[node.output].type) is None:
         return {}
-    return matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1]), types, node.attrs))
+    f = matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1]), types, node.attrs))
+    return {**f, "trans": bool(node.attrs.get("transpose_b"))} if f else f
 
 
-def derive(facts: dict, operands: list[np.ndarray]) -> np.ndarray:
+def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    """The weight's planes (matmul_vnni16.derive) from the region table's b."""
     w = operands[1]
-    n, k = (w.shape[-2], w.shape[-1])
-    w2 = w.reshape(n, k)
+    w2 = w.reshape(w.shape[-2], w.shape[-1])
     return matmul_vnni16.derive(facts, w2 if facts["trans"] else w2.T)
 
 
-def _facts(graph: Graph, index: int) -> dict:
-    f = facts(graph, index)
-    return {**f, "trans": bool(graph.nodes[index].attrs.get("transpose_b"))} if f else f
-
-
-@host_kernel("matmul", accepts, work, _facts, derive)
+@host_kernel("matmul", accepts, work, facts, derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
     ta, tb = types[0], types[1]

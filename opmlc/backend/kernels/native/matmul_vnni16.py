@@ -229,13 +229,15 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
 
 def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
          lo: ir.Value, hi: ir.Value, finish, vfinish) -> ir.Block:
-    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the planes at d_arg;
-    `finish(total_i64, 0, i, j)` stores one, `vfinish(totals <16 x i64>, i, j)` outputs j..j+15. Leaves the builder in the block where the run goes
-    when no scheme is exact (the caller emits its other kernels there and branches to the
-    returned block, where the VNNI bodies end too)."""
+    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the derived buffer at d_arg
+    (header, then planes); `finish(total_i64, 0, i, j)` stores one output, `vfinish(totals
+    <16 x i64>, i, j)` the outputs j..j+15 of row i. Leaves the builder in the block where the
+    run goes when no scheme is exact (the caller emits its other kernels there and branches to
+    the returned block, where the VNNI bodies end too)."""
     done = b.append_basic_block("v16.done")
     fallback = b.append_basic_block("v16.other")
     ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
+
     def header(i: int) -> ir.Value:
         return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
 
