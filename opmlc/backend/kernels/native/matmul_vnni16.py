@@ -30,8 +30,10 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
   (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
 
-Bound (i32 lanes). With X_p the plane bounds above (X_l = 2^(s−1), X_h = 2^max(e−s, 0),
-X_σ = X_l + X_h; A1: X = 2^e_x) and W_q the weight's, one `vpdpwssd` adds two products to a
+Bound (i32 lanes). x's planes are bounded from M = max |x| (a second pass over x): X_l =
+2^(s−1); X_h = (M + 2^(s−1)) >> s, since h = floor((x + 2^(s−1))/2^s) for |x| ≤ M lies
+between −ceil((M − 2^(s−1))/2^s) and floor((M + 2^(s−1))/2^s), and the former's magnitude is
+at most the latter; X_σ = X_l + X_h; A1: X = M. With W_q the weight's, one `vpdpwssd` adds two products to a
 lane: |Δ| ≤ Δmax = max over the scheme's products of 2·X_p·W_q. A lane starts a chunk of the
 reduction at its low part L ∈ [0, 2^16) and takes at most F = floor((2^31 − 2^16) / Δmax)
 instructions: it stays in [−2^31, 2^31 − 1], exact in i32 (no `vpdpwssd` wraps; the
@@ -214,6 +216,24 @@ def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
     return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
 
 
+def _max_abs(b: ir.IRBuilder, base: ir.Value, count: int) -> ir.Value:
+    """max |v| (i64) over the i32 elements base[0 .. count) (|INT32_MIN| = 2^31 included)."""
+    v8 = ir.VectorType(I32, 8)
+    acc = entry_alloca(b, v8, name="v16.maxv")
+    b.store(ir.Constant(v8, None), acc)
+    with loop(b, c32(count // 8), "v16.mv") as i:
+        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
+        v = b.select(b.icmp_signed("<", v, ir.Constant(v8, None)), b.sub(ir.Constant(v8, None), v), v)
+        old = b.load(acc, typ=v8)
+        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), acc)
+    top = b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)])
+    for e in range(count - count % 8, count):  # the tail (< 8 elements)
+        v = load(b, base, c32(e))
+        v = b.select(b.icmp_signed("<", v, c32(0)), b.sub(c32(0), v), v)
+        top = b.select(b.icmp_unsigned(">", v, top), v, top)
+    return b.zext(top, I64)
+
+
 def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
     return b.shl(c64(1), b.zext(e, I64))
 
@@ -249,10 +269,11 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         s = b.udiv(b.add(ex, c32(2)), c32(2))
         return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
 
-    def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64)
+    top = _max_abs(b, a_arg, rows * k)  # M = max |x|
+
+    def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
         xl = _pow2(b, b.sub(s, c32(1)))
-        eh = b.sub(ex, s)
-        xh = _pow2(b, b.select(b.icmp_signed("<", eh, c32(0)), c32(0), eh))
+        xh = b.lshr(b.add(top, xl), b.zext(s, I64))
         return [xl, xh, b.add(xl, xh)]
 
     choices = []  # (scheme, valid i1, F i64, s i32)
@@ -260,7 +281,7 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         if sc is A1:
             s = c32(0)
             ok = b.icmp_unsigned("<=", ex, c32(15))
-            f = _flush_bound(b, sc, [_pow2(b, ex)], wmax)
+            f = _flush_bound(b, sc, [top], wmax)
         elif sc is B3:
             s = sw
             xb = bounds(s)
