@@ -477,15 +477,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                 width = b.sub(hi, j0)
                 width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
                 with loop(b, grows, "vfr") as r:
-                    for c in range(cols):  # each product's sum: carry·2^16 + low part, exact in i64
+                    with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
                         vals = []
                         for t in range(nprod):
-                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), c32(c * nprod + t))
+                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
                             low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
                             carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
                             vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
                         total = combine(vals)
-                        jc = b.add(j0, c32(c * LANES16))
+                        jc = b.add(j0, b.mul(c, c32(LANES16)))
                         whole, part_ = b.append_basic_block("vf.whole"), b.append_basic_block("vf.part")
                         after = b.append_basic_block("vf.after")
                         b.cbranch(b.icmp_unsigned("<=", b.add(jc, c32(LANES16)), hi), whole, part_)
