@@ -53,7 +53,7 @@ from opmlc.backend.kernels._ir import (
     counting_module,
     loop,
 )
-from opmlc.backend.kernels.native import host_kernel_for, split_worth
+from opmlc.backend.kernels.native import host_kernel_for, node_facts, split_worth
 from opmlc.ir.graph import Graph
 
 TASK = "task"
@@ -63,11 +63,11 @@ TASK_SPAN = "task_span"  # host module only (module docstring)
 TASK_PART = "task_part"
 
 
-def _signature(graph: Graph, index: int, ranged: bool) -> str:
+def _signature(graph: Graph, index: int, ranged: bool, facts: dict) -> str:
     node = graph.nodes[index]
     return json.dumps(
         [node.op, [str(t) for t in graph.input_types(node)], node.attrs, str(graph.values[node.output].type),
-         ranged],
+         ranged, facts],
         sort_keys=True,
     )
 
@@ -98,12 +98,17 @@ def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool,
     kernels: dict[str, tuple[ir.Function, bool]] = {}  # signature → (function, takes part/parts)
     node_fns, part_fns = [], {}
     ret = I64 if counts else VOID
+    n_derived = 0  # derived buffers so far: regions[n_values + 1 + d] (kernels/native/__init__.py)
     for index, node in progress.track(enumerate(graph.nodes), "generating LLVM IR per node", len(graph.nodes)):
         ranged = index in parted
-        sig = _signature(graph, index, ranged)
         host = host_kernel_for(graph, index) if host_kernels else None
+        facts = node_facts(graph, index) if host is not None else {}
+        derived = None
+        if facts.get("derived"):
+            derived, n_derived = len(graph.values) + 1 + n_derived, n_derived + 1
+        sig = _signature(graph, index, ranged, facts)
         if sig not in kernels:
-            n_args = 1 + len(node.inputs)
+            n_args = 1 + len(node.inputs) + (derived is not None)
             # host kernels take [part, parts), ranged kernels [lo, hi): never both (generate_module)
             extra = [I32, I32] * (host is not None or ranged)
             fn = ir.Function(module, ir.FunctionType(ret, [PTR] * n_args + extra),
@@ -116,7 +121,7 @@ def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool,
             kargs = (b, fn.args[0], list(fn.args[1:n_args]), graph.input_types(node), node.attrs,
                      graph.values[node.output].type)
             if host is not None:
-                host.emit(*kargs, fn.args[n_args], fn.args[n_args + 1])
+                host.emit(*kargs, fn.args[n_args], fn.args[n_args + 1], **({"facts": facts} if host.facts else {}))
             else:
                 KERNELS[node.op](*kargs)
             if counts:  # the kernel's count of saturated elements (0 if it has no counter)
@@ -127,7 +132,7 @@ def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool,
             kernels[sig] = (fn, host is not None)
         kernel_fn, takes_parts = kernels[sig]
 
-        call = (module, graph, index, kernel_fn, takes_parts, counts)
+        call = (module, graph, index, kernel_fn, takes_parts, counts, derived)
         node_fns.append(_node_function(*call, f"node{index}", with_parts=False, ranged=ranged))
         if host is not None and split_worth(graph, index):
             part_fns[index] = _node_function(*call, f"node{index}.part", with_parts=True, ranged=False)
@@ -164,17 +169,19 @@ def _generate(graph: Graph, module: ir.Module, counts: bool, host_kernels: bool,
 
 
 def _node_function(module: ir.Module, graph: Graph, index: int, kernel_fn: ir.Function, takes_parts: bool,
-                   counts: bool, name: str, with_parts: bool, ranged: bool) -> ir.Function:
+                   counts: bool, derived: int | None, name: str, with_parts: bool, ranged: bool) -> ir.Function:
     """`void nodeK(ptr regions)`, or with_parts `void nodeK.part(ptr regions, i32 part, i32 parts)`
     (its count added atomically: a node's parts run at once); `ranged`: a split node of the MIPS
-    program, whose part range [lo, hi) the region table holds (generate_module)."""
+    program, whose part range [lo, hi) the region table holds (generate_module); `derived`: the
+    region table entry of the node's derived buffer, passed after its operands."""
     node = graph.nodes[index]
     nf = ir.Function(module, ir.FunctionType(VOID, [PTR] + [I32, I32] * with_parts), name)
     nf.linkage = "internal"
     nf.attributes.add("nounwind")
     b = ir.IRBuilder(nf.append_basic_block("entry"))
     table = nf.args[0]
-    ptrs = [b.load(b.gep(table, [c32(v)], source_etype=PTR), typ=PTR) for v in [node.output, *node.inputs]]
+    ptrs = [b.load(b.gep(table, [c32(v)], source_etype=PTR), typ=PTR)
+            for v in [node.output, *node.inputs, *([derived] if derived is not None else [])]]
     if takes_parts:
         ptrs += list(nf.args[1:3]) if with_parts else [c32(0), c32(1)]
     if ranged:  # the part's output region holds elements [lo, hi): the kernel indexes from 0

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
-from opmlc.backend.kernels.native import split_worth
+from opmlc.backend.kernels.native import derived_buffers, split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import PackedI4, held
@@ -81,9 +81,14 @@ def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray
 
 def task_table(graph: Graph, bufs: list[np.ndarray]) -> tuple[ctypes.Array, np.ndarray]:
     """The region table of `bufs` plus the saturation counts array (one i64 per node) that a
-    counting program adds to; the caller keeps both alive while the table is used."""
+    counting program adds to, then the host kernels' derived buffers (computed here, from
+    `bufs`: kernels/native/__init__.py, "Constant operands"; the table keeps them alive); the
+    caller keeps `bufs` and the counts alive while the table is used."""
     counts = np.zeros(max(1, len(graph.nodes)), dtype=np.int64)
-    return region_table([*bufs, counts]), counts
+    derived = derived_buffers(graph, {v: bufs[v] for v in graph.initializers})
+    table = region_table([*bufs, counts, *derived])
+    table.derived = derived
+    return table, counts
 
 
 def run_native(program: NativeProgram, graph: Graph, inputs: list[np.ndarray],

@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from opmlc.artifact import Build
+from opmlc.backend.kernels.native import derived_buffers
 from opmlc.backend.native import plain_layout
 from opmlc.commit import padded_buffer, padded_root
 from opmlc.dispute.graph_trace import GraphTrace, Tamper, compute_values
@@ -134,14 +135,18 @@ class NativeTracer:
             ok = plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape
             self.weights[v] = arr if ok else native_buffer(arr, t)
         self.counts = np.zeros(max(1, len(g.nodes)), dtype=np.int64)
+        # the host kernels' buffers derived from the weights, after the counts (made once)
+        self.derived = derived_buffers(g, self.weights)
         self.peak_live_bytes = 0  # the largest sum of live value buffers in the last run
 
     def _table(self) -> ctypes.Array:
         g = self.build.graph
-        table = (ctypes.c_void_p * (len(g.values) + 1))()
+        table = (ctypes.c_void_p * (len(g.values) + 1 + len(self.derived)))()
         for v, buf in self.weights.items():
             table[v] = buf.ctypes.data
         table[len(g.values)] = self.counts.ctypes.data
+        for d, buf in enumerate(self.derived):
+            table[len(g.values) + 1 + d] = buf.ctypes.data
         return table
 
     def _array(self, v: int, buf: np.ndarray) -> np.ndarray:

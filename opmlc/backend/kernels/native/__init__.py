@@ -17,13 +17,24 @@ A host kernel must give exactly the bits, and the saturation counts, of the op's
 the portable kernels and these are both tested against the interpreter (tests/kernels). They
 may use explicit LLVM vector types: integer sums are exact in wrap-around int64 whatever the
 order or width, so only the products' widths need a proof (each kernel states its bound).
+
+Constant operands. A host kernel may declare `facts(graph, index)`: what it learns from the
+node's initializers when the module is generated (e.g. the range of a constant weight, a JSON-able
+dict; {} for nothing). Its kernel is then specialised on them (they are part of the kernel's
+signature, and `emit` gets them as the keyword `facts`). With `facts["derived"]` true the node
+also has a derived buffer, `derive(facts, operands)` (a C-contiguous array computed from the
+node's initializer operands' buffers, e.g. the weights in another layout): `derived_buffers` computes them
+once per region table (a NativeSession's, at load; never per run), in node order, and the
+table holds them after the saturation counts, at regions[n_values + 1 + d] for the d-th such
+node; the kernel gets its buffer's pointer as one more entry of `args`, after the operands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from llvmlite import ir
 
 from opmlc.ir.graph import Graph
@@ -34,6 +45,8 @@ HostEmit = Callable[[ir.IRBuilder, ir.Value, list[ir.Value], list[TensorType], d
                     None]
 Accepts = Callable[[list[TensorType], dict, TensorType], bool]
 Work = Callable[[list[TensorType], dict, TensorType], int]
+Facts = Callable[[Graph, int], dict]
+Derive = Callable[[dict, list[np.ndarray | None]], np.ndarray]
 
 # Multiply-adds below which a node runs on one thread: ~1M i64 multiply-adds take ~150 µs on
 # one core here, against ~20–50 µs to wake another thread and wait for it.
@@ -45,14 +58,17 @@ class HostKernel:
     emit: HostEmit
     accepts: Accepts
     work: Work
+    facts: Facts | None = None  # module docstring, "Constant operands"
+    derive: Derive | None = None
 
 
 HOST_KERNELS: dict[str, HostKernel] = {}
 
 
-def host_kernel(op: str, accepts: Accepts, work: Work) -> Callable[[HostEmit], HostEmit]:
+def host_kernel(op: str, accepts: Accepts, work: Work, facts: Facts | None = None,
+                derive: Derive | None = None) -> Callable[[HostEmit], HostEmit]:
     def register(fn: HostEmit) -> HostEmit:
-        HOST_KERNELS[op] = HostKernel(fn, accepts, work)
+        HOST_KERNELS[op] = HostKernel(fn, accepts, work, facts, derive)
         return fn
 
     return register
@@ -67,6 +83,26 @@ def host_kernel_for(graph: Graph, index: int) -> HostKernel | None:
     if hk is None or not hk.accepts(graph.input_types(node), node.attrs, graph.values[node.output].type):
         return None
     return hk
+
+
+def node_facts(graph: Graph, index: int) -> dict:
+    """What node `index`'s host kernel learns from its initializers ({} if nothing)."""
+    hk = host_kernel_for(graph, index)
+    return hk.facts(graph, index) if hk is not None and hk.facts is not None else {}
+
+
+def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """The derived buffers of the graph's nodes (module docstring), in node order, from
+    `weights`: the initializers' buffers as the region table holds them, by value id (a derive
+    gets its node's operands, None for those that are not initializers). Every region table of
+    the host module puts them at regions[n_values + 1 ...] (backend/native.py task_table,
+    dispute/native_trace.py)."""
+    out = []
+    for index, node in enumerate(graph.nodes):
+        facts = node_facts(graph, index)
+        if facts.get("derived"):
+            out.append(HOST_KERNELS[node.op].derive(facts, [weights.get(v) for v in node.inputs]))
+    return out
 
 
 def split_worth(graph: Graph, index: int) -> bool:

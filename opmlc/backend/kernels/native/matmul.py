@@ -15,12 +15,19 @@ it multiplies the low 32 bits of each lane, signed, into 64); the sums are wrap-
 the op's semantics (addition in a ring: any order, any lane split, the same bits). Bias, the
 rounding shift and saturation (counted) are those of the portable kernel, per output element.
 
-A dense layer on a batch (transpose_b, no batch dimensions, ≥ 4 rows) first checks its
-operands' ranges and, when every sum is exact in doubles, runs matmul_fma.py's kernel instead
-(its docstring has the bound).
+Faster paths, tried in this order, each exact by its own bound (in its docstring), for a
+product whose b has no batch dimensions (a's leading batch dimensions fold into rows: a
+(1, 32, 64) @ (256, 64)ᵀ is a 32-row dense layer):
+- b an initializer with s16 planes (`facts`: their number, learnt when the module is
+  generated; `derive`: the planes and their bounds laid out once per region table) on a host
+  with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
+- transpose_b, ≥ 4 rows: matmul_fma.py, when every sum is exact in doubles (a weight with
+  planes gives its bits from their header: only x is measured);
+- else this kernel.
 
 Parts (threads): a part is a range of output columns (of every row and batch matrix), on tile
-boundaries: with weights [N, K] each thread streams its own rows of the weight matrix.
+boundaries (matmul_vnni16.GRAIN when that path is compiled in): with weights [N, K] each thread
+streams its own rows of the weight matrix.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import (
+    I32,
     I64,
     broadcast_strides,
     c32,
     c64,
+    counter_slot,
+    counting,
     entry_alloca,
     linear_index,
     load,
@@ -46,8 +56,11 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_fma
+from opmlc.backend.kernels.native import host_kernel, matmul_fma, matmul_vnni16
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.graph import Graph
+from opmlc.ir.initializers import held
 from opmlc.ir.types import TensorType
 
 ROWS, COLS = 4, 4  # transpose_b tile: 16 accumulators + 8 operand vectors fit in 32 zmm
@@ -69,9 +82,44 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     return prod(out_type.shape) * types[0].shape[-1]
 
 
-@host_kernel("matmul", accepts, work)
+def folded_rows(types: list[TensorType], out_type: TensorType) -> int | None:
+    """Rows of x [rows, K] when b has no batch dimensions (all of size 1) and a's leading
+    dimensions are the output's (a is not broadcast): rows = their product · M; else None."""
+    ta, tb = types[0], types[1]
+    batch = out_type.shape[:-2]
+    if prod(tb.shape[:-2]) != 1 or prod(ta.shape[:-2]) != prod(batch):
+        return None
+    return prod(batch) * ta.shape[-2]
+
+
+def _weight(w: np.ndarray, types: list[TensorType], attrs: dict) -> np.ndarray:
+    """A constant b as [N, K]."""
+    tb = types[1]
+    w = np.asarray(w).reshape(tb.shape[-2:])
+    return w if attrs.get("transpose_b") else w.T
+
+
+def facts(graph: Graph, index: int) -> dict:
+    """A constant b's facts (matmul_vnni16.weight_facts, and whether it is stored [N, K]);
+    {} for another b."""
+    node = graph.nodes[index]
+    types = graph.input_types(node)
+    if node.inputs[1] not in graph.initializers or folded_rows(types, graph.values[node.output].type) is None:
+        return {}
+    f = matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1]), types, node.attrs))
+    return {**f, "trans": bool(node.attrs.get("transpose_b"))} if f else f
+
+
+def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    """The weight's planes (matmul_vnni16.derive) from the region table's b."""
+    w = operands[1]
+    w2 = w.reshape(w.shape[-2], w.shape[-1])
+    return matmul_vnni16.derive(facts, w2 if facts["trans"] else w2.T)
+
+
+@host_kernel("matmul", accepts, work, facts, derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
-         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+         out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
     ta, tb = types[0], types[1]
     trans = bool(attrs.get("transpose_b"))
     m, k, n = _dims(types, attrs)
@@ -82,8 +130,12 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     prod_frac = ta.frac + tb.frac
     shift = prod_frac - out_type.frac
     a_arg, b_arg = args[0], args[1]
-    bias_arg = args[2] if len(args) == 3 else None
-    lo, hi = part_range(b, n, COLS if trans else VECS * LANES, part, parts)
+    bias_arg = args[2] if len(types) == 3 else None
+    facts = facts or {}
+    rows = folded_rows(types, out_type)
+    vnni = (bool(facts.get("derived")) and matmul_vnni16.available() and rows is not None
+            and rows >= matmul_vnni16.MIN_ROWS)
+    lo, hi = part_range(b, n, matmul_vnni16.GRAIN if vnni else COLS if trans else VECS * LANES, part, parts)
     width = b.sub(hi, lo)
 
     def finish(total: ir.Value, o_base: ir.Value, i: ir.Value, j: ir.Value) -> None:
@@ -91,13 +143,46 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             total = b.add(total, shl(b, sext64(b, load(b, bias_arg, j)), prod_frac - types[2].frac))
         store(b, saturate32(b, shr_round(b, total, shift)), out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
 
+    def vfinish(total: ir.Value, i: ir.Value, j: ir.Value) -> None:
+        """finish of the 16 outputs (i, j..j+15) at once (totals <16 x i64>)."""
+        wide = total.type
+        lanes = wide.count
+        v32 = ir.VectorType(I32, lanes)
+
+        def splat64(v: int) -> ir.Constant:
+            return ir.Constant(wide, [v] * lanes)
+
+        if bias_arg is not None:
+            bias = b.load(b.gep(bias_arg, [j], source_etype=I32), typ=v32, align=4)
+            total = b.add(total, b.shl(b.sext(bias, wide), splat64(prod_frac - types[2].frac)))
+        if shift:
+            total = b.ashr(b.add(total, splat64(1 << (shift - 1))), splat64(shift))
+        clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
+        clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
+        if counting(b):  # as saturate32: the elements the clamp changed
+            flags = b.bitcast(b.icmp_signed("!=", clamped, total), ir.IntType(lanes))
+            pop = b.module.globals.get(f"llvm.ctpop.i{lanes}") or ir.Function(
+                b.module, ir.FunctionType(ir.IntType(lanes), [ir.IntType(lanes)]), f"llvm.ctpop.i{lanes}")
+            slot = counter_slot(b)
+            b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+        b.store(b.trunc(clamped, v32), b.gep(out, [b.add(b.mul(i, c32(n)), j)], source_etype=I32), align=4)
+
     done = None
-    if matmul_fma.usable(m, k, trans, batch):  # operands of bounded range: exact double lanes
+    if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
+        done = matmul_vnni16.emit(b, a_arg, args[len(types)], rows, k, n, facts, lo, hi, finish, vfinish)
+        if matmul_vnni16.ONLY:
+            b.branch(done)
+            b.position_at_end(done)
+            return
+    if rows is not None and matmul_fma.usable(rows, k, trans):  # operands of bounded range: exact double lanes
         fast, slow = b.append_basic_block("mm.fma"), b.append_basic_block("mm.i64")
-        done = b.append_basic_block("mm.done")
-        b.cbranch(matmul_fma.in_range(b, a_arg, b_arg, m, k, lo, hi), fast, slow)
+        done = done or b.append_basic_block("mm.done")
+        wbits = facts.get("wbits")
+        if facts.get("derived"):  # the planes' header holds the weight's bits (matmul_vnni16.derive)
+            wbits = b.load(b.gep(args[len(types)], [c32(2)], source_etype=I32), typ=I32)
+        b.cbranch(matmul_fma.in_range(b, a_arg, b_arg, rows, k, lo, hi, wbits), fast, slow)
         b.position_at_end(fast)
-        matmul_fma.emit(b, a_arg, b_arg, m, k, lo, hi, finish)
+        matmul_fma.emit(b, a_arg, b_arg, rows, k, lo, hi, finish)
         b.branch(done)
         b.position_at_end(slow)
 

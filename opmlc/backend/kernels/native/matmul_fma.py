@@ -2,9 +2,11 @@
 exactly in double lanes (one FMA per eight multiply-adds, against `vpmuldq` + `vpaddq` for the
 i64 lanes of matmul.py), chosen at run time by a range check, matmul.py's kernel otherwise.
 
-Taken by matmul.py's kernel for `transpose_b` products without batch dimensions, of at least
-MIN_ROWS rows and LANES reduction elements (a dense layer on a batch: weights [N, K]); a part
-first measures its operands: every row of x and its own weight rows.
+Taken by matmul.py's kernel for `transpose_b` products whose weights have no batch dimensions
+(a's leading batch dimensions folded into rows), of at least MIN_ROWS rows and LANES reduction
+elements (a dense layer on a batch: weights [N, K]); a part first measures its operands: every
+row of x, and its own weight rows unless the weight is an initializer, whose bits the module
+was generated with (matmul.py's facts).
 
 Range check and bound. For an int32 v, v ^ (v >> 31) is v when v ≥ 0 and −v − 1 otherwise, so
 |v| ≤ 2^e for e the bit length of the OR of these over a tensor (e ≤ 31). With e_a, e_b for x
@@ -34,15 +36,16 @@ DOUBLE = ir.DoubleType()
 VF64 = ir.VectorType(DOUBLE, LANES)
 
 
-def usable(m: int, k: int, trans: bool, batch: tuple[int, ...]) -> bool:
-    return trans and not batch and m >= MIN_ROWS and k >= LANES
+def usable(rows: int, k: int, trans: bool) -> bool:
+    """For x [rows, k] against weights [N, k] (leading batch dimensions folded into rows)."""
+    return trans and rows >= MIN_ROWS and k >= LANES
 
 
 def _fn(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
     return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
 
 
-def _magnitude_bits(b: ir.IRBuilder, base: ir.Value, first: ir.Value, count: ir.Value) -> ir.Value:
+def magnitude_bits(b: ir.IRBuilder, base: ir.Value, first: ir.Value, count: ir.Value) -> ir.Value:
     """e (i32) with |v| ≤ 2^e for the i32 elements base[first .. first + count) (module docstring)."""
     acc = entry_alloca(b, VI32, name="orv")
     b.store(ir.Constant(VI32, None), acc)
@@ -61,10 +64,14 @@ def _magnitude_bits(b: ir.IRBuilder, base: ir.Value, first: ir.Value, count: ir.
     return b.sub(c32(32), b.call(ctlz, [b.load(tail, typ=I32), ir.Constant(ir.IntType(1), 0)]))
 
 
-def in_range(b: ir.IRBuilder, a_arg: ir.Value, b_arg: ir.Value, m: int, k: int, lo: ir.Value, hi: ir.Value) -> ir.Value:
-    """i1: whether the double kernel is exact for x and weight rows [lo, hi) (module docstring)."""
-    ea = _magnitude_bits(b, a_arg, c32(0), c32(m * k))
-    eb = _magnitude_bits(b, b_arg, b.mul(lo, c32(k)), b.mul(b.sub(hi, lo), c32(k)))
+def in_range(b: ir.IRBuilder, a_arg: ir.Value, b_arg: ir.Value, m: int, k: int, lo: ir.Value, hi: ir.Value,
+             wbits: int | ir.Value | None = None) -> ir.Value:
+    """i1: whether the double kernel is exact for x and weight rows [lo, hi) (module docstring);
+    `wbits`: e_b of a constant weight (an int, or an i32 read from its derived buffer), known
+    before the run (no pass over the weight)."""
+    ea = magnitude_bits(b, a_arg, c32(0), c32(m * k))
+    eb = (wbits if isinstance(wbits, ir.Value) else c32(wbits) if wbits is not None
+          else magnitude_bits(b, b_arg, b.mul(lo, c32(k)), b.mul(b.sub(hi, lo), c32(k))))
     lanes_bits = max(0, (k // LANES - 1).bit_length())  # ceil(log2 L)
     return b.icmp_unsigned("<=", b.add(b.add(ea, eb), c32(lanes_bits)), c32(53))
 

@@ -1,0 +1,507 @@
+"""Host kernel of opmlc/ir/ops/matmul.py for a constant weight on AVX-512 VNNI (`vpdpwssd`: two
+s16 × s16 products added to each i32 lane, 32 multiply-adds an instruction against 8 for a
+double FMA): the weight is split into s16 planes once, when the region table is made, the
+activations at run time, and the plane products are recombined exactly in i64.
+
+Taken by matmul.py's kernel for a node whose b is an initializer without batch dimensions
+(leading batch dimensions of a are folded into rows: x [rows, K] against w [N, K]; a plain
+b [K, N] is transposed when the planes are made), on a host with avx512vnni (the native object
+is keyed by the CPU description). The range check below may send a run to matmul.py's other
+kernels instead.
+
+Planes. For a split point s ≥ 1, every integer v is v = h·2^s + l with h = (v + 2^(s−1)) >> s
+(arithmetic) and l = v − h·2^s ∈ [−2^(s−1), 2^(s−1)). If |v| ≤ 2^e, then |h| ≤ 2^max(e−s, 0)
+((v + 2^(s−1))/2^s < 2^(e−s) + 1/2, and ≥ −2^(e−s) for e ≥ s; h = 0 for e < s), and the sum
+plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 1].
+
+- The weight (`weight_planes`, from the initializer): with |w| < 2^15 one plane, w itself;
+  else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
+  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has none). The kernel is specialised on
+  the number of planes only (`weight_facts`, when the module is generated); `derive` (once per
+  region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
+  rounded up to four significant bits) and the planes, and refuses a weight whose plane count
+  is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
+- x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
+  2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
+  accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
+  A1 (w one plane, e_x ≤ 15): x·w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
+  l·w + 2^s·(h·w).  C (w split, e_x ≤ 30, s as A2): l·w_l + 2^s_w·l·w_h + 2^s·h·w_l +
+  2^(s+s_w)·h·w_h.  B (Karatsuba, w_σ present, x split at s_w, |σ_x| ≤ 2^15): with P_ll,
+  P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
+  (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
+
+Bound (i32 lanes). x's planes are bounded from M = max |x| (a second pass over x): X_l =
+2^(s−1); X_h = (M + 2^(s−1)) >> s, since h = floor((x + 2^(s−1))/2^s) for |x| ≤ M lies
+between −ceil((M − 2^(s−1))/2^s) and floor((M + 2^(s−1))/2^s), and the former's magnitude is
+at most the latter; X_σ = X_l + X_h; A1: X = M. With W_q the weight's, one `vpdpwssd` adds two products to a
+lane: |Δ| ≤ Δmax = max over the scheme's products of 2·X_p·W_q. A lane starts a chunk of the
+reduction at its low part L ∈ [0, 2^16) and takes at most F = floor((2^31 − 2^16) / Δmax)
+instructions: it stays in [−2^31, 2^31 − 1], exact in i32 (no `vpdpwssd` wraps; the
+saturating form `vpdpwssds` is not used). After the chunk, acc = (acc >> 16)·2^16 + (acc &
+0xFFFF): the lane's carry C (i32) takes acc >> 16 ∈ [−2^15, 2^15) and L the rest, so the sum
+so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31, exact. At
+the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
+taken (then the next, or matmul.py's double / i64 kernel).
+
+Layout and loop. The weight: after the 64-byte header, plane-major s16 [planes, blocks,
+ceil(K/2), 16, 2], N padded with zero columns to a multiple of TILE_COLS (so every part, which
+starts on a multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one
+64-byte vector holds a k pair of 16 output columns. x: a part copies a group
+of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
+once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
+pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
+each row's pair against the tile's weight vectors into R·C·products accumulators, which start
+from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
+products' sums are recombined, and each output gets bias, rounding and saturation (counted)
+as in matmul.py, 16 at a time. A scheme's body is generated only when its planes exist; the
+choice between B and C (both exact) is by an estimate of their cost (instructions per chunk,
+WIDEN_COST more per widening).
+
+Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
+x itself (rows·K work against its rows·K·N_part/16 instructions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import I32, I64, c32, c64, entry_alloca, load, loop
+from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
+from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
+
+V16 = ir.VectorType(I32, 16)
+V16I64 = ir.VectorType(I64, 16)
+LANES16 = 16  # output columns of one weight vector
+TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
+GRAIN = TILE_COLS  # part boundaries: whole column tiles
+MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the gain (the double kernel's)
+MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
+SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
+# the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
+GROUP_MAX = 128  # rows: their carries and low parts take ≤ 128 KiB of stack (≤ 8 accumulators a tile row)
+L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
+WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
+MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (fewer bytes than B's planes)
+
+ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
+ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
+FORCE: str | None = None  # tests: only the scheme of this name (when the weight has its planes)
+
+
+def available() -> bool:
+    return has_vnni() if ENABLED is None else ENABLED
+
+
+# ---------------------------------------------------------------- weights (numpy, not per run)
+
+def _bits(v: np.ndarray) -> int:
+    """e with |v| ≤ 2^e for every element (0 for none)."""
+    if v.size == 0:
+        return 0
+    v = v.astype(np.int64, copy=False)
+    return int(np.bitwise_or.reduce((v ^ (v >> 63)).ravel())).bit_length()
+
+
+def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    w = w.astype(np.int64)
+    h = (w + (1 << (s - 1))) >> s
+    return w - (h << s), h
+
+
+HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, then W_q
+
+
+def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
+    if s == 0:
+        return [w2.astype(np.int64)]
+    lo, hi = _split(w2, s)
+    return [lo, hi, lo + hi][:n]
+
+
+def _ceil4(v: int) -> int:
+    """v rounded up to four significant bits (a bound that does not name the weight exactly)."""
+    e = max(0, v.bit_length() - 4)
+    return -(-v >> e) << e
+
+
+def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
+    """(split s, 0 for one plane; number of planes; their bounds W_q) of a weight w2 [N, K], or
+    None when it has no s16 planes (module docstring)."""
+    e = _bits(w2)
+    if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
+        return None
+    if w2.shape[0] < MIN_COLS:
+        return None
+    if e <= 15:
+        return 0, 1, [_ceil4(int(np.abs(w2.astype(np.int64)).max(initial=0)))]
+    s = (e + 2) // 2  # ceil((e + 1) / 2)
+    if s > 16:
+        return None
+    rows = max(1, (1 << 20) // max(1, w2.shape[1]))  # bounded temporaries for a large weight
+    bits, peaks = [0, 0, 0], [0, 0, 0]
+    for r0 in range(0, w2.shape[0], rows):
+        planes = _split(w2[r0:r0 + rows], s)
+        planes = (*planes, planes[0] + planes[1])
+        bits = [max(a, _bits(p)) for a, p in zip(bits, planes, strict=True)]
+        peaks = [max(a, int(np.abs(p).max(initial=0))) for a, p in zip(peaks, planes, strict=True)]
+    if bits[0] > 15 or bits[1] > 15:  # cannot happen for e ≤ 30 (docstring); kept as the check
+        return None
+    n = 3 if bits[2] <= 15 else 2  # σ in s16 or not (no scheme B then)
+    return s, n, [_ceil4(p) for p in peaks[:n]]
+
+
+def weight_facts(w2: np.ndarray) -> dict:
+    """What the kernel is specialised on (module docstring): the number of planes when the
+    weight has them ({"derived": True, "planes": n}), else nothing. The planes' split and
+    bounds, and the weight's bits (the double kernel's bound), travel in the derived buffer's
+    header, so weights of one shape and plane count share a kernel."""
+    planes = weight_planes(w2)
+    return {} if planes is None else {"derived": True, "planes": planes[1]}
+
+
+def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
+    """The header and the planes of w2 [N, K] in the kernel's layout (module docstring), as
+    int16, 64-byte aligned; a weight whose planes differ from the facts' is refused."""
+    n, k = w2.shape
+    got = weight_planes(w2)
+    if got is None or got[1] != facts["planes"]:
+        raise ValueError("matmul: the weight differs from the one the native module was generated for "
+                         "(its s16 planes do not match the compiled kernel); regenerate the module")
+    split, count, bounds = got
+    nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
+    size = 2 * HEADER + count * nb * k2 * LANES16 * 2
+    raw = np.zeros(size + 32, np.int16)
+    off = (-raw.ctypes.data % 64) // 2
+    buf = raw[off:off + size]
+    buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
+    out = buf[2 * HEADER:].reshape(count, nb, k2, LANES16, 2)
+    for q, p in enumerate(_planes(w2, split, count)):
+        padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
+        padded[:n, :k] = p
+        out[q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
+    return buf
+
+
+# ---------------------------------------------------------------- schemes
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    xplanes: tuple[str, ...]  # "x", "l", "h", "s" (σ)
+    products: tuple[tuple[int, int], ...]  # (x plane, w plane)
+    rows: int  # R
+    cols: int  # C blocks of 16 columns
+
+
+A1 = Scheme("A1", ("x",), ((0, 0),), 6, 4)
+A2 = Scheme("A2", ("l", "h"), ((0, 0), (1, 0)), 3, 4)
+C4 = Scheme("C", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 3, 2)
+B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
+
+
+def schemes(facts: dict) -> list[Scheme]:
+    out = {1: [A1, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
+    return [sc for sc in out if FORCE is None or sc.name == FORCE]
+
+
+def _fn(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
+    v = b.insert_element(ir.Constant(ty, ir.Undefined), x, c32(0))
+    return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
+
+
+def _max_abs(b: ir.IRBuilder, base: ir.Value, count: int) -> ir.Value:
+    """max |v| (i64) over the i32 elements base[0 .. count) (|INT32_MIN| = 2^31 included)."""
+    v8 = ir.VectorType(I32, 8)
+    acc = entry_alloca(b, v8, name="v16.maxv")
+    b.store(ir.Constant(v8, None), acc)
+    with loop(b, c32(count // 8), "v16.mv") as i:
+        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
+        v = b.select(b.icmp_signed("<", v, ir.Constant(v8, None)), b.sub(ir.Constant(v8, None), v), v)
+        old = b.load(acc, typ=v8)
+        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), acc)
+    top = b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)])
+    for e in range(count - count % 8, count):  # the tail (< 8 elements)
+        v = load(b, base, c32(e))
+        v = b.select(b.icmp_signed("<", v, c32(0)), b.sub(c32(0), v), v)
+        top = b.select(b.icmp_unsigned(">", v, top), v, top)
+    return b.zext(top, I64)
+
+
+def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
+    return b.shl(c64(1), b.zext(e, I64))
+
+
+def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list[ir.Value]) -> ir.Value:
+    """F (i64) for the plane bounds xb (i64 X_p) and the weight planes' bounds W_q (i64)."""
+    worst = c64(1)
+    for p, q in scheme.products:
+        v = b.mul(xb[p], b.shl(wmax[q], c64(1)))
+        worst = b.select(b.icmp_unsigned(">", v, worst), v, worst)
+    return b.udiv(c64((1 << 31) - (1 << 16)), worst)
+
+
+def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
+         lo: ir.Value, hi: ir.Value, finish, vfinish) -> ir.Block:
+    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the derived buffer at d_arg
+    (header, then planes); `finish(total_i64, 0, i, j)` stores one output, `vfinish(totals
+    <16 x i64>, i, j)` the outputs j..j+15 of row i. Leaves the builder in the block where the
+    run goes when no scheme is exact (the caller emits its other kernels there and branches to
+    the returned block, where the VNNI bodies end too)."""
+    done = b.append_basic_block("v16.done")
+    fallback = b.append_basic_block("v16.other")
+    ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
+
+    def header(i: int) -> ir.Value:
+        return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
+
+    sw = header(0)  # the weight's split, its planes' bounds (derive)
+    wmax = [b.zext(header(3 + q), I64) for q in range(facts["planes"])]
+    planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
+
+    def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
+        s = b.udiv(b.add(ex, c32(2)), c32(2))
+        return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
+
+    top = _max_abs(b, a_arg, rows * k)  # M = max |x|
+
+    def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
+        xl = _pow2(b, b.sub(s, c32(1)))
+        xh = b.lshr(b.add(top, xl), b.zext(s, I64))
+        return [xl, xh, b.add(xl, xh)]
+
+    choices = []  # (scheme, valid i1, F i64, s i32)
+    for sc in schemes(facts):
+        if sc is A1:
+            s = c32(0)
+            ok = b.icmp_unsigned("<=", ex, c32(15))
+            f = _flush_bound(b, sc, [top], wmax)
+        elif sc is B3:
+            s = sw
+            xb = bounds(s)
+            ok = b.icmp_unsigned("<=", xb[2], c64(1 << 15))
+            f = _flush_bound(b, sc, xb, wmax)
+        else:
+            s = runtime_split()
+            ok = b.icmp_unsigned("<=", ex, c32(30))
+            f = _flush_bound(b, sc, bounds(s), wmax)
+        ok = b.and_(ok, b.icmp_unsigned(">=", f, c64(MIN_FLUSH)))
+        choices.append((sc, ok, f, s))
+
+    k2 = -(-k // 2)
+
+    def chunk_of(sc: Scheme, f: ir.Value) -> ir.Value:
+        cap = max(4, L1_WEIGHTS // (sc.cols * len({q for _p, q in sc.products}) * 64))
+        f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
+        return b.trunc(f, I32)
+
+    bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
+    if not choices:
+        b.branch(fallback)
+    elif len(choices) == 2:
+        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
+        if s0 is B3:  # both exact: the cheaper (module docstring)
+            c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
+            cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
+            cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
+            ok0 = b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1)))
+        second = b.append_basic_block("v16.second")
+        b.cbranch(ok0, bodies[0], second)
+        b.position_at_end(second)
+        b.cbranch(ok1, bodies[1], fallback)
+    else:
+        b.cbranch(choices[0][1], bodies[0], fallback)
+    scratch = {  # one of each, shared by the schemes' bodies
+        "xs": _scratch(b, "v16.xs", I32, max([_group(sc, rows, k2) * len(sc.xplanes) * k2 for sc, *_ in choices],
+                                             default=1)),
+        "state": _scratch(b, "v16.state", I32, max([2 * _group(sc, rows, k2) * sc.cols * len(sc.products) * LANES16
+                                                    for sc, *_ in choices], default=1)),
+        "sums": _scratch(b, "v16.sums", I64, LANES16),
+    }
+    for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
+        b.position_at_end(block)
+        _body(b, sc, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
+        b.branch(done)
+    b.position_at_end(fallback)
+    return done
+
+
+def _group(sc: Scheme, rows: int, k2: int) -> int:
+    """Rows of x whose planes the scratch holds at once (a multiple of the row tile)."""
+    group = max(1, min(rows, GROUP_MAX, SCRATCH // (len(sc.xplanes) * k2 * 4)))
+    return group - group % sc.rows if group >= sc.rows else group
+
+
+def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
+    a = entry_alloca(b, ir.ArrayType(ty, count), name=name)
+    a.align = 64
+    return a
+
+
+def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: ir.Value,
+          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish, scratch: dict) -> None:
+    px = len(sc.xplanes)
+    nprod = len(sc.products)
+    nb = -(-n // TILE_COLS) * (TILE_COLS // LANES16)  # blocks of the padded layout (derive)
+    group = _group(sc, rows, k2)
+    xs, state, sums = scratch["xs"], scratch["state"], scratch["sums"]
+    # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
+    slots = group * sc.cols * nprod
+    dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
+    used_w = sorted({q for _p, q in sc.products})
+    accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
+    half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
+    s64 = b.zext(s, I64)
+    sw64 = b.zext(sw, I64)
+
+    def ptr(alloca, index: ir.Value, ty: ir.Type) -> ir.Value:
+        return b.bitcast(b.gep(alloca, [c32(0), index], source_etype=alloca.allocated_type), ty.as_pointer())
+
+    def state_ptr(slot: ir.Value, carry: bool) -> ir.Value:
+        return ptr(state, b.mul(b.add(slot, c32(slots if carry else 0)), c32(LANES16)), V16)
+
+    def plane_values(v: ir.Value) -> list[ir.Value]:
+        if sc.xplanes == ("x",):
+            return [v]
+        h = b.ashr(b.add(v, half), s)
+        lo_ = b.sub(v, b.shl(h, s))
+        return [lo_, h, b.add(lo_, h)][:px]
+
+    def combine(vals: list[ir.Value]) -> ir.Value:
+        """Σ x·w (<16 x i64>) from the products' sums (module docstring)."""
+        def sh(v, amount):
+            return b.shl(v, _splat(b, amount, V16I64))
+        if sc is A1:
+            return vals[0]
+        if sc is A2:
+            return b.add(vals[0], sh(vals[1], s64))
+        if sc is C4:
+            ll, lh, hl, hh = vals
+            return b.add(b.add(ll, sh(lh, sw64)), b.add(sh(hl, s64), sh(hh, b.add(s64, sw64))))
+        ll, hh, ss = vals
+        cross = b.sub(ss, b.add(ll, hh))
+        return b.add(b.add(ll, sh(cross, sw64)), sh(hh, b.add(sw64, sw64)))
+
+    blo = b.udiv(lo, c32(LANES16))
+    # the padded layout has whole column tiles past the part's end (lo is on one: GRAIN)
+    bhi = b.mul(b.udiv(b.add(hi, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+    mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
+    sixteen = ir.Constant(V16, [16] * LANES16)
+
+    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
+        """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
+        state's low parts, then the carries take all but the low 16 bits (module docstring)."""
+        def slot(r: int, c: int, t: int) -> ir.Value:
+            return b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * nprod)), c32(c * nprod + t))
+
+        for r in range(r_rows):
+            for c in range(cols):
+                for t in range(nprod):
+                    b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
+        # one base pointer per operand and constant offsets from it: the loop keeps two
+        # pointers, not one index computation per load
+        w0 = b.gep(d_arg, [b.zext(b.mul(b.add(b.mul(jb0, c32(k2)), k0), c32(LANES16)), I64)], source_etype=I32,
+                   inbounds=True)
+        x0 = b.gep(ptr(xs, c32(0), I32), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
+                   inbounds=True)
+        with loop(b, steps, "vk") as kk:
+            kk64 = b.zext(kk, I64)
+            wstep = b.mul(kk64, c64(LANES16), flags=["nuw", "nsw"])
+            wv = {}
+            for c in range(cols):
+                for q in used_w:
+                    off = b.add(wstep, c64((q * nb + c) * k2 * LANES16), flags=["nuw", "nsw"])
+                    wv[c, q] = b.load(b.gep(w0, [off], source_etype=I32, inbounds=True), typ=V16, align=64)
+            for r in range(r_rows):
+                xv = {}
+                for p in range(px):
+                    off = b.add(kk64, c64((r * px + p) * k2), flags=["nuw", "nsw"])
+                    xv[p] = _splat(b, b.load(b.gep(x0, [off], source_etype=I32, inbounds=True), typ=I32), V16)
+                for t, (p, q) in enumerate(sc.products):
+                    for c in range(cols):
+                        acc = accs[(r * cols + c) * nprod + t]
+                        b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
+        for r in range(r_rows):
+            for c in range(cols):
+                for t in range(nprod):
+                    acc = b.load(accs[(r * cols + c) * nprod + t], typ=V16)
+                    cp = state_ptr(slot(r, c, t), True)
+                    b.store(b.add(b.load(cp, typ=V16, align=64), b.ashr(acc, sixteen)), cp, align=64)
+                    b.store(b.and_(acc, mask16), state_ptr(slot(r, c, t), False), align=64)
+
+    n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
+    chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
+
+    with loop(b, -(-rows // group), "vg") as gi:
+        g0 = b.mul(gi, c32(group))
+        grows = b.select(b.icmp_unsigned(">", b.add(g0, c32(group)), c32(rows)), b.sub(c32(rows), g0), c32(group))
+        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs
+            xrow = b.mul(b.add(g0, r), c32(k))
+            with loop(b, c32(k2), "vsk") as kk:
+                e0 = b.mul(kk, c32(2))
+                v0 = load(b, a_arg, b.add(xrow, e0))
+                if k % 2:
+                    inside = b.icmp_unsigned("<", b.add(e0, c32(1)), c32(k))
+                    v1 = load(b, a_arg, b.add(xrow, b.select(inside, b.add(e0, c32(1)), e0)))
+                    v1 = b.select(inside, v1, c32(0))
+                else:
+                    v1 = load(b, a_arg, b.add(xrow, b.add(e0, c32(1))))
+                for p, (x0, x1) in enumerate(zip(plane_values(v0), plane_values(v1), strict=True)):
+                    word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
+                    b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
+        first, left = blo, b.sub(bhi, blo)
+        for cols in (sc.cols,):
+            count = b.udiv(left, c32(cols))
+            with loop(b, count, f"vc{cols}") as u:
+                jb0 = b.add(first, b.mul(u, c32(cols)))
+                with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
+                    b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
+                    b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
+                with loop(b, n_chunks, "vch") as ci:
+                    k0 = b.mul(ci, chunk)
+                    steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+                    r_first, r_left = c32(0), grows
+                    for rr in (sc.rows, 1):
+                        rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                        with loop(b, rcount, f"vr{rr}") as tr:
+                            tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                        r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                        r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+                j0 = b.mul(jb0, c32(LANES16))
+                width = b.sub(hi, j0)
+                width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
+                with loop(b, grows, "vfr") as r:
+                    with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
+                        vals = []
+                        for t in range(nprod):
+                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
+                            low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
+                            carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
+                            vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
+                        total = combine(vals)
+                        jc = b.add(j0, b.mul(c, c32(LANES16)))
+                        whole, part_ = b.append_basic_block("vf.whole"), b.append_basic_block("vf.part")
+                        after = b.append_basic_block("vf.after")
+                        b.cbranch(b.icmp_unsigned("<=", b.add(jc, c32(LANES16)), hi), whole, part_)
+                        b.position_at_end(whole)  # 16 columns of the part: at once
+                        vfinish(total, b.add(g0, r), jc)
+                        b.branch(after)
+                        b.position_at_end(part_)  # the node's last columns: one by one
+                        b.store(total, ptr(sums, c32(0), V16I64), align=64)
+                        rest = b.sub(hi, jc)
+                        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), rest)
+                        with loop(b, b.select(b.icmp_unsigned(">", rest, c32(LANES16)), c32(LANES16), rest), "vfc") as j:
+                            finish(b.load(ptr(sums, j, I64), typ=I64), c32(0), b.add(g0, r), b.add(jc, j))
+                        b.branch(after)
+                        b.position_at_end(after)
+            first = b.add(first, b.mul(count, c32(cols)))
+            left = b.sub(left, b.mul(count, c32(cols)))
+
+
+__all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]

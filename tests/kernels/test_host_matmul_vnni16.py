@@ -1,0 +1,179 @@
+"""The VNNI matmul kernel of a constant weight (opmlc/backend/kernels/native/matmul_vnni16.py)
+against the interpreter, bit for bit and count for count: each plane scheme forced in turn with
+no other kernel behind it (`ONLY`: a run the kernel refused would leave the output unwritten),
+on random shapes (odd and short K, N off multiples of 16, folded batch dimensions), at the edges
+of each scheme's range, at the widening interval's limit, and split over threads; then the
+other kernels behind it on inputs it refuses, and its facts and derived planes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend.kernels.native import SPLIT_MIN_WORK, matmul_vnni16, split_worth
+from opmlc.backend.native import NativeSession, native_program, run_native
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.interpreter import run_graph
+from tests.kernels.test_kernels import check_all_backends, fx
+
+pytestmark = pytest.mark.skipif(not matmul_vnni16.has_vnni(), reason="the host has no AVX-512 VNNI")
+
+
+@pytest.fixture
+def only(monkeypatch):
+    """The VNNI kernel alone, for any number of output columns; `only(name)` forces one scheme."""
+    monkeypatch.setattr(matmul_vnni16, "ONLY", True)
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
+
+    def force(name):
+        monkeypatch.setattr(matmul_vnni16, "FORCE", name)
+
+    return force
+
+
+def _graph(x_shape, w, trans=True, bias=None, fracs=(20, 20, 16)):
+    b = GraphBuilder("t_mm16")
+    x = b.add_input("x", fx(x_shape, fracs[0]))
+    refs = [x, b.add_initializer("w", w, fx(w.shape, fracs[1]))]
+    if bias is not None:
+        refs.append(b.add_initializer("c", bias, fx(bias.shape, 18)))
+    b.mark_output(b.add_node("matmul", refs, {"frac": fracs[2], "transpose_b": trans}, "y"))
+    return b.build()
+
+
+def _ints(rng, bits, shape):
+    return rng.integers(-(1 << bits), 1 << bits, size=shape, endpoint=True).astype(np.int32)
+
+
+# scheme → (x bits, w bits) it takes (module docstring)
+RANGES = {"A1": (9, 12), "A2": (22, 12), "B": (23, 21), "C": (28, 23)}
+
+
+@pytest.mark.parametrize("scheme", sorted(RANGES))
+def test_each_scheme_equals_interpreter_on_random_shapes(only, scheme):
+    only(scheme)
+    rng = np.random.default_rng(len(scheme) * 7 + ord(scheme[-1]))
+    xb, wb = RANGES[scheme]
+    for m, k, n, batch, trans in [(1, 9, 5, (), True), (7, 33, 17, (1,), False), (13, 64, 40, (2,), True),
+                                  (70, 15, 3, (), True), (4, 130, 33, (3, 2), True), (9, 20, 130, (), False)]:
+        w = _ints(rng, wb, (n, k) if trans else (k, n))
+        bias = _ints(rng, 20, (n,)) if m % 2 else None
+        g = _graph((*batch, m, k), w, trans, bias)
+        check_all_backends(g, [_ints(rng, xb, (*batch, m, k))], mips=False)
+
+
+def test_scheme_edges(only):
+    """|x| right at the one-plane limit (−2^15 takes A1, +2^15 does not), x at the two-plane
+    limit (2^30), weights at ±2^15 (one plane or split), int32 extremes in the output's
+    saturation (fo = 0)."""
+    rng = np.random.default_rng(3)
+    cases = [  # (forced scheme, x values, w values)
+        ("A1", [-(1 << 15), (1 << 15) - 1, 0, 1], [-3, 2, 1]),
+        ("A2", [1 << 15, -(1 << 15) - 1, 7], [-(1 << 15), (1 << 15) - 1]),
+        ("A2", [(1 << 30) - 1, -(1 << 30), 3], [1, -1, 0]),
+        ("C", [(1 << 30) - 1, -(1 << 30), (1 << 29) + 12345], [1 << 15, -(1 << 15) - 1, 5]),
+        ("B", [(1 << 18) - 1, -(1 << 18)], [1 << 15, -(1 << 15) - 1, 1 << 16]),
+    ]
+    for scheme, xs, ws in cases:
+        only(scheme)
+        m, k, n = 5, 37, 21
+        x = rng.choice(np.array(xs, np.int64), size=(m, k)).astype(np.int32)
+        w = rng.choice(np.array(ws, np.int64), size=(n, k)).astype(np.int32)
+        g = _graph((m, k), w, fracs=(20, 20, 0))
+        check_all_backends(g, [x], mips=False)
+
+
+def test_widening_at_the_interval_limit(only):
+    """Every product at its bound with one sign, over a reduction many intervals long: each
+    lane reaches the largest sum the bound allows before it is widened."""
+    for scheme, xv, wv in [("A1", -(1 << 13), -(1 << 13)), ("A1", 1 << 12, -(1 << 14)), ("C", -(1 << 27), (1 << 23)),
+                           ("B", -(1 << 22) + 1, -(1 << 21) + 1)]:
+        only(scheme)
+        m, k, n = 3, 2 * 40 * 3 + 1, 18
+        g = _graph((m, k), np.full((n, k), wv, np.int32), fracs=(20, 20, 30))
+        check_all_backends(g, [np.full((m, k), xv, np.int32)], mips=False)
+
+
+def test_refused_inputs_run_the_other_kernels():
+    """x with int32 extremes (beyond every scheme): the double or i64 kernels, same bits."""
+    rng = np.random.default_rng(5)
+    w = _ints(rng, 20, (24, 40))
+    x = _ints(rng, 20, (6, 40))
+    x[0, :3] = [fp.INT32_MIN, fp.INT32_MAX, -1]
+    check_all_backends(_graph((6, 40), w, bias=_ints(rng, 20, (24,)), fracs=(20, 20, 0)), [x], mips=False)
+
+
+def test_without_vnni_the_folded_batch_takes_the_double_kernel(monkeypatch):
+    monkeypatch.setattr(matmul_vnni16, "ENABLED", False)
+    rng = np.random.default_rng(6)
+    g = _graph((1, 32, 64), _ints(rng, 22, (40, 64)))
+    check_all_backends(g, [_ints(rng, 24, (1, 32, 64))], mips=False)
+
+
+def test_row_groups_of_a_long_reduction(only):
+    """K long enough that the x planes' scratch holds only some rows at a time."""
+    only("B")
+    rng = np.random.default_rng(4)
+    m, k, n = 21, 5001, 19
+    assert matmul_vnni16._group(matmul_vnni16.B3, m, -(-k // 2)) < m
+    g = _graph((m, k), _ints(rng, 21, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
+    check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
+
+
+def test_split_over_threads_gives_the_same_bits(only):
+    """Scheme C (the largest scratch: a pool thread's stack holds it too) on 1 and 2 threads."""
+    only("C")
+    rng = np.random.default_rng(8)
+    m, k = 9, 800
+    n = SPLIT_MIN_WORK // (m * k) + 37
+    g = _graph((1, m, k), _ints(rng, 23, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
+    assert split_worth(g, 0)
+    x = [_ints(rng, 27, (1, m, k))]
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2):
+        sat: dict[int, int] = {}
+        (got,) = session.run(x, saturated=sat, threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat and sat, f"{threads} threads"
+
+
+def test_weight_facts_and_planes(monkeypatch):
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
+    w = np.array([[1 << 15, -(1 << 15) - 1, 3], [-(1 << 21), (1 << 21) - 1, 0]], np.int32)
+    facts = matmul_vnni16.weight_facts(w)
+    assert facts == {"derived": True, "planes": 3}
+    buf = matmul_vnni16.derive(facts, w)
+    assert buf.ctypes.data % 64 == 0
+    split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
+    assert (split, count, bits) == (11, 3, 21)
+    planes = buf[2 * matmul_vnni16.HEADER:].reshape(3, 4, 2, 16, 2).astype(np.int64)  # 64 columns, 2 pairs
+    for q, bound in enumerate(bounds):
+        assert np.abs(planes[q]).max() <= bound < 1 << 15
+    got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
+    assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
+    assert np.array_equal(planes[2], planes[0] + planes[1])
+    one = np.array([[-(1 << 15), 5]], np.int32)
+    assert matmul_vnni16.weight_facts(one) == {"derived": True, "planes": 1}
+    assert matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32)) == {}
+    assert matmul_vnni16.weight_facts(np.ones((1, 1 << 17), np.int32)) == {}  # 2^16 pairs: the carries' bound
+    with pytest.raises(ValueError, match="generated for"):
+        matmul_vnni16.derive(matmul_vnni16.weight_facts(one), w)
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 64)
+    assert matmul_vnni16.weight_facts(np.ones((63, 8), np.int32)) == {}  # too few columns
+    assert matmul_vnni16.weight_facts(np.ones((64, 8), np.int32))["planes"] == 1
+
+
+def test_run_native_refuses_weights_other_than_the_module_s(monkeypatch):
+    """The planes (and their bounds) are derived from the region table's weight: one whose plane
+    count differs from the compiled kernel's is an error, never a silent wrong answer."""
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
+    rng = np.random.default_rng(9)
+    w = _ints(rng, 12, (20, 16))
+    g = _graph((4, 16), w)
+    program = native_program(g)
+    values = [None] * len(g.values)
+    values[1] = w * 64
+    with pytest.raises(ValueError, match="generated for"):
+        run_native(program, g, [_ints(rng, 10, (4, 16))], values=values)
