@@ -1,0 +1,257 @@
+"""Host kernel of opmlc/ir/ops/unary.py's fixed-point sigmoid, tanh and erf: the interpreter's
+integer steps on explicit <8 x i64> lanes, with every product a 32 × 32-bit one.
+
+Why: the portable kernel (kernels/unary.py) is vectorised by LLVM, but InstCombine folds each
+Horner step's rounding shift into the next product ((p·t + 2^29) >> 30 becomes (p·4t + 2^31)
+>> 32), so the multiplicands grow past 32 bits and every product becomes `vpmullq` (3 µops, 15
+cycles of latency) instead of `vpmuldq` (1 µop, 5 cycles): GELU's erf took ~4 ns an element.
+Here each product whose operands are proven to lie in [−2^31, 2^31) (`mul32`) or [0, 2^32)
+(`umul32`) is one `vpmuldq` / `vpmuludq` written as inline assembly on an x86 host with
+AVX-512 (an optimisation barrier LLVM cannot rewrite), or the plain i64 multiply elsewhere
+(the same bits: the product is exact in i64 either way).
+
+Each step below is the interpreter's (ops/unary.py, fixedpoint.exp_nonpositive_q30,
+exp2_frac_q30, round_div) in the same order with the same roundings; the comments give the
+operand bounds that make each product a 32-bit one. The one division per element, round_div(n,
+d) with 0 ≤ n < 2^61 and 2^30 ≤ d < 2^32, is kernels/_host.py's: the FPU's floor quotient
+(within one of floor(n / d), as |n / d| < 2^50) corrected by one step each way, exact; the
+quotient q ≤ 2^31 + 1 and d < 2^32, so q · d is one `vpmuludq`.
+
+Elements are taken eight at a time; the last (numel mod 8) go through the portable kernel's
+scalar code (kernels/unary.py fx_scalar), the same function of the element. Parts (threads)
+split the output on multiples of eight.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from opmlc.backend.kernels._fx import ld, st
+from opmlc.backend.kernels._ir import I32, c32, counter_slot, counting, loop
+from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, vload
+from opmlc.backend.kernels.unary import fx_scalar
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.ops import unary as unary_op
+from opmlc.ir.types import DType, TensorType
+
+KINDS = ("sigmoid", "tanh", "erf")
+DOUBLE = ir.DoubleType()
+VF64 = ir.VectorType(DOUBLE, LANES)
+VI1 = ir.VectorType(ir.IntType(1), LANES)
+
+
+@cache
+def _x86_avx512() -> bool:
+    """Whether this host's vector multiplies can be pinned as AVX-512 `vpmuldq`/`vpmuludq`."""
+    llvm.initialize_native_target()
+    return llvm.get_process_triple().startswith("x86_64") and bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    return (attrs["kind"] in KINDS and types[0].dtype is DType.FX32 and out_type.dtype is DType.FX32
+            and out_type.numel >= LANES and 0 <= types[0].frac <= fp.Q30 and 0 <= out_type.frac <= fp.Q30)
+
+
+def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
+    return out_type.numel * 16  # ~16 i64 multiply-adds' time an element: split from ~64k elements
+
+
+class _V:
+    """<8 x i64> arithmetic on one builder, over `u` independent vectors at once: a value is a list
+    of u vectors (or one constant, shared), and each step is emitted for all u in turn, so the
+    long dependency chain of one vector overlaps the others' (the loop is latency-bound)."""
+
+    def __init__(self, b: ir.IRBuilder, u: int) -> None:
+        self.b, self.u = b, u
+
+    @staticmethod
+    def c(v: int) -> ir.Constant:
+        return ir.Constant(VI64, [v] * LANES)
+
+    def map(self, fn, *args):
+        return [fn(*(a[k] if isinstance(a, list) else a for a in args)) for k in range(self.u)]
+
+    def _asm_mul(self, op: str, x, y):
+        ty = ir.FunctionType(VI64, [VI64, VI64])
+        return self.map(lambda p, q: self.b.asm(ty, f"{op} $2, $1, $0", "=v,v,v", [p, q], False), x, y)
+
+    def mul32(self, x, y):
+        """x · y for lanes proven in [−2^31, 2^31): vpmuldq (exact: the low halves are the values)."""
+        return self._asm_mul("vpmuldq", x, y) if _x86_avx512() else self.map(self.b.mul, x, y)
+
+    def umul32(self, x, y):
+        """x · y for lanes proven in [0, 2^32): vpmuludq."""
+        return self._asm_mul("vpmuludq", x, y) if _x86_avx512() else self.map(self.b.mul, x, y)
+
+    def add(self, x, y):
+        return self.map(self.b.add, x, y)
+
+    def sub(self, x, y):
+        return self.map(self.b.sub, x, y)
+
+    def shl(self, x, s: int):
+        return self.map(self.b.shl, x, self.c(s))
+
+    def shr_round(self, x, s: int):
+        """fixedpoint.shr_round by a constant 0..62."""
+        assert 0 <= s <= 62
+        return x if s == 0 else self.map(self.b.ashr, self.add(x, self.c(1 << (s - 1))), self.c(s))
+
+    def horner_step(self, prod, c: int):
+        """shr_round(prod, 30) + c as one add and one shift: (prod + 2^29 + c·2^30) >> 30, the
+        same integer since c·2^30 is a multiple of 2^30 (floor((m + c·2^30) / 2^30) = floor(m /
+        2^30) + c), for |prod| < 2^61 and |c| < 2^31 (no wrap: the sum stays below 2^62)."""
+        return self.map(self.b.ashr, self.add(prod, self.c((1 << (fp.Q30 - 1)) + (c << fp.Q30))), self.c(fp.Q30))
+
+    def shr_round_var(self, x, s):
+        """fixedpoint.shr_round by lanes s already in 0..62."""
+        zero = self.eq(s, self.c(0))
+        half = self.select(zero, self.c(0), self.map(self.b.shl, self.c(1), self.select(zero, self.c(0),
+                                                                                          self.sub(s, self.c(1)))))
+        return self.map(self.b.ashr, self.add(x, half), s)
+
+    def select(self, m, x, y):
+        return self.map(self.b.select, m, x, y)
+
+    def lt(self, x, y):
+        return self.map(lambda p, q: self.b.icmp_signed("<", p, q), x, y)
+
+    def eq(self, x, y):
+        return self.map(lambda p, q: self.b.icmp_signed("==", p, q), x, y)
+
+    def smin(self, x, y):
+        return self.select(self.lt(x, y), x, y)
+
+    def neg(self, x):
+        return self.sub(self.c(0), x)
+
+    def round_div(self, n, d, down: bool = False):
+        """fixedpoint.round_div(n, d) for 0 ≤ n < 2^61 and 2^30 ≤ d < 2^32 (module docstring);
+        `down`: ties rounded down (div_round_q32's down = 1)."""
+        b = self.b
+        nf, df = self.map(lambda z: b.sitofp(z, VF64), n), self.map(lambda z: b.sitofp(z, VF64), d)
+        qf = self.map(b.fmul, nf, self._reciprocal(df)) if _x86_avx512() else self.map(b.fdiv, nf, df)
+        # qf ≥ 0, so truncation is the floor: 0 ≤ q ≤ n/d + 1 ≤ 2^31 + 1
+        q = self.map(lambda z: b.fptosi(z, VI64), qf)
+        r = self.sub(n, self.umul32(q, d))
+        under = self.lt(r, self.c(0))
+        q = self.sub(q, self.map(lambda m: b.zext(m, VI64), under))
+        r = self.add(r, self.select(under, d, self.c(0)))
+        over = self.map(lambda p, q: b.icmp_signed(">=", p, q), r, d)
+        q = self.add(q, self.map(lambda m: b.zext(m, VI64), over))
+        r = self.sub(r, self.select(over, d, self.c(0)))
+        half = self.sub(d, r)
+        up = self.map(lambda p, q: b.icmp_signed(">" if down else ">=", p, q), r, half)
+        return self.add(q, self.map(lambda m: b.zext(m, VI64), up))
+
+    def _reciprocal(self, df):
+        """1/d to within a relative 2^-49 (d = df ∈ [2^30, 2^32), exact in a double), for the
+        quotient estimate of round_div: `vrcp14pd` (relative error < 2^-14) and two Newton
+        steps r' = r·(2 − d·r): each squares the relative error and adds at most 3 roundings of
+        2^-53, so ≤ (2^-14)^4 + 2^-50 < 2^-49. Then q̃ = fl(n · r̃) is within n/d · (2^-49 +
+        2^-52) < 2^31 · 2^-48 < 1/2 of n/d: its truncation is floor(n/d) − 1, + 0 or + 1, which
+        the two correction steps of round_div make exact, as kernels/_host.py argues for the
+        quotient of `vdivpd` (16 cycles a vector on port 0, which the rest of the loop needs)."""
+        b = self.b
+        name = "llvm.x86.avx512.rcp14.pd.512"
+        fn = b.module.globals.get(name) or ir.Function(
+            b.module, ir.FunctionType(VF64, [VF64, VF64, ir.IntType(8)]), name)
+        two = ir.Constant(VF64, [2.0] * LANES)
+        r = self.map(lambda z: b.call(fn, [z, ir.Constant(VF64, [0.0] * LANES), ir.Constant(ir.IntType(8), -1)]), df)
+        for _ in range(2):
+            r = self.map(lambda z, w: b.fmul(w, b.fsub(two, b.fmul(z, w))), df, r)
+        return r
+
+    def exp_q30_of_product(self, mag_l, frac: int):
+        """fixedpoint.exp_nonpositive_q30(d, frac) given mag_l = −d · LOG2E_Q30 ≥ 0 (< 2^63):
+        t = shr_round(d · LOG2E_Q30, frac), then 2^k · 2^r as the interpreter splits it."""
+        t = self.shr_round(self.neg(mag_l), frac)
+        k = self.map(self.b.ashr, t, self.c(fp.Q30))  # ≤ 0
+        r = self.sub(t, self.shl(k, fp.Q30))  # [0, 2^30)
+        p = self.c(fp.EXP2_Q30[-1])
+        for c in fp.EXP2_Q30[-2::-1]:  # p ∈ [0, 2^31), r < 2^30 (fixedpoint.exp2_frac_q30)
+            p = self.horner_step(self.mul32(p, r), c)
+        s = self.neg(k)
+        s = self.select(self.lt(s, self.c(32)), s, self.c(32))
+        return self.shr_round_var(p, s)  # [0, 2^30]
+
+
+def _sigmoid(v: _V, x, f: int, fo: int):
+    """ops/unary.py sigmoid_fx; returns the i64 before saturate32."""
+    neg = v.lt(x, v.c(0))
+    ax = v.select(neg, v.neg(x), x)  # ≤ 2^31
+    e = v.exp_q30_of_product(v.umul32(ax, v.c(fp.LOG2E_Q30)), f)  # ax·L < 2^62
+    num = v.select(neg, v.shl(e, fo), v.c(1 << (30 + fo)))  # ≤ 2^60
+    return v.round_div(num, v.add(v.c(fp.ONE_Q30), e))  # d ∈ [2^30, 2^31]; q ≤ 2^fo < 2^32
+
+
+def _tanh(v: _V, x, f: int, fo: int):
+    neg = v.lt(x, v.c(0))
+    ax = v.select(neg, v.neg(x), x)
+    # d = −2|x| may be −2^32: (2|x|)·L is formed as 2·(|x|·L), the same i64 (< 2^63)
+    e = v.exp_q30_of_product(v.shl(v.umul32(ax, v.c(fp.LOG2E_Q30)), 1), f)
+    mag = v.round_div(v.shl(v.sub(v.c(fp.ONE_Q30), e), fo), v.add(v.c(fp.ONE_Q30), e))
+    return v.select(neg, v.neg(mag), mag)
+
+
+def _erf(v: _V, x, f: int, fo: int):
+    neg = v.lt(x, v.c(0))
+    ax = v.select(neg, v.neg(x), x)
+    ef = unary_op.ERF_FRAC
+    a = v.shr_round(ax, f - ef) if f >= ef else v.shl(ax, ef - f)
+    a = v.smin(a, v.c(unary_op.ERF_CLAMP))  # a ≤ 6·2^26 < 2^29 (a ≥ 0)
+    px = v.shr_round(v.mul32(a, v.c(unary_op.ERF_P_Q30)), ef)  # P < 2^29
+    # d = 2^30 + px < 2^30 + 6·0.33·2^30 < 2^32; t ≤ 2^30
+    t = v.round_div(v.c(1 << 60), v.add(v.c(fp.ONE_Q30), px))
+    p = v.c(unary_op.ERF_A_Q30[-1])
+    for c in unary_op.ERF_A_Q30[-2::-1]:  # |p| < 1.5·2^30 at every step (kernels/unary.py erf_fx)
+        p = v.horner_step(v.mul32(p, t), c)
+    p = v.shr_round(v.mul32(p, t), fp.Q30)
+    a2 = v.shr_round(v.mul32(a, a), ef)  # ≤ 36·2^26 < 2^32: umul32 by LOG2E_Q30 < 2^31 next
+    e = v.exp_q30_of_product(v.umul32(a2, v.c(fp.LOG2E_Q30)), ef)
+    m = v.sub(v.c(fp.ONE_Q30), v.shr_round(v.mul32(p, e), fp.Q30))  # e ≤ 2^30
+    y = v.shr_round(m, max(fp.Q30 - fo, 0))
+    return v.select(neg, v.neg(y), y)
+
+
+FORMULA = {"sigmoid": _sigmoid, "tanh": _tanh, "erf": _erf}
+
+
+UNROLL = 4  # vectors in flight per iteration of the main loop
+
+
+@host_kernel("unary", accepts, work)
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    kind, f, fo, n = attrs["kind"], types[0].frac, out_type.frac, out_type.numel
+    lo, hi = part_range(b, n, LANES, part, parts)
+    slot = counter_slot(b) if counting(b) else None
+    start = lo
+    for u in (UNROLL, 1):  # blocks of UNROLL vectors, then single vectors
+        step = u * LANES
+        blocks = b.udiv(b.sub(hi, start), c32(step))
+        with loop(b, blocks, f"v{u}") as j:
+            i0 = b.add(start, b.mul(j, c32(step)))
+            idx = [b.add(i0, c32(k * LANES)) for k in range(u)]
+            v = _V(b, u)
+            wide = FORMULA[kind](v, [vload(b, args[0], i) for i in idx], f, fo)
+            clamped = v.smin(wide, v.c(fp.INT32_MAX))
+            clamped = v.select(v.lt(clamped, v.c(fp.INT32_MIN)), v.c(fp.INT32_MIN), clamped)
+            for i, c in zip(idx, clamped, strict=True):
+                b.store(b.trunc(c, VI32), b.gep(out, [i], source_etype=I32), align=4)
+            if slot is not None:  # saturate32's count: the lanes the clamp changed
+                pop = b.module.globals.get("llvm.ctpop.i8") or ir.Function(
+                    b.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
+                for c, w in zip(clamped, wide, strict=True):
+                    changed = b.bitcast(b.icmp_signed("!=", c, w), ir.IntType(LANES))
+                    b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+        start = b.add(start, b.mul(blocks, c32(step)))
+    with loop(b, hi, "t", start=start) as i:  # the last numel mod 8: the portable scalar code
+        st(b, fx_scalar(b, kind, ld(b, args[0], i, DType.FX32), f, fo), out, i, DType.FX32)
+
+
+__all__ = ["KINDS", "accepts", "emit", "work"]

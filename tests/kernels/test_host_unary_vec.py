@@ -1,0 +1,60 @@
+"""The host kernel of sigmoid, tanh and erf on explicit <8 x i64> lanes (kernels/native/nonlinear.py)
+against the interpreter, bit for bit and count for count: int32 edge values (every ±2^k and its
+neighbours: the exp's and the erf clamp's thresholds), random values, lengths that reach the
+4-vector loop, the single-vector loop and the scalar tail, input fracs on both sides of erf's
+ERF_FRAC, output fracs 0..30; and a node large enough to be split, on 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend.kernels.native import nonlinear, split_worth
+from opmlc.backend.native import NativeSession, host_module, native_program
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.interpreter import run_graph
+from opmlc.ir.types import DType, TensorType
+from tests.kernels.harness import interp_and_native
+
+EDGES = np.array(sorted({s * ((1 << k) + d) for k in range(32) for d in (-1, 0, 1) for s in (1, -1)
+                         if -(2**31) <= s * ((1 << k) + d) < 2**31} | {0, 2**31 - 1}), dtype=np.int64)
+
+
+def unary_graph(kind: str, n: int, f: int, fo: int):
+    b = GraphBuilder("vec")
+    b.mark_output(b.add_node("unary", [b.add_input("x", TensorType(DType.FX32, (n,), f))], {"kind": kind, "frac": fo}))
+    return b.build()
+
+
+@pytest.mark.parametrize("kind", nonlinear.KINDS)
+@pytest.mark.parametrize("f,fo", [(24, 24), (16, 30), (30, 0), (0, 16), (26, 26), (8, 12), (28, 30)])
+def test_vector_kernel_equals_the_interpreter(kind, f, fo):
+    rng = np.random.default_rng(f * 31 + fo)
+    n = 4 * 32 + 8 + 5 + EDGES.size  # every loop: blocks of 32, single vectors of 8, a scalar tail
+    n += (-n) % 8 + 8 + 5  # a tail of 5 after one single vector
+    x = np.concatenate([rng.permutation(EDGES), rng.integers(-(2**31), 2**31, n - EDGES.size)
+                        >> rng.integers(0, 31, n - EDGES.size)]).astype(np.int32)
+    small = rng.integers(-(6 << f), 6 << f, 64, endpoint=True) if f < 28 else rng.integers(-(2**31), 2**31, 64)
+    x[-64:] = np.clip(small, -(2**31), 2**31 - 1)  # the nonlinear part of the curve at this frac
+    g = unary_graph(kind, n, f, fo)
+    text = host_module(g)
+    assert "fsub <8 x double>" in text or "fdiv <8 x double>" in text, "the host kernel takes the node"
+    out = interp_and_native(g, [x])  # also asserts the saturation counts are the interpreter's
+    np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])
+
+
+def test_a_split_node_gives_the_interpreters_bits_on_1_and_2_threads():
+    rng = np.random.default_rng(3)
+    n = 70_003
+    g = unary_graph("sigmoid", n, 16, 30)
+    assert split_worth(g, 0)
+    x = (rng.integers(-(2**31), 2**31, n) >> rng.integers(0, 31, n)).astype(np.int32)
+    x[: EDGES.size] = EDGES
+    sat_want: dict[int, int] = {}
+    want = run_graph(g, [x], saturated=sat_want)[g.outputs[0]]
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2):
+        sat: dict[int, int] = {}
+        (got,) = session.run([x], saturated=sat, threads=threads)
+        np.testing.assert_array_equal(got, want)
+        assert sat == sat_want, f"{threads} threads"
