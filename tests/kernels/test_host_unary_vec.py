@@ -58,3 +58,35 @@ def test_a_split_node_gives_the_interpreters_bits_on_1_and_2_threads():
         (got,) = session.run([x], saturated=sat, threads=threads)
         np.testing.assert_array_equal(got, want)
         assert sat == sat_want, f"{threads} threads"
+
+
+@pytest.mark.parametrize("n", [8, 32, 64])
+@pytest.mark.parametrize("f,fo", [(15, 24), (0, 30), (30, 8), (16, 0)])
+def test_vector_softmax_equals_the_interpreter(n, f, fo):
+    """Rows of int32 extremes (x − max = −(2^32 − 1)), all-equal rows (s = n·2^30, r small), one
+    large value among minima (s = 2^30: r = 2^32), and random rows, whole and split in rows."""
+    rng = np.random.default_rng(n + f)
+    lo, hi = -(2**31), 2**31 - 1
+    rows = [np.full(n, lo), np.full(n, hi), np.full(n, 0), np.where(np.arange(n) == n // 2, hi, lo),
+            np.where(np.arange(n) % 2 == 0, hi, lo), np.arange(n) - n // 2]
+    rows += [rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31) for _ in range(10)]
+    x = np.stack(rows).astype(np.int32)
+    b = GraphBuilder("softmax")
+    b.mark_output(b.add_node("softmax", [b.add_input("x", TensorType(DType.FX32, x.shape, f))], {"frac": fo}))
+    g = b.build()
+    assert "llvm.vector.reduce.smax.v8i64" in host_module(g), "the host kernel takes the node"
+    out = interp_and_native(g, [x])
+    np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])
+    big = np.concatenate([x] * (2**16 // x.size + 1)).astype(np.int32)  # large enough to be split
+    b = GraphBuilder("softmax_split")
+    b.mark_output(b.add_node("softmax", [b.add_input("x", TensorType(DType.FX32, big.shape, f))], {"frac": fo}))
+    g = b.build()
+    assert split_worth(g, 0)
+    sat_want: dict[int, int] = {}
+    want = run_graph(g, [big], saturated=sat_want)[g.outputs[0]]
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2):
+        sat: dict[int, int] = {}
+        (got,) = session.run([big], saturated=sat, threads=threads)
+        np.testing.assert_array_equal(got, want)
+        assert sat == sat_want

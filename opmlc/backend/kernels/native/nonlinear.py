@@ -30,7 +30,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from opmlc.backend.kernels._fx import ld, st
-from opmlc.backend.kernels._ir import I32, c32, counter_slot, counting, loop
+from opmlc.backend.kernels._ir import I32, I64, c32, c64, counter_slot, counting, loop
 from opmlc.backend.kernels.native import host_kernel
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, vload
 from opmlc.backend.kernels.unary import fx_scalar
@@ -254,4 +254,58 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         st(b, fx_scalar(b, kind, ld(b, args[0], i, DType.FX32), f, fo), out, i, DType.FX32)
 
 
-__all__ = ["KINDS", "accepts", "emit", "work"]
+
+
+def softmax_accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    n = out_type.shape[-1] if out_type.shape else 0
+    return (types[0].dtype is DType.FX32 and n >= LANES and n % LANES == 0 and 0 <= types[0].frac <= fp.Q30
+            and 0 <= out_type.frac <= fp.Q30)
+
+
+@host_kernel("softmax", softmax_accepts, work)
+def emit_softmax(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+                 out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    """ops/softmax.py by rows of n = 8·m, eight lanes at a time: the row's max, its exps
+    (exp_q30_of_product: d = x − max ∈ (−2^32, 0], so −d · LOG2E_Q30 is one `vpmuludq`), kept
+    in registers, their sum (exact: ≤ n·2^30), the row's 2^62 // s by kernels/_host.py's exact
+    FPU division (as the portable kernel), then saturate32(shr_round(e · r, 62 − fo)) with
+    e ≤ 2^30 and r ≤ 2^32 (a full i64 product: r may be 2^32). Parts: ranges of rows."""
+    from opmlc.backend.kernels._host import floor_divmod_host
+    from opmlc.backend.kernels.native._vec import hsum, splat
+
+    n = out_type.shape[-1]
+    m, f, fo = n // LANES, types[0].frac, out_type.frac
+    rows = out_type.numel // n
+    r_lo, r_hi = part_range(b, rows, 1, part, parts)
+    slot = counter_slot(b) if counting(b) else None
+    v = _V(b, m)
+    smax_fn = b.module.globals.get("llvm.vector.reduce.smax.v8i64") or ir.Function(
+        b.module, ir.FunctionType(I64, [VI64]), "llvm.vector.reduce.smax.v8i64")
+    with loop(b, r_hi, "row", start=r_lo) as r:
+        base = b.mul(r, c32(n))
+        idx = [b.add(base, c32(k * LANES)) for k in range(m)]
+        x = [vload(b, args[0], i) for i in idx]
+        top = x[0]
+        for w in x[1:]:
+            top = b.select(b.icmp_signed(">", w, top), w, top)
+        top = splat(b, b.call(smax_fn, [top]))
+        e = v.exp_q30_of_product(v.umul32(v.sub(top, x), v.c(fp.LOG2E_Q30)), f)
+        total = e[0]
+        for w in e[1:]:
+            total = b.add(total, w)
+        s = hsum(b, total)
+        s = b.select(b.icmp_unsigned("==", s, c64(0)), c64(1), s)  # ≥ 2^30; as the portable kernel
+        recip, _rem = floor_divmod_host(b, c64(1 << 62), s, in_fast_range=True)
+        y = v.shr_round(v.map(b.mul, e, splat(b, recip)), 62 - fo)
+        clamped = v.smin(y, v.c(fp.INT32_MAX))
+        clamped = v.select(v.lt(clamped, v.c(fp.INT32_MIN)), v.c(fp.INT32_MIN), clamped)
+        for i, c, w in zip(idx, clamped, y, strict=True):
+            b.store(b.trunc(c, VI32), b.gep(out, [i], source_etype=I32), align=4)
+            if slot is not None:
+                pop = b.module.globals.get("llvm.ctpop.i8") or ir.Function(
+                    b.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
+                changed = b.bitcast(b.icmp_signed("!=", c, w), ir.IntType(LANES))
+                b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+
+
+__all__ = ["KINDS", "accepts", "emit", "emit_softmax", "softmax_accepts", "work"]
