@@ -12,10 +12,11 @@ AVX-512 (an optimisation barrier LLVM cannot rewrite), or the plain i64 multiply
 
 Each step below is the interpreter's (ops/unary.py, fixedpoint.exp_nonpositive_q30,
 exp2_frac_q30, round_div) in the same order with the same roundings; the comments give the
-operand bounds that make each product a 32-bit one. The one division per element, round_div(n,
-d) with 0 ≤ n < 2^61 and 2^30 ≤ d < 2^32, is kernels/_host.py's: the FPU's floor quotient
-(within one of floor(n / d), as |n / d| < 2^50) corrected by one step each way, exact; the
-quotient q ≤ 2^31 + 1 and d < 2^32, so q · d is one `vpmuludq`.
+operand bounds that make each product a 32-bit one. Two rewrites are exact by arithmetic, not
+by order: a Horner step's shr_round(m, 30) + c is one add and one shift (`horner_step`), and
+the one division per element, round_div(n, d) with 0 ≤ n ≤ 2^61 and 2^30 ≤ d < 2^32, is a
+floating estimate of n/d + 1/2 (`vrcp14pd` and two Newton steps) within one of the answer, then
+corrected exactly by the sign of an i64 remainder (`_V.round_div`: the argument is there).
 
 Elements are taken eight at a time; the last (numel mod 8) go through the portable kernel's
 scalar code (kernels/unary.py fx_scalar), the same function of the element. Parts (threads)
@@ -108,10 +109,9 @@ class _V:
         return self.map(self.b.ashr, self.add(prod, self.c((1 << (fp.Q30 - 1)) + (c << fp.Q30))), self.c(fp.Q30))
 
     def shr_round_var(self, x, s):
-        """fixedpoint.shr_round by lanes s already in 0..62."""
-        zero = self.eq(s, self.c(0))
-        half = self.select(zero, self.c(0), self.map(self.b.shl, self.c(1), self.select(zero, self.c(0),
-                                                                                          self.sub(s, self.c(1)))))
+        """fixedpoint.shr_round by lanes s already in 0..32: the half (2^s) >> 1 is 2^(s − 1),
+        or 0 for s = 0."""
+        half = self.map(self.b.lshr, self.map(self.b.shl, self.c(1), s), self.c(1))
         return self.map(self.b.ashr, self.add(x, half), s)
 
     def select(self, m, x, y):
@@ -129,41 +129,43 @@ class _V:
     def neg(self, x):
         return self.sub(self.c(0), x)
 
-    def round_div(self, n, d, down: bool = False):
-        """fixedpoint.round_div(n, d) for 0 ≤ n < 2^61 and 2^30 ≤ d < 2^32 (module docstring);
-        `down`: ties rounded down (div_round_q32's down = 1)."""
+    def round_div(self, n, d):
+        """fixedpoint.round_div(n, d) = floor(n/d + 1/2) for 0 ≤ n ≤ 2^61 and 2^30 ≤ d < 2^32,
+        n exact as a double (a power of two times a value below 2^53: module docstring).
+
+        The estimate q̃ = trunc(fl(fl(n · r̃) + 1/2)) (`_reciprocal`: within n/d · 2^-51 < 2^-20
+        of n/d, and the rounding of the + 1/2 adds < 2^-21) is floor(n/d + 1/2) − 1, + 0 or
+        + 1: trunc is floor as the sum is positive. With R = 2n + d − 2q̃d (< 2^63: 2n + d ≤
+        2^62 + 2^32 and q̃d ≥ 0; q̃ ≤ 2^31 + 1 makes q̃d one `vpmuludq`), q̃ is exact iff
+        0 ≤ R < 2d; otherwise R < 0 (one too large) or R ≥ 2d (one too small)."""
         b = self.b
         nf, df = self.map(lambda z: b.sitofp(z, VF64), n), self.map(lambda z: b.sitofp(z, VF64), d)
         qf = self.map(b.fmul, nf, self._reciprocal(df)) if _x86_avx512() else self.map(b.fdiv, nf, df)
-        # qf ≥ 0, so truncation is the floor: 0 ≤ q ≤ n/d + 1 ≤ 2^31 + 1
-        q = self.map(lambda z: b.fptosi(z, VI64), qf)
-        r = self.sub(n, self.umul32(q, d))
-        under = self.lt(r, self.c(0))
-        q = self.sub(q, self.map(lambda m: b.zext(m, VI64), under))
-        r = self.add(r, self.select(under, d, self.c(0)))
-        over = self.map(lambda p, q: b.icmp_signed(">=", p, q), r, d)
-        q = self.add(q, self.map(lambda m: b.zext(m, VI64), over))
-        r = self.sub(r, self.select(over, d, self.c(0)))
-        half = self.sub(d, r)
-        up = self.map(lambda p, q: b.icmp_signed(">" if down else ">=", p, q), r, half)
-        return self.add(q, self.map(lambda m: b.zext(m, VI64), up))
+        half = ir.Constant(VF64, [0.5] * LANES)
+        q = self.map(lambda z: b.fptosi(b.fadd(z, half), VI64), qf)
+        rr = self.sub(self.add(self.shl(n, 1), d), self.shl(self.umul32(q, d), 1))
+        q = self.map(lambda z, m: b.sub(z, b.zext(m, VI64)), q, self.lt(rr, self.c(0)))
+        big = self.map(lambda x, y: b.icmp_signed(">=", x, y), rr, self.shl(d, 1))
+        return self.map(lambda z, m: b.add(z, b.zext(m, VI64)), q, big)
 
     def _reciprocal(self, df):
-        """1/d to within a relative 2^-49 (d = df ∈ [2^30, 2^32), exact in a double), for the
-        quotient estimate of round_div: `vrcp14pd` (relative error < 2^-14) and two Newton
-        steps r' = r·(2 − d·r): each squares the relative error and adds at most 3 roundings of
-        2^-53, so ≤ (2^-14)^4 + 2^-50 < 2^-49. Then q̃ = fl(n · r̃) is within n/d · (2^-49 +
-        2^-52) < 2^31 · 2^-48 < 1/2 of n/d: its truncation is floor(n/d) − 1, + 0 or + 1, which
-        the two correction steps of round_div make exact, as kernels/_host.py argues for the
-        quotient of `vdivpd` (16 cycles a vector on port 0, which the rest of the loop needs)."""
+        """1/d within a relative 2^-51 (d = df ∈ [2^30, 2^32), exact in a double), for
+        round_div's estimate: `vrcp14pd` (relative error ε < 2^-14), then two Newton steps by
+        fused multiply-adds, e = 1 − d·r and r' = r + r·e: with r = (1 − ε)/d, e = ε rounded
+        once, and r' = (1 − ε²)/d up to two roundings of 2^-53: ε² + 2^-52 after each step,
+        < 2^-51 after two. (`vdivpd` takes 16 cycles a vector on port 0, which the rest of the
+        loop needs.)"""
         b = self.b
         name = "llvm.x86.avx512.rcp14.pd.512"
         fn = b.module.globals.get(name) or ir.Function(
             b.module, ir.FunctionType(VF64, [VF64, VF64, ir.IntType(8)]), name)
-        two = ir.Constant(VF64, [2.0] * LANES)
+        fma = b.module.globals.get("llvm.fma.v8f64") or ir.Function(
+            b.module, ir.FunctionType(VF64, [VF64, VF64, VF64]), "llvm.fma.v8f64")
+        one = ir.Constant(VF64, [1.0] * LANES)
         r = self.map(lambda z: b.call(fn, [z, ir.Constant(VF64, [0.0] * LANES), ir.Constant(ir.IntType(8), -1)]), df)
         for _ in range(2):
-            r = self.map(lambda z, w: b.fmul(w, b.fsub(two, b.fmul(z, w))), df, r)
+            e = self.map(lambda z, w: b.call(fma, [b.fneg(z), w, one]), df, r)
+            r = self.map(lambda w, x: b.call(fma, [w, x, w]), r, e)
         return r
 
     def exp_q30_of_product(self, mag_l, frac: int):
@@ -171,7 +173,8 @@ class _V:
         t = shr_round(d · LOG2E_Q30, frac), then 2^k · 2^r as the interpreter splits it."""
         t = self.shr_round(self.neg(mag_l), frac)
         k = self.map(self.b.ashr, t, self.c(fp.Q30))  # ≤ 0
-        r = self.sub(t, self.shl(k, fp.Q30))  # [0, 2^30)
+        # r = t − k·2^30 = t mod 2^30: in two's complement, t's low 30 bits
+        r = self.map(self.b.and_, t, self.c((1 << fp.Q30) - 1))  # [0, 2^30)
         p = self.c(fp.EXP2_Q30[-1])
         for c in fp.EXP2_Q30[-2::-1]:  # p ∈ [0, 2^31), r < 2^30 (fixedpoint.exp2_frac_q30)
             p = self.horner_step(self.mul32(p, r), c)
