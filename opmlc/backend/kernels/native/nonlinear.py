@@ -225,6 +225,11 @@ FORMULA = {"sigmoid": _sigmoid, "tanh": _tanh, "erf": _erf}
 
 
 UNROLL = 4  # vectors in flight per iteration of the main loop
+# Kinds whose result is always an int32 (saturate32 is the identity, counts nothing): sigmoid's
+# round_div(num, 2^30 + e) with num ≤ 2^(30 + fo) is in [0, 2^fo], tanh's magnitude likewise
+# (its numerator (2^30 − e)·2^fo ≤ 2^(30 + fo)), and fo ≤ 30 (`accepts`). erf keeps the clamp:
+# its m = 2^30 − (p·e >> 30) is bounded only through the polynomial's sign.
+IN_RANGE = frozenset({"sigmoid", "tanh"})
 
 
 @host_kernel("unary", accepts, work)
@@ -242,11 +247,14 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             idx = [b.add(i0, c32(k * LANES)) for k in range(u)]
             v = _V(b, u)
             wide = FORMULA[kind](v, [vload(b, args[0], i) for i in idx], f, fo)
-            clamped = v.smin(wide, v.c(fp.INT32_MAX))
-            clamped = v.select(v.lt(clamped, v.c(fp.INT32_MIN)), v.c(fp.INT32_MIN), clamped)
+            if kind in IN_RANGE:  # saturate32 never clamps: no clamp, nothing to count
+                clamped = wide
+            else:
+                clamped = v.smin(wide, v.c(fp.INT32_MAX))
+                clamped = v.select(v.lt(clamped, v.c(fp.INT32_MIN)), v.c(fp.INT32_MIN), clamped)
             for i, c in zip(idx, clamped, strict=True):
                 b.store(b.trunc(c, VI32), b.gep(out, [i], source_etype=I32), align=4)
-            if slot is not None:  # saturate32's count: the lanes the clamp changed
+            if slot is not None and kind not in IN_RANGE:  # saturate32's count: lanes the clamp changed
                 pop = b.module.globals.get("llvm.ctpop.i8") or ir.Function(
                     b.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
                 for c, w in zip(clamped, wide, strict=True):
