@@ -46,7 +46,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_fma
+from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir.types import TensorType
 
@@ -72,6 +72,8 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
 @host_kernel("matmul", accepts, work)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    if matmul_act.takes(types, attrs, out_type):  # the attention's activation products: matmul_act.py
+        return matmul_act.emit(b, out, args, types, attrs, out_type, part, parts)
     ta, tb = types[0], types[1]
     trans = bool(attrs.get("transpose_b"))
     m, k, n = _dims(types, attrs)
