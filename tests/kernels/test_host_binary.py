@@ -60,3 +60,30 @@ def test_coalesce_merges_only_what_every_operand_allows():
     assert coalesce((1, 4, 32, 16), [[0, 0, 16, 1], [2048, 512, 16, 1]]) == ((4, 512), [[0, 1], [512, 1]])
     assert coalesce((32, 64), [[0, 1], [64, 1]]) == ((32, 64), [[0, 1], [64, 1]])
     assert coalesce((1, 1), [[0, 0]]) == ((), [[]])
+
+
+def div_graph(n, fa, fb, fo, d):
+    b = GraphBuilder("div")
+    x = b.add_input("a", TensorType(DType.FX32, (n,), fa))
+    w = b.add_initializer("d", np.array(d, dtype=np.int32), TensorType(DType.FX32, (), fb))
+    b.mark_output(b.add_node("binary", [x, w], {"kind": "div", "frac": fo}))
+    return b.build()
+
+
+@pytest.mark.parametrize("fa,fb,fo", [(17, 28, 17), (20, 28, 22), (30, 0, 10), (24, 24, 24), (8, 28, 0)])
+def test_division_by_a_scalar_in_double_lanes(fa, fb, fo):
+    """native/divide.py: exact ties (y = ±2^29, ±3·2^29: every odd a is a tie at s = 28), quotients
+    around ±2^31 (saturation), large quotients up to the fast test's 2^50 (small divisors), and
+    random numerators, against the interpreter with its counts; vectors and a scalar tail."""
+    from opmlc.ir.ops.binary import div_shift
+
+    s = div_shift(fa, fb, fo)
+    rng = np.random.default_rng(s + 40)
+    a = np.concatenate([EDGES, np.arange(-40, 41), (1 << 30) + np.arange(-3, 4), -(1 << 30) + np.arange(-3, 4),
+                        rng.integers(-(2**31), 2**31, 200)])
+    a = a[(a >= -(2**31)) & (a < 2**31)].astype(np.int32)
+    small = 1 << max(s - 19, 0)
+    for d in (1 << 29, -(1 << 29), 3 << 29, (1 << 29) + 1, small, small + 1, -small - 3, 12345, 2**31 - 1, -(2**31), 7):
+        g = div_graph(a.size, fa, fb, fo, d)
+        out = interp_and_native(g, [a])
+        np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])

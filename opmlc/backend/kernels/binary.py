@@ -188,6 +188,15 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     fast_blk, slow_blk, done = (b.append_basic_block(n) for n in ("div.all_fast", "div.general", "div.end"))
     b.cbranch(fast, fast_blk, slow_blk)
     b.position_at_end(fast_blk)
+    from opmlc.backend.kernels.native import divide  # host-only; native/ imports kernels' modules
+
+    if divide.applies(types, out_type):  # a non-zero divisor: exact double lanes (native/divide.py)
+        lanes_blk, recip_blk = b.append_basic_block("div.lanes"), b.append_basic_block("div.recip")
+        b.cbranch(b.icmp_signed("!=", ld(b, args[1], c32(0), DType.FX32), c64(0)), lanes_blk, recip_blk)
+        b.position_at_end(lanes_blk)
+        divide.emit(b, out, args, types, out_type)
+        b.branch(done)
+        b.position_at_end(recip_blk)
     # the scalar divisor's reciprocal, once: each element's quotient is then a multiply
     # (kernels/_host.py floor_divmod_recip, under the bound the test above proved)
     den, neg = _divisor(b, ld(b, args[1], c32(0), DType.FX32), div_shift(types[0].frac, types[1].frac, out_type.frac))
