@@ -147,3 +147,18 @@ def test_vector_round_div_on_ties_and_near_integers():
         f(n[i:].ctypes.data, d[i:].ctypes.data, got[i:].ctypes.data)
     np.testing.assert_array_equal(got, fp.round_div(n, d))
     del engine
+
+
+@pytest.mark.parametrize("kind", nonlinear.KINDS)
+def test_without_avx512_the_same_bits(kind, monkeypatch):
+    """A host without AVX-512 (another x86, an ARM machine) gets plain i64 multiplies and an
+    `fdiv` estimate instead of the inline assembly and `vrcp14pd`: the same bits."""
+    monkeypatch.setattr(nonlinear, "_x86_avx512", lambda: False)
+    rng = np.random.default_rng(9)
+    n = 4 * 32 + 8 + 5
+    x = np.concatenate([rng.permutation(EDGES)[:n // 2], rng.integers(-(2**31), 2**31, n - n // 2)]).astype(np.int32)
+    g = unary_graph(kind, n, 24, 24)
+    text = host_module(g)
+    assert "vpmuldq" not in text and "rcp14" not in text
+    out = interp_and_native(g, [x])
+    np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])
