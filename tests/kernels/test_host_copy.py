@@ -55,7 +55,7 @@ def test_view_rows(dtype, src, attrs, host):
     check(g, host)
 
 
-@pytest.mark.parametrize("dtype", [DType.FX32, DType.I64, DType.I8])
+@pytest.mark.parametrize("dtype", [DType.FX32, DType.I64, DType.I8, DType.BOOL])
 @pytest.mark.parametrize("shapes,axis", [(((2, 3, 33), (2, 3, 31)), 2), (((1, 4, 32, 8), (1, 4, 32, 8)), 3),
                                          (((3, 5), (1, 5), (2, 5)), 0), (((2, 0, 4), (2, 3, 4)), 1)])
 def test_concat_slabs(dtype, shapes, axis):
