@@ -69,8 +69,8 @@ def test_vector_softmax_equals_the_interpreter(n, f, fo):
     lo, hi = -(2**31), 2**31 - 1
     rows = [np.full(n, lo), np.full(n, hi), np.full(n, 0), np.where(np.arange(n) == n // 2, hi, lo),
             np.where(np.arange(n) % 2 == 0, hi, lo), np.arange(n) - n // 2]
-    rows += [rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31) for _ in range(10)]
-    x = np.stack(rows).astype(np.int32)
+    rows += [rng.integers(lo, hi, n, endpoint=True) >> rng.integers(0, 31) for _ in range(11)]
+    x = np.stack(rows).astype(np.int32)  # 17 rows: blocks of 8 or 2 rows, then single rows
     b = GraphBuilder("softmax")
     b.mark_output(b.add_node("softmax", [b.add_input("x", TensorType(DType.FX32, x.shape, f))], {"frac": fo}))
     g = b.build()

@@ -280,7 +280,9 @@ def emit_softmax(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: li
     (exp_q30_of_product: d = x − max ∈ (−2^32, 0], so −d · LOG2E_Q30 is one `vpmuludq`), kept
     in registers, their sum (exact: ≤ n·2^30), the row's 2^62 // s by kernels/_host.py's exact
     FPU division (as the portable kernel), then saturate32(shr_round(e · r, 62 − fo)) with
-    e ≤ 2^30 and r ≤ 2^32 (a full i64 product: r may be 2^32). Parts: ranges of rows."""
+    e ≤ 2^30 and r ≤ 2^32 (a full i64 product: r may be 2^32). Rows go in blocks of up to 8
+    vectors, every step emitted for the block's rows in turn (a row alone is latency-bound:
+    max, exps, sum, division, products in one chain). Parts: ranges of rows."""
     from opmlc.backend.kernels._host import floor_divmod_host
     from opmlc.backend.kernels.native._vec import hsum, splat
 
@@ -288,35 +290,43 @@ def emit_softmax(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: li
     m, f, fo = n // LANES, types[0].frac, out_type.frac
     rows = out_type.numel // n
     r_lo, r_hi = part_range(b, rows, 1, part, parts)
-    slot = counter_slot(b) if counting(b) else None
-    v = _V(b, m)
     smax_fn = b.module.globals.get("llvm.vector.reduce.smax.v8i64") or ir.Function(
         b.module, ir.FunctionType(I64, [VI64]), "llvm.vector.reduce.smax.v8i64")
-    with loop(b, r_hi, "row", start=r_lo) as r:
-        base = b.mul(r, c32(n))
-        idx = [b.add(base, c32(k * LANES)) for k in range(m)]
+
+    def block(first: ir.Value, nr: int) -> None:
+        """Rows first .. first + nr, each step emitted for all of them (their chains overlap)."""
+        v = _V(b, nr * m)
+        idx = [b.add(b.mul(b.add(first, c32(q)), c32(n)), c32(k * LANES)) for q in range(nr) for k in range(m)]
         x = [vload(b, args[0], i) for i in idx]
-        top = x[0]
-        for w in x[1:]:
-            top = b.select(b.icmp_signed(">", w, top), w, top)
-        top = splat(b, b.call(smax_fn, [top]))
-        e = v.exp_q30_of_product(v.umul32(v.sub(top, x), v.c(fp.LOG2E_Q30)), f)
-        total = e[0]
-        for w in e[1:]:
-            total = b.add(total, w)
-        s = hsum(b, total)
-        s = b.select(b.icmp_unsigned("==", s, c64(0)), c64(1), s)  # ≥ 2^30; as the portable kernel
-        recip, _rem = floor_divmod_host(b, c64(1 << 62), s, in_fast_range=True)
-        y = v.shr_round(v.map(b.mul, e, splat(b, recip)), 62 - fo)
-        clamped = v.smin(y, v.c(fp.INT32_MAX))
-        clamped = v.select(v.lt(clamped, v.c(fp.INT32_MIN)), v.c(fp.INT32_MIN), clamped)
-        for i, c, w in zip(idx, clamped, y, strict=True):
-            b.store(b.trunc(c, VI32), b.gep(out, [i], source_etype=I32), align=4)
-            if slot is not None:
-                pop = b.module.globals.get("llvm.ctpop.i8") or ir.Function(
-                    b.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
-                changed = b.bitcast(b.icmp_signed("!=", c, w), ir.IntType(LANES))
-                b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+        tops = []
+        for q in range(nr):
+            top = x[q * m]
+            for w in x[q * m + 1:(q + 1) * m]:
+                top = b.select(b.icmp_signed(">", w, top), w, top)
+            tops += [splat(b, b.call(smax_fn, [top]))] * m
+        e = v.exp_q30_of_product(v.umul32(v.sub(tops, x), v.c(fp.LOG2E_Q30)), f)
+        recips = []
+        for q in range(nr):
+            total = e[q * m]
+            for w in e[q * m + 1:(q + 1) * m]:
+                total = b.add(total, w)
+            s = hsum(b, total)
+            s = b.select(b.icmp_unsigned("==", s, c64(0)), c64(1), s)  # ≥ 2^30; as the portable kernel
+            recip, _rem = floor_divmod_host(b, c64(1 << 62), s, in_fast_range=True)
+            recips += [splat(b, recip)] * m
+        # e ≤ s, so e·r ≤ s·floor(2^62 / s) ≤ 2^62 and the result is in [0, 2^fo]: saturate32
+        # never acts, nothing to count
+        y = v.shr_round(v.map(b.mul, e, recips), 62 - fo)
+        for i, w in zip(idx, y, strict=True):
+            b.store(b.trunc(w, VI32), b.gep(out, [i], source_etype=I32), align=4)
+
+    group = max(1, 8 // m)  # rows a block: up to 8 vectors in flight
+    start = r_lo
+    for nr in (group, 1) if group > 1 else (1,):
+        blocks = b.udiv(b.sub(r_hi, start), c32(nr))
+        with loop(b, blocks, f"rows{nr}") as t:
+            block(b.add(start, b.mul(t, c32(nr))), nr)
+        start = b.add(start, b.mul(blocks, c32(nr)))
 
 
 __all__ = ["KINDS", "accepts", "emit", "emit_softmax", "softmax_accepts", "work"]
