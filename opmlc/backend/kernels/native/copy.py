@@ -28,24 +28,30 @@ VECTOR_BYTES = 64
 
 def _copy_run(b: ir.IRBuilder, dst: ir.Value, dst_at: ir.Value, src: ir.Value, src_at: ir.Value, count: int,
               dt: DType) -> None:
-    """dst[dst_at .. + count) = src[src_at .. + count) (element indices of dtype dt)."""
+    """dst[dst_at .. + count) = src[src_at .. + count) (element indices of dtype dt): 64-byte
+    vectors, then one 32- and one 16-byte vector where they fit, then scalars."""
     ty = ELEM[dt]
-    width = VECTOR_BYTES // (ty.width // 8)
-    vty = ir.VectorType(ty, width)
-    def vec(at: ir.Value) -> None:
-        x = b.load(b.gep(src, [b.add(src_at, at)], source_etype=ty), typ=vty, align=ty.width // 8)
-        b.store(x, b.gep(dst, [b.add(dst_at, at)], source_etype=ty), align=ty.width // 8)
+    size = ty.width // 8
 
+    def move(at: ir.Value, width: int) -> None:
+        vty = ir.VectorType(ty, width) if width > 1 else ty
+        x = b.load(b.gep(src, [b.add(src_at, at)], source_etype=ty), typ=vty, align=size)
+        b.store(x, b.gep(dst, [b.add(dst_at, at)], source_etype=ty), align=size)
+
+    width = VECTOR_BYTES // size
     if count // width > 8:  # a long run: a loop of vectors
         with loop(b, count // width, "cv") as v:
-            vec(b.mul(v, c32(width)))
+            move(b.mul(v, c32(width)), width)
     else:
         for v in range(count // width):
-            vec(c32(v * width))
-    for e in range(count - count % width, count):
-        at = c32(e)
-        b.store(b.load(b.gep(src, [b.add(src_at, at)], source_etype=ty), typ=ty),
-                b.gep(dst, [b.add(dst_at, at)], source_etype=ty))
+            move(c32(v * width), width)
+    done = count - count % width
+    for w in (width // 2, width // 4):  # what is left (< 64 bytes): at most one of each
+        if w >= 2 and w * size >= 16 and count - done >= w:
+            move(c32(done), w)
+            done += w
+    for e in range(done, count):
+        move(c32(e), 1)
 
 
 def _plain(dt: DType) -> bool:
