@@ -12,7 +12,6 @@ import pytest
 from opmlc.backend.kernels.native import host_kernel_for, split_worth
 from opmlc.backend.native import NativeSession, native_program
 from opmlc.ir.graph import GraphBuilder
-from opmlc.ir.interpreter import run_graph
 from opmlc.ir.types import DType, TensorType
 from tests.kernels.harness import interp_and_native
 

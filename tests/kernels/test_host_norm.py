@@ -132,6 +132,6 @@ def test_row_chain_isqrt():
     w = np.concatenate([root * root + d for d in (-1, 0, 1)] + [rng.integers(2**60, 2**62, 3000, dtype=np.int64)])
     w = w[(w >= 2**60) & (w < 2**62)]
     w = w[: w.size // 8 * 8]
-    engine, run = _lane_function(lambda b, x: norm._isqrt(b, nonlinear._V(b, 1), x))
+    engine, run = _lane_function(lambda b, x: norm._isqrt(b, nonlinear.Lanes(b, 1), x))
     np.testing.assert_array_equal(run(w), fp.isqrt64(w))
     del engine

@@ -93,7 +93,7 @@ def test_vector_softmax_equals_the_interpreter(n, f, fo):
 
 
 def _compile_round_div():
-    """A one-function module: out[i] = _V.round_div(n[i], d[i]) over eight lanes."""
+    """A one-function module: out[i] = Lanes.round_div(n[i], d[i]) over eight lanes."""
     import llvmlite.binding as llvm
     from llvmlite import ir
 
@@ -105,7 +105,7 @@ def _compile_round_div():
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, ptr]), "round_div8")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     n, d = (b.load(a, typ=VI64, align=8) for a in fn.args[:2])
-    (q,) = nonlinear._V(b, 1).round_div([n], [d])
+    (q,) = nonlinear.Lanes(b, 1).round_div([n], [d])
     b.store(q, fn.args[2], align=8)
     b.ret_void()
     tm = target.host_target_machine()

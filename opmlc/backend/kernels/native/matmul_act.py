@@ -22,7 +22,16 @@ from math import prod
 
 from llvmlite import ir
 
-from opmlc.backend.kernels._ir import I32, c32, counter_slot, counting, entry_alloca, load, loop, sext64
+from opmlc.backend.kernels._ir import (
+    I32,
+    c32,
+    counter_slot,
+    counting,
+    entry_alloca,
+    load,
+    loop,
+    sext64,
+)
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType, TensorType

@@ -1,5 +1,6 @@
-"""Host kernel of opmlc/ir/ops/unary.py's fixed-point sigmoid, tanh and erf: the interpreter's
-integer steps on explicit <8 x i64> lanes, with every product a 32 × 32-bit one.
+"""Host kernels of opmlc/ir/ops/unary.py's fixed-point sigmoid, tanh and erf, and of
+ops/softmax.py (`emit_softmax`): the interpreter's integer steps on explicit <8 x i64> lanes
+(`Lanes`, which native/norm.py shares), with every product a 32 × 32-bit one.
 
 Why: the portable kernel (kernels/unary.py) is vectorised by LLVM, but InstCombine folds each
 Horner step's rounding shift into the next product ((p·t + 2^29) >> 30 becomes (p·4t + 2^31)
@@ -16,7 +17,7 @@ operand bounds that make each product a 32-bit one. Two rewrites are exact by ar
 by order: a Horner step's shr_round(m, 30) + c is one add and one shift (`horner_step`), and
 the one division per element, round_div(n, d) with 0 ≤ n ≤ 2^61 and 2^30 ≤ d < 2^32, is a
 floating estimate of n/d + 1/2 (`vrcp14pd` and two Newton steps) within one of the answer, then
-corrected exactly by the sign of an i64 remainder (`_V.round_div`: the argument is there).
+corrected exactly by the sign of an i64 remainder (`Lanes.round_div`: the argument is there).
 
 Elements are taken eight at a time; the last (numel mod 8) go through the portable kernel's
 scalar code (kernels/unary.py fx_scalar), the same function of the element. Parts (threads)
@@ -61,7 +62,7 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     return out_type.numel * 16  # ~16 i64 multiply-adds' time an element: split from ~64k elements
 
 
-class _V:
+class Lanes:
     """<8 x i64> arithmetic on one builder, over `u` independent vectors at once: a value is a list
     of u vectors (or one constant, shared), and each step is emitted for all u in turn, so the
     long dependency chain of one vector overlaps the others' (the loop is latency-bound)."""
@@ -183,7 +184,7 @@ class _V:
         return self.shr_round_var(p, s)  # [0, 2^30]
 
 
-def _sigmoid(v: _V, x, f: int, fo: int):
+def _sigmoid(v: Lanes, x, f: int, fo: int):
     """ops/unary.py sigmoid_fx; returns the i64 before saturate32."""
     neg = v.lt(x, v.c(0))
     ax = v.select(neg, v.neg(x), x)  # ≤ 2^31
@@ -192,7 +193,7 @@ def _sigmoid(v: _V, x, f: int, fo: int):
     return v.round_div(num, v.add(v.c(fp.ONE_Q30), e))  # d ∈ [2^30, 2^31]; q ≤ 2^fo < 2^32
 
 
-def _tanh(v: _V, x, f: int, fo: int):
+def _tanh(v: Lanes, x, f: int, fo: int):
     neg = v.lt(x, v.c(0))
     ax = v.select(neg, v.neg(x), x)
     # d = −2|x| may be −2^32: (2|x|)·L is formed as 2·(|x|·L), the same i64 (< 2^63)
@@ -201,7 +202,7 @@ def _tanh(v: _V, x, f: int, fo: int):
     return v.select(neg, v.neg(mag), mag)
 
 
-def _erf(v: _V, x, f: int, fo: int):
+def _erf(v: Lanes, x, f: int, fo: int):
     neg = v.lt(x, v.c(0))
     ax = v.select(neg, v.neg(x), x)
     ef = unary_op.ERF_FRAC
@@ -245,7 +246,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         with loop(b, blocks, f"v{u}") as j:
             i0 = b.add(start, b.mul(j, c32(step)))
             idx = [b.add(i0, c32(k * LANES)) for k in range(u)]
-            v = _V(b, u)
+            v = Lanes(b, u)
             wide = FORMULA[kind](v, [vload(b, args[0], i) for i in idx], f, fo)
             if kind in IN_RANGE:  # saturate32 never clamps: no clamp, nothing to count
                 clamped = wide
@@ -295,7 +296,7 @@ def emit_softmax(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: li
 
     def block(first: ir.Value, nr: int) -> None:
         """Rows first .. first + nr, each step emitted for all of them (their chains overlap)."""
-        v = _V(b, nr * m)
+        v = Lanes(b, nr * m)
         idx = [b.add(b.mul(b.add(first, c32(q)), c32(n)), c32(k * LANES)) for q in range(nr) for k in range(m)]
         x = [vload(b, args[0], i) for i in idx]
         tops = []
@@ -329,4 +330,4 @@ def emit_softmax(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: li
         start = b.add(start, b.mul(blocks, c32(nr)))
 
 
-__all__ = ["KINDS", "accepts", "emit", "emit_softmax", "softmax_accepts", "work"]
+__all__ = ["KINDS", "Lanes", "accepts", "emit", "emit_softmax", "softmax_accepts", "work"]

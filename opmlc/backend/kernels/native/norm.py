@@ -19,7 +19,7 @@ Per lane (ops/norm.py; T = Σ x, S = Σ sq, both exact in i64):
 - isqrt64(W) for W ∈ [2^60, 2^62): the double root of fl(W) is within 2^-21 of √W, so its
   truncation s is isqrt(W) − 1, + 0 or + 1; s² and (s + 1)² (s ≤ 2^31: `vpmuludq`, exact)
   correct it, one step each way;
-- R = round_div(2^61, s), s ∈ [2^30, 2^31): nonlinear.py's `_V.round_div` (its argument);
+- R = round_div(2^61, s), s ∈ [2^30, 2^31): nonlinear.py's `Lanes.round_div` (its argument);
 - the shift 37 + r/2 − e, clamped to 0..62 as shr_round_var clamps it.
 
 Remainder rows (rows mod 8) fill the block's other lanes with copies of its last row, whose
@@ -35,11 +35,10 @@ from llvmlite import ir
 from opmlc.backend.kernels._ir import I1, I32, c32, counter_slot, counting, entry_alloca, loop
 from opmlc.backend.kernels.native import host_kernel
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat, vload
-from opmlc.backend.kernels.native.nonlinear import VF64, _V
+from opmlc.backend.kernels.native.nonlinear import VF64, Lanes
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops.norm import Z_FRAC, Z_LIMIT, shift_bits
 from opmlc.ir.types import DType, TensorType
-
 
 
 def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
@@ -87,7 +86,7 @@ def _round_div_const(b: ir.IRBuilder, x: ir.Value, n: int, two_steps: bool) -> i
     return b.add(q, b.zext(b.icmp_signed(">=", r, b.sub(_c(n), r)), VI64))
 
 
-def _isqrt(b: ir.IRBuilder, v: _V, w: ir.Value) -> ir.Value:
+def _isqrt(b: ir.IRBuilder, v: Lanes, w: ir.Value) -> ir.Value:
     """isqrt64(w) for w ∈ [2^60, 2^62) (module docstring)."""
     sqrt = _fn(b, "llvm.sqrt.v8f64", VF64, [VF64])
     s = b.fptosi(b.call(sqrt, [b.sitofp(w, VF64)]), VI64)
@@ -106,7 +105,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     acc_frac = Z_FRAC + fg
     fo = out_type.frac
     layer = attrs["kind"] == "layer"
-    v = _V(b, 1)
+    v = Lanes(b, 1)
     slot = counter_slot(b) if counting(b) else None
     lanes = [entry_alloca(b, VI64, name=x) for x in ("tot", "sq", "mu", "rr", "sh")]
     acc = entry_alloca(b, VI64, name="acc")
