@@ -87,6 +87,7 @@ def host_target_machine() -> llvm.TargetMachine:
     _init_llvm()
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    llvm.initialize_native_asmparser()  # host kernels' inline assembly (kernels/native/nonlinear.py)
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(
         cpu=llvm.get_host_cpu_name(),

@@ -297,8 +297,8 @@ def saturate32(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     wide = x
     x = b.select(b.icmp_signed("<", x, c64(fp.INT32_MIN)), c64(fp.INT32_MIN), x)
     x = b.select(b.icmp_signed(">", x, c64(fp.INT32_MAX)), c64(fp.INT32_MAX), x)
-    if counting(b):  # clamped ≠ original: one compare on top of the clamp
-        count(b, b.icmp_signed("!=", x, wide))
+    if counting(b):  # outside int32 (clamped ≠ original): an add and an unsigned compare, and
+        count(b, out_of_int32(b, wide))  # the clamp itself is left to a saturating narrow store
     return b.trunc(x, I32)
 
 

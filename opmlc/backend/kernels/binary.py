@@ -65,6 +65,8 @@ def fx_scalar(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value, fa: int, fb:
         return b.select(by_zero, b.trunc(inf, q.type), q)
     if kind in ("add", "sub") and fa == fb == fo and host(b):
         return _saturating_i32(b, kind, a, y)
+    if kind == "add" and fo == min(fa, fb) < max(fa, fb) and host(b):
+        return _add_rescaled_i32(b, *((a, y, fb - fa) if fa < fb else (y, a, fa - fb)))
     top = max(fa, fb)
     x = b.shl(a, c64(top - fa)) if top > fa else a
     z = b.shl(y, c64(top - fb)) if top > fb else y
@@ -89,6 +91,19 @@ def _saturating_i32(b: ir.IRBuilder, kind: str, a: ir.Value, y: ir.Value) -> ir.
         wrapped = b.add(a32, y32) if kind == "add" else b.sub(a32, y32)
         count(b, b.icmp_signed("!=", r, wrapped))
     return r
+
+
+def _add_rescaled_i32(b: ir.IRBuilder, x: ir.Value, z: ir.Value, k: int) -> ir.Value:
+    """Host module: an fx add whose output has the smaller of the operands' fractions, x's
+    (z has k ≥ 1 more bits): to_fx(x·2^k + z, f + k, f) = saturate32(x + shr_round(z, k)),
+    since x·2^k is a multiple of 2^k (|x·2^k + z| < 2^62: no wrap in the interpreter's i64).
+    shr_round(z, k) of an i32 is (z >> k) + bit k − 1 of z (with z = q·2^k + r, 0 ≤ r < 2^k:
+    floor((z + 2^(k−1)) / 2^k) = q + [r ≥ 2^(k−1)]), an i32; the saturating i32 add then counts
+    as `_saturating_i32`. 16 lanes a vector, no widening."""
+    z32 = b.trunc(z, I32)
+    half_bit = b.and_(b.lshr(z32, c32(k - 1)), c32(1))
+    s = b.add(b.ashr(z32, c32(k)), half_bit)  # |s| ≤ 2^(31 − k) + 1: no wrap
+    return _saturating_i32(b, "add", x, b.sext(s, I64))
 
 
 def _div_mips(b: ir.IRBuilder, num: ir.Value, den: ir.Value, wide_den: bool) -> ir.Value:
@@ -149,6 +164,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     so = strides(shape)
     dt = types[0].dtype
     rng = part_range(b)
+    if host(b) and rng is None:  # fewer, longer loops: the same elements in the same order
+        shape, (sa, sb, so) = coalesce(shape, [sa, sb, so])
 
     def body(fast_div: bool, recip: ir.Value | None = None) -> None:
         with nest(b, shape) if rng is None else _flat(b, shape, rng) as idx:
@@ -171,6 +188,15 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     fast_blk, slow_blk, done = (b.append_basic_block(n) for n in ("div.all_fast", "div.general", "div.end"))
     b.cbranch(fast, fast_blk, slow_blk)
     b.position_at_end(fast_blk)
+    from opmlc.backend.kernels.native import divide  # host-only; native/ imports kernels' modules
+
+    if divide.applies(types, out_type):  # a non-zero divisor: exact double lanes (native/divide.py)
+        lanes_blk, recip_blk = b.append_basic_block("div.lanes"), b.append_basic_block("div.recip")
+        b.cbranch(b.icmp_signed("!=", ld(b, args[1], c32(0), DType.FX32), c64(0)), lanes_blk, recip_blk)
+        b.position_at_end(lanes_blk)
+        divide.emit(b, out, args, types, out_type)
+        b.branch(done)
+        b.position_at_end(recip_blk)
     # the scalar divisor's reciprocal, once: each element's quotient is then a multiply
     # (kernels/_host.py floor_divmod_recip, under the bound the test above proved)
     den, neg = _divisor(b, ld(b, args[1], c32(0), DType.FX32), div_shift(types[0].frac, types[1].frac, out_type.frac))
@@ -205,6 +231,21 @@ def _fast_scalar_division(b: ir.IRBuilder, args: list[ir.Value], types: list[Ten
     y = ld(b, args[1], c32(0), DType.FX32)
     mag = b.select(b.icmp_signed("<", y, c64(0)), b.sub(c64(0), y), y)  # |y| ≤ 2^31: no overflow in i64
     return b.or_(b.icmp_signed(">=", mag, c64(1 << (s - 19))), b.icmp_signed("==", y, c64(0)))
+
+
+def coalesce(shape: tuple[int, ...], stride_lists: list[list[int]]) -> tuple[tuple[int, ...], list[list[int]]]:
+    """The loop nest of `shape` with fewer dimensions, visiting the same elements in the same
+    order: dimensions of size 1 dropped (their index is always 0), and dimension i merged
+    into i + 1 wherever every operand's stride of i is its stride of i + 1 times that extent
+    (index i·d + j then addresses exactly what (i, j) did, for every operand)."""
+    dims = [(d, [st[k] for st in stride_lists]) for k, d in enumerate(shape) if d != 1]
+    merged: list[tuple[int, list[int]]] = []
+    for d, sts in dims:
+        if merged and all(p == q * d for p, q in zip(merged[-1][1], sts, strict=True)):
+            merged[-1] = (merged[-1][0] * d, sts)
+        else:
+            merged.append((d, sts))
+    return tuple(d for d, _ in merged), [[sts[i] for _, sts in merged] for i in range(len(stride_lists))]
 
 
 @contextmanager

@@ -56,7 +56,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_fma, matmul_vnni16
+from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma, matmul_vnni16
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
@@ -120,6 +120,8 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
 @host_kernel("matmul", accepts, work, facts, derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
+    if matmul_act.takes(types, attrs, out_type):  # the attention's activation products: matmul_act.py
+        return matmul_act.emit(b, out, args, types, attrs, out_type, part, parts)
     ta, tb = types[0], types[1]
     trans = bool(attrs.get("transpose_b"))
     m, k, n = _dims(types, attrs)

@@ -1,0 +1,123 @@
+"""Host kernel of the attention's activation × activation products (opmlc/ir/ops/matmul.py with
+batch dimensions, a plain b [.., K, N], no bias): Q·Kᵀ and P·V of every head, as the decoders
+compute them ([1, H, T, d] × [1, H, d, T], [1, H, T, T] × [1, H, T, d]).
+
+kernels/native/matmul.py dispatches these nodes here (`takes`). Its plain-b tiles finish every
+output in scalars (a lane extracted, rounded, saturated and stored one by one), which for the
+attention's short reductions (K = 16–64) costs about as much as the products. Here a tile of
+R rows × V vectors of 8 columns (R·V = 16 accumulators: 32 zmm registers hold them, the V
+vectors of b's row k and a broadcast of a) walks K one step at a time, then finishes 8
+outputs at once: the rounding shift, saturate32 and its count (the lanes the clamp changed),
+one store.
+
+Bound: every product is sext(i32) · sext(i32), |p| ≤ 2^62, exactly an i64 (x86 `vpmuldq`);
+the sums wrap around in i64 as the interpreter's uint64 matmul does (a ring: any order gives
+the same bits). Rows left over (M mod R) take a 1-row tile, vectors left over (N/8 mod V) a
+1-vector tile. Parts (threads) are ranges of the batch's matrices.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import (
+    I32,
+    c32,
+    counter_slot,
+    counting,
+    entry_alloca,
+    load,
+    loop,
+    sext64,
+)
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, splat, vload
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.types import DType, TensorType
+
+ACCS = 16  # accumulators a tile keeps in registers
+
+
+def takes(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    """Whether a matmul node is one of these: fx32 operands of the same batch shape (≥ 1 batch
+    dimension, no broadcast), b not transposed, N a multiple of 8, no bias."""
+    if len(types) != 2 or attrs.get("transpose_b") or attrs.get("accumulate"):
+        return False
+    ta, tb = types
+    if not all(t.dtype is DType.FX32 for t in (ta, tb, out_type)):
+        return False
+    batch = out_type.shape[:-2]
+    n = out_type.shape[-1] if out_type.shape else 0
+    return (len(batch) >= 1 and ta.shape[:-2] == batch and tb.shape[:-2] == batch and n >= LANES
+            and n % LANES == 0 and ta.shape[-1] >= 1 and 0 <= ta.frac + tb.frac - out_type.frac <= 62)
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(VI64, [v] * LANES)
+
+
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    ta, tb = types
+    m, k = ta.shape[-2], ta.shape[-1]
+    n = tb.shape[-1]
+    shift = ta.frac + tb.frac - out_type.frac
+    a_arg, b_arg = args
+    vecs_n = n // LANES
+    vmax = min(4, vecs_n)
+    rmax = max(1, min(ACCS // vmax, m))
+    accs = [entry_alloca(b, VI64, name=f"acc{t}") for t in range(rmax * vmax)]
+    slot = counter_slot(b) if counting(b) else None
+    pop = None
+    if slot is not None:
+        pop = b.module.globals.get("llvm.ctpop.i8") or ir.Function(
+            b.module, ir.FunctionType(ir.IntType(8), [ir.IntType(8)]), "llvm.ctpop.i8")
+
+    def tile(rows: int, vecs: int, a_base: ir.Value, b_base: ir.Value, o_base: ir.Value, i0: ir.Value,
+             j0: ir.Value) -> None:
+        for t in range(rows * vecs):
+            b.store(_c(0), accs[t])
+        a_rows = [b.add(a_base, b.mul(b.add(i0, c32(r)), c32(k))) for r in range(rows)]
+        with loop(b, k, "k") as kk:
+            b_row = b.add(b_base, b.add(b.mul(kk, c32(n)), j0))
+            bv = [vload(b, b_arg, b.add(b_row, c32(LANES * v))) for v in range(vecs)]
+            for r in range(rows):
+                x = splat(b, sext64(b, load(b, a_arg, b.add(a_rows[r], kk))))
+                for v in range(vecs):
+                    acc = accs[r * vecs + v]
+                    b.store(b.add(b.load(acc, typ=VI64), b.mul(x, bv[v])), acc)
+        for r in range(rows):
+            row_out = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), j0))
+            for v in range(vecs):
+                total = b.load(accs[r * vecs + v], typ=VI64)
+                wide = b.ashr(b.add(total, _c(1 << (shift - 1))), _c(shift)) if shift else total
+                o = b.select(b.icmp_signed(">", wide, _c(fp.INT32_MAX)), _c(fp.INT32_MAX), wide)
+                o = b.select(b.icmp_signed("<", o, _c(fp.INT32_MIN)), _c(fp.INT32_MIN), o)
+                b.store(b.trunc(o, VI32), b.gep(out, [b.add(row_out, c32(LANES * v))], source_etype=I32), align=4)
+                if slot is not None:  # saturate32's count: the lanes the clamp changed
+                    changed = b.bitcast(b.icmp_signed("!=", o, wide), ir.IntType(LANES))
+                    b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+
+    lo, hi = part_range(b, prod(out_type.shape[:-2]), 1, part, parts)
+    with loop(b, b.sub(hi, lo), "batch") as t:
+        bi = b.add(lo, t)
+        a_base, b_base, o_base = (b.mul(bi, c32(size)) for size in (m * k, k * n, m * n))
+        first_row = 0
+        for rows, row_tiles in ((rmax, m // rmax), (1, m % rmax)):
+            if row_tiles == 0:
+                continue
+            with loop(b, row_tiles, f"rt{rows}") as rt:
+                i0 = b.add(c32(first_row), b.mul(rt, c32(rows)))
+                first_vec = 0
+                for vecs, col_tiles in ((vmax, vecs_n // vmax), (1, vecs_n % vmax)):
+                    if col_tiles == 0:
+                        continue
+                    with loop(b, col_tiles, f"ct{rows}.{vecs}") as ct:
+                        j0 = b.mul(b.add(c32(first_vec), b.mul(ct, c32(vecs))), c32(LANES))
+                        tile(rows, vecs, a_base, b_base, o_base, i0, j0)
+                    first_vec += vecs * col_tiles
+            first_row += rows * row_tiles
+
+
+__all__ = ["ACCS", "emit", "takes"]
