@@ -47,7 +47,7 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, operands
-from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native import host_kernel, qmatmul_rows
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
 from opmlc.ir.types import DType, TensorType
@@ -107,7 +107,8 @@ def accepts_lanes(types: list[TensorType], attrs: dict, out_type: TensorType) ->
 
 
 def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
-    return vnni.accepts(types, attrs, out_type) or accepts_lanes(types, attrs, out_type)
+    return (qmatmul_rows.accepts(types, attrs, out_type) or vnni.accepts(types, attrs, out_type)
+            or accepts_lanes(types, attrs, out_type))
 
 
 def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
@@ -117,6 +118,9 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
 @host_kernel("qmatmul", accepts, work)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    if qmatmul_rows.accepts(types, attrs, out_type):
+        qmatmul_rows.emit(b, out, args, types, attrs, out_type, part, parts)
+        return
     if vnni.accepts(types, attrs, out_type):
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
         return

@@ -1,0 +1,405 @@
+"""Host kernel of opmlc/ir/ops/qmatmul.py for a batch of rows (a prompt: M ≥ ROWS_MIN) with 8-bit
+weights on AVX-512 VNNI: `vpdpbusd` lanes along the rows of x, so no lane is ever summed with
+another, and the activations are split into as few byte planes as their range allows.
+
+Only on a host with avx512vnni (qmatmul_vnni.has_vnni; the native object is keyed by the CPU
+description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MIN with one scale
+per channel or blocks of whole 64-byte chunks; qmatmul_vnni.py's (lanes along the reduction: a
+token, M = 1, reads each weight byte once) otherwise.
+
+Planes, chosen per call by the activations' range. A part first ORs v ^ (v >> 31) over all of
+x: that is < 2^t exactly when every v lies in [−2^t, 2^t). P ∈ {2, 3, 4} is the fewest planes
+with every v in [−2^(8P−1), 2^(8P−1)); then u = v + 2^(8P−1) ∈ [0, 2^(8P)) and
+  u = Σ_{p<P} 2^(8p)·b_p,  b_p = (v >> 8p) & 255 for p < P − 1,  b_{P−1} = ((v >> 8(P−1)) + 128) & 255
+(arithmetic shifts; v >> 8(P−1) ∈ −128..127, so the top byte is exact; every int32 at P = 4).
+
+Layout. Per group of G = 16·V rows, the part writes x's planes once into a stack scratch: for
+each quad of the reduction (4 consecutive k) and lane vector v, P vectors of 64 bytes; lane t of
+vector (kq, v, p) holds b_p of x[16v + t, 4kq .. 4kq + 3], and zero bytes for k ≥ K and rows ≥ M
+(zero, not the digits of 0: a padded element contributes nothing whatever its weight). Then per
+tile of C weight rows (columns) and quad, each column's four weight bytes q are broadcast to the
+lanes and `vpdpbusd(acc_p, b_p (u8), q (s8))` adds four products per lane and plane. Per block b
+and row, Σ_p 2^(8p)·acc_p = Σ_{k∈b} u_k·q_k = Σ_{k∈b} x_k·q_k + 2^(8P−1)·Q_b, with Q_b = Σ_{k∈b} q_k
+the block's weight sum, which the tile takes as it streams the weights: one `vpdpbusd` of a
+vector of ones against each 64 weight bytes (1/(16·V·P) of the products) and a lane sum per block.
+Each block's fold subtracts 2^(8P−1)·Q_b (and zp_b·Σ_{k∈b} x_k with a zero point, Σx from the
+scratch) before the scale.
+
+Bounds. A lane (one row) of an accumulator adds, over one block, at most bs products b_p·q with
+b_p ∈ 0..255 and q ∈ −128..127: |acc_p| ≤ 255·128·bs = 32640·bs ≤ 32640·2^16 = 2139095040 < 2^31
+for blocks of at most MAX_BLOCK = 2^16 elements (one per channel: a block of K): no i32 lane
+overflows, so no flush inside a block (and no saturation: `vpdpbusds` is not used). The weight
+sums: |Q_b| ≤ 128·bs ≤ 2^23, exact in i32 lanes and their sum. At the block's end the planes are
+widened: |Σ_p 2^(8p)·acc_p| < 2^31·2^25 = 2^56, exact in i64. The fold's products (scale, zero
+point, 2^(8P−1)·Q_b) and every later sum are wrap-around i64, the op's own ring (ir/ops/qmatmul.py).
+
+Per-call work: the range check and the planes (M·K·P bytes, for the part), the products, and the
+weight sums above (what the old kernels spent on xor-ing or unpacking every weight byte per
+call, at a sixty-fourth of the instructions). Parts (threads): ranges of output columns (weight
+rows); each part checks and splits the same x itself, so every part takes the same plane count.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from llvmlite import ir
+
+from opmlc.backend.kernels._ir import (
+    I8,
+    I32,
+    I64,
+    c32,
+    c64,
+    counter_slot,
+    counting,
+    entry_alloca,
+    load,
+    loop,
+    sext64,
+    shl,
+)
+from opmlc.backend.kernels._qweight import load_q, operands
+from opmlc.backend.kernels.native import qmatmul_vnni as vnni
+from opmlc.backend.kernels.native._vec import part_range
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.ops._qweight import n_blocks, split_inputs
+from opmlc.ir.types import DType, TensorType
+
+ROWS_MIN = 16  # rows of x from which lanes along the rows beat lanes along the reduction
+LANE_ROWS = 16  # i32 lanes of one zmm: rows of x per lane vector
+CHUNK = 64  # weight bytes of one weight-sum vpdpbusd
+MAX_BLOCK = 1 << 16  # elements of one block summed in i32 lanes (module docstring: bounds)
+SCRATCH = 160 << 10  # bytes of stack for one row group's planes (a thread's stack is ≥ 2 MiB)
+PLANES = (2, 3, 4)
+VECS = 1  # lane vectors per row group
+GRAIN = 12  # part boundaries: a multiple of every tile's width
+WIDTHS = (1, 2, 3, 4, 6, 12)  # tile widths (weight rows): the divisors of GRAIN
+
+ENABLED: bool | None = None  # None: when qmatmul_vnni's kernels run; tests set False to test those at M ≥ 16
+
+V16 = ir.VectorType(I32, 16)
+V8 = ir.VectorType(I32, 8)
+V8I64 = ir.VectorType(I64, 8)
+V4I32 = ir.VectorType(I32, 4)
+VB = ir.VectorType(I8, 64)
+
+
+def _mask(n: int, live: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(ir.IntType(1), n), [int(t < live) for t in range(n)])
+
+
+def _quads(k: int) -> int:
+    return -(-k // 4)
+
+
+def _kblock(k: int, bs: int) -> int:
+    """Elements of one block as the kernel sums it: one per channel is the whole row."""
+    return k if bs >= k else bs
+
+
+def _scratch(k: int, nb: int, planes: int, vecs: int, zp: bool) -> tuple[int, int]:
+    """(bytes of the planes, bytes in all) of one row group: the planes, then with a zero point
+    per block and lane vector sixteen i64 Σx."""
+    plane_bytes = _quads(k) * vecs * planes * 64
+    return plane_bytes, plane_bytes + (nb * vecs * 128 if zp else 0)
+
+
+def _cols(planes: int, vecs: int) -> int:
+    """Weight rows per tile: C·V·P accumulators + V·P plane vectors + a weight in 32 zmm."""
+    return max(c for c in WIDTHS if (c + 1) * vecs * planes + 1 <= 32)
+
+
+def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    xt, qt = types[0], types[1]
+    k, bs = xt.shape[-1], attrs["block_size"]
+    on = (vnni.has_vnni() and vnni.ENABLED is not False) if ENABLED is None else ENABLED
+    if not on or qt.dtype is not DType.I8 or k == 0 or prod(xt.shape[:-1]) < ROWS_MIN:
+        return False
+    if not (bs >= k or bs % CHUNK == 0) or _kblock(k, bs) > MAX_BLOCK:
+        return False
+    zp, _ = split_inputs(types, 1)
+    return _scratch(k, n_blocks(k, _kblock(k, bs)), 4, VECS, zp is not None)[1] <= SCRATCH
+
+
+def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
+    v = b.insert_element(ir.Constant(ty, ir.Undefined), x, c32(0))
+    return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
+
+
+class _Kernel:
+    """The emitted code of one node: the shared operands, then `body` per plane count."""
+
+    def __init__(self, b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType],
+                 attrs: dict, out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+        xt, qt, st = types[:3]
+        self.b, self.out = b, out
+        self.x, self.q, self.scale, self.zp, self.bias, self.bias_t = operands(args, types)
+        self.k = k = xt.shape[-1]
+        self.m = prod(xt.shape[:-1])
+        self.n = qt.shape[0]
+        self.bsk = _kblock(k, attrs["block_size"])
+        self.nb = n_blocks(k, self.bsk)
+        self.prod_frac = xt.frac + st.frac
+        self.shift = self.prod_frac - out_type.frac
+        self.lo, self.hi = part_range(b, self.n, GRAIN, part, parts)
+        size = max(_scratch(k, self.nb, p, VECS, self.zp is not None)[1] for p in PLANES)
+        self.scratch = entry_alloca(b, ir.ArrayType(I8, size), name="planes")
+        self.scratch.align = 64
+        self.dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
+        self.dummy = entry_alloca(b, I32, name="past_m")  # where a partial group's rows past M store
+        most = max(_cols(p, VECS) * VECS * p for p in PLANES)
+        self.accs = [entry_alloca(b, V16, name=f"acc{t}") for t in range(most)]
+        self.tot = [entry_alloca(b, V8I64, name=f"tot{t}") for t in range(max(WIDTHS) * VECS * 2)]
+        self.qsum = [entry_alloca(b, V16, name=f"qsum{t}") for t in range(max(WIDTHS))]
+
+    def at(self, offset: ir.Value, ty: ir.Type) -> ir.Value:
+        b = self.b
+        return b.bitcast(b.gep(self.scratch, [c32(0), offset], source_etype=self.scratch.allocated_type), ty.as_pointer())
+
+    def planes(self) -> ir.Value:
+        """P for this call (module docstring): the range check over all of x."""
+        b, x, total = self.b, self.x, self.m * self.k
+        orv = entry_alloca(b, V16, name="range")
+        b.store(ir.Constant(V16, None), orv)
+        if total // 16:
+            with loop(b, total // 16, "rc") as i:
+                v = b.load(b.gep(x, [b.mul(i, c32(16))], source_etype=I32), typ=V16, align=4)
+                b.store(b.or_(b.load(orv, typ=V16), b.xor(v, b.ashr(v, ir.Constant(V16, [31] * 16)))), orv)
+        e = b.call(_intrinsic(b, "llvm.vector.reduce.or.v16i32", I32, [V16]), [b.load(orv, typ=V16)])
+        for t in range(total - total % 16, total):
+            v = load(b, x, c32(t))
+            e = b.or_(e, b.xor(v, b.ashr(v, c32(31))))
+        return b.select(b.icmp_unsigned("<", e, c32(1 << 15)), c32(2),
+                        b.select(b.icmp_unsigned("<", e, c32(1 << 23)), c32(3), c32(4)))
+
+    # ---- x → planes (and Σx per block with a zero point) for rows r0 .. r0 + rows − 1
+    def prep(self, pc: int, r0: ir.Value, rows: ir.Value) -> None:
+        b, k, x = self.b, self.k, self.x
+        plane_bytes, size = _scratch(k, self.nb, pc, VECS, self.zp is not None)
+        group = LANE_ROWS * VECS
+        quad_stride = VECS * pc * 64
+        if self.m % group:  # a partial group: every byte of the rows past M is zero
+            with b.if_then(b.icmp_unsigned("<", rows, c32(group))):
+                with loop(b, size // 64, "pz") as z:
+                    b.store(ir.Constant(VB, None), self.at(b.mul(z, c32(64)), VB), align=64)
+        with loop(b, rows, "pr") as t:
+            row_x = b.mul(b.add(r0, t), c32(k))
+            lane_off = b.add(b.mul(b.lshr(t, c32(4)), c32(pc * 64)), b.mul(b.and_(t, c32(15)), c32(4)))
+
+            def digits(v: ir.Value, first_quad: ir.Value, live: int) -> None:
+                for p in range(pc):
+                    sh = ir.Constant(V16, [8 * p] * 16)
+                    d = b.trunc(b.lshr(v, sh), ir.VectorType(I8, 16))
+                    if p == pc - 1:  # the top byte of v + 2^(8P−1): v's top byte, its sign bit flipped
+                        d = b.xor(d, ir.Constant(ir.VectorType(I8, 16), [-128] * 16))
+                    if live < 16:  # padding past K: zero bytes
+                        d = b.select(_mask(16, live), d, ir.Constant(ir.VectorType(I8, 16), None))
+                    dw = b.bitcast(d, V4I32)
+                    for u in range(_quads(live)):
+                        off = b.add(b.mul(b.add(first_quad, c32(u)), c32(quad_stride)), b.add(lane_off, c32(p * 64)))
+                        b.store(b.extract_element(dw, c32(u)), self.at(off, I32), align=4)
+
+            if k // 16:
+                with loop(b, k // 16, "pc") as c:
+                    v = b.load(b.gep(x, [b.add(row_x, b.mul(c, c32(16)))], source_etype=I32), typ=V16, align=4)
+                    digits(v, b.mul(c, c32(4)), 16)
+            if k % 16:
+                fn = _intrinsic(b, "llvm.masked.load.v16i32.p0", V16,
+                                [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 16), V16])
+                ptr = b.gep(x, [b.add(row_x, c32(k - k % 16))], source_etype=I32)
+                v = b.call(fn, [ptr, c32(4), _mask(16, k % 16), ir.Constant(V16, None)])
+                digits(v, c32((k - k % 16) // 4), k % 16)
+            if self.zp is not None:
+                lane64 = b.add(b.mul(b.lshr(t, c32(4)), c32(128)), b.mul(b.and_(t, c32(15)), c32(8)))
+                with loop(b, self.nb, "pb") as blk:
+                    k0 = b.mul(blk, c32(self.bsk))
+                    count = b.select(b.icmp_unsigned(">", b.add(k0, c32(self.bsk)), c32(k)), b.sub(c32(k), k0),
+                                     c32(self.bsk))
+                    sx = entry_alloca(b, I64, name="sx")
+                    b.store(c64(0), sx)
+                    with loop(b, count, "pk") as i:
+                        b.store(b.add(b.load(sx, typ=I64), sext64(b, load(b, x, b.add(row_x, b.add(k0, i))))), sx)
+                    cell = b.add(c32(plane_bytes), b.add(b.mul(blk, c32(VECS * 128)), lane64))
+                    b.store(b.load(sx, typ=I64), self.at(cell, I64), align=8)
+
+    # ---- a tile: weight rows js against the row group's planes
+    def quad(self, pc: int, js: list[ir.Value], kq: ir.Value, masked: bool) -> None:
+        b, k = self.b, self.k
+        base = b.mul(kq, c32(VECS * pc * 64))
+        pl = [[b.load(self.at(b.add(base, c32((v * pc + p) * 64)), V16), typ=V16, align=64) for p in range(pc)]
+              for v in range(VECS)]
+        if not masked:  # the next tile's weights (the next C·K bytes), 4·C of them a quad: a hint, never a fault
+            pf = _intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+            nxt = b.add(b.mul(b.add(js[0], c32(len(js))), c32(k)), b.mul(kq, c32(4 * len(js))))
+            b.call(pf, [b.gep(self.q, [nxt], source_etype=I8), c32(0), c32(3), c32(1)])
+        for c, j in enumerate(js):
+            ptr = b.gep(self.q, [b.add(b.mul(j, c32(k)), b.mul(kq, c32(4)))], source_etype=I8)
+            if masked:  # the row's last quad: no byte past the row is read (it may lie past the buffer)
+                vb = ir.VectorType(I8, 4)
+                fn = _intrinsic(b, "llvm.masked.load.v4i8.p0", vb,
+                                [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 4), vb])
+                word = b.bitcast(b.call(fn, [ptr, c32(1), _mask(4, k % 4), ir.Constant(vb, None)]), I32)
+            else:
+                word = b.load(ptr, typ=I32, align=1)
+            w = _splat(b, word, V16)
+            for v in range(VECS):
+                for p in range(pc):
+                    slot = self.accs[(c * VECS + v) * pc + p]
+                    b.store(b.call(self.dp, [b.load(slot, typ=V16), pl[v][p], w]), slot)
+
+    def weight_sums(self, js: list[ir.Value], blk: ir.Value, first: int, chunks: int, masked: int) -> list[ir.Value]:
+        """Q_b of each column (i32): its block's weights, 64 at a time against a vector of ones."""
+        b, k = self.b, self.k
+        ones = ir.Constant(V16, [0x01010101] * 16)
+        for c in range(len(js)):
+            b.store(ir.Constant(V16, None), self.qsum[c])
+
+        def chunk(ci: ir.Value, live: int) -> None:
+            for c, j in enumerate(js):
+                ptr = b.gep(self.q, [b.add(b.mul(j, c32(k)), b.mul(ci, c32(CHUNK)))], source_etype=I8)
+                if live < CHUNK:
+                    fn = _intrinsic(b, "llvm.masked.load.v64i8.p0", VB,
+                                    [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 64), VB])
+                    raw = b.call(fn, [ptr, c32(1), _mask(64, live), ir.Constant(VB, None)])
+                else:
+                    raw = b.load(ptr, typ=VB, align=1)
+                b.store(b.call(self.dp, [b.load(self.qsum[c], typ=V16), ones, b.bitcast(raw, V16)]), self.qsum[c])
+
+        start = b.mul(blk, c32(first))
+        plain = chunks - (1 if masked else 0)
+        if plain:
+            with loop(b, plain, "qs") as ci:
+                chunk(b.add(start, ci), CHUNK)
+        if masked:
+            chunk(b.add(start, c32(plain)), masked)
+        red = _intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
+        return [b.call(red, [b.load(self.qsum[c], typ=V16)]) for c in range(len(js))]
+
+    def fold(self, pc: int, js: list[ir.Value], blk: ir.Value, qs: list[ir.Value]) -> None:
+        """tot += scale_b · (Σ_p 2^(8p)·acc_p − 2^(8P−1)·Q_b − zp_b·Σx_b), lane by lane, in i64."""
+        b, nb = self.b, self.nb
+        plane_bytes = _scratch(self.k, nb, pc, VECS, self.zp is not None)[0]
+        for c, j in enumerate(js):
+            cell = b.add(b.mul(j, c32(nb)), blk)
+            sv = _splat(b, sext64(b, load(b, self.scale, cell)), V8I64)
+            offset = _splat(b, b.shl(sext64(b, qs[c]), c64(8 * pc - 1)), V8I64)
+            zv = _splat(b, sext64(b, load_q(b, self.zp, cell, DType.I8)), V8I64) if self.zp is not None else None
+            for v in range(VECS):
+                wide = []
+                for p in range(pc):
+                    a = b.load(self.accs[(c * VECS + v) * pc + p], typ=V16)
+                    wide.append([b.sext(b.shuffle_vector(a, a, ir.Constant(V8, list(range(8 * h, 8 * h + 8)))), V8I64)
+                                 for h in range(2)])
+                for h in range(2):
+                    inner = wide[0][h]
+                    for p in range(1, pc):
+                        inner = b.add(inner, b.shl(wide[p][h], ir.Constant(V8I64, [8 * p] * 8)))
+                    inner = b.sub(inner, offset)
+                    if zv is not None:
+                        off = b.add(c32(plane_bytes), b.add(b.mul(blk, c32(VECS * 128)), c32(v * 128 + h * 64)))
+                        inner = b.sub(inner, b.mul(zv, b.load(self.at(off, V8I64), typ=V8I64, align=64)))
+                    slot = self.tot[(c * VECS + v) * 2 + h]
+                    b.store(b.add(b.load(slot, typ=V8I64), b.mul(inner, sv)), slot)
+
+    def tile(self, pc: int, width: int, r0: ir.Value, rows: ir.Value, j0: ir.Value) -> None:
+        b, k, nb = self.b, self.k, self.nb
+        js = [b.add(j0, c32(c)) for c in range(width)]
+        bq = self.bsk // 4  # quads per block (all but a per-channel one are whole quads)
+        for t in range(width * VECS * 2):
+            b.store(ir.Constant(V8I64, None), self.tot[t])
+
+        def block(blk: ir.Value, elems: int) -> None:
+            for t in range(width * VECS * pc):
+                b.store(ir.Constant(V16, None), self.accs[t])
+            first = b.mul(blk, c32(bq))
+            plain = elems // 4
+            with loop(b, plain, "kq") as kq:
+                self.quad(pc, js, b.add(first, kq), False)
+            if elems % 4:  # K is not a multiple of 4: the last quad's weights by a masked load
+                self.quad(pc, js, b.add(first, c32(plain)), True)
+            qs = self.weight_sums(js, blk, self.bsk // CHUNK, -(-elems // CHUNK), elems % CHUNK)
+            self.fold(pc, js, blk, qs)
+
+        if nb > 1:  # every block but the last is whole (bs is a multiple of 64)
+            with loop(b, nb - 1, "kb") as blk:
+                block(blk, self.bsk)
+        block(c32(nb - 1), k - (nb - 1) * self.bsk)
+        self.finish(width, js, r0, rows)
+
+    def finish(self, width: int, js: list[ir.Value], r0: ir.Value, rows: ir.Value) -> None:
+        """Bias, rounding shift, saturation (counted), and the stores: lane t of half h of
+        vector v is row r0 + 16v + 8h + t."""
+        b = self.b
+        lo_c, hi_c = ir.Constant(V8I64, [fp.INT32_MIN] * 8), ir.Constant(V8I64, [fp.INT32_MAX] * 8)
+        for c, j in enumerate(js):
+            bias_v = None
+            if self.bias is not None:
+                bias_v = _splat(b, shl(b, sext64(b, load(b, self.bias, j)), self.prod_frac - self.bias_t.frac), V8I64)
+            for v in range(VECS):
+                for h in range(2):
+                    acc = b.load(self.tot[(c * VECS + v) * 2 + h], typ=V8I64)
+                    if bias_v is not None:
+                        acc = b.add(acc, bias_v)
+                    if self.shift:
+                        acc = b.ashr(b.add(acc, ir.Constant(V8I64, [1 << (self.shift - 1)] * 8)),
+                                     ir.Constant(V8I64, [self.shift] * 8))
+                    clamped = b.select(b.icmp_signed("<", acc, lo_c), lo_c, acc)
+                    clamped = b.select(b.icmp_signed(">", clamped, hi_c), hi_c, clamped)
+                    first = v * LANE_ROWS + h * 8
+                    live = None
+                    if self.m % (LANE_ROWS * VECS):  # a partial group: lanes at rows ≥ M are not outputs
+                        idx = ir.Constant(V8, list(range(first, first + 8)))
+                        live = b.icmp_unsigned("<", idx, _splat(b, rows, V8))
+                    if counting(b):
+                        sat = b.icmp_signed("!=", clamped, acc)
+                        if live is not None:
+                            sat = b.and_(sat, live)
+                        pop = b.call(_intrinsic(b, "llvm.ctpop.i8", I8, [I8]), [b.bitcast(sat, I8)])
+                        slot = counter_slot(b)
+                        b.store(b.add(b.load(slot, typ=I32), b.zext(pop, I32)), slot)
+                    y = b.trunc(clamped, V8)
+                    for u in range(8):
+                        row = b.add(r0, c32(first + u))
+                        ptr = b.gep(self.out, [b.add(b.mul(row, c32(self.n)), j)], source_etype=I32)
+                        if live is not None:
+                            ptr = b.select(b.extract_element(live, c32(u)), ptr, self.dummy)
+                        b.store(b.extract_element(y, c32(u)), ptr, align=4)
+
+    def body(self, pc: int) -> None:
+        """Row groups: planes, then every tile of the part's columns."""
+        b, m = self.b, self.m
+        group = LANE_ROWS * VECS
+        cols = _cols(pc, VECS)
+        with loop(b, -(-m // group), "qg") as g:
+            r0 = b.mul(g, c32(group))
+            left_rows = b.sub(c32(m), r0)
+            rows = b.select(b.icmp_unsigned("<", left_rows, c32(group)), left_rows, c32(group))
+            self.prep(pc, r0, rows)
+            left = b.sub(self.hi, self.lo)
+            count = b.udiv(left, c32(cols)) if cols > 1 else left
+            with loop(b, count, f"qt{pc}") as u:
+                self.tile(pc, cols, r0, rows, b.add(self.lo, b.mul(u, c32(cols))))
+            if cols > 1:  # the last part's columns past a multiple of the tile
+                first = b.add(self.lo, b.mul(count, c32(cols)))
+                with loop(b, b.sub(self.hi, first), f"q1{pc}") as u:
+                    self.tile(pc, 1, r0, rows, b.add(first, u))
+
+
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    kern = _Kernel(b, out, args, types, attrs, out_type, part, parts)
+    planes = kern.planes()
+    done = b.append_basic_block("qr.done")
+    sw = b.switch(planes, done)
+    for pc in PLANES:
+        blk = b.append_basic_block(f"qr.p{pc}")
+        sw.add_case(c32(pc), blk)
+        b.position_at_end(blk)
+        kern.body(pc)
+        b.branch(done)
+    b.position_at_end(done)
