@@ -43,19 +43,24 @@ def _graph(rng, x_shape, n, bs, zp, bias):
 
 
 def _inputs(rng, shape):
-    """Per plane count P: values in [−2^(8P−1), 2^(8P−1)) with both ends present, then the same
-    with one element just past an end (the check must take P + 1 planes); and any int32."""
+    """Per plane count P < 4: values in [−2^(8P−1), 2^(8P−1)) with both ends present; the same
+    with as many elements past the range as the kernel lists (outliers: P planes and the list),
+    the ends' neighbours and the int32 extremes among them; and one more (P + 1 planes). Then
+    any int32 (P = 4) and all INT32_MIN."""
+    m, k = int(np.prod(shape[:-1])), shape[-1]
+    limit = qmatmul_rows._outliers(m, k)
     out = []
     for p in (2, 3):
         lo, hi = -(1 << (8 * p - 1)), (1 << (8 * p - 1)) - 1
         x = rng.integers(lo, hi, shape, endpoint=True).astype(np.int32)
         x.flat[0], x.flat[-1], x.flat[x.size // 2] = lo, hi, 0
         out.append(x)
-        for past in (lo - 1, hi + 1):
+        for count in (limit, limit + 1):
             y = x.copy()
-            y.flat[int(rng.integers(x.size))] = past
+            pool = np.array([lo - 1, hi + 1, fp.INT32_MIN, fp.INT32_MAX, 1 << 30], np.int64)
+            y.flat[rng.choice(x.size, count, replace=False)] = pool[np.arange(count) % len(pool)]
             out.append(y)
-    out.append(rand_fx(rng, shape))  # P = 4: INT32_MIN and INT32_MAX among random int32
+    out.append(rand_fx(rng, shape))
     out.append(np.full(shape, fp.INT32_MIN, np.int32))
     return out
 
@@ -100,7 +105,7 @@ def test_row_lane_qmatmul_split_over_threads():
     n = SPLIT_MIN_WORK // (m * k) + 7
     g = _graph(rng, (m, k), n, k, True, True)
     assert split_worth(g, 0)
-    _check(g, _inputs(rng, (m, k))[::3], threads=(1, 2))
+    _check(g, [_inputs(rng, (m, k))[i] for i in (1, 4, 6)], threads=(1, 2))  # outliers at P = 2, 3; P = 4
 
 
 def test_row_lane_qmatmul_takes_only_its_shapes(monkeypatch):

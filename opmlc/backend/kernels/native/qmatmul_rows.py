@@ -73,6 +73,7 @@ MAX_BLOCK = 1 << 16  # elements of one block summed in i32 lanes (module docstri
 SCRATCH = 160 << 10  # bytes of stack for one row group's planes (a thread's stack is ≥ 2 MiB)
 PLANES = (2, 3, 4)
 VECS = 1  # lane vectors per row group
+MAX_OUTLIERS = 256  # the outlier list's capacity (16 bytes an entry)
 GRAIN = 12  # part boundaries: a multiple of every tile's width
 WIDTHS = (1, 2, 3, 4, 6, 12)  # tile widths (weight rows): the divisors of GRAIN
 
@@ -105,6 +106,13 @@ def _scratch(k: int, nb: int, planes: int, vecs: int, zp: bool) -> tuple[int, in
     return plane_bytes, plane_bytes + (nb * vecs * 128 if zp else 0)
 
 
+def _outliers(m: int, k: int) -> int:
+    """How many elements of x may lie outside P planes' range, P < 4, and still take P planes
+    (each costs a few scalar operations per weight row; a plane less saves M·K/64 vpdpbusd per
+    weight row)."""
+    return min(MAX_OUTLIERS, m * k // 512)
+
+
 def _cols(planes: int, vecs: int) -> int:
     """Weight rows per tile: C·V·P accumulators + V·P plane vectors + a weight in 32 zmm."""
     return max(c for c in WIDTHS if (c + 1) * vecs * planes + 1 <= 32)
@@ -119,7 +127,8 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
     if not (bs >= k or bs % CHUNK == 0) or _kblock(k, bs) > MAX_BLOCK:
         return False
     zp, _ = split_inputs(types, 1)
-    return _scratch(k, n_blocks(k, _kblock(k, bs)), 4, VECS, zp is not None)[1] <= SCRATCH
+    size = _scratch(k, n_blocks(k, _kblock(k, bs)), 4, VECS, zp is not None)[1]
+    return size + 16 * _outliers(prod(xt.shape[:-1]), k) <= SCRATCH
 
 
 def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -147,8 +156,10 @@ class _Kernel:
         self.prod_frac = xt.frac + st.frac
         self.shift = self.prod_frac - out_type.frac
         self.lo, self.hi = part_range(b, self.n, GRAIN, part, parts)
-        size = max(_scratch(k, self.nb, p, VECS, self.zp is not None)[1] for p in PLANES)
-        self.scratch = entry_alloca(b, ir.ArrayType(I8, size), name="planes")
+        self.limit = _outliers(self.m, k)
+        self.list_at = max(_scratch(k, self.nb, p, VECS, self.zp is not None)[1] for p in PLANES)
+        self.scratch = entry_alloca(b, ir.ArrayType(I8, self.list_at + 16 * self.limit), name="planes")
+        self.n_out = entry_alloca(b, I32, name="outliers")  # entries of the row group's outlier list
         self.scratch.align = 64
         self.dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
         self.dummy = entry_alloca(b, I32, name="past_m")  # where a partial group's rows past M store
@@ -162,20 +173,32 @@ class _Kernel:
         return b.bitcast(b.gep(self.scratch, [c32(0), offset], source_etype=self.scratch.allocated_type), ty.as_pointer())
 
     def planes(self) -> ir.Value:
-        """P for this call (module docstring): the range check over all of x."""
+        """P for this call (module docstring): the fewest planes whose range holds all of x but
+        at most `limit` elements (the outliers)."""
         b, x, total = self.b, self.x, self.m * self.k
-        orv = entry_alloca(b, V16, name="range")
-        b.store(ir.Constant(V16, None), orv)
+        counts = [entry_alloca(b, V16, name=f"past{p}") for p in (2, 3)]
+        for slot in counts:
+            b.store(ir.Constant(V16, None), slot)
+
+        def tally(v: ir.Value, ty: ir.VectorType, slots: list[ir.Value] | None) -> list[ir.Value]:
+            a = b.xor(v, b.ashr(v, ir.Constant(ty, [31] * ty.count)))
+            past = [b.zext(b.icmp_unsigned(">=", a, ir.Constant(ty, [1 << (8 * p - 1)] * ty.count)), ty) for p in (2, 3)]
+            if slots is not None:
+                for slot, c in zip(slots, past, strict=True):
+                    b.store(b.add(b.load(slot, typ=V16), c), slot)
+            return past
+
         if total // 16:
             with loop(b, total // 16, "rc") as i:
-                v = b.load(b.gep(x, [b.mul(i, c32(16))], source_etype=I32), typ=V16, align=4)
-                b.store(b.or_(b.load(orv, typ=V16), b.xor(v, b.ashr(v, ir.Constant(V16, [31] * 16)))), orv)
-        e = b.call(_intrinsic(b, "llvm.vector.reduce.or.v16i32", I32, [V16]), [b.load(orv, typ=V16)])
+                tally(b.load(b.gep(x, [b.mul(i, c32(16))], source_etype=I32), typ=V16, align=4), V16, counts)
+        red = _intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
+        n2, n3 = (b.call(red, [b.load(slot, typ=V16)]) for slot in counts)
         for t in range(total - total % 16, total):
-            v = load(b, x, c32(t))
-            e = b.or_(e, b.xor(v, b.ashr(v, c32(31))))
-        return b.select(b.icmp_unsigned("<", e, c32(1 << 15)), c32(2),
-                        b.select(b.icmp_unsigned("<", e, c32(1 << 23)), c32(3), c32(4)))
+            v = b.insert_element(ir.Constant(ir.VectorType(I32, 1), None), load(b, x, c32(t)), c32(0))
+            c2, c3 = (b.extract_element(c, c32(0)) for c in tally(v, ir.VectorType(I32, 1), None))
+            n2, n3 = b.add(n2, c2), b.add(n3, c3)
+        few = c32(self.limit)
+        return b.select(b.icmp_unsigned("<=", n2, few), c32(2), b.select(b.icmp_unsigned("<=", n3, few), c32(3), c32(4)))
 
     # ---- x → planes (and Σx per block with a zero point) for rows r0 .. r0 + rows − 1
     def prep(self, pc: int, r0: ir.Value, rows: ir.Value) -> None:
@@ -187,11 +210,26 @@ class _Kernel:
             with b.if_then(b.icmp_unsigned("<", rows, c32(group))):
                 with loop(b, size // 64, "pz") as z:
                     b.store(ir.Constant(VB, None), self.at(b.mul(z, c32(64)), VB), align=64)
+        b.store(c32(0), self.n_out)
         with loop(b, rows, "pr") as t:
             row_x = b.mul(b.add(r0, t), c32(k))
             lane_off = b.add(b.mul(b.lshr(t, c32(4)), c32(pc * 64)), b.mul(b.and_(t, c32(15)), c32(4)))
 
             def digits(v: ir.Value, first_quad: ir.Value, live: int) -> None:
+                if pc < 4:  # an element outside the planes' range: 0 in the planes, itself in the list
+                    a = b.xor(v, b.ashr(v, ir.Constant(V16, [31] * 16)))
+                    inside = b.icmp_unsigned("<", a, ir.Constant(V16, [1 << (8 * pc - 1)] * 16))
+                    with b.if_then(b.icmp_unsigned("!=", b.bitcast(inside, ir.IntType(16)), ir.Constant(ir.IntType(16), -1)),
+                                   likely=False):
+                        for u in range(16):
+                            with b.if_then(b.not_(b.extract_element(inside, c32(u)))):
+                                e = b.load(self.n_out, typ=I32)
+                                entry = b.add(c32(self.list_at), b.mul(e, c32(16)))
+                                k_at = b.add(b.mul(first_quad, c32(4)), c32(u))
+                                for f, val in enumerate((t, k_at, b.extract_element(v, c32(u)))):
+                                    b.store(val, self.at(b.add(entry, c32(4 * f)), I32), align=4)
+                                b.store(b.add(e, c32(1)), self.n_out)
+                    v = b.select(inside, v, ir.Constant(V16, None))
                 for p in range(pc):
                     sh = ir.Constant(V16, [8 * p] * 16)
                     d = b.trunc(b.lshr(v, sh), ir.VectorType(I8, 16))
@@ -329,7 +367,31 @@ class _Kernel:
             with loop(b, nb - 1, "kb") as blk:
                 block(blk, self.bsk)
         block(c32(nb - 1), k - (nb - 1) * self.bsk)
+        if pc < 4:
+            self.outliers(width, js)
         self.finish(width, js, r0, rows)
+
+    def outliers(self, width: int, js: list[ir.Value]) -> None:
+        """tot += scale_b·x·q for each listed element (lane t, k, x): what its 0 in the planes left
+        out (its u = 2^(8P−1) is what the offset correction assumes; Σx holds it)."""
+        b, group = self.b, LANE_ROWS * VECS
+        count = b.load(self.n_out, typ=I32)
+        with b.if_then(b.icmp_unsigned("!=", count, c32(0)), likely=False):
+            lanes = entry_alloca(b, ir.ArrayType(I64, max(WIDTHS) * group), name="lanes")
+            base = b.bitcast(lanes, V8I64.as_pointer())
+            for t in range(width * VECS * 2):  # tot[c][v][h] is lanes[c·G + 16v + 8h ..]
+                b.store(b.load(self.tot[t], typ=V8I64), b.gep(base, [c32(t)], source_etype=V8I64), align=8)
+            with loop(b, count, "ol") as e:
+                entry = b.add(c32(self.list_at), b.mul(e, c32(16)))
+                t, kk, xv = (b.load(self.at(b.add(entry, c32(4 * f)), I32), typ=I32, align=4) for f in range(3))
+                blk = b.udiv(kk, c32(self.bsk))
+                for c, j in enumerate(js):
+                    w = sext64(b, load(b, self.q, b.add(b.mul(j, c32(self.k)), kk), I8))
+                    s = sext64(b, load(b, self.scale, b.add(b.mul(j, c32(self.nb)), blk)))
+                    cell = b.gep(b.bitcast(lanes, I64.as_pointer()), [b.add(c32(c * group), t)], source_etype=I64)
+                    b.store(b.add(b.load(cell, typ=I64), b.mul(s, b.mul(sext64(b, xv), w))), cell)
+            for t in range(width * VECS * 2):
+                b.store(b.load(b.gep(base, [c32(t)], source_etype=V8I64), typ=V8I64, align=8), self.tot[t])
 
     def finish(self, width: int, js: list[ir.Value], r0: ir.Value, rows: ir.Value) -> None:
         """Bias, rounding shift, saturation (counted), and the stores: lane t of half h of
