@@ -7,23 +7,32 @@ description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MI
 per channel or blocks of whole 64-byte chunks; qmatmul_vnni.py's (lanes along the reduction: a
 token, M = 1, reads each weight byte once) otherwise.
 
-Planes, chosen per call by the activations' range. A part first ORs v ^ (v >> 31) over all of
-x: that is < 2^t exactly when every v lies in [−2^t, 2^t). P ∈ {2, 3, 4} is the fewest planes
-with every v in [−2^(8P−1), 2^(8P−1)); then u = v + 2^(8P−1) ∈ [0, 2^(8P)) and
+Planes, chosen per call by the activations' range. A part first counts, over all of x, the
+elements outside [−2^(8P−1), 2^(8P−1)) for P = 2 and 3 (v ^ (v >> 31) ≥ 2^(8P−1) exactly when v
+lies outside). P ∈ {2, 3, 4} is the fewest planes with at most L = min(256, M·K/512) elements
+outside (every int32 lies inside at P = 4). Those few, the outliers, enter the planes as 0 and a
+list as (row, k, v); for every other element u = v + 2^(8P−1) ∈ [0, 2^(8P)) and
   u = Σ_{p<P} 2^(8p)·b_p,  b_p = (v >> 8p) & 255 for p < P − 1,  b_{P−1} = ((v >> 8(P−1)) + 128) & 255
-(arithmetic shifts; v >> 8(P−1) ∈ −128..127, so the top byte is exact; every int32 at P = 4).
+(arithmetic shifts; v >> 8(P−1) ∈ −128..127, so the top byte is exact). Fewer planes, fewer
+products: a plane less saves M·K/64 `vpdpbusd` per weight row, an outlier costs a few scalar
+operations per weight row (so L ~ M·K/512 keeps it a win). LLaMA's norm outputs (fx32<24>,
+~28 bits) take four planes, its down projection's input (~25 bits, a handful past 2^23) three.
 
-Layout. Per group of G = 16·V rows, the part writes x's planes once into a stack scratch: for
+Layout. Per group of G = 16·V rows (V = VECS = 1: with two lane vectors a group's planes leave
+L1 at K = 512 and measured 1.5× slower), the part writes x's planes once into a stack scratch: for
 each quad of the reduction (4 consecutive k) and lane vector v, P vectors of 64 bytes; lane t of
 vector (kq, v, p) holds b_p of x[16v + t, 4kq .. 4kq + 3], and zero bytes for k ≥ K and rows ≥ M
 (zero, not the digits of 0: a padded element contributes nothing whatever its weight). Then per
 tile of C weight rows (columns) and quad, each column's four weight bytes q are broadcast to the
-lanes and `vpdpbusd(acc_p, b_p (u8), q (s8))` adds four products per lane and plane. Per block b
-and row, Σ_p 2^(8p)·acc_p = Σ_{k∈b} u_k·q_k = Σ_{k∈b} x_k·q_k + 2^(8P−1)·Q_b, with Q_b = Σ_{k∈b} q_k
+lanes and `vpdpbusd(acc_p, b_p (u8), q (s8))` adds four products per lane and plane (a tile
+of C = 6 columns, 12 at two planes, holds C·P accumulators and P plane vectors; it prefetches
+the next tile's weights, 4·C bytes a quad: a node's weights stream from memory once per row
+group). Per block b and row, Σ_p 2^(8p)·acc_p = Σ_{k∈b} u_k·q_k = Σ_{k∈b} x_k·q_k + 2^(8P−1)·Q_b, with Q_b = Σ_{k∈b} q_k
 the block's weight sum, which the tile takes as it streams the weights: one `vpdpbusd` of a
 vector of ones against each 64 weight bytes (1/(16·V·P) of the products) and a lane sum per block.
 Each block's fold subtracts 2^(8P−1)·Q_b (and zp_b·Σ_{k∈b} x_k with a zero point, Σx from the
-scratch) before the scale.
+scratch) before the scale. An outlier (its planes those of u = 2^(8P−1), i.e. of v = 0, which is
+what the correction assumes; Σx holds its v) then adds scale_b·v·q_k to its row's i64 total.
 
 Bounds. A lane (one row) of an accumulator adds, over one block, at most bs products b_p·q with
 b_p ∈ 0..255 and q ∈ −128..127: |acc_p| ≤ 255·128·bs = 32640·bs ≤ 32640·2^16 = 2139095040 < 2^31
@@ -31,7 +40,8 @@ for blocks of at most MAX_BLOCK = 2^16 elements (one per channel: a block of K):
 overflows, so no flush inside a block (and no saturation: `vpdpbusds` is not used). The weight
 sums: |Q_b| ≤ 128·bs ≤ 2^23, exact in i32 lanes and their sum. At the block's end the planes are
 widened: |Σ_p 2^(8p)·acc_p| < 2^31·2^25 = 2^56, exact in i64. The fold's products (scale, zero
-point, 2^(8P−1)·Q_b) and every later sum are wrap-around i64, the op's own ring (ir/ops/qmatmul.py).
+point, 2^(8P−1)·Q_b), the outliers' scale_b·v·q and every later sum are wrap-around i64, the
+op's own ring (ir/ops/qmatmul.py).
 
 Per-call work: the range check and the planes (M·K·P bytes, for the part), the products, and the
 weight sums above (what the old kernels spent on xor-ing or unpacking every weight byte per
@@ -74,6 +84,7 @@ SCRATCH = 160 << 10  # bytes of stack for one row group's planes (a thread's sta
 PLANES = (2, 3, 4)
 VECS = 1  # lane vectors per row group
 MAX_OUTLIERS = 256  # the outlier list's capacity (16 bytes an entry)
+PREFETCH = 1  # tiles ahead whose weights a tile prefetches
 GRAIN = 12  # part boundaries: a multiple of every tile's width
 WIDTHS = (1, 2, 3, 4, 6, 12)  # tile widths (weight rows): the divisors of GRAIN
 
@@ -273,7 +284,7 @@ class _Kernel:
               for v in range(VECS)]
         if not masked:  # the next tile's weights (the next C·K bytes), 4·C of them a quad: a hint, never a fault
             pf = _intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
-            nxt = b.add(b.mul(b.add(js[0], c32(len(js))), c32(k)), b.mul(kq, c32(4 * len(js))))
+            nxt = b.add(b.mul(b.add(js[0], c32(PREFETCH * len(js))), c32(k)), b.mul(kq, c32(4 * len(js))))
             b.call(pf, [b.gep(self.q, [nxt], source_etype=I8), c32(0), c32(3), c32(1)])
         for c, j in enumerate(js):
             ptr = b.gep(self.q, [b.add(b.mul(j, c32(k)), b.mul(kq, c32(4)))], source_etype=I8)
