@@ -213,57 +213,104 @@ class _Kernel:
 
     # ---- x → planes (and Σx per block with a zero point) for rows r0 .. r0 + rows − 1
     def prep(self, pc: int, r0: ir.Value, rows: ir.Value) -> None:
+        """Per 16 rows × 16 elements: the rows' vectors (outliers listed and zeroed), regrouped
+        per quad (rows 4j .. 4j + 3 × the quad's 4 elements in each of four vectors), then each
+        plane's bytes of the four as one 64-byte vector, lane r = row r: whole-line stores."""
         b, k, x = self.b, self.k, self.x
         plane_bytes, size = _scratch(k, self.nb, pc, VECS, self.zp is not None)
         group = LANE_ROWS * VECS
-        quad_stride = VECS * pc * 64
-        if self.m % group:  # a partial group: every byte of the rows past M is zero
-            with b.if_then(b.icmp_unsigned("<", rows, c32(group))):
-                with loop(b, size // 64, "pz") as z:
-                    b.store(ir.Constant(VB, None), self.at(b.mul(z, c32(64)), VB), align=64)
         b.store(c32(0), self.n_out)
-        with loop(b, rows, "pr") as t:
-            row_x = b.mul(b.add(r0, t), c32(k))
-            lane_off = b.add(b.mul(b.lshr(t, c32(4)), c32(pc * 64)), b.mul(b.and_(t, c32(15)), c32(4)))
+        masked_load = _intrinsic(b, "llvm.masked.load.v16i32.p0", V16,
+                                 [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 16), V16])
 
-            def digits(v: ir.Value, first_quad: ir.Value, live: int) -> None:
-                if pc < 4:  # an element outside the planes' range: 0 in the planes, itself in the list
-                    a = b.xor(v, b.ashr(v, ir.Constant(V16, [31] * 16)))
-                    inside = b.icmp_unsigned("<", a, ir.Constant(V16, [1 << (8 * pc - 1)] * 16))
-                    with b.if_then(b.icmp_unsigned("!=", b.bitcast(inside, ir.IntType(16)), ir.Constant(ir.IntType(16), -1)),
-                                   likely=False):
-                        for u in range(16):
-                            with b.if_then(b.not_(b.extract_element(inside, c32(u)))):
-                                e = b.load(self.n_out, typ=I32)
-                                entry = b.add(c32(self.list_at), b.mul(e, c32(16)))
-                                k_at = b.add(b.mul(first_quad, c32(4)), c32(u))
-                                for f, val in enumerate((t, k_at, b.extract_element(v, c32(u)))):
-                                    b.store(val, self.at(b.add(entry, c32(4 * f)), I32), align=4)
-                                b.store(b.add(e, c32(1)), self.n_out)
-                    v = b.select(inside, v, ir.Constant(V16, None))
+        def row_vector(t: int, k0: ir.Value, live: int) -> ir.Value:
+            ptr = b.gep(x, [b.add(b.mul(b.add(r0, c32(t)), c32(k)), k0)], source_etype=I32)
+            if self.m % group == 0 and live == 16:
+                v = b.load(ptr, typ=V16, align=4)
+            else:  # rows past M (a partial group) and elements past K read as 0, never from memory
+                mask = _mask(16, live)
+                if self.m % group:
+                    mask = b.and_(mask, _splat(b, b.icmp_unsigned("<", c32(t), rows), ir.VectorType(ir.IntType(1), 16)))
+                v = b.call(masked_load, [ptr, c32(4), mask, ir.Constant(V16, None)])
+            return v
+
+        def outside(v: ir.Value) -> tuple[ir.Value, ir.Value]:
+            """v with the elements outside the planes' range zeroed, and whether there were any."""
+            a = b.xor(v, b.ashr(v, ir.Constant(V16, [31] * 16)))
+            inside = b.icmp_unsigned("<", a, ir.Constant(V16, [1 << (8 * pc - 1)] * 16))
+            return b.select(inside, v, ir.Constant(V16, None)), b.zext(b.not_(b.bitcast(inside, ir.IntType(16))), I32)
+
+        def listing(vec: int, k0: ir.Value, live: int) -> None:
+            """The outliers of 16 rows × `live` elements into the list (lane, k, v), in order."""
+            first_row = vec * LANE_ROWS
+            count = b.sub(rows, c32(first_row))
+            count = b.select(b.icmp_signed(">", count, c32(LANE_ROWS)), c32(LANE_ROWS), count)
+            with loop(b, count, "or") as r:
+                row_x = b.add(b.mul(b.add(r0, b.add(r, c32(first_row))), c32(k)), k0)
+                with loop(b, live, "ou") as u:
+                    v = load(b, x, b.add(row_x, u))
+                    far = b.icmp_unsigned(">=", b.xor(v, b.ashr(v, c32(31))), c32(1 << (8 * pc - 1)))
+                    with b.if_then(far):
+                        e = b.load(self.n_out, typ=I32)
+                        entry = b.add(c32(self.list_at), b.mul(e, c32(16)))
+                        for f, val in enumerate((b.add(r, c32(first_row)), b.add(k0, u), v)):
+                            b.store(val, self.at(b.add(entry, c32(4 * f)), I32), align=4)
+                        b.store(b.add(e, c32(1)), self.n_out)
+
+        def block(vec: int, k0: ir.Value, live: int) -> None:
+            xs = [row_vector(vec * LANE_ROWS + r, k0, live) for r in range(LANE_ROWS)]
+            if pc < 4:  # elements outside the planes' range: 0 in the planes, themselves in the list
+                flags = []
+                for r in range(LANE_ROWS):
+                    xs[r], flag = outside(xs[r])
+                    flags.append(flag)
+                any_out = flags[0]
+                for flag in flags[1:]:
+                    any_out = b.or_(any_out, flag)
+                with b.if_then(b.icmp_unsigned("!=", any_out, c32(0)), likely=False):
+                    listing(vec, k0, live)
+            first_quad = b.lshr(k0, c32(2))
+            # 128-bit blocks (one quad of one row) transposed 4 × 4 within each four rows:
+            # quads[j][kq] = rows 4j .. 4j + 3, quad kq
+            quads = []
+            for j in range(4):
+                x0, x1, x2, x3 = xs[4 * j: 4 * j + 4]
+                even = [0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23]
+                odd = [t + 8 for t in even]
+                u = [b.shuffle_vector(x0, x1, ir.Constant(V16, even)), b.shuffle_vector(x0, x1, ir.Constant(V16, odd)),
+                     b.shuffle_vector(x2, x3, ir.Constant(V16, even)), b.shuffle_vector(x2, x3, ir.Constant(V16, odd))]
+                first = list(range(8)) + list(range(16, 24))
+                second = [t + 8 for t in first]
+                quads.append([b.shuffle_vector(u[kq // 2], u[2 + kq // 2], ir.Constant(V16, first if kq % 2 == 0 else second))
+                              for kq in range(4)])
+            for kq in range(_quads(live)):
+                src = [b.bitcast(quads[j][kq], VB) for j in range(4)]
+                pad = [int(4 * kq + i < live) for _r in range(16) for i in range(4)]
                 for p in range(pc):
-                    sh = ir.Constant(V16, [8 * p] * 16)
-                    d = b.trunc(b.lshr(v, sh), ir.VectorType(I8, 16))
+                    pick = [4 * t + p for t in range(16)] + [64 + 4 * t + p for t in range(16)]
+                    halves = [b.shuffle_vector(src[2 * h], src[2 * h + 1], ir.Constant(ir.VectorType(I32, 32), pick))
+                              for h in range(2)]
+                    o = b.shuffle_vector(halves[0], halves[1], ir.Constant(ir.VectorType(I32, 64), list(range(64))))
                     if p == pc - 1:  # the top byte of v + 2^(8P−1): v's top byte, its sign bit flipped
-                        d = b.xor(d, ir.Constant(ir.VectorType(I8, 16), [-128] * 16))
-                    if live < 16:  # padding past K: zero bytes
-                        d = b.select(_mask(16, live), d, ir.Constant(ir.VectorType(I8, 16), None))
-                    dw = b.bitcast(d, V4I32)
-                    for u in range(_quads(live)):
-                        off = b.add(b.mul(b.add(first_quad, c32(u)), c32(quad_stride)), b.add(lane_off, c32(p * 64)))
-                        b.store(b.extract_element(dw, c32(u)), self.at(off, I32), align=4)
+                        o = b.xor(o, ir.Constant(VB, [-128] * 64))
+                    if not all(pad):  # padding past K: zero bytes
+                        o = b.select(ir.Constant(ir.VectorType(ir.IntType(1), 64), pad), o, ir.Constant(VB, None))
+                    off = b.mul(b.add(b.mul(b.add(first_quad, c32(kq)), c32(VECS)), c32(vec)), c32(pc * 64))
+                    b.store(o, self.at(b.add(off, c32(p * 64)), VB), align=64)
 
+        for vec in range(VECS):
             if k // 16:
                 with loop(b, k // 16, "pc") as c:
-                    v = b.load(b.gep(x, [b.add(row_x, b.mul(c, c32(16)))], source_etype=I32), typ=V16, align=4)
-                    digits(v, b.mul(c, c32(4)), 16)
+                    block(vec, b.mul(c, c32(16)), 16)
             if k % 16:
-                fn = _intrinsic(b, "llvm.masked.load.v16i32.p0", V16,
-                                [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 16), V16])
-                ptr = b.gep(x, [b.add(row_x, c32(k - k % 16))], source_etype=I32)
-                v = b.call(fn, [ptr, c32(4), _mask(16, k % 16), ir.Constant(V16, None)])
-                digits(v, c32((k - k % 16) // 4), k % 16)
-            if self.zp is not None:
+                block(vec, c32(k - k % 16), k % 16)
+        if self.zp is not None:
+            if self.m % group:  # a partial group: the Σx of rows past M are zero
+                with b.if_then(b.icmp_unsigned("<", rows, c32(group))):
+                    with loop(b, (size - plane_bytes) // 64, "pz") as z:
+                        b.store(ir.Constant(VB, None), self.at(b.add(c32(plane_bytes), b.mul(z, c32(64))), VB), align=64)
+            with loop(b, rows, "pr") as t:
+                row_x = b.mul(b.add(r0, t), c32(k))
                 lane64 = b.add(b.mul(b.lshr(t, c32(4)), c32(128)), b.mul(b.and_(t, c32(15)), c32(8)))
                 with loop(b, self.nb, "pb") as blk:
                     k0 = b.mul(blk, c32(self.bsk))
