@@ -1,4 +1,4 @@
-"""The row-lane VNNI qmatmul (kernels/native/qmatmul_rows.py: 8-bit weights, M ≥ 16) against the
+"""The row-lane VNNI qmatmul (kernels/native/qmatmul_rows.py: 8-bit weights, M ≥ 8) against the
 interpreter, bit for bit and count for count: every plane count at the edges of its range and
 one past them (where the run-time check switches), int32 extremes, weights −128/127, zero
 points, blocks, partial row groups and ragged column tiles, 1 and 2 threads."""
@@ -109,11 +109,11 @@ def test_row_lane_qmatmul_split_over_threads():
 
 
 def test_row_lane_qmatmul_takes_only_its_shapes(monkeypatch):
-    """Fewer than 16 rows, 4-bit weights, blocks that are not whole 64-byte chunks, or the VNNI
+    """Fewer than 8 rows, 4-bit weights, blocks that are not whole 64-byte chunks, or the VNNI
     kernels switched off: the other kernels."""
     rng = np.random.default_rng(3)
     taken = []
-    for shape, dtype, bs in [((16, 64), DType.I8, 64), ((15, 64), DType.I8, 64), ((16, 64), DType.I8, 32),
+    for shape, dtype, bs in [((8, 64), DType.I8, 64), ((7, 64), DType.I8, 64), ((16, 64), DType.I8, 32),
                              ((16, 64), DType.I4, 64)]:
         g = _graph(rng, shape, 4, bs, False, False) if dtype is DType.I8 else None
         types = g.input_types(g.nodes[0]) if g else [fx(shape, 12), TensorType(dtype, (4, 64)), fx((4, 1), 20)]

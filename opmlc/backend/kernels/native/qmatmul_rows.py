@@ -3,7 +3,7 @@ weights on AVX-512 VNNI: `vpdpbusd` lanes along the rows of x, so no lane is eve
 another, and the activations are split into as few byte planes as their range allows.
 
 Only on a host with avx512vnni (qmatmul_vnni.has_vnni; the native object is keyed by the CPU
-description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MIN with one scale
+description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MIN = 8 with one scale
 per channel or blocks of whole 64-byte chunks; qmatmul_vnni.py's (lanes along the reduction: a
 token, M = 1, reads each weight byte once) otherwise.
 
@@ -19,7 +19,9 @@ operations per weight row (so L ~ M·K/512 keeps it a win). LLaMA's norm outputs
 ~28 bits) take four planes, its down projection's input (~25 bits, a handful past 2^23) three.
 
 Layout. Per group of G = 16·V rows (V = VECS = 1: with two lane vectors a group's planes leave
-L1 at K = 512 and measured 1.5× slower), the part writes x's planes once into a stack scratch: for
+L1 at K = 512 and measured 1.5× slower), the part writes x's planes once into a stack scratch (a
+pass holds as many groups as fit, up to 8; each tile then runs against every group of the pass
+in turn, so a weight byte comes from memory once per pass: once at M ≤ 32 and K = 512): for
 each quad of the reduction (4 consecutive k) and lane vector v, P vectors of 64 bytes; lane t of
 vector (kq, v, p) holds b_p of x[16v + t, 4kq .. 4kq + 3], and zero bytes for k ≥ K and rows ≥ M
 (zero, not the digits of 0: a padded element contributes nothing whatever its weight). Then per
@@ -76,19 +78,22 @@ from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
 
-ROWS_MIN = 16  # rows of x from which lanes along the rows beat lanes along the reduction
+ROWS_MIN = 8  # rows of x from which lanes along the rows win (measured, 512 → 1536: as fast as
+# lanes along the reduction at 8 rows with the weights in cache, faster when they are not; 1.4× at 12; half at 4)
 LANE_ROWS = 16  # i32 lanes of one zmm: rows of x per lane vector
 CHUNK = 64  # weight bytes of one weight-sum vpdpbusd
 MAX_BLOCK = 1 << 16  # elements of one block summed in i32 lanes (module docstring: bounds)
-SCRATCH = 160 << 10  # bytes of stack for one row group's planes (a thread's stack is ≥ 2 MiB)
+SCRATCH = 160 << 10  # bytes of stack for a pass's row groups (a thread's stack is ≥ 2 MiB)
 PLANES = (2, 3, 4)
-VECS = 1  # lane vectors per row group
+VECS = 1  # lane vectors per row group (module docstring: two were slower)
 MAX_OUTLIERS = 256  # the outlier list's capacity (16 bytes an entry)
-PREFETCH = 1  # tiles ahead whose weights a tile prefetches
+PASS_GROUPS = 8  # row groups per pass at most (128 rows)
+PREFETCH = 1  # tiles ahead whose weights a tile prefetches (LLaMA 27.5M whole task: 17.3 ms without,
+# 15.0 with; 3 tiles ahead or a second, L2 prefetch further ahead measured no better)
 GRAIN = 12  # part boundaries: a multiple of every tile's width
 WIDTHS = (1, 2, 3, 4, 6, 12)  # tile widths (weight rows): the divisors of GRAIN
 
-ENABLED: bool | None = None  # None: when qmatmul_vnni's kernels run; tests set False to test those at M ≥ 16
+ENABLED: bool | None = None  # None: when qmatmul_vnni's kernels run; tests set False to test those at M ≥ 8
 
 V16 = ir.VectorType(I32, 16)
 V8 = ir.VectorType(I32, 8)
@@ -117,6 +122,20 @@ def _scratch(k: int, nb: int, planes: int, vecs: int, zp: bool) -> tuple[int, in
     return plane_bytes, plane_bytes + (nb * vecs * 128 if zp else 0)
 
 
+def _group_bytes(k: int, nb: int, planes: int, zp: bool, limit: int) -> tuple[int, int]:
+    """(offset of the outlier list, bytes) of one 16-row group's block of the scratch: its
+    planes, its Σx, its outlier list and the list's length (in a line of its own)."""
+    list_at = -(-_scratch(k, nb, planes, VECS, zp)[1] // 64) * 64
+    return list_at, list_at + -(-16 * limit // 64) * 64 + 64  # whole lines: the next group's planes are aligned
+
+
+def _groups(m: int, k: int, nb: int, planes: int, zp: bool) -> int:
+    """Row groups per pass: as many as the scratch holds (up to all of them), so that a tile's
+    weights, loaded once, serve every group of the pass."""
+    size = _group_bytes(k, nb, planes, zp, _outliers(m, k))[1]
+    return max(1, min(-(-m // (LANE_ROWS * VECS)), SCRATCH // size, PASS_GROUPS))
+
+
 def _outliers(m: int, k: int) -> int:
     """How many elements of x may lie outside P planes' range, P < 4, and still take P planes
     (each costs a few scalar operations per weight row; a plane less saves M·K/64 vpdpbusd per
@@ -138,8 +157,8 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
     if not (bs >= k or bs % CHUNK == 0) or _kblock(k, bs) > MAX_BLOCK:
         return False
     zp, _ = split_inputs(types, 1)
-    size = _scratch(k, n_blocks(k, _kblock(k, bs)), 4, VECS, zp is not None)[1]
-    return size + 16 * _outliers(prod(xt.shape[:-1]), k) <= SCRATCH
+    m = prod(xt.shape[:-1])
+    return _group_bytes(k, n_blocks(k, _kblock(k, bs)), 4, zp is not None, _outliers(m, k))[1] <= SCRATCH
 
 
 def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -168,9 +187,11 @@ class _Kernel:
         self.shift = self.prod_frac - out_type.frac
         self.lo, self.hi = part_range(b, self.n, GRAIN, part, parts)
         self.limit = _outliers(self.m, k)
-        self.list_at = max(_scratch(k, self.nb, p, VECS, self.zp is not None)[1] for p in PLANES)
-        self.scratch = entry_alloca(b, ir.ArrayType(I8, self.list_at + 16 * self.limit), name="planes")
-        self.n_out = entry_alloca(b, I32, name="outliers")  # entries of the row group's outlier list
+        zp = self.zp is not None
+        size = max(_groups(self.m, k, self.nb, p, zp) * _group_bytes(k, self.nb, p, zp, self.limit)[1] for p in PLANES)
+        self.scratch = entry_alloca(b, ir.ArrayType(I8, size), name="planes")
+        self.gbase: ir.Value = c32(0)  # the current row group's block in the scratch (body sets it)
+        self.list_at = 0
         self.scratch.align = 64
         self.dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
         self.dummy = entry_alloca(b, I32, name="past_m")  # where a partial group's rows past M store
@@ -180,8 +201,15 @@ class _Kernel:
         self.qsum = [entry_alloca(b, V16, name=f"qsum{t}") for t in range(max(WIDTHS))]
 
     def at(self, offset: ir.Value, ty: ir.Type) -> ir.Value:
+        """The current row group's scratch at `offset` (bytes)."""
         b = self.b
-        return b.bitcast(b.gep(self.scratch, [c32(0), offset], source_etype=self.scratch.allocated_type), ty.as_pointer())
+        where = b.add(self.gbase, offset)
+        return b.bitcast(b.gep(self.scratch, [c32(0), where], source_etype=self.scratch.allocated_type), ty.as_pointer())
+
+    @property
+    def n_out(self) -> ir.Value:
+        """The length of the current row group's outlier list (i32)."""
+        return self.at(c32(self.list_at + 16 * self.limit), I32)
 
     def planes(self) -> ir.Value:
         """P for this call (module docstring): the fewest planes whose range holds all of x but
@@ -491,23 +519,39 @@ class _Kernel:
                         b.store(b.extract_element(y, c32(u)), ptr, align=4)
 
     def body(self, pc: int) -> None:
-        """Row groups: planes, then every tile of the part's columns."""
+        """Passes of row groups: each group's planes, then every tile of the part's columns
+        against each group of the pass in turn (the tile's weights stay in L1 between them)."""
         b, m = self.b, self.m
+        zp = self.zp is not None
         group = LANE_ROWS * VECS
         cols = _cols(pc, VECS)
-        with loop(b, -(-m // group), "qg") as g:
-            r0 = b.mul(g, c32(group))
-            left_rows = b.sub(c32(m), r0)
-            rows = b.select(b.icmp_unsigned("<", left_rows, c32(group)), left_rows, c32(group))
-            self.prep(pc, r0, rows)
+        self.list_at, size = _group_bytes(self.k, self.nb, pc, zp, self.limit)
+        per_pass = _groups(m, self.k, self.nb, pc, zp)
+        total = -(-m // group)
+
+        def each_group(first: ir.Value, count: ir.Value, name: str, emit) -> None:
+            with loop(b, count, name) as gi:
+                self.gbase = b.mul(gi, c32(size))
+                r0 = b.mul(b.add(first, gi), c32(group))
+                left_rows = b.sub(c32(m), r0)
+                rows = b.select(b.icmp_unsigned("<", left_rows, c32(group)), left_rows, c32(group))
+                emit(r0, rows)
+            self.gbase = c32(0)
+
+        with loop(b, -(-total // per_pass), "qp") as ps:
+            first = b.mul(ps, c32(per_pass))
+            left_groups = b.sub(c32(total), first)
+            count = b.select(b.icmp_unsigned("<", left_groups, c32(per_pass)), left_groups, c32(per_pass))
+            each_group(first, count, "qg", lambda r0, rows: self.prep(pc, r0, rows))
             left = b.sub(self.hi, self.lo)
-            count = b.udiv(left, c32(cols)) if cols > 1 else left
-            with loop(b, count, f"qt{pc}") as u:
-                self.tile(pc, cols, r0, rows, b.add(self.lo, b.mul(u, c32(cols))))
+            tiles = b.udiv(left, c32(cols)) if cols > 1 else left
+            with loop(b, tiles, f"qt{pc}") as u:
+                j0 = b.add(self.lo, b.mul(u, c32(cols)))
+                each_group(first, count, "qtg", lambda r0, rows, j0=j0: self.tile(pc, cols, r0, rows, j0))
             if cols > 1:  # the last part's columns past a multiple of the tile
-                first = b.add(self.lo, b.mul(count, c32(cols)))
-                with loop(b, b.sub(self.hi, first), f"q1{pc}") as u:
-                    self.tile(pc, 1, r0, rows, b.add(first, u))
+                j1 = b.add(self.lo, b.mul(tiles, c32(cols)))
+                with loop(b, b.sub(self.hi, j1), f"q1{pc}") as u:
+                    each_group(first, count, "q1g", lambda r0, rows, u=u: self.tile(pc, 1, r0, rows, b.add(j1, u)))
 
 
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
