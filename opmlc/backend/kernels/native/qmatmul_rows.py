@@ -98,7 +98,6 @@ ENABLED: bool | None = None  # None: when qmatmul_vnni's kernels run; tests set 
 V16 = ir.VectorType(I32, 16)
 V8 = ir.VectorType(I32, 8)
 V8I64 = ir.VectorType(I64, 8)
-V4I32 = ir.VectorType(I32, 4)
 VB = ir.VectorType(I8, 64)
 
 
