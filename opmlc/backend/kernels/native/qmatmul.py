@@ -21,8 +21,9 @@ happens) and the conversion to i64 at the block's end is exact. inner · scale a
 sum are wrap-around i64 as in the op (`vpmullq`: the low 64 bits, which is what wrap-around
 means).
 
-On a host with AVX-512 VNNI, qmatmul_vnni.py's byte-plane kernel takes every node it accepts
-(`vnni.accepts`), this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
+On a host with AVX-512 VNNI, qmatmul_rows.py takes 8-bit weights at M ≥ 8 rows (lanes along
+the rows of x), qmatmul_vnni.py's byte-plane kernel every other node it accepts (`vnni.accepts`),
+this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
 dividing K, at most MAX_BLOCK); otherwise the portable kernel. Parts (threads): ranges of output columns, i.e. of
 weight rows, so each thread streams its own weights.
 """
@@ -47,7 +48,7 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, operands
-from opmlc.backend.kernels.native import host_kernel
+from opmlc.backend.kernels.native import host_kernel, qmatmul_rows
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
 from opmlc.ir.types import DType, TensorType
@@ -107,7 +108,8 @@ def accepts_lanes(types: list[TensorType], attrs: dict, out_type: TensorType) ->
 
 
 def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
-    return vnni.accepts(types, attrs, out_type) or accepts_lanes(types, attrs, out_type)
+    return (qmatmul_rows.accepts(types, attrs, out_type) or vnni.accepts(types, attrs, out_type)
+            or accepts_lanes(types, attrs, out_type))
 
 
 def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
@@ -117,6 +119,9 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
 @host_kernel("qmatmul", accepts, work)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    if qmatmul_rows.accepts(types, attrs, out_type):
+        qmatmul_rows.emit(b, out, args, types, attrs, out_type, part, parts)
+        return
     if vnni.accepts(types, attrs, out_type):
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
         return
