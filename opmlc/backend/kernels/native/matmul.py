@@ -56,7 +56,7 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma, matmul_vnni16
+from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma, matmul_vnni16, matvec16
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
@@ -104,17 +104,20 @@ def facts(graph: Graph, index: int) -> dict:
     {} for another b."""
     node = graph.nodes[index]
     types = graph.input_types(node)
-    if node.inputs[1] not in graph.initializers or folded_rows(types, graph.values[node.output].type) is None:
+    rows = folded_rows(types, graph.values[node.output].type)
+    if node.inputs[1] not in graph.initializers or rows is None:
         return {}
-    f = matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1]), types, node.attrs))
+    w2 = _weight(held(graph.initializers, node.inputs[1]), types, node.attrs)
+    f = (matvec16.weight_facts(w2) if rows == 1 else {}) or matmul_vnni16.weight_facts(w2)
     return {**f, "trans": bool(node.attrs.get("transpose_b"))} if f else f
 
 
 def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    """The weight's planes (matmul_vnni16.derive) from the region table's b."""
+    """The weight's planes (matmul_vnni16.derive, or matvec16.derive for one row) from the
+    region table's b."""
     w = operands[1]
     w2 = w.reshape(w.shape[-2], w.shape[-1])
-    return matmul_vnni16.derive(facts, w2 if facts["trans"] else w2.T)
+    return (matvec16 if "matvec" in facts else matmul_vnni16).derive(facts, w2 if facts["trans"] else w2.T)
 
 
 @host_kernel("matmul", accepts, work, facts, derive)
@@ -135,9 +138,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     bias_arg = args[2] if len(types) == 3 else None
     facts = facts or {}
     rows = folded_rows(types, out_type)
-    vnni = (bool(facts.get("derived")) and matmul_vnni16.available() and rows is not None
+    matvec = "matvec" in facts and matvec16.available() and rows == 1
+    vnni = (bool(facts.get("derived")) and "matvec" not in facts and matmul_vnni16.available() and rows is not None
             and rows >= matmul_vnni16.MIN_ROWS)
-    lo, hi = part_range(b, n, matmul_vnni16.GRAIN if vnni else COLS if trans else VECS * LANES, part, parts)
+    grain = matvec16.GRAIN if matvec else matmul_vnni16.GRAIN if vnni else COLS if trans else VECS * LANES
+    lo, hi = part_range(b, n, grain, part, parts)
     width = b.sub(hi, lo)
 
     def finish(total: ir.Value, o_base: ir.Value, i: ir.Value, j: ir.Value) -> None:
@@ -170,6 +175,12 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         b.store(b.trunc(clamped, v32), b.gep(out, [b.add(b.mul(i, c32(n)), j)], source_etype=I32), align=4)
 
     done = None
+    if matvec:  # one row, the weight's narrow planes, when x's range allows (else on to the i64 kernel)
+        done = matvec16.emit(b, a_arg, args[len(types)], k, n, facts, lo, hi, finish, vfinish)
+        if matvec16.ONLY:
+            b.branch(done)
+            b.position_at_end(done)
+            return
     if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
         done = matmul_vnni16.emit(b, a_arg, args[len(types)], rows, k, n, facts, lo, hi, finish, vfinish)
         if matmul_vnni16.ONLY:
