@@ -56,7 +56,13 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma, matmul_vnni16, matvec16
+from opmlc.backend.kernels.native import (
+    host_kernel,
+    matmul_act,
+    matmul_fma,
+    matmul_vnni16,
+    matvec16,
+)
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
