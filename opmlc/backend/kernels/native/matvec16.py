@@ -59,7 +59,7 @@ I16 = ir.IntType(16)
 V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
 LANES16 = 16  # output columns of one weight vector
-C = 2  # weight vectors (blocks of 16 columns) per tile: C·(x planes)·(weight planes) ≤ 8 accumulators
+C = 4  # weight vectors (blocks of 16 columns) per tile: C·(x planes)·(weight planes) ≤ 16 accumulators
 TILE_COLS = C * LANES16
 GRAIN = TILE_COLS  # part boundaries: whole tiles
 HEADER = 64  # bytes before the tiles
@@ -200,7 +200,12 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, k: int, n: int, fact
 def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wplanes: int, xplanes: int,
           f: ir.Value, t: ir.Value, sw: ir.Value, lo, hi, xs, sums, finish, vfinish) -> None:
     products = [(p, q) for p in range(xplanes) for q in range(wplanes)]
-    dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
+    dp_type = ir.FunctionType(V16, [V16, V16, V16])
+
+    def dp(acc: ir.Value, w: ir.Value, x: ir.Value) -> ir.Value:
+        # inline, not the intrinsic: LLVM's machine combiner would split most of these into
+        # vpmaddwd + vpaddd (two uops on the same two ports: half the throughput)
+        return b.asm(dp_type, "vpdpwssd $3, $2, $0", "=v,0,v,v", [acc, w, x], False)
     accs = [entry_alloca(b, V16, name=f"mv.acc{i}") for i in range(C * len(products))]
     wides = [entry_alloca(b, V16I64, name=f"mv.wide{i}") for i in range(C * len(products))]
     xs0 = b.bitcast(xs, I32.as_pointer())
@@ -258,7 +263,7 @@ def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wp
                 for i, (p, q) in enumerate(products):
                     for c in range(C):
                         acc = accs[c * len(products) + i]
-                        b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
+                        b.store(dp(b.load(acc, typ=V16), wv[c, q], xv[p]), acc)
             for a, w in zip(accs, wides, strict=True):  # the chunk's lanes into i64 (module docstring)
                 b.store(b.add(b.load(w, typ=V16I64), b.sext(b.load(a, typ=V16), V16I64)), w)
         for c in range(C):
