@@ -91,6 +91,18 @@ def test_refused_inputs_run_the_other_kernels():
     w = rng.choice(np.array([-(1 << 15), (1 << 15) - 1]), size=(24, 40)).astype(np.int32)
     x = np.full((1, 40), (1 << 30) - 1, np.int32)
     check_all_backends(_graph((1, 40), w, fracs=(20, 20, 0)), [x], mips=False)
+    w[0, :2] = [fp.INT32_MIN, fp.INT32_MAX]  # no planes: no facts, the i64 kernel
+    g = _graph((1, 40), w, fracs=(20, 20, 0))
+    assert node_facts(g, 0) == {}
+    check_all_backends(g, [_ints(rng, 20, (1, 40))], mips=False)
+
+
+def test_without_vnni_the_other_kernels(monkeypatch):
+    monkeypatch.setattr(matvec16, "ENABLED", False)
+    rng = np.random.default_rng(6)
+    g = _graph((1, 1, 64), _ints(rng, 22, (40, 64)))
+    assert node_facts(g, 0)["matvec"] == 1
+    check_all_backends(g, [_ints(rng, 24, (1, 1, 64))], mips=False)
 
 
 def test_split_over_threads_gives_the_same_bits(only):

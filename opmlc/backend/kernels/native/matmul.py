@@ -18,6 +18,9 @@ rounding shift and saturation (counted) are those of the portable kernel, per ou
 Faster paths, tried in this order, each exact by its own bound (in its docstring), for a
 product whose b has no batch dimensions (a's leading batch dimensions fold into rows: a
 (1, 32, 64) @ (256, 64)ᵀ is a 32-row dense layer):
+- a folding into one row and b an initializer with narrow planes (`facts`: the high plane's
+  width; `derive`: the planes laid out once per region table) on a host with VNNI:
+  matvec16.py (2 or 3 bytes a weight read, not 4), when the run's x has a range it takes;
 - b an initializer with s16 planes (`facts`: their number, learnt when the module is
   generated; `derive`: the planes and their bounds laid out once per region table) on a host
   with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
@@ -106,15 +109,16 @@ def _weight(w: np.ndarray, types: list[TensorType], attrs: dict) -> np.ndarray:
 
 
 def facts(graph: Graph, index: int) -> dict:
-    """A constant b's facts (matmul_vnni16.weight_facts, and whether it is stored [N, K]);
-    {} for another b."""
+    """A constant b's facts (matmul_vnni16.weight_facts, or matvec16.weight_facts when a folds
+    into one row; and whether b is stored [N, K]); {} for another b."""
     node = graph.nodes[index]
     types = graph.input_types(node)
     rows = folded_rows(types, graph.values[node.output].type)
     if node.inputs[1] not in graph.initializers or rows is None:
         return {}
     w2 = _weight(held(graph.initializers, node.inputs[1]), types, node.attrs)
-    f = (matvec16.weight_facts(w2) if rows == 1 else {}) or matmul_vnni16.weight_facts(w2)
+    # one row: the matrix-vector planes or nothing (the VNNI kernel takes ≥ MIN_ROWS rows)
+    f = matvec16.weight_facts(w2) if rows == 1 else matmul_vnni16.weight_facts(w2)
     return {**f, "trans": bool(node.attrs.get("transpose_b"))} if f else f
 
 
