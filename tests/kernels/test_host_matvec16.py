@@ -73,8 +73,10 @@ def test_edges(only):
 def test_every_product_at_its_bound(only):
     """One sign everywhere over a reduction many chunks long: each lane reaches the largest sum
     the bound allows (F·Δmax) before it is widened — one x plane (x = −2^15, w = −2^12: F = 7),
-    two (x_l = −2^10 at e_x = 20, w = −2^14: F = 63)."""
-    for xv, wv, f in [(-(1 << 15), -(1 << 12), 7), (-(1 << 19) - (1 << 10), -(1 << 14), 63)]:
+    two (x_l = −2^10 at e_x = 20, w = −2^14: F = 63), the high plane (w = −2^29: h = −2^15 at
+    s = 14, l = 0; x = −2^10: F_h = 31)."""
+    for xv, wv, f in [(-(1 << 15), -(1 << 12), 7), (-(1 << 19) - (1 << 10), -(1 << 14), 63),
+                      (-(1 << 10), -(1 << 29), 31)]:
         k, n = 2 * f * 3 + 1, 18
         g = _graph((1, k), np.full((n, k), wv, np.int32), fracs=(20, 20, 30))
         check_all_backends(g, [np.full((1, k), xv, np.int32)], mips=False)

@@ -165,23 +165,27 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, k: int, n: int, fact
     two_body = b.append_basic_block("mv.x2")
     hdr = b.bitcast(d_arg, I32.as_pointer())
     sw = load(b, hdr, c32(0))
-    wmax = b.zext(_umax(b, load(b, hdr, c32(2)), load(b, hdr, c32(3))), I64)
+    wmax = [b.zext(load(b, hdr, c32(2 + q)), I64) for q in range(wplanes)]  # W_l, W_h
     ex = magnitude_bits(b, a_arg, c32(0), c32(k))
     big = c64((1 << 31) - 1)
 
-    def flush(xmax: ir.Value) -> ir.Value:  # F (i64) for the largest x plane bound (module docstring)
-        return b.udiv(big, b.mul(b.shl(xmax, c64(1)), b.select(b.icmp_unsigned("<", wmax, c64(1)), c64(1), wmax)))
+    def flush(xmax: ir.Value) -> tuple[list[ir.Value], ir.Value]:
+        """F_q (i64) of each weight plane for the largest x plane bound, and their least."""
+        fs = [b.udiv(big, b.mul(b.shl(xmax, c64(1)), b.select(b.icmp_unsigned("<", w, c64(1)), c64(1), w)))
+              for w in wmax]
+        least = fs[0] if len(fs) == 1 else b.select(b.icmp_unsigned("<", fs[0], fs[1]), fs[0], fs[1])
+        return fs, least
 
-    f1 = flush(b.shl(c64(1), b.zext(ex, I64)))
-    ok1 = b.and_(b.icmp_unsigned("<=", ex, c32(15)), b.icmp_unsigned(">=", f1, c64(MIN_FLUSH)))
+    f1, least1 = flush(b.shl(c64(1), b.zext(ex, I64)))
+    ok1 = b.and_(b.icmp_unsigned("<=", ex, c32(15)), b.icmp_unsigned(">=", least1, c64(MIN_FLUSH)))
     b.cbranch(ok1, one_body, two_check)
     b.position_at_end(two_check)
     t = b.udiv(b.add(ex, c32(2)), c32(2))  # ceil((e_x + 1) / 2)
     t = b.select(b.icmp_unsigned("<", t, c32(1)), c32(1), t)
     xl = b.shl(c64(1), b.zext(b.sub(t, c32(1)), I64))
     eh = b.select(b.icmp_unsigned(">", ex, t), b.sub(ex, t), c32(0))
-    f2 = flush(_umax(b, xl, b.shl(c64(1), b.zext(eh, I64))))
-    ok2 = b.and_(b.icmp_unsigned("<=", ex, c32(30)), b.icmp_unsigned(">=", f2, c64(MIN_FLUSH)))
+    f2, least2 = flush(_umax(b, xl, b.shl(c64(1), b.zext(eh, I64))))
+    ok2 = b.and_(b.icmp_unsigned("<=", ex, c32(30)), b.icmp_unsigned(">=", least2, c64(MIN_FLUSH)))
     b.cbranch(ok2, two_body, fallback)
 
     k2 = -(-k // 2)
@@ -189,16 +193,16 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, k: int, n: int, fact
     xs.align = 64
     sums = entry_alloca(b, V16I64, name="mv.sums")
     sums.align = 64
-    for block, xplanes, f, split in ((one_body, 1, f1, c32(0)), (two_body, 2, f2, t)):
+    for block, xplanes, fs, least, split in ((one_body, 1, f1, least1, c32(0)), (two_body, 2, f2, least2, t)):
         b.position_at_end(block)
-        _body(b, a_arg, d_arg, k, k2, n, width, wplanes, xplanes, f, split, sw, lo, hi, xs, sums, finish, vfinish)
+        _body(b, a_arg, d_arg, k, k2, n, width, wplanes, xplanes, fs, least, split, sw, lo, hi, xs, sums, finish, vfinish)
         b.branch(done)
     b.position_at_end(fallback)
     return done
 
 
 def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wplanes: int, xplanes: int,
-          f: ir.Value, t: ir.Value, sw: ir.Value, lo, hi, xs, sums, finish, vfinish) -> None:
+          fs: list[ir.Value], least: ir.Value, t: ir.Value, sw: ir.Value, lo, hi, xs, sums, finish, vfinish) -> None:
     products = [(p, q) for p in range(xplanes) for q in range(wplanes)]
     dp_type = ir.FunctionType(V16, [V16, V16, V16])
 
@@ -225,7 +229,19 @@ def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wp
             b.store(word, b.gep(xs0, [b.add(b.mul(c32(p), c32(k2)), kk)], source_etype=I32))
 
     stride = C * 64 + (C * 32 * width)  # bytes per (tile, pair)
-    chunk = b.trunc(b.select(b.icmp_unsigned(">", f, c64(k2)), c64(k2), f), I32)
+    chunk = b.trunc(b.select(b.icmp_unsigned(">", least, c64(k2)), c64(k2), least), I32)
+    # a plane whose F_q covers the whole reduction is widened once, at the tile's end
+    widen = [b.icmp_unsigned("<", f, c64(k2)) for f in fs]
+
+    def to_wide(q: int | None) -> None:
+        """The lanes of the products with weight plane q (all for None) into i64; they restart at 0."""
+        for i, (_p, pq) in enumerate(products):
+            if q is None or pq == q:
+                for c in range(C):
+                    a, w = accs[c * len(products) + i], wides[c * len(products) + i]
+                    b.store(b.add(b.load(w, typ=V16I64), b.sext(b.load(a, typ=V16), V16I64)), w)
+                    b.store(ir.Constant(V16, None), a)
+
     n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
     tiles_at = b.gep(d_arg, [c32(64)], source_etype=I8)
     t64, s64 = b.zext(t, I64), b.zext(sw, I64)
@@ -235,12 +251,12 @@ def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wp
         tile = b.add(tlo, u)
         for w in wides:
             b.store(ir.Constant(V16I64, None), w)
+        for a in accs:
+            b.store(ir.Constant(V16, None), a)
         tile_at = b.gep(tiles_at, [b.mul(b.zext(tile, I64), c64(k2 * stride))], source_etype=I8)
         with loop(b, n_chunks, "mvc") as ci:
             k0 = b.mul(ci, chunk)
             steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
-            for a in accs:
-                b.store(ir.Constant(V16, None), a)
             w0 = b.gep(tile_at, [b.mul(b.zext(k0, I64), c64(stride))], source_etype=I8)
             x0 = b.gep(xs0, [k0], source_etype=I32)
             with loop(b, steps, "mvk") as kk:
@@ -264,8 +280,14 @@ def _body(b: ir.IRBuilder, a_arg, d_arg, k: int, k2: int, n: int, width: int, wp
                     for c in range(C):
                         acc = accs[c * len(products) + i]
                         b.store(dp(b.load(acc, typ=V16), wv[c, q], xv[p]), acc)
-            for a, w in zip(accs, wides, strict=True):  # the chunk's lanes into i64 (module docstring)
-                b.store(b.add(b.load(w, typ=V16I64), b.sext(b.load(a, typ=V16), V16I64)), w)
+            for q, flag in enumerate(widen):  # the chunk's lanes into i64 (module docstring)
+                yes, after = b.append_basic_block("mv.widen"), b.append_basic_block("mv.widened")
+                b.cbranch(flag, yes, after)
+                b.position_at_end(yes)
+                to_wide(q)
+                b.branch(after)
+                b.position_at_end(after)
+        to_wide(None)
         for c in range(C):
             total = None
             for i, (p, q) in enumerate(products):
