@@ -25,13 +25,17 @@ s16 (t ≤ 16, e_x − t ≤ 14). A product of an x plane p and a weight plane q
 lanes and is recombined in wrap-around i64 (the op's ring, exact for any true sum):
 Σ x·w = Σ_{p,q} 2^(t·[p = h] + s·[q = h]) · Σ x_p·w_q.
 
-Bound (i32 lanes). One `vpdpwssd` adds two products to a lane: |Δ| ≤ Δmax = 2·X·W with X the
-largest x plane bound (2^e_x, or max(2^(t−1), 2^(e_x − t))) and W = max(W_l, W_h). A lane starts
-every chunk of the reduction at 0 and takes at most F = floor((2^31 − 1)/Δmax) instructions:
-it stays in [−2^31 + 1, 2^31 − 1], exact in i32 (no `vpdpwssd` wraps; the saturating form is
-not used). Then it is sign-extended into two i64 lanes and the chunk's lane starts again at 0.
-When one x plane gives F < MIN_FLUSH the two-plane split is tried (smaller X), and when that
-too does (or e_x > 30: int32 extremes) the run takes matmul.py's other kernels.
+Bound (i32 lanes). One `vpdpwssd` adds two products to a lane: for weight plane q,
+|Δ| ≤ Δ_q = 2·X·W_q with X the largest x plane bound (2^e_x, or max(2^(t−1), 2^(e_x − t))). A
+lane of plane q starts at 0 and takes at most F_q = floor((2^31 − 1)/Δ_q) instructions before
+it is sign-extended into two i64 lanes and restarts at 0: it stays in [−2^31 + 1, 2^31 − 1],
+exact in i32 (no `vpdpwssd` wraps; the saturating form is not used). The reduction runs in
+chunks of min_q F_q pairs; a plane with F_q ≥ ceil(K/2) (the s8 high plane, typically) is
+widened once, at the end of the tile, the others after every chunk. When one x plane gives
+min_q F_q < MIN_FLUSH the two-plane split is tried (smaller X), and when that too does (or
+e_x > 30: int32 extremes) the run takes matmul.py's other kernels. `vpdpwssd` is emitted as
+inline assembly: LLVM's machine combiner rewrites most intrinsic calls in such a loop into
+`vpmaddwd` + `vpaddd` (two uops on the same ports), halving the loop's throughput.
 
 Layout (`derive`): a 64-byte header (s, the high plane's width in bytes, W_l, W_h), then per
 tile of TILE_COLS = C·16 output columns (N padded with zero columns to a multiple of it, K with
