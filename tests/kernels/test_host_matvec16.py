@@ -22,7 +22,9 @@ pytestmark = pytest.mark.skipif(not matvec16.has_vnni(), reason="the host has no
 
 @pytest.fixture
 def only(monkeypatch):
+    """The kernel alone, for any number of output columns."""
     monkeypatch.setattr(matvec16, "ONLY", True)
+    monkeypatch.setattr(matvec16, "MIN_COLS", 1)
 
 
 def _graph(x_shape, w, trans=True, bias=None, fracs=(20, 20, 16)):
@@ -123,7 +125,8 @@ def test_split_over_threads_gives_the_same_bits(only):
         assert np.array_equal(got, want) and sat == want_sat and sat, f"{threads} threads"
 
 
-def test_facts_and_layout():
+def test_facts_and_layout(monkeypatch):
+    monkeypatch.setattr(matvec16, "MIN_COLS", 1)
     assert matvec16.weight_facts(np.array([[-(1 << 15), (1 << 15) - 1]], np.int32)) == {"derived": True, "matvec": 0}
     w = np.array([[1 << 15, -3, 5], [-(1 << 21), (1 << 21) - 1, 0]], np.int32)
     facts = matvec16.weight_facts(w)
@@ -142,10 +145,13 @@ def test_facts_and_layout():
     assert matvec16.weight_facts(np.array([[fp.INT32_MAX, fp.INT32_MIN]], np.int32)) == {}  # h is not s16
     with pytest.raises(ValueError, match="generated for"):
         matvec16.derive({"derived": True, "matvec": 0}, w)
+    monkeypatch.setattr(matvec16, "MIN_COLS", 16)
+    assert matvec16.weight_facts(np.ones((15, 8), np.int32)) == {}  # too few columns
+    assert matvec16.weight_facts(np.ones((16, 8), np.int32))["matvec"] == 0
 
 
 def test_matmul_facts_by_rows():
-    """One row takes the matrix-vector planes; more rows, or a weight of 2^15 and beyond, keep theirs."""
+    """One row takes the matrix-vector planes (a weight of 2^15 in two); more rows keep theirs."""
     w = np.ones((64, 16), np.int32)
     assert "matvec" in node_facts(_graph((1, 16), w), 0)
     assert "matvec" not in node_facts(_graph((2, 16), w), 0)

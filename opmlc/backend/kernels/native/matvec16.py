@@ -67,6 +67,7 @@ C = 4  # weight vectors (blocks of 16 columns) per tile: C·(x planes)·(weight 
 TILE_COLS = C * LANES16
 GRAIN = TILE_COLS  # part boundaries: whole tiles
 HEADER = 64  # bytes before the tiles
+MIN_COLS = LANES16  # fewer output columns: the i64 kernel (a tile's padding would be most of the work)
 MIN_FLUSH = 4  # fewer pairs between widenings: the other kernels
 MAX_K = 1 << 18  # longer rows: x's planes would take more than 1 MiB of stack
 
@@ -88,7 +89,7 @@ def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
 def weight_planes(w2: np.ndarray) -> tuple[int, int] | None:
     """(split s, 0 for one plane; the high plane's bytes 0, 1 or 2) of a weight w2 [N, K], or
     None when it has no planes (module docstring)."""
-    if w2.size == 0 or w2.shape[1] > MAX_K:
+    if w2.size == 0 or w2.shape[0] < MIN_COLS or w2.shape[1] > MAX_K:
         return None
     w = w2.astype(np.int64)
     lo, hi = int(w.min()), int(w.max())
