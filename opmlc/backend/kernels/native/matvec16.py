@@ -142,10 +142,6 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- kernel
 
-def _fn(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
-
-
 def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
     v = b.insert_element(ir.Constant(ty, ir.Undefined), x, c32(0))
     return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
