@@ -18,6 +18,9 @@ rounding shift and saturation (counted) are those of the portable kernel, per ou
 Faster paths, tried in this order, each exact by its own bound (in its docstring), for a
 product whose b has no batch dimensions (a's leading batch dimensions fold into rows: a
 (1, 32, 64) @ (256, 64)ᵀ is a 32-row dense layer):
+- a folding into one row and b an initializer with narrow planes (`facts`: the high plane's
+  width; `derive`: the planes laid out once per region table) on a host with VNNI:
+  matvec16.py (2 or 3 bytes a weight read, not 4), when the run's x has a range it takes;
 - b an initializer with s16 planes (`facts`: their number, learnt when the module is
   generated; `derive`: the planes and their bounds laid out once per region table) on a host
   with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
@@ -56,7 +59,13 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels.native import host_kernel, matmul_act, matmul_fma, matmul_vnni16
+from opmlc.backend.kernels.native import (
+    host_kernel,
+    matmul_act,
+    matmul_fma,
+    matmul_vnni16,
+    matvec16,
+)
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
@@ -100,21 +109,25 @@ def _weight(w: np.ndarray, types: list[TensorType], attrs: dict) -> np.ndarray:
 
 
 def facts(graph: Graph, index: int) -> dict:
-    """A constant b's facts (matmul_vnni16.weight_facts, and whether it is stored [N, K]);
-    {} for another b."""
+    """A constant b's facts (matmul_vnni16.weight_facts, or matvec16.weight_facts when a folds
+    into one row; and whether b is stored [N, K]); {} for another b."""
     node = graph.nodes[index]
     types = graph.input_types(node)
-    if node.inputs[1] not in graph.initializers or folded_rows(types, graph.values[node.output].type) is None:
+    rows = folded_rows(types, graph.values[node.output].type)
+    if node.inputs[1] not in graph.initializers or rows is None:
         return {}
-    f = matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1]), types, node.attrs))
+    w2 = _weight(held(graph.initializers, node.inputs[1]), types, node.attrs)
+    # one row: the matrix-vector planes or nothing (the VNNI kernel takes ≥ MIN_ROWS rows)
+    f = matvec16.weight_facts(w2) if rows == 1 else matmul_vnni16.weight_facts(w2)
     return {**f, "trans": bool(node.attrs.get("transpose_b"))} if f else f
 
 
 def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    """The weight's planes (matmul_vnni16.derive) from the region table's b."""
+    """The weight's planes (matmul_vnni16.derive, or matvec16.derive for one row) from the
+    region table's b."""
     w = operands[1]
     w2 = w.reshape(w.shape[-2], w.shape[-1])
-    return matmul_vnni16.derive(facts, w2 if facts["trans"] else w2.T)
+    return (matvec16 if "matvec" in facts else matmul_vnni16).derive(facts, w2 if facts["trans"] else w2.T)
 
 
 @host_kernel("matmul", accepts, work, facts, derive)
@@ -135,9 +148,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     bias_arg = args[2] if len(types) == 3 else None
     facts = facts or {}
     rows = folded_rows(types, out_type)
-    vnni = (bool(facts.get("derived")) and matmul_vnni16.available() and rows is not None
+    matvec = "matvec" in facts and matvec16.available() and rows == 1
+    vnni = (bool(facts.get("derived")) and "matvec" not in facts and matmul_vnni16.available() and rows is not None
             and rows >= matmul_vnni16.MIN_ROWS)
-    lo, hi = part_range(b, n, matmul_vnni16.GRAIN if vnni else COLS if trans else VECS * LANES, part, parts)
+    grain = matvec16.GRAIN if matvec else matmul_vnni16.GRAIN if vnni else COLS if trans else VECS * LANES
+    lo, hi = part_range(b, n, grain, part, parts)
     width = b.sub(hi, lo)
 
     def finish(total: ir.Value, o_base: ir.Value, i: ir.Value, j: ir.Value) -> None:
@@ -170,6 +185,12 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         b.store(b.trunc(clamped, v32), b.gep(out, [b.add(b.mul(i, c32(n)), j)], source_etype=I32), align=4)
 
     done = None
+    if matvec:  # one row, the weight's narrow planes, when x's range allows (else on to the i64 kernel)
+        done = matvec16.emit(b, a_arg, args[len(types)], k, n, facts, lo, hi, finish, vfinish)
+        if matvec16.ONLY:
+            b.branch(done)
+            b.position_at_end(done)
+            return
     if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
         done = matmul_vnni16.emit(b, a_arg, args[len(types)], rows, k, n, facts, lo, hi, finish, vfinish)
         if matmul_vnni16.ONLY:
