@@ -4,7 +4,7 @@ another, and the activations are split into as few byte planes as their range al
 
 Only on a host with avx512vnni (qmatmul_vnni.has_vnni; the native object is keyed by the CPU
 description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MIN = 8 with one scale
-per channel or blocks of whole 64-byte chunks; qmatmul_vnni.py's (lanes along the reduction: a
+per channel or blocks of whole 64-element chunks; qmatmul_vnni.py's (lanes along the reduction: a
 token, M = 1, reads each weight byte once) otherwise.
 
 Planes, chosen per call by the activations' range. A part first counts, over all of x, the
@@ -194,7 +194,10 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
     q = np.asarray(operands[1]).view(np.int8)
     n, k = q.shape
     scale = np.asarray(operands[2]).reshape(n, -1)
-    qsum = np.add.reduceat(q.astype(np.int64), np.arange(0, k, facts["block"]), axis=1)  # Q_b: |Q_b| ≤ 2^23
+    bs = facts["block"]
+    whole = k // bs  # Q_b in i32 (|Q_b| ≤ 128·bs ≤ 2^23): whole blocks by one reshape, then the last part
+    qsum = np.concatenate([q[:, :whole * bs].reshape(n, whole, bs).sum(axis=2, dtype=np.int32),
+                           q[:, whole * bs:].sum(axis=1, dtype=np.int32)[:, None][:, :int(k % bs != 0)]], axis=1)
     if qsum.shape != scale.shape:
         raise ValueError(f"qmatmul: a scale of shape {scale.shape} for {qsum.shape[1]} blocks of the weight; "
                          "regenerate the native module")
