@@ -22,7 +22,7 @@ sum are wrap-around i64 as in the op (`vpmullq`: the low 64 bits, which is what 
 means).
 
 On a host with AVX-512 VNNI, qmatmul_rows.py takes 8-bit weights at M ≥ 8 rows (lanes along
-the rows of x), qmatmul_vnni.py's byte-plane kernel every other node it accepts (`vnni.accepts`),
+the rows of x) when q and scale are initializers (its derived buffer, `qmatmul_rows.facts`), qmatmul_vnni.py's byte-plane kernel every other node it accepts (`vnni.accepts`),
 this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
 dividing K, at most MAX_BLOCK); otherwise the portable kernel. Parts (threads): ranges of output columns, i.e. of
 weight rows, so each thread streams its own weights.
@@ -116,13 +116,13 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     return prod(out_type.shape) * types[0].shape[-1]
 
 
-@host_kernel("qmatmul", accepts, work)
+@host_kernel("qmatmul", accepts, work, qmatmul_rows.facts, qmatmul_rows.derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
-         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
-    if qmatmul_rows.accepts(types, attrs, out_type):
-        qmatmul_rows.emit(b, out, args, types, attrs, out_type, part, parts)
+         out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
+    if facts and facts.get("derived"):  # qmatmul_rows.facts: it takes the node and has its derived buffer
+        qmatmul_rows.emit(b, out, args, types, attrs, out_type, part, parts, facts)
         return
-    if vnni.accepts(types, attrs, out_type):
+    if vnni.accepts(types, attrs, out_type):  # it takes every node qmatmul_rows takes (a constant q or not)
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
         return
     xt, qt, st = types[:3]

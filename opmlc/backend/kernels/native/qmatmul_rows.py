@@ -4,7 +4,7 @@ another, and the activations are split into as few byte planes as their range al
 
 Only on a host with avx512vnni (qmatmul_vnni.has_vnni; the native object is keyed by the CPU
 description). qmatmul.py dispatches: this kernel for i8 weights at M ≥ ROWS_MIN = 8 with one scale
-per channel or blocks of whole 64-byte chunks; qmatmul_vnni.py's (lanes along the reduction: a
+per channel or blocks of whole 64-element chunks; qmatmul_vnni.py's (lanes along the reduction: a
 token, M = 1, reads each weight byte once) otherwise.
 
 Planes, chosen per call by the activations' range. A part first counts, over all of x, the
@@ -30,31 +30,39 @@ lanes and `vpdpbusd(acc_p, b_p (u8), q (s8))` adds four products per lane and pl
 of C = 6 columns, 12 at two planes, holds C·P accumulators and P plane vectors; it prefetches
 the next tile's weights, 4·C bytes a quad: a node's weights stream from memory once per row
 group). Per block b and row, Σ_p 2^(8p)·acc_p = Σ_{k∈b} u_k·q_k = Σ_{k∈b} x_k·q_k + 2^(8P−1)·Q_b, with Q_b = Σ_{k∈b} q_k
-the block's weight sum, which the tile takes as it streams the weights: one `vpdpbusd` of a
-vector of ones against each 64 weight bytes (1/(16·V·P) of the products) and a lane sum per block.
-Each block's fold subtracts 2^(8P−1)·Q_b (and zp_b·Σ_{k∈b} x_k with a zero point, Σx from the
-scratch) before the scale. An outlier (its planes those of u = 2^(8P−1), i.e. of v = 0, which is
-what the correction assumes; Σx holds its v) then adds scale_b·v·q_k to its row's i64 total.
+the block's weight sum. Each block's fold adds scale_b·(Σ_p 2^(8p)·acc_p − zp_b·Σ_{k∈b} x_k)
+(the zero point's term only with one, Σx from the scratch) to the row's i64 total, which starts
+at the column's constant
+  E_P[j] = (bias_j << (fa + fs − fc)) − 2^(8P−1)·Σ_b scale_b·Q_b   (wrap-around i64)
+(the bias term only with a constant bias: otherwise the finish adds it): the offset's part of
+every block taken out at once (in the op's ring, Σ_b s_b·(A_b − 2^(8P−1)·Q_b) = Σ_b s_b·A_b −
+2^(8P−1)·Σ_b s_b·Q_b). E_2, E_3, E_4 depend on the weights only: the node's derived buffer
+(`derive`, kernels/native/__init__.py "Constant operands": computed once per region table, at
+load; i64 [3, N], row P − 2), so the call reads one i64 per column and plane count and never
+sums a weight. Without a constant q and scale (no derived buffer) qmatmul.py gives the node to
+the other kernels. An outlier (its planes those of u = 2^(8P−1), i.e. of v = 0, which is what
+the correction assumes; Σx holds its v) then adds scale_b·v·q_k to its row's i64 total.
 
 Bounds. A lane (one row) of an accumulator adds, over one block, at most bs products b_p·q with
 b_p ∈ 0..255 and q ∈ −128..127: |acc_p| ≤ 255·128·bs = 32640·bs ≤ 32640·2^16 = 2139095040 < 2^31
 for blocks of at most MAX_BLOCK = 2^16 elements (one per channel: a block of K): no i32 lane
-overflows, so no flush inside a block (and no saturation: `vpdpbusds` is not used). The weight
-sums: |Q_b| ≤ 128·bs ≤ 2^23, exact in i32 lanes and their sum. At the block's end the planes are
-widened: |Σ_p 2^(8p)·acc_p| < 2^31·2^25 = 2^56, exact in i64. The fold's products (scale, zero
-point, 2^(8P−1)·Q_b), the outliers' scale_b·v·q and every later sum are wrap-around i64, the
-op's own ring (ir/ops/qmatmul.py).
+overflows, so no flush inside a block (and no saturation: `vpdpbusds` is not used). At the
+block's end the planes are widened: |Σ_p 2^(8p)·acc_p| < 2^31·2^25 = 2^56, exact in i64. The
+fold's products (scale, zero point), E_P (computed by `derive` in numpy's wrap-around uint64),
+the outliers' scale_b·v·q and every later sum are wrap-around i64, the op's own ring
+(ir/ops/qmatmul.py).
 
-Per-call work: the range check and the planes (M·K·P bytes, for the part), the products, and the
-weight sums above (what the old kernels spent on xor-ing or unpacking every weight byte per
-call, at a sixty-fourth of the instructions). Parts (threads): ranges of output columns (weight
-rows); each part checks and splits the same x itself, so every part takes the same plane count.
+Per-call work: the range check and the planes (M·K·P bytes, for the part) and the products;
+nothing that depends on the weights alone (E_P above). Parts (threads): ranges of output
+columns (weight rows); each part checks and splits the same x itself, so every part takes the
+same plane count.
 """
 
 from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import (
@@ -75,13 +83,14 @@ from opmlc.backend.kernels._qweight import load_q, operands
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import part_range
 from opmlc.ir import fixedpoint as fp
+from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
 
 ROWS_MIN = 8  # rows of x from which lanes along the rows win (measured, 512 → 1536: as fast as
 # lanes along the reduction at 8 rows with the weights in cache, faster when they are not; 1.4× at 12; half at 4)
 LANE_ROWS = 16  # i32 lanes of one zmm: rows of x per lane vector
-CHUNK = 64  # weight bytes of one weight-sum vpdpbusd
+CHUNK = 64  # blocks of whole 64-element chunks only (smaller ones, whose folds would weigh more, go to qmatmul_vnni)
 MAX_BLOCK = 1 << 16  # elements of one block summed in i32 lanes (module docstring: bounds)
 SCRATCH = 160 << 10  # bytes of stack for a pass's row groups (a thread's stack is ≥ 2 MiB)
 PLANES = (2, 3, 4)
@@ -160,6 +169,46 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
     return _group_bytes(k, n_blocks(k, _kblock(k, bs)), 4, zp is not None, _outliers(m, k))[1] <= SCRATCH
 
 
+def facts(graph: Graph, index: int) -> dict:
+    """{"derived": True, "block": elements of a block as the kernel sums them, and "bias_shift"
+    with a constant bias} when the kernel takes the node and its q and scale are initializers
+    (the derived buffer's inputs: module docstring, E_P); {} otherwise."""
+    node = graph.nodes[index]
+    types = graph.input_types(node)
+    if not accepts(types, node.attrs, graph.values[node.output].type):
+        return {}
+    if any(v not in graph.initializers for v in node.inputs[1:3]):
+        return {}
+    k = types[0].shape[-1]
+    out = {"derived": True, "block": _kblock(k, node.attrs["block_size"])}
+    _, bias_t = split_inputs(types, 1)
+    if bias_t is not None and node.inputs[-1] in graph.initializers:
+        out["bias_shift"] = types[0].frac + types[2].frac - bias_t.frac
+    return out
+
+
+def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    """E_2, E_3, E_4 (module docstring) of each column, i64 [3, N], from the region table's q
+    [N, K] (i8), scale [N, nb] and, with "bias_shift", the bias (the last operand); every
+    product and sum in uint64, i.e. wrap-around i64."""
+    q = np.asarray(operands[1]).view(np.int8)
+    n, k = q.shape
+    scale = np.asarray(operands[2]).reshape(n, -1)
+    bs = facts["block"]
+    whole = k // bs  # Q_b in i32 (|Q_b| ≤ 128·bs ≤ 2^23): whole blocks by one reshape, then the last part
+    qsum = np.concatenate([q[:, :whole * bs].reshape(n, whole, bs).sum(axis=2, dtype=np.int32),
+                           q[:, whole * bs:].sum(axis=1, dtype=np.int32)[:, None][:, :int(k % bs != 0)]], axis=1)
+    if qsum.shape != scale.shape:
+        raise ValueError(f"qmatmul: a scale of shape {scale.shape} for {qsum.shape[1]} blocks of the weight; "
+                         "regenerate the native module")
+    weighted = (scale.astype(np.int64).astype(np.uint64) * qsum.astype(np.uint64)).sum(axis=1, dtype=np.uint64)
+    base = np.zeros(n, np.uint64)
+    if "bias_shift" in facts:
+        base = fp.shl64(np.asarray(operands[-1]).reshape(n), facts["bias_shift"]).view(np.uint64)
+    out = np.stack([base - (weighted << np.uint64(8 * p - 1)) for p in PLANES])
+    return np.ascontiguousarray(out.view(np.int64))
+
+
 def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
     return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
 
@@ -173,10 +222,13 @@ class _Kernel:
     """The emitted code of one node: the shared operands, then `body` per plane count."""
 
     def __init__(self, b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType],
-                 attrs: dict, out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+                 attrs: dict, out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict) -> None:
         xt, qt, st = types[:3]
         self.b, self.out = b, out
-        self.x, self.q, self.scale, self.zp, self.bias, self.bias_t = operands(args, types)
+        self.x, self.q, self.scale, self.zp, self.bias, self.bias_t = operands(args[:len(types)], types)
+        self.consts = args[len(types)]  # E_P [3, N] (derive)
+        if "bias_shift" in facts:  # the bias is in E_P
+            self.bias = None
         self.k = k = xt.shape[-1]
         self.m = prod(xt.shape[:-1])
         self.n = qt.shape[0]
@@ -197,7 +249,6 @@ class _Kernel:
         most = max(_cols(p, VECS) * VECS * p for p in PLANES)
         self.accs = [entry_alloca(b, V16, name=f"acc{t}") for t in range(most)]
         self.tot = [entry_alloca(b, V8I64, name=f"tot{t}") for t in range(max(WIDTHS) * VECS * 2)]
-        self.qsum = [entry_alloca(b, V16, name=f"qsum{t}") for t in range(max(WIDTHS))]
 
     def at(self, offset: ir.Value, ty: ir.Type) -> ir.Value:
         """The current row group's scratch at `offset` (bytes)."""
@@ -375,42 +426,13 @@ class _Kernel:
                     slot = self.accs[(c * VECS + v) * pc + p]
                     b.store(b.call(self.dp, [b.load(slot, typ=V16), pl[v][p], w]), slot)
 
-    def weight_sums(self, js: list[ir.Value], blk: ir.Value, first: int, chunks: int, masked: int) -> list[ir.Value]:
-        """Q_b of each column (i32): its block's weights, 64 at a time against a vector of ones."""
-        b, k = self.b, self.k
-        ones = ir.Constant(V16, [0x01010101] * 16)
-        for c in range(len(js)):
-            b.store(ir.Constant(V16, None), self.qsum[c])
-
-        def chunk(ci: ir.Value, live: int) -> None:
-            for c, j in enumerate(js):
-                ptr = b.gep(self.q, [b.add(b.mul(j, c32(k)), b.mul(ci, c32(CHUNK)))], source_etype=I8)
-                if live < CHUNK:
-                    fn = _intrinsic(b, "llvm.masked.load.v64i8.p0", VB,
-                                    [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 64), VB])
-                    raw = b.call(fn, [ptr, c32(1), _mask(64, live), ir.Constant(VB, None)])
-                else:
-                    raw = b.load(ptr, typ=VB, align=1)
-                b.store(b.call(self.dp, [b.load(self.qsum[c], typ=V16), ones, b.bitcast(raw, V16)]), self.qsum[c])
-
-        start = b.mul(blk, c32(first))
-        plain = chunks - (1 if masked else 0)
-        if plain:
-            with loop(b, plain, "qs") as ci:
-                chunk(b.add(start, ci), CHUNK)
-        if masked:
-            chunk(b.add(start, c32(plain)), masked)
-        red = _intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
-        return [b.call(red, [b.load(self.qsum[c], typ=V16)]) for c in range(len(js))]
-
-    def fold(self, pc: int, js: list[ir.Value], blk: ir.Value, qs: list[ir.Value]) -> None:
-        """tot += scale_b · (Σ_p 2^(8p)·acc_p − 2^(8P−1)·Q_b − zp_b·Σx_b), lane by lane, in i64."""
+    def fold(self, pc: int, js: list[ir.Value], blk: ir.Value) -> None:
+        """tot += scale_b · (Σ_p 2^(8p)·acc_p − zp_b·Σx_b), lane by lane, in i64."""
         b, nb = self.b, self.nb
         plane_bytes = _scratch(self.k, nb, pc, VECS, self.zp is not None)[0]
         for c, j in enumerate(js):
             cell = b.add(b.mul(j, c32(nb)), blk)
             sv = _splat(b, sext64(b, load(b, self.scale, cell)), V8I64)
-            offset = _splat(b, b.shl(sext64(b, qs[c]), c64(8 * pc - 1)), V8I64)
             zv = _splat(b, sext64(b, load_q(b, self.zp, cell, DType.I8)), V8I64) if self.zp is not None else None
             for v in range(VECS):
                 wide = []
@@ -422,7 +444,6 @@ class _Kernel:
                     inner = wide[0][h]
                     for p in range(1, pc):
                         inner = b.add(inner, b.shl(wide[p][h], ir.Constant(V8I64, [8 * p] * 8)))
-                    inner = b.sub(inner, offset)
                     if zv is not None:
                         off = b.add(c32(plane_bytes), b.add(b.mul(blk, c32(VECS * 128)), c32(v * 128 + h * 64)))
                         inner = b.sub(inner, b.mul(zv, b.load(self.at(off, V8I64), typ=V8I64, align=64)))
@@ -433,8 +454,10 @@ class _Kernel:
         b, k, nb = self.b, self.k, self.nb
         js = [b.add(j0, c32(c)) for c in range(width)]
         bq = self.bsk // 4  # quads per block (all but a per-channel one are whole quads)
-        for t in range(width * VECS * 2):
-            b.store(ir.Constant(V8I64, None), self.tot[t])
+        for c, j in enumerate(js):  # the totals start at E_P (module docstring)
+            e = _splat(b, load(b, self.consts, b.add(c32((pc - 2) * self.n), j), I64), V8I64)
+            for t in range(VECS * 2):
+                b.store(e, self.tot[c * VECS * 2 + t])
 
         def block(blk: ir.Value, elems: int) -> None:
             for t in range(width * VECS * pc):
@@ -445,8 +468,7 @@ class _Kernel:
                 self.quad(pc, js, b.add(first, kq), False)
             if elems % 4:  # K is not a multiple of 4: the last quad's weights by a masked load
                 self.quad(pc, js, b.add(first, c32(plain)), True)
-            qs = self.weight_sums(js, blk, self.bsk // CHUNK, -(-elems // CHUNK), elems % CHUNK)
-            self.fold(pc, js, blk, qs)
+            self.fold(pc, js, blk)
 
         if nb > 1:  # every block but the last is whole (bs is a multiple of 64)
             with loop(b, nb - 1, "kb") as blk:
@@ -554,8 +576,9 @@ class _Kernel:
 
 
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
-         out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
-    kern = _Kernel(b, out, args, types, attrs, out_type, part, parts)
+         out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict) -> None:
+    """The node's part; `args` ends with the derived buffer (E_P), `facts` are `facts`'s."""
+    kern = _Kernel(b, out, args, types, attrs, out_type, part, parts, facts)
     planes = kern.planes()
     done = b.append_basic_block("qr.done")
     sw = b.switch(planes, done)
