@@ -148,7 +148,8 @@ def test_weight_facts_and_planes(monkeypatch):
     assert buf.ctypes.data % 64 == 0
     split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
     assert (split, count, bits) == (11, 3, 21)
-    planes = buf[2 * matmul_vnni16.HEADER:].reshape(3, 4, 2, 16, 2).astype(np.int64)  # 64 columns, 2 pairs
+    # [block, pair, plane, column, k]: 64 columns, 2 pairs → [plane, block, pair, column, k]
+    planes = buf[2 * matmul_vnni16.HEADER:].reshape(4, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
     for q, bound in enumerate(bounds):
         assert np.abs(planes[q]).max() <= bound < 1 << 15
     got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
@@ -157,7 +158,8 @@ def test_weight_facts_and_planes(monkeypatch):
     one = np.array([[-(1 << 15), 5]], np.int32)
     assert matmul_vnni16.weight_facts(one) == {"derived": True, "planes": 1}
     assert matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32)) == {}
-    assert matmul_vnni16.weight_facts(np.ones((1, 1 << 17), np.int32)) == {}  # 2^16 pairs: the carries' bound
+    assert matmul_vnni16.weight_facts(np.ones((64, 2 * matmul_vnni16.MAX_PAIRS), np.int32))["planes"] == 1
+    assert matmul_vnni16.weight_facts(np.ones((64, 2 * matmul_vnni16.MAX_PAIRS + 1), np.int32)) == {}  # the scratch
     with pytest.raises(ValueError, match="generated for"):
         matmul_vnni16.derive(matmul_vnni16.weight_facts(one), w)
     monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 64)

@@ -43,8 +43,6 @@ from opmlc.backend.kernels._ir import (
     broadcast_strides,
     c32,
     c64,
-    counter_slot,
-    counting,
     entry_alloca,
     linear_index,
     load,
@@ -58,7 +56,6 @@ from opmlc.backend.kernels._ir import (
 )
 from opmlc.backend.kernels.native import host_kernel, matmul_fma, matmul_vnni16
 from opmlc.backend.kernels.native._vec import LANES, VI64, hsum, part_range, splat, vload
-from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import held
 from opmlc.ir.types import TensorType
@@ -143,33 +140,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             total = b.add(total, shl(b, sext64(b, load(b, bias_arg, j)), prod_frac - types[2].frac))
         store(b, saturate32(b, shr_round(b, total, shift)), out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
 
-    def vfinish(total: ir.Value, i: ir.Value, j: ir.Value) -> None:
-        """finish of the 16 outputs (i, j..j+15) at once (totals <16 x i64>)."""
-        wide = total.type
-        lanes = wide.count
-        v32 = ir.VectorType(I32, lanes)
-
-        def splat64(v: int) -> ir.Constant:
-            return ir.Constant(wide, [v] * lanes)
-
-        if bias_arg is not None:
-            bias = b.load(b.gep(bias_arg, [j], source_etype=I32), typ=v32, align=4)
-            total = b.add(total, b.shl(b.sext(bias, wide), splat64(prod_frac - types[2].frac)))
-        if shift:
-            total = b.ashr(b.add(total, splat64(1 << (shift - 1))), splat64(shift))
-        clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
-        clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
-        if counting(b):  # as saturate32: the elements the clamp changed
-            flags = b.bitcast(b.icmp_signed("!=", clamped, total), ir.IntType(lanes))
-            pop = b.module.globals.get(f"llvm.ctpop.i{lanes}") or ir.Function(
-                b.module, ir.FunctionType(ir.IntType(lanes), [ir.IntType(lanes)]), f"llvm.ctpop.i{lanes}")
-            slot = counter_slot(b)
-            b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
-        b.store(b.trunc(clamped, v32), b.gep(out, [b.add(b.mul(i, c32(n)), j)], source_etype=I32), align=4)
-
     done = None
     if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
-        done = matmul_vnni16.emit(b, a_arg, args[len(types)], rows, k, n, facts, lo, hi, finish, vfinish)
+        done = matmul_vnni16.emit(b, a_arg, args[len(types)], out, bias_arg, rows, k, n, facts, lo, hi, shift,
+                                  prod_frac - types[2].frac if bias_arg is not None else 0)
         if matmul_vnni16.ONLY:
             b.branch(done)
             b.position_at_end(done)

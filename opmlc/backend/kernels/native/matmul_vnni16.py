@@ -68,9 +68,23 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from opmlc.backend.kernels._ir import I32, I64, c32, c64, entry_alloca, load, loop
+from opmlc.backend.kernels._ir import (
+    I32,
+    I64,
+    PTR,
+    c32,
+    c64,
+    call_helper,
+    counter_slot,
+    counting,
+    entry_alloca,
+    internal_function,
+    load,
+    loop,
+)
 from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
+from opmlc.ir import fixedpoint as fp
 
 V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
@@ -81,6 +95,7 @@ MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the g
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
 # the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
+MAX_PAIRS = SCRATCH // (3 * 4)  # k pairs of one row's three x planes in the scratch (< 2^16: the carries' bound)
 GROUP_MAX = 128  # rows: their carries and low parts take ≤ 128 KiB of stack (≤ 8 accumulators a tile row)
 L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
 WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
@@ -131,7 +146,7 @@ def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
     """(split s, 0 for one plane; number of planes; their bounds W_q) of a weight w2 [N, K], or
     None when it has no s16 planes (module docstring)."""
     e = _bits(w2)
-    if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
+    if -(-w2.shape[1] // 2) > MAX_PAIRS:  # one row's planes in the scratch (module docstring)
         return None
     if w2.shape[0] < MIN_COLS:
         return None
@@ -177,11 +192,11 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
-    out = buf[2 * HEADER:].reshape(count, nb, k2, LANES16, 2)
+    out = buf[2 * HEADER:].reshape(nb, k2, count, LANES16, 2)
     for q, p in enumerate(_planes(w2, split, count)):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
-        out[q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
+        out[:, :, q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
     return buf
 
 
@@ -216,22 +231,25 @@ def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
     return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
 
 
-def _max_abs(b: ir.IRBuilder, base: ir.Value, count: int) -> ir.Value:
+def _max_abs(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> ir.Value:
     """max |v| (i64) over the i32 elements base[0 .. count) (|INT32_MIN| = 2^31 included)."""
     v8 = ir.VectorType(I32, 8)
     acc = entry_alloca(b, v8, name="v16.maxv")
     b.store(ir.Constant(v8, None), acc)
-    with loop(b, c32(count // 8), "v16.mv") as i:
+    vecs = b.udiv(count, c32(8))
+    with loop(b, vecs, "v16.mv") as i:
         v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
         v = b.select(b.icmp_signed("<", v, ir.Constant(v8, None)), b.sub(ir.Constant(v8, None), v), v)
         old = b.load(acc, typ=v8)
         b.store(b.select(b.icmp_unsigned(">", v, old), v, old), acc)
-    top = b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)])
-    for e in range(count - count % 8, count):  # the tail (< 8 elements)
-        v = load(b, base, c32(e))
+    top = entry_alloca(b, I32, name="v16.top")
+    b.store(b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)]), top)
+    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mt") as i:  # the tail (< 8 elements)
+        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
         v = b.select(b.icmp_signed("<", v, c32(0)), b.sub(c32(0), v), v)
-        top = b.select(b.icmp_unsigned(">", v, top), v, top)
-    return b.zext(top, I64)
+        old = b.load(top, typ=I32)
+        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), top)
+    return b.zext(b.load(top, typ=I32), I64)
 
 
 def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
@@ -247,29 +265,51 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
     return b.udiv(c64((1 << 31) - (1 << 16)), worst)
 
 
-def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
-         lo: ir.Value, hi: ir.Value, finish, vfinish) -> ir.Block:
-    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the derived buffer at d_arg
-    (header, then planes); `finish(total_i64, 0, i, j)` stores one output, `vfinish(totals
-    <16 x i64>, i, j)` the outputs j..j+15 of row i. Leaves the builder in the block where the
-    run goes when no scheme is exact (the caller emits its other kernels there and branches to
-    the returned block, where the VNNI bodies end too)."""
+def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None, rows: int,
+         k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int, bias_shift: int) -> ir.Block:
+    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ (+ bias [n] << bias_shift, >> shift
+    rounded, saturated and counted as matmul.py's finish) from the derived buffer at d_arg, by a
+    call of the module's one function for the weight's plane count (`_shared`: shapes and
+    fractional bits are its arguments, so every node shares it). Leaves the builder in the block
+    where the run goes when no scheme is exact (the caller emits its other kernels there and
+    branches to the returned block, where the call ends too)."""
+    fn = _shared(b.module, facts["planes"], k)
+    args = [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
+            c32(rows), c32(n), lo, hi, c32(shift), c32(bias_shift)]
+    taken = call_helper(b, fn, args)
     done = b.append_basic_block("v16.done")
     fallback = b.append_basic_block("v16.other")
-    ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
+    b.cbranch(taken, done, fallback)
+    b.position_at_end(fallback)
+    return done
+
+
+def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
+    """i1 f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift): the kernel
+    (module docstring) for a weight of `planes` planes and a reduction of k; 1 when a scheme ran (the outputs are
+    written), 0 when none is exact (nothing written)."""
+    fn, b = internal_function(module, f"mm16.p{planes}.k{k}", ir.IntType(1), [PTR] * 4 + [I32] * 6, counts=True)
+    if b is None:
+        return fn
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")  # one copy, whatever the number of callers
+    a_arg, d_arg, out, bias, rows, n, lo, hi, shift, bias_shift = fn.args[:10]
+    fallback = b.append_basic_block("v16.other")
+    count = b.mul(rows, c32(k))
+    ex = magnitude_bits(b, a_arg, c32(0), count)
 
     def header(i: int) -> ir.Value:
         return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
 
     sw = header(0)  # the weight's split, its planes' bounds (derive)
-    wmax = [b.zext(header(3 + q), I64) for q in range(facts["planes"])]
+    wmax = [b.zext(header(3 + q), I64) for q in range(planes)]
     planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
         s = b.udiv(b.add(ex, c32(2)), c32(2))
         return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
 
-    top = _max_abs(b, a_arg, rows * k)  # M = max |x|
+    top = _max_abs(b, a_arg, count)  # M = max |x|
 
     def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
         xl = _pow2(b, b.sub(s, c32(1)))
@@ -277,7 +317,7 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
         return [xl, xh, b.add(xl, xh)]
 
     choices = []  # (scheme, valid i1, F i64, s i32)
-    for sc in schemes(facts):
+    for sc in schemes({"planes": planes}):
         if sc is A1:
             s = c32(0)
             ok = b.icmp_unsigned("<=", ex, c32(15))
@@ -297,10 +337,11 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
     k2 = -(-k // 2)
 
     def chunk_of(sc: Scheme, f: ir.Value) -> ir.Value:
-        cap = max(4, L1_WEIGHTS // (sc.cols * len({q for _p, q in sc.products}) * 64))
+        cap = max(4, L1_WEIGHTS // (sc.cols * planes * 64))  # the tile's planes are read together (derive)
         f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
         return b.trunc(f, I32)
 
+    fin = _finisher(b, out, bias, n, shift, bias_shift)  # its constants, before the branches
     bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
     if not choices:
         b.branch(fallback)
@@ -318,22 +359,57 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
     else:
         b.cbranch(choices[0][1], bodies[0], fallback)
     scratch = {  # one of each, shared by the schemes' bodies
-        "xs": _scratch(b, "v16.xs", I32, max([_group(sc, rows, k2) * len(sc.xplanes) * k2 for sc, *_ in choices],
-                                             default=1)),
-        "state": _scratch(b, "v16.state", I32, max([2 * _group(sc, rows, k2) * sc.cols * len(sc.products) * LANES16
+        "xs": _scratch(b, "v16.xs", I32, SCRATCH // 4),
+        "state": _scratch(b, "v16.state", I32, max([2 * GROUP_MAX * sc.cols * len(sc.products) * LANES16
                                                     for sc, *_ in choices], default=1)),
-        "sums": _scratch(b, "v16.sums", I64, LANES16),
     }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
-        b.branch(done)
+        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch)
+        b.ret(ir.Constant(ir.IntType(1), 1))
     b.position_at_end(fallback)
-    return done
+    b.ret(ir.Constant(ir.IntType(1), 0))
+    return fn
+
+
+def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift: ir.Value, bias_shift: ir.Value):
+    """fin(totals <16 x i64>, i, j, width): outputs (i, j .. j + width) of the sums (width ≤ 16;
+    the other lanes are padding columns: neither stored nor counted): bias, the rounding shift
+    and the counted saturation of matmul.py's finish, 16 lanes at once."""
+    v1 = ir.VectorType(ir.IntType(1), LANES16)
+    lanes = ir.Constant(V16, list(range(LANES16)))
+    shift64 = b.zext(shift, I64)
+    half = b.select(b.icmp_unsigned("==", shift, c32(0)), c64(0), b.shl(c64(1), b.sub(shift64, c64(1))))
+    half_v, shift_v = _splat(b, half, V16I64), _splat(b, shift64, V16I64)
+    bshift_v = _splat(b, b.zext(bias_shift, I64), V16I64)
+    has_bias = b.icmp_unsigned("!=", b.ptrtoint(bias, I64), c64(0))
+    mload = _fn(b, "llvm.masked.load.v16i32.p0", V16, [PTR, I32, v1, V16])
+    mstore = _fn(b, "llvm.masked.store.v16i32.p0", ir.VoidType(), [V16, PTR, I32, v1])
+
+    def splat64(v: int) -> ir.Constant:
+        return ir.Constant(V16I64, [v] * LANES16)
+
+    def fin(total: ir.Value, i: ir.Value, j: ir.Value, width: ir.Value) -> None:
+        mask = b.icmp_unsigned("<", lanes, _splat(b, width, V16))
+        bmask = b.and_(mask, _splat(b, has_bias, v1))  # a null bias is never read
+        bv = b.call(mload, [b.gep(bias, [j], source_etype=I32), c32(4), bmask, ir.Constant(V16, None)])
+        total = b.add(total, b.shl(b.sext(bv, V16I64), bshift_v))
+        total = b.ashr(b.add(total, half_v), shift_v)
+        clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
+        clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
+        if counting(b):  # as saturate32: the output elements the clamp changed
+            flags = b.bitcast(b.and_(b.icmp_signed("!=", clamped, total), mask), ir.IntType(LANES16))
+            pop = _fn(b, f"llvm.ctpop.i{LANES16}", ir.IntType(LANES16), [ir.IntType(LANES16)])
+            slot = counter_slot(b)
+            b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+        b.call(mstore, [b.trunc(clamped, V16), b.gep(out, [b.add(b.mul(i, n), j)], source_etype=I32), c32(4), mask])
+
+    return fin
 
 
 def _group(sc: Scheme, rows: int, k2: int) -> int:
-    """Rows of x whose planes the scratch holds at once (a multiple of the row tile)."""
+    """Rows of x whose planes the scratch holds at once (a multiple of the row tile); `_body`
+    computes the same at run time."""
     group = max(1, min(rows, GROUP_MAX, SCRATCH // (len(sc.xplanes) * k2 * 4)))
     return group - group % sc.rows if group >= sc.rows else group
 
@@ -344,21 +420,28 @@ def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
     return a
 
 
-def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: ir.Value,
-          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish, scratch: dict) -> None:
+def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_unsigned("<", x, y), x, y)
+
+
+def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
+          s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict) -> None:
+    """The scheme's run over x [rows, k] (k2 = ceil(k/2))."""
     px = len(sc.xplanes)
     nprod = len(sc.products)
-    nb = -(-n // TILE_COLS) * (TILE_COLS // LANES16)  # blocks of the padded layout (derive)
-    group = _group(sc, rows, k2)
-    xs, state, sums = scratch["xs"], scratch["state"], scratch["sums"]
+    cap = _group(sc, GROUP_MAX, k2)  # rows ≥ GROUP_MAX
+    group = b.select(b.icmp_unsigned("<", rows, c32(cap)), rows, c32(cap))
+    group = b.select(b.icmp_unsigned(">=", group, c32(sc.rows)), b.sub(group, b.urem(group, c32(sc.rows))), group)
+    xs, state = scratch["xs"], scratch["state"]
     # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
-    slots = group * sc.cols * nprod
+    slots = GROUP_MAX * sc.cols * nprod
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     used_w = sorted({q for _p, q in sc.products})
     accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
     half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
     s64 = b.zext(s, I64)
     sw64 = b.zext(sw, I64)
+    wblock = k2 * planes * LANES16  # i32 elements from one block of 16 columns to the next (derive)
 
     def ptr(alloca, index: ir.Value, ty: ir.Type) -> ir.Value:
         return b.bitcast(b.gep(alloca, [c32(0), index], source_etype=alloca.allocated_type), ty.as_pointer())
@@ -404,20 +487,20 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
             for c in range(cols):
                 for t in range(nprod):
                     b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
-        # one base pointer per operand and constant offsets from it: the loop keeps two
-        # pointers, not one index computation per load
-        w0 = b.gep(d_arg, [b.zext(b.mul(b.add(b.mul(jb0, c32(k2)), k0), c32(LANES16)), I64)], source_etype=I32,
+        # one base pointer per operand, a run-time stride per k pair (and per block of the
+        # weight) and constant offsets: the same loop for every shape
+        w0 = b.gep(d_arg, [b.mul(b.zext(b.add(b.mul(jb0, c32(k2)), k0), I64), c64(planes * LANES16))], source_etype=I32,
                    inbounds=True)
         x0 = b.gep(ptr(xs, c32(0), I32), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
                    inbounds=True)
         with loop(b, steps, "vk") as kk:
             kk64 = b.zext(kk, I64)
-            wstep = b.mul(kk64, c64(LANES16), flags=["nuw", "nsw"])
+            wk = b.gep(w0, [b.mul(kk64, c64(planes * LANES16), flags=["nuw", "nsw"])], source_etype=I32, inbounds=True)
             wv = {}
             for c in range(cols):
                 for q in used_w:
-                    off = b.add(wstep, c64((q * nb + c) * k2 * LANES16), flags=["nuw", "nsw"])
-                    wv[c, q] = b.load(b.gep(w0, [off], source_etype=I32, inbounds=True), typ=V16, align=64)
+                    wv[c, q] = b.load(b.gep(wk, [c64(c * wblock + q * LANES16)], source_etype=I32, inbounds=True),
+                                      typ=V16, align=64)
             for r in range(r_rows):
                 xv = {}
                 for p in range(px):
@@ -438,10 +521,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
     n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
     chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
 
-    with loop(b, -(-rows // group), "vg") as gi:
-        g0 = b.mul(gi, c32(group))
-        grows = b.select(b.icmp_unsigned(">", b.add(g0, c32(group)), c32(rows)), b.sub(c32(rows), g0), c32(group))
-        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs
+    with loop(b, b.udiv(b.add(rows, b.sub(group, c32(1))), group), "vg") as gi:
+        g0 = b.mul(gi, group)
+        grows = b.select(b.icmp_unsigned(">", b.add(g0, group), rows), b.sub(rows, g0), group)
+        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs, [row, plane, pair]
             xrow = b.mul(b.add(g0, r), c32(k))
             with loop(b, c32(k2), "vsk") as kk:
                 e0 = b.mul(kk, c32(2))
@@ -456,52 +539,35 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
         first, left = blo, b.sub(bhi, blo)
-        for cols in (sc.cols,):
-            count = b.udiv(left, c32(cols))
-            with loop(b, count, f"vc{cols}") as u:
-                jb0 = b.add(first, b.mul(u, c32(cols)))
-                with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
-                    b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
-                    b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
-                with loop(b, n_chunks, "vch") as ci:
-                    k0 = b.mul(ci, chunk)
-                    steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
-                    r_first, r_left = c32(0), grows
-                    for rr in (sc.rows, 1):
-                        rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
-                        with loop(b, rcount, f"vr{rr}") as tr:
-                            tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
-                        r_first = b.add(r_first, b.mul(rcount, c32(rr)))
-                        r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-                j0 = b.mul(jb0, c32(LANES16))
-                width = b.sub(hi, j0)
-                width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
-                with loop(b, grows, "vfr") as r:
-                    with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
-                        vals = []
-                        for t in range(nprod):
-                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
-                            low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
-                            carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
-                            vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
-                        total = combine(vals)
-                        jc = b.add(j0, b.mul(c, c32(LANES16)))
-                        whole, part_ = b.append_basic_block("vf.whole"), b.append_basic_block("vf.part")
-                        after = b.append_basic_block("vf.after")
-                        b.cbranch(b.icmp_unsigned("<=", b.add(jc, c32(LANES16)), hi), whole, part_)
-                        b.position_at_end(whole)  # 16 columns of the part: at once
-                        vfinish(total, b.add(g0, r), jc)
-                        b.branch(after)
-                        b.position_at_end(part_)  # the node's last columns: one by one
-                        b.store(total, ptr(sums, c32(0), V16I64), align=64)
-                        rest = b.sub(hi, jc)
-                        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), rest)
-                        with loop(b, b.select(b.icmp_unsigned(">", rest, c32(LANES16)), c32(LANES16), rest), "vfc") as j:
-                            finish(b.load(ptr(sums, j, I64), typ=I64), c32(0), b.add(g0, r), b.add(jc, j))
-                        b.branch(after)
-                        b.position_at_end(after)
-            first = b.add(first, b.mul(count, c32(cols)))
-            left = b.sub(left, b.mul(count, c32(cols)))
+        cols = sc.cols
+        with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
+            jb0 = b.add(first, b.mul(u, c32(cols)))
+            with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
+                b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
+                b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
+            with loop(b, n_chunks, "vch") as ci:
+                k0 = b.mul(ci, chunk)
+                steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+                r_first, r_left = c32(0), grows
+                for rr in (sc.rows, 1):
+                    rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                    with loop(b, rcount, f"vr{rr}") as tr:
+                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                    r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                    r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+            j0 = b.mul(jb0, c32(LANES16))
+            with loop(b, grows, "vfr") as r:
+                with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
+                    vals = []
+                    for t in range(nprod):
+                        sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
+                        low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
+                        carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
+                        vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
+                    jc = b.add(j0, b.mul(c, c32(LANES16)))
+                    rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
+                    rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
+                    fin(combine(vals), b.add(g0, r), jc, rest)
 
 
 __all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
