@@ -104,6 +104,22 @@ def test_refused_inputs_run_the_other_kernels():
     check_all_backends(_graph((6, 40), w, bias=_ints(rng, 20, (24,)), fracs=(20, 20, 0)), [x], mips=False)
 
 
+def test_fallback_lanes_equal_interpreter(monkeypatch):
+    """No scheme (FORCE names none): every run takes the kernel's i64 fallback, which reads the
+    weight back from its planes (one, two or three of them), on odd K, partial column blocks,
+    folded batch dimensions, plain b, bias, and int32 extremes in x and in the output."""
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", "none")
+    rng = np.random.default_rng(11)
+    for (m, k, n, batch, trans), wb in zip([(5, 9, 5, (), True), (7, 33, 70, (1,), False), (6, 64, 40, (2,), True),
+                                            (1, 15, 3, (), True)], (12, 21, 26, 30), strict=True):
+        w = _ints(rng, wb, (n, k) if trans else (k, n))
+        x = _ints(rng, 30, (*batch, m, k))
+        x.reshape(-1)[:2] = [fp.INT32_MIN, fp.INT32_MAX]
+        bias = _ints(rng, 20, (n,)) if m % 2 else None
+        check_all_backends(_graph((*batch, m, k), w, trans, bias, fracs=(20, 20, 8)), [x], mips=False)
+
+
 def test_without_vnni_the_folded_batch_takes_the_double_kernel(monkeypatch):
     monkeypatch.setattr(matmul_vnni16, "ENABLED", False)
     rng = np.random.default_rng(6)
@@ -121,9 +137,12 @@ def test_row_groups_of_a_long_reduction(only):
     check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
 
 
-def test_split_over_threads_gives_the_same_bits(only):
-    """Scheme C (the largest scratch: a pool thread's stack holds it too) on 1 and 2 threads."""
-    only("C")
+@pytest.mark.parametrize("scheme", ["C", "none"])
+def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
+    """Scheme C (the largest scratch: a pool thread's stack holds it too) and the fallback on 1
+    and 2 threads."""
+    monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
+    monkeypatch.setattr(matmul_vnni16, "ONLY", scheme == "C")  # C or an unwritten output
     rng = np.random.default_rng(8)
     m, k = 9, 800
     n = SPLIT_MIN_WORK // (m * k) + 37

@@ -140,14 +140,11 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             total = b.add(total, shl(b, sext64(b, load(b, bias_arg, j)), prod_frac - types[2].frac))
         store(b, saturate32(b, shr_round(b, total, shift)), out, b.add(o_base, b.add(b.mul(i, c32(n)), j)))
 
+    if vnni:  # a constant weight's s16 planes; their kernel has its own exact fallback (i64 lanes)
+        matmul_vnni16.emit(b, a_arg, args[len(types)], out, bias_arg, rows, k, n, facts, lo, hi, shift,
+                           prod_frac - types[2].frac if bias_arg is not None else 0)
+        return
     done = None
-    if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
-        done = matmul_vnni16.emit(b, a_arg, args[len(types)], out, bias_arg, rows, k, n, facts, lo, hi, shift,
-                                  prod_frac - types[2].frac if bias_arg is not None else 0)
-        if matmul_vnni16.ONLY:
-            b.branch(done)
-            b.position_at_end(done)
-            return
     if rows is not None and matmul_fma.usable(rows, k, trans):  # operands of bounded range: exact double lanes
         fast, slow = b.append_basic_block("mm.fma"), b.append_basic_block("mm.i64")
         done = done or b.append_basic_block("mm.done")

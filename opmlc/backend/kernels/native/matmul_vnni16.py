@@ -99,6 +99,7 @@ MAX_PAIRS = SCRATCH // (3 * 4)  # k pairs of one row's three x planes in the scr
 GROUP_MAX = 128  # rows: their carries and low parts take ≤ 128 KiB of stack (≤ 8 accumulators a tile row)
 L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
 WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
+FALLBACK_ROWS = 4  # rows sharing one decoded k pair of weights (the fallback)
 MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (fewer bytes than B's planes)
 
 ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
@@ -266,29 +267,21 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
 
 
 def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None, rows: int,
-         k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int, bias_shift: int) -> ir.Block:
+         k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int, bias_shift: int) -> None:
     """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ (+ bias [n] << bias_shift, >> shift
     rounded, saturated and counted as matmul.py's finish) from the derived buffer at d_arg, by a
-    call of the module's one function for the weight's plane count (`_shared`: shapes and
-    fractional bits are its arguments, so every node shares it). Leaves the builder in the block
-    where the run goes when no scheme is exact (the caller emits its other kernels there and
-    branches to the returned block, where the call ends too)."""
+    call of the module's one function for the weight's plane count and K (`_shared`: rows,
+    columns and fractional bits are its arguments, so nodes of other shapes share it)."""
     fn = _shared(b.module, facts["planes"], k)
-    args = [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
-            c32(rows), c32(n), lo, hi, c32(shift), c32(bias_shift)]
-    taken = call_helper(b, fn, args)
-    done = b.append_basic_block("v16.done")
-    fallback = b.append_basic_block("v16.other")
-    b.cbranch(taken, done, fallback)
-    b.position_at_end(fallback)
-    return done
+    call_helper(b, fn, [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
+                        c32(rows), c32(n), lo, hi, c32(shift), c32(bias_shift)])
 
 
 def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
-    """i1 f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift): the kernel
-    (module docstring) for a weight of `planes` planes and a reduction of k; 1 when a scheme ran (the outputs are
-    written), 0 when none is exact (nothing written)."""
-    fn, b = internal_function(module, f"mm16.p{planes}.k{k}", ir.IntType(1), [PTR] * 4 + [I32] * 6, counts=True)
+    """void f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift): the kernel
+    (module docstring) for a weight of `planes` planes and a reduction of k: a scheme when one
+    is exact for the run's x, else the i64 lanes of `_fallback` (with ONLY: nothing written)."""
+    fn, b = internal_function(module, f"mm16.p{planes}.k{k}", ir.VoidType(), [PTR] * 4 + [I32] * 6, counts=True)
     if b is None:
         return fn
     fn.attributes.add("nounwind")
@@ -366,9 +359,11 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
         _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch)
-        b.ret(ir.Constant(ir.IntType(1), 1))
+        b.ret_void()
     b.position_at_end(fallback)
-    b.ret(ir.Constant(ir.IntType(1), 0))
+    if not ONLY:
+        _fallback(b, planes, a_arg, planes_at, sw, rows, k, lo, hi, fin)
+    b.ret_void()
     return fn
 
 
@@ -405,6 +400,65 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
         b.call(mstore, [b.trunc(clamped, V16), b.gep(out, [b.add(b.mul(i, n), j)], source_etype=I32), c32(4), mask])
 
     return fin
+
+
+def _fallback(b: ir.IRBuilder, planes: int, a_arg, d_arg, sw: ir.Value, rows: ir.Value, k: int, lo: ir.Value,
+              hi: ir.Value, fin) -> None:
+    """The outputs from the weight's planes (w = l + h·2^s_w, or w itself) in <16 x i64> lanes:
+    every product sext(i32)·sext(i32) is exact in i64 and the sums wrap as the op's (exact for
+    any x; the run's x had no scheme). One k pair of 16 columns is decoded once for FALLBACK_ROWS rows."""
+    k2 = -(-k // 2)
+    v32i16 = ir.VectorType(ir.IntType(16), 2 * LANES16)
+    even = ir.Constant(ir.VectorType(I32, LANES16), list(range(0, 2 * LANES16, 2)))
+    odd = ir.Constant(ir.VectorType(I32, LANES16), list(range(1, 2 * LANES16, 2)))
+    sw_v = _splat(b, b.zext(sw, I64), V16I64)
+    accs = [entry_alloca(b, V16I64, name=f"v16.facc{r}") for r in range(FALLBACK_ROWS)]
+    blo = b.udiv(lo, c32(LANES16))
+    bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))
+
+    def weights(jb: ir.Value, kk: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """w of the 16 columns of block jb at k = 2·kk and 2·kk + 1 (<16 x i64> each)."""
+        at = b.mul(b.zext(b.add(b.mul(jb, c32(k2)), kk), I64), c64(planes * LANES16))
+        halves = []
+        for q in range(min(planes, 2)):  # l and h (σ is not needed)
+            v = b.load(b.gep(d_arg, [b.add(at, c64(q * LANES16))], source_etype=I32), typ=v32i16, align=64)
+            halves.append([b.sext(b.shuffle_vector(v, ir.Constant(v32i16, ir.Undefined), sel), V16I64)
+                           for sel in (even, odd)])
+        if planes == 1:
+            return halves[0][0], halves[0][1]
+        return tuple(b.add(lo_, b.shl(hi_, sw_v)) for lo_, hi_ in zip(*halves, strict=True))
+
+    def tile(r_rows: int, i0: ir.Value, jb: ir.Value) -> None:
+        for r in range(r_rows):
+            b.store(ir.Constant(V16I64, None), accs[r])
+        with loop(b, c32(k2), "vfk") as kk:
+            w0, w1 = weights(jb, kk)
+            e0 = b.mul(kk, c32(2))
+            for r in range(r_rows):
+                xrow = b.mul(b.add(i0, c32(r)), c32(k))
+                x0 = b.sext(load(b, a_arg, b.add(xrow, e0)), I64)
+                if k % 2:  # the last pair's second k is padding (a zero weight): x there is not read
+                    inside = b.icmp_unsigned("<", b.add(e0, c32(1)), c32(k))
+                    x1 = load(b, a_arg, b.add(xrow, b.select(inside, b.add(e0, c32(1)), e0)))
+                    x1 = b.sext(b.select(inside, x1, c32(0)), I64)
+                else:
+                    x1 = b.sext(load(b, a_arg, b.add(xrow, b.add(e0, c32(1)))), I64)
+                acc = b.load(accs[r], typ=V16I64)
+                acc = b.add(acc, b.add(b.mul(_splat(b, x0, V16I64), w0), b.mul(_splat(b, x1, V16I64), w1)))
+                b.store(acc, accs[r])
+        j0 = b.mul(jb, c32(LANES16))
+        width = b.sub(hi, j0)
+        width = b.select(b.icmp_unsigned(">", width, c32(LANES16)), c32(LANES16), width)
+        for r in range(r_rows):
+            fin(b.load(accs[r], typ=V16I64), b.add(i0, c32(r)), j0, width)
+
+    with loop(b, b.sub(bhi, blo), "vfj") as u:
+        jb = b.add(blo, u)
+        full = b.udiv(rows, c32(FALLBACK_ROWS))
+        with loop(b, full, "vfr") as t:
+            tile(FALLBACK_ROWS, b.mul(t, c32(FALLBACK_ROWS)), jb)
+        with loop(b, b.sub(rows, b.mul(full, c32(FALLBACK_ROWS))), "vf1") as t:
+            tile(1, b.add(b.mul(full, c32(FALLBACK_ROWS)), t), jb)
 
 
 def _group(sc: Scheme, rows: int, k2: int) -> int:
