@@ -20,7 +20,8 @@ product whose b has no batch dimensions (a's leading batch dimensions fold into 
 (1, 32, 64) @ (256, 64)ᵀ is a 32-row dense layer):
 - b an initializer with s16 planes (`facts`: their number, learnt when the module is
   generated; `derive`: the planes and their bounds laid out once per region table) on a host
-  with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
+  with VNNI: matmul_vnni16.py, whose shared function also holds the exact fallback for an x its
+  planes cannot take (such a node has none of the kernels below);
 - transpose_b, ≥ 4 rows: matmul_fma.py, when every sum is exact in doubles (a weight with
   planes gives its bits from their header: only x is measured);
 - else this kernel.

@@ -6,8 +6,9 @@ activations at run time, and the plane products are recombined exactly in i64.
 Taken by matmul.py's kernel for a node whose b is an initializer without batch dimensions
 (leading batch dimensions of a are folded into rows: x [rows, K] against w [N, K]; a plain
 b [K, N] is transposed when the planes are made), on a host with avx512vnni (the native object
-is keyed by the CPU description). The range check below may send a run to matmul.py's other
-kernels instead.
+is keyed by the CPU description). When the range check below finds no exact scheme for the
+run's x, the kernel's own fallback computes the outputs (below): such a node carries no other
+matmul kernel.
 
 Planes. For a split point s ≥ 1, every integer v is v = h·2^s + l with h = (v + 2^(s−1)) >> s
 (arithmetic) and l = v − h·2^s ∈ [−2^(s−1), 2^(s−1)). If |v| ≤ 2^e, then |h| ≤ 2^max(e−s, 0)
@@ -16,8 +17,8 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
 
 - The weight (`weight_planes`, from the initializer): with |w| < 2^15 one plane, w itself;
   else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
-  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has none). The kernel is specialised on
-  the number of planes only (`weight_facts`, when the module is generated); `derive` (once per
+  with a plane outside s16, or with ceil(K/2) > MAX_PAIRS, has none). The kernel is specialised
+  on the number of planes (`weight_facts`, when the module is generated) and K; `derive` (once per
   region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
   rounded up to four significant bits) and the planes, and refuses a weight whose plane count
   is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
@@ -41,24 +42,41 @@ saturating form `vpdpwssds` is not used). After the chunk, acc = (acc >> 16)·2^
 0xFFFF): the lane's carry C (i32) takes acc >> 16 ∈ [−2^15, 2^15) and L the rest, so the sum
 so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31, exact. At
 the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
-taken (then the next, or matmul.py's double / i64 kernel).
+taken (then the next, or the fallback).
 
-Layout and loop. The weight: after the 64-byte header, plane-major s16 [planes, blocks,
-ceil(K/2), 16, 2], N padded with zero columns to a multiple of TILE_COLS (so every part, which
-starts on a multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one
-64-byte vector holds a k pair of 16 output columns. x: a part copies a group
+Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
+N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
+multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
+vector holds a k pair of 16 output columns, a k pair's planes are adjacent (the loop reads a
+block's vectors at constant offsets from one pointer; a block's stride depends on K only, so
+not on N). x: a part copies a group
 of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
 once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
 pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
 each row's pair against the tile's weight vectors into R·C·products accumulators, which start
 from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
 products' sums are recombined, and each output gets bias, rounding and saturation (counted)
-as in matmul.py, 16 at a time. A scheme's body is generated only when its planes exist; the
+as in matmul.py, 16 at a time (a lane mask leaves out the padding columns: not stored, not
+counted). A scheme's body is generated only when its planes exist; the
 choice between B and C (both exact) is by an estimate of their cost (instructions per chunk,
 WIDEN_COST more per widening).
 
 Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
 x itself (rows·K work against its rows·K·N_part/16 instructions).
+
+One function per module and (plane count, K) (`_shared`, `mm16.p<planes>.k<K>`, internal and
+not inlined): rows, N, the part's columns, the rounding shift, the bias (or null) and its shift
+are its arguments, so the nodes of a model share it (tiny_llama's six constant-weight kernels
+call two). K stays a constant: the x scratch's row and plane strides are ceil(K/2), and with them
+constant the loop's x loads are constant offsets from one pointer (a version with a run-time K,
+x laid out [pair, row, plane] to keep those offsets constant, ran the MLP's layers 1.5–1.9×
+slower). The saturation count goes to the caller's counter (`internal_function(counts=True)`).
+
+Fallback (no scheme is exact for the run's x: some |x| > 2^30, or F < MIN_FLUSH): the weight
+read back from its planes (w = l + 2^s_w·h, or the one plane), a k pair of 16 columns decoded
+once for FALLBACK_ROWS rows, products sext(i32)·sext(i32) (|p| ≤ 2^62, exact in i64) summed in
+<16 x i64> lanes in wrap-around i64 as the op: exact for every int32 x, about the speed of
+matmul.py's i64 kernel.
 """
 
 from __future__ import annotations
