@@ -206,12 +206,17 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
                          "(its s16 planes do not match the compiled kernel); regenerate the module")
     split, count, bounds = got
     nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
-    size = 2 * HEADER + count * nb * k2 * LANES16 * 2
+    size = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)
     raw = np.zeros(size + 32, np.int16)
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
-    out = buf[2 * HEADER:].reshape(nb, k2, count, LANES16, 2)
+    end = 2 * HEADER + count * nb * k2 * LANES16 * 2
+    out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
+    if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
+        sums = np.zeros(nb * LANES16, np.int64)
+        sums[:n] = w2.astype(np.int64).sum(axis=1)
+        buf[end:].view(np.int64)[:] = sums
     for q, p in enumerate(_planes(w2, split, count)):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
@@ -231,13 +236,14 @@ class Scheme:
 
 
 A1 = Scheme("A1", ("x",), ((0, 0),), 6, 4)
+A1O = Scheme("A1o", ("x",), ((0, 0),), 6, 4)  # x − c in one plane (module docstring, "Offset")
 A2 = Scheme("A2", ("l", "h"), ((0, 0), (1, 0)), 3, 4)
 C4 = Scheme("C", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 3, 2)
 B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
 
 
 def schemes(facts: dict) -> list[Scheme]:
-    out = {1: [A1, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
+    out = {1: [A1, A1O, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
     return [sc for sc in out if FORCE is None or sc.name == FORCE]
 
 
@@ -269,6 +275,31 @@ def _max_abs(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> ir.Value:
         old = b.load(top, typ=I32)
         b.store(b.select(b.icmp_unsigned(">", v, old), v, old), top)
     return b.zext(b.load(top, typ=I32), I64)
+
+
+def _min_max(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(min, max) (i32) of the i32 elements base[0 .. count), count ≥ 1."""
+    v8 = ir.VectorType(I32, 8)
+    lo_acc, hi_acc = entry_alloca(b, v8, name="v16.minv"), entry_alloca(b, v8, name="v16.maxs")
+    b.store(ir.Constant(v8, [fp.INT32_MAX] * 8), lo_acc)
+    b.store(ir.Constant(v8, [fp.INT32_MIN] * 8), hi_acc)
+    vecs = b.udiv(count, c32(8))
+    with loop(b, vecs, "v16.mm") as i:
+        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
+        old = b.load(lo_acc, typ=v8)
+        b.store(b.select(b.icmp_signed("<", v, old), v, old), lo_acc)
+        old = b.load(hi_acc, typ=v8)
+        b.store(b.select(b.icmp_signed(">", v, old), v, old), hi_acc)
+    least, most = entry_alloca(b, I32, name="v16.least"), entry_alloca(b, I32, name="v16.most")
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smin.v8i32", I32, [v8]), [b.load(lo_acc, typ=v8)]), least)
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smax.v8i32", I32, [v8]), [b.load(hi_acc, typ=v8)]), most)
+    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mmt") as i:  # the tail (< 8 elements)
+        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
+        old = b.load(least, typ=I32)
+        b.store(b.select(b.icmp_signed("<", v, old), v, old), least)
+        old = b.load(most, typ=I32)
+        b.store(b.select(b.icmp_signed(">", v, old), v, old), most)
+    return b.load(least, typ=I32), b.load(most, typ=I32)
 
 
 def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
@@ -327,12 +358,20 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
         xh = b.lshr(b.add(top, xl), b.zext(s, I64))
         return [xl, xh, b.add(xl, xh)]
 
+    offset = None  # c (i32) of scheme A1o
     choices = []  # (scheme, valid i1, F i64, s i32)
     for sc in schemes({"planes": planes}):
         if sc is A1:
             s = c32(0)
             ok = b.icmp_unsigned("<=", ex, c32(15))
             f = _flush_bound(b, sc, [top], wmax)
+        elif sc is A1O:
+            s = c32(0)
+            least, most = (b.sext(v, I64) for v in _min_max(b, a_arg, count))
+            span = b.sub(most, least)
+            ok = b.icmp_signed("<=", span, c64((1 << 16) - 1))
+            offset = b.trunc(b.ashr(b.add(b.add(least, most), c64(1)), c64(1)), I32)  # in [least, most]
+            f = _flush_bound(b, sc, [b.ashr(b.add(span, c64(1)), c64(1))], wmax)
         elif sc is B3:
             s = sw
             xb = bounds(s)
@@ -354,21 +393,18 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
 
     fin = _finisher(b, out, bias, n, shift, bias_shift)  # its constants, before the branches
     bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
+    if [sc for sc, *_ in choices] == [B3, C4]:  # both exact: the cheaper (module docstring)
+        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
+        c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
+        cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
+        cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
+        choices[0] = (s0, b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1))), f0, choices[0][3])
+    for i, ((_sc, ok, _f, _s), body) in enumerate(zip(choices, bodies, strict=True)):  # the first exact one
+        nxt = b.append_basic_block("v16.next") if i + 1 < len(choices) else fallback
+        b.cbranch(ok, body, nxt)
+        b.position_at_end(nxt)
     if not choices:
         b.branch(fallback)
-    elif len(choices) == 2:
-        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
-        if s0 is B3:  # both exact: the cheaper (module docstring)
-            c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
-            cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
-            cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
-            ok0 = b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1)))
-        second = b.append_basic_block("v16.second")
-        b.cbranch(ok0, bodies[0], second)
-        b.position_at_end(second)
-        b.cbranch(ok1, bodies[1], fallback)
-    else:
-        b.cbranch(choices[0][1], bodies[0], fallback)
     scratch = {  # one of each, shared by the schemes' bodies
         "xs": _scratch(b, "v16.xs", I32, SCRATCH // 4),
         "state": _scratch(b, "v16.state", I32, max([2 * GROUP_MAX * sc.cols * len(sc.products) * LANES16
@@ -376,7 +412,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch)
+        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset)
         b.ret_void()
     b.position_at_end(fallback)
     if not ONLY:
@@ -497,7 +533,8 @@ def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 
 
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
-          s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict) -> None:
+          s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
+          offset: ir.Value | None = None) -> None:
     """The scheme's run over x [rows, k] (k2 = ceil(k/2))."""
     px = len(sc.xplanes)
     nprod = len(sc.products)
@@ -522,6 +559,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         return ptr(state, b.mul(b.add(slot, c32(slots if carry else 0)), c32(LANES16)), V16)
 
     def plane_values(v: ir.Value) -> list[ir.Value]:
+        if sc is A1O:
+            return [b.sub(v, offset)]
         if sc.xplanes == ("x",):
             return [v]
         h = b.ashr(b.add(v, half), s)
@@ -532,7 +571,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         """Σ x·w (<16 x i64>) from the products' sums (module docstring)."""
         def sh(v, amount):
             return b.shl(v, _splat(b, amount, V16I64))
-        if sc is A1:
+        if sc is A1 or sc is A1O:
             return vals[0]
         if sc is A2:
             return b.add(vals[0], sh(vals[1], s64))
@@ -639,7 +678,13 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     jc = b.add(j0, b.mul(c, c32(LANES16)))
                     rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
                     rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
-                    fin(combine(vals), b.add(g0, r), jc, rest)
+                    total = combine(vals)
+                    if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
+                        nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+                        sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
+                        colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
+                        total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+                    fin(total, b.add(g0, r), jc, rest)
 
 
 __all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
