@@ -20,16 +20,28 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   with a plane outside s16, or with ceil(K/2) > MAX_PAIRS, has none). The kernel is specialised
   on the number of planes (`weight_facts`, when the module is generated) and K; `derive` (once per
   region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
-  rounded up to four significant bits) and the planes, and refuses a weight whose plane count
+  rounded up to four significant bits), the planes (for one plane also its column sums: A1o,
+  below), and refuses a weight whose plane count
   is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
-  A1 (w one plane, e_x ≤ 15): x·w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
+  A1 (w one plane, e_x ≤ 15): x·w.  A1o (w one plane, max − min of x < 2^16; "Offset"):
+  (x − c)·w + c·Σ w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
   l·w + 2^s·(h·w).  C (w split, e_x ≤ 30, s as A2): l·w_l + 2^s_w·l·w_h + 2^s·h·w_l +
   2^(s+s_w)·h·w_h.  B (Karatsuba, w_σ present, x split at s_w, |σ_x| ≤ 2^15): with P_ll,
   P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
   (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
+
+Offset (scheme A1o, a one-plane weight; x's min m and max M from one more pass): when
+M − m ≤ 2^16 − 1, c = ceil((m + M)/2) (between m and M, so an i32) makes x' = x − c lie in
+[m − c, M − c] with c − m = ceil((M − m)/2) ≤ 2^15 and M − c = floor((M − m)/2) ≤ 2^15 − 1:
+one s16 plane, X = ceil((M − m)/2). Then Σ_k x·w = Σ_k x'·w + c·Σ_k w, the column sums
+Σ_k w[j, k] (|Σ| < 2^15·K, i64) laid out by `derive` after the plane; c·Σ w and the total are
+wrap-around i64, the op's ring, so exact. A padded k of an odd K has w = 0 (its x' = −c is
+multiplied by zero). Taken after A1 (|x| < 2^15 needs no offset) and before A2 (one product
+against two). With X up to 2^15 it needs W ≤ (2^31 − 2^16)/(2^16·MIN_FLUSH), about 2^13, to
+reach F ≥ MIN_FLUSH.
 
 Bound (i32 lanes). x's planes are bounded from M = max |x| (a second pass over x): X_l =
 2^(s−1); X_h = (M + 2^(s−1)) >> s, since h = floor((x + 2^(s−1))/2^s) for |x| ≤ M lies
