@@ -84,6 +84,36 @@ def test_scheme_edges(only):
         check_all_backends(g, [x], mips=False)
 
 
+@pytest.mark.parametrize("base", [1 << 24, -(1 << 20) - 65535, fp.INT32_MIN, fp.INT32_MAX - 65535, -(1 << 15)])
+def test_offset_plane_equals_interpreter(only, base):
+    """Scheme A1o (x − c in one plane, c·Σ w added back): x anywhere in int32 with max − min
+    exactly 2^16 − 1 (the widest range it takes), positive, negative and at both int32 ends."""
+    only("A1o")
+    rng = np.random.default_rng(abs(base) % 1000)
+    for m, k, n, batch, trans in [(7, 33, 17, (1,), False), (13, 64, 40, (2,), True), (4, 9, 70, (), True)]:
+        x = (base + rng.integers(0, 1 << 16, size=(*batch, m, k))).astype(np.int32)
+        x.reshape(-1)[:2] = [base, base + 65535]
+        w = _ints(rng, 12, (n, k) if trans else (k, n))  # F ≥ MIN_FLUSH: |w| ≤ 2^12 − 1 at the widest x range
+        w.reshape(-1)[:2] = [-(1 << 12) + 1, (1 << 12) - 1]
+        bias = _ints(rng, 20, (n,)) if m % 2 else None
+        check_all_backends(_graph((*batch, m, k), w, trans, bias, fracs=(20, 20, 30)), [x], mips=False)
+
+
+def test_offset_plane_refuses_a_range_of_2_to_the_16(only, monkeypatch):
+    """max − min = 2^16: A1o alone writes nothing (ONLY); behind it A2 or the fallback, exact."""
+    only("A1o")
+    rng = np.random.default_rng(21)
+    x = (-(1 << 20) + rng.integers(0, 1 << 16, size=(6, 40))).astype(np.int32)
+    x[0, :2] = [-(1 << 20), -(1 << 20) + (1 << 16)]
+    g = _graph((6, 40), _ints(rng, 12, (24, 40)), fracs=(20, 20, 16))
+    want = run_graph(g, [x])[g.outputs[0]]
+    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    assert want.any() and not got.any()
+    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
+    check_all_backends(g, [x], mips=False)
+
+
 def test_widening_at_the_interval_limit(only):
     """Every product at its bound with one sign, over a reduction many intervals long: each
     lane reaches the largest sum the bound allows before it is widened."""
@@ -104,6 +134,22 @@ def test_refused_inputs_run_the_other_kernels():
     check_all_backends(_graph((6, 40), w, bias=_ints(rng, 20, (24,)), fracs=(20, 20, 0)), [x], mips=False)
 
 
+def test_fallback_lanes_equal_interpreter(monkeypatch):
+    """No scheme (FORCE names none): every run takes the kernel's i64 fallback, which reads the
+    weight back from its planes (one, two or three of them), on odd K, partial column blocks,
+    folded batch dimensions, plain b, bias, and int32 extremes in x and in the output."""
+    monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 1)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", "none")
+    rng = np.random.default_rng(11)
+    for (m, k, n, batch, trans), wb in zip([(5, 9, 5, (), True), (7, 33, 70, (1,), False), (6, 64, 40, (2,), True),
+                                            (1, 15, 3, (), True)], (12, 21, 26, 30), strict=True):
+        w = _ints(rng, wb, (n, k) if trans else (k, n))
+        x = _ints(rng, 30, (*batch, m, k))
+        x.reshape(-1)[:2] = [fp.INT32_MIN, fp.INT32_MAX]
+        bias = _ints(rng, 20, (n,)) if m % 2 else None
+        check_all_backends(_graph((*batch, m, k), w, trans, bias, fracs=(20, 20, 8)), [x], mips=False)
+
+
 def test_without_vnni_the_folded_batch_takes_the_double_kernel(monkeypatch):
     monkeypatch.setattr(matmul_vnni16, "ENABLED", False)
     rng = np.random.default_rng(6)
@@ -121,15 +167,19 @@ def test_row_groups_of_a_long_reduction(only):
     check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
 
 
-def test_split_over_threads_gives_the_same_bits(only):
-    """Scheme C (the largest scratch: a pool thread's stack holds it too) on 1 and 2 threads."""
-    only("C")
+@pytest.mark.parametrize("scheme", ["C", "A1o", "none"])
+def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
+    """Scheme C (the largest scratch: a pool thread's stack holds it too), the offset plane and
+    the fallback on 1 and 2 threads."""
+    monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
+    monkeypatch.setattr(matmul_vnni16, "ONLY", scheme != "none")  # the scheme or an unwritten output
     rng = np.random.default_rng(8)
     m, k = 9, 800
     n = SPLIT_MIN_WORK // (m * k) + 37
-    g = _graph((1, m, k), _ints(rng, 23, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
+    wbits, fo = (12, 30) if scheme == "A1o" else (23, 22)
+    g = _graph((1, m, k), _ints(rng, wbits, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, fo))
     assert split_worth(g, 0)
-    x = [_ints(rng, 27, (1, m, k))]
+    x = [_ints(rng, 27, (1, m, k)) if scheme != "A1o" else (5 << 24) + _ints(rng, 15, (1, m, k))]
     want_sat: dict[int, int] = {}
     want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
     session = NativeSession(native_program(g), g, threads=1)
@@ -148,7 +198,8 @@ def test_weight_facts_and_planes(monkeypatch):
     assert buf.ctypes.data % 64 == 0
     split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
     assert (split, count, bits) == (11, 3, 21)
-    planes = buf[2 * matmul_vnni16.HEADER:].reshape(3, 4, 2, 16, 2).astype(np.int64)  # 64 columns, 2 pairs
+    # [block, pair, plane, column, k]: 64 columns, 2 pairs → [plane, block, pair, column, k]
+    planes = buf[2 * matmul_vnni16.HEADER:].reshape(4, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
     for q, bound in enumerate(bounds):
         assert np.abs(planes[q]).max() <= bound < 1 << 15
     got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
@@ -157,7 +208,8 @@ def test_weight_facts_and_planes(monkeypatch):
     one = np.array([[-(1 << 15), 5]], np.int32)
     assert matmul_vnni16.weight_facts(one) == {"derived": True, "planes": 1}
     assert matmul_vnni16.weight_facts(np.array([[fp.INT32_MAX]], np.int32)) == {}
-    assert matmul_vnni16.weight_facts(np.ones((1, 1 << 17), np.int32)) == {}  # 2^16 pairs: the carries' bound
+    assert matmul_vnni16.weight_facts(np.ones((64, 2 * matmul_vnni16.MAX_PAIRS), np.int32))["planes"] == 1
+    assert matmul_vnni16.weight_facts(np.ones((64, 2 * matmul_vnni16.MAX_PAIRS + 1), np.int32)) == {}  # the scratch
     with pytest.raises(ValueError, match="generated for"):
         matmul_vnni16.derive(matmul_vnni16.weight_facts(one), w)
     monkeypatch.setattr(matmul_vnni16, "MIN_COLS", 64)

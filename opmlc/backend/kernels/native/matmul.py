@@ -23,7 +23,8 @@ product whose b has no batch dimensions (a's leading batch dimensions fold into 
   matvec16.py (2 or 3 bytes a weight read, not 4), when the run's x has a range it takes;
 - b an initializer with s16 planes (`facts`: their number, learnt when the module is
   generated; `derive`: the planes and their bounds laid out once per region table) on a host
-  with VNNI: matmul_vnni16.py, when the run's x has a range its planes can take;
+  with VNNI: matmul_vnni16.py, whose shared function also holds the exact fallback for an x its
+  planes cannot take (such a node has none of the kernels below);
 - transpose_b, ≥ 4 rows: matmul_fma.py, when every sum is exact in doubles (a weight with
   planes gives its bits from their header: only x is measured);
 - else this kernel.
@@ -184,16 +185,14 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
         b.store(b.trunc(clamped, v32), b.gep(out, [b.add(b.mul(i, c32(n)), j)], source_etype=I32), align=4)
 
+    if vnni:  # a constant weight's s16 planes; their kernel has its own exact fallback (i64 lanes)
+        matmul_vnni16.emit(b, a_arg, args[len(types)], out, bias_arg, rows, k, n, facts, lo, hi, shift,
+                           prod_frac - types[2].frac if bias_arg is not None else 0)
+        return
     done = None
     if matvec:  # one row, the weight's narrow planes, when x's range allows (else on to the i64 kernel)
         done = matvec16.emit(b, a_arg, args[len(types)], k, n, facts, lo, hi, finish, vfinish)
         if matvec16.ONLY:
-            b.branch(done)
-            b.position_at_end(done)
-            return
-    if vnni:  # a constant weight's s16 planes, when x's range allows (else on to the next)
-        done = matmul_vnni16.emit(b, a_arg, args[len(types)], rows, k, n, facts, lo, hi, finish, vfinish)
-        if matmul_vnni16.ONLY:
             b.branch(done)
             b.position_at_end(done)
             return

@@ -6,8 +6,9 @@ activations at run time, and the plane products are recombined exactly in i64.
 Taken by matmul.py's kernel for a node whose b is an initializer without batch dimensions
 (leading batch dimensions of a are folded into rows: x [rows, K] against w [N, K]; a plain
 b [K, N] is transposed when the planes are made), on a host with avx512vnni (the native object
-is keyed by the CPU description). The range check below may send a run to matmul.py's other
-kernels instead.
+is keyed by the CPU description). When the range check below finds no exact scheme for the
+run's x, the kernel's own fallback computes the outputs (below): such a node carries no other
+matmul kernel.
 
 Planes. For a split point s ≥ 1, every integer v is v = h·2^s + l with h = (v + 2^(s−1)) >> s
 (arithmetic) and l = v − h·2^s ∈ [−2^(s−1), 2^(s−1)). If |v| ≤ 2^e, then |h| ≤ 2^max(e−s, 0)
@@ -16,19 +17,31 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
 
 - The weight (`weight_planes`, from the initializer): with |w| < 2^15 one plane, w itself;
   else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
-  with a plane outside s16, or with ceil(K/2) ≥ 2^16, has none). The kernel is specialised on
-  the number of planes only (`weight_facts`, when the module is generated); `derive` (once per
+  with a plane outside s16, or with ceil(K/2) > MAX_PAIRS, has none). The kernel is specialised
+  on the number of planes (`weight_facts`, when the module is generated) and K; `derive` (once per
   region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
-  rounded up to four significant bits) and the planes, and refuses a weight whose plane count
+  rounded up to four significant bits), the planes (for one plane also its column sums: A1o,
+  below), and refuses a weight whose plane count
   is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
-  A1 (w one plane, e_x ≤ 15): x·w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
+  A1 (w one plane, e_x ≤ 15): x·w.  A1o (w one plane, max − min of x < 2^16; "Offset"):
+  (x − c)·w + c·Σ w.  A2 (w one plane, e_x ≤ 30, s = ceil((e_x + 1)/2)):
   l·w + 2^s·(h·w).  C (w split, e_x ≤ 30, s as A2): l·w_l + 2^s_w·l·w_h + 2^s·h·w_l +
   2^(s+s_w)·h·w_h.  B (Karatsuba, w_σ present, x split at s_w, |σ_x| ≤ 2^15): with P_ll,
   P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
   (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
+
+Offset (scheme A1o, a one-plane weight; x's min m and max M from one more pass): when
+M − m ≤ 2^16 − 1, c = ceil((m + M)/2) (between m and M, so an i32) makes x' = x − c lie in
+[m − c, M − c] with c − m = ceil((M − m)/2) ≤ 2^15 and M − c = floor((M − m)/2) ≤ 2^15 − 1:
+one s16 plane, X = ceil((M − m)/2). Then Σ_k x·w = Σ_k x'·w + c·Σ_k w, the column sums
+Σ_k w[j, k] (|Σ| < 2^15·K, i64) laid out by `derive` after the plane; c·Σ w and the total are
+wrap-around i64, the op's ring, so exact. A padded k of an odd K has w = 0 (its x' = −c is
+multiplied by zero). Taken after A1 (|x| < 2^15 needs no offset) and before A2 (one product
+against two). With X up to 2^15 it needs W ≤ (2^31 − 2^16)/(2^16·MIN_FLUSH), about 2^13, to
+reach F ≥ MIN_FLUSH.
 
 Bound (i32 lanes). x's planes are bounded from M = max |x| (a second pass over x): X_l =
 2^(s−1); X_h = (M + 2^(s−1)) >> s, since h = floor((x + 2^(s−1))/2^s) for |x| ≤ M lies
@@ -41,24 +54,41 @@ saturating form `vpdpwssds` is not used). After the chunk, acc = (acc >> 16)·2^
 0xFFFF): the lane's carry C (i32) takes acc >> 16 ∈ [−2^15, 2^15) and L the rest, so the sum
 so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31, exact. At
 the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
-taken (then the next, or matmul.py's double / i64 kernel).
+taken (then the next, or the fallback).
 
-Layout and loop. The weight: after the 64-byte header, plane-major s16 [planes, blocks,
-ceil(K/2), 16, 2], N padded with zero columns to a multiple of TILE_COLS (so every part, which
-starts on a multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one
-64-byte vector holds a k pair of 16 output columns. x: a part copies a group
+Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
+N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
+multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
+vector holds a k pair of 16 output columns, a k pair's planes are adjacent (the loop reads a
+block's vectors at constant offsets from one pointer; a block's stride depends on K only, so
+not on N). x: a part copies a group
 of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
 once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
 pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
 each row's pair against the tile's weight vectors into R·C·products accumulators, which start
 from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
 products' sums are recombined, and each output gets bias, rounding and saturation (counted)
-as in matmul.py, 16 at a time. A scheme's body is generated only when its planes exist; the
+as in matmul.py, 16 at a time (a lane mask leaves out the padding columns: not stored, not
+counted). A scheme's body is generated only when its planes exist; the
 choice between B and C (both exact) is by an estimate of their cost (instructions per chunk,
 WIDEN_COST more per widening).
 
 Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
 x itself (rows·K work against its rows·K·N_part/16 instructions).
+
+One function per module and (plane count, K) (`_shared`, `mm16.p<planes>.k<K>`, internal and
+not inlined): rows, N, the part's columns, the rounding shift, the bias (or null) and its shift
+are its arguments, so the nodes of a model share it (tiny_llama's six constant-weight kernels
+call two). K stays a constant: the x scratch's row and plane strides are ceil(K/2), and with them
+constant the loop's x loads are constant offsets from one pointer (a version with a run-time K,
+x laid out [pair, row, plane] to keep those offsets constant, ran the MLP's layers 1.5–1.9×
+slower). The saturation count goes to the caller's counter (`internal_function(counts=True)`).
+
+Fallback (no scheme is exact for the run's x: some |x| > 2^30, or F < MIN_FLUSH): the weight
+read back from its planes (w = l + 2^s_w·h, or the one plane), a k pair of 16 columns decoded
+once for FALLBACK_ROWS rows, products sext(i32)·sext(i32) (|p| ≤ 2^62, exact in i64) summed in
+<16 x i64> lanes in wrap-around i64 as the op: exact for every int32 x, about the speed of
+matmul.py's i64 kernel.
 """
 
 from __future__ import annotations
@@ -68,9 +98,23 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from opmlc.backend.kernels._ir import I32, I64, c32, c64, entry_alloca, load, loop
+from opmlc.backend.kernels._ir import (
+    I32,
+    I64,
+    PTR,
+    c32,
+    c64,
+    call_helper,
+    counter_slot,
+    counting,
+    entry_alloca,
+    internal_function,
+    load,
+    loop,
+)
 from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
+from opmlc.ir import fixedpoint as fp
 
 V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
@@ -81,9 +125,11 @@ MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the g
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
 # the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
+MAX_PAIRS = SCRATCH // (3 * 4)  # k pairs of one row's three x planes in the scratch (< 2^16: the carries' bound)
 GROUP_MAX = 128  # rows: their carries and low parts take ≤ 128 KiB of stack (≤ 8 accumulators a tile row)
 L1_WEIGHTS = 24 << 10  # bytes of a column tile's weights per chunk
 WIDEN_COST = 3  # instructions a widening costs, per accumulator (the B/C choice)
+FALLBACK_ROWS = 4  # rows sharing one decoded k pair of weights (the fallback)
 MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (fewer bytes than B's planes)
 
 ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
@@ -131,7 +177,7 @@ def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
     """(split s, 0 for one plane; number of planes; their bounds W_q) of a weight w2 [N, K], or
     None when it has no s16 planes (module docstring)."""
     e = _bits(w2)
-    if -(-w2.shape[1] // 2) >= 1 << 16:  # the carries' bound (module docstring)
+    if -(-w2.shape[1] // 2) > MAX_PAIRS:  # one row's planes in the scratch (module docstring)
         return None
     if w2.shape[0] < MIN_COLS:
         return None
@@ -172,16 +218,21 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
                          "(its s16 planes do not match the compiled kernel); regenerate the module")
     split, count, bounds = got
     nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
-    size = 2 * HEADER + count * nb * k2 * LANES16 * 2
+    size = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)
     raw = np.zeros(size + 32, np.int16)
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
-    out = buf[2 * HEADER:].reshape(count, nb, k2, LANES16, 2)
+    end = 2 * HEADER + count * nb * k2 * LANES16 * 2
+    out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
+    if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
+        sums = np.zeros(nb * LANES16, np.int64)
+        sums[:n] = w2.astype(np.int64).sum(axis=1)
+        buf[end:].view(np.int64)[:] = sums
     for q, p in enumerate(_planes(w2, split, count)):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
-        out[q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
+        out[:, :, q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
     return buf
 
 
@@ -197,13 +248,14 @@ class Scheme:
 
 
 A1 = Scheme("A1", ("x",), ((0, 0),), 6, 4)
+A1O = Scheme("A1o", ("x",), ((0, 0),), 6, 4)  # x − c in one plane (module docstring, "Offset")
 A2 = Scheme("A2", ("l", "h"), ((0, 0), (1, 0)), 3, 4)
 C4 = Scheme("C", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 3, 2)
 B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
 
 
 def schemes(facts: dict) -> list[Scheme]:
-    out = {1: [A1, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
+    out = {1: [A1, A1O, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
     return [sc for sc in out if FORCE is None or sc.name == FORCE]
 
 
@@ -216,22 +268,50 @@ def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
     return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(ir.VectorType(I32, ty.count), [0] * ty.count))
 
 
-def _max_abs(b: ir.IRBuilder, base: ir.Value, count: int) -> ir.Value:
+def _max_abs(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> ir.Value:
     """max |v| (i64) over the i32 elements base[0 .. count) (|INT32_MIN| = 2^31 included)."""
     v8 = ir.VectorType(I32, 8)
     acc = entry_alloca(b, v8, name="v16.maxv")
     b.store(ir.Constant(v8, None), acc)
-    with loop(b, c32(count // 8), "v16.mv") as i:
+    vecs = b.udiv(count, c32(8))
+    with loop(b, vecs, "v16.mv") as i:
         v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
         v = b.select(b.icmp_signed("<", v, ir.Constant(v8, None)), b.sub(ir.Constant(v8, None), v), v)
         old = b.load(acc, typ=v8)
         b.store(b.select(b.icmp_unsigned(">", v, old), v, old), acc)
-    top = b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)])
-    for e in range(count - count % 8, count):  # the tail (< 8 elements)
-        v = load(b, base, c32(e))
+    top = entry_alloca(b, I32, name="v16.top")
+    b.store(b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)]), top)
+    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mt") as i:  # the tail (< 8 elements)
+        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
         v = b.select(b.icmp_signed("<", v, c32(0)), b.sub(c32(0), v), v)
-        top = b.select(b.icmp_unsigned(">", v, top), v, top)
-    return b.zext(top, I64)
+        old = b.load(top, typ=I32)
+        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), top)
+    return b.zext(b.load(top, typ=I32), I64)
+
+
+def _min_max(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(min, max) (i32) of the i32 elements base[0 .. count), count ≥ 1."""
+    v8 = ir.VectorType(I32, 8)
+    lo_acc, hi_acc = entry_alloca(b, v8, name="v16.minv"), entry_alloca(b, v8, name="v16.maxs")
+    b.store(ir.Constant(v8, [fp.INT32_MAX] * 8), lo_acc)
+    b.store(ir.Constant(v8, [fp.INT32_MIN] * 8), hi_acc)
+    vecs = b.udiv(count, c32(8))
+    with loop(b, vecs, "v16.mm") as i:
+        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
+        old = b.load(lo_acc, typ=v8)
+        b.store(b.select(b.icmp_signed("<", v, old), v, old), lo_acc)
+        old = b.load(hi_acc, typ=v8)
+        b.store(b.select(b.icmp_signed(">", v, old), v, old), hi_acc)
+    least, most = entry_alloca(b, I32, name="v16.least"), entry_alloca(b, I32, name="v16.most")
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smin.v8i32", I32, [v8]), [b.load(lo_acc, typ=v8)]), least)
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smax.v8i32", I32, [v8]), [b.load(hi_acc, typ=v8)]), most)
+    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mmt") as i:  # the tail (< 8 elements)
+        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
+        old = b.load(least, typ=I32)
+        b.store(b.select(b.icmp_signed("<", v, old), v, old), least)
+        old = b.load(most, typ=I32)
+        b.store(b.select(b.icmp_signed(">", v, old), v, old), most)
+    return b.load(least, typ=I32), b.load(most, typ=I32)
 
 
 def _pow2(b: ir.IRBuilder, e: ir.Value) -> ir.Value:
@@ -247,41 +327,63 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
     return b.udiv(c64((1 << 31) - (1 << 16)), worst)
 
 
-def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n: int, facts: dict,
-         lo: ir.Value, hi: ir.Value, finish, vfinish) -> ir.Block:
-    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ from the derived buffer at d_arg
-    (header, then planes); `finish(total_i64, 0, i, j)` stores one output, `vfinish(totals
-    <16 x i64>, i, j)` the outputs j..j+15 of row i. Leaves the builder in the block where the
-    run goes when no scheme is exact (the caller emits its other kernels there and branches to
-    the returned block, where the VNNI bodies end too)."""
-    done = b.append_basic_block("v16.done")
+def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None, rows: int,
+         k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int, bias_shift: int) -> None:
+    """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ (+ bias [n] << bias_shift, >> shift
+    rounded, saturated and counted as matmul.py's finish) from the derived buffer at d_arg, by a
+    call of the module's one function for the weight's plane count and K (`_shared`: rows,
+    columns and fractional bits are its arguments, so nodes of other shapes share it)."""
+    fn = _shared(b.module, facts["planes"], k)
+    call_helper(b, fn, [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
+                        c32(rows), c32(n), lo, hi, c32(shift), c32(bias_shift)])
+
+
+def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
+    """void f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift): the kernel
+    (module docstring) for a weight of `planes` planes and a reduction of k: a scheme when one
+    is exact for the run's x, else the i64 lanes of `_fallback` (with ONLY: nothing written)."""
+    fn, b = internal_function(module, f"mm16.p{planes}.k{k}", ir.VoidType(), [PTR] * 4 + [I32] * 6, counts=True)
+    if b is None:
+        return fn
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")  # one copy, whatever the number of callers
+    a_arg, d_arg, out, bias, rows, n, lo, hi, shift, bias_shift = fn.args[:10]
     fallback = b.append_basic_block("v16.other")
-    ex = magnitude_bits(b, a_arg, c32(0), c32(rows * k))
+    count = b.mul(rows, c32(k))
+    ex = magnitude_bits(b, a_arg, c32(0), count)
 
     def header(i: int) -> ir.Value:
         return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
 
     sw = header(0)  # the weight's split, its planes' bounds (derive)
-    wmax = [b.zext(header(3 + q), I64) for q in range(facts["planes"])]
+    wmax = [b.zext(header(3 + q), I64) for q in range(planes)]
     planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
         s = b.udiv(b.add(ex, c32(2)), c32(2))
         return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
 
-    top = _max_abs(b, a_arg, rows * k)  # M = max |x|
+    top = _max_abs(b, a_arg, count)  # M = max |x|
 
     def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
         xl = _pow2(b, b.sub(s, c32(1)))
         xh = b.lshr(b.add(top, xl), b.zext(s, I64))
         return [xl, xh, b.add(xl, xh)]
 
+    offset = None  # c (i32) of scheme A1o
     choices = []  # (scheme, valid i1, F i64, s i32)
-    for sc in schemes(facts):
+    for sc in schemes({"planes": planes}):
         if sc is A1:
             s = c32(0)
             ok = b.icmp_unsigned("<=", ex, c32(15))
             f = _flush_bound(b, sc, [top], wmax)
+        elif sc is A1O:
+            s = c32(0)
+            least, most = (b.sext(v, I64) for v in _min_max(b, a_arg, count))
+            span = b.sub(most, least)
+            ok = b.icmp_signed("<=", span, c64((1 << 16) - 1))
+            offset = b.trunc(b.ashr(b.add(b.add(least, most), c64(1)), c64(1)), I32)  # in [least, most]
+            f = _flush_bound(b, sc, [b.ashr(b.add(span, c64(1)), c64(1))], wmax)
         elif sc is B3:
             s = sw
             xb = bounds(s)
@@ -297,43 +399,137 @@ def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, rows: int, k: int, n
     k2 = -(-k // 2)
 
     def chunk_of(sc: Scheme, f: ir.Value) -> ir.Value:
-        cap = max(4, L1_WEIGHTS // (sc.cols * len({q for _p, q in sc.products}) * 64))
+        cap = max(4, L1_WEIGHTS // (sc.cols * planes * 64))  # the tile's planes are read together (derive)
         f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
         return b.trunc(f, I32)
 
+    fin = _finisher(b, out, bias, n, shift, bias_shift)  # its constants, before the branches
     bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
+    if [sc for sc, *_ in choices] == [B3, C4]:  # both exact: the cheaper (module docstring)
+        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
+        c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
+        cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
+        cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
+        choices[0] = (s0, b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1))), f0, choices[0][3])
+    for i, ((_sc, ok, _f, _s), body) in enumerate(zip(choices, bodies, strict=True)):  # the first exact one
+        nxt = b.append_basic_block("v16.next") if i + 1 < len(choices) else fallback
+        b.cbranch(ok, body, nxt)
+        b.position_at_end(nxt)
     if not choices:
         b.branch(fallback)
-    elif len(choices) == 2:
-        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
-        if s0 is B3:  # both exact: the cheaper (module docstring)
-            c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
-            cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
-            cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
-            ok0 = b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1)))
-        second = b.append_basic_block("v16.second")
-        b.cbranch(ok0, bodies[0], second)
-        b.position_at_end(second)
-        b.cbranch(ok1, bodies[1], fallback)
-    else:
-        b.cbranch(choices[0][1], bodies[0], fallback)
     scratch = {  # one of each, shared by the schemes' bodies
-        "xs": _scratch(b, "v16.xs", I32, max([_group(sc, rows, k2) * len(sc.xplanes) * k2 for sc, *_ in choices],
-                                             default=1)),
-        "state": _scratch(b, "v16.state", I32, max([2 * _group(sc, rows, k2) * sc.cols * len(sc.products) * LANES16
+        "xs": _scratch(b, "v16.xs", I32, SCRATCH // 4),
+        "state": _scratch(b, "v16.state", I32, max([2 * GROUP_MAX * sc.cols * len(sc.products) * LANES16
                                                     for sc, *_ in choices], default=1)),
-        "sums": _scratch(b, "v16.sums", I64, LANES16),
     }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, finish, vfinish, scratch)
-        b.branch(done)
+        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset)
+        b.ret_void()
     b.position_at_end(fallback)
-    return done
+    if not ONLY:
+        _fallback(b, planes, a_arg, planes_at, sw, rows, k, lo, hi, fin)
+    b.ret_void()
+    return fn
+
+
+def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift: ir.Value, bias_shift: ir.Value):
+    """fin(totals <16 x i64>, i, j, width): outputs (i, j .. j + width) of the sums (width ≤ 16;
+    the other lanes are padding columns: neither stored nor counted): bias, the rounding shift
+    and the counted saturation of matmul.py's finish, 16 lanes at once."""
+    v1 = ir.VectorType(ir.IntType(1), LANES16)
+    lanes = ir.Constant(V16, list(range(LANES16)))
+    shift64 = b.zext(shift, I64)
+    half = b.select(b.icmp_unsigned("==", shift, c32(0)), c64(0), b.shl(c64(1), b.sub(shift64, c64(1))))
+    half_v, shift_v = _splat(b, half, V16I64), _splat(b, shift64, V16I64)
+    bshift_v = _splat(b, b.zext(bias_shift, I64), V16I64)
+    has_bias = b.icmp_unsigned("!=", b.ptrtoint(bias, I64), c64(0))
+    mload = _fn(b, "llvm.masked.load.v16i32.p0", V16, [PTR, I32, v1, V16])
+    mstore = _fn(b, "llvm.masked.store.v16i32.p0", ir.VoidType(), [V16, PTR, I32, v1])
+
+    def splat64(v: int) -> ir.Constant:
+        return ir.Constant(V16I64, [v] * LANES16)
+
+    def fin(total: ir.Value, i: ir.Value, j: ir.Value, width: ir.Value) -> None:
+        mask = b.icmp_unsigned("<", lanes, _splat(b, width, V16))
+        bmask = b.and_(mask, _splat(b, has_bias, v1))  # a null bias is never read
+        bv = b.call(mload, [b.gep(bias, [j], source_etype=I32), c32(4), bmask, ir.Constant(V16, None)])
+        total = b.add(total, b.shl(b.sext(bv, V16I64), bshift_v))
+        total = b.ashr(b.add(total, half_v), shift_v)
+        clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
+        clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
+        if counting(b):  # as saturate32: the output elements the clamp changed
+            flags = b.bitcast(b.and_(b.icmp_signed("!=", clamped, total), mask), ir.IntType(LANES16))
+            pop = _fn(b, f"llvm.ctpop.i{LANES16}", ir.IntType(LANES16), [ir.IntType(LANES16)])
+            slot = counter_slot(b)
+            b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+        b.call(mstore, [b.trunc(clamped, V16), b.gep(out, [b.add(b.mul(i, n), j)], source_etype=I32), c32(4), mask])
+
+    return fin
+
+
+def _fallback(b: ir.IRBuilder, planes: int, a_arg, d_arg, sw: ir.Value, rows: ir.Value, k: int, lo: ir.Value,
+              hi: ir.Value, fin) -> None:
+    """The outputs from the weight's planes (w = l + h·2^s_w, or w itself) in <16 x i64> lanes:
+    every product sext(i32)·sext(i32) is exact in i64 and the sums wrap as the op's (exact for
+    any x; the run's x had no scheme). One k pair of 16 columns is decoded once for FALLBACK_ROWS rows."""
+    k2 = -(-k // 2)
+    v32i16 = ir.VectorType(ir.IntType(16), 2 * LANES16)
+    even = ir.Constant(ir.VectorType(I32, LANES16), list(range(0, 2 * LANES16, 2)))
+    odd = ir.Constant(ir.VectorType(I32, LANES16), list(range(1, 2 * LANES16, 2)))
+    sw_v = _splat(b, b.zext(sw, I64), V16I64)
+    accs = [entry_alloca(b, V16I64, name=f"v16.facc{r}") for r in range(FALLBACK_ROWS)]
+    blo = b.udiv(lo, c32(LANES16))
+    bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))
+
+    def weights(jb: ir.Value, kk: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """w of the 16 columns of block jb at k = 2·kk and 2·kk + 1 (<16 x i64> each)."""
+        at = b.mul(b.zext(b.add(b.mul(jb, c32(k2)), kk), I64), c64(planes * LANES16))
+        halves = []
+        for q in range(min(planes, 2)):  # l and h (σ is not needed)
+            v = b.load(b.gep(d_arg, [b.add(at, c64(q * LANES16))], source_etype=I32), typ=v32i16, align=64)
+            halves.append([b.sext(b.shuffle_vector(v, ir.Constant(v32i16, ir.Undefined), sel), V16I64)
+                           for sel in (even, odd)])
+        if planes == 1:
+            return halves[0][0], halves[0][1]
+        return tuple(b.add(lo_, b.shl(hi_, sw_v)) for lo_, hi_ in zip(*halves, strict=True))
+
+    def tile(r_rows: int, i0: ir.Value, jb: ir.Value) -> None:
+        for r in range(r_rows):
+            b.store(ir.Constant(V16I64, None), accs[r])
+        with loop(b, c32(k2), "vfk") as kk:
+            w0, w1 = weights(jb, kk)
+            e0 = b.mul(kk, c32(2))
+            for r in range(r_rows):
+                xrow = b.mul(b.add(i0, c32(r)), c32(k))
+                x0 = b.sext(load(b, a_arg, b.add(xrow, e0)), I64)
+                if k % 2:  # the last pair's second k is padding (a zero weight): x there is not read
+                    inside = b.icmp_unsigned("<", b.add(e0, c32(1)), c32(k))
+                    x1 = load(b, a_arg, b.add(xrow, b.select(inside, b.add(e0, c32(1)), e0)))
+                    x1 = b.sext(b.select(inside, x1, c32(0)), I64)
+                else:
+                    x1 = b.sext(load(b, a_arg, b.add(xrow, b.add(e0, c32(1)))), I64)
+                acc = b.load(accs[r], typ=V16I64)
+                acc = b.add(acc, b.add(b.mul(_splat(b, x0, V16I64), w0), b.mul(_splat(b, x1, V16I64), w1)))
+                b.store(acc, accs[r])
+        j0 = b.mul(jb, c32(LANES16))
+        width = b.sub(hi, j0)
+        width = b.select(b.icmp_unsigned(">", width, c32(LANES16)), c32(LANES16), width)
+        for r in range(r_rows):
+            fin(b.load(accs[r], typ=V16I64), b.add(i0, c32(r)), j0, width)
+
+    with loop(b, b.sub(bhi, blo), "vfj") as u:
+        jb = b.add(blo, u)
+        full = b.udiv(rows, c32(FALLBACK_ROWS))
+        with loop(b, full, "vfr") as t:
+            tile(FALLBACK_ROWS, b.mul(t, c32(FALLBACK_ROWS)), jb)
+        with loop(b, b.sub(rows, b.mul(full, c32(FALLBACK_ROWS))), "vf1") as t:
+            tile(1, b.add(b.mul(full, c32(FALLBACK_ROWS)), t), jb)
 
 
 def _group(sc: Scheme, rows: int, k2: int) -> int:
-    """Rows of x whose planes the scratch holds at once (a multiple of the row tile)."""
+    """Rows of x whose planes the scratch holds at once (a multiple of the row tile); `_body`
+    computes the same at run time."""
     group = max(1, min(rows, GROUP_MAX, SCRATCH // (len(sc.xplanes) * k2 * 4)))
     return group - group % sc.rows if group >= sc.rows else group
 
@@ -344,21 +540,29 @@ def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
     return a
 
 
-def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int, n: int, s: ir.Value, sw: ir.Value,
-          chunk: ir.Value, lo: ir.Value, hi: ir.Value, finish, vfinish, scratch: dict) -> None:
+def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_unsigned("<", x, y), x, y)
+
+
+def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
+          s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
+          offset: ir.Value | None = None) -> None:
+    """The scheme's run over x [rows, k] (k2 = ceil(k/2))."""
     px = len(sc.xplanes)
     nprod = len(sc.products)
-    nb = -(-n // TILE_COLS) * (TILE_COLS // LANES16)  # blocks of the padded layout (derive)
-    group = _group(sc, rows, k2)
-    xs, state, sums = scratch["xs"], scratch["state"], scratch["sums"]
+    cap = _group(sc, GROUP_MAX, k2)  # rows ≥ GROUP_MAX
+    group = b.select(b.icmp_unsigned("<", rows, c32(cap)), rows, c32(cap))
+    group = b.select(b.icmp_unsigned(">=", group, c32(sc.rows)), b.sub(group, b.urem(group, c32(sc.rows))), group)
+    xs, state = scratch["xs"], scratch["state"]
     # per row of the group, block of the tile and product: the 16 lanes' low parts, then carries
-    slots = group * sc.cols * nprod
+    slots = GROUP_MAX * sc.cols * nprod
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     used_w = sorted({q for _p, q in sc.products})
     accs = [entry_alloca(b, V16, name=f"acc.{sc.name}{t}") for t in range(sc.rows * sc.cols * nprod)]
     half = b.select(b.icmp_unsigned("==", s, c32(0)), c32(0), b.shl(c32(1), b.sub(s, c32(1))))
     s64 = b.zext(s, I64)
     sw64 = b.zext(sw, I64)
+    wblock = k2 * planes * LANES16  # i32 elements from one block of 16 columns to the next (derive)
 
     def ptr(alloca, index: ir.Value, ty: ir.Type) -> ir.Value:
         return b.bitcast(b.gep(alloca, [c32(0), index], source_etype=alloca.allocated_type), ty.as_pointer())
@@ -367,6 +571,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
         return ptr(state, b.mul(b.add(slot, c32(slots if carry else 0)), c32(LANES16)), V16)
 
     def plane_values(v: ir.Value) -> list[ir.Value]:
+        if sc is A1O:
+            return [b.sub(v, offset)]
         if sc.xplanes == ("x",):
             return [v]
         h = b.ashr(b.add(v, half), s)
@@ -377,7 +583,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
         """Σ x·w (<16 x i64>) from the products' sums (module docstring)."""
         def sh(v, amount):
             return b.shl(v, _splat(b, amount, V16I64))
-        if sc is A1:
+        if sc is A1 or sc is A1O:
             return vals[0]
         if sc is A2:
             return b.add(vals[0], sh(vals[1], s64))
@@ -404,20 +610,20 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
             for c in range(cols):
                 for t in range(nprod):
                     b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
-        # one base pointer per operand and constant offsets from it: the loop keeps two
-        # pointers, not one index computation per load
-        w0 = b.gep(d_arg, [b.zext(b.mul(b.add(b.mul(jb0, c32(k2)), k0), c32(LANES16)), I64)], source_etype=I32,
+        # one base pointer per operand, a run-time stride per k pair (and per block of the
+        # weight) and constant offsets: the same loop for every shape
+        w0 = b.gep(d_arg, [b.mul(b.zext(b.add(b.mul(jb0, c32(k2)), k0), I64), c64(planes * LANES16))], source_etype=I32,
                    inbounds=True)
         x0 = b.gep(ptr(xs, c32(0), I32), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
                    inbounds=True)
         with loop(b, steps, "vk") as kk:
             kk64 = b.zext(kk, I64)
-            wstep = b.mul(kk64, c64(LANES16), flags=["nuw", "nsw"])
+            wk = b.gep(w0, [b.mul(kk64, c64(planes * LANES16), flags=["nuw", "nsw"])], source_etype=I32, inbounds=True)
             wv = {}
             for c in range(cols):
                 for q in used_w:
-                    off = b.add(wstep, c64((q * nb + c) * k2 * LANES16), flags=["nuw", "nsw"])
-                    wv[c, q] = b.load(b.gep(w0, [off], source_etype=I32, inbounds=True), typ=V16, align=64)
+                    wv[c, q] = b.load(b.gep(wk, [c64(c * wblock + q * LANES16)], source_etype=I32, inbounds=True),
+                                      typ=V16, align=64)
             for r in range(r_rows):
                 xv = {}
                 for p in range(px):
@@ -438,10 +644,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
     n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
     chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
 
-    with loop(b, -(-rows // group), "vg") as gi:
-        g0 = b.mul(gi, c32(group))
-        grows = b.select(b.icmp_unsigned(">", b.add(g0, c32(group)), c32(rows)), b.sub(c32(rows), g0), c32(group))
-        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs
+    with loop(b, b.udiv(b.add(rows, b.sub(group, c32(1))), group), "vg") as gi:
+        g0 = b.mul(gi, group)
+        grows = b.select(b.icmp_unsigned(">", b.add(g0, group), rows), b.sub(rows, g0), group)
+        with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs, [row, plane, pair]
             xrow = b.mul(b.add(g0, r), c32(k))
             with loop(b, c32(k2), "vsk") as kk:
                 e0 = b.mul(kk, c32(2))
@@ -456,52 +662,41 @@ def _body(b: ir.IRBuilder, sc: Scheme, a_arg, d_arg, rows: int, k: int, k2: int,
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
         first, left = blo, b.sub(bhi, blo)
-        for cols in (sc.cols,):
-            count = b.udiv(left, c32(cols))
-            with loop(b, count, f"vc{cols}") as u:
-                jb0 = b.add(first, b.mul(u, c32(cols)))
-                with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
-                    b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
-                    b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
-                with loop(b, n_chunks, "vch") as ci:
-                    k0 = b.mul(ci, chunk)
-                    steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
-                    r_first, r_left = c32(0), grows
-                    for rr in (sc.rows, 1):
-                        rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
-                        with loop(b, rcount, f"vr{rr}") as tr:
-                            tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
-                        r_first = b.add(r_first, b.mul(rcount, c32(rr)))
-                        r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-                j0 = b.mul(jb0, c32(LANES16))
-                width = b.sub(hi, j0)
-                width = b.select(b.icmp_unsigned(">", width, c32(cols * LANES16)), c32(cols * LANES16), width)
-                with loop(b, grows, "vfr") as r:
-                    with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
-                        vals = []
-                        for t in range(nprod):
-                            sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
-                            low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
-                            carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
-                            vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
-                        total = combine(vals)
-                        jc = b.add(j0, b.mul(c, c32(LANES16)))
-                        whole, part_ = b.append_basic_block("vf.whole"), b.append_basic_block("vf.part")
-                        after = b.append_basic_block("vf.after")
-                        b.cbranch(b.icmp_unsigned("<=", b.add(jc, c32(LANES16)), hi), whole, part_)
-                        b.position_at_end(whole)  # 16 columns of the part: at once
-                        vfinish(total, b.add(g0, r), jc)
-                        b.branch(after)
-                        b.position_at_end(part_)  # the node's last columns: one by one
-                        b.store(total, ptr(sums, c32(0), V16I64), align=64)
-                        rest = b.sub(hi, jc)
-                        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), rest)
-                        with loop(b, b.select(b.icmp_unsigned(">", rest, c32(LANES16)), c32(LANES16), rest), "vfc") as j:
-                            finish(b.load(ptr(sums, j, I64), typ=I64), c32(0), b.add(g0, r), b.add(jc, j))
-                        b.branch(after)
-                        b.position_at_end(after)
-            first = b.add(first, b.mul(count, c32(cols)))
-            left = b.sub(left, b.mul(count, c32(cols)))
+        cols = sc.cols
+        with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
+            jb0 = b.add(first, b.mul(u, c32(cols)))
+            with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
+                b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
+                b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
+            with loop(b, n_chunks, "vch") as ci:
+                k0 = b.mul(ci, chunk)
+                steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+                r_first, r_left = c32(0), grows
+                for rr in (sc.rows, 1):
+                    rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                    with loop(b, rcount, f"vr{rr}") as tr:
+                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                    r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                    r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+            j0 = b.mul(jb0, c32(LANES16))
+            with loop(b, grows, "vfr") as r:
+                with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
+                    vals = []
+                    for t in range(nprod):
+                        sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
+                        low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
+                        carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
+                        vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
+                    jc = b.add(j0, b.mul(c, c32(LANES16)))
+                    rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
+                    rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
+                    total = combine(vals)
+                    if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
+                        nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+                        sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
+                        colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
+                        total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+                    fin(total, b.add(g0, r), jc, rest)
 
 
 __all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
