@@ -187,8 +187,10 @@ class NativeSession:
     and the output copy. The initializers' buffers are the graph's arrays themselves when they
     already are native, C-contiguous arrays (a loaded build's mapped weights: read-only, which
     the kernels never write; an i4 weight's packed bytes as the build holds them), else a copy
-    made once. Runs are serialised by a lock; `threads` (default: every core) is the number of
-    threads a run uses (module docstring)."""
+    made once. Activations whose lifetimes do not overlap share memory (backend/buffer_plan.py),
+    so after a run only the graph's inputs and outputs hold their values. Runs are serialised by
+    a lock; `threads` (default: every core) is the number of threads a run uses (module
+    docstring)."""
 
     def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None) -> None:
         self.program, self.graph = program, graph
