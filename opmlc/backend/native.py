@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from opmlc.backend.buffer_plan import shared_slots
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.kernels.native import derived_buffers, split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
@@ -124,6 +125,14 @@ def _address(arr: np.ndarray) -> int:
         return arr.ctypes.data
 
 
+def _aligned_bytes(n: int, align: int = 64) -> np.ndarray:
+    """n zero bytes starting on an `align`-byte boundary (a cache line: no vector load of a
+    slot's first elements straddles two)."""
+    raw = np.zeros(n + align, dtype=np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip:skip + n]
+
+
 def alias_of(graph: Graph) -> dict[int, int]:
     """{value: value whose buffer it shares} for the outputs of reshape nodes of a plain layout:
     a reshape keeps the row-major order, so its output's bytes are its input's. The host
@@ -178,8 +187,10 @@ class NativeSession:
     and the output copy. The initializers' buffers are the graph's arrays themselves when they
     already are native, C-contiguous arrays (a loaded build's mapped weights: read-only, which
     the kernels never write; an i4 weight's packed bytes as the build holds them), else a copy
-    made once. Runs are serialised by a lock; `threads` (default: every core) is the number of
-    threads a run uses (module docstring)."""
+    made once. Activations whose lifetimes do not overlap share memory (backend/buffer_plan.py),
+    so after a run only the graph's inputs and outputs hold their values. Runs are serialised by
+    a lock; `threads` (default: every core) is the number of threads a run uses (module
+    docstring)."""
 
     def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None) -> None:
         self.program, self.graph = program, graph
@@ -192,11 +203,17 @@ class NativeSession:
         self._pool_size = 0
         self.bufs = []
         aliases = alias_of(graph)
+        # activations whose lifetimes do not overlap share memory (backend/buffer_plan.py)
+        slot_of, sizes = shared_slots(graph, aliases, [v.type.nbytes if plain_layout(v.type) else None
+                                                       for v in graph.values])
+        slots = [_aligned_bytes(n) for n in sizes]
         for v in graph.values:
             t = v.type
             arr = held(graph.initializers, v.id) if v.id in graph.initializers else None
             if v.id in aliases:  # a reshape's output: its input's memory (the kernel skips the copy)
                 self.bufs.append(self.bufs[aliases[v.id]].reshape(t.shape))
+            elif v.id in slot_of:
+                self.bufs.append(np.ndarray(t.shape, dtype=t.dtype.numpy, buffer=slots[slot_of[v.id]]))
             elif arr is None:
                 self.bufs.append(native_buffer(np.zeros(t.shape, dtype=t.dtype.numpy), t))
             elif isinstance(arr, PackedI4):  # a loaded build's i4 weight: its mapped packed bytes

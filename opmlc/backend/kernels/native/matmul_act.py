@@ -7,8 +7,10 @@ output in scalars (a lane extracted, rounded, saturated and stored one by one), 
 attention's short reductions (K = 16–64) costs about as much as the products. Here a tile of
 R rows × V vectors of 8 columns (R·V = 16 accumulators: 32 zmm registers hold them, the V
 vectors of b's row k and a broadcast of a) walks K one step at a time, then finishes 8
-outputs at once: the rounding shift, saturate32 and its count (the lanes the clamp changed),
-one store.
+outputs at once: the rounding shift, saturate32 and its count (the lanes the clamp changed);
+two finished vectors' low halves go out as one 16-lane store (a `vpmovsqd` store is 4 µops).
+a's element is broadcast as an i32 to all 16 halves (`vpbroadcastd` from memory: a load, no
+shuffle) and read as sext(a) from each lane's low half, which is what `vpmuldq` reads.
 
 Bound: every product is sext(i32) · sext(i32), |p| ≤ 2^62, exactly an i64 (x86 `vpmuldq`);
 the sums wrap around in i64 as the interpreter's uint64 matmul does (a ring: any order gives
@@ -30,9 +32,8 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
-    sext64,
 )
-from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, splat, vload
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType, TensorType
 
@@ -55,6 +56,19 @@ def takes(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
 
 def _c(v: int) -> ir.Constant:
     return ir.Constant(VI64, [v] * LANES)
+
+
+V16 = ir.VectorType(I32, 2 * LANES)
+# the low (little-endian first) i32 of each i64 lane of two vectors: 8 results, then 8 more
+LOW_HALVES = ir.Constant(V16, [2 * i for i in range(2 * LANES)])
+
+
+def _low_halves(b: ir.IRBuilder, a32: ir.Value) -> ir.Value:
+    """The i32 a in every i64 lane, sign-extended from the lane's low half: a broadcast of the
+    i32 itself (one load, no shuffle) that `vpmuldq` reads as sext(a)."""
+    one = b.insert_element(ir.Constant(V16, ir.Undefined), a32, c32(0))
+    x = b.bitcast(b.shuffle_vector(one, ir.Constant(V16, ir.Undefined), ir.Constant(V16, [0] * 2 * LANES)), VI64)
+    return b.ashr(b.shl(x, _c(32)), _c(32))
 
 
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
@@ -83,21 +97,28 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
             b_row = b.add(b_base, b.add(b.mul(kk, c32(n)), j0))
             bv = [vload(b, b_arg, b.add(b_row, c32(LANES * v))) for v in range(vecs)]
             for r in range(rows):
-                x = splat(b, sext64(b, load(b, a_arg, b.add(a_rows[r], kk))))
+                x = _low_halves(b, load(b, a_arg, b.add(a_rows[r], kk)))
                 for v in range(vecs):
                     acc = accs[r * vecs + v]
                     b.store(b.add(b.load(acc, typ=VI64), b.mul(x, bv[v])), acc)
         for r in range(rows):
             row_out = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), j0))
+            finished = []
             for v in range(vecs):
                 total = b.load(accs[r * vecs + v], typ=VI64)
                 wide = b.ashr(b.add(total, _c(1 << (shift - 1))), _c(shift)) if shift else total
                 o = b.select(b.icmp_signed(">", wide, _c(fp.INT32_MAX)), _c(fp.INT32_MAX), wide)
                 o = b.select(b.icmp_signed("<", o, _c(fp.INT32_MIN)), _c(fp.INT32_MIN), o)
-                b.store(b.trunc(o, VI32), b.gep(out, [b.add(row_out, c32(LANES * v))], source_etype=I32), align=4)
+                finished.append(o)
                 if slot is not None:  # saturate32's count: the lanes the clamp changed
                     changed = b.bitcast(b.icmp_signed("!=", o, wide), ir.IntType(LANES))
                     b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+            for v in range(0, vecs - 1, 2):  # two clamped vectors' low halves, one 16-lane store
+                pair = b.shuffle_vector(b.bitcast(finished[v], V16), b.bitcast(finished[v + 1], V16), LOW_HALVES)
+                b.store(pair, b.gep(out, [b.add(row_out, c32(LANES * v))], source_etype=I32), align=4)
+            if vecs % 2:
+                b.store(b.trunc(finished[-1], VI32),
+                        b.gep(out, [b.add(row_out, c32(LANES * (vecs - 1)))], source_etype=I32), align=4)
 
     lo, hi = part_range(b, prod(out_type.shape[:-2]), 1, part, parts)
     with loop(b, b.sub(hi, lo), "batch") as t:
