@@ -75,3 +75,42 @@ def run_unicorn(graph: Graph, program: Program, values: list[np.ndarray], node: 
 
 
 __all__ = ["Outcome", "build_program", "interp_and_native", "run_unicorn", "run_vm"]
+
+
+def const_matmul_graph(name: str, x_shape, w: np.ndarray, trans: bool = True, bias: np.ndarray | None = None,
+                       fracs: tuple[int, int, int] = (20, 20, 16)) -> Graph:
+    """x (a graph input) @ a constant weight w (transposed when `trans`), with an optional constant
+    bias: the dense layer the host matmul kernels with derived weight planes take."""
+    from opmlc.ir.graph import GraphBuilder
+    from opmlc.ir.types import DType, TensorType
+
+    def fx(shape, frac):
+        return TensorType(DType.FX32, tuple(shape), frac)
+
+    b = GraphBuilder(name)
+    x = b.add_input("x", fx(x_shape, fracs[0]))
+    refs = [x, b.add_initializer("w", w, fx(w.shape, fracs[1]))]
+    if bias is not None:
+        refs.append(b.add_initializer("c", bias, fx(bias.shape, 18)))
+    b.mark_output(b.add_node("matmul", refs, {"frac": fracs[2], "transpose_b": trans}, "y"))
+    return b.build()
+
+
+def int_array(rng: np.random.Generator, bits: int, shape) -> np.ndarray:
+    """int32 values uniform in [-2^bits, 2^bits]."""
+    return rng.integers(-(1 << bits), 1 << bits, size=shape, endpoint=True).astype(np.int32)
+
+
+def jit_host_function(module, name: str):
+    """(engine, address) of `name` in an llvmlite ir.Module compiled for this host as the native
+    build compiles its modules (keep the engine alive while calling the address)."""
+    import llvmlite.binding as llvm
+
+    from opmlc.backend import target
+
+    tm = target.host_target_machine()
+    mod = target.parse_for_target(str(module), tm)
+    target.optimize(mod, tm)
+    engine = llvm.create_mcjit_compiler(mod, tm)
+    engine.finalize_object()
+    return engine, engine.get_function_address(name)

@@ -13,9 +13,9 @@ import pytest
 from opmlc.backend.kernels.native import SPLIT_MIN_WORK, matmul_vnni16, split_worth
 from opmlc.backend.native import NativeSession, native_program, run_native
 from opmlc.ir import fixedpoint as fp
-from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.interpreter import run_graph
-from tests.kernels.test_kernels import check_all_backends, fx
+from tests.kernels.harness import const_matmul_graph, int_array
+from tests.kernels.test_kernels import check_all_backends
 
 pytestmark = pytest.mark.skipif(not matmul_vnni16.has_vnni(), reason="the host has no AVX-512 VNNI")
 
@@ -33,17 +33,10 @@ def only(monkeypatch):
 
 
 def _graph(x_shape, w, trans=True, bias=None, fracs=(20, 20, 16)):
-    b = GraphBuilder("t_mm16")
-    x = b.add_input("x", fx(x_shape, fracs[0]))
-    refs = [x, b.add_initializer("w", w, fx(w.shape, fracs[1]))]
-    if bias is not None:
-        refs.append(b.add_initializer("c", bias, fx(bias.shape, 18)))
-    b.mark_output(b.add_node("matmul", refs, {"frac": fracs[2], "transpose_b": trans}, "y"))
-    return b.build()
+    return const_matmul_graph("t_mm16", x_shape, w, trans, bias, fracs)
 
 
-def _ints(rng, bits, shape):
-    return rng.integers(-(1 << bits), 1 << bits, size=shape, endpoint=True).astype(np.int32)
+_ints = int_array
 
 
 # scheme → (x bits, w bits) it takes (module docstring)

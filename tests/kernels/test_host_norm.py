@@ -16,7 +16,7 @@ from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.interpreter import run_graph
 from opmlc.ir.ops.norm import eps_units
 from opmlc.ir.types import DType, TensorType
-from tests.kernels.harness import interp_and_native
+from tests.kernels.harness import interp_and_native, jit_host_function
 
 
 def norm_graph(rows, n, f, fg, fb, fo, kind, eps, bias=True):
@@ -73,10 +73,8 @@ def _lane_function(body):
     """A one-function module out[0..8) = body(b, in[0..8)) on <8 x i64>, compiled for this host."""
     import ctypes
 
-    import llvmlite.binding as llvm
     from llvmlite import ir
 
-    from opmlc.backend import target
     from opmlc.backend.kernels.native._vec import VI64
 
     module = ir.Module("lanes")
@@ -84,12 +82,8 @@ def _lane_function(body):
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     b.store(body(b, b.load(fn.args[0], typ=VI64, align=8)), fn.args[1], align=8)
     b.ret_void()
-    tm = target.host_target_machine()
-    mod = target.parse_for_target(str(module), tm)
-    target.optimize(mod, tm)
-    engine = llvm.create_mcjit_compiler(mod, tm)
-    engine.finalize_object()
-    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(engine.get_function_address("lanes"))
+    engine, address = jit_host_function(module, "lanes")
+    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(address)
 
     def run(x):
         x = np.ascontiguousarray(x, dtype=np.int64)

@@ -14,7 +14,7 @@ from opmlc.backend.native import NativeSession, host_module, native_program
 from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.interpreter import run_graph
 from opmlc.ir.types import DType, TensorType
-from tests.kernels.harness import interp_and_native
+from tests.kernels.harness import interp_and_native, jit_host_function
 
 EDGES = np.array(sorted({s * ((1 << k) + d) for k in range(32) for d in (-1, 0, 1) for s in (1, -1)
                          if -(2**31) <= s * ((1 << k) + d) < 2**31} | {0, 2**31 - 1}), dtype=np.int64)
@@ -94,10 +94,8 @@ def test_vector_softmax_equals_the_interpreter(n, f, fo):
 
 def _compile_round_div():
     """A one-function module: out[i] = Lanes.round_div(n[i], d[i]) over eight lanes."""
-    import llvmlite.binding as llvm
     from llvmlite import ir
 
-    from opmlc.backend import target
     from opmlc.backend.kernels.native._vec import VI64
 
     module = ir.Module("round_div")
@@ -108,12 +106,7 @@ def _compile_round_div():
     (q,) = nonlinear.Lanes(b, 1).round_div([n], [d])
     b.store(q, fn.args[2], align=8)
     b.ret_void()
-    tm = target.host_target_machine()
-    mod = target.parse_for_target(str(module), tm)
-    target.optimize(mod, tm)
-    engine = llvm.create_mcjit_compiler(mod, tm)
-    engine.finalize_object()
-    return engine, engine.get_function_address("round_div8")
+    return jit_host_function(module, "round_div8")
 
 
 def test_vector_round_div_on_ties_and_near_integers():
