@@ -118,6 +118,62 @@ def test_widening_at_the_interval_limit(only):
         check_all_backends(g, [np.full((m, k), xv, np.int32)], mips=False)
 
 
+BUDGET = (1 << 31) - (1 << 16)  # the most a lane may change from its low part (module docstring)
+
+
+@pytest.mark.parametrize("k", [64, 71])
+def test_row_sums_at_the_whole_reduction_limit(only, k):
+    """Scheme A1, every product positive: a row's Σ|x|·W exactly at the budget (one chunk for the
+    whole reduction, the lane ends at 2^31 − 2^16) and one past it (F's chunks), both exact; 16 pairs at a
+    time and the scalar tail (odd K)."""
+    only("A1")
+    wv = 1 << 12  # W = 4096 (four significant bits: the header's bound is exact)
+    for extra in (0, 1):
+        x = np.full((3, k), BUDGET // wv // k, np.int64)
+        x[:, 0] += BUDGET // wv - x.sum(axis=1) + extra
+        assert x.sum(axis=1).max() * wv == BUDGET + extra * wv
+        assert BUDGET // (2 * int(x.max()) * wv) < -(-k // 2)  # F alone: more than one chunk
+        g = _graph((3, k), np.full((20, k), wv, np.int32), fracs=(20, 20, 30))
+        check_all_backends(g, [x.astype(np.int32)], mips=False)
+
+
+@pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C"])
+def test_row_sums_with_a_few_wide_elements(only, scheme):
+    """Mostly small x with a few elements at the scheme's bound: F (from max |x|) is short, the
+    rows' plane sums allow the whole reduction in one chunk (or not, by row group); random
+    signs, odd and even K, 16-pair vectors and the tail."""
+    only(scheme)
+    rng = np.random.default_rng(len(scheme) + 40)
+    wide, wb = {"A1": ((1 << 15) - 1, 13), "A1o": (1 << 15, 12), "A2": (1 << 29, 12), "B": (1 << 26, 23),
+                "C": (1 << 29, 23)}[scheme]
+    for m, k, n in [(5, 64, 20), (9, 95, 33), (3, 200, 64), (7, 33, 17)]:
+        x = _ints(rng, 5, (m, k)).astype(np.int64)
+        x[rng.integers(0, m, 3), rng.integers(0, k, 3)] = [wide, -wide, wide - 1]
+        if scheme == "A1o":
+            x = (1 << 24) + np.clip(x, -(1 << 15), (1 << 15) - 1)
+        w = _ints(rng, wb, (n, k))
+        check_all_backends(_graph((m, k), w, bias=_ints(rng, 20, (n,)), fracs=(20, 20, 30)), [x.astype(np.int32)],
+                           mips=False)
+
+
+def test_row_sums_on_two_threads(monkeypatch):
+    """Scheme B's whole-reduction chunks (small rows, one wide element) on 1 and 2 threads."""
+    monkeypatch.setattr(matmul_vnni16, "FORCE", "B")
+    monkeypatch.setattr(matmul_vnni16, "ONLY", True)
+    rng = np.random.default_rng(9)
+    m, k = 9, 800
+    n = SPLIT_MIN_WORK // (m * k) + 37
+    g = _graph((1, m, k), _ints(rng, 23, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
+    assert split_worth(g, 0)
+    x = _ints(rng, 6, (1, m, k))
+    x[0, 2, 5] = 1 << 26
+    want = run_graph(g, [x])[g.outputs[0]]
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2):
+        (got,) = session.run([x], threads=threads)
+        assert np.array_equal(got, want), f"{threads} threads"
+
+
 def test_refused_inputs_run_the_other_kernels():
     """x with int32 extremes (beyond every scheme): the double or i64 kernels, same bits."""
     rng = np.random.default_rng(5)

@@ -56,6 +56,16 @@ so far is C·2^16 + L. At most ceil(K/2) < 2^16 chunks: |C| < 2^16·2^15 = 2^31,
 the end C·2^16 + L is formed in i64. The run computes F; a scheme with F < MIN_FLUSH is not
 taken (then the next, or the fallback).
 
+Row sums (a longer chunk, per row group). One `vpdpwssd` adds x_p[2k]·w_q[2k] + x_p[2k+1]·w_q[2k+1]
+to a lane, at most W_q·(|x_p[2k]| + |x_p[2k+1]|); over any run of pairs, at most W_q·S_p with S_p
+a row's Σ_k |x_p[k]| over the whole reduction. So when max over the group's rows and the
+scheme's products of S_p·W_q ≤ 2^31 − 2^16, a lane that starts a chunk at L ∈ [0, 2^16) stays
+in [−2^31, 2^31 − 1] for any chunk length, and the group takes chunks of the L1 cap (below)
+instead of F's: F bounds every element by max |x|, so a few wide elements in activations that
+are mostly small (a decoder's projections) shorten every chunk; the row sums do not. S_p is
+summed while the planes are made (≤ 2^15 an element, so < 2^32 a row, i64; S_p·W_q < 2^48).
+A padded k of an odd K counts with its plane value (A1o's −c: a larger sum, still a bound).
+
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
 N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
 multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
@@ -63,7 +73,8 @@ vector holds a k pair of 16 output columns, a k pair's planes are adjacent (the 
 block's vectors at constant offsets from one pointer; a block's stride depends on K only, so
 not on N). x: a part copies a group
 of its rows into a stack scratch, per row and plane ceil(K/2) dwords (k pairs, zero past K),
-once per group. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
+once per group, 16 pairs a vector (a <32 x i32> of x → its planes → truncated to i16, which in
+little-endian order is the pair's dword), the last K mod 32 elements one pair at a time. Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
 pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
 each row's pair against the tile's weight vectors into R·C·products accumulators, which start
 from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
@@ -118,6 +129,9 @@ from opmlc.ir import fixedpoint as fp
 
 V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
+V32 = ir.VectorType(I32, 32)
+V32I16 = ir.VectorType(ir.IntType(16), 32)
+V32I64 = ir.VectorType(I64, 32)
 LANES16 = 16  # output columns of one weight vector
 TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
 GRAIN = TILE_COLS  # part boundaries: whole column tiles
@@ -424,7 +438,8 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     }
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
-        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset)
+        _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset,
+              wmax)
         b.ret_void()
     b.position_at_end(fallback)
     if not ONLY:
@@ -540,14 +555,21 @@ def _scratch(b: ir.IRBuilder, name: str, ty: ir.Type, count: int) -> ir.Value:
     return a
 
 
+def _abs64(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """|v| (i64) of an i32."""
+    v = b.sext(v, I64)
+    return b.select(b.icmp_signed("<", v, c64(0)), b.sub(c64(0), v), v)
+
+
 def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_unsigned("<", x, y), x, y)
 
 
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
           s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
-          offset: ir.Value | None = None) -> None:
-    """The scheme's run over x [rows, k] (k2 = ceil(k/2))."""
+          offset: ir.Value | None, wmax: list[ir.Value]) -> None:
+    """The scheme's run over x [rows, k] (k2 = ceil(k/2)); `chunk` is F's (capped), a group whose
+    rows' plane sums allow it runs whole chunks (module docstring, "Row sums")."""
     px = len(sc.xplanes)
     nprod = len(sc.products)
     cap = _group(sc, GROUP_MAX, k2)  # rows ≥ GROUP_MAX
@@ -570,13 +592,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     def state_ptr(slot: ir.Value, carry: bool) -> ir.Value:
         return ptr(state, b.mul(b.add(slot, c32(slots if carry else 0)), c32(LANES16)), V16)
 
-    def plane_values(v: ir.Value) -> list[ir.Value]:
+    def plane_values(v: ir.Value, wide: bool = False) -> list[ir.Value]:
+        """x's planes of v (an i32, or <32 x i32> when wide)."""
+        c, sv, hv = (offset, s, half) if not wide else (vec_offset, vec_s, vec_half)
         if sc is A1O:
-            return [b.sub(v, offset)]
+            return [b.sub(v, c)]
         if sc.xplanes == ("x",):
             return [v]
-        h = b.ashr(b.add(v, half), s)
-        lo_ = b.sub(v, b.shl(h, s))
+        h = b.ashr(b.add(v, hv), sv)
+        lo_ = b.sub(v, b.shl(h, sv))
         return [lo_, h, b.add(lo_, h)][:px]
 
     def combine(vals: list[ir.Value]) -> ir.Value:
@@ -641,15 +665,40 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     b.store(b.add(b.load(cp, typ=V16, align=64), b.ashr(acc, sixteen)), cp, align=64)
                     b.store(b.and_(acc, mask16), state_ptr(slot(r, c, t), False), align=64)
 
-    n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
-    chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
+    whole = min(k2, max(4, L1_WEIGHTS // (sc.cols * planes * 64)))  # chunk_of's cap, without F's bound
+    peak = [entry_alloca(b, I64, name=f"v16.l1{p}") for p in range(px)]  # the group's max row sum per plane
+    rsum = [entry_alloca(b, I64, name=f"v16.rs{p}") for p in range(px)]
+    flush_f = chunk
+    full = k // 32  # row vectors of 16 whole pairs
+    vsum = [entry_alloca(b, V32, name=f"v16.vs{p}") for p in range(px)]  # |plane| per lane (< 2^28: ≤ 2^13 adds of ≤ 2^15)
+    vec_s, vec_half = _splat(b, s, V32), _splat(b, half, V32)
+    vec_offset = _splat(b, offset, V32) if offset is not None else None
 
     with loop(b, b.udiv(b.add(rows, b.sub(group, c32(1))), group), "vg") as gi:
         g0 = b.mul(gi, group)
         grows = b.select(b.icmp_unsigned(">", b.add(g0, group), rows), b.sub(rows, g0), group)
+        for p in range(px):
+            b.store(c64(0), peak[p])
         with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs, [row, plane, pair]
             xrow = b.mul(b.add(g0, r), c32(k))
-            with loop(b, c32(k2), "vsk") as kk:
+            for p in range(px):
+                b.store(c64(0), rsum[p])
+            if full:  # 16 pairs at a time: a pair's word is the little-endian i16 pair (no padding here)
+                for p in range(px):
+                    b.store(ir.Constant(V32, None), vsum[p])
+                with loop(b, c32(full), "vsv") as t:
+                    v = b.load(b.gep(a_arg, [b.add(xrow, b.mul(t, c32(32)))], source_etype=I32), typ=V32, align=4)
+                    for p, pv in enumerate(plane_values(v, True)):
+                        at = b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), b.mul(t, c32(16)))
+                        b.store(b.bitcast(b.trunc(pv, V32I16), V16), ptr(xs, at, V16), align=4)
+                        neg = b.icmp_signed("<", pv, ir.Constant(V32, None))
+                        mag = b.select(neg, b.sub(ir.Constant(V32, None), pv), pv)
+                        b.store(b.add(b.load(vsum[p], typ=V32), mag), vsum[p])
+                for p in range(px):
+                    total = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]),
+                                   [b.sext(b.load(vsum[p], typ=V32), V32I64)])
+                    b.store(total, rsum[p])
+            with loop(b, c32(k2), "vsk", start=c32(16 * full)) as kk:
                 e0 = b.mul(kk, c32(2))
                 v0 = load(b, a_arg, b.add(xrow, e0))
                 if k % 2:
@@ -661,6 +710,17 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 for p, (x0, x1) in enumerate(zip(plane_values(v0), plane_values(v1), strict=True)):
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
+                    b.store(b.add(b.load(rsum[p], typ=I64), b.add(_abs64(b, x0), _abs64(b, x1))), rsum[p])
+            for p in range(px):
+                got, old = b.load(rsum[p], typ=I64), b.load(peak[p], typ=I64)
+                b.store(b.select(b.icmp_unsigned(">", got, old), got, old), peak[p])
+        need = c64(0)  # a bound on any lane's change over the whole reduction (module docstring, "Row sums")
+        for p, q in sc.products:
+            v = b.mul(b.load(peak[p], typ=I64), wmax[q])
+            need = b.select(b.icmp_unsigned(">", v, need), v, need)
+        chunk = b.select(b.icmp_unsigned("<=", need, c64((1 << 31) - (1 << 16))), c32(whole), flush_f)
+        n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
+        chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
         first, left = blo, b.sub(bhi, blo)
         cols = sc.cols
         with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
