@@ -66,6 +66,15 @@ are mostly small (a decoder's projections) shorten every chunk; the row sums do 
 summed while the planes are made (≤ 2^15 an element, so < 2^32 a row, i64; S_p·W_q < 2^48).
 A padded k of an odd K counts with its plane value (A1o's −c: a larger sum, still a bound).
 
+One chunk (the epilogue from registers). When a group's reduction is one chunk (its chunk,
+F's or the row sums', covers all ceil(K/2) pairs: tiny_llama's K = 64 and 128 projections), a
+tile's accumulators start at 0 instead of a low part (0 ∈ [0, 2^16), so the bound above holds
+for the whole reduction), each lane ends at the product's exact sum in [−2^31, 2^31 − 1], and the
+outputs are finished from the registers: sext(acc) is the product's sum (C = 0, L = acc; no
+split into carry and low part, no state zeroed, stored or read back). Several chunks keep the
+carries and low parts below. Tested per scheme with bias, ties and saturation on both sides
+(`test_one_chunk_outputs_from_the_accumulators`) and at the budget (`test_row_sums_*`).
+
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
 N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
 multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
@@ -624,16 +633,33 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
     sixteen = ir.Constant(V16, [16] * LANES16)
 
-    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
+    def finish(vals: list[ir.Value], row: ir.Value, jc: ir.Value) -> None:
+        """Outputs (g0 + row, jc .. jc + 16) from the products' exact sums (<16 x i64>)."""
+        rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
+        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
+        total = combine(vals)
+        if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
+            nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+            sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
+            colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
+            total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+        fin(total, b.add(g0, row), jc, rest)
+
+    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
+             direct: bool = False) -> None:
         """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
-        state's low parts, then the carries take all but the low 16 bits (module docstring)."""
+        state's low parts, then the carries take all but the low 16 bits (module docstring).
+        direct (one chunk of the whole reduction): from zero, and the outputs finished from the
+        accumulators themselves (module docstring, "One chunk")."""
         def slot(r: int, c: int, t: int) -> ir.Value:
             return b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * nprod)), c32(c * nprod + t))
 
         for r in range(r_rows):
             for c in range(cols):
                 for t in range(nprod):
-                    b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
+                    start = (ir.Constant(V16, None) if direct
+                             else b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64))
+                    b.store(start, accs[(r * cols + c) * nprod + t])
         # one base pointer per operand, a run-time stride per k pair (and per block of the
         # weight) and constant offsets: the same loop for every shape
         w0 = b.gep(d_arg, [b.mul(b.zext(b.add(b.mul(jb0, c32(k2)), k0), I64), c64(planes * LANES16))], source_etype=I32,
@@ -657,6 +683,12 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     for c in range(cols):
                         acc = accs[(r * cols + c) * nprod + t]
                         b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
+        if direct:
+            for r in range(r_rows):
+                for c in range(cols):
+                    vals = [b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64) for t in range(nprod)]
+                    finish(vals, b.add(r0, c32(r)), b.mul(b.add(jb0, c32(c)), c32(LANES16)))
+            return
         for r in range(r_rows):
             for c in range(cols):
                 for t in range(nprod):
@@ -723,6 +755,20 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
         first, left = blo, b.sub(bhi, blo)
         cols = sc.cols
+        one_bb, chunks_bb, joined = (b.append_basic_block(f"v16.{sc.name}.{t}") for t in ("one", "chunks", "join"))
+        b.cbranch(b.icmp_unsigned("==", n_chunks, c32(1)), one_bb, chunks_bb)
+        b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
+        with loop(b, b.udiv(left, c32(cols)), f"vo{cols}") as u:
+            jb0 = b.add(first, b.mul(u, c32(cols)))
+            r_first, r_left = c32(0), grows
+            for rr in (sc.rows, 1):
+                rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                with loop(b, rcount, f"vor{rr}") as tr:
+                    tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, c32(0), c32(k2), direct=True)
+                r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+        b.branch(joined)
+        b.position_at_end(chunks_bb)
         with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
             jb0 = b.add(first, b.mul(u, c32(cols)))
             with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
@@ -747,16 +793,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                         low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
                         carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
                         vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
-                    jc = b.add(j0, b.mul(c, c32(LANES16)))
-                    rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
-                    rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
-                    total = combine(vals)
-                    if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
-                        nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
-                        sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
-                        colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
-                        total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
-                    fin(total, b.add(g0, r), jc, rest)
+                    finish(vals, r, b.add(j0, b.mul(c, c32(LANES16))))
+        b.branch(joined)
+        b.position_at_end(joined)
 
 
 __all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
