@@ -72,7 +72,8 @@ tile's accumulators start at 0 instead of a low part (0 ∈ [0, 2^16), so the bo
 for the whole reduction), each lane ends at the product's exact sum in [−2^31, 2^31 − 1], and the
 outputs are finished from the registers: sext(acc) is the product's sum (C = 0, L = acc; no
 split into carry and low part, no state zeroed, stored or read back). Several chunks keep the
-carries and low parts below. Tested per scheme with bias, ties and saturation on both sides
+carries and low parts below (`ONE_CHUNK = False`: every reduction through them, to measure
+the difference). Tested per scheme with bias, ties and saturation on both sides
 (`test_one_chunk_outputs_from_the_accumulators`) and at the budget (`test_row_sums_*`).
 
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
@@ -158,6 +159,7 @@ MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (
 ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
 ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
 FORCE: str | None = None  # tests: only the scheme of this name (when the weight has its planes)
+ONE_CHUNK = True  # False: a one-chunk reduction goes through the carries too (measurements)
 
 
 def available() -> bool:
@@ -756,7 +758,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         first, left = blo, b.sub(bhi, blo)
         cols = sc.cols
         one_bb, chunks_bb, joined = (b.append_basic_block(f"v16.{sc.name}.{t}") for t in ("one", "chunks", "join"))
-        b.cbranch(b.icmp_unsigned("==", n_chunks, c32(1)), one_bb, chunks_bb)
+        b.cbranch(b.icmp_unsigned("==", n_chunks, c32(1 if ONE_CHUNK else 0)), one_bb, chunks_bb)
         b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
         with loop(b, b.udiv(left, c32(cols)), f"vo{cols}") as u:
             jb0 = b.add(first, b.mul(u, c32(cols)))
