@@ -216,16 +216,18 @@ def test_row_groups_of_a_long_reduction(only):
     check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
 
 
+@pytest.mark.parametrize("k", [40, 300])
 @pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C"])
-def test_one_chunk_outputs_from_the_accumulators(monkeypatch, scheme):
-    """K = 40 (20 pairs, within every scheme's F here): the outputs finished straight from the
-    accumulators (module docstring, "One chunk"), with bias (zero, small, ±2^20 << 14: saturated
+def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
+    """K = 40 (20 pairs, within every scheme's F here: one chunk) and K = 300 (several): the
+    outputs finished straight from the last chunk's accumulators (module docstring, "One
+    chunk"), with bias (zero, small, ±2^20 << 14: saturated
     on both sides), a rounding shift of 2 (ties), padding columns, row tiles and their tail, on
     1 and 2 threads, saturation counts included."""
     monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
     monkeypatch.setattr(matmul_vnni16, "ONLY", True)
     rng = np.random.default_rng(12)
-    m, k = 9, 40
+    m = 9
     n = SPLIT_MIN_WORK // (m * k) + 37
     xb, wb = {"A1o": (15, 8)}.get(scheme, RANGES.get(scheme))
     bias = rng.choice(np.array([0, 0, 5, -7, 1 << 20, -(1 << 20)], np.int32), size=n)

@@ -71,10 +71,15 @@ F's or the row sums', covers all ceil(K/2) pairs: tiny_llama's K = 64 and 128 pr
 tile's accumulators start at 0 instead of a low part (0 ∈ [0, 2^16), so the bound above holds
 for the whole reduction), each lane ends at the product's exact sum in [−2^31, 2^31 − 1], and the
 outputs are finished from the registers: sext(acc) is the product's sum (C = 0, L = acc; no
-split into carry and low part, no state zeroed, stored or read back). Several chunks keep the
-carries and low parts below (`ONE_CHUNK = False`: every reduction through them, to measure
-the difference). Tested per scheme with bias, ties and saturation on both sides
-(`test_one_chunk_outputs_from_the_accumulators`) and at the budget (`test_row_sums_*`).
+split into carry and low part, no state zeroed, stored or read back). Several chunks (n ≥ 2,
+balanced: chunk = ceil(k2/n) with n = ceil(k2/c) for the cap c, so chunk ≤ c and
+(n − 1)·chunk ≤ (n − 1)·c < k2 ≤ n·chunk: the last chunk has 1..chunk pairs) keep the carries
+and low parts between chunks, and the last one ends from its registers too: it starts at the
+low part L of a sum C·2^16 + L and, by the bound, ends at acc = L + Δ in i32, so the sum is
+C·2^16 + sext(acc) in i64 (no final split, store and reload). `ONE_CHUNK = False`: a one-chunk
+reduction goes through the carries' path (its one chunk the last), to measure the difference.
+Tested per scheme with bias, ties and saturation on both sides
+(`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
 
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
 N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
@@ -648,7 +653,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         fin(total, b.add(g0, row), jc, rest)
 
     def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
-             direct: bool = False) -> None:
+             direct: bool = False, last: bool = False) -> None:
         """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
         state's low parts, then the carries take all but the low 16 bits (module docstring).
         direct (one chunk of the whole reduction): from zero, and the outputs finished from the
@@ -685,10 +690,16 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     for c in range(cols):
                         acc = accs[(r * cols + c) * nprod + t]
                         b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
-        if direct:
+        if direct or last:  # the sum: sext(acc), + carry·2^16 after earlier chunks (module docstring)
             for r in range(r_rows):
                 for c in range(cols):
-                    vals = [b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64) for t in range(nprod)]
+                    vals = []
+                    for t in range(nprod):
+                        v = b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64)
+                        if last:
+                            carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
+                            v = b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), v)
+                        vals.append(v)
                     finish(vals, b.add(r0, c32(r)), b.mul(b.add(jb0, c32(c)), c32(LANES16)))
             return
         for r in range(r_rows):
@@ -776,26 +787,20 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
                 b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
                 b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
-            with loop(b, n_chunks, "vch") as ci:
-                k0 = b.mul(ci, chunk)
-                steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+            def chunk_tiles(k0: ir.Value, steps: ir.Value, last: bool) -> None:
                 r_first, r_left = c32(0), grows
                 for rr in (sc.rows, 1):
                     rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
                     with loop(b, rcount, f"vr{rr}") as tr:
-                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps, last=last)
                     r_first = b.add(r_first, b.mul(rcount, c32(rr)))
                     r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-            j0 = b.mul(jb0, c32(LANES16))
-            with loop(b, grows, "vfr") as r:
-                with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
-                    vals = []
-                    for t in range(nprod):
-                        sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
-                        low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
-                        carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
-                        vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
-                    finish(vals, r, b.add(j0, b.mul(c, c32(LANES16))))
+
+            before = b.sub(n_chunks, c32(1))  # the last chunk finishes from its accumulators
+            with loop(b, before, "vch") as ci:
+                chunk_tiles(b.mul(ci, chunk), chunk, False)
+            k_last = b.mul(before, chunk)
+            chunk_tiles(k_last, b.sub(c32(k2), k_last), True)
         b.branch(joined)
         b.position_at_end(joined)
 
