@@ -216,6 +216,34 @@ def test_row_groups_of_a_long_reduction(only):
     check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
 
 
+@pytest.mark.parametrize("k", [40, 300])
+@pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C"])
+def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
+    """K = 40 (20 pairs, within every scheme's F here: one chunk) and K = 300 (several): the
+    outputs finished straight from the last chunk's accumulators (module docstring, "One
+    chunk"), with bias (zero, small, ±2^20 << 14: saturated
+    on both sides), a rounding shift of 2 (ties), padding columns, row tiles and their tail, on
+    1 and 2 threads, saturation counts included."""
+    monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
+    monkeypatch.setattr(matmul_vnni16, "ONLY", True)
+    rng = np.random.default_rng(12)
+    m = 9
+    n = SPLIT_MIN_WORK // (m * k) + 37
+    xb, wb = {"A1o": (15, 8)}.get(scheme, RANGES.get(scheme))
+    bias = rng.choice(np.array([0, 0, 5, -7, 1 << 20, -(1 << 20)], np.int32), size=n)
+    g = _graph((1, m, k), _ints(rng, wb, (n, k)), bias=bias, fracs=(16, 16, 30))
+    assert split_worth(g, 0)
+    x = _ints(rng, xb, (1, m, k)) + ((5 << 24) if scheme == "A1o" else 0)
+    want_sat: dict[int, int] = {}
+    want = run_graph(g, [x], saturated=want_sat)[g.outputs[0]]
+    assert want_sat and (want == fp.INT32_MAX).any() and (want == fp.INT32_MIN).any()
+    session = NativeSession(native_program(g), g, threads=1)
+    for threads in (1, 2):
+        sat: dict[int, int] = {}
+        (got,) = session.run([x], saturated=sat, threads=threads)
+        assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
+
+
 @pytest.mark.parametrize("scheme", ["C", "A1o", "none"])
 def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
     """Scheme C (the largest scratch: a pool thread's stack holds it too), the offset plane and

@@ -66,6 +66,21 @@ are mostly small (a decoder's projections) shorten every chunk; the row sums do 
 summed while the planes are made (≤ 2^15 an element, so < 2^32 a row, i64; S_p·W_q < 2^48).
 A padded k of an odd K counts with its plane value (A1o's −c: a larger sum, still a bound).
 
+One chunk (the epilogue from registers). When a group's reduction is one chunk (its chunk,
+F's or the row sums', covers all ceil(K/2) pairs: tiny_llama's K = 64 and 128 projections), a
+tile's accumulators start at 0 instead of a low part (0 ∈ [0, 2^16), so the bound above holds
+for the whole reduction), each lane ends at the product's exact sum in [−2^31, 2^31 − 1], and the
+outputs are finished from the registers: sext(acc) is the product's sum (C = 0, L = acc; no
+split into carry and low part, no state zeroed, stored or read back). Several chunks (n ≥ 2,
+balanced: chunk = ceil(k2/n) with n = ceil(k2/c) for the cap c, so chunk ≤ c and
+(n − 1)·chunk ≤ (n − 1)·c < k2 ≤ n·chunk: the last chunk has 1..chunk pairs) keep the carries
+and low parts between chunks, and the last one ends from its registers too: it starts at the
+low part L of a sum C·2^16 + L and, by the bound, ends at acc = L + Δ in i32, so the sum is
+C·2^16 + sext(acc) in i64 (no final split, store and reload). `ONE_CHUNK = False`: a one-chunk
+reduction goes through the carries' path (its one chunk the last), to measure the difference.
+Tested per scheme with bias, ties and saturation on both sides
+(`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
+
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
 N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
 multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
@@ -149,6 +164,7 @@ MIN_ROWS = 2  # one row reads the weights once: memory-bound, the i64 kernel's (
 ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for the other kernels
 ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
 FORCE: str | None = None  # tests: only the scheme of this name (when the weight has its planes)
+ONE_CHUNK = True  # False: a one-chunk reduction goes through the carries too (measurements)
 
 
 def available() -> bool:
@@ -624,16 +640,33 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
     sixteen = ir.Constant(V16, [16] * LANES16)
 
-    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value) -> None:
+    def finish(vals: list[ir.Value], row: ir.Value, jc: ir.Value) -> None:
+        """Outputs (g0 + row, jc .. jc + 16) from the products' exact sums (<16 x i64>)."""
+        rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
+        rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
+        total = combine(vals)
+        if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
+            nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+            sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
+            colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
+            total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+        fin(total, b.add(g0, row), jc, rest)
+
+    def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
+             direct: bool = False, last: bool = False) -> None:
         """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
-        state's low parts, then the carries take all but the low 16 bits (module docstring)."""
+        state's low parts, then the carries take all but the low 16 bits (module docstring).
+        direct (one chunk of the whole reduction): from zero, and the outputs finished from the
+        accumulators themselves (module docstring, "One chunk")."""
         def slot(r: int, c: int, t: int) -> ir.Value:
             return b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * nprod)), c32(c * nprod + t))
 
         for r in range(r_rows):
             for c in range(cols):
                 for t in range(nprod):
-                    b.store(b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64), accs[(r * cols + c) * nprod + t])
+                    start = (ir.Constant(V16, None) if direct
+                             else b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64))
+                    b.store(start, accs[(r * cols + c) * nprod + t])
         # one base pointer per operand, a run-time stride per k pair (and per block of the
         # weight) and constant offsets: the same loop for every shape
         w0 = b.gep(d_arg, [b.mul(b.zext(b.add(b.mul(jb0, c32(k2)), k0), I64), c64(planes * LANES16))], source_etype=I32,
@@ -657,6 +690,18 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     for c in range(cols):
                         acc = accs[(r * cols + c) * nprod + t]
                         b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
+        if direct or last:  # the sum: sext(acc), + carry·2^16 after earlier chunks (module docstring)
+            for r in range(r_rows):
+                for c in range(cols):
+                    vals = []
+                    for t in range(nprod):
+                        v = b.sext(b.load(accs[(r * cols + c) * nprod + t], typ=V16), V16I64)
+                        if last:
+                            carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
+                            v = b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), v)
+                        vals.append(v)
+                    finish(vals, b.add(r0, c32(r)), b.mul(b.add(jb0, c32(c)), c32(LANES16)))
+            return
         for r in range(r_rows):
             for c in range(cols):
                 for t in range(nprod):
@@ -723,40 +768,41 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
         first, left = blo, b.sub(bhi, blo)
         cols = sc.cols
+        one_bb, chunks_bb, joined = (b.append_basic_block(f"v16.{sc.name}.{t}") for t in ("one", "chunks", "join"))
+        b.cbranch(b.icmp_unsigned("==", n_chunks, c32(1 if ONE_CHUNK else 0)), one_bb, chunks_bb)
+        b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
+        with loop(b, b.udiv(left, c32(cols)), f"vo{cols}") as u:
+            jb0 = b.add(first, b.mul(u, c32(cols)))
+            r_first, r_left = c32(0), grows
+            for rr in (sc.rows, 1):
+                rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
+                with loop(b, rcount, f"vor{rr}") as tr:
+                    tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, c32(0), c32(k2), direct=True)
+                r_first = b.add(r_first, b.mul(rcount, c32(rr)))
+                r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
+        b.branch(joined)
+        b.position_at_end(chunks_bb)
         with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
             jb0 = b.add(first, b.mul(u, c32(cols)))
             with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
                 b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
                 b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
-            with loop(b, n_chunks, "vch") as ci:
-                k0 = b.mul(ci, chunk)
-                steps = b.select(b.icmp_unsigned(">", b.add(k0, chunk), c32(k2)), b.sub(c32(k2), k0), chunk)
+            def chunk_tiles(k0: ir.Value, steps: ir.Value, last: bool) -> None:
                 r_first, r_left = c32(0), grows
                 for rr in (sc.rows, 1):
                     rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
                     with loop(b, rcount, f"vr{rr}") as tr:
-                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps)
+                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps, last=last)
                     r_first = b.add(r_first, b.mul(rcount, c32(rr)))
                     r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-            j0 = b.mul(jb0, c32(LANES16))
-            with loop(b, grows, "vfr") as r:
-                with loop(b, c32(cols), "vfb") as c:  # each product's sum: carry·2^16 + low part, in i64
-                    vals = []
-                    for t in range(nprod):
-                        sl = b.add(b.mul(r, c32(sc.cols * nprod)), b.add(b.mul(c, c32(nprod)), c32(t)))
-                        low = b.zext(b.load(state_ptr(sl, False), typ=V16, align=64), V16I64)
-                        carry = b.sext(b.load(state_ptr(sl, True), typ=V16, align=64), V16I64)
-                        vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), low))
-                    jc = b.add(j0, b.mul(c, c32(LANES16)))
-                    rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
-                    rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
-                    total = combine(vals)
-                    if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
-                        nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
-                        sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
-                        colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
-                        total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
-                    fin(total, b.add(g0, r), jc, rest)
+
+            before = b.sub(n_chunks, c32(1))  # the last chunk finishes from its accumulators
+            with loop(b, before, "vch") as ci:
+                chunk_tiles(b.mul(ci, chunk), chunk, False)
+            k_last = b.mul(before, chunk)
+            chunk_tiles(k_last, b.sub(c32(k2), k_last), True)
+        b.branch(joined)
+        b.position_at_end(joined)
 
 
 __all__ = ["GRAIN", "available", "derive", "emit", "weight_facts"]
