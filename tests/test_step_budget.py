@@ -96,11 +96,11 @@ def test_every_task_of_the_small_models_fits_the_budget(tmp_path, name, log2_bud
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,weights", [("tiny_gpt2", None), ("tiny_llama", None), ("tiny_gpt2", "int8"),
-                                          ("tiny_llama", "int8")])
+@pytest.mark.parametrize("name,weights", [("tiny_gpt2", None), ("tiny_llama", "int8")])
 def test_every_task_of_the_decoders_fits_the_budget(tmp_path, name, weights):
     # at 2^20 steps their matmuls, norms, softmaxes and SwiGLU/GELU nodes split (at the default
-    # 2^24 no node of theirs needs to)
+    # 2^24 no node of theirs needs to). One weight kind per model: both models and both kinds
+    # are covered (the other two pairs add ~30 s of VM runs to the suite and no new op)
     build = compile_model(MODELS / f"{name}.onnx", tmp_path / "b", weights=weights, step_budget=1 << 20)
     g = build.graph
     split = {g.nodes[k].op for k in range(len(g.nodes)) if node_parts(build, k)}
