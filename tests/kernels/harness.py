@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opmlc.backend.native import native_program, run_native
+from opmlc.backend.native import NativeSession, native_program, run_native
 from opmlc.backend.program import Program, build_program
 from opmlc.commit import from_bytes, padded_bytes, tensor_root
 from opmlc.ir.graph import Graph
@@ -114,3 +114,17 @@ def jit_host_function(module, name: str):
     engine = llvm.create_mcjit_compiler(mod, tm)
     engine.finalize_object()
     return engine, engine.get_function_address(name)
+
+
+def threads_equal_interpreter(graph: Graph, inputs: list[np.ndarray], threads=(1, 2)) -> tuple[np.ndarray, dict[int, int]]:
+    """The interpreter's output and saturation counts (the one definition), asserted equal to
+    one NativeSession's at each thread count in turn; returns them for the caller's own checks."""
+    want_sat: dict[int, int] = {}
+    want = run_graph(graph, inputs, saturated=want_sat)[graph.outputs[0]]
+    session = NativeSession(native_program(graph), graph, threads=1)
+    for t in threads:
+        sat: dict[int, int] = {}
+        (got,) = session.run(inputs, saturated=sat, threads=t)
+        assert np.array_equal(got, want), f"{t} threads"
+        assert sat == want_sat, f"{t} threads: counts {sat} vs {want_sat}"
+    return want, want_sat

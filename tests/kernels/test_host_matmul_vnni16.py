@@ -14,7 +14,7 @@ from opmlc.backend.kernels.native import SPLIT_MIN_WORK, matmul_vnni16, split_wo
 from opmlc.backend.native import NativeSession, native_program, run_native
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.interpreter import run_graph
-from tests.kernels.harness import const_matmul_graph, int_array
+from tests.kernels.harness import const_matmul_graph, int_array, threads_equal_interpreter
 from tests.kernels.test_kernels import check_all_backends
 
 pytestmark = pytest.mark.skipif(not matmul_vnni16.has_vnni(), reason="the host has no AVX-512 VNNI")
@@ -234,14 +234,8 @@ def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
     g = _graph((1, m, k), _ints(rng, wb, (n, k)), bias=bias, fracs=(16, 16, 30))
     assert split_worth(g, 0)
     x = _ints(rng, xb, (1, m, k)) + ((5 << 24) if scheme == "A1o" else 0)
-    want_sat: dict[int, int] = {}
-    want = run_graph(g, [x], saturated=want_sat)[g.outputs[0]]
+    want, want_sat = threads_equal_interpreter(g, [x])
     assert want_sat and (want == fp.INT32_MAX).any() and (want == fp.INT32_MIN).any()
-    session = NativeSession(native_program(g), g, threads=1)
-    for threads in (1, 2):
-        sat: dict[int, int] = {}
-        (got,) = session.run([x], saturated=sat, threads=threads)
-        assert np.array_equal(got, want) and sat == want_sat, f"{threads} threads"
 
 
 @pytest.mark.parametrize("scheme", ["C", "A1o", "none"])
@@ -257,13 +251,8 @@ def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
     g = _graph((1, m, k), _ints(rng, wbits, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, fo))
     assert split_worth(g, 0)
     x = [_ints(rng, 27, (1, m, k)) if scheme != "A1o" else (5 << 24) + _ints(rng, 15, (1, m, k))]
-    want_sat: dict[int, int] = {}
-    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
-    session = NativeSession(native_program(g), g, threads=1)
-    for threads in (1, 2):
-        sat: dict[int, int] = {}
-        (got,) = session.run(x, saturated=sat, threads=threads)
-        assert np.array_equal(got, want) and sat == want_sat and sat, f"{threads} threads"
+    _, want_sat = threads_equal_interpreter(g, x)
+    assert want_sat
 
 
 def test_weight_facts_and_planes(monkeypatch):

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from opmlc.backend.kernels.native import SPLIT_MIN_WORK, matmul, matvec16, node_facts, split_worth
-from opmlc.backend.native import NativeSession, native_program
 from opmlc.ir import fixedpoint as fp
-from opmlc.ir.interpreter import run_graph
-from tests.kernels.harness import const_matmul_graph, int_array
+from tests.kernels.harness import const_matmul_graph, int_array, threads_equal_interpreter
 from tests.kernels.test_kernels import check_all_backends
 
 pytestmark = pytest.mark.skipif(not matvec16.has_vnni(), reason="the host has no AVX-512 VNNI")
@@ -109,13 +107,8 @@ def test_split_over_threads_gives_the_same_bits(only):
     g = _graph((1, k), _ints(rng, 21, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
     assert split_worth(g, 0) and node_facts(g, 0)["matvec"] == 1
     x = [_ints(rng, 27, (1, k))]
-    want_sat: dict[int, int] = {}
-    want = run_graph(g, x, saturated=want_sat)[g.outputs[0]]
-    session = NativeSession(native_program(g), g, threads=1)
-    for threads in (1, 2):
-        sat: dict[int, int] = {}
-        (got,) = session.run(x, saturated=sat, threads=threads)
-        assert np.array_equal(got, want) and sat == want_sat and sat, f"{threads} threads"
+    _, want_sat = threads_equal_interpreter(g, x)
+    assert want_sat
 
 
 def test_facts_and_layout(monkeypatch):

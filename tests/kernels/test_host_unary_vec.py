@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from opmlc.backend.kernels.native import nonlinear, split_worth
-from opmlc.backend.native import NativeSession, host_module, native_program
+from opmlc.backend.native import host_module
 from opmlc.ir.graph import GraphBuilder
-from opmlc.ir.interpreter import run_graph
 from opmlc.ir.types import DType, TensorType
-from tests.kernels.harness import interp_and_native, jit_host_function
+from tests.kernels.harness import interp_and_native, jit_host_function, threads_equal_interpreter
 
 EDGES = np.array(sorted({s * ((1 << k) + d) for k in range(32) for d in (-1, 0, 1) for s in (1, -1)
                          if -(2**31) <= s * ((1 << k) + d) < 2**31} | {0, 2**31 - 1}), dtype=np.int64)
@@ -50,14 +49,7 @@ def test_a_split_node_gives_the_interpreters_bits_on_1_and_2_threads():
     assert split_worth(g, 0)
     x = (rng.integers(-(2**31), 2**31, n) >> rng.integers(0, 31, n)).astype(np.int32)
     x[: EDGES.size] = EDGES
-    sat_want: dict[int, int] = {}
-    want = run_graph(g, [x], saturated=sat_want)[g.outputs[0]]
-    session = NativeSession(native_program(g), g, threads=1)
-    for threads in (1, 2):
-        sat: dict[int, int] = {}
-        (got,) = session.run([x], saturated=sat, threads=threads)
-        np.testing.assert_array_equal(got, want)
-        assert sat == sat_want, f"{threads} threads"
+    threads_equal_interpreter(g, [x])
 
 
 @pytest.mark.parametrize("n", [8, 32, 64])
@@ -82,14 +74,7 @@ def test_vector_softmax_equals_the_interpreter(n, f, fo):
     b.mark_output(b.add_node("softmax", [b.add_input("x", TensorType(DType.FX32, big.shape, f))], {"frac": fo}))
     g = b.build()
     assert split_worth(g, 0)
-    sat_want: dict[int, int] = {}
-    want = run_graph(g, [big], saturated=sat_want)[g.outputs[0]]
-    session = NativeSession(native_program(g), g, threads=1)
-    for threads in (1, 2):
-        sat: dict[int, int] = {}
-        (got,) = session.run([big], saturated=sat, threads=threads)
-        np.testing.assert_array_equal(got, want)
-        assert sat == sat_want
+    threads_equal_interpreter(g, [big])
 
 
 def _compile_round_div():
