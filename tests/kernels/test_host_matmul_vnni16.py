@@ -137,6 +137,56 @@ def test_row_sums_at_the_whole_reduction_limit(only, k):
         check_all_backends(g, [x.astype(np.int32)], mips=False)
 
 
+def _squares_to(total: int, head: int, k: int) -> np.ndarray:
+    """k non-negative integers, the first `head`, whose squares sum to `total` (greedy)."""
+    v = np.zeros(k, np.int64)
+    v[0], left = head, total - head * head
+    for i in range(1, k):
+        v[i] = min(int(np.sqrt(left)), head)
+        while v[i] * v[i] > left:
+            v[i] -= 1
+        left -= int(v[i]) ** 2
+    assert left == 0
+    return v
+
+
+@pytest.mark.parametrize("k", [64, 63])
+def test_squares_at_the_whole_reduction_limit(only, k):
+    """Scheme A1, one row equal to one weight column (Cauchy–Schwarz is then an equality): its
+    Σ x² at the budget, where the row sums (Σ|x|·W) forbid one chunk and the squares
+    ((max row Σ x²)·Q ≤ budget²) allow it, so that lane ends at 2^31 − 2^16; and Σ x² past
+    2^31, where one chunk would wrap the lane (the kernel must widen). 16-pair vectors (vpmaddwd)
+    and the scalar tail (odd K)."""
+    only("A1")
+    rng = np.random.default_rng(k)
+    for total in (BUDGET, (1 << 31) + 5):
+        v = _squares_to(total, 1 << 13, k) * rng.choice([-1, 1], k)
+        assert np.abs(v).sum() * (1 << 13) > BUDGET  # the row sums alone: chunks
+        w = _ints(rng, 6, (20, k))
+        w[7] = v
+        x = _ints(rng, 6, (3, k))
+        x[1] = v
+        check_all_backends(_graph((3, k), w.astype(np.int32), fracs=(20, 20, 30)), [x.astype(np.int32)],
+                           mips=False)
+
+
+def test_squares_allow_one_chunk_for_a_decoder_s_projection(only):
+    """Scheme B on a decoder's lm-head shapes (x and w of 26 bits, K = 64, as tiny_gpt2's): the
+    row sums ask for chunks, the squares bound holds (checked here), same bits."""
+    only("B")
+    rng = np.random.default_rng(69)
+    x = np.clip(rng.normal(0, 2 ** 23.5, (32, 64)), -(1 << 26), 1 << 26).astype(np.int64)
+    w = np.clip(rng.normal(0, 2 ** 23.5, (256, 64)), -(1 << 26), 1 << 26).astype(np.int64)
+    s, _, bounds = matmul_vnni16.weight_planes(w)
+    xs, ws = matmul_vnni16._split(x, s), matmul_vnni16._split(w, s)
+    xs, ws = (*xs, xs[0] + xs[1]), (*ws, ws[0] + ws[1])
+    rowsum = max(int(np.abs(xs[p]).sum(axis=1).max()) * bounds[p] for p in range(3))
+    squares = max(int(np.square(xs[p]).sum(axis=1).max()) * int(np.square(ws[p]).sum(axis=1).max()) for p in range(3))
+    assert rowsum > BUDGET and squares <= BUDGET * BUDGET
+    check_all_backends(_graph((1, 32, 64), w.astype(np.int32), bias=_ints(rng, 20, (256,)), fracs=(24, 24, 23)),
+                       [x.reshape(1, 32, 64).astype(np.int32)], mips=False)
+
+
 @pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C"])
 def test_row_sums_with_a_few_wide_elements(only, scheme):
     """Mostly small x with a few elements at the scheme's bound: F (from max |x|) is short, the

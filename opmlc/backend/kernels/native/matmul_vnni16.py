@@ -19,10 +19,10 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   else s_w = ceil((e_w + 1)/2) and the planes w_l, w_h, and w_σ when it fits s16 (a weight
   with a plane outside s16, or with ceil(K/2) > MAX_PAIRS, has none). The kernel is specialised
   on the number of planes (`weight_facts`, when the module is generated) and K; `derive` (once per
-  region table) writes a header (s_w, the plane count, e_w, and per plane W_q ≥ max |w_q|,
-  rounded up to four significant bits), the planes (for one plane also its column sums: A1o,
-  below), and refuses a weight whose plane count
-  is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
+  region table) writes a header (s_w, the plane count, e_w, per plane W_q ≥ max |w_q|, rounded
+  up to four significant bits, and per plane Q_q = max_j Σ_k w_q[j, k]², an i64), the planes
+  (for one plane also its column sums: A1o, below), and refuses a weight whose plane count is
+  not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
@@ -65,6 +65,19 @@ instead of F's: F bounds every element by max |x|, so a few wide elements in act
 are mostly small (a decoder's projections) shorten every chunk; the row sums do not. S_p is
 summed while the planes are made (≤ 2^15 an element, so < 2^32 a row, i64; S_p·W_q < 2^48).
 A padded k of an odd K counts with its plane value (A1o's −c: a larger sum, still a bound).
+
+Squares (the same choice, by Cauchy–Schwarz). A lane's change over any run of pairs is a sum
+Σ_k x_p[k]·w_q[j, k] over a subset of k, at most sqrt(Σ_k x_p[k]²)·sqrt(Σ_k w_q[j, k]²) ≤
+sqrt(Sq_p·Q_q), with Sq_p a row's Σ_k x_p[k]² over the whole reduction. So when max over the
+group's rows and the scheme's products of Sq_p·Q_q ≤ (2^31 − 2^16)² (compared in i128), the
+group also takes whole chunks. For activations and weights of a similar spread this is the
+tighter bound (the row sums multiply by the largest weight, the squares by a column's norm):
+tiny_gpt2's lm head (K = 64) needs Σ|x|·W ≈ 1.7 × the budget but Sq·Q ≈ 0.88²: one chunk
+instead of F's four, 24 → 14 µs. Sq_p is summed while the planes are made: `vpmaddwd` of a
+plane's s16 pairs with themselves (x0² + x1² ≤ 2^31, exact as an unsigned i32) widened to i64
+lanes (< 2^47 a row); Q_q < 2^47 (|w_q| ≤ 2^15, K < 2^17). Tested where the two bounds
+disagree, with a row equal to a weight column (Cauchy–Schwarz an equality) at the budget and
+past 2^31 (`test_squares_*`).
 
 One chunk (the epilogue from registers). When a group's reduction is one chunk (its chunk,
 F's or the row sums', covers all ceil(K/2) pairs: tiny_llama's K = 64 and 128 projections), a
@@ -151,6 +164,7 @@ LANES16 = 16  # output columns of one weight vector
 TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
 GRAIN = TILE_COLS  # part boundaries: whole column tiles
 MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the gain (the double kernel's)
+BUDGET = (1 << 31) - (1 << 16)  # a lane's change over a chunk that starts at a low part in [0, 2^16)
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
 # the weights are then read once per run; one scratch shared by the schemes, the frame stays < 1 MiB)
@@ -187,7 +201,8 @@ def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     return w - (h << s), h
 
 
-HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, then W_q
+HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, W_q; from NORMS the Q_q (i64)
+NORMS = 4  # i64 index of Q_0 in the header
 
 
 def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
@@ -253,13 +268,17 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
+    planes = _planes(w2, split, count)
+    # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64): the Cauchy–Schwarz bound (module docstring)
+    buf[:2 * HEADER].view(np.int64)[NORMS:NORMS + count] = [int(np.square(p).sum(axis=1).max(initial=0))
+                                                             for p in planes]
     end = 2 * HEADER + count * nb * k2 * LANES16 * 2
     out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
     if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
         sums = np.zeros(nb * LANES16, np.int64)
         sums[:n] = w2.astype(np.int64).sum(axis=1)
         buf[end:].view(np.int64)[:] = sums
-    for q, p in enumerate(_planes(w2, split, count)):
+    for q, p in enumerate(planes):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
         out[:, :, q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
@@ -387,6 +406,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
 
     sw = header(0)  # the weight's split, its planes' bounds (derive)
     wmax = [b.zext(header(3 + q), I64) for q in range(planes)]
+    norms = [b.load(b.gep(d_arg, [c32(NORMS + q)], source_etype=I64), typ=I64) for q in range(planes)]  # Q_q
     planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
@@ -455,7 +475,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
         _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset,
-              wmax)
+              wmax, norms)
         b.ret_void()
     b.position_at_end(fallback)
     if not ONLY:
@@ -583,9 +603,9 @@ def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
           s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
-          offset: ir.Value | None, wmax: list[ir.Value]) -> None:
+          offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value]) -> None:
     """The scheme's run over x [rows, k] (k2 = ceil(k/2)); `chunk` is F's (capped), a group whose
-    rows' plane sums allow it runs whole chunks (module docstring, "Row sums")."""
+    rows' plane sums or squares allow it runs whole chunks (module docstring, "Row sums")."""
     px = len(sc.xplanes)
     nprod = len(sc.products)
     cap = _group(sc, GROUP_MAX, k2)  # rows ≥ GROUP_MAX
@@ -713,6 +733,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     whole = min(k2, max(4, L1_WEIGHTS // (sc.cols * planes * 64)))  # chunk_of's cap, without F's bound
     peak = [entry_alloca(b, I64, name=f"v16.l1{p}") for p in range(px)]  # the group's max row sum per plane
     rsum = [entry_alloca(b, I64, name=f"v16.rs{p}") for p in range(px)]
+    peak2 = [entry_alloca(b, I64, name=f"v16.l2{p}") for p in range(px)]  # … and its max row Σ x_p²
+    rsq = [entry_alloca(b, I64, name=f"v16.rq{p}") for p in range(px)]
+    vsq = [entry_alloca(b, V16I64, name=f"v16.vq{p}") for p in range(px)]  # Σ x_p² per lane (< 2^47)
+    madd = _fn(b, "llvm.x86.avx512.pmaddw.d.512", V16, [V32I16, V32I16])
     flush_f = chunk
     full = k // 32  # row vectors of 16 whole pairs
     vsum = [entry_alloca(b, V32, name=f"v16.vs{p}") for p in range(px)]  # |plane| per lane (< 2^28: ≤ 2^13 adds of ≤ 2^15)
@@ -724,18 +748,25 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         grows = b.select(b.icmp_unsigned(">", b.add(g0, group), rows), b.sub(rows, g0), group)
         for p in range(px):
             b.store(c64(0), peak[p])
+            b.store(c64(0), peak2[p])
         with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs, [row, plane, pair]
             xrow = b.mul(b.add(g0, r), c32(k))
             for p in range(px):
                 b.store(c64(0), rsum[p])
+                b.store(c64(0), rsq[p])
             if full:  # 16 pairs at a time: a pair's word is the little-endian i16 pair (no padding here)
                 for p in range(px):
                     b.store(ir.Constant(V32, None), vsum[p])
+                    b.store(ir.Constant(V16I64, None), vsq[p])
                 with loop(b, c32(full), "vsv") as t:
                     v = b.load(b.gep(a_arg, [b.add(xrow, b.mul(t, c32(32)))], source_etype=I32), typ=V32, align=4)
                     for p, pv in enumerate(plane_values(v, True)):
                         at = b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), b.mul(t, c32(16)))
-                        b.store(b.bitcast(b.trunc(pv, V32I16), V16), ptr(xs, at, V16), align=4)
+                        p16 = b.trunc(pv, V32I16)
+                        b.store(b.bitcast(p16, V16), ptr(xs, at, V16), align=4)
+                        # x0² + x1² ≤ 2·2^30: exact as an unsigned i32 (vpmaddwd), zero-extended
+                        sq = b.zext(b.call(madd, [p16, p16]), V16I64)
+                        b.store(b.add(b.load(vsq[p], typ=V16I64), sq), vsq[p])
                         neg = b.icmp_signed("<", pv, ir.Constant(V32, None))
                         mag = b.select(neg, b.sub(ir.Constant(V32, None), pv), pv)
                         b.store(b.add(b.load(vsum[p], typ=V32), mag), vsum[p])
@@ -743,6 +774,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     total = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]),
                                    [b.sext(b.load(vsum[p], typ=V32), V32I64)])
                     b.store(total, rsum[p])
+                    b.store(b.call(_fn(b, "llvm.vector.reduce.add.v16i64", I64, [V16I64]),
+                                   [b.load(vsq[p], typ=V16I64)]), rsq[p])
             with loop(b, c32(k2), "vsk", start=c32(16 * full)) as kk:
                 e0 = b.mul(kk, c32(2))
                 v0 = load(b, a_arg, b.add(xrow, e0))
@@ -756,14 +789,25 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
                     b.store(b.add(b.load(rsum[p], typ=I64), b.add(_abs64(b, x0), _abs64(b, x1))), rsum[p])
+                    x0w, x1w = b.sext(x0, I64), b.sext(x1, I64)
+                    b.store(b.add(b.load(rsq[p], typ=I64), b.add(b.mul(x0w, x0w), b.mul(x1w, x1w))), rsq[p])
             for p in range(px):
-                got, old = b.load(rsum[p], typ=I64), b.load(peak[p], typ=I64)
-                b.store(b.select(b.icmp_unsigned(">", got, old), got, old), peak[p])
+                for acc, top in ((rsum[p], peak[p]), (rsq[p], peak2[p])):
+                    got, old = b.load(acc, typ=I64), b.load(top, typ=I64)
+                    b.store(b.select(b.icmp_unsigned(">", got, old), got, old), top)
         need = c64(0)  # a bound on any lane's change over the whole reduction (module docstring, "Row sums")
         for p, q in sc.products:
             v = b.mul(b.load(peak[p], typ=I64), wmax[q])
             need = b.select(b.icmp_unsigned(">", v, need), v, need)
-        chunk = b.select(b.icmp_unsigned("<=", need, c64((1 << 31) - (1 << 16))), c32(whole), flush_f)
+        # … or by Cauchy–Schwarz: max over the products of (the group's max row Σ x_p²)·Q_q ≤ budget²
+        i128 = ir.IntType(128)
+        need2 = ir.Constant(i128, 0)
+        for p, q in sc.products:
+            v = b.mul(b.zext(b.load(peak2[p], typ=I64), i128), b.zext(norms[q], i128))
+            need2 = b.select(b.icmp_unsigned(">", v, need2), v, need2)
+        whole_ok = b.or_(b.icmp_unsigned("<=", need, c64(BUDGET)),
+                         b.icmp_unsigned("<=", need2, ir.Constant(i128, BUDGET * BUDGET)))
+        chunk = b.select(whole_ok, c32(whole), flush_f)
         n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
         first, left = blo, b.sub(bhi, blo)
