@@ -170,6 +170,31 @@ def test_squares_at_the_whole_reduction_limit(only, k):
                            mips=False)
 
 
+@pytest.mark.parametrize("k", [384, 383, 200])
+def test_squares_of_chunks_of_blocks(only, k):
+    """Scheme A1 (chunks of 6 blocks of 16 pairs: two here), one row equal to one weight column,
+    both reductions too long for one chunk and F's chunks short: each chunk of blocks with Σ x²
+    at the budget takes the blocks' chunks (the lane ends the chunk at 2^31 − 2^16); a chunk
+    past 2^31 must not (the lane would wrap). Vector blocks, a last chunk of vector blocks and
+    the tail (odd K), and one of the tail alone (K = 200)."""
+    only("A1")
+    head = 1 << 13
+    rng = np.random.default_rng(k)
+    cut = 2 * 16 * 6  # elements of the first chunk
+    cases = [(BUDGET, BUDGET), (BUDGET, (1 << 31) + 5), ((1 << 31) + 5, BUDGET)] if k > 300 else \
+        [(BUDGET, 3 * head * head), ((1 << 31) + 5, 3 * head * head)]
+    for first, second in cases:
+        v = np.concatenate([_squares_to(first, head, cut), _squares_to(second, head, k - cut)])
+        v *= rng.choice([-1, 1], k)
+        w = _ints(rng, 6, (20, k))
+        w[3] = v
+        x = _ints(rng, 6, (5, k))
+        x[2] = v
+        assert int(np.square(v).sum()) > BUDGET  # neither whole-reduction bound holds
+        check_all_backends(_graph((5, k), w.astype(np.int32), fracs=(20, 20, 30)), [x.astype(np.int32)],
+                           mips=False)
+
+
 def test_squares_allow_one_chunk_for_a_decoder_s_projection(only):
     """Scheme B on a decoder's lm-head shapes (x and w of 26 bits, K = 64, as tiny_gpt2's): the
     row sums ask for chunks, the squares bound holds (checked here), same bits."""
@@ -315,9 +340,15 @@ def test_weight_facts_and_planes(monkeypatch):
     split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
     assert (split, count, bits) == (11, 3, 21)
     # [block, pair, plane, column, k]: 64 columns, 2 pairs → [plane, block, pair, column, k]
-    planes = buf[2 * matmul_vnni16.HEADER:].reshape(4, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
+    end = 2 * matmul_vnni16.HEADER + 4 * 2 * 3 * 16 * 2
+    planes = buf[2 * matmul_vnni16.HEADER:end].reshape(4, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
     for q, bound in enumerate(bounds):
         assert np.abs(planes[q]).max() <= bound < 1 << 15
+    # Q_q and the one block's Q_q[0] (K = 3: one block): the largest column's Σ w_q², after the planes
+    squares = [int(np.square(planes[q]).sum(axis=(1, 3)).max()) for q in range(3)]
+    assert list(buf[:2 * matmul_vnni16.HEADER].view(np.int64)[matmul_vnni16.NORMS:][:3]) == squares
+    at = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[matmul_vnni16.BLOCKS_AT]
+    assert at * 4 == end and list(buf.view(np.int64)[at:]) == squares
     got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
     assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
     assert np.array_equal(planes[2], planes[0] + planes[1])

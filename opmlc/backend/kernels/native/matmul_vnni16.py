@@ -79,6 +79,23 @@ lanes (< 2^47 a row); Q_q < 2^47 (|w_q| ≤ 2^15, K < 2^17). Tested where the tw
 disagree, with a row equal to a weight column (Cauchy–Schwarz an equality) at the budget and
 past 2^31 (`test_squares_*`).
 
+Chunks of blocks (the squares, chunk by chunk). When neither whole-reduction bound holds, the
+reduction is cut into chunks of `top` whole blocks of 16 k pairs (BLOCK_PAIRS: one x vector;
+top = min(L1 cap / 16, blocks − 1), a compile-time number), chunk c the pairs [16·top·c,
+16·top·(c + 1)). A run of pairs inside chunk c changes a lane by at most
+sqrt(Σ_{k in c} x_p[k]² · Σ_{k in c} w_q[j, k]²) ≤ sqrt(X_p[c] · Σ_{b in c} Q_q[b]), with X_p[c]
+the group's max over rows of the row's Σ_{k in c} x_p[k]², and Q_q[b] = max_j Σ_{k in b}
+w_q[j, k]² per block (`block_norms`, laid out by `derive` after the planes, [plane, block] i64,
+its place in the header; the sum of the blocks' maxima bounds every column's sum). So when
+max over chunks and products of X_p[c]·Σ_b Q_q[b] ≤ (2^31 − 2^16)² (i128), and these chunks are
+fewer than F's, the group runs them (each from its low part, as any chunk): tiny_gpt2's K = 256
+projections need Sq·Q ≈ 1.15² budgets² for the whole reduction and ≈ 0.7² for each half, two
+chunks instead of F's thirteen. X_p[c] costs nothing more while the planes are made: a row's
+squares (vpmaddwd, above) are reduced at each chunk's last vector block instead of once a row,
+the last chunk's with the scalar tail. `BLOCK_CHUNKS = False` turns it off (measurements).
+Tested with a row equal to a weight column, chunk by chunk at the budget and past 2^31, with
+and without a tail (`test_squares_of_chunks_of_blocks`).
+
 One chunk (the epilogue from registers). When a group's reduction is one chunk (its chunk,
 F's or the row sums', covers all ceil(K/2) pairs: tiny_llama's K = 64 and 128 projections), a
 tile's accumulators start at 0 instead of a low part (0 ∈ [0, 2^16), so the bound above holds
@@ -179,6 +196,7 @@ ENABLED: bool | None = None  # None: when the host has VNNI; tests set False for
 ONLY = False  # tests: no other kernel behind this one (a run it refuses leaves the output unwritten)
 FORCE: str | None = None  # tests: only the scheme of this name (when the weight has its planes)
 ONE_CHUNK = True  # False: a one-chunk reduction goes through the carries too (measurements)
+BLOCK_CHUNKS = True  # False: no chunks of whole blocks (measurements)
 
 
 def available() -> bool:
@@ -203,6 +221,18 @@ def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
 
 HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, W_q; from NORMS the Q_q (i64)
 NORMS = 4  # i64 index of Q_0 in the header
+BLOCKS_AT = 6  # i32 field: where the blocks' Q_q[b] start, in i64 from the header (derive)
+BLOCK_PAIRS = 16  # k pairs of a block (one x vector): the unit of the chunks' squares bound
+
+
+def block_norms(plane: np.ndarray) -> np.ndarray:
+    """Q_q[b] = max_j Σ_{k in block b} w_q[j, k]² of one plane [N, K] (blocks of 2·BLOCK_PAIRS k;
+    the last one padded with zeros), i64."""
+    n, k = plane.shape
+    width = 2 * BLOCK_PAIRS
+    padded = np.zeros((n, -(-k // width) * width), np.int64)
+    padded[:, :k] = plane
+    return np.square(padded).reshape(n, -1, width).sum(axis=2).max(axis=0, initial=0)
 
 
 def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
@@ -263,7 +293,9 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
                          "(its s16 planes do not match the compiled kernel); regenerate the module")
     split, count, bounds = got
     nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
-    size = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)
+    nblk = -(-k2 // BLOCK_PAIRS)
+    blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)  # i16
+    size = blocks_at + 4 * count * nblk
     raw = np.zeros(size + 32, np.int16)
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
@@ -272,12 +304,14 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
     # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64): the Cauchy–Schwarz bound (module docstring)
     buf[:2 * HEADER].view(np.int64)[NORMS:NORMS + count] = [int(np.square(p).sum(axis=1).max(initial=0))
                                                              for p in planes]
+    buf[:2 * HEADER].view(np.int32)[BLOCKS_AT] = blocks_at // 4
+    buf[blocks_at:].view(np.int64)[:] = np.concatenate([block_norms(p) for p in planes])  # [plane, block]
     end = 2 * HEADER + count * nb * k2 * LANES16 * 2
     out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
     if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
         sums = np.zeros(nb * LANES16, np.int64)
         sums[:n] = w2.astype(np.int64).sum(axis=1)
-        buf[end:].view(np.int64)[:] = sums
+        buf[end:blocks_at].view(np.int64)[:] = sums
     for q, p in enumerate(planes):
         padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
         padded[:n, :k] = p
@@ -407,6 +441,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     sw = header(0)  # the weight's split, its planes' bounds (derive)
     wmax = [b.zext(header(3 + q), I64) for q in range(planes)]
     norms = [b.load(b.gep(d_arg, [c32(NORMS + q)], source_etype=I64), typ=I64) for q in range(planes)]  # Q_q
+    norms.append(b.gep(d_arg, [header(BLOCKS_AT)], source_etype=I64))  # then the blocks' Q_q[b]
     planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
@@ -601,6 +636,29 @@ def _umin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.icmp_unsigned("<", x, y), x, y)
 
 
+def _block_chunks_ok(b: ir.IRBuilder, sc: Scheme, top: int, nch: int, nblk: int, xc, wblocks: ir.Value) -> ir.Value:
+    """i1: every chunk of `top` blocks passes the squares bound (module docstring, "Chunks of
+    blocks"): max over chunks and the scheme's products of X_p[c]·Σ_{b in c} Q_q[b] ≤ budget²,
+    with X_p[c] (xc, [plane, chunk]) the group's max row Σ x_p² over chunk c."""
+    i128 = ir.IntType(128)
+    worst = entry_alloca(b, i128, name="v16.bworst")
+    b.store(ir.Constant(i128, 0), worst)
+    sw = {q: entry_alloca(b, I64, name=f"v16.bw{q}") for q in sorted({q for _p, q in sc.products})}
+    with loop(b, c32(nch), "vbn") as ci:
+        b0 = b.mul(ci, c32(top))
+        for acc in sw.values():
+            b.store(c64(0), acc)
+        with loop(b, b.sub(_umin(b, b.add(b0, c32(top)), c32(nblk)), b0), "vbs") as u:
+            for q, acc in sw.items():
+                wq = b.load(b.gep(wblocks, [b.add(c32(q * nblk), b.add(b0, u))], source_etype=I64), typ=I64)
+                b.store(b.add(b.load(acc, typ=I64), wq), acc)
+        for p, q in sc.products:
+            v = b.mul(b.zext(b.load(xc(p, ci), typ=I64), i128), b.zext(b.load(sw[q], typ=I64), i128))
+            old = b.load(worst, typ=i128)
+            b.store(b.select(b.icmp_unsigned(">", v, old), v, old), worst)
+    return b.icmp_unsigned("<=", b.load(worst, typ=i128), ir.Constant(i128, BUDGET * BUDGET))
+
+
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
           s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
           offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value]) -> None:
@@ -738,7 +796,23 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     vsq = [entry_alloca(b, V16I64, name=f"v16.vq{p}") for p in range(px)]  # Σ x_p² per lane (< 2^47)
     madd = _fn(b, "llvm.x86.avx512.pmaddw.d.512", V16, [V32I16, V32I16])
     flush_f = chunk
-    full = k // 32  # row vectors of 16 whole pairs
+    full = k // 32  # row vectors of 16 whole pairs (one block each)
+    # chunks of `top` whole blocks (module docstring, "Chunks of blocks"): nch of them
+    nblk = -(-k2 // BLOCK_PAIRS)
+    top = min(whole // BLOCK_PAIRS, nblk - 1) if BLOCK_CHUNKS else 0
+    nch = -(-nblk // top) if top > 0 else 0
+    if nch:
+        xc_arr = entry_alloca(b, ir.ArrayType(I64, px * nch), name="v16.xchunks")  # the group's max row Σ x_p²
+
+        def xc(p: int, ci: ir.Value) -> ir.Value:
+            at = b.gep(xc_arr, [c32(0), b.add(c32(p * nch), ci)], source_etype=xc_arr.allocated_type)
+            return b.bitcast(at, I64.as_pointer())
+
+        def chunk_max(p: int, ci: ir.Value, v: ir.Value) -> None:
+            old = b.load(xc(p, ci), typ=I64)
+            b.store(b.select(b.icmp_unsigned(">", v, old), v, old), xc(p, ci))
+    rtail = [entry_alloca(b, I64, name=f"v16.rt{p}") for p in range(px)]  # the vector part's last chunk and tail
+    reduce16 = _fn(b, "llvm.vector.reduce.add.v16i64", I64, [V16I64])
     vsum = [entry_alloca(b, V32, name=f"v16.vs{p}") for p in range(px)]  # |plane| per lane (< 2^28: ≤ 2^13 adds of ≤ 2^15)
     vec_s, vec_half = _splat(b, s, V32), _splat(b, half, V32)
     vec_offset = _splat(b, offset, V32) if offset is not None else None
@@ -749,11 +823,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         for p in range(px):
             b.store(c64(0), peak[p])
             b.store(c64(0), peak2[p])
+            if nch:
+                with loop(b, c32(nch), "vbz") as ci:
+                    b.store(c64(0), xc(p, ci))
         with loop(b, grows, "vsr") as r:  # the group's rows → planes of k pairs, [row, plane, pair]
             xrow = b.mul(b.add(g0, r), c32(k))
             for p in range(px):
                 b.store(c64(0), rsum[p])
                 b.store(c64(0), rsq[p])
+                b.store(c64(0), rtail[p])
             if full:  # 16 pairs at a time: a pair's word is the little-endian i16 pair (no padding here)
                 for p in range(px):
                     b.store(ir.Constant(V32, None), vsum[p])
@@ -770,12 +848,18 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                         neg = b.icmp_signed("<", pv, ir.Constant(V32, None))
                         mag = b.select(neg, b.sub(ir.Constant(V32, None), pv), pv)
                         b.store(b.add(b.load(vsum[p], typ=V32), mag), vsum[p])
+                    if nch:  # a chunk's last block: its squares to the row's and the chunk's maximum
+                        with b.if_then(b.icmp_unsigned("==", b.urem(b.add(t, c32(1)), c32(top)), c32(0))):
+                            for p in range(px):
+                                got = b.call(reduce16, [b.load(vsq[p], typ=V16I64)])
+                                b.store(b.add(b.load(rsq[p], typ=I64), got), rsq[p])
+                                chunk_max(p, b.udiv(t, c32(top)), got)
+                                b.store(ir.Constant(V16I64, None), vsq[p])
                 for p in range(px):
                     total = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]),
                                    [b.sext(b.load(vsum[p], typ=V32), V32I64)])
                     b.store(total, rsum[p])
-                    b.store(b.call(_fn(b, "llvm.vector.reduce.add.v16i64", I64, [V16I64]),
-                                   [b.load(vsq[p], typ=V16I64)]), rsq[p])
+                    b.store(b.call(reduce16, [b.load(vsq[p], typ=V16I64)]), rtail[p])  # blocks after the last whole chunk
             with loop(b, c32(k2), "vsk", start=c32(16 * full)) as kk:
                 e0 = b.mul(kk, c32(2))
                 v0 = load(b, a_arg, b.add(xrow, e0))
@@ -790,11 +874,16 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
                     b.store(b.add(b.load(rsum[p], typ=I64), b.add(_abs64(b, x0), _abs64(b, x1))), rsum[p])
                     x0w, x1w = b.sext(x0, I64), b.sext(x1, I64)
-                    b.store(b.add(b.load(rsq[p], typ=I64), b.add(b.mul(x0w, x0w), b.mul(x1w, x1w))), rsq[p])
+                    b.store(b.add(b.load(rtail[p], typ=I64), b.add(b.mul(x0w, x0w), b.mul(x1w, x1w))), rtail[p])
             for p in range(px):
-                for acc, top in ((rsum[p], peak[p]), (rsq[p], peak2[p])):
-                    got, old = b.load(acc, typ=I64), b.load(top, typ=I64)
-                    b.store(b.select(b.icmp_unsigned(">", got, old), got, old), top)
+                rest = b.load(rtail[p], typ=I64)
+                b.store(b.add(b.load(rsq[p], typ=I64), rest), rsq[p])
+                if nch and (full % top or k2 > BLOCK_PAIRS * full):  # the last chunk is not a vector part's whole one
+                    chunk_max(p, c32(full // top), rest)
+            for p in range(px):
+                for acc, most in ((rsum[p], peak[p]), (rsq[p], peak2[p])):
+                    got, old = b.load(acc, typ=I64), b.load(most, typ=I64)
+                    b.store(b.select(b.icmp_unsigned(">", got, old), got, old), most)
         need = c64(0)  # a bound on any lane's change over the whole reduction (module docstring, "Row sums")
         for p, q in sc.products:
             v = b.mul(b.load(peak[p], typ=I64), wmax[q])
@@ -810,6 +899,13 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         chunk = b.select(whole_ok, c32(whole), flush_f)
         n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
+        if nch:  # fewer chunks than F's, of `top` whole blocks each, when their squares allow
+            blocks = entry_alloca(b, ir.IntType(1), name="v16.blocks")
+            b.store(ir.Constant(ir.IntType(1), 0), blocks)
+            with b.if_then(b.and_(b.not_(whole_ok), b.icmp_unsigned(">", n_chunks, c32(nch)))):
+                b.store(_block_chunks_ok(b, sc, top, nch, nblk, xc, norms[planes]), blocks)
+            chunk = b.select(b.load(blocks, typ=ir.IntType(1)), c32(top * BLOCK_PAIRS), chunk)
+            n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         first, left = blo, b.sub(bhi, blo)
         cols = sc.cols
         one_bb, chunks_bb, joined = (b.append_basic_block(f"v16.{sc.name}.{t}") for t in ("one", "chunks", "join"))
