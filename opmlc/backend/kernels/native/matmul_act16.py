@@ -57,7 +57,6 @@ from llvmlite import ir
 
 from opmlc.backend.kernels._ir import (
     I32,
-    I64,
     c32,
     c64,
     counter_slot,
@@ -66,13 +65,16 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
 )
-from opmlc.backend.kernels.native.matmul_vnni16 import V16, V16I64, _fn, _max_abs, _splat
+from opmlc.backend.kernels.native._vec import VI32, VI64
+from opmlc.backend.kernels.native.matmul_vnni16 import V16, _fn, _max_abs, _splat
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 from opmlc.ir import fixedpoint as fp
 
+I16 = ir.IntType(16)
 LANES16 = 16  # i32 lanes of one `vpdpwssd`: output columns of a vector
 ACCS = 24  # i32 accumulators a tile keeps in registers (of 32 zmm: the rest hold b and a broadcast)
 SCRATCH = 96 << 10  # bytes of stack for one matrix's planes of both operands
+S_MAX = 15  # 2^(2s) fits the i32 multiplier of `vpmuldq` (s = 16 leaves B and C no room: K·2^30 > LIM)
 S_MIN = 8  # the smallest split tried (with s = 8, X_h ≤ 2^15 − 1 holds up to M ≈ 2^23)
 LIM = (1 << 31) - 1
 
@@ -139,7 +141,7 @@ def emit_part(b: ir.IRBuilder, out: ir.Value, a_arg: ir.Value, b_arg: ir.Value, 
     chosen = []  # (scheme, exact i1, s i32): the smallest exact split of each
     for sc in _schemes():
         split = c32(0)
-        for s in range(16, S_MIN - 1, -1):
+        for s in range(S_MAX, S_MIN - 1, -1):
             split = b.select(_exact(b, sc, k, s, ma, mb), c32(s), split)
         chosen.append((sc, b.icmp_unsigned("!=", split, c32(0)), split))
     scratch = entry_alloca(b, ir.ArrayType(I32, SCRATCH // 4), name="act16.planes")
@@ -165,6 +167,21 @@ def _planes(b: ir.IRBuilder, v: ir.Value, sv: ir.Value, half: ir.Value, count: i
     return [lo, h, b.add(lo, h)][:count]
 
 
+def _total(b: ir.IRBuilder, terms: list[ir.Value], scales: list[ir.Value], odd: bool) -> ir.Value:
+    """Σ sext(term)·scale (<8 x i64>) over the even (or odd) i32 lanes of the products' sums (each
+    term an i32 vector seen as <8 x i64>; scale 2^0, 2^s or 2^(2s) < 2^31): the sign extension
+    and the product are one `vpmuldq` for the even lanes (the low half of each i64 lane), an
+    arithmetic shift and one more for the odd ones; no extracts, widenings or narrowing shuffles
+    (port 5). Exact in wrap-around i64, the op's ring."""
+    total = None
+    thirty_two = ir.Constant(VI64, [32] * (LANES16 // 2))
+    for x, scale in zip(terms, scales, strict=True):
+        x = b.ashr(x, thirty_two) if odd else b.ashr(b.shl(x, thirty_two), thirty_two)
+        x = b.mul(x, scale)
+        total = x if total is None else b.add(total, x)
+    return total
+
+
 def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int, shift: int, lo, hi,
           s: ir.Value, scratch) -> None:
     k2 = k // 2
@@ -172,8 +189,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
     i16 = ir.IntType(16)
     v16i16 = ir.VectorType(i16, LANES16)
     sv, half = _splat(b, s, V16), _splat(b, b.shl(c32(1), b.sub(s, c32(1))), V16)
-    s64 = _splat(b, b.zext(s, I64), V16I64)
-    s2 = b.add(s64, s64)
+    p1 = b.shl(c32(1), s)  # the terms' scales, sign-extended i32s (what `vpmuldq` multiplies by)
+    scales = [b.sext(_splat(b, v, VI32), VI64) for v in ((c32(1), p1, b.mul(p1, p1)) if sc is B
+                                                          else (c32(1), p1, p1, b.mul(p1, p1)))]
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     base = b.bitcast(scratch, I32.as_pointer())
     a_pl = [b.gep(base, [c32(p * (m * k2))], source_etype=I32) for p in range(sc.planes)]  # [row][pair]
@@ -187,7 +205,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
 
     def c64v(v: int) -> ir.Constant:
-        return ir.Constant(V16I64, [v] * LANES16)
+        return ir.Constant(VI64, [v] * (LANES16 // 2))
 
     def vec(p: ir.Value, index: ir.Value) -> ir.Value:
         return b.gep(p, [index], source_etype=I32)
@@ -212,20 +230,26 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
                 sums = [b.load(accs[(r * vecs + v) * np_ + t], typ=V16) for t in range(np_)]
                 if sc is B:  # the cross sum in i32 modulo 2^32: exact by the bound (docstring)
                     ll, hh, ss = sums
-                    vals = [b.sext(ll, V16I64), b.sext(b.sub(ss, b.add(ll, hh)), V16I64), b.sext(hh, V16I64)]
+                    terms = [ll, b.sub(ss, b.add(ll, hh)), hh]
                 else:
-                    ll, lh, hl, hh = (b.sext(x, V16I64) for x in sums)
-                    vals = [ll, b.add(lh, hl), hh]
-                total = b.add(vals[0], b.add(b.shl(vals[1], s64), b.shl(vals[2], s2)))
-                wide = b.ashr(b.add(total, c64v(1 << (shift - 1))), c64v(shift)) if shift else total
-                o = b.select(b.icmp_signed(">", wide, c64v(fp.INT32_MAX)), c64v(fp.INT32_MAX), wide)
-                o = b.select(b.icmp_signed("<", o, c64v(fp.INT32_MIN)), c64v(fp.INT32_MIN), o)
+                    ll, lh, hl, hh = sums
+                    terms = [ll, lh, hl, hh]
+                halves = [_total(b, [b.bitcast(x, VI64) for x in terms], scales, odd) for odd in (False, True)]
+                finished, changed = [], []
+                for total in halves:
+                    wide = b.ashr(b.add(total, c64v(1 << (shift - 1))), c64v(shift)) if shift else total
+                    o = b.select(b.icmp_signed(">", wide, c64v(fp.INT32_MAX)), c64v(fp.INT32_MAX), wide)
+                    o = b.select(b.icmp_signed("<", o, c64v(fp.INT32_MIN)), c64v(fp.INT32_MIN), o)
+                    finished.append(o)
+                    changed.append(b.zext(b.bitcast(b.icmp_signed("!=", o, wide), ir.IntType(8)), I16))
                 if slot is not None:  # saturate32's count: the lanes the clamp changed
-                    changed = b.bitcast(b.icmp_signed("!=", o, wide), ir.IntType(LANES16))
-                    pop = _fn(b, f"llvm.ctpop.i{LANES16}", ir.IntType(LANES16), [ir.IntType(LANES16)])
-                    b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [changed]), I32)), slot)
+                    pop = _fn(b, "llvm.ctpop.i16", I16, [I16])
+                    flags = b.or_(changed[0], b.shl(changed[1], ir.Constant(I16, 8)))
+                    b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+                # even outputs in the low halves, odd ones in the high halves: the 16 outputs in order
+                merged = b.or_(b.and_(finished[0], c64v(0xFFFFFFFF)), b.shl(finished[1], c64v(32)))
                 at = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(LANES16 * v))))
-                b.store(b.trunc(o, V16), b.bitcast(vec(out, at), V16.as_pointer()), align=4)
+                b.store(b.bitcast(merged, V16), b.bitcast(vec(out, at), V16.as_pointer()), align=4)
 
     with loop(b, b.sub(hi, lo), "am") as t:
         bi = b.add(lo, t)
