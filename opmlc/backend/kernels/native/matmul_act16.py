@@ -65,7 +65,7 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
 )
-from opmlc.backend.kernels.native._vec import VI32, VI64
+from opmlc.backend.kernels.native._vec import VI32, VI64, tile_grid
 from opmlc.backend.kernels.native.matmul_vnni16 import V16, _fn, _max_abs, _splat
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 from opmlc.ir import fixedpoint as fp
@@ -278,20 +278,6 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
                     word = b.or_(b.and_(pl0[p], mask16), b.shl(pl1[p], ir.Constant(V16, [16] * LANES16)))
                     b.store(word, b.bitcast(vec(b_pl[p], b.add(b.mul(kp, c32(n)), c32(LANES16 * jv))),
                                             V16.as_pointer()), align=64)
-        first_row = 0
-        for rows, row_tiles in ((rmax, m // rmax), (1, m % rmax)):
-            if row_tiles == 0:
-                continue
-            with loop(b, row_tiles, f"ar{rows}") as rt:
-                i0 = b.add(c32(first_row), b.mul(rt, c32(rows)))
-                first_vec = 0
-                for vecs, col_tiles in ((vmax, vecs_n // vmax), (1, vecs_n % vmax)):
-                    if col_tiles == 0:
-                        continue
-                    with loop(b, col_tiles, f"ac{rows}.{vecs}") as ct:
-                        tile(rows, vecs, o_base, i0, b.add(c32(first_vec), b.mul(ct, c32(vecs))))
-                    first_vec += vecs * col_tiles
-            first_row += rows * row_tiles
-
+        tile_grid(b, m, vecs_n, rmax, vmax, lambda rows, vecs, i0, jv0: tile(rows, vecs, o_base, i0, jv0))
 
 __all__ = ["ACCS", "B", "C", "available", "emit_part", "takes"]
