@@ -196,8 +196,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
           s: ir.Value, scratch) -> None:
     k2 = k // 2
     np_ = len(sc.products)
-    i16 = ir.IntType(16)
-    v16i16 = ir.VectorType(i16, LANES16)
+    v16i16 = ir.VectorType(I16, LANES16)
     sv, half = _splat(b, s, V16), _splat(b, b.shl(c32(1), b.sub(s, c32(1))), V16)
     p1 = b.shl(c32(1), s)  # the terms' scales, sign-extended i32s (what `vpmuldq` multiplies by)
     scales = [b.sext(_splat(b, v, VI32), VI64) for v in ((c32(1), p1, b.mul(p1, p1)) if sc is B
@@ -205,6 +204,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
     dp = _fn(b, "llvm.x86.avx512.vpdpwssd.512", V16, [V16, V16, V16])
     base = b.bitcast(scratch, I32.as_pointer())
     a_pl = [b.gep(base, [c32(p * (m * k2))], source_etype=I32) for p in range(sc.planes)]  # [row][pair]
+    a_pl16 = [b.bitcast(p, I16.as_pointer()) for p in a_pl]  # the same, [row][k] as i16
     b_at = -(-sc.planes * m * k2 // LANES16) * LANES16  # b's planes on a 64-byte boundary
     b_pl = [b.gep(base, [c32(b_at + p * (k2 * n))], source_etype=I32) for p in range(sc.planes)]  # [pair][col]
     vecs_n = n // LANES16
@@ -212,8 +212,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
     rmax = max(1, min(ACCS // (vmax * np_), m))
     accs = [entry_alloca(b, V16, name=f"act16.{sc.name}{t}") for t in range(rmax * vmax * np_)]
     slot = counter_slot(b) if counting(b) else None
-    counted = entry_alloca(b, VI64, name="act16.count") if slot is not None else None  # one add a vector,
-    if counted is not None:  # summed into the node's counter once a part
+    counted = None  # saturate32's count per lane (one add a vector), into the node's counter once a part
+    if slot is not None:
+        counted = entry_alloca(b, VI64, name="act16.count")
         b.store(ir.Constant(VI64, None), counted)
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
 
@@ -221,7 +222,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
         return ir.Constant(VI64, [v] * (LANES16 // 2))
 
     def vec(p: ir.Value, index: ir.Value) -> ir.Value:
-        return b.gep(p, [index], source_etype=I32)
+        """The <16 x i32> at p[index] (i32 elements)."""
+        return b.bitcast(b.gep(p, [index], source_etype=I32), V16.as_pointer())
 
     def tile(rows: int, vecs: int, o_base: ir.Value, i0: ir.Value, jv0: ir.Value) -> None:
         for t in range(rows * vecs * np_):
@@ -229,7 +231,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
         j0 = b.mul(jv0, c32(LANES16))
         with loop(b, k2, "ak") as kp:
             wrow = b.add(b.mul(kp, c32(n)), j0)
-            wv = {(q, v): b.load(b.bitcast(vec(b_pl[q], b.add(wrow, c32(LANES16 * v))), V16.as_pointer()), typ=V16, align=64)
+            wv = {(q, v): b.load(vec(b_pl[q], b.add(wrow, c32(LANES16 * v))), typ=V16, align=64)
                   for q in range(sc.planes) for v in range(vecs)}
             for r in range(rows):
                 at = b.add(b.mul(b.add(i0, c32(r)), c32(k2)), kp)
@@ -254,12 +256,13 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
                     o = b.select(b.icmp_signed(">", wide, c64v(fp.INT32_MAX)), c64v(fp.INT32_MAX), wide)
                     o = b.select(b.icmp_signed("<", o, c64v(fp.INT32_MIN)), c64v(fp.INT32_MIN), o)
                     finished.append(o)
-                    if counted is not None:  # saturate32's count: the lanes the clamp changed, per lane
-                        b.store(b.add(b.load(counted, typ=VI64), b.zext(b.icmp_signed("!=", o, wide), VI64)), counted)
+                    if counted is not None:  # the lanes the clamp changed
+                        changed = b.zext(b.icmp_signed("!=", o, wide), VI64)
+                        b.store(b.add(b.load(counted, typ=VI64), changed), counted)
                 # even outputs in the low halves, odd ones in the high halves: the 16 outputs in order
                 merged = b.or_(b.and_(finished[0], c64v(0xFFFFFFFF)), b.shl(finished[1], c64v(32)))
                 at = b.add(o_base, b.add(b.mul(b.add(i0, c32(r)), c32(n)), b.add(j0, c32(LANES16 * v))))
-                b.store(b.bitcast(merged, V16), b.bitcast(vec(out, at), V16.as_pointer()), align=4)
+                b.store(b.bitcast(merged, V16), vec(out, at), align=4)
 
     with loop(b, b.sub(hi, lo), "am") as t:
         bi = b.add(lo, t)
@@ -269,28 +272,25 @@ def _body(b: ir.IRBuilder, sc: Scheme, out, a_arg, b_arg, m: int, k: int, n: int
             at = b.mul(e, c32(LANES16))
             v = b.load(vec(a_arg, b.add(a_base, at)), typ=V16, align=4)
             for p, pv in enumerate(_planes(b, v, sv, half, sc.planes)):
-                dst = b.bitcast(b.gep(b.bitcast(a_pl[p], i16.as_pointer()), [at], source_etype=i16),
-                                v16i16.as_pointer())
+                dst = b.bitcast(b.gep(a_pl16[p], [at], source_etype=I16), v16i16.as_pointer())
                 b.store(b.trunc(pv, v16i16), dst, align=2)
-        with loop(b, (m * k) % LANES16, "ast", ) as e:  # the tail, one element at a time
+        with loop(b, (m * k) % LANES16, "ast") as e:  # the tail, one element at a time
             at = b.add(c32(full * LANES16), e)
             one = b.insert_element(ir.Constant(V16, None), load(b, a_arg, b.add(a_base, at)), c32(0))
             for p, pv in enumerate(_planes(b, one, sv, half, sc.planes)):
-                dst = b.gep(b.bitcast(a_pl[p], i16.as_pointer()), [at], source_etype=i16)
-                b.store(b.trunc(b.extract_element(pv, c32(0)), i16), dst)
+                b.store(b.trunc(b.extract_element(pv, c32(0)), I16), b.gep(a_pl16[p], [at], source_etype=I16))
         with loop(b, k2, "asb") as kp:  # b's planes: rows 2kp and 2kp + 1 into one dword a column
+            row0 = b.add(b_base, b.mul(kp, c32(2 * n)))
             for jv in range(vecs_n):
-                rows = [b.load(b.bitcast(vec(b_arg, b.add(b_base, b.add(b.mul(b.add(b.mul(kp, c32(2)), c32(e)),
-                                                                                      c32(n)), c32(LANES16 * jv)))),
-                                         V16.as_pointer()), typ=V16, align=4) for e in (0, 1)]
-                pl0, pl1 = (_planes(b, r, sv, half, sc.planes) for r in rows)
+                pl0, pl1 = (_planes(b, b.load(vec(b_arg, b.add(row0, c32(e * n + LANES16 * jv))), typ=V16, align=4),
+                                    sv, half, sc.planes) for e in (0, 1))
                 for p in range(sc.planes):
                     word = b.or_(b.and_(pl0[p], mask16), b.shl(pl1[p], ir.Constant(V16, [16] * LANES16)))
-                    b.store(word, b.bitcast(vec(b_pl[p], b.add(b.mul(kp, c32(n)), c32(LANES16 * jv))),
-                                            V16.as_pointer()), align=64)
+                    b.store(word, vec(b_pl[p], b.add(b.mul(kp, c32(n)), c32(LANES16 * jv))), align=64)
         tile_grid(b, m, vecs_n, rmax, vmax, lambda rows, vecs, i0, jv0: tile(rows, vecs, o_base, i0, jv0))
     if counted is not None:
         total = b.call(_fn(b, "llvm.vector.reduce.add.v8i64", I64, [VI64]), [b.load(counted, typ=VI64)])
         b.store(b.add(b.load(slot, typ=I32), b.trunc(total, I32)), slot)
+
 
 __all__ = ["ACCS", "B", "C", "available", "emit_part", "takes"]
