@@ -2,18 +2,24 @@
 against the interpreter, bit for bit and count for count: batched shapes whose rows and
 8-column vectors leave remainders for the 1-row and 1-vector tiles, int32 extremes (sums that
 wrap in i64 and outputs that saturate), rounding shifts from 0 up, and a node large enough to
-be split into parts (batch matrices), on 1 and 2 threads."""
+be split into parts (batch matrices), on 1 and 2 threads. The i64 tiles alone here (the s16-plane
+path in front of them on a VNNI host is tests/kernels/test_host_matmul_act16.py's)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from opmlc.backend.kernels.native import matmul_act, split_worth
+from opmlc.backend.kernels.native import matmul_act, matmul_act16, split_worth
 from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.types import DType, TensorType
 from tests.kernels.harness import interp_and_native, threads_equal_interpreter
 from tests.kernels.test_kernels import rand_fx
+
+
+@pytest.fixture(autouse=True)
+def i64_tiles_alone(monkeypatch):
+    monkeypatch.setattr(matmul_act16, "ENABLED", False)
 
 
 def act_graph(batch, m, k, n, fa, fb, fo):

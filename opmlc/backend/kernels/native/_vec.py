@@ -1,11 +1,14 @@
-"""LLVM building blocks of the host kernels: <8 x i64> lanes, and a part's range of a node's
-output (kernels/native/__init__.py: a node split over threads)."""
+"""LLVM building blocks of the host kernels: <8 x i64> lanes, a part's range of a node's
+output (kernels/native/__init__.py: a node split over threads), and a matrix's grid of
+register tiles."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 
-from opmlc.backend.kernels._ir import I32, I64, c32
+from opmlc.backend.kernels._ir import I32, I64, c32, loop
 
 LANES = 8  # i64 lanes of one zmm register
 VI32 = ir.VectorType(I32, LANES)
@@ -47,4 +50,25 @@ def part_range(b: ir.IRBuilder, n: int, grain: int, part: ir.Value, parts: ir.Va
     return lo, hi
 
 
-__all__ = ["I64", "LANES", "VI32", "VI64", "hsum", "part_range", "splat", "vload"]
+def tile_grid(b: ir.IRBuilder, rows: int, vecs: int, rmax: int, vmax: int,
+              tile: Callable[[int, int, ir.Value, ir.Value], None]) -> None:
+    """A matrix of `rows` rows × `vecs` column vectors in register tiles: tiles of rmax rows
+    then 1 (the rows left over), each row band in tiles of vmax vectors then 1;
+    tile(tile_rows, tile_vecs, first row, first vector) emits one (i32 values)."""
+    first_row = 0
+    for r, row_tiles in ((rmax, rows // rmax), (1, rows % rmax)):
+        if row_tiles == 0:
+            continue
+        with loop(b, row_tiles, f"rt{r}") as rt:
+            i0 = b.add(c32(first_row), b.mul(rt, c32(r)))
+            first_vec = 0
+            for v, col_tiles in ((vmax, vecs // vmax), (1, vecs % vmax)):
+                if col_tiles == 0:
+                    continue
+                with loop(b, col_tiles, f"ct{r}.{v}") as ct:
+                    tile(r, v, i0, b.add(c32(first_vec), b.mul(ct, c32(v))))
+                first_vec += v * col_tiles
+        first_row += r * row_tiles
+
+
+__all__ = ["I64", "LANES", "VI32", "VI64", "hsum", "part_range", "splat", "tile_grid", "vload"]

@@ -33,7 +33,8 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
 )
-from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, vload
+from opmlc.backend.kernels.native import matmul_act16
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, tile_grid, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType, TensorType
 
@@ -120,25 +121,19 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 b.store(b.trunc(finished[-1], VI32),
                         b.gep(out, [b.add(row_out, c32(LANES * (vecs - 1)))], source_etype=I32), align=4)
 
+    def i64_tiles(lo: ir.Value, hi: ir.Value) -> None:
+        """Batch matrices [lo, hi) in the i64 tiles above (every int32 operand)."""
+        with loop(b, b.sub(hi, lo), "batch") as t:
+            bi = b.add(lo, t)
+            a_base, b_base, o_base = (b.mul(bi, c32(size)) for size in (m * k, k * n, m * n))
+            tile_grid(b, m, vecs_n, rmax, vmax, lambda rows, vecs, i0, jv0: tile(
+                rows, vecs, a_base, b_base, o_base, i0, b.mul(jv0, c32(LANES))))
+
     lo, hi = part_range(b, prod(out_type.shape[:-2]), 1, part, parts)
-    with loop(b, b.sub(hi, lo), "batch") as t:
-        bi = b.add(lo, t)
-        a_base, b_base, o_base = (b.mul(bi, c32(size)) for size in (m * k, k * n, m * n))
-        first_row = 0
-        for rows, row_tiles in ((rmax, m // rmax), (1, m % rmax)):
-            if row_tiles == 0:
-                continue
-            with loop(b, row_tiles, f"rt{rows}") as rt:
-                i0 = b.add(c32(first_row), b.mul(rt, c32(rows)))
-                first_vec = 0
-                for vecs, col_tiles in ((vmax, vecs_n // vmax), (1, vecs_n % vmax)):
-                    if col_tiles == 0:
-                        continue
-                    with loop(b, col_tiles, f"ct{rows}.{vecs}") as ct:
-                        j0 = b.mul(b.add(c32(first_vec), b.mul(ct, c32(vecs))), c32(LANES))
-                        tile(rows, vecs, a_base, b_base, o_base, i0, j0)
-                    first_vec += vecs * col_tiles
-            first_row += rows * row_tiles
+    if matmul_act16.available() and matmul_act16.takes(m, k, n):  # s16 planes when exact, else these tiles
+        matmul_act16.emit_part(b, out, a_arg, b_arg, m, k, n, shift, lo, hi, lambda: i64_tiles(lo, hi))
+    else:
+        i64_tiles(lo, hi)
 
 
 __all__ = ["ACCS", "emit", "takes"]
