@@ -511,10 +511,12 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
         b.position_at_end(block)
         _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset,
               wmax, norms)
+        fin.flush()
         b.ret_void()
     b.position_at_end(fallback)
     if not ONLY:
         _fallback(b, planes, a_arg, planes_at, sw, rows, k, lo, hi, fin)
+        fin.flush()
     b.ret_void()
     return fn
 
@@ -536,6 +538,17 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
     def splat64(v: int) -> ir.Constant:
         return ir.Constant(V16I64, [v] * LANES16)
 
+    # saturate32's count per lane, added to the node's counter once a call (`flush`): a counter in
+    # memory took a load, an add and a store a vector, one chain through the node's slot
+    changed_v = entry_alloca(b, V16, name="v16.sat")
+    b.store(ir.Constant(V16, None), changed_v)
+
+    def flush() -> None:
+        if counting(b):
+            red = _fn(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
+            slot = counter_slot(b)
+            b.store(b.add(b.load(slot, typ=I32), b.call(red, [b.load(changed_v, typ=V16)])), slot)
+
     def fin(total: ir.Value, i: ir.Value, j: ir.Value, width: ir.Value) -> None:
         mask = b.icmp_unsigned("<", lanes, _splat(b, width, V16))
         bmask = b.and_(mask, _splat(b, has_bias, v1))  # a null bias is never read
@@ -544,13 +557,15 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
         total = b.ashr(b.add(total, half_v), shift_v)
         clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
         clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
-        if counting(b):  # as saturate32: the output elements the clamp changed
-            flags = b.bitcast(b.and_(b.icmp_signed("!=", clamped, total), mask), ir.IntType(LANES16))
-            pop = _fn(b, f"llvm.ctpop.i{LANES16}", ir.IntType(LANES16), [ir.IntType(LANES16)])
-            slot = counter_slot(b)
-            b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+        if counting(b):  # as saturate32: the elements outside int32, i.e. (total + 2^31) ≥ 2^32
+            # unsigned; not from the clamp, so that clamp and narrowing stay one `vpmovsqd`. A
+            # padding lane's total is 0 (its sum and its bias are), so it is never counted.
+            wide = b.lshr(b.add(total, splat64(1 << 31)), splat64(32))
+            flags = b.zext(b.icmp_unsigned("!=", wide, splat64(0)), V16)
+            b.store(b.add(b.load(changed_v, typ=V16), flags), changed_v)
         b.call(mstore, [b.trunc(clamped, V16), b.gep(out, [b.add(b.mul(i, n), j)], source_etype=I32), c32(4), mask])
 
+    fin.flush = flush
     return fin
 
 
