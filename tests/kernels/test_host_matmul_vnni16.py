@@ -195,6 +195,28 @@ def test_squares_of_chunks_of_blocks(only, k):
                            mips=False)
 
 
+def test_squares_chunks_and_counts_on_two_threads(only):
+    """The chunks of blocks at the budget (as above, K = 384) on a node split over threads, with
+    a bias that saturates some columns both ways: the same bits and counts on 1 and 2 threads
+    (each part splits x and chooses its chunks itself)."""
+    only("A1")
+    rng = np.random.default_rng(3)
+    k, m = 384, 5
+    n = SPLIT_MIN_WORK // (m * k) + 37
+    v = np.concatenate([_squares_to(BUDGET, 1 << 13, 192), _squares_to(BUDGET, 1 << 13, 192)]) * rng.choice([-1, 1], k)
+    w = _ints(rng, 6, (n, k))
+    w[n - 2] = v
+    x = _ints(rng, 6, (m, k))
+    x[1] = v
+    bias = _ints(rng, 10, (n,))
+    bias[::7] = fp.INT32_MAX
+    bias[3::7] = fp.INT32_MIN
+    g = _graph((m, k), w.astype(np.int32), bias=bias.astype(np.int32), fracs=(20, 20, 28))
+    assert split_worth(g, 0)
+    _, counts = threads_equal_interpreter(g, [x.astype(np.int32)])
+    assert counts  # the bias saturated some outputs
+
+
 def test_squares_allow_one_chunk_for_a_decoder_s_projection(only):
     """Scheme B on a decoder's lm-head shapes (x and w of 26 bits, K = 64, as tiny_gpt2's): the
     row sums ask for chunks, the squares bound holds (checked here), same bits."""
