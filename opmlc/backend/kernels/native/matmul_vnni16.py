@@ -300,22 +300,27 @@ def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
-    planes = _planes(w2, split, count)
-    # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64): the Cauchy–Schwarz bound (module docstring)
-    buf[:2 * HEADER].view(np.int64)[NORMS:NORMS + count] = [int(np.square(p).sum(axis=1).max(initial=0))
-                                                             for p in planes]
-    buf[:2 * HEADER].view(np.int32)[BLOCKS_AT] = blocks_at // 4
-    buf[blocks_at:].view(np.int64)[:] = np.concatenate([block_norms(p) for p in planes])  # [plane, block]
     end = 2 * HEADER + count * nb * k2 * LANES16 * 2
     out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
     if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
         sums = np.zeros(nb * LANES16, np.int64)
         sums[:n] = w2.astype(np.int64).sum(axis=1)
         buf[end:blocks_at].view(np.int64)[:] = sums
-    for q, p in enumerate(planes):
-        padded = np.zeros((nb * LANES16, k2 * 2), np.int16)
-        padded[:n, :k] = p
-        out[:, :, q] = padded.reshape(nb, LANES16, k2, 2).transpose(0, 2, 1, 3)  # [block, pair, column, k]
+    # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64) and the blocks' Q_q[b]: the squares
+    # bounds (module docstring); rows a few at a time, so a large weight's temporaries stay small
+    norms, blocks = np.zeros(count, np.int64), np.zeros((count, nblk), np.int64)
+    step = max(1, (1 << 20) // max(1, k) // LANES16) * LANES16
+    for r0 in range(0, n, step):
+        for q, p in enumerate(_planes(w2[r0:r0 + step], split, count)):
+            norms[q] = max(norms[q], int(np.square(p).sum(axis=1).max(initial=0)))
+            blocks[q] = np.maximum(blocks[q], block_norms(p))
+            padded = np.zeros((-(-len(p) // LANES16) * LANES16, k2 * 2), np.int16)
+            padded[:len(p), :k] = p
+            out[r0 // LANES16:r0 // LANES16 + len(padded) // LANES16, :, q] = (
+                padded.reshape(-1, LANES16, k2, 2).transpose(0, 2, 1, 3))  # [block, pair, column, k]
+    buf[:2 * HEADER].view(np.int64)[NORMS:NORMS + count] = norms
+    buf[:2 * HEADER].view(np.int32)[BLOCKS_AT] = blocks_at // 4
+    buf[blocks_at:].view(np.int64)[:] = blocks.ravel()  # [plane, block]
     return buf
 
 
