@@ -446,7 +446,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     sw = header(0)  # the weight's split, its planes' bounds (derive)
     wmax = [b.zext(header(3 + q), I64) for q in range(planes)]
     norms = [b.load(b.gep(d_arg, [c32(NORMS + q)], source_etype=I64), typ=I64) for q in range(planes)]  # Q_q
-    norms.append(b.gep(d_arg, [header(BLOCKS_AT)], source_etype=I64))  # then the blocks' Q_q[b]
+    wblocks = b.gep(d_arg, [header(BLOCKS_AT)], source_etype=I64)  # the blocks' Q_q[b], [plane, block]
     planes_at = b.gep(d_arg, [c32(HEADER)], source_etype=I32)
 
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
@@ -515,7 +515,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
         _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset,
-              wmax, norms)
+              wmax, norms, wblocks)
         fin.flush()
         b.ret_void()
     b.position_at_end(fallback)
@@ -681,7 +681,7 @@ def _block_chunks_ok(b: ir.IRBuilder, sc: Scheme, top: int, nch: int, nblk: int,
 
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
           s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
-          offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value]) -> None:
+          offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value], wblocks: ir.Value) -> None:
     """The scheme's run over x [rows, k] (k2 = ceil(k/2)); `chunk` is F's (capped), a group whose
     rows' plane sums or squares allow it runs whole chunks (module docstring, "Row sums")."""
     px = len(sc.xplanes)
@@ -923,7 +923,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             blocks = entry_alloca(b, ir.IntType(1), name="v16.blocks")
             b.store(ir.Constant(ir.IntType(1), 0), blocks)
             with b.if_then(b.and_(b.not_(whole_ok), b.icmp_unsigned(">", n_chunks, c32(nch)))):
-                b.store(_block_chunks_ok(b, sc, top, nch, nblk, xc, norms[planes]), blocks)
+                b.store(_block_chunks_ok(b, sc, top, nch, nblk, xc, wblocks), blocks)
             chunk = b.select(b.load(blocks, typ=ir.IntType(1)), c32(top * BLOCK_PAIRS), chunk)
             n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         first, left = blo, b.sub(bhi, blo)
