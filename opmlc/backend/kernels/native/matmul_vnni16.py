@@ -816,6 +816,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     vsq = [entry_alloca(b, V16I64, name=f"v16.vq{p}") for p in range(px)]  # Σ x_p² per lane (< 2^47)
     madd = _fn(b, "llvm.x86.avx512.pmaddw.d.512", V16, [V32I16, V32I16])
     flush_f = chunk
+    # the row sums and squares can only lengthen F's chunks up to the L1 cap: not worth their
+    # passes when F's already reach it (the MLP's K = 784 layers)
+    sums_help = b.icmp_unsigned("<", flush_f, c32(whole))
     full = k // 32  # row vectors of 16 whole pairs (one block each)
     # chunks of `top` whole blocks (module docstring, "Chunks of blocks"): nch of them
     nblk = -(-k2 // BLOCK_PAIRS)
@@ -862,24 +865,27 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                         at = b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), b.mul(t, c32(16)))
                         p16 = b.trunc(pv, V32I16)
                         b.store(b.bitcast(p16, V16), ptr(xs, at, V16), align=4)
-                        # x0² + x1² ≤ 2·2^30: exact as an unsigned i32 (vpmaddwd), zero-extended
-                        sq = b.zext(b.call(madd, [p16, p16]), V16I64)
-                        b.store(b.add(b.load(vsq[p], typ=V16I64), sq), vsq[p])
-                        neg = b.icmp_signed("<", pv, ir.Constant(V32, None))
-                        mag = b.select(neg, b.sub(ir.Constant(V32, None), pv), pv)
-                        b.store(b.add(b.load(vsum[p], typ=V32), mag), vsum[p])
+                        with b.if_then(sums_help):
+                            # x0² + x1² ≤ 2·2^30: exact as an unsigned i32 (vpmaddwd), zero-extended
+                            sq = b.zext(b.call(madd, [p16, p16]), V16I64)
+                            b.store(b.add(b.load(vsq[p], typ=V16I64), sq), vsq[p])
+                            neg = b.icmp_signed("<", pv, ir.Constant(V32, None))
+                            mag = b.select(neg, b.sub(ir.Constant(V32, None), pv), pv)
+                            b.store(b.add(b.load(vsum[p], typ=V32), mag), vsum[p])
                     if nch:  # a chunk's last block: its squares to the row's and the chunk's maximum
-                        with b.if_then(b.icmp_unsigned("==", b.urem(b.add(t, c32(1)), c32(top)), c32(0))):
+                        last = b.icmp_unsigned("==", b.urem(b.add(t, c32(1)), c32(top)), c32(0))
+                        with b.if_then(b.and_(sums_help, last)):
                             for p in range(px):
                                 got = b.call(reduce16, [b.load(vsq[p], typ=V16I64)])
                                 b.store(b.add(b.load(rsq[p], typ=I64), got), rsq[p])
                                 chunk_max(p, b.udiv(t, c32(top)), got)
                                 b.store(ir.Constant(V16I64, None), vsq[p])
-                for p in range(px):
-                    total = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]),
-                                   [b.sext(b.load(vsum[p], typ=V32), V32I64)])
-                    b.store(total, rsum[p])
-                    b.store(b.call(reduce16, [b.load(vsq[p], typ=V16I64)]), rtail[p])  # blocks after the last whole chunk
+                with b.if_then(sums_help):
+                    for p in range(px):
+                        total = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]),
+                                       [b.sext(b.load(vsum[p], typ=V32), V32I64)])
+                        b.store(total, rsum[p])
+                        b.store(b.call(reduce16, [b.load(vsq[p], typ=V16I64)]), rtail[p])  # after the last whole chunk
             with loop(b, c32(k2), "vsk", start=c32(16 * full)) as kk:
                 e0 = b.mul(kk, c32(2))
                 v0 = load(b, a_arg, b.add(xrow, e0))
@@ -892,9 +898,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 for p, (x0, x1) in enumerate(zip(plane_values(v0), plane_values(v1), strict=True)):
                     word = b.or_(b.and_(x0, c32(0xFFFF)), b.shl(x1, c32(16)))
                     b.store(word, ptr(xs, b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), kk), I32))
-                    b.store(b.add(b.load(rsum[p], typ=I64), b.add(_abs64(b, x0), _abs64(b, x1))), rsum[p])
-                    x0w, x1w = b.sext(x0, I64), b.sext(x1, I64)
-                    b.store(b.add(b.load(rtail[p], typ=I64), b.add(b.mul(x0w, x0w), b.mul(x1w, x1w))), rtail[p])
+                    with b.if_then(sums_help):
+                        b.store(b.add(b.load(rsum[p], typ=I64), b.add(_abs64(b, x0), _abs64(b, x1))), rsum[p])
+                        x0w, x1w = b.sext(x0, I64), b.sext(x1, I64)
+                        b.store(b.add(b.load(rtail[p], typ=I64), b.add(b.mul(x0w, x0w), b.mul(x1w, x1w))), rtail[p])
             for p in range(px):
                 rest = b.load(rtail[p], typ=I64)
                 b.store(b.add(b.load(rsq[p], typ=I64), rest), rsq[p])
@@ -914,15 +921,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         for p, q in sc.products:
             v = b.mul(b.zext(b.load(peak2[p], typ=I64), i128), b.zext(norms[q], i128))
             need2 = b.select(b.icmp_unsigned(">", v, need2), v, need2)
-        whole_ok = b.or_(b.icmp_unsigned("<=", need, c64(BUDGET)),
-                         b.icmp_unsigned("<=", need2, ir.Constant(i128, BUDGET * BUDGET)))
+        whole_ok = b.and_(sums_help, b.or_(b.icmp_unsigned("<=", need, c64(BUDGET)),
+                                           b.icmp_unsigned("<=", need2, ir.Constant(i128, BUDGET * BUDGET))))
         chunk = b.select(whole_ok, c32(whole), flush_f)
         n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
         if nch:  # fewer chunks than F's, of `top` whole blocks each, when their squares allow
             blocks = entry_alloca(b, ir.IntType(1), name="v16.blocks")
             b.store(ir.Constant(ir.IntType(1), 0), blocks)
-            with b.if_then(b.and_(b.not_(whole_ok), b.icmp_unsigned(">", n_chunks, c32(nch)))):
+            with b.if_then(b.and_(b.and_(sums_help, b.not_(whole_ok)), b.icmp_unsigned(">", n_chunks, c32(nch)))):
                 b.store(_block_chunks_ok(b, sc, top, nch, nblk, xc, wblocks), blocks)
             chunk = b.select(b.load(blocks, typ=ir.IntType(1)), c32(top * BLOCK_PAIRS), chunk)
             n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
