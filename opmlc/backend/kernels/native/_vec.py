@@ -13,6 +13,7 @@ from opmlc.backend.kernels._ir import I32, I64, c32, loop
 LANES = 8  # i64 lanes of one zmm register
 VI32 = ir.VectorType(I32, LANES)
 VI64 = ir.VectorType(I64, LANES)
+V16 = ir.VectorType(I32, 2 * LANES)  # i32 lanes of one zmm register (the VNNI kernels' accumulators)
 
 
 def vload(b: ir.IRBuilder, base: ir.Value, index: ir.Value) -> ir.Value:
@@ -71,4 +72,4 @@ def tile_grid(b: ir.IRBuilder, rows: int, vecs: int, rmax: int, vmax: int,
         first_row += r * row_tiles
 
 
-__all__ = ["I64", "LANES", "VI32", "VI64", "hsum", "part_range", "splat", "tile_grid", "vload"]
+__all__ = ["I64", "LANES", "V16", "VI32", "VI64", "hsum", "part_range", "splat", "tile_grid", "vload"]

@@ -34,7 +34,7 @@ from opmlc.backend.kernels._ir import (
     loop,
 )
 from opmlc.backend.kernels.native import matmul_act16
-from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, tile_grid, vload
+from opmlc.backend.kernels.native._vec import LANES, V16, VI32, VI64, part_range, tile_grid, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.types import DType, TensorType
 
@@ -59,7 +59,6 @@ def _c(v: int) -> ir.Constant:
     return ir.Constant(VI64, [v] * LANES)
 
 
-V16 = ir.VectorType(I32, 2 * LANES)
 # the low (little-endian first) i32 of each i64 lane of two vectors: 8 results, then 8 more
 LOW_HALVES = ir.Constant(V16, [2 * i for i in range(2 * LANES)])
 

@@ -75,8 +75,8 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
 )
-from opmlc.backend.kernels.native._vec import VI32, VI64, tile_grid
-from opmlc.backend.kernels.native.matmul_vnni16 import V16, _fn, _max_abs, _splat
+from opmlc.backend.kernels.native._vec import V16, VI32, VI64, tile_grid
+from opmlc.backend.kernels.native.matmul_vnni16 import _fn, _max_abs, _splat
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 from opmlc.ir import fixedpoint as fp
 

@@ -77,7 +77,8 @@ instead of F's four, 24 → 14 µs. Sq_p is summed while the planes are made: `v
 plane's s16 pairs with themselves (x0² + x1² ≤ 2^31, exact as an unsigned i32) widened to i64
 lanes (< 2^47 a row); Q_q < 2^47 (|w_q| ≤ 2^15, K < 2^17). Tested where the two bounds
 disagree, with a row equal to a weight column (Cauchy–Schwarz an equality) at the budget and
-past 2^31 (`test_squares_*`).
+past 2^31 (`test_squares_*`). Row sums and squares (and the chunks of blocks below) can only
+lengthen F's chunks up to the L1 cap: when F's chunk reaches it they are not summed.
 
 Chunks of blocks (the squares, chunk by chunk). When neither whole-reduction bound holds, the
 reduction is cut into chunks of `top` whole blocks of 16 k pairs (BLOCK_PAIRS: one x vector;
@@ -168,11 +169,11 @@ from opmlc.backend.kernels._ir import (
     load,
     loop,
 )
+from opmlc.backend.kernels.native._vec import V16
 from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 from opmlc.ir import fixedpoint as fp
 
-V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
 V32 = ir.VectorType(I32, 32)
 V32I16 = ir.VectorType(ir.IntType(16), 32)

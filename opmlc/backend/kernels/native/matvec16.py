@@ -55,12 +55,12 @@ import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import I32, I64, c32, c64, entry_alloca, load, loop
+from opmlc.backend.kernels.native._vec import V16
 from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 
 I8 = ir.IntType(8)
 I16 = ir.IntType(16)
-V16 = ir.VectorType(I32, 16)
 V16I64 = ir.VectorType(I64, 16)
 LANES16 = 16  # output columns of one weight vector
 C = 4  # weight vectors (blocks of 16 columns) per tile: C·(x planes)·(weight planes) ≤ 16 accumulators

@@ -81,7 +81,7 @@ from opmlc.backend.kernels._ir import (
 )
 from opmlc.backend.kernels._qweight import load_q, operands
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
-from opmlc.backend.kernels.native._vec import part_range
+from opmlc.backend.kernels.native._vec import V16, part_range
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
@@ -104,7 +104,6 @@ WIDTHS = (1, 2, 3, 4, 6, 12)  # tile widths (weight rows): the divisors of GRAIN
 
 ENABLED: bool | None = None  # None: when qmatmul_vnni's kernels run; tests set False to test those at M ≥ 8
 
-V16 = ir.VectorType(I32, 16)
 V8 = ir.VectorType(I32, 8)
 V8I64 = ir.VectorType(I64, 8)
 VB = ir.VectorType(I8, 64)

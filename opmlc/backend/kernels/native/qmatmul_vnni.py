@@ -62,11 +62,10 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, operands
-from opmlc.backend.kernels.native._vec import VI64, hsum, part_range
+from opmlc.backend.kernels.native._vec import V16, VI64, hsum, part_range
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
 
-V16 = ir.VectorType(I32, 16)
 V8I32 = ir.VectorType(I32, 8)
 VB = ir.VectorType(I8, 64)
 LANE_K = {DType.I8: 4, DType.I4: 8}  # reduction elements of one i32 lane of a chunk
