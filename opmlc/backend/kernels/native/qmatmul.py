@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import (
@@ -48,9 +49,10 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, operands
-from opmlc.backend.kernels.native import host_kernel, qmatmul_rows
+from opmlc.backend.kernels.native import host_kernel, qmatmul_rows, qmatvec4
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
+from opmlc.ir.graph import Graph
 from opmlc.ir.types import DType, TensorType
 
 # (rows of x, weight rows) per tile: 2·rows·cols accumulators + operands fit in 32 zmm
@@ -116,11 +118,22 @@ def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     return prod(out_type.shape) * types[0].shape[-1]
 
 
-@host_kernel("qmatmul", accepts, work, qmatmul_rows.facts, qmatmul_rows.derive)
+def facts(graph: Graph, index: int) -> dict:
+    """The facts of the kernel with a derived buffer that takes the node, if one does: qmatmul_rows
+    (8-bit weights, M ≥ 8) or qmatvec4 (4-bit weights, M ≤ 4); {} otherwise."""
+    return qmatmul_rows.facts(graph, index) or qmatvec4.facts(graph, index)
+
+
+def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    return (qmatvec4 if facts.get("layout") == "blocks" else qmatmul_rows).derive(facts, operands)
+
+
+@host_kernel("qmatmul", accepts, work, facts, derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
-    if facts and facts.get("derived"):  # qmatmul_rows.facts: it takes the node and has its derived buffer
-        qmatmul_rows.emit(b, out, args, types, attrs, out_type, part, parts, facts)
+    if facts and facts.get("derived"):  # a kernel took the node and has its derived buffer (`facts`)
+        kernel = qmatvec4 if facts.get("layout") == "blocks" else qmatmul_rows
+        kernel.emit(b, out, args, types, attrs, out_type, part, parts, facts)
         return
     if vnni.accepts(types, attrs, out_type):  # it takes every node qmatmul_rows takes (a constant q or not)
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
