@@ -16,7 +16,7 @@ from opmlc.ir.graph import GraphBuilder
 from opmlc.ir.interpreter import run_graph
 from opmlc.ir.types import DType, TensorType
 from tests.kernels.test_kernels import check_all_backends, fx, rand_fx
-from tests.kernels.test_qweight_kernels import qmatmul_graph, qdata
+from tests.kernels.test_qweight_kernels import qdata, qmatmul_graph
 
 pytestmark = pytest.mark.skipif(not qmatmul_vnni.has_vnni(), reason="this host's CPU has no AVX-512 VNNI")
 

@@ -21,9 +21,10 @@ happens) and the conversion to i64 at the block's end is exact. inner · scale a
 sum are wrap-around i64 as in the op (`vpmullq`: the low 64 bits, which is what wrap-around
 means).
 
-On a host with AVX-512 VNNI, qmatmul_rows.py takes 8-bit weights at M ≥ 8 rows (lanes along
-the rows of x) when q and scale are initializers (its derived buffer, `qmatmul_rows.facts`), qmatmul_vnni.py's byte-plane kernel every other node it accepts (`vnni.accepts`),
-this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
+On a host with AVX-512 VNNI, when q and scale are initializers (a derived buffer: `facts`),
+qmatmul_rows.py takes 8-bit weights at M ≥ 8 rows (lanes along the rows of x) and qmatvec4.py
+4-bit weights at M ≤ 4 (a decoding step: a block to a lane); qmatmul_vnni.py's byte-plane
+kernel takes every other node it accepts (`vnni.accepts`), this one the rest. Taken when the blocks tile K in whole vector steps (block size a multiple of 8, of 16 for i4,
 dividing K, at most MAX_BLOCK); otherwise the portable kernel. Parts (threads): ranges of output columns, i.e. of
 weight rows, so each thread streams its own weights.
 """
