@@ -21,6 +21,9 @@ the module exports two more entry points for the native session's threads:
 - `void task_part(ptr regions, i32 node, i32 part, i32 parts)`: part `part` of `parts` of a
   node that `split_worth` splits (its saturation count added atomically: parts run at once);
   any other node runs whole as part 0, and its other parts do nothing;
+- on x86-64 Linux, `void task_team(ptr regions, i32 first, i32 end, i32 member, i32 members,
+  ptr barrier)`: nodes first..end-1 on `members` threads at once, meeting at a spinning barrier
+  around each split node (backend/team.py);
 
 and the edge functions that quantize the inputs into their buffers (opmlc/backend/edge.py).
 The MIPS module is generated without them, so its text is what it was.
@@ -38,6 +41,7 @@ from contextlib import nullcontext
 from llvmlite import ir
 
 from opmlc import progress
+from opmlc.backend import team
 from opmlc.backend.edge import emit_edge
 from opmlc.backend.kernels import KERNELS
 from opmlc.backend.kernels._host import host_arithmetic
@@ -234,3 +238,5 @@ def _thread_entries(module: ir.Module, task: ir.Function, part_fns: dict[int, ir
     b.ret_void()
     b.position_at_end(done)
     b.ret_void()
+    if team.available():
+        team.emit_team(module, task, part_fns)

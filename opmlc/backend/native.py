@@ -13,11 +13,14 @@ copied in, or an initializer, never written); only the saturation counts are zer
 
 Threads: a session runs the graph on `threads` threads (default: every core this process may
 use). The host module (`host_module`) exports `task_span` (a run of nodes in one call) and
-`task_part` (one part of a node that codegen split, kernels/native/__init__.py); a threaded run
-walks the graph as spans of small nodes on the calling thread and, for each split node, its
-parts on a pool (ctypes releases the GIL during each call). The parts partition the node's
-output and compute each element as one thread would, so the bits (and the saturation counts,
-added atomically) do not depend on the number of threads.
+`task_part` (one part of a node that codegen split, kernels/native/__init__.py), and on x86-64
+Linux `task_team` (backend/team.py). A threaded run calls task_team on every thread at once
+(the calling thread and a pool's; ctypes releases the GIL during each call): they walk the
+graph together and meet at a native barrier around each split node, whose parts they share.
+Without task_team it walks the graph as spans of small nodes on the calling thread and, for
+each split node, hands its parts to the pool (50–100 µs a node on this VM). The parts
+partition the node's output and compute each element as one thread would, so the bits (and
+the saturation counts, added atomically) do not depend on the number of threads.
 
 The native build counts saturated elements per node (codegen's `count_saturation`): the counts
 are the interpreter's (fixedpoint.count_saturation), element for element, and cost a compare
@@ -201,6 +204,7 @@ class NativeSession:
             self._plan = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._barrier = _aligned_bytes(128)  # task_team's barrier (backend/team.py), zero at rest
         self.bufs = []
         aliases = alias_of(graph)
         # activations whose lifetimes do not overlap share memory (backend/buffer_plan.py)
@@ -309,24 +313,37 @@ class NativeSession:
         return n
 
     def _run_threaded(self, threads: int) -> None:
-        span = self.program.task_span
         table = ctypes.addressof(self.table)
+        team = self.program.task_team
+        if team is not None:  # every thread walks the whole graph, meeting at barriers in native code
+            barrier = self._barrier.ctypes.data
+            n = len(self.graph.nodes)
+            futures = [self._workers(threads).submit(team, table, 0, n, m, threads, barrier) for m in range(1, threads)]
+            team(table, 0, n, 0, threads, barrier)
+            for f in futures:
+                f.result()
+            return
+        span = self.program.task_span
         for first, end, split in self._plan:
             if split:
                 self._run_parts(first, threads)
             else:
                 span(table, first, end)
 
-    def _run_parts(self, node: int, threads: int) -> None:
-        """Node `node`'s parts: 1..threads-1 on the pool, part 0 here, then wait for all."""
-        part = self.program.task_part
-        table = ctypes.addressof(self.table)
+    def _workers(self, threads: int) -> ThreadPoolExecutor:
+        """The pool of threads − 1 workers (the calling thread is the first)."""
         if self._pool is None or self._pool_size < threads - 1:
             if self._pool is not None:
                 self._pool.shutdown()
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="opmlc-native")
             self._pool_size = threads - 1
-        futures = [self._pool.submit(part, table, node, p, threads) for p in range(1, threads)]
+        return self._pool
+
+    def _run_parts(self, node: int, threads: int) -> None:
+        """Node `node`'s parts: 1..threads-1 on the pool, part 0 here, then wait for all."""
+        part = self.program.task_part
+        table = ctypes.addressof(self.table)
+        futures = [self._workers(threads).submit(part, table, node, p, threads) for p in range(1, threads)]
         part(table, node, 0, threads)
         for f in futures:
             f.result()

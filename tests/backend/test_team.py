@@ -1,0 +1,55 @@
+"""The threads' team entry point (backend/team.py): every thread walks the graph and meets the
+others at a native barrier around each split node. A chain that starts and ends with split
+nodes, has two in a row and small nodes between, gives the interpreter's bits and saturation
+counts on 1, 2 and 3 threads (more threads than this machine's cores: the barrier yields), run
+after run; and the same without the entry point (the thread pool's per-node hand-over)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend import team
+from opmlc.backend.kernels.native import split_worth
+from opmlc.backend.native import NativeSession, native_program
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.interpreter import run_graph
+from tests.kernels.test_kernels import fx, rand_fx
+
+
+def _chain(rng):
+    """matmul (split), matmul (split), relu, matmul (split), relu, relu, matmul (split): x [8, 512]."""
+    b = GraphBuilder("t_team")
+    h = b.add_input("x", fx((8, 512), 16))
+    for i, op in enumerate(["mm", "mm", "relu", "mm", "relu", "relu", "mm"]):
+        if op == "relu":
+            h = b.add_node("relu", [h])
+            continue
+        w = rng.integers(-(1 << 15), 1 << 15, (512, 512)).astype(np.int32)
+        h = b.add_node("matmul", [h, b.add_initializer(f"w{i}", w, fx((512, 512), 12))],
+                       {"frac": 16, "transpose_b": True})
+        b.mark_output(h)  # every product's bits compared, the later ones' saturation counts too
+    return b.build()
+
+
+@pytest.mark.parametrize("with_team", [True, False])
+def test_team_gives_the_interpreters_bits_on_any_thread_count(with_team, monkeypatch):
+    rng = np.random.default_rng(3)
+    g = _chain(rng)
+    assert [split_worth(g, i) for i in range(len(g.nodes))] == [True, True, False, True, False, False, True]
+    program = native_program(g)
+    assert (program.task_team is not None) == team.available()
+    if not with_team:
+        monkeypatch.setattr(program, "task_team", None)
+    session = NativeSession(program, g)
+    for seed in range(3):
+        x = [rand_fx(np.random.default_rng(seed), (8, 512), 1 << 20)]
+        want_sat: dict[int, int] = {}
+        values = run_graph(g, x, saturated=want_sat)
+        assert want_sat, "some outputs saturate: the counts are compared"
+        for threads in (1, 2, 3, 2):
+            sat: dict[int, int] = {}
+            got = session.run(x, saturated=sat, threads=threads)
+            assert sat == want_sat, f"threads={threads}"
+            for v, out in zip(g.outputs, got, strict=True):
+                assert np.array_equal(out, values[v]), f"threads={threads}, value %{v}"
