@@ -51,8 +51,8 @@ Taken (`facts`: learnt when the module is generated, so the derived buffer exist
 scale initializers, i4, no zero point, block sizes 8..256 that qmatmul_vnni.py also takes
 (its kernel serves the same node when q is no initializer), M ≤ MAX_ROWS and a scratch within
 SCRATCH. Parts (threads): ranges of weight rows on tile boundaries, each part making x's
-planes itself (M·K against its N_part·M·K). 1.1B's step (bench/genai_scale.py): its int4
-projections went from ≈ 57 to ≈ 45 ms a step, near the memory's bandwidth (docs/DESIGN.md).
+planes itself (M·K against its N_part·M·K). TinyLlama-1.1B's decoding step went from 65–71 to
+50–53 ms on one thread (docs/DESIGN.md, "4-bit decoding matvec").
 """
 
 from __future__ import annotations
