@@ -19,12 +19,17 @@ call) costs 50–100 µs, and a TinyLlama-1.1B decoding step splits 111 nodes: t
 slower than one for each cache-hot projection. A barrier here is a few hundred nanoseconds.
 
 The barrier (`barrier` points at 128 zero bytes the caller keeps: an i32 arrival count in the
-first cache line, an i32 generation in the second) is the sense-counting kind: each member reads
-the generation, adds itself to the count (acq_rel), and the last one resets the count and then
-advances the generation (release), for which the others spin (acquire loads, x86 `pause`),
-yielding the core after SPIN turns (Linux's sched_yield by `syscall`) so that a machine with
-more runnable threads than cores still moves on. Only on x86-64 Linux hosts (`available`); the
-session keeps the thread pool elsewhere.
+first cache line, an i32 generation and an i32 count of sleepers in the second) counts
+generations: each member reads the generation and adds itself to the count, and the last one
+resets the count, advances the generation and, if anyone sleeps, wakes them (a futex wake on
+the generation). The others spin on the generation for SPIN turns (x86 `pause`: the wait for a
+node's other part is usually shorter than the ~50–100 µs a wake-up costs here), then count
+themselves as sleepers and sleep on it (futex wait), so a waiting thread never burns a core
+for long, nor one that more runnable threads than cores (xdist, another job) need. All five
+atomics are seq_cst: the last arrival advances the generation before it reads the sleepers,
+and a sleeper counts itself before it checks the generation, so one of them sees the other.
+The system calls are inline `syscall`s: only on x86-64 Linux hosts (`available`); the session
+keeps the thread pool elsewhere.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, loop
 
 TASK_TEAM = "task_team"
 BARRIER_BYTES = 128  # the count's and the generation's cache lines
-SPIN = 1 << 12  # pauses before each wait turn yields the core
-SCHED_YIELD = 24  # the x86-64 Linux system call number
+SPIN = 1 << 11  # pauses (~100 µs) before a waiting member sleeps on the generation
+SYS_FUTEX = 202  # the x86-64 Linux system call number
+FUTEX_WAIT, FUTEX_WAKE = 128, 129  # FUTEX_PRIVATE_FLAG | FUTEX_WAIT, | FUTEX_WAKE
 
 
 @cache
@@ -50,49 +56,68 @@ def available() -> bool:
     return triple.startswith("x86_64") and "linux" in triple
 
 
+def _futex(b: ir.IRBuilder, word: ir.Value, op: int, value: ir.Value) -> None:
+    """futex(word, op, value, NULL) by the x86-64 Linux system call (a wait returns at once when
+    *word ≠ value, and may return early: the caller checks again)."""
+    ty = ir.FunctionType(I64, [I64, PTR, I64, I64, I64])
+    call = ir.InlineAsm(ty, "syscall", "={rax},{rax},{rdi},{rsi},{rdx},{r10},~{rcx},~{r11},~{memory}",
+                        side_effect=True)
+    b.call(call, [ir.Constant(I64, SYS_FUTEX), word, ir.Constant(I64, op), b.zext(value, I64), ir.Constant(I64, 0)])
+
+
 def _barrier(module: ir.Module) -> ir.Function:
+    """`void team.barrier(ptr barrier, i32 members)` (module docstring)."""
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR, I32]), "team.barrier")
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
     bar, members = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    blocks = {name: fn.append_basic_block(name) for name in ("entry", "last", "wake", "spin", "pause", "sleep",
+                                                             "doze", "wait", "awake", "done")}
+    b = ir.IRBuilder(blocks["entry"])
     count = bar
     gen = b.gep(bar, [c32(64)], source_etype=ir.IntType(8))
-    seen = b.load_atomic(gen, "acquire", 4, typ=I32)
-    arrived = b.add(b.atomic_rmw("add", count, c32(1), "acq_rel"), c32(1))
-    last = fn.append_basic_block("last")
-    wait = fn.append_basic_block("wait")
-    done = fn.append_basic_block("done")
-    b.cbranch(b.icmp_unsigned("==", arrived, members), last, wait)
-    b.position_at_end(last)
-    b.atomic_rmw("xchg", count, c32(0), "monotonic")
-    b.atomic_rmw("add", gen, c32(1), "release")
-    b.branch(done)
-    b.position_at_end(wait)
+    sleepers = b.gep(bar, [c32(68)], source_etype=ir.IntType(8))
+    seen = b.load_atomic(gen, "seq_cst", 4, typ=I32)
+    arrived = b.add(b.atomic_rmw("add", count, c32(1), "seq_cst"), c32(1))
+    b.cbranch(b.icmp_unsigned("==", arrived, members), blocks["last"], blocks["spin"])
+
+    b.position_at_end(blocks["last"])  # reset the count, then let the others go
+    b.atomic_rmw("xchg", count, c32(0), "seq_cst")
+    b.atomic_rmw("add", gen, c32(1), "seq_cst")
+    asleep = b.load_atomic(sleepers, "seq_cst", 4, typ=I32)
+    b.cbranch(b.icmp_unsigned("!=", asleep, c32(0)), blocks["wake"], blocks["done"])
+    b.position_at_end(blocks["wake"])
+    _futex(b, gen, FUTEX_WAKE, c32(0x7FFFFFFF))
+    b.branch(blocks["done"])
+
+    b.position_at_end(blocks["spin"])  # spin SPIN turns on the generation
     turn = b.phi(I32)
-    turn.add_incoming(c32(0), b.block.function.entry_basic_block)
+    turn.add_incoming(c32(0), blocks["entry"])
     moved = b.icmp_unsigned("!=", b.load_atomic(gen, "acquire", 4, typ=I32), seen)
-    spin = fn.append_basic_block("spin")
-    b.cbranch(moved, done, spin)
-    b.position_at_end(spin)
-    pause = ir.FunctionType(VOID, [])
-    b.call(ir.InlineAsm(pause, "pause", "~{memory}", side_effect=True), [])
-    counted = b.add(turn, c32(1))
-    tired = fn.append_basic_block("yield")
-    again = fn.append_basic_block("again")
-    b.cbranch(b.icmp_unsigned(">=", turn, c32(SPIN)), tired, again)
-    b.position_at_end(tired)
-    syscall = ir.InlineAsm(ir.FunctionType(I64, [I64]), "syscall", "={rax},{rax},~{rcx},~{r11},~{memory}",
-                           side_effect=True)
-    b.call(syscall, [ir.Constant(I64, SCHED_YIELD)])
-    b.branch(again)
-    b.position_at_end(again)
-    nxt = b.phi(I32)
-    nxt.add_incoming(counted, spin)
-    nxt.add_incoming(turn, tired)
-    turn.add_incoming(nxt, again)
-    b.branch(wait)
-    b.position_at_end(done)
+    b.cbranch(moved, blocks["done"], blocks["pause"])
+    b.position_at_end(blocks["pause"])
+    b.call(ir.InlineAsm(ir.FunctionType(VOID, []), "pause", "~{memory}", side_effect=True), [])
+    nxt = b.add(turn, c32(1))
+    turn.add_incoming(nxt, blocks["pause"])
+    b.cbranch(b.icmp_unsigned("<", nxt, c32(SPIN)), blocks["spin"], blocks["sleep"])
+
+    # then sleep on it: counted as a sleeper before the last check, so that the last arrival,
+    # which advances the generation before it reads the sleepers (all seq_cst), either is seen
+    # here or sees us and wakes us
+    b.position_at_end(blocks["sleep"])
+    b.atomic_rmw("add", sleepers, c32(1), "seq_cst")
+    b.branch(blocks["doze"])
+    b.position_at_end(blocks["doze"])
+    still = b.icmp_unsigned("==", b.load_atomic(gen, "seq_cst", 4, typ=I32), seen)
+    b.cbranch(still, blocks["wait"], blocks["awake"])
+    b.position_at_end(blocks["wait"])
+    _futex(b, gen, FUTEX_WAIT, seen)
+    b.branch(blocks["doze"])
+    b.position_at_end(blocks["awake"])
+    b.atomic_rmw("sub", sleepers, c32(1), "seq_cst")
+    b.branch(blocks["done"])
+
+    b.position_at_end(blocks["done"])
     b.ret_void()
     return fn
 

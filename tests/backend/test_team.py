@@ -1,8 +1,9 @@
 """The threads' team entry point (backend/team.py): every thread walks the graph and meets the
 others at a native barrier around each split node. A chain that starts and ends with split
 nodes, has two in a row and small nodes between, gives the interpreter's bits and saturation
-counts on 1, 2 and 3 threads (more threads than this machine's cores: the barrier yields), run
-after run; and the same without the entry point (the thread pool's per-node hand-over)."""
+counts on 1, 2 and 3 threads (more threads than this machine's cores), run after run, with the
+barrier's spin and with its sleep; and the same without the entry point (the thread pool's
+per-node hand-over)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ def _chain(rng):
     return b.build()
 
 
-@pytest.mark.parametrize("with_team", [True, False])
-def test_team_gives_the_interpreters_bits_on_any_thread_count(with_team, monkeypatch):
+@pytest.mark.parametrize("with_team,spin", [(True, team.SPIN), (True, 1), (False, team.SPIN)])
+def test_team_gives_the_interpreters_bits_on_any_thread_count(with_team, spin, monkeypatch):
+    """spin 1: a waiting member sleeps on the barrier's futex at once (the wake-ups tested)."""
+    monkeypatch.setattr(team, "SPIN", spin)
     rng = np.random.default_rng(3)
     g = _chain(rng)
     assert [split_worth(g, i) for i in range(len(g.nodes))] == [True, True, False, True, False, False, True]
