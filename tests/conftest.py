@@ -1,11 +1,13 @@
 """Shared fixtures: the digits data and a compiled digits build (made once per session).
 
 Also the session's setup: before any test module is collected (so before a skip on a missing
-anvil or solc is decided), the pinned npm packages are installed into toolchain/node_modules.
+anvil or solc is decided), the pinned npm packages are installed into toolchain/node_modules;
+under xdist with several workers, each worker's native runs default to one thread.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,10 @@ def pytest_configure(config: pytest.Config) -> None:
     npm, or offline, the tests that need them are skipped with the reason.
     """
     if hasattr(config, "workerinput"):
+        # the workers share the cores: a native run's default is one thread (the tests that are
+        # about threads ask for their counts)
+        if int(config.workerinput.get("workercount", 1)) > 1:
+            os.environ.setdefault("OPMLC_THREADS", "1")
         return
     from toolchain.errors import CompilerError
     from toolchain.solc import ensure_node_modules, node_available, node_modules_complete

@@ -48,3 +48,20 @@ def test_cli_threads_option(mlp_build, tmp_path):
                                  "--threads", "0"), "threads must be a positive integer")
     assert_one_line_error(invoke("run", mlp_build.directory, "--input", path, "--backend", "vm",
                                  "--threads", "2"), "native backend only")
+
+
+def test_opmlc_threads_sets_the_default(mlp_build, monkeypatch, tmp_path):
+    """$OPMLC_THREADS is the default thread count (the same bits); a bad value is a one-line
+    error naming it, exit code 2."""
+    from opmlc.backend.native import default_threads
+
+    monkeypatch.setenv("OPMLC_THREADS", "3")
+    assert default_threads() == 3
+    x = np.random.default_rng(2).random((8, 784), dtype=np.float32)
+    assert opmlc.run(mlp_build, [x], backend="native").output_roots == opmlc.run(mlp_build, [x]).output_roots
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    for bad in ("0", "two"):
+        monkeypatch.setenv("OPMLC_THREADS", bad)
+        assert_one_line_error(invoke("run", mlp_build.directory, "--input", path, "--backend", "native"),
+                              "OPMLC_THREADS")

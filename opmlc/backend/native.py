@@ -150,8 +150,20 @@ def alias_of(graph: Graph) -> dict[int, int]:
     return out
 
 
+THREADS_ENV = "OPMLC_THREADS"
+
+
 def default_threads() -> int:
-    """Every core this process may run on."""
+    """$OPMLC_THREADS when it is set (like OMP_NUM_THREADS: e.g. 1 for each of several processes
+    sharing the cores, as the test suite's xdist workers do), else every core this process may
+    run on."""
+    from opmlc.errors import InputError
+
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise InputError(f"{THREADS_ENV}={value!r}: must be a positive integer (or unset: every core)")
+        return int(value)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

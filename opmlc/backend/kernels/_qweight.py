@@ -8,6 +8,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import I8, I32, c32, load
+from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
@@ -36,3 +37,12 @@ def operands(args: list[ir.Value], types: list[TensorType]) -> tuple:
     zp = args[3] if zp_t is not None else None
     bias = args[-1] if bias_t is not None else None
     return (*args[:3], zp, bias, bias_t)
+
+
+def constant_qweight(graph: Graph, index: int, accepts) -> bool:
+    """Whether a q-kernel that `accepts` node `index` may specialise on its weight: it accepts
+    the node, and q and scale are initializers (a host kernel's derived buffer is made from
+    them; kernels/native/__init__.py, "Constant operands")."""
+    node = graph.nodes[index]
+    return (accepts(graph.input_types(node), node.attrs, graph.values[node.output].type)
+            and all(v in graph.initializers for v in node.inputs[1:3]))

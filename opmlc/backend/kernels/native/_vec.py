@@ -16,6 +16,11 @@ VI64 = ir.VectorType(I64, LANES)
 V16 = ir.VectorType(I32, 2 * LANES)  # i32 lanes of one zmm register (the VNNI kernels' accumulators)
 
 
+def intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """The module's declaration of an LLVM intrinsic (or other external function), made once."""
+    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
+
+
 def vload(b: ir.IRBuilder, base: ir.Value, index: ir.Value) -> ir.Value:
     """Eight consecutive i32 elements from base[index], sign-extended to <8 x i64>."""
     return b.sext(b.load(b.gep(base, [index], source_etype=I32), typ=VI32, align=4), VI64)

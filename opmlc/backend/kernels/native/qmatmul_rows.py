@@ -79,9 +79,9 @@ from opmlc.backend.kernels._ir import (
     sext64,
     shl,
 )
-from opmlc.backend.kernels._qweight import load_q, operands
+from opmlc.backend.kernels._qweight import constant_qweight, load_q, operands
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
-from opmlc.backend.kernels.native._vec import V16, part_range
+from opmlc.backend.kernels.native._vec import V16, intrinsic, part_range
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
@@ -172,12 +172,10 @@ def facts(graph: Graph, index: int) -> dict:
     """{"derived": True, "block": elements of a block as the kernel sums them, and "bias_shift"
     with a constant bias} when the kernel takes the node and its q and scale are initializers
     (the derived buffer's inputs: module docstring, E_P); {} otherwise."""
+    if not constant_qweight(graph, index, accepts):
+        return {}
     node = graph.nodes[index]
     types = graph.input_types(node)
-    if not accepts(types, node.attrs, graph.values[node.output].type):
-        return {}
-    if any(v not in graph.initializers for v in node.inputs[1:3]):
-        return {}
     k = types[0].shape[-1]
     out = {"derived": True, "block": _kblock(k, node.attrs["block_size"])}
     _, bias_t = split_inputs(types, 1)
@@ -206,10 +204,6 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
         base = fp.shl64(np.asarray(operands[-1]).reshape(n), facts["bias_shift"]).view(np.uint64)
     out = np.stack([base - (weighted << np.uint64(8 * p - 1)) for p in PLANES])
     return np.ascontiguousarray(out.view(np.int64))
-
-
-def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
 
 
 def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
@@ -243,7 +237,7 @@ class _Kernel:
         self.gbase: ir.Value = c32(0)  # the current row group's block in the scratch (body sets it)
         self.list_at = 0
         self.scratch.align = 64
-        self.dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
+        self.dp = intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
         self.dummy = entry_alloca(b, I32, name="past_m")  # where a partial group's rows past M store
         most = max(_cols(p, VECS) * VECS * p for p in PLANES)
         self.accs = [entry_alloca(b, V16, name=f"acc{t}") for t in range(most)]
@@ -279,7 +273,7 @@ class _Kernel:
         if total // 16:
             with loop(b, total // 16, "rc") as i:
                 tally(b.load(b.gep(x, [b.mul(i, c32(16))], source_etype=I32), typ=V16, align=4), V16, counts)
-        red = _intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
+        red = intrinsic(b, "llvm.vector.reduce.add.v16i32", I32, [V16])
         n2, n3 = (b.call(red, [b.load(slot, typ=V16)]) for slot in counts)
         for t in range(total - total % 16, total):
             v = b.insert_element(ir.Constant(ir.VectorType(I32, 1), None), load(b, x, c32(t)), c32(0))
@@ -297,7 +291,7 @@ class _Kernel:
         plane_bytes, size = _scratch(k, self.nb, pc, VECS, self.zp is not None)
         group = LANE_ROWS * VECS
         b.store(c32(0), self.n_out)
-        masked_load = _intrinsic(b, "llvm.masked.load.v16i32.p0", V16,
+        masked_load = intrinsic(b, "llvm.masked.load.v16i32.p0", V16,
                                  [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 16), V16])
 
         def row_vector(t: int, k0: ir.Value, live: int) -> ir.Value:
@@ -407,14 +401,14 @@ class _Kernel:
         pl = [[b.load(self.at(b.add(base, c32((v * pc + p) * 64)), V16), typ=V16, align=64) for p in range(pc)]
               for v in range(VECS)]
         if not masked:  # the next tile's weights (the next C·K bytes), 4·C of them a quad: a hint, never a fault
-            pf = _intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+            pf = intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
             nxt = b.add(b.mul(b.add(js[0], c32(PREFETCH * len(js))), c32(k)), b.mul(kq, c32(4 * len(js))))
             b.call(pf, [b.gep(self.q, [nxt], source_etype=I8), c32(0), c32(3), c32(1)])
         for c, j in enumerate(js):
             ptr = b.gep(self.q, [b.add(b.mul(j, c32(k)), b.mul(kq, c32(4)))], source_etype=I8)
             if masked:  # the row's last quad: no byte past the row is read (it may lie past the buffer)
                 vb = ir.VectorType(I8, 4)
-                fn = _intrinsic(b, "llvm.masked.load.v4i8.p0", vb,
+                fn = intrinsic(b, "llvm.masked.load.v4i8.p0", vb,
                                 [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 4), vb])
                 word = b.bitcast(b.call(fn, [ptr, c32(1), _mask(4, k % 4), ir.Constant(vb, None)]), I32)
             else:
@@ -527,7 +521,7 @@ class _Kernel:
                         sat = b.icmp_signed("!=", clamped, acc)
                         if live is not None:
                             sat = b.and_(sat, live)
-                        pop = b.call(_intrinsic(b, "llvm.ctpop.i8", I8, [I8]), [b.bitcast(sat, I8)])
+                        pop = b.call(intrinsic(b, "llvm.ctpop.i8", I8, [I8]), [b.bitcast(sat, I8)])
                         slot = counter_slot(b)
                         b.store(b.add(b.load(slot, typ=I32), b.zext(pop, I32)), slot)
                     y = b.trunc(clamped, V8)

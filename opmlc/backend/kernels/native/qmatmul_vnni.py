@@ -62,7 +62,7 @@ from opmlc.backend.kernels._ir import (
     store,
 )
 from opmlc.backend.kernels._qweight import load_q, operands
-from opmlc.backend.kernels.native._vec import V16, VI64, hsum, part_range
+from opmlc.backend.kernels.native._vec import V16, VI64, hsum, intrinsic, part_range
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
 
@@ -119,10 +119,6 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
             and _layout(k, bs, qt.dtype, zp is not None)[2] <= SCRATCH)
 
 
-def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
-
-
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
     xt, qt, st = types[:3]
@@ -144,7 +140,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     row_group = max(1, min(m, SCRATCH // stride))
     scratch = entry_alloca(b, ir.ArrayType(I8, row_group * stride), name="planes")
     scratch.align = 64
-    dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
+    dp = intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
     lo, hi = part_range(b, n, GRAIN, part, parts)
 
     def at(offset: ir.Value) -> ir.Value:
@@ -215,10 +211,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         rb = k // 2 if i4 else k
         ptr = b.gep(q, [b.add(b.mul(j, c32(rb)), b.mul(c, c32(64)))], source_etype=I8)
         if ahead:
-            pf = _intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+            pf = intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
             b.call(pf, [b.gep(ptr, [c32(ahead * rb)], source_etype=I8), c32(0), c32(3), c32(1)])
         if masked:  # the last chunk: bytes past the row's end are not read (they may lie past the buffer)
-            fn = _intrinsic(b, "llvm.masked.load.v64i8.p0", VB,
+            fn = intrinsic(b, "llvm.masked.load.v64i8.p0", VB,
                             [ir.PointerType(), I32, ir.VectorType(ir.IntType(1), 64), VB])
             mask = ir.Constant(ir.VectorType(ir.IntType(1), 64), [int(t < masked) for t in range(64)])
             raw = b.call(fn, [ptr, c32(1), mask, ir.Constant(VB, None)])

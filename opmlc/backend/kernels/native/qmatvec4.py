@@ -75,9 +75,9 @@ from opmlc.backend.kernels._ir import (
     shr_round,
     store,
 )
-from opmlc.backend.kernels._qweight import operands
+from opmlc.backend.kernels._qweight import constant_qweight, operands
 from opmlc.backend.kernels.native import qmatmul_vnni
-from opmlc.backend.kernels.native._vec import V16, VI64, hsum, part_range
+from opmlc.backend.kernels.native._vec import V16, VI64, hsum, intrinsic, part_range
 from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
@@ -117,13 +117,10 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
 def facts(graph: Graph, index: int) -> dict:
     """{"derived": True, "layout": "blocks", "n", "k", "block"} when the kernel takes the node and
     its q and scale are initializers (the derived buffer is both laid out again); {} otherwise."""
+    if not constant_qweight(graph, index, accepts):
+        return {}
     node = graph.nodes[index]
-    types = graph.input_types(node)
-    if not accepts(types, node.attrs, graph.values[node.output].type):
-        return {}
-    if any(v not in graph.initializers for v in node.inputs[1:3]):
-        return {}
-    n, k = types[1].shape
+    n, k = graph.values[node.inputs[1]].type.shape
     return {"derived": True, "layout": "blocks", "n": n, "k": k, "block": node.attrs["block_size"]}
 
 
@@ -160,10 +157,6 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
     return out.view(np.uint8).reshape(-1)
 
 
-def _intrinsic(b: ir.IRBuilder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    return b.module.globals.get(name) or ir.Function(b.module, ir.FunctionType(ret, args), name)
-
-
 def _concat(b: ir.IRBuilder, parts: list[ir.Value]) -> ir.Value:
     """Vectors of one type, end to end (pairwise shuffles)."""
     while len(parts) > 1:
@@ -189,8 +182,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     row_x = plane_bytes + ng * 4 * 64
     prod_frac = xt.frac + st.frac
     shift = prod_frac - out_type.frac
-    dp = _intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
-    prefetch = _intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
+    dp = intrinsic(b, "llvm.x86.avx512.vpdpbusd.512", V16, [V16, V16, V16])
+    prefetch = intrinsic(b, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(), I32, I32, I32])
     scratch = entry_alloca(b, ir.ArrayType(I8, m * row_x), name="planes")
     scratch.align = 64
     xpad = entry_alloca(b, ir.ArrayType(I32, padded), name="xpad")
