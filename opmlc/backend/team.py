@@ -22,10 +22,10 @@ The barrier (`barrier` points at 128 zero bytes the caller keeps: an i32 arrival
 first cache line, an i32 generation and an i32 count of sleepers in the second) counts
 generations: each member reads the generation and adds itself to the count, and the last one
 resets the count, advances the generation and, if anyone sleeps, wakes them (a futex wake on
-the generation). The others spin on the generation for SPIN turns (x86 `pause`: the wait for a
-node's other part is usually shorter than the ~50–100 µs a wake-up costs here), then count
-themselves as sleepers and sleep on it (futex wait), so a waiting thread never burns a core
-for long, nor one that more runnable threads than cores (xdist, another job) need. All five
+the generation). The others spin on the generation for SPIN turns (x86 `pause`, ~0.6 ms: the
+small nodes member 0 runs between two split ones take less, and a member that falls asleep
+inside a step costs a wake-up of 50–100 µs each time), then count themselves as sleepers and
+sleep on it (futex wait), so a waiting thread never burns a core for longer. All five
 atomics are seq_cst: the last arrival advances the generation before it reads the sleepers,
 and a sleeper counts itself before it checks the generation, so one of them sees the other.
 The system calls are inline `syscall`s: only on x86-64 Linux hosts (`available`); the session
@@ -43,7 +43,7 @@ from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, loop
 
 TASK_TEAM = "task_team"
 BARRIER_BYTES = 128  # the count's and the generation's cache lines
-SPIN = 1 << 11  # pauses (~100 µs) before a waiting member sleeps on the generation
+SPIN = 1 << 15  # pauses (~20 ns each here: ~0.6 ms) before a waiting member sleeps on the generation
 SYS_FUTEX = 202  # the x86-64 Linux system call number
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # FUTEX_PRIVATE_FLAG | FUTEX_WAIT, | FUTEX_WAKE
 
