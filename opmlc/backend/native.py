@@ -41,6 +41,7 @@ from opmlc.backend.buffer_plan import shared_slots
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.kernels.native import derived_buffers, split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
+from opmlc.backend.team import BARRIER_BYTES
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import PackedI4, held
 from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
@@ -216,7 +217,7 @@ class NativeSession:
             self._plan = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
-        self._barrier = _aligned_bytes(128)  # task_team's barrier (backend/team.py), zero at rest
+        self._barrier = _aligned_bytes(BARRIER_BYTES)  # task_team's barrier (backend/team.py), zero at rest
         self.bufs = []
         aliases = alias_of(graph)
         # activations whose lifetimes do not overlap share memory (backend/buffer_plan.py)

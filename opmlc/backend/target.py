@@ -209,7 +209,7 @@ _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
 TASK_SPAN_FUNCTION, TASK_PART_FUNCTION = "task_span", "task_part"
 _SPAN_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32)
 _PART_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
-TASK_TEAM_FUNCTION = "task_team"  # backend/team.py
+TASK_TEAM_FUNCTION = "task_team"  # backend/team.py's TASK_TEAM
 _TEAM_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                                ctypes.c_uint32, ctypes.c_void_p)
 # The host module's edge functions (opmlc/backend/edge.py emits them under these names): an

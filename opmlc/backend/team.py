@@ -16,7 +16,8 @@ of one thread (the parts partition the output, kernels/native/__init__.py).
 
 Why: on this 2-core VM a hand-over through `ThreadPoolExecutor` (a futex wake, the GIL, a ctypes
 call) costs 50–100 µs, and a TinyLlama-1.1B decoding step splits 111 nodes: two threads were
-slower than one for each cache-hot projection. A barrier here is a few hundred nanoseconds.
+slower than one for each cache-hot projection. With the team the step on two threads went from
+44–48 ms to 33–37 ms (one thread: 54–64 ms; docs/DESIGN.md, "Threads as a team").
 
 The barrier (`barrier` points at 128 zero bytes the caller keeps: an i32 arrival count in the
 first cache line, an i32 generation and an i32 count of sleepers in the second) counts
@@ -25,9 +26,10 @@ resets the count, advances the generation and, if anyone sleeps, wakes them (a f
 the generation). The others spin on the generation for SPIN turns (x86 `pause`, ~0.6 ms: the
 small nodes member 0 runs between two split ones take less, and a member that falls asleep
 inside a step costs a wake-up of 50–100 µs each time), then count themselves as sleepers and
-sleep on it (futex wait), so a waiting thread never burns a core for longer. All five
-atomics are seq_cst: the last arrival advances the generation before it reads the sleepers,
-and a sleeper counts itself before it checks the generation, so one of them sees the other.
+sleep on it (futex wait), so a waiting thread never burns a core for longer. The atomics
+that decide a sleep are seq_cst: the last arrival advances the generation before it reads the
+sleepers, and a sleeper counts itself before it checks the generation, so one of them sees
+the other (and a futex wait returns at once if the generation moved before it).
 The system calls are inline `syscall`s: only on x86-64 Linux hosts (`available`); the session
 keeps the thread pool elsewhere.
 """
@@ -42,7 +44,7 @@ from llvmlite import ir
 from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, loop
 
 TASK_TEAM = "task_team"
-BARRIER_BYTES = 128  # the count's and the generation's cache lines
+BARRIER_BYTES = 128  # the count's cache line, and the generation's and sleepers'
 SPIN = 1 << 15  # pauses (~20 ns each here: ~0.6 ms) before a waiting member sleeps on the generation
 SYS_FUTEX = 202  # the x86-64 Linux system call number
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # FUTEX_PRIVATE_FLAG | FUTEX_WAIT, | FUTEX_WAKE
