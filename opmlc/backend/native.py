@@ -11,8 +11,8 @@ kernel only stores to its output (none loads from it) and writes every element o
 in topological order, so every value a task reads was written by this run (or is an input,
 copied in, or an initializer, never written); only the saturation counts are zeroed.
 
-Threads: a session runs the graph on `threads` threads (default: every core this process may
-use). The host module (`host_module`) exports `task_span` (a run of nodes in one call) and
+Threads: a session runs the graph on `threads` threads (default: $OPMLC_THREADS, else every
+core this process may use). The host module (`host_module`) exports `task_span` (a run of nodes in one call) and
 `task_part` (one part of a node that codegen split, kernels/native/__init__.py), and on x86-64
 Linux `task_team` (backend/team.py). A threaded run calls task_team on every thread at once
 (the calling thread and a pool's; ctypes releases the GIL during each call): they walk the

@@ -125,16 +125,20 @@ def facts(graph: Graph, index: int) -> dict:
     return qmatmul_rows.facts(graph, index) or qmatvec4.facts(graph, index)
 
 
+def _derived_kernel(facts: dict):
+    """The module whose `facts` these are (it derives the buffer and emits the kernel)."""
+    return qmatvec4 if facts.get("layout") == "blocks" else qmatmul_rows
+
+
 def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    return (qmatvec4 if facts.get("layout") == "blocks" else qmatmul_rows).derive(facts, operands)
+    return _derived_kernel(facts).derive(facts, operands)
 
 
 @host_kernel("qmatmul", accepts, work, facts, derive)
 def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
          out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
     if facts and facts.get("derived"):  # a kernel took the node and has its derived buffer (`facts`)
-        kernel = qmatvec4 if facts.get("layout") == "blocks" else qmatmul_rows
-        kernel.emit(b, out, args, types, attrs, out_type, part, parts, facts)
+        _derived_kernel(facts).emit(b, out, args, types, attrs, out_type, part, parts, facts)
         return
     if vnni.accepts(types, attrs, out_type):  # it takes every node qmatmul_rows takes (a constant q or not)
         vnni.emit(b, out, args, types, attrs, out_type, part, parts)
