@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -109,13 +108,16 @@ def ort_generate(folder: Path, ids: list[int], tokens: int, threads: int) -> tup
 
 def dispute(build_dir: Path, ids: list[int], tokens: int, lie_step: int) -> dict:
     """`opmlc demo`'s game on the embedded chain over the generation of `tokens` tokens, the
-    server lying about decoding step `lie_step`'s greedy token (this process's peak RSS added)."""
+    server lying about decoding step `lie_step`'s greedy token (this process's peak RSS, VmHWM, added)."""
     from opmlc.artifact import Build
     from opmlc.dispute.demo import run_demo
 
     build = Build.load(build_dir)
     r = run_demo(build=build, prompt=ids, max_new_tokens=tokens, lie_step=lie_step, ignore_eos=True)
-    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, this process's own peak: ru_maxrss would include the parent's RSS at the fork (Linux
+    # carries it across fork and exec), the bench's generating session with its weights
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    r["peak_rss_mb"] = int(hwm.split()[1]) / 1024
     return r
 
 
