@@ -294,6 +294,7 @@ def load_initializers(manifest: dict, graph_json: Any, directory: Path, store,
                 note(f"{layout[-1]} does not hold the tensor store's {rec['name']!r} (corrupted?); "
                      "using the store (compile the model again to restore it)")
                 mapped = None
+        arr.flags.writeable = False  # as the mapped ones: the build's weights, never changed by a caller
         inits[rec["value"]] = arr
     if mapped is not None and not mapped_checked:
         for p in layout:

@@ -129,6 +129,40 @@ def test_the_interpreter_reads_an_i4_weight_unpacked_and_cached_weakly(builds):
     assert len(g.initializers._unpacked) == 0  # nobody holds it: freed
 
 
+def test_region_tables_over_mapped_weights_share_their_derived_buffers(tmp_path):
+    """The session and a dispute's tracer of one loaded build hold one copy of each derived
+    buffer (kernels/native/__init__.py `_shared`), read-only; tables over a caller's writable
+    arrays each derive their own; the shared copies are dropped with the last table."""
+    from opmlc.backend.kernels.native import _SHARED_DERIVED
+    from opmlc.backend.native import task_table
+    from opmlc.dispute.native_trace import tracer
+
+    build = Build.load(compile_model(MODELS / "tiny_llama.onnx", tmp_path / "llama").directory)
+    x = inputs_for(build, 5)
+    want = run(build, x, "interp").output_roots
+    assert run(build, x, "native").output_roots == want
+    session, trace = build.native, tracer(build)
+    assert session.table.derived and len(session.table.derived) == len(trace.derived)
+    for a, b in zip(session.table.derived, trace.derived, strict=True):
+        assert a is b and not a.flags.writeable
+    fresh = {v: np.array(session.bufs[v]) for v in build.graph.initializers}  # writable copies
+    mine = [task_table(build.graph, [fresh.get(v, buf) for v, buf in enumerate(session.bufs)])[0] for _ in range(2)]
+    for a, b, c in zip(session.table.derived, mine[0].derived, mine[1].derived, strict=True):
+        assert a is not b and b is not c and np.array_equal(a, b) and np.array_equal(b, c)
+    assert run(build, x, "native").output_roots == want
+    del session, trace, build, mine
+    import gc
+
+    gc.collect()
+
+    def dead() -> int:
+        return sum(b() is None or any(r() is None for r in refs) for refs, b in _SHARED_DERIVED.values())
+
+    assert dead() > 0
+    again = Build.load(tmp_path / "llama").native  # a later derive drops the dead entries, makes new ones
+    assert dead() == 0 and again.table.derived[0] is _SHARED_DERIVED[next(iter(_SHARED_DERIVED))][1]()
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 def test_a_mapped_store_file_changed_after_it_was_checked_is_refused(builds, tmp_path, weights):
     import shutil

@@ -31,6 +31,8 @@ node; the kernel gets its buffer's pointer as one more entry of `args`, after th
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -96,13 +98,45 @@ def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.
     `weights`: the initializers' buffers as the region table holds them, by value id (a derive
     gets its node's operands, None for those that are not initializers). Every region table of
     the host module puts them at regions[n_values + 1 ...] (backend/native.py task_table,
-    dispute/native_trace.py)."""
+    dispute/native_trace.py). Tables over the same read-only weights share them (`_shared`)."""
     out = []
     for index, node in enumerate(graph.nodes):
         facts = node_facts(graph, index)
         if facts.get("derived"):
-            out.append(HOST_KERNELS[node.op].derive(facts, [weights.get(v) for v in node.inputs]))
+            out.append(_shared(node.op, facts, [weights.get(v) for v in node.inputs]))
     return out
+
+
+# A derived buffer is a function of its kernel, its facts and its operands' contents, and no kernel
+# writes it. A loaded build's weights are read-only maps, and one process often holds two region
+# tables over them (`Build.native`'s session, generating, and a dispute's NativeTracer): each
+# derived its own copy, 0.6 GB more for the 1.1B decoder's 4-bit weights (qmatvec4.py). So a
+# buffer derived from read-only operands is kept here, weakly (freed with the last table that
+# holds it), and handed to the next table over the same operand objects. Writable operands (a
+# caller's own arrays, which it may change) are derived anew for each table, as before.
+_SHARED_DERIVED: dict[tuple, tuple[list[weakref.ref], weakref.ref]] = {}
+
+
+def _shared(op: str, facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    derive = HOST_KERNELS[op].derive
+    arrays = [a for a in operands if a is not None]
+    if any(a.flags.writeable for a in arrays):
+        return derive(facts, operands)
+    key = (op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays))
+    entry = _SHARED_DERIVED.get(key)
+    if entry is not None:
+        refs, buf_ref = entry
+        buf = buf_ref()
+        # ids are reused once an array is freed: the entry holds only while the very same
+        # operand objects are alive
+        if buf is not None and all(r() is a for r, a in zip(refs, arrays, strict=True)):
+            return buf
+    for k in [k for k, (refs, b) in _SHARED_DERIVED.items() if b() is None or any(r() is None for r in refs)]:
+        del _SHARED_DERIVED[k]
+    buf = derive(facts, operands)
+    buf.flags.writeable = False
+    _SHARED_DERIVED[key] = ([weakref.ref(a) for a in arrays], weakref.ref(buf))
+    return buf
 
 
 def split_worth(graph: Graph, index: int) -> bool:
