@@ -249,7 +249,7 @@ def _write_native(build: Build) -> None:
     """This host's native/ (opmlc/backend/native_build.py), with every file just written
     remembered as checked: the first run after compile hashes nothing."""
     from opmlc import buildcheck
-    from opmlc.backend.native_build import HOST, NATIVE_DIR, WEIGHTS, write_native
+    from opmlc.backend.native_build import DERIVED, HOST, NATIVE_DIR, WEIGHTS, write_native
     from opmlc.commit import padded_bytes
 
     d = build.directory
@@ -269,7 +269,7 @@ def _write_native(build: Build) -> None:
             pages = build.store.pages_path(bytes.fromhex(r["root"][2:]))
             if pages.exists():  # store.put has just compared (or written) it
                 verified.mark(pages)
-    for name in (HOST, WEIGHTS):
+    for name in (HOST, WEIGHTS, DERIVED):
         verified.mark(d / NATIVE_DIR / name)
     buildcheck.mark_program(build.manifest, d, verified)
     verified.save()

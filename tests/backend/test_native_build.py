@@ -1,6 +1,6 @@
 """The native build ahead of time (opmlc/backend/native_build.py): `opmlc compile` writes this
-host's object and native-endian weights; a run loads the object without code generation and maps
-the weights; another host, or a damaged object or weights file, falls back to the JIT or the
+host's object, native-endian weights and derived buffers; a run loads the object without code
+generation and maps the weights and the derived buffers; another host, or a damaged object or weights file, falls back to the JIT or the
 store with a note and the same bits; `opmlc.run` keeps one session per build whose repeated calls
 give the results of fresh runs; Build.load hashes a file once and re-hashes it once changed."""
 
@@ -181,6 +181,49 @@ def test_node_tasks_on_a_session_equal_the_interpreter(builds):
         got, want = run(build, x, "native", node=k), run(build, x, "interp", node=k)
         assert got.output_roots == want.output_roots and got.saturated == want.saturated
     assert run(build, x, "native").output_roots == run(build, x, "interp").output_roots
+
+
+def test_compile_writes_the_derived_buffers_and_a_loaded_build_maps_them(builds, tmp_path, monkeypatch):
+    """native/derived.bin holds what each region table would derive at load; the session and the
+    dispute's tracer read its one mapping (nothing derived at load), byte for byte a fresh derive."""
+    from dataclasses import replace
+
+    from opmlc.backend.kernels import native as host_kernels
+    from opmlc.backend.native import task_table
+    from opmlc.dispute.native_trace import tracer
+
+    d = copy_of(builds, "tiny_llama", tmp_path)
+    host = json.loads((d / "native" / "host.json").read_text())
+    assert host["derived"] and (d / "native" / "derived.bin").stat().st_size >= host["derived"][-1]["offset"]
+    build = Build.load(d)
+    fresh = task_table(build.graph, [np.array(build.graph.initializers[v]) if v in build.graph.initializers
+                                     else np.zeros(1) for v in range(len(build.graph.values))])[0].derived
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a derived buffer was derived at load")
+
+    for op, hk in list(host_kernels.HOST_KERNELS.items()):
+        monkeypatch.setitem(host_kernels.HOST_KERNELS, op, replace(hk, derive=refuse))
+    session, trace = build.native, tracer(build)
+    assert len(session.table.derived) == len(fresh) == len(host["derived"])
+    for mapped, traced, want in zip(session.table.derived, trace.derived, fresh, strict=True):
+        assert isinstance(mapped, np.memmap) and mapped is traced and mapped.tobytes() == want.tobytes()
+    x = inputs_for(build, 7)
+    assert run(build, x, "native").output_roots == run(build, x, "interp").output_roots
+
+
+def test_a_damaged_derived_file_is_not_mapped_the_tables_derive_with_a_note(builds, tmp_path, capsys):
+    d = copy_of(builds, "tiny_llama", tmp_path)
+    path = d / "native" / "derived.bin"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    build = Build.load(d)
+    x = inputs_for(build, 8)
+    got = run(build, x, "native")
+    assert "derived.bin does not hold this build's derived buffers (damaged?)" in capsys.readouterr().err
+    assert not any(isinstance(a, np.memmap) for a in build.native.table.derived)
+    assert got.output_roots == run(build, x, "interp").output_roots
 
 
 def test_a_weights_file_that_disagrees_with_the_store_is_not_used(builds, tmp_path, capsys):

@@ -129,22 +129,26 @@ def test_the_interpreter_reads_an_i4_weight_unpacked_and_cached_weakly(builds):
     assert len(g.initializers._unpacked) == 0  # nobody holds it: freed
 
 
-def test_region_tables_over_mapped_weights_share_their_derived_buffers(tmp_path):
+def test_region_tables_over_mapped_weights_share_their_derived_buffers(tmp_path, capsys):
     """The session and a dispute's tracer of one loaded build hold one copy of each derived
-    buffer (kernels/native/__init__.py `_shared`), read-only; tables over a caller's writable
-    arrays each derive their own; the shared copies are dropped with the last table."""
+    buffer (kernels/native/__init__.py `_shared`), read-only, when the table that comes first
+    derives them (here: no native/derived.bin to map); tables over a caller's writable arrays
+    each derive their own; the shared copies are dropped with the last table."""
     from opmlc.backend.kernels.native import _SHARED_DERIVED
     from opmlc.backend.native import task_table
     from opmlc.dispute.native_trace import tracer
 
-    build = Build.load(compile_model(MODELS / "tiny_llama.onnx", tmp_path / "llama").directory)
+    d = compile_model(MODELS / "tiny_llama.onnx", tmp_path / "llama").directory
+    (d / "native" / "derived.bin").unlink()
+    build = Build.load(d)
     x = inputs_for(build, 5)
     want = run(build, x, "interp").output_roots
     assert run(build, x, "native").output_roots == want
     session, trace = build.native, tracer(build)
     assert session.table.derived and len(session.table.derived) == len(trace.derived)
+    assert "derived.bin is missing; deriving them at load" in capsys.readouterr().err
     for a, b in zip(session.table.derived, trace.derived, strict=True):
-        assert a is b and not a.flags.writeable
+        assert a is b and not a.flags.writeable and not isinstance(a, np.memmap)
     fresh = {v: np.array(session.bufs[v]) for v in build.graph.initializers}  # writable copies
     mine = [task_table(build.graph, [fresh.get(v, buf) for v, buf in enumerate(session.bufs)])[0] for _ in range(2)]
     for a, b, c in zip(session.table.derived, mine[0].derived, mine[1].derived, strict=True):

@@ -23,10 +23,13 @@ node's initializers when the module is generated (e.g. the range of a constant w
 dict; {} for nothing). Its kernel is then specialised on them (they are part of the kernel's
 signature, and `emit` gets them as the keyword `facts`). With `facts["derived"]` true the node
 also has a derived buffer, `derive(facts, operands)` (a C-contiguous array computed from the
-node's initializer operands' buffers, e.g. the weights in another layout): `derived_buffers` computes them
-once per region table (a NativeSession's, at load; never per run), in node order, and the
-table holds them after the saturation counts, at regions[n_values + 1 + d] for the d-th such
-node; the kernel gets its buffer's pointer as one more entry of `args`, after the operands.
+node's initializer operands' buffers, e.g. the weights in another layout; a kernel only reads
+it): `derived_buffers` gives them to each region table (a NativeSession's, at load; never per
+run), in node order, and the table holds them after the saturation counts, at
+regions[n_values + 1 + d] for the d-th such node; the kernel gets its buffer's pointer as one
+more entry of `args`, after the operands. Tables over the same read-only weights share one
+buffer (`_shared`), which a loaded build maps from its native/derived.bin when it can
+(backend/native_build.py, `offer_derived`) instead of deriving it.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.
 
 
 # A derived buffer is a function of its kernel, its facts and its operands' contents, and no kernel
-# writes it. A loaded build's weights are read-only maps, and one process often holds two region
+# writes it. A loaded build's weights are read-only maps, and one process can hold two region
 # tables over them (`Build.native`'s session, generating, and a dispute's NativeTracer): each
 # derived its own copy, 0.6 GB more for the 1.1B decoder's 4-bit weights (qmatvec4.py). So a
 # buffer derived from read-only operands is kept here, weakly (freed with the last table that
@@ -117,12 +120,27 @@ def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.
 _SHARED_DERIVED: dict[tuple, tuple[list[weakref.ref], weakref.ref]] = {}
 
 
+def _key(op: str, facts: dict, arrays: list[np.ndarray]) -> tuple:
+    return op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays)
+
+
+def offer_derived(graph: Graph, weights: Mapping[int, np.ndarray], buffers: list[np.ndarray]) -> None:
+    """Hand `buffers` (one per derived node, in node order: a build's native/derived.bin, mapped
+    by backend/native_build.py) to the tables made later over these read-only `weights`, as if
+    one of them had derived them. The caller holds the buffers (the entries are weak)."""
+    derived = [(n, f) for i, n in enumerate(graph.nodes) if (f := node_facts(graph, i)).get("derived")]
+    for (node, facts), buf in zip(derived, buffers, strict=True):
+        arrays = [weights[v] for v in node.inputs if v in weights]
+        if not any(a.flags.writeable for a in arrays):
+            _SHARED_DERIVED[_key(node.op, facts, arrays)] = ([weakref.ref(a) for a in arrays], weakref.ref(buf))
+
+
 def _shared(op: str, facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
     derive = HOST_KERNELS[op].derive
     arrays = [a for a in operands if a is not None]
     if any(a.flags.writeable for a in arrays):
         return derive(facts, operands)
-    key = (op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays))
+    key = _key(op, facts, arrays)
     entry = _SHARED_DERIVED.get(key)
     if entry is not None:
         refs, buf_ref = entry
