@@ -15,7 +15,9 @@ the calling thread's CPU time instead (both run their kernels on the calling thr
 which a loaded machine's preemptions do not inflate.
 
 Models (random weights, made by scripts; none is committed):
-- `mlp`: the 784-512-512-10 MLP (models/make_mlp784.py) at batch 1 and 64, and the digits MLP;
+- `mlp`: the 784-512-512-10 MLP (models/make_mlp784.py) at batch 1 and 64, at batch 64 also
+  compiled with `weights="int8"` (against float32 and 8-bit MatMulNBits, as `llama27`), and the
+  digits MLP;
 - `decoders`: models/tiny_llama.onnx and models/tiny_gpt2.onnx, one forward pass over 32 bytes;
 - `llama27`: the 27.5M-parameter LLaMA shape of bench/native_start.py (needs torch), compiled
   with `weights="int8"` (per-channel 8-bit weights), against onnxruntime float32 and against
@@ -111,6 +113,29 @@ def compare(name: str, build: opmlc.Build, x: np.ndarray, refs: dict[str, Path],
         print(line, flush=True)
 
 
+def nbits8_reference(model: Path, refs: dict[str, Path]) -> None:
+    """Add onnxruntime's 8-bit MatMulNBits version of `model` (block 32, symmetric) to `refs`,
+    when this onnxruntime makes one."""
+    try:
+        import logging
+
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
+
+        q = MatMulNBitsQuantizer(onnx.load(str(model)), bits=8, block_size=32, is_symmetric=True)
+        q.process()
+        if not any(n.op_type == "MatMulNBits" for n in q.model.model.graph.node):  # e.g. Gemm: not taken
+            print(f"(no 8-bit MatMulNBits reference for {model.name}: the quantizer took none of its nodes)")
+            return
+        qpath = model.with_name(f"{model.stem}-nbits8.onnx")
+        q.model.save_model_to_file(str(qpath), use_external_data_format=False)
+        refs["MatMulNBits 8-bit"] = qpath
+    except Exception as e:  # an onnxruntime without 8-bit MatMulNBits: the float figure alone
+        print(f"(no 8-bit MatMulNBits reference: {type(e).__name__}: {e})")
+
+
 def mlp(tmp: Path, threads: list[int], runs: int) -> None:
     from models.make_mlp784 import build as build_mlp784
 
@@ -121,6 +146,14 @@ def mlp(tmp: Path, threads: list[int], runs: int) -> None:
         x = np.random.default_rng(0).random((batch, 784), dtype=np.float32)
         compare(f"MLP 784-512-512-10, batch {batch}", opmlc.Build.load(out), x, {"float32": model}, "input",
                 threads, runs)
+    # the same at batch 64 with 8-bit weights: s16 planes of x against one byte of weight (two
+    # vpdpwssd products where the default build's 22-bit weights need three: DESIGN "figures")
+    out = tmp / "mlp784-64-int8"
+    opmlc.compile_model(model, out, input_shapes={"input": (64, 784)}, weights="int8")
+    refs = {"float32": model}
+    nbits8_reference(model, refs)
+    x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    compare("MLP 784-512-512-10, b64, int8", opmlc.Build.load(out), x, refs, "input", threads, runs)
     digits = ROOT / "models" / "digits_mlp.onnx"
     opmlc.compile_model(digits, tmp / "digits")
     x = np.random.default_rng(0).random((1, 64), dtype=np.float32) * 16
@@ -144,21 +177,7 @@ def llama27(tmp: Path, threads: list[int], runs: int) -> None:
     model = tmp / "llama27.onnx"
     n = make_model(model)
     refs = {"float32": model}
-    try:
-        import logging
-
-        import onnx
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
-
-        q = MatMulNBitsQuantizer(onnx.load(str(model)), bits=8, block_size=32, is_symmetric=True)
-        q.process()
-        qpath = tmp / "llama27-nbits8.onnx"
-        q.model.save_model_to_file(str(qpath), use_external_data_format=False)
-        refs["MatMulNBits 8-bit"] = qpath
-    except Exception as e:  # an onnxruntime without 8-bit MatMulNBits: the float figure alone
-        print(f"(no 8-bit MatMulNBits reference: {type(e).__name__}: {e})")
+    nbits8_reference(model, refs)
     out = tmp / "llama27-int8"
     opmlc.compile_model(model, out, weights="int8")
     x = (np.arange(32) * 7 % 256).reshape(1, 32)
