@@ -16,8 +16,8 @@ which a loaded machine's preemptions do not inflate.
 
 Models (random weights, made by scripts; none is committed):
 - `mlp`: the 784-512-512-10 MLP (models/make_mlp784.py) at batch 1 and 64, at batch 64 also
-  compiled with `weights="int8"` (against float32 and 8-bit MatMulNBits, as `llama27`), and the
-  digits MLP;
+  compiled with `weights="int8"` (against float32 and onnxruntime's dynamic int8 quantization
+  of the same model: MatMulNBits takes no Gemm), and the digits MLP;
 - `decoders`: models/tiny_llama.onnx and models/tiny_gpt2.onnx, one forward pass over 32 bytes;
 - `llama27`: the 27.5M-parameter LLaMA shape of bench/native_start.py (needs torch), compiled
   with `weights="int8"` (per-channel 8-bit weights), against onnxruntime float32 and against
@@ -113,27 +113,37 @@ def compare(name: str, build: opmlc.Build, x: np.ndarray, refs: dict[str, Path],
         print(line, flush=True)
 
 
-def nbits8_reference(model: Path, refs: dict[str, Path]) -> None:
-    """Add onnxruntime's 8-bit MatMulNBits version of `model` (block 32, symmetric) to `refs`,
-    when this onnxruntime makes one."""
+def int8_reference(model: Path, refs: dict[str, Path]) -> None:
+    """Add onnxruntime's 8-bit version of `model` to `refs`: its MatMulNBits (block 32,
+    symmetric) when the quantizer takes the model's nodes (MatMul), else its dynamic int8
+    quantization (per-channel weights, activations quantized at run time: MatMulInteger), which
+    also takes Gemm; nothing when this onnxruntime makes neither."""
+    import logging
+
+    import onnx
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
     try:
-        import logging
-
-        import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
 
         q = MatMulNBitsQuantizer(onnx.load(str(model)), bits=8, block_size=32, is_symmetric=True)
         q.process()
-        if not any(n.op_type == "MatMulNBits" for n in q.model.model.graph.node):  # e.g. Gemm: not taken
-            print(f"(no 8-bit MatMulNBits reference for {model.name}: the quantizer took none of its nodes)")
+        if any(n.op_type == "MatMulNBits" for n in q.model.model.graph.node):
+            qpath = model.with_name(f"{model.stem}-nbits8.onnx")
+            q.model.save_model_to_file(str(qpath), use_external_data_format=False)
+            refs["MatMulNBits 8-bit"] = qpath
             return
-        qpath = model.with_name(f"{model.stem}-nbits8.onnx")
-        q.model.save_model_to_file(str(qpath), use_external_data_format=False)
-        refs["MatMulNBits 8-bit"] = qpath
-    except Exception as e:  # an onnxruntime without 8-bit MatMulNBits: the float figure alone
-        print(f"(no 8-bit MatMulNBits reference: {type(e).__name__}: {e})")
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # e.g. Gemm: not a MatMulNBits
+
+        qpath = model.with_name(f"{model.stem}-dynamic-int8.onnx")
+        logging.disable(logging.WARNING)  # its advice to pre-process, a line per tensor
+        try:
+            quantize_dynamic(str(model), str(qpath), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            logging.disable(logging.NOTSET)
+        refs["dynamic int8"] = qpath
+    except Exception as e:  # an onnxruntime without these quantizers: the float figure alone
+        print(f"(no 8-bit onnxruntime reference: {type(e).__name__}: {e})")
 
 
 def mlp(tmp: Path, threads: list[int], runs: int) -> None:
@@ -151,7 +161,7 @@ def mlp(tmp: Path, threads: list[int], runs: int) -> None:
     out = tmp / "mlp784-64-int8"
     opmlc.compile_model(model, out, input_shapes={"input": (64, 784)}, weights="int8")
     refs = {"float32": model}
-    nbits8_reference(model, refs)
+    int8_reference(model, refs)
     x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
     compare("MLP 784-512-512-10, b64, int8", opmlc.Build.load(out), x, refs, "input", threads, runs)
     digits = ROOT / "models" / "digits_mlp.onnx"
@@ -177,7 +187,7 @@ def llama27(tmp: Path, threads: list[int], runs: int) -> None:
     model = tmp / "llama27.onnx"
     n = make_model(model)
     refs = {"float32": model}
-    nbits8_reference(model, refs)
+    int8_reference(model, refs)
     out = tmp / "llama27-int8"
     opmlc.compile_model(model, out, weights="int8")
     x = (np.arange(32) * 7 % 256).reshape(1, 32)
