@@ -84,13 +84,16 @@ def value_buffers(graph: Graph, known: dict[int, np.ndarray]) -> list[np.ndarray
     return bufs
 
 
-def task_table(graph: Graph, bufs: list[np.ndarray]) -> tuple[ctypes.Array, np.ndarray]:
+def task_table(graph: Graph, bufs: list[np.ndarray], derived: list[np.ndarray] | None = None
+               ) -> tuple[ctypes.Array, np.ndarray]:
     """The region table of `bufs` plus the saturation counts array (one i64 per node) that a
-    counting program adds to, then the host kernels' derived buffers (computed here, from
-    `bufs`: kernels/native/__init__.py, "Constant operands"; the table keeps them alive); the
-    caller keeps `bufs` and the counts alive while the table is used."""
+    counting program adds to, then the host kernels' derived buffers (`derived`, those of the
+    program's own build: native_build.derived_views; else computed here, from `bufs`:
+    kernels/native/__init__.py, "Constant operands"; the table keeps them alive); the caller
+    keeps `bufs` and the counts alive while the table is used."""
     counts = np.zeros(max(1, len(graph.nodes)), dtype=np.int64)
-    derived = derived_buffers(graph, {v: bufs[v] for v in graph.initializers})
+    if derived is None:
+        derived = derived_buffers(graph, {v: bufs[v] for v in graph.initializers})
     table = region_table([*bufs, counts, *derived])
     table.derived = derived
     return table, counts
@@ -208,7 +211,9 @@ class NativeSession:
     a lock; `threads` (default: every core) is the number of threads a run uses (module
     docstring)."""
 
-    def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None) -> None:
+    def __init__(self, program: NativeProgram, graph: Graph, threads: int | None = None,
+                 derived: list[np.ndarray] | None = None) -> None:
+        """`derived`: the host kernels' derived buffers when the caller has them (task_table)."""
         self.program, self.graph = program, graph
         self.threads = check_threads(threads)
         # no split node (or a module without the entry points): one call runs the whole graph
@@ -239,7 +244,7 @@ class NativeSession:
                 self.bufs.append(arr)
             else:
                 self.bufs.append(native_buffer(arr, t))
-        self.table, self.counts = task_table(graph, self.bufs)
+        self.table, self.counts = task_table(graph, self.bufs, derived)
         self._table_address = ctypes.addressof(self.table)
         self._lock = threading.Lock()
         # what every whole-graph call needs, prepared once (run_edge): the inputs' types and

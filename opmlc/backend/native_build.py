@@ -192,26 +192,29 @@ def _write_derived(path: Path, graph: Graph) -> tuple[list[dict], str]:
 
 
 def _map_derived(build: Build, record: dict) -> list[np.ndarray] | None:
-    """Read-only views of native/derived.bin, one per derived node in node order, when
-    host.json's slots name exactly the graph's derived nodes and the file hashes to its sha256
-    (hashed once: remembered in native/verified.json); else None (each table derives its own,
-    with a note when the file is there but wrong)."""
-    from opmlc.backend.kernels.native import node_facts
+    """Read-only views of native/derived.bin, one per slot, when the slots are well formed (nodes
+    in increasing order whose ops have a derive, aligned, inside the file) and the file hashes to
+    host.json's sha256 (hashed once: remembered in native/verified.json); else None, with a note
+    when the build has slots. Which nodes have a buffer is not recomputed (their facts take a
+    pass over each weight): the caller uses these only with the build's own object, which the
+    same generator compiled from the same graph when it wrote the file."""
+    from opmlc.backend.kernels.native import HOST_KERNELS
     from opmlc.buildcheck import VerifiedFiles
 
     g = build.graph
     slots = record.get("derived")
     if not isinstance(slots, list):  # written before derived.bin
         return None
-    path = build.directory / NATIVE_DIR / DERIVED
-    nodes = [i for i in range(len(g.nodes)) if node_facts(g, i).get("derived")]
-    if not nodes:
+    if not slots:
         return []
+    path = build.directory / NATIVE_DIR / DERIVED
     try:
         size = path.stat().st_size
-        ok = [s["node"] for s in slots] == nodes and all(
-            isinstance(s["offset"], int) and isinstance(s["nbytes"], int) and s["offset"] % ALIGN == 0
-            and 0 <= s["offset"] and s["offset"] + s["nbytes"] <= size for s in slots)
+        nodes = [s["node"] for s in slots]
+        ok = (all(isinstance(i, int) and 0 <= i < len(g.nodes) for i in nodes) and nodes == sorted(set(nodes))
+              and all(getattr(HOST_KERNELS.get(g.nodes[i].op), "derive", None) is not None for i in nodes)
+              and all(isinstance(s["offset"], int) and isinstance(s["nbytes"], int) and s["offset"] % ALIGN == 0
+                      and 0 <= s["offset"] and 0 < s["nbytes"] and s["offset"] + s["nbytes"] <= size for s in slots))
     except (OSError, KeyError, TypeError):
         ok = False
     verified = VerifiedFiles(build.directory)
@@ -329,7 +332,6 @@ def load_program(build: Build) -> NativeProgram:
         elif hashlib.sha256(obj).hexdigest() != record.get("object_sha256"):
             reason = f"{path} does not match its sha256 in {HOST} (corrupted?)"
         else:
-            _share_derived(build, record)
             return NativeProgram.from_object(obj, str(record.get("key")))
     program = load_native(host_module(build.graph))
     if program.from_cache:
@@ -340,26 +342,21 @@ def load_program(build: Build) -> NativeProgram:
 
 
 
-def _share_derived(build: Build, record: dict) -> None:
-    """Offer derived.bin's views to every region table this process makes over the build's
-    weights (kernels/native/__init__.py `offer_derived`), once per Build, which holds them."""
-    if "_derived_views" in build.__dict__:
-        return
-    from opmlc.backend.kernels.native import offer_derived
-    from opmlc.ir.initializers import PackedI4, held
-
-    views = _map_derived(build, record)
-    build.__dict__["_derived_views"] = views
-    if views:
-        g = build.graph
-        weights = {}
-        for v in g.initializers:  # the operand objects the session and the tracer hold
-            h = held(g.initializers, v)
-            weights[v] = h.packed if isinstance(h, PackedI4) else h
-        offer_derived(g, weights, views)
+def derived_views(build: Build, program: NativeProgram) -> list[np.ndarray] | None:
+    """The derived buffers of every region table over `build`'s weights that runs `program`:
+    native/derived.bin's views (mapped once per Build, which holds them) when `program` is the
+    build's own object (load_program), else None (the table derives them:
+    kernels/native/__init__.py `derived_buffers`)."""
+    if not program.from_object_file:
+        return None
+    if "_derived_views" not in build.__dict__:
+        record = read_host(build.directory)
+        build.__dict__["_derived_views"] = _map_derived(build, record) if record is not None else None
+    return build.__dict__["_derived_views"]
 
 
 def open_session(build: Build) -> NativeSession:
     """The build's native program over its buffers (the graph's initializers: the mapped weights
     when Build.load could use them)."""
-    return NativeSession(load_program(build), build.graph)
+    program = load_program(build)
+    return NativeSession(program, build.graph, derived=derived_views(build, program))

@@ -115,7 +115,7 @@ class NativeTracer:
     """The build's native program over a region table of live values only."""
 
     def __init__(self, build: Build) -> None:
-        from opmlc.backend.native_build import load_program
+        from opmlc.backend.native_build import derived_views, load_program
 
         self.build = build
         g = build.graph
@@ -135,8 +135,10 @@ class NativeTracer:
             ok = plain_layout(t) and arr.dtype == t.dtype.numpy and arr.flags.c_contiguous and arr.shape == t.shape
             self.weights[v] = arr if ok else native_buffer(arr, t)
         self.counts = np.zeros(max(1, len(g.nodes)), dtype=np.int64)
-        # the host kernels' buffers derived from the weights, after the counts (made once)
-        self.derived = derived_buffers(g, self.weights)
+        # the host kernels' buffers derived from the weights, after the counts (made once; the
+        # build's mapped native/derived.bin when the program is its own object)
+        views = derived_views(build, self.program)
+        self.derived = views if views is not None else derived_buffers(g, self.weights)
         self.peak_live_bytes = 0  # the largest sum of live value buffers in the last run
 
     def _table(self) -> ctypes.Array:

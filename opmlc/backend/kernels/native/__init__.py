@@ -28,8 +28,8 @@ it): `derived_buffers` gives them to each region table (a NativeSession's, at lo
 run), in node order, and the table holds them after the saturation counts, at
 regions[n_values + 1 + d] for the d-th such node; the kernel gets its buffer's pointer as one
 more entry of `args`, after the operands. Tables over the same read-only weights share one
-buffer (`_shared`), which a loaded build maps from its native/derived.bin when it can
-(backend/native_build.py, `offer_derived`) instead of deriving it.
+buffer (`_shared`). A loaded build running its own object maps them from native/derived.bin
+instead (backend/native_build.py `derived_views`), computing neither facts nor buffers.
 """
 
 from __future__ import annotations
@@ -122,17 +122,6 @@ _SHARED_DERIVED: dict[tuple, tuple[list[weakref.ref], weakref.ref]] = {}
 
 def _key(op: str, facts: dict, arrays: list[np.ndarray]) -> tuple:
     return op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays)
-
-
-def offer_derived(graph: Graph, weights: Mapping[int, np.ndarray], buffers: list[np.ndarray]) -> None:
-    """Hand `buffers` (one per derived node, in node order: a build's native/derived.bin, mapped
-    by backend/native_build.py) to the tables made later over these read-only `weights`, as if
-    one of them had derived them. The caller holds the buffers (the entries are weak)."""
-    derived = [(n, f) for i, n in enumerate(graph.nodes) if (f := node_facts(graph, i)).get("derived")]
-    for (node, facts), buf in zip(derived, buffers, strict=True):
-        arrays = [weights[v] for v in node.inputs if v in weights]
-        if not any(a.flags.writeable for a in arrays):
-            _SHARED_DERIVED[_key(node.op, facts, arrays)] = ([weakref.ref(a) for a in arrays], weakref.ref(buf))
 
 
 def _shared(op: str, facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
