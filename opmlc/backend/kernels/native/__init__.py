@@ -112,16 +112,13 @@ def derived_buffers(graph: Graph, weights: Mapping[int, np.ndarray]) -> list[np.
 
 # A derived buffer is a function of its kernel, its facts and its operands' contents, and no kernel
 # writes it. A loaded build's weights are read-only maps, and one process can hold two region
-# tables over them (`Build.native`'s session, generating, and a dispute's NativeTracer): each
-# derived its own copy, 0.6 GB more for the 1.1B decoder's 4-bit weights (qmatvec4.py). So a
-# buffer derived from read-only operands is kept here, weakly (freed with the last table that
-# holds it), and handed to the next table over the same operand objects. Writable operands (a
-# caller's own arrays, which it may change) are derived anew for each table, as before.
+# tables over them (`Build.native`'s session, generating, and a dispute's NativeTracer): without
+# native/derived.bin to map (backend/native_build.py), each derived its own copy, 0.6 GB more for
+# the 1.1B decoder's 4-bit weights (qmatvec4.py). So a buffer derived from read-only operands is
+# kept here, weakly (freed with the last table that holds it), and handed to the next table over
+# the same operand objects. Writable operands (a caller's own arrays, which it may change) are
+# derived anew for each table, as before.
 _SHARED_DERIVED: dict[tuple, tuple[list[weakref.ref], weakref.ref]] = {}
-
-
-def _key(op: str, facts: dict, arrays: list[np.ndarray]) -> tuple:
-    return op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays)
 
 
 def _shared(op: str, facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
@@ -129,7 +126,7 @@ def _shared(op: str, facts: dict, operands: list[np.ndarray | None]) -> np.ndarr
     arrays = [a for a in operands if a is not None]
     if any(a.flags.writeable for a in arrays):
         return derive(facts, operands)
-    key = _key(op, facts, arrays)
+    key = (op, json.dumps(facts, sort_keys=True), tuple(id(a) for a in arrays))
     entry = _SHARED_DERIVED.get(key)
     if entry is not None:
         refs, buf_ref = entry
