@@ -133,7 +133,10 @@ def int8_reference(model: Path, refs: dict[str, Path]) -> None:
             q.model.save_model_to_file(str(qpath), use_external_data_format=False)
             refs["MatMulNBits 8-bit"] = qpath
             return
-        from onnxruntime.quantization import QuantType, quantize_dynamic  # e.g. Gemm: not a MatMulNBits
+        from onnxruntime.quantization import (  # e.g. Gemm: not a MatMulNBits
+            QuantType,
+            quantize_dynamic,
+        )
 
         qpath = model.with_name(f"{model.stem}-dynamic-int8.onnx")
         logging.disable(logging.WARNING)  # its advice to pre-process, a line per tensor

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,32 +117,17 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     for old in out.glob("*.o"):  # one object per build: this host's
         old.unlink()
     _write_atomic(out / f"{key}.o", lambda f: f.write(obj))
-    slots, offset = [], 0
-    arrays = []
+    kept = []  # (value, type, native buffer) of each weights.bin slot
     for v_id, arr in graph.initializers.items():
         t = graph.values[v_id].type
         if t.dtype.byte_oriented:  # mapped from the tensor store's file as it is (no copy here)
             continue
         if not plain_layout(t):  # no such type yet: the session would convert it once
             continue
-        a = native_buffer(arr, t)
-        slots.append({"value": v_id, "root": roots[v_id], **t.to_json(), "offset": offset, "nbytes": a.nbytes})
-        arrays.append((offset, a))
-        offset += -(-a.nbytes // ALIGN) * ALIGN
-    digest = hashlib.sha256()
-
-    def write_weights(f) -> None:
-        pos = 0
-        for off, a in arrays:
-            pad = bytes(off - pos)
-            data = a.tobytes()
-            f.write(pad)
-            f.write(data)
-            digest.update(pad)
-            digest.update(data)
-            pos = off + len(data)
-
-    _write_atomic(out / WEIGHTS, write_weights)
+        kept.append((v_id, t, native_buffer(arr, t)))
+    places, weights_sha256 = _write_aligned(out / WEIGHTS, (a for _v, _t, a in kept))
+    slots = [{"value": v_id, "root": roots[v_id], **t.to_json(), "offset": offset, "nbytes": nbytes}
+             for (v_id, t, _a), (offset, nbytes) in zip(kept, places, strict=True)]
     derived, derived_sha256 = _write_derived(out / DERIVED, graph)
     record = {
         "format": FORMAT,
@@ -152,7 +138,7 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
         "object": f"{key}.o",
         "object_sha256": hashlib.sha256(obj).hexdigest(),
         "weights": WEIGHTS,
-        "weights_sha256": digest.hexdigest(),
+        "weights_sha256": weights_sha256,
         "slots": slots,
         "derived": derived,
         "derived_sha256": derived_sha256,
@@ -161,34 +147,48 @@ def write_native(directory: str | Path, graph: Graph, roots: dict[int, str]) -> 
     return record
 
 
-def _write_derived(path: Path, graph: Graph) -> tuple[list[dict], str]:
-    """native/derived.bin: each derived buffer from the initializers as a region table holds
-    them (native_buffer: an i4 weight packed), one node at a time (a large model's copies are
-    never all in memory); returns its slots ({"node", "offset", "nbytes"}) and its sha256."""
-    from opmlc.backend.kernels.native import HOST_KERNELS, node_facts
-
-    slots: list[dict] = []
+def _write_aligned(path: Path, arrays: Iterable[np.ndarray]) -> tuple[list[tuple[int, int]], str]:
+    """Write `arrays` to `path` end to end, each from an ALIGN boundary (zero bytes between),
+    taking each from the iterable only when it is written; returns each one's (offset, nbytes)
+    and the file's sha256."""
+    places: list[tuple[int, int]] = []
     digest = hashlib.sha256()
 
     def write(f) -> None:
         pos = 0
-        for index, node in enumerate(graph.nodes):
-            facts = node_facts(graph, index)
-            if not facts.get("derived"):
-                continue
-            operands = [native_buffer(graph.initializers[v], graph.values[v].type) if v in graph.initializers else None
-                        for v in node.inputs]
-            data = np.ascontiguousarray(HOST_KERNELS[node.op].derive(facts, operands)).view(np.uint8).reshape(-1)
+        for a in arrays:
+            data = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
             pad = bytes(-pos % ALIGN)
             for chunk in (pad, data):
                 f.write(chunk)
                 digest.update(chunk)
             pos += len(pad)
-            slots.append({"node": index, "offset": pos, "nbytes": int(data.nbytes)})
+            places.append((pos, data.nbytes))
             pos += data.nbytes
 
     _write_atomic(path, write)
-    return slots, digest.hexdigest()
+    return places, digest.hexdigest()
+
+
+def _write_derived(path: Path, graph: Graph) -> tuple[list[dict], str]:
+    """native/derived.bin: each derived buffer from the initializers as a region table holds
+    them (native_buffer: an i4 weight packed), made one node at a time (a large model's copies
+    are never all in memory); returns its slots ({"node", "offset", "nbytes"}) and its sha256."""
+    from opmlc.backend.kernels.native import HOST_KERNELS, node_facts
+
+    nodes: list[int] = []
+
+    def buffers() -> Iterator[np.ndarray]:
+        for index, node in enumerate(graph.nodes):
+            facts = node_facts(graph, index)
+            if facts.get("derived"):
+                nodes.append(index)
+                yield HOST_KERNELS[node.op].derive(facts, [
+                    native_buffer(graph.initializers[v], graph.values[v].type) if v in graph.initializers else None
+                    for v in node.inputs])
+
+    places, sha256 = _write_aligned(path, buffers())
+    return [{"node": i, "offset": o, "nbytes": n} for i, (o, n) in zip(nodes, places, strict=True)], sha256
 
 
 def _map_derived(build: Build, record: dict) -> list[np.ndarray] | None:
@@ -219,11 +219,8 @@ def _map_derived(build: Build, record: dict) -> list[np.ndarray] | None:
         ok = False
     verified = VerifiedFiles(build.directory)
     if ok and not verified.fresh(path):
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-        ok = digest.hexdigest() == record.get("derived_sha256")
+            ok = hashlib.file_digest(f, "sha256").hexdigest() == record.get("derived_sha256")
         if ok:
             verified.mark(path)
             verified.save()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from opmlc.backend.kernels._ir import I8, I32, c32, load
+from opmlc.backend.kernels._ir import I8, I32, c32, load, saturate32, sext64, shl, shr_round, store
 from opmlc.ir.graph import Graph
 from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
@@ -46,3 +46,13 @@ def constant_qweight(graph: Graph, index: int, accepts) -> bool:
     node = graph.nodes[index]
     return (accepts(graph.input_types(node), node.attrs, graph.values[node.output].type)
             and all(v in graph.initializers for v in node.inputs[1:3]))
+
+
+def finish_output(b: ir.IRBuilder, acc: ir.Value, bias: ir.Value | None, bias_t: TensorType | None, j: ir.Value,
+                  prod_frac: int, shift: int, out: ir.Value, index: ir.Value) -> None:
+    """A q-kernel's last steps for one output (ir/ops/qmatmul.py): the exact sum `acc` (i64, at
+    `prod_frac` fractional bits) plus the bias of column `j` when there is one, the rounding
+    shift, the counted saturation, the store at out[index]."""
+    if bias is not None:
+        acc = b.add(acc, shl(b, sext64(b, load(b, bias, j)), prod_frac - bias_t.frac))
+    store(b, saturate32(b, shr_round(b, acc, shift)), out, index)

@@ -43,13 +43,9 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
-    saturate32,
     sext64,
-    shl,
-    shr_round,
-    store,
 )
-from opmlc.backend.kernels._qweight import load_q, operands
+from opmlc.backend.kernels._qweight import finish_output, load_q, operands
 from opmlc.backend.kernels.native import host_kernel, qmatmul_rows, qmatvec4
 from opmlc.backend.kernels.native import qmatmul_vnni as vnni
 from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, hsum, part_range, splat
@@ -213,10 +209,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         for r in range(rows):
             for c in range(cols):
                 acc = hsum(b, b.load(total[r * cols + c], typ=VI64))
-                if bias is not None:
-                    acc = b.add(acc, shl(b, sext64(b, load(b, bias, js[c])), prod_frac - bias_t.frac))
                 i = b.add(i0, c32(r))
-                store(b, saturate32(b, shr_round(b, acc, shift)), out, b.add(b.mul(i, c32(n)), js[c]))
+                finish_output(b, acc, bias, bias_t, js[c], prod_frac, shift, out, b.add(b.mul(i, c32(n)), js[c]))
 
     first_row = 0
     for rows, row_tiles in ((4, m // 4), (1, m % 4)):

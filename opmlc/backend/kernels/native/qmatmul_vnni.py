@@ -55,13 +55,9 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
-    saturate32,
     sext64,
-    shl,
-    shr_round,
-    store,
 )
-from opmlc.backend.kernels._qweight import load_q, operands
+from opmlc.backend.kernels._qweight import finish_output, load_q, operands
 from opmlc.backend.kernels.native._vec import V16, VI64, hsum, intrinsic, part_range
 from opmlc.ir.ops._qweight import n_blocks, split_inputs
 from opmlc.ir.types import DType, TensorType
@@ -366,10 +362,8 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                         sx = b.load(at(b.add(ys, b.add(c32(nb * 8), b.mul(blk, c32(8))))), typ=I64, align=8)
                         off = b.add(off, b.mul(sext64(b, load_q(b, zp, cell, dt)), sx))
                     b.store(b.sub(b.load(corr, typ=I64), b.mul(sext64(b, load(b, scale, cell)), off)), corr)
-                acc = b.load(corr, typ=I64)
-                if bias is not None:
-                    acc = b.add(acc, shl(b, sext64(b, load(b, bias, js[cc])), prod_frac - bias_t.frac))
-                store(b, saturate32(b, shr_round(b, acc, shift)), out, b.add(b.mul(i, c32(n)), js[cc]))
+                finish_output(b, b.load(corr, typ=I64), bias, bias_t, js[cc], prod_frac, shift, out,
+                              b.add(b.mul(i, c32(n)), js[cc]))
 
     # ---- row groups of x: planes, then every tile of the part's columns
     with loop(b, -(-m // row_group), "rg") as rgi:

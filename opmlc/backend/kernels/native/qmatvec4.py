@@ -69,13 +69,9 @@ from opmlc.backend.kernels._ir import (
     entry_alloca,
     load,
     loop,
-    saturate32,
-    sext64,
-    shl,
-    shr_round,
     store,
 )
-from opmlc.backend.kernels._qweight import constant_qweight, operands
+from opmlc.backend.kernels._qweight import constant_qweight, finish_output, operands
 from opmlc.backend.kernels.native import qmatmul_vnni
 from opmlc.backend.kernels.native._vec import V16, VI64, hsum, intrinsic, part_range
 from opmlc.ir.graph import Graph
@@ -297,9 +293,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
                 group(cols, j0, xbase, g)
             for c in range(cols):
                 acc = hsum(b, b.add(b.load(totals[2 * c], typ=VI64), b.load(totals[2 * c + 1], typ=VI64)))
-                if bias is not None:
-                    acc = b.add(acc, shl(b, sext64(b, load(b, bias, js[c])), prod_frac - bias_t.frac))
-                store(b, saturate32(b, shr_round(b, acc, shift)), out, b.add(b.mul(r, c32(n)), js[c]))
+                finish_output(b, acc, bias, bias_t, js[c], prod_frac, shift, out, b.add(b.mul(r, c32(n)), js[c]))
 
     count = b.udiv(b.sub(hi, lo), c32(COLS))
     with loop(b, count, "tc") as u:
