@@ -153,4 +153,4 @@ def split_worth(graph: Graph, index: int) -> bool:
     return hk.work(graph.input_types(node), node.attrs, graph.values[node.output].type) >= SPLIT_MIN_WORK
 
 
-from opmlc.backend.kernels.native import copy, matmul, mul, nonlinear, norm, qmatmul  # noqa: E402,F401
+from opmlc.backend.kernels.native import conv, copy, matmul, mul, nonlinear, norm, qmatmul  # noqa: E402,F401

@@ -249,13 +249,14 @@ def _ceil4(v: int) -> int:
     return -(-v >> e) << e
 
 
-def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
+def weight_planes(w2: np.ndarray, min_cols: int | None = None) -> tuple[int, int, list[int]] | None:
     """(split s, 0 for one plane; number of planes; their bounds W_q) of a weight w2 [N, K], or
-    None when it has no s16 planes (module docstring)."""
+    None when it has no s16 planes (module docstring) or fewer than `min_cols` columns (default
+    MIN_COLS)."""
     e = _bits(w2)
     if -(-w2.shape[1] // 2) > MAX_PAIRS:  # one row's planes in the scratch (module docstring)
         return None
-    if w2.shape[0] < MIN_COLS:
+    if w2.shape[0] < (MIN_COLS if min_cols is None else min_cols):
         return None
     if e <= 15:
         return 0, 1, [_ceil4(int(np.abs(w2.astype(np.int64)).max(initial=0)))]
@@ -275,20 +276,20 @@ def weight_planes(w2: np.ndarray) -> tuple[int, int, list[int]] | None:
     return s, n, [_ceil4(p) for p in peaks[:n]]
 
 
-def weight_facts(w2: np.ndarray) -> dict:
+def weight_facts(w2: np.ndarray, min_cols: int | None = None) -> dict:
     """What the kernel is specialised on (module docstring): the number of planes when the
     weight has them ({"derived": True, "planes": n}), else nothing. The planes' split and
     bounds, and the weight's bits (the double kernel's bound), travel in the derived buffer's
     header, so weights of one shape and plane count share a kernel."""
-    planes = weight_planes(w2)
+    planes = weight_planes(w2, min_cols)
     return {} if planes is None else {"derived": True, "planes": planes[1]}
 
 
-def derive(facts: dict, w2: np.ndarray) -> np.ndarray:
+def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarray:
     """The header and the planes of w2 [N, K] in the kernel's layout (module docstring), as
     int16, 64-byte aligned; a weight whose planes differ from the facts' is refused."""
     n, k = w2.shape
-    got = weight_planes(w2)
+    got = weight_planes(w2, min_cols)
     if got is None or got[1] != facts["planes"]:
         raise ValueError("matmul: the weight differs from the one the native module was generated for "
                          "(its s16 planes do not match the compiled kernel); regenerate the module")
@@ -416,15 +417,17 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
     return b.udiv(c64((1 << 31) - (1 << 16)), worst)
 
 
-def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None, rows: int,
-         k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int, bias_shift: int) -> None:
+def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None,
+         rows: int | ir.Value, k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int,
+         bias_shift: int) -> None:
     """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ (+ bias [n] << bias_shift, >> shift
     rounded, saturated and counted as matmul.py's finish) from the derived buffer at d_arg, by a
     call of the module's one function for the weight's plane count and K (`_shared`: rows,
-    columns and fractional bits are its arguments, so nodes of other shapes share it)."""
+    columns and fractional bits are its arguments, so nodes of other shapes share it; rows may
+    be an i32 known at run time only: native/conv.py's chunks)."""
     fn = _shared(b.module, facts["planes"], k)
     call_helper(b, fn, [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
-                        c32(rows), c32(n), lo, hi, c32(shift), c32(bias_shift)])
+                        c32(rows) if isinstance(rows, int) else rows, c32(n), lo, hi, c32(shift), c32(bias_shift)])
 
 
 def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:

@@ -1,0 +1,233 @@
+"""Host kernel of opmlc/ir/ops/conv.py: the convolution as matmul_vnni16.py's product of a
+constant weight, over patches gathered chunk by chunk (im2col).
+
+Conv's semantics are matmul's (ops/conv.py): out[n, m, o] = finish(Σ over channels c and taps t
+of x[n, c, in(o, t)]·w[m, c, t]), with the same bias, rounding shift and counted saturation, and
+a tap in the padding contributing nothing. So with the patch matrix P[o, (t, c)] = x[n, c,
+in(o, t)] (0 in the padding) and the weight as W[m, (t, c)], each output is a row of P times a
+row of W: the product matmul_vnni16 computes exactly (its planes, schemes, bounds and fallback,
+proved there) from a weight split into s16 planes once per region table (`derive`). Summing in
+the order (tap, channel) rather than the weight's (channel, tap) changes no bit: the sums are
+exact in wrap-around i64 whatever their order. The portable kernel (kernels/conv.py) keeps one
+scalar i64 sum per output, ~20× onnxruntime's time on a 64-channel 3×3 layer.
+
+Chunks. A part (thread) takes whole chunks: `rows0` output rows along the first spatial
+dimension of one image, i.e. rows0 · prod(O[1:]) patch rows (`_plan`: as many as fit the stack
+scratches below). For a chunk:
+1. Band: the input rows along the first spatial dimension that its windows reach (clipped to
+   the input, from `first`), copied channels-last, xb[i0 − first, i_rest, c], so that one tap
+   of one position is C consecutive elements.
+2. Patches: per position and tap, the C channels copied from the band (16 at a time), or zeros
+   when the tap lies in the padding (any spatial dimension outside the input).
+3. The product (matmul_vnni16's shared function for the weight's plane count and K = taps · C:
+   rows = the chunk's positions, all M columns) into a [positions, M] scratch, finished there.
+4. The scratch transposed into the output's channel-first layout.
+
+The scratches live on the stack, `noinline` keeps them in this function's frame only (an
+inlined copy would add them to its caller's, once per conv node): at most COL_BYTES + BAND_BYTES
++ OUT_BYTES (896 KiB) besides matmul_vnni16's own frame, well within a pool thread's stack (the
+process's limit, 8 MiB here). A node whose one row of the first spatial dimension does not fit
+them, or whose group count is not 1, stays on the portable kernel (`accepts`); so does a weight
+without s16 planes or a host without VNNI, through `_portable` (no facts: this function holds
+the portable body, over its part's flat output elements).
+
+Fewer than 64 output channels pad the weight's columns to 64 (matmul_vnni16's column tiles), so
+16 channels do 4× the multiply-adds they need: still several times the portable kernel's speed
+(bench/native_vs_ort.py `cnn`); MIN_CHANNELS keeps narrower layers on the portable kernel.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+from llvmlite import ir
+
+from opmlc.backend.kernels import KERNELS
+from opmlc.backend.kernels._ir import I32, RANGE_ATTR, c32, loop, nest
+from opmlc.backend.kernels.native import host_kernel, matmul_vnni16
+from opmlc.backend.kernels.native._vec import V16, part_range
+from opmlc.ir.graph import Graph
+from opmlc.ir.initializers import held
+from opmlc.ir.types import DType, TensorType
+
+COL_BYTES = 512 << 10  # the chunk's patches, i32 [positions, taps · C]
+BAND_BYTES = 256 << 10  # the chunk's input rows, channels-last
+OUT_BYTES = 128 << 10  # the chunk's outputs, [positions, M]
+MIN_CHANNELS = 16  # output channels; fewer: the portable kernel (the padded columns' work)
+LANES16 = V16.count
+
+
+def _geometry(types: list[TensorType], out_type: TensorType):
+    xt, wt = types[0], types[1]
+    c, m = xt.shape[1], wt.shape[0]
+    return c, m, xt.shape[2:], wt.shape[2:], out_type.shape[2:]
+
+
+def _band_rows(rows0: int, attrs: dict, k0: int, s0: int) -> int:
+    """Input rows along the first spatial dimension that rows0 output rows reach (≤ the input's)."""
+    return min((rows0 - 1) * attrs["strides"][0] + (k0 - 1) * attrs["dilations"][0] + 1, s0)
+
+
+def _plan(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
+    """rows0: output rows of the first spatial dimension per chunk, as many as the scratches
+    hold (0: not even one)."""
+    c, m, sp, ks, osp = _geometry(types, out_type)
+    inner, taps, rest = prod(osp[1:]), prod(ks), prod(sp[1:])
+    best = 0
+    for rows0 in range(1, osp[0] + 1):
+        pos = rows0 * inner
+        if (pos * taps * c * 4 > COL_BYTES or pos * m * 4 > OUT_BYTES
+                or _band_rows(rows0, attrs, ks[0], sp[0]) * rest * c * 4 > BAND_BYTES):
+            break
+        best = rows0
+    return best
+
+
+def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    return (attrs["group"] == 1 and out_type.dtype is DType.FX32 and types[1].shape[0] >= MIN_CHANNELS
+            and _plan(types, attrs, out_type) > 0)
+
+
+def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
+    return out_type.numel * prod(types[1].shape[1:])
+
+
+def _weight(w: np.ndarray) -> np.ndarray:
+    """w [M, C, *K] as the patches' order: [M, taps · C] (tap-major, channel-minor)."""
+    m, c = w.shape[:2]
+    return np.ascontiguousarray(np.asarray(w).reshape(m, c, -1).transpose(0, 2, 1)).reshape(m, -1)
+
+
+def facts(graph: Graph, index: int) -> dict:
+    """matmul_vnni16's facts of the weight in the patches' order when it is an initializer with
+    s16 planes ({} otherwise: the portable body)."""
+    node = graph.nodes[index]
+    if node.inputs[1] not in graph.initializers:
+        return {}
+    return matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1])), min_cols=MIN_CHANNELS)
+
+
+def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    return matmul_vnni16.derive(facts, _weight(operands[1]), min_cols=MIN_CHANNELS)
+
+
+def _portable(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+              out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
+    """The portable kernel's body: whole (parts ≤ 1), else over the part's flat output elements
+    (its ranged form, kernels/_ir.py part_range)."""
+    whole, ranged, done = (b.append_basic_block(f"conv.{n}") for n in ("whole", "ranged", "done"))
+    b.cbranch(b.icmp_unsigned("<=", parts, c32(1)), whole, ranged)
+    b.position_at_end(whole)
+    KERNELS["conv"](b, out, args, types, attrs, out_type)
+    b.branch(done)
+    b.position_at_end(ranged)
+    setattr(b.function, RANGE_ATTR, part_range(b, out_type.numel, 1, part, parts))
+    try:
+        KERNELS["conv"](b, out, args, types, attrs, out_type)
+    finally:
+        delattr(b.function, RANGE_ATTR)
+    b.branch(done)
+    b.position_at_end(done)
+
+
+@host_kernel("conv", accepts, work, facts, derive)
+def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+         out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
+    n_ops = len(types)
+    if not (facts or {}).get("derived") or not matmul_vnni16.available():
+        return _portable(b, out, args[:n_ops], types, attrs, out_type, part, parts)
+    b.function.attributes.add("noinline")  # its scratches stay in its own frame (module docstring)
+    x_arg, d_arg = args[0], args[n_ops]
+    bias = args[2] if n_ops == 3 else None
+    c, m, sp, ks, osp = _geometry(types, out_type)
+    r = len(sp)
+    st, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
+    inner, taps, rest = prod(osp[1:]), prod(ks), prod(sp[1:])
+    kc = taps * c
+    rows0 = _plan(types, attrs, out_type)
+    band_max = _band_rows(rows0, attrs, ks[0], sp[0])
+    chunks = -(-osp[0] // rows0)
+    images = types[0].shape[0]
+    prod_frac = types[0].frac + types[1].frac
+    col = matmul_vnni16._scratch(b, "conv.col", I32, rows0 * inner * kc)
+    band = matmul_vnni16._scratch(b, "conv.band", I32, band_max * rest * c)
+    outs = matmul_vnni16._scratch(b, "conv.out", I32, rows0 * inner * m)
+
+    def at(base: ir.Value, index: ir.Value) -> ir.Value:
+        """&scratch[index] as an i32 pointer."""
+        return b.bitcast(b.gep(base, [c32(0), index], source_etype=base.allocated_type), I32.as_pointer())
+
+    def copy_channels(dst: ir.Value, src: ir.Value | None) -> None:
+        """C elements from src (a pointer into the band) to dst, or zeros when src is None."""
+        vp = V16.as_pointer()
+        for v in range(c // LANES16):
+            val = ir.Constant(V16, None) if src is None else b.load(
+                b.bitcast(b.gep(src, [c32(v * LANES16)], source_etype=I32), vp), typ=V16, align=4)
+            b.store(val, b.bitcast(b.gep(dst, [c32(v * LANES16)], source_etype=I32), vp), align=4)
+        for e in range(c - c % LANES16, c):
+            val = c32(0) if src is None else b.load(b.gep(src, [c32(e)], source_etype=I32), typ=I32)
+            b.store(val, b.gep(dst, [c32(e)], source_etype=I32))
+
+    lo, hi = part_range(b, images * chunks, 1, part, parts)
+    with loop(b, b.sub(hi, lo), "conv.chunk", start=None) as u:
+        unit = b.add(lo, u)
+        ni, ci = b.udiv(unit, c32(chunks)), b.urem(unit, c32(chunks))
+        o0a = b.mul(ci, c32(rows0))
+        left = b.sub(c32(osp[0]), o0a)
+        rows = b.select(b.icmp_signed("<", left, c32(rows0)), left, c32(rows0))
+        lo0 = b.sub(b.mul(o0a, c32(st[0])), c32(pads[0]))  # the band's first row (may be < 0)
+        first = b.select(b.icmp_signed("<", lo0, c32(0)), c32(0), lo0)
+        end = b.add(lo0, b.add(b.mul(b.sub(rows, c32(1)), c32(st[0])), c32((ks[0] - 1) * dl[0] + 1)))
+        end = b.select(b.icmp_signed(">", end, c32(sp[0])), c32(sp[0]), end)
+        count = b.select(b.icmp_signed(">", end, first), b.sub(end, first), c32(0))
+        # 1. the band, channels-last: xb[(i0 − first)·rest + j, c] = x[ni, c, i0, j]
+        with loop(b, c, "conv.bc") as ch:
+            src0 = b.mul(b.add(b.mul(ni, c32(c)), ch), c32(sp[0] * rest))
+            with loop(b, count, "conv.br") as i:
+                i0 = b.add(first, i)
+                src = b.add(src0, b.mul(i0, c32(rest)))
+                dst = b.mul(i, c32(rest))
+                with loop(b, rest, "conv.bj") as j:
+                    val = b.load(b.gep(x_arg, [b.add(src, j)], source_etype=I32), typ=I32)
+                    b.store(val, at(band, b.add(b.mul(b.add(dst, j), c32(c)), ch)))
+        # 2. the patches: row q = (o0 − o0a)·inner + lin(o_rest), column t·C + c
+        with loop(b, rows, "conv.pr") as orow:
+            o0 = b.add(o0a, orow)
+            with nest(b, osp[1:], "conv.po") as orest:
+                oidx = [o0, *orest]
+                q = b.add(b.mul(orow, c32(inner)), _linear(b, orest, osp[1:]))
+                starts = [b.sub(b.mul(oidx[d], c32(st[d])), c32(pads[d])) for d in range(r)]
+                with nest(b, ks, "conv.pt") as kidx:
+                    coords = [b.add(starts[d], b.mul(kidx[d], c32(dl[d]))) for d in range(r)]
+                    inside = b.icmp_unsigned("<", coords[0], c32(sp[0]))  # unsigned: both ends
+                    for d in range(1, r):
+                        inside = b.and_(inside, b.icmp_unsigned("<", coords[d], c32(sp[d])))
+                    t = _linear(b, kidx, ks)
+                    dst = at(col, b.add(b.mul(q, c32(kc)), b.mul(t, c32(c))))
+                    with b.if_else(inside) as (then, otherwise):
+                        with then:
+                            # inside: first ≤ coords[0] < end (the band's rows)
+                            row = b.add(b.mul(b.sub(coords[0], first), c32(rest)), _linear(b, coords[1:], sp[1:]))
+                            copy_channels(dst, at(band, b.mul(row, c32(c))))
+                        with otherwise:
+                            copy_channels(dst, None)
+        # 3. the product, finished in [positions, M]
+        positions = b.mul(rows, c32(inner))
+        matmul_vnni16.emit(b, at(col, c32(0)), d_arg, at(outs, c32(0)), bias, positions, kc, m, facts, c32(0),
+                           c32(m), prod_frac - out_type.frac, prod_frac - types[2].frac if bias is not None else 0)
+        # 4. into the output's [n, m, positions] layout
+        obase = b.add(b.mul(ni, c32(m * osp[0] * inner)), b.mul(o0a, c32(inner)))
+        with loop(b, positions, "conv.tq") as qq:
+            with loop(b, m, "conv.tm") as mm:
+                val = b.load(at(outs, b.add(b.mul(qq, c32(m)), mm)), typ=I32)
+                dst = b.add(obase, b.add(b.mul(mm, c32(osp[0] * inner)), qq))
+                b.store(val, b.gep(out, [dst], source_etype=I32))
+
+
+def _linear(b: ir.IRBuilder, idx: list[ir.Value], shape) -> ir.Value:
+    """The row-major flat index of idx in `shape` (i32)."""
+    acc = c32(0)
+    for i, d in zip(idx, shape, strict=True):
+        acc = b.add(b.mul(acc, c32(d)), i)
+    return acc
