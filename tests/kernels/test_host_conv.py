@@ -1,0 +1,93 @@
+"""The native conv kernel (opmlc/backend/kernels/native/conv.py: patches gathered chunk by chunk,
+multiplied by the weight's s16 planes) against the interpreter, bit for bit and count for
+count, on 1 and 2 threads: 1-, 2- and 3-D windows with strides, dilations and asymmetric
+padding, batches, several chunks a node, int32 extremes (matmul_vnni16's fallback and
+saturation on both sides); and its portable body, for a weight that is not an initializer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmlc.backend.kernels.native import (
+    SPLIT_MIN_WORK,
+    conv,
+    host_kernel_for,
+    matmul_vnni16,
+    node_facts,
+    split_worth,
+)
+from opmlc.ir import fixedpoint as fp
+from opmlc.ir.graph import GraphBuilder
+from opmlc.ir.types import DType, TensorType
+from tests.kernels.harness import int_array, threads_equal_interpreter
+
+pytestmark = pytest.mark.skipif(not matmul_vnni16.has_vnni(), reason="the host has no AVX-512 VNNI")
+
+
+def _fx(shape, frac):
+    return TensorType(DType.FX32, tuple(shape), frac)
+
+
+def _graph(x_shape, w, bias=None, fracs=(20, 20, 16), weight_input=False, **attrs):
+    r = len(x_shape) - 2
+    b = GraphBuilder("t_conv")
+    x = b.add_input("x", _fx(x_shape, fracs[0]))
+    wt = _fx(w.shape, fracs[1])
+    refs = [x, b.add_input("w", wt) if weight_input else b.add_initializer("w", w, wt)]
+    if bias is not None:
+        refs.append(b.add_initializer("c", bias, _fx(bias.shape, 18)))
+    attrs = {"strides": [1] * r, "dilations": [1] * r, "pads": [0] * (2 * r), "group": 1, "frac": fracs[2], **attrs}
+    b.mark_output(b.add_node("conv", refs, attrs, "y"))
+    return b.build()
+
+
+def _chunks(g) -> int:
+    node = g.nodes[0]
+    rows0 = conv._plan(g.input_types(node), node.attrs, g.values[node.output].type)
+    return -(-g.values[node.output].type.shape[2] // rows0)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 16, 9, 9), (32, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 3, 11, 7), (16, 3, 3, 2), {"pads": [2, 0, 1, 1], "strides": [2, 1], "dilations": [1, 2]}),
+    ((1, 5, 20), (17, 5, 4), {"pads": [3, 1], "strides": [3]}),
+    ((1, 4, 5, 6, 7), (16, 4, 2, 3, 2), {"pads": [1, 0, 1, 1, 1, 0]}),
+    ((1, 40, 33, 30), (64, 40, 3, 3), {"pads": [1, 1, 1, 1]}),  # three chunks, split over threads
+])
+def test_equals_interpreter_on_random_shapes(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    w, bias = int_array(rng, 21, w_shape), int_array(rng, 20, (w_shape[0],))
+    g = _graph(x_shape, w, bias if x_shape[0] == 1 else None, **attrs)
+    assert node_facts(g, 0).get("derived"), "the planes' path did not take the node"
+    threads_equal_interpreter(g, [int_array(rng, 23, x_shape)])
+    if x_shape[2] == 33:
+        assert _chunks(g) > 1 and split_worth(g, 0)
+
+
+def test_int32_extremes_fallback_and_saturation():
+    """x at ±2^31 (no plane scheme: matmul_vnni16's i64 fallback), weights at ±2^15 (split
+    planes), a rounding shift of 8 only, so that outputs saturate on both sides; a second x of moderate range in the
+    same session takes a plane scheme."""
+    rng = np.random.default_rng(5)
+    w = rng.choice(np.array([1 << 15, -(1 << 15) - 1, 3, -7], np.int64), size=(24, 6, 3, 3)).astype(np.int32)
+    g = _graph((1, 6, 8, 8), w, fracs=(4, 4, 0), pads=[1, 1, 1, 1])
+    assert node_facts(g, 0).get("derived")
+    x = rng.choice(np.array([fp.INT32_MIN, fp.INT32_MAX, 0, 1 << 20], np.int64), size=(1, 6, 8, 8)).astype(np.int32)
+    _, sat = threads_equal_interpreter(g, [x])
+    assert sat.get(0), "the case meant to saturate did not"
+    threads_equal_interpreter(g, [int_array(rng, 14, (1, 6, 8, 8))])
+
+
+def test_portable_body_without_planes():
+    """A weight that is a graph input has no facts: the host kernel runs the portable body,
+    whole on one thread and over the parts' flat elements on two. Fewer than MIN_CHANNELS
+    output channels leave the node to the portable kernel itself."""
+    rng = np.random.default_rng(9)
+    xs, ws = (1, 16, 24, 24), (32, 16, 3, 3)
+    g = _graph(xs, np.zeros(ws, np.int32), weight_input=True, pads=[1, 1, 1, 1])
+    assert host_kernel_for(g, 0) is not None and not node_facts(g, 0) and split_worth(g, 0)
+    assert 32 * 24 * 24 * 16 * 9 >= SPLIT_MIN_WORK
+    threads_equal_interpreter(g, [int_array(rng, 23, xs), int_array(rng, 21, ws)])
+    narrow = _graph((1, 4, 6, 6), int_array(rng, 21, (conv.MIN_CHANNELS - 1, 4, 3, 3)))
+    assert host_kernel_for(narrow, 0) is None
