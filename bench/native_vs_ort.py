@@ -1,6 +1,6 @@
 """opmlc's native build against onnxruntime on the same models, at the same thread counts.
 
-Run: `python bench/native_vs_ort.py [--threads 1 2] [--runs 30] [--only mlp,decoders,llama27]`.
+Run: `python bench/native_vs_ort.py [--threads 1 2] [--runs 30] [--only mlp,decoders,cnn,llama27]`.
 
 Every opmlc figure is one `opmlc.run(build, [x], backend="native", threads=T)` call on a loaded
 build (the public API: input quantization, the input copy, the kernels, the output copy, the
@@ -24,6 +24,8 @@ Models (random weights, made by scripts; none is committed):
   onnxruntime on the same model with 8-bit MatMulNBits weights (onnxruntime's
   MatMulNBitsQuantizer, block 32, symmetric).
 
+- `cnn`: the CIFAR-shaped CNN of models/make_cnn32.py (3×3 convolutions of 32–128 channels),
+  one image and a batch of 8, and the digits CNN (8 channels: the portable conv kernel).
 - `matvec4`: one token through a 2048 → 5632 projection (LLaMA-1.1B's MLP shape) with 4-bit
   weights in blocks of 32 (`weights="int4"`), against onnxruntime float32 and onnxruntime's
   4-bit MatMulNBits (block 32, symmetric): the memory-bound decoding path.
@@ -184,6 +186,23 @@ def decoders(tmp: Path, threads: list[int], runs: int) -> None:
         compare(f"{name}, 32 tokens", opmlc.Build.load(tmp / name), x, {"float32": model}, "tokens", threads, runs)
 
 
+def cnn(tmp: Path, threads: list[int], runs: int) -> None:
+    from models.make_cnn32 import build as build_cnn32
+
+    model = build_cnn32(tmp / "cnn32.onnx")
+    for batch in (1, 8):
+        out = tmp / f"cnn32-{batch}"
+        opmlc.compile_model(model, out, input_shapes={"input": (batch, 3, 32, 32)})
+        x = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
+        compare(f"CNN 32x32 3-32-64-64-128, batch {batch}", opmlc.Build.load(out), x, {"float32": model}, "input",
+                threads, runs)
+    digits = ROOT / "models" / "digits_cnn.onnx"
+    opmlc.compile_model(digits, tmp / "digits-cnn")
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    compare("digits CNN 1-8, batch 1", opmlc.Build.load(tmp / "digits-cnn"), x, {"float32": digits}, "input",
+            threads, runs)
+
+
 def llama27(tmp: Path, threads: list[int], runs: int) -> None:
     from bench.native_start import SHAPE, make_model
 
@@ -233,8 +252,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=30, help="timed calls per figure (the minimum is reported)")
-    ap.add_argument("--only", default="mlp,decoders,matvec4,llama27",
-                    help="comma-separated: mlp, decoders, matvec4, llama27")
+    ap.add_argument("--only", default="mlp,decoders,cnn,matvec4,llama27",
+                    help="comma-separated: mlp, decoders, cnn, matvec4, llama27")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: the calling thread's CPU time (time.thread_time), for one thread on a loaded machine")
     args = ap.parse_args()
@@ -248,7 +267,7 @@ def main() -> None:
     print(f"{'model':<34} {'T':>2}")
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.only.split(","):
-            {"mlp": mlp, "decoders": decoders, "llama27": llama27, "matvec4": matvec4}[part](
+            {"mlp": mlp, "decoders": decoders, "cnn": cnn, "llama27": llama27, "matvec4": matvec4}[part](
                 Path(tmp), args.threads, args.runs)
 
 
