@@ -91,3 +91,23 @@ def test_portable_body_without_planes():
     threads_equal_interpreter(g, [int_array(rng, 23, xs), int_array(rng, 21, ws)])
     narrow = _graph((1, 4, 6, 6), int_array(rng, 21, (conv.MIN_CHANNELS - 1, 4, 3, 3)))
     assert host_kernel_for(narrow, 0) is None
+
+
+@pytest.mark.parametrize("zero_point", [False, True])
+def test_qconv_8_bit_weights_equal_interpreter(zero_point):
+    """qconv (Conv under --weights int8) through the same path, its weight (q − zp)·scale made
+    into planes by q_derive: a zero point, a bias, per-channel scales up to 2^22."""
+    rng = np.random.default_rng(11 + zero_point)
+    m, xs = 24, (1, 8, 10, 9)
+    b = GraphBuilder("t_qconv")
+    refs = [b.add_input("x", _fx(xs, 20)),
+            b.add_initializer("q", rng.integers(-128, 128, (m, 8, 3, 3)).astype(np.int8), TensorType(DType.I8, (m, 8, 3, 3))),
+            b.add_initializer("s", rng.integers(1, 1 << 22, (m, 1)).astype(np.int32), _fx((m, 1), 24))]
+    if zero_point:
+        refs.append(b.add_initializer("z", rng.integers(-5, 5, (m, 1)).astype(np.int8), TensorType(DType.I8, (m, 1))))
+    refs.append(b.add_initializer("c", int_array(rng, 20, (m,)), _fx((m,), 18)))
+    attrs = {"strides": [2, 1], "dilations": [1, 1], "pads": [1, 1, 0, 1], "group": 1, "frac": 16, "block_size": 72}
+    b.mark_output(b.add_node("qconv", refs, attrs, "y"))
+    g = b.build()
+    assert node_facts(g, 0).get("derived"), "the planes' path did not take the node"
+    threads_equal_interpreter(g, [int_array(rng, 23, xs)])

@@ -1,5 +1,5 @@
-"""Host kernel of opmlc/ir/ops/conv.py: the convolution as matmul_vnni16.py's product of a
-constant weight, over patches gathered chunk by chunk (im2col).
+"""Host kernels of opmlc/ir/ops/conv.py and ops/qconv.py (8-bit weights): the convolution as
+matmul_vnni16.py's product of a constant weight, over patches gathered chunk by chunk (im2col).
 
 Conv's semantics are matmul's (ops/conv.py): out[n, m, o] = finish(Σ over channels c and taps t
 of x[n, c, in(o, t)]·w[m, c, t]), with the same bias, rounding shift and counted saturation, and
@@ -34,6 +34,13 @@ them, or whose group count is not 1, stays on the portable kernel (`accepts`); s
 without s16 planes or a host without VNNI, through `_portable` (no facts: this function holds
 the portable body, over its part's flat output elements).
 
+qconv (Conv under `--weights int8`) takes the same path: its semantics are conv's with the
+integer weight w = (q − zp)·scale (ops/qconv.py), so `q_derive` dequantizes that weight exactly
+(int64, below 2^31 by the frontend's bound) and makes its planes. A per-channel scale of ~2^24
+makes w a 3-plane weight, as fx32's; a kernel that summed x·(q − zp) on one plane and scaled
+each channel once would do two products where this does three (not done). 4-bit q (held packed)
+stays on the portable kernel.
+
 Fewer than 64 output channels pad the weight's columns to 64 (matmul_vnni16's column tiles), so
 16 channels do 4× the multiply-adds they need: still several times the portable kernel's speed
 (bench/native_vs_ort.py `cnn`); MIN_CHANNELS keeps narrower layers on the portable kernel.
@@ -52,6 +59,7 @@ from opmlc.backend.kernels.native import host_kernel, matmul_vnni16
 from opmlc.backend.kernels.native._vec import V16, part_range
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import held
+from opmlc.ir.ops._qweight import dequantize_int, split_inputs
 from opmlc.ir.types import DType, TensorType
 
 COL_BYTES = 512 << 10  # the chunk's patches, i32 [positions, taps · C]
@@ -92,6 +100,11 @@ def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
             and _plan(types, attrs, out_type) > 0)
 
 
+def q_accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
+    """qconv: conv's conditions, 8-bit weights (a 4-bit q is held packed: the portable kernel)."""
+    return types[1].dtype is DType.I8 and accepts(types, attrs, out_type)
+
+
 def work(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     return out_type.numel * prod(types[1].shape[1:])
 
@@ -100,6 +113,13 @@ def _weight(w: np.ndarray) -> np.ndarray:
     """w [M, C, *K] as the patches' order: [M, taps · C] (tap-major, channel-minor)."""
     m, c = w.shape[:2]
     return np.ascontiguousarray(np.asarray(w).reshape(m, c, -1).transpose(0, 2, 1)).reshape(m, -1)
+
+
+def _dequantized(shape, q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, block_size: int) -> np.ndarray:
+    """qconv's integer weight w = (q − zp)·scale (ops/qconv.py; below 2^31: the frontend's bound),
+    as int32 [M, C, *K]."""
+    w = dequantize_int(np.asarray(q).view(np.int8).reshape(shape), scale, zp, block_size)
+    return w.astype(np.int32).reshape(shape)
 
 
 def facts(graph: Graph, index: int) -> dict:
@@ -115,19 +135,40 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
     return matmul_vnni16.derive(facts, _weight(operands[1]), min_cols=MIN_CHANNELS)
 
 
-def _portable(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+def q_facts(graph: Graph, index: int) -> dict:
+    """qconv: the facts of its integer weight (q − zp)·scale when q, scale and the zero point
+    are initializers; {} otherwise."""
+    node = graph.nodes[index]
+    zp_t, _ = split_inputs(graph.input_types(node), 1)
+    weight = node.inputs[1:3] + node.inputs[3:4] * (zp_t is not None)
+    if any(v not in graph.initializers for v in weight):
+        return {}
+    parts = [held(graph.initializers, v) for v in weight]
+    bs = node.attrs["block_size"]
+    w = _dequantized(graph.values[node.inputs[1]].type.shape, *parts[:2], parts[2] if zp_t is not None else None, bs)
+    f = matmul_vnni16.weight_facts(_weight(w), min_cols=MIN_CHANNELS)
+    return {**f, "zp": zp_t is not None, "block_size": bs} if f else {}
+
+
+def q_derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
+    q = operands[1]
+    w = _dequantized(q.shape, q, operands[2], operands[3] if facts["zp"] else None, facts["block_size"])
+    return matmul_vnni16.derive(facts, _weight(w), min_cols=MIN_CHANNELS)
+
+
+def _portable(b: ir.IRBuilder, op: str, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
               out_type: TensorType, part: ir.Value, parts: ir.Value) -> None:
-    """The portable kernel's body: whole (parts ≤ 1), else over the part's flat output elements
-    (its ranged form, kernels/_ir.py part_range)."""
+    """The portable kernel of `op`: whole (parts ≤ 1), else over the part's flat output
+    elements (its ranged form, kernels/_ir.py part_range)."""
     whole, ranged, done = (b.append_basic_block(f"conv.{n}") for n in ("whole", "ranged", "done"))
     b.cbranch(b.icmp_unsigned("<=", parts, c32(1)), whole, ranged)
     b.position_at_end(whole)
-    KERNELS["conv"](b, out, args, types, attrs, out_type)
+    KERNELS[op](b, out, args, types, attrs, out_type)
     b.branch(done)
     b.position_at_end(ranged)
     setattr(b.function, RANGE_ATTR, part_range(b, out_type.numel, 1, part, parts))
     try:
-        KERNELS["conv"](b, out, args, types, attrs, out_type)
+        KERNELS[op](b, out, args, types, attrs, out_type)
     finally:
         delattr(b.function, RANGE_ATTR)
     b.branch(done)
@@ -139,10 +180,33 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
          out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
     n_ops = len(types)
     if not (facts or {}).get("derived") or not matmul_vnni16.available():
-        return _portable(b, out, args[:n_ops], types, attrs, out_type, part, parts)
+        return _portable(b, "conv", out, args[:n_ops], types, attrs, out_type, part, parts)
+    prod_frac = types[0].frac + types[1].frac
+    bias_shift = prod_frac - types[2].frac if n_ops == 3 else 0
+    _patches_product(b, out, args[0], args[n_ops], args[2] if n_ops == 3 else None, bias_shift,
+                     prod_frac - out_type.frac, types, attrs, out_type, part, parts, facts)
+
+
+@host_kernel("qconv", q_accepts, work, q_facts, q_derive)
+def emit_q(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
+           out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
+    """qconv: conv's path over its integer weight (q − zp)·scale, dequantized by `q_derive` into
+    the planes (ops/qconv.py: exactly conv's semantics with that weight)."""
+    n_ops = len(types)
+    if not (facts or {}).get("derived") or not matmul_vnni16.available():
+        return _portable(b, "qconv", out, args[:n_ops], types, attrs, out_type, part, parts)
+    _, bias_t = split_inputs(types, 1)
+    prod_frac = types[0].frac + types[2].frac  # w's fractional bits are the scale's
+    bias_shift = prod_frac - bias_t.frac if bias_t is not None else 0
+    _patches_product(b, out, args[0], args[n_ops], args[n_ops - 1] if bias_t is not None else None, bias_shift,
+                     prod_frac - out_type.frac, types, attrs, out_type, part, parts, facts)
+
+
+def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.Value, bias: ir.Value | None,
+                     bias_shift: int, shift: int, types: list[TensorType], attrs: dict, out_type: TensorType,
+                     part: ir.Value, parts: ir.Value, facts: dict) -> None:
+    """The chunks of the module docstring, for the part `part` of `parts`."""
     b.function.attributes.add("noinline")  # its scratches stay in its own frame (module docstring)
-    x_arg, d_arg = args[0], args[n_ops]
-    bias = args[2] if n_ops == 3 else None
     c, m, sp, ks, osp = _geometry(types, out_type)
     r = len(sp)
     st, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
@@ -152,7 +216,6 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     band_max = _band_rows(rows0, attrs, ks[0], sp[0])
     chunks = -(-osp[0] // rows0)
     images = types[0].shape[0]
-    prod_frac = types[0].frac + types[1].frac
     col = matmul_vnni16._scratch(b, "conv.col", I32, rows0 * inner * kc)
     band = matmul_vnni16._scratch(b, "conv.band", I32, band_max * rest * c)
     outs = matmul_vnni16._scratch(b, "conv.out", I32, rows0 * inner * m)
@@ -218,7 +281,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
         # 3. the product, finished in [positions, M]
         positions = b.mul(rows, c32(inner))
         matmul_vnni16.emit(b, at(col, c32(0)), d_arg, at(outs, c32(0)), bias, positions, kc, m, facts, c32(0),
-                           c32(m), prod_frac - out_type.frac, prod_frac - types[2].frac if bias is not None else 0)
+                           c32(m), shift, bias_shift)
         # 4. into the output's [n, m, positions] layout, 16 × 16 blocks transposed in registers
         obase = b.add(b.mul(ni, c32(m * osp[0] * inner)), b.mul(o0a, c32(inner)))
         plane = osp[0] * inner  # one output channel of one image
