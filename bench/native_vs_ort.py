@@ -25,7 +25,9 @@ Models (random weights, made by scripts; none is committed):
   MatMulNBitsQuantizer, block 32, symmetric).
 
 - `cnn`: the CIFAR-shaped CNN of models/make_cnn32.py (3×3 convolutions of 32–128 channels),
-  one image and a batch of 8, and the digits CNN (8 channels: the portable conv kernel).
+  one image and a batch of 8, one image with `weights="int8"` (against float32 and onnxruntime's
+  dynamic int8 quantization: ConvInteger), and the digits CNN (8 channels: the portable conv
+  kernel).
 - `matvec4`: one token through a 2048 → 5632 projection (LLaMA-1.1B's MLP shape) with 4-bit
   weights in blocks of 32 (`weights="int4"`), against onnxruntime float32 and onnxruntime's
   4-bit MatMulNBits (block 32, symmetric): the memory-bound decoding path.
@@ -196,6 +198,12 @@ def cnn(tmp: Path, threads: list[int], runs: int) -> None:
         x = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
         compare(f"CNN 32x32 3-32-64-64-128, batch {batch}", opmlc.Build.load(out), x, {"float32": model}, "input",
                 threads, runs)
+    out = tmp / "cnn32-1-int8"  # qconv: the same kernel over the dequantized 8-bit weights
+    opmlc.compile_model(model, out, input_shapes={"input": (1, 3, 32, 32)}, weights="int8")
+    refs = {"float32": model}
+    int8_reference(model, refs)
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    compare("CNN 32x32, batch 1, int8", opmlc.Build.load(out), x, refs, "input", threads, runs)
     digits = ROOT / "models" / "digits_cnn.onnx"
     opmlc.compile_model(digits, tmp / "digits-cnn")
     x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)

@@ -361,9 +361,10 @@ def test_weight_facts_and_planes(monkeypatch):
     assert buf.ctypes.data % 64 == 0
     split, count, bits, *bounds = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[:6]
     assert (split, count, bits) == (11, 3, 21)
-    # [block, pair, plane, column, k]: 64 columns, 2 pairs → [plane, block, pair, column, k]
-    end = 2 * matmul_vnni16.HEADER + 4 * 2 * 3 * 16 * 2
-    planes = buf[2 * matmul_vnni16.HEADER:end].reshape(4, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
+    # [block, pair, plane, column, k]: one block of 16 columns (2 padded to whole blocks), 2 pairs
+    # → [plane, block, pair, column, k]
+    end = 2 * matmul_vnni16.HEADER + 1 * 2 * 3 * 16 * 2
+    planes = buf[2 * matmul_vnni16.HEADER:end].reshape(1, 2, 3, 16, 2).transpose(2, 0, 1, 3, 4).astype(np.int64)
     for q, bound in enumerate(bounds):
         assert np.abs(planes[q]).max() <= bound < 1 << 15
     # Q_q and the one block's Q_q[0] (K = 3: one block): the largest column's Σ w_q², after the planes
@@ -371,7 +372,7 @@ def test_weight_facts_and_planes(monkeypatch):
     assert list(buf[:2 * matmul_vnni16.HEADER].view(np.int64)[matmul_vnni16.NORMS:][:3]) == squares
     at = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[matmul_vnni16.BLOCKS_AT]
     assert at * 4 == end and list(buf.view(np.int64)[at:]) == squares
-    got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(64, 4)  # back to [N, K]
+    got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(16, 4)  # back to [N, K]
     assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
     assert np.array_equal(planes[2], planes[0] + planes[1])
     one = np.array([[-(1 << 15), 5]], np.int32)

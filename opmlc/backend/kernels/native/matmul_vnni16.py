@@ -294,7 +294,7 @@ def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarr
         raise ValueError("matmul: the weight differs from the one the native module was generated for "
                          "(its s16 planes do not match the compiled kernel); regenerate the module")
     split, count, bounds = got
-    nb, k2 = -(-n // TILE_COLS) * (TILE_COLS // LANES16), -(-k // 2)
+    nb, k2 = -(-n // LANES16), -(-k // 2)
     nblk = -(-k2 // BLOCK_PAIRS)
     blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)  # i16
     size = blocks_at + 4 * count * nblk
@@ -737,8 +737,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         return b.add(b.add(ll, sh(cross, sw64)), sh(hh, b.add(sw64, sw64)))
 
     blo = b.udiv(lo, c32(LANES16))
-    # the padded layout has whole column tiles past the part's end (lo is on one: GRAIN)
-    bhi = b.mul(b.udiv(b.add(hi, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+    bhi = b.udiv(b.add(hi, c32(LANES16 - 1)), c32(LANES16))  # the padded layout has whole blocks
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
     sixteen = ir.Constant(V16, [16] * LANES16)
 
@@ -748,7 +747,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
         total = combine(vals)
         if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
-            nb = b.mul(b.udiv(b.add(n, c32(TILE_COLS - 1)), c32(TILE_COLS)), c32(TILE_COLS // LANES16))
+            nb = b.udiv(b.add(n, c32(LANES16 - 1)), c32(LANES16))
             sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
             colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
             total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
@@ -937,41 +936,47 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 b.store(_block_chunks_ok(b, sc, top, nch, nblk, xc, wblocks), blocks)
             chunk = b.select(b.load(blocks, typ=ir.IntType(1)), c32(top * BLOCK_PAIRS), chunk)
             n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
-        first, left = blo, b.sub(bhi, blo)
-        cols = sc.cols
         one_bb, chunks_bb, joined = (b.append_basic_block(f"v16.{sc.name}.{t}") for t in ("one", "chunks", "join"))
         b.cbranch(b.icmp_unsigned("==", n_chunks, c32(1 if ONE_CHUNK else 0)), one_bb, chunks_bb)
-        b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
-        with loop(b, b.udiv(left, c32(cols)), f"vo{cols}") as u:
-            jb0 = b.add(first, b.mul(u, c32(cols)))
+
+        def column_tiles(body) -> None:
+            """body(cols, first block) for the part's blocks: tiles of the scheme's width, then
+            the blocks left over (the weight is padded to whole blocks only) one at a time."""
+            first, left = blo, b.sub(bhi, blo)
+            for cols in (sc.cols, 1) if sc.cols > 1 else (1,):
+                count = b.udiv(left, c32(cols)) if cols > 1 else left
+                with loop(b, count, f"vt{cols}") as u:
+                    body(cols, b.add(first, b.mul(u, c32(cols))))
+                first, left = b.add(first, b.mul(count, c32(cols))), b.sub(left, b.mul(count, c32(cols)))
+
+        def row_tiles(each) -> None:
+            """each(tile rows, first row) over the group's rows: tiles of the scheme's rows, then one."""
             r_first, r_left = c32(0), grows
             for rr in (sc.rows, 1):
                 rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
-                with loop(b, rcount, f"vor{rr}") as tr:
-                    tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, c32(0), c32(k2), direct=True)
+                with loop(b, rcount, f"vr{rr}") as tr:
+                    each(rr, b.add(r_first, b.mul(tr, c32(rr))))
                 r_first = b.add(r_first, b.mul(rcount, c32(rr)))
                 r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-        b.branch(joined)
-        b.position_at_end(chunks_bb)
-        with loop(b, b.udiv(left, c32(cols)), f"vc{cols}") as u:
-            jb0 = b.add(first, b.mul(u, c32(cols)))
+
+        def one_chunk(cols: int, jb0: ir.Value) -> None:
+            row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, c32(0), c32(k2), direct=True))
+
+        def chunks_of(cols: int, jb0: ir.Value) -> None:
             with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
                 b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
                 b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
-            def chunk_tiles(k0: ir.Value, steps: ir.Value, last: bool) -> None:
-                r_first, r_left = c32(0), grows
-                for rr in (sc.rows, 1):
-                    rcount = b.udiv(r_left, c32(rr)) if rr > 1 else r_left
-                    with loop(b, rcount, f"vr{rr}") as tr:
-                        tile(rr, cols, b.add(r_first, b.mul(tr, c32(rr))), jb0, k0, steps, last=last)
-                    r_first = b.add(r_first, b.mul(rcount, c32(rr)))
-                    r_left = b.sub(r_left, b.mul(rcount, c32(rr)))
-
             before = b.sub(n_chunks, c32(1))  # the last chunk finishes from its accumulators
             with loop(b, before, "vch") as ci:
-                chunk_tiles(b.mul(ci, chunk), chunk, False)
+                row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, b.mul(ci, chunk), chunk))
             k_last = b.mul(before, chunk)
-            chunk_tiles(k_last, b.sub(c32(k2), k_last), True)
+            row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, k_last, b.sub(c32(k2), k_last), last=True))
+
+        b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
+        column_tiles(one_chunk)
+        b.branch(joined)
+        b.position_at_end(chunks_bb)
+        column_tiles(chunks_of)
         b.branch(joined)
         b.position_at_end(joined)
 
