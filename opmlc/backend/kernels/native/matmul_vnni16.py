@@ -113,8 +113,9 @@ Tested per scheme with bias, ties and saturation on both sides
 (`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
 
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
-N padded with zero columns to a multiple of TILE_COLS (so every part, which starts on a
-multiple of it, has whole column tiles) and K with a zero to a multiple of 2: one 64-byte
+N padded with zero columns to whole blocks of 16 (a part starts on a multiple of GRAIN = 64
+columns; it runs column tiles of its scheme's width, then the blocks left over one at a time,
+so a 16- or 32-column weight does no padded tile's work) and K with a zero to a multiple of 2: one 64-byte
 vector holds a k pair of 16 output columns, a k pair's planes are adjacent (the loop reads a
 block's vectors at constant offsets from one pointer; a block's stride depends on K only, so
 not on N). x: a part copies a group
@@ -179,9 +180,11 @@ V32 = ir.VectorType(I32, 32)
 V32I16 = ir.VectorType(ir.IntType(16), 32)
 V32I64 = ir.VectorType(I64, 32)
 LANES16 = 16  # output columns of one weight vector
-TILE_COLS = 64  # the weight's columns are padded to a multiple of every column tile (C blocks of 16)
+TILE_COLS = 64  # every scheme's column tile (C blocks of 16) divides it
 GRAIN = TILE_COLS  # part boundaries: whole column tiles
-MIN_COLS = TILE_COLS  # fewer output columns: the padding's work outweighs the gain (the double kernel's)
+# fewer output columns: a matmul's double kernel is as fast (x 25 bits, K = 512: N = 10, 16, 24
+# took 25, 32, 44 µs there against 37, 37, 57; even from N = 32)
+MIN_COLS = TILE_COLS
 BUDGET = (1 << 31) - (1 << 16)  # a lane's change over a chunk that starts at a low part in [0, 2^16)
 MIN_FLUSH = 4  # fewer instructions between widenings: the double / i64 kernels are faster
 SCRATCH = 384 << 10  # bytes of stack for a row group's x planes (all 64 rows of K = 784 in three planes:
