@@ -82,18 +82,25 @@ def _band_rows(rows0: int, attrs: dict, k0: int, s0: int) -> int:
 
 
 def _plan(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
-    """rows0: output rows of the first spatial dimension per chunk, as many as the scratches
-    hold (0: not even one)."""
+    """rows0: output rows of the first spatial dimension per chunk (0: not even one fits the
+    scratches). The fewest chunks the scratches allow, rounded up to an even count when there
+    are rows enough, and balanced: two threads then split an image's chunks evenly (two
+    chunks of 14 and 2 rows left one thread idle most of a 16-row layer)."""
     c, m, sp, ks, osp = _geometry(types, out_type)
     inner, taps, rest = prod(osp[1:]), prod(ks), prod(sp[1:])
-    best = 0
+    most = 0
     for rows0 in range(1, osp[0] + 1):
         pos = rows0 * inner
         if (pos * taps * c * 4 > COL_BYTES or pos * m * 4 > OUT_BYTES
                 or _band_rows(rows0, attrs, ks[0], sp[0]) * rest * c * 4 > BAND_BYTES):
             break
-        best = rows0
-    return best
+        most = rows0
+    if most == 0:
+        return 0
+    chunks = -(-osp[0] // most)
+    if chunks % 2 and chunks < osp[0]:
+        chunks += 1
+    return -(-osp[0] // chunks)  # ≤ most
 
 
 def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
