@@ -95,19 +95,23 @@ def test_portable_body_without_planes():
 
 @pytest.mark.parametrize("zero_point", [False, True])
 def test_qconv_8_bit_weights_equal_interpreter(zero_point):
-    """qconv (Conv under --weights int8) through the same path, its weight (q − zp)·scale made
-    into planes by q_derive: a zero point, a bias, per-channel scales up to 2^22."""
+    """qconv (Conv under --weights int8) through the same path on one plane of q − zp, each
+    channel's sum times its scale in the finish: a zero point, a bias, per-channel scales of
+    either sign up to 2^22; then x at the int32 extremes (matmul_vnni16's fallback, scaled too)."""
     rng = np.random.default_rng(11 + zero_point)
     m, xs = 24, (1, 8, 10, 9)
     b = GraphBuilder("t_qconv")
     refs = [b.add_input("x", _fx(xs, 20)),
             b.add_initializer("q", rng.integers(-128, 128, (m, 8, 3, 3)).astype(np.int8), TensorType(DType.I8, (m, 8, 3, 3))),
-            b.add_initializer("s", rng.integers(1, 1 << 22, (m, 1)).astype(np.int32), _fx((m, 1), 24))]
+            b.add_initializer("s", rng.integers(-(1 << 22), 1 << 22, (m, 1)).astype(np.int32), _fx((m, 1), 24))]
     if zero_point:
         refs.append(b.add_initializer("z", rng.integers(-5, 5, (m, 1)).astype(np.int8), TensorType(DType.I8, (m, 1))))
     refs.append(b.add_initializer("c", int_array(rng, 20, (m,)), _fx((m,), 18)))
     attrs = {"strides": [2, 1], "dilations": [1, 1], "pads": [1, 1, 0, 1], "group": 1, "frac": 16, "block_size": 72}
     b.mark_output(b.add_node("qconv", refs, attrs, "y"))
     g = b.build()
-    assert node_facts(g, 0).get("derived"), "the planes' path did not take the node"
+    facts = node_facts(g, 0)
+    assert facts.get("derived") and facts["planes"] == 1 and facts["scaled"], facts
     threads_equal_interpreter(g, [int_array(rng, 23, xs)])
+    x = rng.choice(np.array([fp.INT32_MIN, fp.INT32_MAX, 0, -1], np.int64), size=xs).astype(np.int32)
+    threads_equal_interpreter(g, [x])

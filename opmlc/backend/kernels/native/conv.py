@@ -35,12 +35,13 @@ them, or whose group count is not 1, stays on the portable kernel (`accepts`); s
 without s16 planes or a host without VNNI, through `_portable` (no facts: this function holds
 the portable body, over its part's flat output elements).
 
-qconv (Conv under `--weights int8`) takes the same path: its semantics are conv's with the
-integer weight w = (q − zp)·scale (ops/qconv.py), so `q_derive` dequantizes that weight exactly
-(int64, below 2^31 by the frontend's bound) and makes its planes. A per-channel scale of ~2^24
-makes w a 3-plane weight, as fx32's; a kernel that summed x·(q − zp) on one plane and scaled
-each channel once would do two products where this does three (not done). 4-bit q (held packed)
-stays on the portable kernel.
+qconv (Conv under `--weights int8`) takes the same path with one plane: its semantics are conv's
+with the integer weight w = (q − zp)·scale, one scale per output channel (ops/qconv.py), and in
+the ring of wrap-around i64 Σ x·(q − zp)·s = s·Σ x·(q − zp). So `q_derive` makes the one s16
+plane of q − zp (|·| ≤ 255) and appends the channels' scales, and matmul_vnni16 multiplies each
+column's exact sum by its scale before the bias (`scales`): x split in two planes against one
+weight plane is two products, where the dequantized weight's three planes took three. 4-bit q
+(held packed) stays on the portable kernel.
 
 The weight's columns (output channels) are padded to whole blocks of 16 (matmul_vnni16), and a
 layer of fewer than MIN_CHANNELS = 16 channels stays on the portable kernel: the digits CNN's 8
@@ -55,12 +56,12 @@ import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels import KERNELS
-from opmlc.backend.kernels._ir import I32, RANGE_ATTR, c32, loop, nest
+from opmlc.backend.kernels._ir import I32, I64, RANGE_ATTR, c32, loop, nest
 from opmlc.backend.kernels.native import host_kernel, matmul_vnni16
 from opmlc.backend.kernels.native._vec import V16, part_range
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import held
-from opmlc.ir.ops._qweight import dequantize_int, split_inputs
+from opmlc.ir.ops._qweight import split_inputs
 from opmlc.ir.types import DType, TensorType
 
 COL_BYTES = 512 << 10  # the chunk's patches, i32 [positions, taps · C]
@@ -123,11 +124,17 @@ def _weight(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(w).reshape(m, c, -1).transpose(0, 2, 1)).reshape(m, -1)
 
 
-def _dequantized(shape, q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, block_size: int) -> np.ndarray:
-    """qconv's integer weight w = (q − zp)·scale (ops/qconv.py; below 2^31: the frontend's bound),
-    as int32 [M, C, *K]."""
-    w = dequantize_int(np.asarray(q).view(np.int8).reshape(shape), scale, zp, block_size)
-    return w.astype(np.int32).reshape(shape)
+def _offsets(q: np.ndarray, zp: np.ndarray | None) -> np.ndarray:
+    """qconv's q − zp (|·| ≤ 255) as int32 [M, C, *K], from q as held or in a region table."""
+    d = np.asarray(q).view(np.int8).astype(np.int32)
+    if zp is not None:
+        d -= np.asarray(zp).view(np.int8).astype(np.int32).reshape((-1,) + (1,) * (d.ndim - 1))
+    return d
+
+
+def _scales_at(m: int, kc: int) -> int:
+    """Byte offset of the column scales in qconv's derived buffer: after matmul_vnni16's, 64-byte aligned."""
+    return -(-matmul_vnni16.derived_bytes(m, kc, 1) // 64) * 64
 
 
 def facts(graph: Graph, index: int) -> dict:
@@ -144,24 +151,31 @@ def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
 
 
 def q_facts(graph: Graph, index: int) -> dict:
-    """qconv: the facts of its integer weight (q − zp)·scale when q, scale and the zero point
-    are initializers; {} otherwise."""
+    """qconv: the facts of q − zp (one s16 plane) with the channels' scales applied in the
+    finish ("scaled"), when q, scale and the zero point are initializers; {} otherwise."""
     node = graph.nodes[index]
     zp_t, _ = split_inputs(graph.input_types(node), 1)
     weight = node.inputs[1:3] + node.inputs[3:4] * (zp_t is not None)
     if any(v not in graph.initializers for v in weight):
         return {}
-    parts = [held(graph.initializers, v) for v in weight]
-    bs = node.attrs["block_size"]
-    w = _dequantized(graph.values[node.inputs[1]].type.shape, *parts[:2], parts[2] if zp_t is not None else None, bs)
-    f = matmul_vnni16.weight_facts(_weight(w), min_cols=MIN_CHANNELS)
-    return {**f, "zp": zp_t is not None, "block_size": bs} if f else {}
+    q = held(graph.initializers, weight[0])
+    d = _offsets(q, held(graph.initializers, weight[2]) if zp_t is not None else None)
+    f = matmul_vnni16.weight_facts(_weight(d), min_cols=MIN_CHANNELS)
+    return {**f, "scaled": True, "zp": zp_t is not None} if f else {}
 
 
 def q_derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    q = operands[1]
-    w = _dequantized(q.shape, q, operands[2], operands[3] if facts["zp"] else None, facts["block_size"])
-    return matmul_vnni16.derive(facts, _weight(w), min_cols=MIN_CHANNELS)
+    """matmul_vnni16's buffer of q − zp, then (at `_scales_at`) each channel's scale as i64,
+    padded with zeros to whole blocks of 16 channels."""
+    d = _weight(_offsets(operands[1], operands[3] if facts["zp"] else None))
+    planes = matmul_vnni16.derive(facts, d, min_cols=MIN_CHANNELS)
+    m, kc = d.shape
+    at = _scales_at(m, kc)
+    raw = np.zeros(at + 8 * (-(-m // LANES16) * LANES16) + 64, np.uint8)
+    buf = raw[-raw.ctypes.data % 64:][:len(raw) - 64]
+    buf[:planes.nbytes] = planes.view(np.uint8)
+    buf[at:at + 8 * m] = np.asarray(operands[2]).reshape(m).astype(np.int64).view(np.uint8)
+    return buf
 
 
 def _portable(b: ir.IRBuilder, op: str, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
@@ -198,21 +212,23 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
 @host_kernel("qconv", q_accepts, work, q_facts, q_derive)
 def emit_q(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
            out_type: TensorType, part: ir.Value, parts: ir.Value, facts: dict | None = None) -> None:
-    """qconv: conv's path over its integer weight (q − zp)·scale, dequantized by `q_derive` into
-    the planes (ops/qconv.py: exactly conv's semantics with that weight)."""
+    """qconv: conv's path over the one plane of q − zp, each channel's sum times its scale
+    (module docstring; ops/qconv.py: exactly conv's semantics with the weight (q − zp)·scale)."""
     n_ops = len(types)
     if not (facts or {}).get("derived") or not matmul_vnni16.available():
         return _portable(b, "qconv", out, args[:n_ops], types, attrs, out_type, part, parts)
     _, bias_t = split_inputs(types, 1)
     prod_frac = types[0].frac + types[2].frac  # w's fractional bits are the scale's
     bias_shift = prod_frac - bias_t.frac if bias_t is not None else 0
+    m, kc = types[1].shape[0], prod(types[1].shape[1:])
+    scales = b.gep(args[n_ops], [c32(_scales_at(m, kc) // 8)], source_etype=I64)
     _patches_product(b, out, args[0], args[n_ops], args[n_ops - 1] if bias_t is not None else None, bias_shift,
-                     prod_frac - out_type.frac, types, attrs, out_type, part, parts, facts)
+                     prod_frac - out_type.frac, types, attrs, out_type, part, parts, facts, scales)
 
 
 def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.Value, bias: ir.Value | None,
                      bias_shift: int, shift: int, types: list[TensorType], attrs: dict, out_type: TensorType,
-                     part: ir.Value, parts: ir.Value, facts: dict) -> None:
+                     part: ir.Value, parts: ir.Value, facts: dict, scales: ir.Value | None = None) -> None:
     """The chunks of the module docstring, for the part `part` of `parts`."""
     b.function.attributes.add("noinline")  # its scratches stay in its own frame (module docstring)
     c, m, sp, ks, osp = _geometry(types, out_type)
@@ -307,7 +323,7 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
         # 3. the product, finished in [positions, M]
         positions = b.mul(rows, c32(inner))
         matmul_vnni16.emit(b, at(col, c32(0)), d_arg, at(outs, c32(0)), bias, positions, kc, m, facts, c32(0),
-                           c32(m), shift, bias_shift)
+                           c32(m), shift, bias_shift, scales)
         # 4. into the output's [n, m, positions] layout, 16 × 16 blocks transposed in registers
         obase = b.add(b.mul(ni, c32(m * osp[0] * inner)), b.mul(o0a, c32(inner)))
         plane = osp[0] * inner  # one output channel of one image

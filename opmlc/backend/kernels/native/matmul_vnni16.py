@@ -288,6 +288,21 @@ def weight_facts(w2: np.ndarray, min_cols: int | None = None) -> dict:
     return {} if planes is None else {"derived": True, "planes": planes[1]}
 
 
+def _sizes(n: int, k: int, count: int) -> tuple[int, int]:
+    """(where the blocks' Q_q[b] start, the whole size), in int16 elements, of `derive`'s buffer
+    for w2 [n, k] with `count` planes: header, planes, for one plane the column sums, the blocks'
+    squares."""
+    nb, k2 = -(-n // LANES16), -(-k // 2)
+    blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)
+    return blocks_at, blocks_at + 4 * count * -(-k2 // BLOCK_PAIRS)
+
+
+def derived_bytes(n: int, k: int, count: int) -> int:
+    """The byte size of `derive`'s buffer for a weight [n, k] of `count` planes (a caller that
+    appends its own data after it, 64-byte aligned: native/conv.py's column scales)."""
+    return 2 * _sizes(n, k, count)[1]
+
+
 def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarray:
     """The header and the planes of w2 [N, K] in the kernel's layout (module docstring), as
     int16, 64-byte aligned; a weight whose planes differ from the facts' is refused."""
@@ -299,8 +314,7 @@ def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarr
     split, count, bounds = got
     nb, k2 = -(-n // LANES16), -(-k // 2)
     nblk = -(-k2 // BLOCK_PAIRS)
-    blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)  # i16
-    size = blocks_at + 4 * count * nblk
+    blocks_at, size = _sizes(n, k, count)
     raw = np.zeros(size + 32, np.int16)
     off = (-raw.ctypes.data % 64) // 2
     buf = raw[off:off + size]
@@ -422,27 +436,33 @@ def _flush_bound(b: ir.IRBuilder, scheme: Scheme, xb: list[ir.Value], wmax: list
 
 def emit(b: ir.IRBuilder, a_arg: ir.Value, d_arg: ir.Value, out: ir.Value, bias: ir.Value | None,
          rows: int | ir.Value, k: int, n: int, facts: dict, lo: ir.Value, hi: ir.Value, shift: int,
-         bias_shift: int) -> None:
+         bias_shift: int, scales: ir.Value | None = None) -> None:
     """Outputs [0, rows) × [lo, hi) of x [rows, k] @ w[n, k]ᵀ (+ bias [n] << bias_shift, >> shift
     rounded, saturated and counted as matmul.py's finish) from the derived buffer at d_arg, by a
     call of the module's one function for the weight's plane count and K (`_shared`: rows,
     columns and fractional bits are its arguments, so nodes of other shapes share it; rows may
-    be an i32 known at run time only: native/conv.py's chunks)."""
-    fn = _shared(b.module, facts["planes"], k)
+    be an i32 known at run time only: native/conv.py's chunks). With `scales` (i64 per column,
+    padded to whole blocks of 16) each column's sum is multiplied by its scale before the bias:
+    the product with the weight w[j, k]·scale[j] (wrap-around i64, the op's ring)."""
+    fn = _shared(b.module, facts["planes"], k, scales is not None)
     call_helper(b, fn, [a_arg, d_arg, out, bias if bias is not None else ir.Constant(PTR, None),
-                        c32(rows) if isinstance(rows, int) else rows, c32(n), lo, hi, c32(shift), c32(bias_shift)])
+                        c32(rows) if isinstance(rows, int) else rows, c32(n), lo, hi, c32(shift), c32(bias_shift)]
+                + [scales] * (scales is not None))
 
 
-def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
-    """void f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift): the kernel
-    (module docstring) for a weight of `planes` planes and a reduction of k: a scheme when one
-    is exact for the run's x, else the i64 lanes of `_fallback` (with ONLY: nothing written)."""
-    fn, b = internal_function(module, f"mm16.p{planes}.k{k}", ir.VoidType(), [PTR] * 4 + [I32] * 6, counts=True)
+def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.Function:
+    """void f(x, derived, out, bias or null, rows, n, lo, hi, shift, bias_shift[, scales]): the
+    kernel (module docstring) for a weight of `planes` planes and a reduction of k: a scheme when
+    one is exact for the run's x, else the i64 lanes of `_fallback` (with ONLY: nothing written);
+    `scaled`: each column's sum times its i64 scale before the finish (`emit`)."""
+    fn, b = internal_function(module, f"mm16.p{planes}.k{k}" + ".s" * scaled, ir.VoidType(),
+                              [PTR] * 4 + [I32] * 6 + [PTR] * scaled, counts=True)
     if b is None:
         return fn
     fn.attributes.add("nounwind")
     fn.attributes.add("noinline")  # one copy, whatever the number of callers
     a_arg, d_arg, out, bias, rows, n, lo, hi, shift, bias_shift = fn.args[:10]
+    scales = fn.args[10] if scaled else None
     fallback = b.append_basic_block("v16.other")
     count = b.mul(rows, c32(k))
     ex = magnitude_bits(b, a_arg, c32(0), count)
@@ -500,7 +520,7 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
         f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
         return b.trunc(f, I32)
 
-    fin = _finisher(b, out, bias, n, shift, bias_shift)  # its constants, before the branches
+    fin = _finisher(b, out, bias, n, shift, bias_shift, scales)  # its constants, before the branches
     bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
     if [sc for sc, *_ in choices] == [B3, C4]:  # both exact: the cheaper (module docstring)
         (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
@@ -533,10 +553,12 @@ def _shared(module: ir.Module, planes: int, k: int) -> ir.Function:
     return fn
 
 
-def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift: ir.Value, bias_shift: ir.Value):
+def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift: ir.Value, bias_shift: ir.Value,
+              scales: ir.Value | None = None):
     """fin(totals <16 x i64>, i, j, width): outputs (i, j .. j + width) of the sums (width ≤ 16;
-    the other lanes are padding columns: neither stored nor counted): bias, the rounding shift
-    and the counted saturation of matmul.py's finish, 16 lanes at once."""
+    the other lanes are padding columns: neither stored nor counted): each times its column's
+    scale (with `scales`), bias, the rounding shift and the counted saturation of matmul.py's
+    finish, 16 lanes at once."""
     v1 = ir.VectorType(ir.IntType(1), LANES16)
     lanes = ir.Constant(V16, list(range(LANES16)))
     shift64 = b.zext(shift, I64)
@@ -565,6 +587,8 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
         mask = b.icmp_unsigned("<", lanes, _splat(b, width, V16))
         bmask = b.and_(mask, _splat(b, has_bias, v1))  # a null bias is never read
         bv = b.call(mload, [b.gep(bias, [j], source_etype=I32), c32(4), bmask, ir.Constant(V16, None)])
+        if scales is not None:  # padded to whole blocks: every lane's scale is there (0 past n)
+            total = b.mul(total, b.load(b.gep(scales, [j], source_etype=I64), typ=V16I64, align=8))
         total = b.add(total, b.shl(b.sext(bv, V16I64), bshift_v))
         total = b.ashr(b.add(total, half_v), shift_v)
         clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
