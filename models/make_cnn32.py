@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+from models.make_mlp784 import save_float_model
 
 SEED = 0
 LAYERS = ((3, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2))  # (in channels, out channels, stride)
@@ -41,15 +42,7 @@ def build(path: str | Path) -> Path:
     nodes += [helper.make_node("GlobalAveragePool", [prev], ["pool"], name="pool"),
               helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
               helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(
-        nodes, "cnn32",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="opmlc")
-    model.ir_version = 8
-    path = Path(path)
-    onnx.save(model, path)
-    return path
+    return save_float_model(path, "cnn32", nodes, inits, [3, 32, 32], [CLASSES])
 
 
 if __name__ == "__main__":

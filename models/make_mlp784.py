@@ -29,10 +29,17 @@ def build(path: str | Path) -> Path:
         if out != "logits":
             nodes.append(helper.make_node("Relu", [out], [f"relu{i}"], name=f"relu{i}"))
             prev = f"relu{i}"
+    return save_float_model(path, "mlp784", nodes, inits, [SIZES[0]], [SIZES[-1]])
+
+
+def save_float_model(path: str | Path, name: str, nodes: list, inits: list, input_shape: list,
+                     output_shape: list) -> Path:
+    """Write a graph from float32 `input` [N, *input_shape] to `logits` [N, *output_shape]
+    (opset 13, IR version 8: onnxruntime and opmlc both read it); the bench models' writer."""
     graph = helper.make_graph(
-        nodes, "mlp784",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SIZES[0]])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", SIZES[-1]])], inits)
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", *output_shape])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="opmlc")
     model.ir_version = 8
     path = Path(path)

@@ -50,6 +50,7 @@ channels over 8×8 pixels run in ~15 µs there, as fast as onnxruntime.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import prod
 
 import numpy as np
@@ -276,32 +277,11 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
         end = b.select(b.icmp_signed(">", end, c32(sp[0])), c32(sp[0]), end)
         count = b.select(b.icmp_signed(">", end, first), b.sub(end, first), c32(0))
         # 1. the band, channels-last: xb[e, c] = x[ni, c, first·rest + e] for the band's
-        # elements e = (i0 − first)·rest + j, a [C, E] → [E, C] transpose, 16 × 16 blocks in registers
-        elems = b.mul(count, c32(rest))
+        # elements e = (i0 − first)·rest + j: a [C, E] → [E, C] transpose
         src0 = b.add(b.mul(ni, c32(c * sp[0] * rest)), b.mul(first, c32(rest)))
-
-        def band_scalar(e: ir.Value, ch: ir.Value) -> None:
-            val = b.load(b.gep(x_arg, [b.add(src0, b.add(b.mul(ch, c32(sp[0] * rest)), e))], source_etype=I32),
-                         typ=I32)
-            b.store(val, at(band, b.add(b.mul(e, c32(c)), ch)))
-
-        eblocks = b.udiv(elems, c32(LANES16))
-        with loop(b, eblocks, "conv.be") as eb:
-            e0 = b.mul(eb, c32(LANES16))
-            with loop(b, c // LANES16, "conv.bc") as cb:
-                c0 = b.mul(cb, c32(LANES16))
-                rows16 = [b.load(b.bitcast(b.gep(x_arg, [b.add(src0, b.add(b.mul(b.add(c0, c32(t)), c32(sp[0] * rest)),
-                                                                             e0))], source_etype=I32), vp),
-                                 typ=V16, align=4) for t in range(LANES16)]
-                for u, vec in enumerate(_transpose16(b, rows16)):
-                    dst = at(band, b.add(b.mul(b.add(e0, c32(u)), c32(c)), c0))
-                    b.store(vec, b.bitcast(dst, vp), align=4)
-            with loop(b, c % LANES16, "conv.bct") as ct:  # channels past the last whole 16
-                with loop(b, LANES16, "conv.bcte") as eu:
-                    band_scalar(b.add(e0, eu), b.add(c32(c - c % LANES16), ct))
-        with loop(b, b.sub(elems, b.mul(eblocks, c32(LANES16))), "conv.bt") as et:  # elements past them
-            with loop(b, c, "conv.btc") as ch:
-                band_scalar(b.add(b.mul(eblocks, c32(LANES16)), et), ch)
+        _transpose(b, c, b.mul(count, c32(rest)),
+                   lambda ch, e: b.gep(x_arg, [b.add(src0, b.add(b.mul(ch, c32(sp[0] * rest)), e))], source_etype=I32),
+                   lambda e, ch: at(band, b.add(b.mul(e, c32(c)), ch)), "conv.b")
         # 2. the patches: row q = (o0 − o0a)·inner + lin(o_rest), column t·C + c
         with loop(b, rows, "conv.pr") as orow:
             o0 = b.add(o0a, orow)
@@ -327,29 +307,40 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
         positions = b.mul(rows, c32(inner))
         matmul_vnni16.emit(b, at(col, c32(0)), d_arg, at(outs, c32(0)), bias, positions, kc, m, facts, c32(0),
                            c32(m), shift, bias_shift, scales)
-        # 4. into the output's [n, m, positions] layout, 16 × 16 blocks transposed in registers
+        # 4. into the output's [n, m, positions] layout: a [positions, M] → [M, positions] transpose
         obase = b.add(b.mul(ni, c32(m * osp[0] * inner)), b.mul(o0a, c32(inner)))
-        plane = osp[0] * inner  # one output channel of one image
+        _transpose(b, positions, m, lambda q, mm: at(outs, b.add(b.mul(q, c32(m)), mm)),
+                   lambda mm, q: b.gep(out, [b.add(obase, b.add(b.mul(mm, c32(osp[0] * inner)), q))], source_etype=I32),
+                   "conv.o")
 
-        def scalar(q: ir.Value, mm: ir.Value) -> None:
-            val = b.load(at(outs, b.add(b.mul(q, c32(m)), mm)), typ=I32)
-            b.store(val, b.gep(out, [b.add(obase, b.add(b.mul(mm, c32(plane)), q))], source_etype=I32))
 
-        qblocks = b.udiv(positions, c32(LANES16))
-        with loop(b, qblocks, "conv.tq") as qb:
-            q0 = b.mul(qb, c32(LANES16))
-            for m0 in range(0, m - m % LANES16, LANES16):
-                rows16 = [b.load(b.bitcast(at(outs, b.add(b.mul(b.add(q0, c32(i)), c32(m)), c32(m0))), vp), typ=V16,
-                                 align=4) for i in range(LANES16)]
-                for j, vec in enumerate(_transpose16(b, rows16)):
-                    dst = b.add(obase, b.add(c32((m0 + j) * plane), q0))
-                    b.store(vec, b.bitcast(b.gep(out, [dst], source_etype=I32), vp), align=4)
-            with loop(b, m % LANES16, "conv.tm") as mm:  # channels past the last whole 16
-                with loop(b, LANES16, "conv.tmq") as qi:
-                    scalar(b.add(q0, qi), b.add(c32(m - m % LANES16), mm))
-        with loop(b, b.sub(positions, b.mul(qblocks, c32(LANES16))), "conv.tr") as qi:  # positions past them
-            with loop(b, m, "conv.trm") as mm:
-                scalar(b.add(b.mul(qblocks, c32(LANES16)), qi), mm)
+def _transpose(b: ir.IRBuilder, rows: int | ir.Value, cols: int | ir.Value,
+               src: Callable[[ir.Value, ir.Value], ir.Value], dst: Callable[[ir.Value, ir.Value], ir.Value],
+               name: str) -> None:
+    """*dst(j, i) = *src(i, j) for i < rows, j < cols (i32 pointers; src(i, j)..src(i, j + 15) and
+    dst(j, i)..dst(j, i + 15) consecutive): 16 × 16 blocks transposed in registers
+    (`_transpose16`), the rows and columns past the last whole block element by element. Element
+    by element, LLVM's vectorisation of the loop scattered its stores."""
+    vp = V16.as_pointer()
+    rows, cols = (c32(v) if isinstance(v, int) else v for v in (rows, cols))
+    rb, cb = b.udiv(rows, c32(LANES16)), b.udiv(cols, c32(LANES16))
+
+    def scalar(i: ir.Value, j: ir.Value) -> None:
+        b.store(b.load(src(i, j), typ=I32), dst(j, i))
+
+    with loop(b, rb, f"{name}.ib") as ib:
+        i0 = b.mul(ib, c32(LANES16))
+        with loop(b, cb, f"{name}.jb") as jb:
+            j0 = b.mul(jb, c32(LANES16))
+            block = [b.load(b.bitcast(src(b.add(i0, c32(t)), j0), vp), typ=V16, align=4) for t in range(LANES16)]
+            for u, vec in enumerate(_transpose16(b, block)):
+                b.store(vec, b.bitcast(dst(b.add(j0, c32(u)), i0), vp), align=4)
+        j_rest = b.mul(cb, c32(LANES16))
+        with loop(b, b.sub(cols, j_rest), f"{name}.jt") as jt, loop(b, LANES16, f"{name}.jti") as ii:
+            scalar(b.add(i0, ii), b.add(j_rest, jt))
+    i_rest = b.mul(rb, c32(LANES16))
+    with loop(b, b.sub(rows, i_rest), f"{name}.it") as it, loop(b, cols, f"{name}.itj") as jj:
+        scalar(b.add(i_rest, it), jj)
 
 
 def _transpose16(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
