@@ -16,16 +16,15 @@ dimension of one image, i.e. rows0 · prod(O[1:]) patch rows (`_plan`: as many a
 scratches below). For a chunk:
 1. Band: the input rows along the first spatial dimension that its windows reach (clipped to
    the input, from `first`), copied channels-last, xb[i0 − first, i_rest, c], so that one tap
-   of one position is C consecutive elements: a [C, E] → [E, C] transpose, 16 × 16 blocks in
-   registers (`_transpose16`; element by element it was 9 % of a 64-channel layer's time).
+   of one position is C consecutive elements: a [C, E] → [E, C] transpose (`_transpose`: 16 × 16
+   blocks in registers; element by element it was 9 % of a 64-channel layer's time).
 2. Patches: per position and tap, the C channels copied from the band (16 at a time), or zeros
    when the tap lies in the padding (any spatial dimension outside the input).
 3. The product (matmul_vnni16's shared function for the weight's plane count and K = taps · C:
    rows = the chunk's positions, all M columns) into a [positions, M] scratch, finished there.
-4. The scratch transposed into the output's channel-first layout, 16 × 16 blocks at a time in
-   registers (`_transpose16`): LLVM's own vectorisation of the element loop scattered each
-   store across rows one output plane apart (4 KiB for 32 × 32 outputs: one cache set), half of
-   a 3 → 32-channel layer's time.
+4. The scratch transposed into the output's channel-first layout (`_transpose`): LLVM's own
+   vectorisation of the element loop scattered each store across rows one output plane apart
+   (4 KiB for 32 × 32 outputs: one cache set), half of a 3 → 32-channel layer's time.
 
 The scratches live on the stack, `noinline` keeps them in this function's frame only (an
 inlined copy would add them to its caller's, once per conv node): at most COL_BYTES + BAND_BYTES
