@@ -54,6 +54,8 @@ def _chunks(g) -> int:
     ((1, 5, 20), (17, 5, 4), {"pads": [3, 1], "strides": [3]}),
     ((1, 4, 5, 6, 7), (16, 4, 2, 3, 2), {"pads": [1, 0, 1, 1, 1, 0]}),
     ((1, 40, 33, 30), (64, 40, 3, 3), {"pads": [1, 1, 1, 1]}),  # three chunks, split over threads
+    ((1, 16, 5, 5), (16, 16, 2, 2), {"pads": [3, 3, 3, 2], "strides": [2, 3], "dilations": [2, 1]}),  # whole windows
+    # in the padding (outputs = bias), a stride past the kernel, dilation along the chunked dimension
 ])
 def test_equals_interpreter_on_random_shapes(x_shape, w_shape, attrs):
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
