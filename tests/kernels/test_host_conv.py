@@ -67,6 +67,32 @@ def test_equals_interpreter_on_random_shapes(x_shape, w_shape, attrs):
         assert _chunks(g) > 1 and split_worth(g, 0)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, groups", [
+    ((1, 32, 9, 9), (64, 16, 3, 3), 2),  # 16 channels a group: the band's vector copies
+    ((2, 15, 7, 8), (48, 5, 3, 2), 3),  # 5: element by element
+])
+def test_groups_equal_interpreter(x_shape, w_shape, groups):
+    """Grouped convolutions: each group's patches from its channels of the band, its own planes
+    (at a multiple of `_group_bytes` in one derived buffer), its own columns of the output."""
+    rng = np.random.default_rng(groups)
+    w = int_array(rng, 21, w_shape)
+    g = _graph(x_shape, w, int_array(rng, 20, (w_shape[0],)), group=groups, pads=[1, 0, 1, 1])
+    assert node_facts(g, 0).get("groups") == groups
+    threads_equal_interpreter(g, [int_array(rng, 23, x_shape)])
+
+
+def test_groups_of_other_plane_counts_and_depthwise_take_the_portable_kernel():
+    """Groups whose weights need different numbers of planes (one kernel serves every group) run
+    the portable body; a depthwise conv (one output channel a group) is the portable kernel's."""
+    rng = np.random.default_rng(4)
+    w = np.concatenate([int_array(rng, 12, (16, 4, 3, 3)), int_array(rng, 21, (16, 4, 3, 3))])
+    g = _graph((1, 8, 6, 6), w, group=2)
+    assert host_kernel_for(g, 0) is not None and not node_facts(g, 0)
+    threads_equal_interpreter(g, [int_array(rng, 23, (1, 8, 6, 6))])
+    depthwise = _graph((1, 16, 6, 6), int_array(rng, 21, (16, 1, 3, 3)), group=16)
+    assert host_kernel_for(depthwise, 0) is None
+
+
 def test_int32_extremes_fallback_and_saturation():
     """x at ±2^31 (no plane scheme: matmul_vnni16's i64 fallback), weights at ±2^15 (split
     planes), a rounding shift of 8 only, so that outputs saturate on both sides; a second x of moderate range in the
@@ -95,21 +121,23 @@ def test_portable_body_without_planes():
     assert host_kernel_for(narrow, 0) is None
 
 
-@pytest.mark.parametrize("zero_point", [False, True])
-def test_qconv_8_bit_weights_equal_interpreter(zero_point):
+@pytest.mark.parametrize("zero_point, groups", [(False, 1), (True, 1), (True, 2)])
+def test_qconv_8_bit_weights_equal_interpreter(zero_point, groups):
     """qconv (Conv under --weights int8) through the same path on one plane of q − zp, each
     channel's sum times its scale in the finish: a zero point, a bias, per-channel scales of
     either sign up to 2^22; then x at the int32 extremes (matmul_vnni16's fallback, scaled too)."""
-    rng = np.random.default_rng(11 + zero_point)
-    m, xs = 24, (1, 8, 10, 9)
+    rng = np.random.default_rng(11 + zero_point + groups)
+    m, xs = 24 * groups, (1, 8, 10, 9)
     b = GraphBuilder("t_qconv")
     refs = [b.add_input("x", _fx(xs, 20)),
-            b.add_initializer("q", rng.integers(-128, 128, (m, 8, 3, 3)).astype(np.int8), TensorType(DType.I8, (m, 8, 3, 3))),
+            b.add_initializer("q", rng.integers(-128, 128, (m, 8 // groups, 3, 3)).astype(np.int8),
+                              TensorType(DType.I8, (m, 8 // groups, 3, 3))),
             b.add_initializer("s", rng.integers(-(1 << 22), 1 << 22, (m, 1)).astype(np.int32), _fx((m, 1), 24))]
     if zero_point:
         refs.append(b.add_initializer("z", rng.integers(-5, 5, (m, 1)).astype(np.int8), TensorType(DType.I8, (m, 1))))
     refs.append(b.add_initializer("c", int_array(rng, 20, (m,)), _fx((m,), 18)))
-    attrs = {"strides": [2, 1], "dilations": [1, 1], "pads": [1, 1, 0, 1], "group": 1, "frac": 16, "block_size": 72}
+    attrs = {"strides": [2, 1], "dilations": [1, 1], "pads": [1, 1, 0, 1], "group": groups, "frac": 16,
+             "block_size": 72 // groups}
     b.mark_output(b.add_node("qconv", refs, attrs, "y"))
     g = b.build()
     facts = node_facts(g, 0)

@@ -18,21 +18,26 @@ scratches below). For a chunk:
    the input, from `first`), copied channels-last, xb[i0 − first, i_rest, c], so that one tap
    of one position is C consecutive elements: a [C, E] → [E, C] transpose (`_transpose`: 16 × 16
    blocks in registers; element by element it was 9 % of a 64-channel layer's time).
-2. Patches: per position and tap, the C channels copied from the band (16 at a time), or zeros
-   when the tap lies in the padding (any spatial dimension outside the input).
-3. The product (matmul_vnni16's shared function for the weight's plane count and K = taps · C:
-   rows = the chunk's positions, all M columns) into a [positions, M] scratch, finished there.
-4. The scratch transposed into the output's channel-first layout (`_transpose`): LLVM's own
-   vectorisation of the element loop scattered each store across rows one output plane apart
-   (4 KiB for 32 × 32 outputs: one cache set), half of a 3 → 32-channel layer's time.
+Then per group (g groups of C/g input and M/g output channels; one for an ungrouped conv):
+2. Patches: per position and tap, the group's C/g channels copied from the band (16 at a time),
+   or zeros when the tap lies in the padding (any spatial dimension outside the input).
+3. The product (matmul_vnni16's shared function for the weight's plane count and K = taps · C/g:
+   rows = the chunk's positions, the group's M/g columns, its planes at g·`_group_bytes` in the
+   derived buffer, its bias and scales) into a [positions, M/g] scratch, finished there.
+4. The scratch transposed into the group's channels of the output's channel-first layout
+   (`_transpose`): LLVM's own vectorisation of the element loop scattered each store across
+   rows one output plane apart (4 KiB for 32 × 32 outputs: one cache set), half of a
+   3 → 32-channel layer's time.
 
 The scratches live on the stack, `noinline` keeps them in this function's frame only (an
 inlined copy would add them to its caller's, once per conv node): at most COL_BYTES + BAND_BYTES
 + OUT_BYTES (448 KiB) besides matmul_vnni16's own frame, well within a pool thread's stack (the
 process's limit, 8 MiB here). A node whose one row of the first spatial dimension does not fit
-them, or whose group count is not 1, stays on the portable kernel (`accepts`); so does a weight
-without s16 planes or a host without VNNI, through `_portable` (no facts: this function holds
-the portable body, over its part's flat output elements).
+them, or with fewer than MIN_CHANNELS output channels a group (a depthwise conv), stays on the
+portable kernel (`accepts`); so does, through `_portable`, a weight without s16 planes, groups
+whose weights need different numbers of planes (one kernel serves every group), or a host
+without VNNI (no facts: this function holds the portable body, over its part's flat output
+elements).
 
 qconv (Conv under `--weights int8`) takes the same path with one plane: its semantics are conv's
 with the integer weight w = (q − zp)·scale, one scale per output channel (ops/qconv.py), and in
@@ -43,8 +48,10 @@ weight plane is two products, where the dequantized weight's three planes took t
 (held packed) stays on the portable kernel.
 
 The weight's columns (output channels) are padded to whole blocks of 16 (matmul_vnni16), and a
-layer of fewer than MIN_CHANNELS = 16 channels stays on the portable kernel: the digits CNN's 8
-channels over 8×8 pixels run in ~15 µs there, as fast as onnxruntime.
+layer of fewer than MIN_CHANNELS = 16 channels a group stays on the portable kernel: the digits
+CNN's 8 channels over 8×8 pixels run in ~15 µs there, as fast as onnxruntime; a depthwise
+64-channel 3×3 layer on 32×32 takes 6.7× onnxruntime's time there (not done: a kernel of its own).
+A grouped one (4 groups of 16 channels, same size) went from 11.9× to 3.9×.
 """
 
 from __future__ import annotations
@@ -80,6 +87,12 @@ def _geometry(types: list[TensorType], out_type: TensorType):
     return c, m, xt.shape[2:], wt.shape[2:], out_type.shape[2:]
 
 
+def _group_bytes(mg: int, kc: int, planes: int) -> int:
+    """The bytes of one group's planes in the derived buffer (matmul_vnni16's, 64-byte aligned):
+    group g's start at g times this, the qconv scales after the last."""
+    return -(-matmul_vnni16.derived_bytes(mg, kc, planes) // 64) * 64
+
+
 def _band_rows(rows0: int, attrs: dict, k0: int, s0: int) -> int:
     """Input rows along the first spatial dimension that rows0 output rows reach (≤ the input's)."""
     return min((rows0 - 1) * attrs["strides"][0] + (k0 - 1) * attrs["dilations"][0] + 1, s0)
@@ -92,10 +105,11 @@ def _plan(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
     chunks of 14 and 2 rows left one thread idle most of a 16-row layer)."""
     c, m, sp, ks, osp = _geometry(types, out_type)
     inner, taps, rest = prod(osp[1:]), prod(ks), prod(sp[1:])
+    cg = c // attrs["group"]  # a group's input channels: its patches' width is taps · cg
     most = 0
     for rows0 in range(1, osp[0] + 1):
         pos = rows0 * inner
-        if (pos * taps * c * 4 > COL_BYTES or pos * m * 4 > OUT_BYTES
+        if (pos * taps * cg * 4 > COL_BYTES or pos * m * 4 > OUT_BYTES
                 or _band_rows(rows0, attrs, ks[0], sp[0]) * rest * c * 4 > BAND_BYTES):
             break
         most = rows0
@@ -108,7 +122,8 @@ def _plan(types: list[TensorType], attrs: dict, out_type: TensorType) -> int:
 
 
 def accepts(types: list[TensorType], attrs: dict, out_type: TensorType) -> bool:
-    return (attrs["group"] == 1 and out_type.dtype is DType.FX32 and types[1].shape[0] >= MIN_CHANNELS
+    """Output fx32, at least MIN_CHANNELS output channels a group, one output row in the scratches."""
+    return (out_type.dtype is DType.FX32 and types[1].shape[0] // attrs["group"] >= MIN_CHANNELS
             and _plan(types, attrs, out_type) > 0)
 
 
@@ -135,27 +150,49 @@ def _offsets(q: np.ndarray, zp: np.ndarray | None) -> np.ndarray:
     return d
 
 
-def _scales_at(m: int, kc: int) -> int:
-    """Byte offset of the column scales in qconv's derived buffer: after matmul_vnni16's, 64-byte aligned."""
-    return -(-matmul_vnni16.derived_bytes(m, kc, 1) // 64) * 64
+def _group_facts(w: np.ndarray, groups: int) -> dict:
+    """matmul_vnni16's facts of every group's weight [M/g, taps · C/g] in the patches' order, when
+    all have s16 planes and the same number of them (one kernel for every group); {} otherwise."""
+    mg = w.shape[0] // groups
+    facts = [matmul_vnni16.weight_facts(_weight(w[gi * mg:(gi + 1) * mg]), min_cols=MIN_CHANNELS)
+             for gi in range(groups)]
+    return {**facts[0], "groups": groups} if facts[0] and all(f == facts[0] for f in facts) else {}
+
+
+def _group_planes(facts: dict, w: np.ndarray, groups: int, scales: np.ndarray | None = None) -> np.ndarray:
+    """The derived buffer: each group's matmul_vnni16 buffer at a multiple of `_group_bytes`,
+    then (qconv) the channels' scales as i64, zero-padded by a block of 16 (a group's padding
+    columns read past its own)."""
+    m, mg = w.shape[0], w.shape[0] // groups
+    kc = int(np.prod(w.shape[1:]))
+    step = _group_bytes(mg, kc, facts["planes"])
+    size = groups * step + (8 * (m + LANES16) if scales is not None else 0)
+    raw = np.zeros(size + 64, np.uint8)
+    buf = raw[-raw.ctypes.data % 64:][:size]
+    for gi in range(groups):
+        planes = matmul_vnni16.derive(facts, _weight(w[gi * mg:(gi + 1) * mg]), min_cols=MIN_CHANNELS)
+        buf[gi * step:gi * step + planes.nbytes] = planes.view(np.uint8)
+    if scales is not None:
+        buf[groups * step:groups * step + 8 * m] = np.asarray(scales).reshape(m).astype(np.int64).view(np.uint8)
+    return buf
 
 
 def facts(graph: Graph, index: int) -> dict:
-    """matmul_vnni16's facts of the weight in the patches' order when it is an initializer with
-    s16 planes ({} otherwise: the portable body)."""
+    """The groups' facts (`_group_facts`) when the weight is an initializer ({} otherwise: the
+    portable body)."""
     node = graph.nodes[index]
     if node.inputs[1] not in graph.initializers:
         return {}
-    return matmul_vnni16.weight_facts(_weight(held(graph.initializers, node.inputs[1])), min_cols=MIN_CHANNELS)
+    return _group_facts(np.asarray(held(graph.initializers, node.inputs[1])), node.attrs["group"])
 
 
 def derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    return matmul_vnni16.derive(facts, _weight(operands[1]), min_cols=MIN_CHANNELS)
+    return _group_planes(facts, np.asarray(operands[1]), facts["groups"])
 
 
 def q_facts(graph: Graph, index: int) -> dict:
-    """qconv: the facts of q − zp (one s16 plane) with the channels' scales applied in the
-    finish ("scaled"), when q, scale and the zero point are initializers; {} otherwise."""
+    """qconv: the groups' facts of q − zp (one s16 plane) with the channels' scales applied in
+    the finish ("scaled"), when q, scale and the zero point are initializers; {} otherwise."""
     node = graph.nodes[index]
     zp_t, _ = split_inputs(graph.input_types(node), 1)
     weight = node.inputs[1:3] + node.inputs[3:4] * (zp_t is not None)
@@ -163,22 +200,13 @@ def q_facts(graph: Graph, index: int) -> dict:
         return {}
     q = held(graph.initializers, weight[0])
     d = _offsets(q, held(graph.initializers, weight[2]) if zp_t is not None else None)
-    f = matmul_vnni16.weight_facts(_weight(d), min_cols=MIN_CHANNELS)
+    f = _group_facts(d, node.attrs["group"])
     return {**f, "scaled": True, "zp": zp_t is not None} if f else {}
 
 
 def q_derive(facts: dict, operands: list[np.ndarray | None]) -> np.ndarray:
-    """matmul_vnni16's buffer of q − zp, then (at `_scales_at`) each channel's scale as i64,
-    padded with zeros to whole blocks of 16 channels."""
-    d = _weight(_offsets(operands[1], operands[3] if facts["zp"] else None))
-    planes = matmul_vnni16.derive(facts, d, min_cols=MIN_CHANNELS)
-    m, kc = d.shape
-    at = _scales_at(m, kc)
-    raw = np.zeros(at + 8 * (-(-m // LANES16) * LANES16) + 64, np.uint8)
-    buf = raw[-raw.ctypes.data % 64:][:len(raw) - 64]
-    buf[:planes.nbytes] = planes.view(np.uint8)
-    buf[at:at + 8 * m] = np.asarray(operands[2]).reshape(m).astype(np.int64).view(np.uint8)
-    return buf
+    d = _offsets(operands[1], operands[3] if facts["zp"] else None)
+    return _group_planes(facts, d, facts["groups"], scales=operands[2])
 
 
 def _portable(b: ir.IRBuilder, op: str, out: ir.Value, args: list[ir.Value], types: list[TensorType], attrs: dict,
@@ -223,8 +251,9 @@ def emit_q(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Ten
     _, bias_t = split_inputs(types, 1)
     prod_frac = types[0].frac + types[2].frac  # w's fractional bits are the scale's
     bias_shift = prod_frac - bias_t.frac if bias_t is not None else 0
-    m, kc = types[1].shape[0], prod(types[1].shape[1:])
-    scales = b.gep(args[n_ops], [c32(_scales_at(m, kc) // 8)], source_etype=I64)
+    g = attrs["group"]
+    step = _group_bytes(types[1].shape[0] // g, prod(types[1].shape[1:]), facts["planes"])
+    scales = b.gep(args[n_ops], [c32(g * step // 8)], source_etype=I64)  # after the groups' planes
     _patches_product(b, out, args[0], args[n_ops], args[n_ops - 1] if bias_t is not None else None, bias_shift,
                      prod_frac - out_type.frac, types, attrs, out_type, part, parts, facts, scales)
 
@@ -238,7 +267,10 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
     r = len(sp)
     st, dl, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
     inner, taps, rest = prod(osp[1:]), prod(ks), prod(sp[1:])
-    kc = taps * c
+    groups = attrs["group"]
+    cg, mg = c // groups, m // groups
+    kc = taps * cg  # a group's reduction
+    step = _group_bytes(mg, kc, facts["planes"])  # a group's planes in the derived buffer
     rows0 = _plan(types, attrs, out_type)
     band_max = _band_rows(rows0, attrs, ks[0], sp[0])
     chunks = -(-osp[0] // rows0)
@@ -254,12 +286,12 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
         return b.bitcast(b.gep(base, [c32(0), index], source_etype=base.allocated_type), I32.as_pointer())
 
     def copy_channels(dst: ir.Value, src: ir.Value | None) -> None:
-        """C elements from src (a pointer into the band) to dst, or zeros when src is None."""
-        for v in range(c // LANES16):
+        """A group's cg elements from src (a pointer into the band) to dst, or zeros when src is None."""
+        for v in range(cg // LANES16):
             val = ir.Constant(V16, None) if src is None else b.load(
                 b.bitcast(b.gep(src, [c32(v * LANES16)], source_etype=I32), vp), typ=V16, align=4)
             b.store(val, b.bitcast(b.gep(dst, [c32(v * LANES16)], source_etype=I32), vp), align=4)
-        for e in range(c - c % LANES16, c):
+        for e in range(cg - cg % LANES16, cg):
             val = c32(0) if src is None else b.load(b.gep(src, [c32(e)], source_etype=I32), typ=I32)
             b.store(val, b.gep(dst, [c32(e)], source_etype=I32))
 
@@ -281,36 +313,42 @@ def _patches_product(b: ir.IRBuilder, out: ir.Value, x_arg: ir.Value, d_arg: ir.
         _transpose(b, c, b.mul(count, c32(rest)),
                    lambda ch, e: b.gep(x_arg, [b.add(src0, b.add(b.mul(ch, c32(sp[0] * rest)), e))], source_etype=I32),
                    lambda e, ch: at(band, b.add(b.mul(e, c32(c)), ch)), "conv.b")
-        # 2. the patches: row q = (o0 − o0a)·inner + lin(o_rest), column t·C + c
-        with loop(b, rows, "conv.pr") as orow:
-            o0 = b.add(o0a, orow)
-            with nest(b, osp[1:], "conv.po") as orest:
-                oidx = [o0, *orest]
-                q = b.add(b.mul(orow, c32(inner)), _linear(b, orest, osp[1:]))
-                starts = [b.sub(b.mul(oidx[d], c32(st[d])), c32(pads[d])) for d in range(r)]
-                with nest(b, ks, "conv.pt") as kidx:
-                    coords = [b.add(starts[d], b.mul(kidx[d], c32(dl[d]))) for d in range(r)]
-                    inside = b.icmp_unsigned("<", coords[0], c32(sp[0]))  # unsigned: both ends
-                    for d in range(1, r):
-                        inside = b.and_(inside, b.icmp_unsigned("<", coords[d], c32(sp[d])))
-                    t = _linear(b, kidx, ks)
-                    dst = at(col, b.add(b.mul(q, c32(kc)), b.mul(t, c32(c))))
-                    with b.if_else(inside) as (then, otherwise):
-                        with then:
-                            # inside: first ≤ coords[0] < end (the band's rows)
-                            row = b.add(b.mul(b.sub(coords[0], first), c32(rest)), _linear(b, coords[1:], sp[1:]))
-                            copy_channels(dst, at(band, b.mul(row, c32(c))))
-                        with otherwise:
-                            copy_channels(dst, None)
-        # 3. the product, finished in [positions, M]
         positions = b.mul(rows, c32(inner))
-        matmul_vnni16.emit(b, at(col, c32(0)), d_arg, at(outs, c32(0)), bias, positions, kc, m, facts, c32(0),
-                           c32(m), shift, bias_shift, scales)
-        # 4. into the output's [n, m, positions] layout: a [positions, M] → [M, positions] transpose
         obase = b.add(b.mul(ni, c32(m * osp[0] * inner)), b.mul(o0a, c32(inner)))
-        _transpose(b, positions, m, lambda q, mm: at(outs, b.add(b.mul(q, c32(m)), mm)),
-                   lambda mm, q: b.gep(out, [b.add(obase, b.add(b.mul(mm, c32(osp[0] * inner)), q))], source_etype=I32),
-                   "conv.o")
+        with loop(b, groups, "conv.g") as gi:
+            # 2. the group's patches: row q = (o0 − o0a)·inner + lin(o_rest), column t·cg + c
+            with loop(b, rows, "conv.pr") as orow:
+                o0 = b.add(o0a, orow)
+                with nest(b, osp[1:], "conv.po") as orest:
+                    oidx = [o0, *orest]
+                    q = b.add(b.mul(orow, c32(inner)), _linear(b, orest, osp[1:]))
+                    starts = [b.sub(b.mul(oidx[d], c32(st[d])), c32(pads[d])) for d in range(r)]
+                    with nest(b, ks, "conv.pt") as kidx:
+                        coords = [b.add(starts[d], b.mul(kidx[d], c32(dl[d]))) for d in range(r)]
+                        inside = b.icmp_unsigned("<", coords[0], c32(sp[0]))  # unsigned: both ends
+                        for d in range(1, r):
+                            inside = b.and_(inside, b.icmp_unsigned("<", coords[d], c32(sp[d])))
+                        t = _linear(b, kidx, ks)
+                        dst = at(col, b.add(b.mul(q, c32(kc)), b.mul(t, c32(cg))))
+                        with b.if_else(inside) as (then, otherwise):
+                            with then:
+                                # inside: first ≤ coords[0] < end (the band's rows)
+                                row = b.add(b.mul(b.sub(coords[0], first), c32(rest)),
+                                            _linear(b, coords[1:], sp[1:]))
+                                copy_channels(dst, at(band, b.add(b.mul(row, c32(c)), b.mul(gi, c32(cg)))))
+                            with otherwise:
+                                copy_channels(dst, None)
+            # 3. the product with the group's planes, finished in [positions, mg]
+            m0 = b.mul(gi, c32(mg))  # the group's first output channel
+            planes = b.gep(d_arg, [b.mul(gi, c32(step))], source_etype=ir.IntType(8))
+            matmul_vnni16.emit(b, at(col, c32(0)), planes, at(outs, c32(0)),
+                               b.gep(bias, [m0], source_etype=I32) if bias is not None else None, positions, kc, mg,
+                               facts, c32(0), c32(mg), shift, bias_shift,
+                               b.gep(scales, [m0], source_etype=I64) if scales is not None else None)
+            # 4. into the output's [n, m, positions] layout: a [positions, mg] → [mg, positions] transpose
+            _transpose(b, positions, mg, lambda q, mm: at(outs, b.add(b.mul(q, c32(mg)), mm)),
+                       lambda mm, q: b.gep(out, [b.add(obase, b.add(b.mul(b.add(m0, mm), c32(osp[0] * inner)), q))],
+                                           source_etype=I32), "conv.o")
 
 
 def _transpose(b: ir.IRBuilder, rows: int | ir.Value, cols: int | ir.Value,
