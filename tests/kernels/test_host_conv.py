@@ -81,16 +81,47 @@ def test_groups_equal_interpreter(x_shape, w_shape, groups):
     threads_equal_interpreter(g, [int_array(rng, 23, x_shape)])
 
 
-def test_groups_of_other_plane_counts_and_depthwise_take_the_portable_kernel():
+def test_groups_of_other_plane_counts_take_the_portable_body():
     """Groups whose weights need different numbers of planes (one kernel serves every group) run
-    the portable body; a depthwise conv (one output channel a group) is the portable kernel's."""
+    the portable body; fewer than MIN_CHANNELS outputs a group of several inputs, the portable
+    kernel itself."""
     rng = np.random.default_rng(4)
     w = np.concatenate([int_array(rng, 12, (16, 4, 3, 3)), int_array(rng, 21, (16, 4, 3, 3))])
     g = _graph((1, 8, 6, 6), w, group=2)
     assert host_kernel_for(g, 0) is not None and not node_facts(g, 0)
     threads_equal_interpreter(g, [int_array(rng, 23, (1, 8, 6, 6))])
-    depthwise = _graph((1, 16, 6, 6), int_array(rng, 21, (16, 1, 3, 3)), group=16)
-    assert host_kernel_for(depthwise, 0) is None
+    assert host_kernel_for(_graph((1, 16, 6, 6), int_array(rng, 21, (16, 2, 3, 3)), group=8), 0) is None
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [
+    ((1, 64, 48, 48), (64, 1, 3, 3), {"pads": [1, 1, 1, 1]}),  # split over threads
+    ((2, 6, 11, 13), (12, 1, 3, 5), {"pads": [2, 0, 1, 3], "strides": [2, 3], "dilations": [1, 2]}),  # 2 a channel
+    ((1, 5, 21), (5, 1, 4), {"pads": [3, 1], "strides": [2]}),
+    ((1, 3, 4, 5, 9), (3, 1, 2, 2, 3), {"pads": [1, 0, 1, 1, 0, 2], "dilations": [1, 2, 1]}),
+])
+def test_depthwise_equals_interpreter(x_shape, w_shape, attrs):
+    """Depthwise convolutions (one input channel a group): eight outputs along the last
+    dimension a vector, per tap a masked gather (0 in the padding and past the row)."""
+    rng = np.random.default_rng(sum(x_shape))
+    w = int_array(rng, 21, w_shape)
+    g = _graph(x_shape, w, int_array(rng, 20, (w_shape[0],)) if x_shape[0] == 1 else None, group=x_shape[1],
+               **attrs)
+    assert host_kernel_for(g, 0) is not None and not node_facts(g, 0)
+    threads_equal_interpreter(g, [int_array(rng, 23, x_shape)])
+    if x_shape[1] == 64:
+        assert split_worth(g, 0)
+
+
+def test_depthwise_saturates_and_wraps_as_the_interpreter():
+    """int32 extremes in x and w: products to 2^62, sums wrapping in i64, outputs saturating on
+    both sides (a rounding shift of 8)."""
+    rng = np.random.default_rng(8)
+    pick = np.array([fp.INT32_MIN, fp.INT32_MAX, 0, -1, 1 << 30], np.int64)
+    w = rng.choice(pick, size=(4, 1, 3, 3)).astype(np.int32)
+    g = _graph((1, 4, 7, 9), w, fracs=(4, 4, 0), group=4, pads=[1, 1, 1, 1])
+    x = rng.choice(pick, size=(1, 4, 7, 9)).astype(np.int32)
+    _, sat = threads_equal_interpreter(g, [x])
+    assert sat.get(0)
 
 
 def test_int32_extremes_fallback_and_saturation():
