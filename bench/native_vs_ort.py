@@ -26,8 +26,8 @@ Models (random weights, made by scripts; none is committed):
 
 - `cnn`: the CIFAR-shaped CNN of models/make_cnn32.py (3×3 convolutions of 32–128 channels),
   one image and a batch of 8, one image with `weights="int8"` (against float32 and onnxruntime's
-  dynamic int8 quantization: ConvInteger), and the digits CNN (8 channels: the portable conv
-  kernel).
+  dynamic int8 quantization: ConvInteger), one depthwise and one grouped 3×3 layer of 64
+  channels (`build_grouped`), and the digits CNN (one input channel: the depthwise path).
 - `matvec4`: one token through a 2048 → 5632 projection (LLaMA-1.1B's MLP shape) with 4-bit
   weights in blocks of 32 (`weights="int4"`), against onnxruntime float32 and onnxruntime's
   4-bit MatMulNBits (block 32, symmetric): the memory-bound decoding path.
@@ -204,6 +204,14 @@ def cnn(tmp: Path, threads: list[int], runs: int) -> None:
     int8_reference(model, refs)
     x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
     compare("CNN 32x32, batch 1, int8", opmlc.Build.load(out), x, refs, "input", threads, runs)
+    from models.make_cnn32 import build_grouped
+
+    for groups, what in ((64, "depthwise"), (4, "4 groups")):
+        model = build_grouped(tmp / f"conv-g{groups}.onnx", groups)
+        opmlc.compile_model(model, tmp / f"conv-g{groups}")
+        x = np.random.default_rng(0).random((1, 64, 32, 32), dtype=np.float32)
+        compare(f"conv 3x3 64ch 32x32, {what}", opmlc.Build.load(tmp / f"conv-g{groups}"), x, {"float32": model},
+                "input", threads, runs)
     digits = ROOT / "models" / "digits_cnn.onnx"
     opmlc.compile_model(digits, tmp / "digits-cnn")
     x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)

@@ -3,7 +3,8 @@
 Conv 3→32 (3×3, pad 1) → Relu → Conv 32→64 (3×3, stride 2) → Relu → Conv 64→64 (3×3) → Relu
 → Conv 64→128 (3×3, stride 2) → Relu → GlobalAveragePool → Flatten → Gemm 128→10: 0.2M
 parameters, 20M multiply-adds an image, most of them in 3×3 convolutions of 32–128 channels.
-Used by bench/native_vs_ort.py (`cnn`); not committed, made on demand.
+`build_grouped`: one grouped or depthwise 3×3 layer. Used by bench/native_vs_ort.py (`cnn`);
+not committed, made on demand.
 
 Run: `python models/make_cnn32.py [OUT.onnx]`.
 """
@@ -43,6 +44,21 @@ def build(path: str | Path) -> Path:
               helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
               helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1, name="fc")]
     return save_float_model(path, "cnn32", nodes, inits, [3, 32, 32], [CLASSES])
+
+
+def build_grouped(path: str | Path, groups: int, channels: int = 64, side: int = 32) -> Path:
+    """One 3×3 conv (pad 1) of `channels` → `channels` in `groups` groups, then ReLU, input float32
+    [N, channels, side, side], output `logits` [N, channels, side, side]: groups = channels is a
+    depthwise layer (MobileNet's), 4 a grouped one (ResNeXt's)."""
+    rng = np.random.default_rng(SEED)
+    cg = channels // groups
+    w = (rng.normal(0, 1, (channels, cg, 3, 3)) / np.sqrt(cg * 9)).astype(np.float32)
+    b = rng.normal(0, 0.1, (channels,)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                              group=groups, name="conv"),
+             helper.make_node("Relu", ["conv"], ["logits"], name="relu")]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    return save_float_model(path, f"conv_g{groups}", nodes, inits, [channels, side, side], [channels, side, side])
 
 
 if __name__ == "__main__":
