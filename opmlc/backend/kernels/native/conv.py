@@ -80,7 +80,7 @@ from opmlc.backend.kernels._ir import (
     nest,
 )
 from opmlc.backend.kernels.native import host_kernel, matmul_vnni16
-from opmlc.backend.kernels.native._vec import V16, part_range
+from opmlc.backend.kernels.native._vec import V16, intrinsic, part_range
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import held
@@ -397,18 +397,16 @@ def _emit_depthwise(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types:
     bias = args[2] if len(types) == 3 else None
     lanes = 8
     vi64, vi32, v1 = ir.VectorType(I64, lanes), ir.VectorType(I32, lanes), ir.VectorType(ir.IntType(1), lanes)
-    gather = b.module.globals.get("llvm.masked.gather.v8i32.v8p0") or ir.Function(
-        b.module, ir.FunctionType(vi32, [ir.VectorType(PTR, lanes), I32, v1, vi32]), "llvm.masked.gather.v8i32.v8p0")
-    mload = b.module.globals.get("llvm.masked.load.v8i32.p0") or ir.Function(
-        b.module, ir.FunctionType(vi32, [PTR, I32, v1, vi32]), "llvm.masked.load.v8i32.p0")
-    mstore = b.module.globals.get("llvm.masked.store.v8i32.p0") or ir.Function(
-        b.module, ir.FunctionType(ir.VoidType(), [vi32, PTR, I32, v1]), "llvm.masked.store.v8i32.p0")
+    vptr = ir.VectorType(PTR, lanes)
+    gather = intrinsic(b, "llvm.masked.gather.v8i32.v8p0", vi32, [vptr, I32, v1, vi32])
+    mload = intrinsic(b, "llvm.masked.load.v8i32.p0", vi32, [PTR, I32, v1, vi32])
+    mstore = intrinsic(b, "llvm.masked.store.v8i32.p0", ir.VoidType(), [vi32, PTR, I32, v1])
+    popcount = intrinsic(b, f"llvm.ctpop.i{lanes}", ir.IntType(lanes), [ir.IntType(lanes)])
     lane_ids = ir.Constant(vi32, list(range(lanes)))
 
     def splat(v: ir.Value, ty: ir.VectorType) -> ir.Value:
         return matmul_vnni16._splat(b, v, ty)
 
-    vptr = ir.VectorType(PTR, lanes)
     x_ptrs = b.shuffle_vector(b.insert_element(ir.Constant(vptr, ir.Undefined), args[0], c32(0)),
                               ir.Constant(vptr, ir.Undefined), ir.Constant(vi32, [0] * lanes))  # x, in every lane
     outer = osp[:-1]
@@ -434,13 +432,13 @@ def _emit_depthwise(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types:
                 for d in range(r - 1):
                     inside = b.and_(inside, b.icmp_unsigned("<", coords[d], c32(sp[d])))
                 with b.if_then(inside):  # a tap row in the padding adds nothing
-                    last = b.add(b.mul(o_last, splat(c32(st[-1]), vi32)),
-                                 splat(b.sub(b.mul(kidx[-1], c32(dl[-1])), c32(pads[r - 1])), vi32))
+                    tap = b.sub(b.mul(kidx[-1], c32(dl[-1])), c32(pads[r - 1]))  # the tap's offset along the row
+                    last = b.add(b.mul(o_last, splat(c32(st[-1]), vi32)), splat(tap, vi32))
                     ok = b.and_(live, b.icmp_unsigned("<", last, splat(c32(sp[-1]), vi32)))
                     row = b.add(xbase, b.mul(_linear(b, coords, sp[:-1]), c32(sp[-1]))) if r > 1 else xbase
                     if st[-1] == 1:  # consecutive inputs: a masked load (its masked lanes are not read)
-                        first_in = b.add(b.mul(vb, c32(lanes)), b.sub(b.mul(kidx[-1], c32(dl[-1])), c32(pads[r - 1])))
-                        xv = b.call(mload, [b.gep(args[0], [b.add(row, first_in)], source_etype=I32), c32(4), ok,
+                        first_in = b.add(b.add(row, b.mul(vb, c32(lanes))), tap)
+                        xv = b.call(mload, [b.gep(args[0], [first_in], source_etype=I32), c32(4), ok,
                                             ir.Constant(vi32, None)])
                     else:
                         at = b.add(splat(row, vi32), b.select(ok, last, ir.Constant(vi32, None)))  # in bounds
@@ -458,10 +456,8 @@ def _emit_depthwise(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types:
             clamped = b.select(b.icmp_signed(">", clamped, hi32), hi32, clamped)
             if counting(b):  # as saturate32: the live outputs the clamp changed
                 flags = b.bitcast(b.and_(b.icmp_signed("!=", clamped, total), live), ir.IntType(lanes))
-                pop = b.module.globals.get(f"llvm.ctpop.i{lanes}") or ir.Function(
-                    b.module, ir.FunctionType(ir.IntType(lanes), [ir.IntType(lanes)]), f"llvm.ctpop.i{lanes}")
                 slot = counter_slot(b)
-                b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(pop, [flags]), I32)), slot)
+                b.store(b.add(b.load(slot, typ=I32), b.zext(b.call(popcount, [flags]), I32)), slot)
             dst = b.gep(out, [b.add(obase, b.mul(vb, c32(lanes)))], source_etype=I32)
             b.call(mstore, [b.trunc(clamped, vi32), dst, c32(4), live])
 
