@@ -21,9 +21,9 @@ the module exports two more entry points for the native session's threads:
 - `void task_part(ptr regions, i32 node, i32 part, i32 parts)`: part `part` of `parts` of a
   node that `split_worth` splits (its saturation count added atomically: parts run at once);
   any other node runs whole as part 0, and its other parts do nothing;
-- on x86-64 Linux, `void task_team(ptr regions, i32 first, i32 end, i32 member, i32 members,
-  ptr barrier)`: nodes first..end-1 on `members` threads at once, meeting at a spinning barrier
-  around each split node (backend/team.py);
+- on x86-64 Linux, `task_team_worker`, `task_team_lead` and `task_team_stop`: a whole-graph run
+  on the session's standing workers, which take parts of each split node as the calling thread
+  opens it (backend/team.py);
 
 and the edge functions that quantize the inputs into their buffers (opmlc/backend/edge.py).
 The MIPS module is generated without them, so its text is what it was.
@@ -239,4 +239,4 @@ def _thread_entries(module: ir.Module, task: ir.Function, part_fns: dict[int, ir
     b.position_at_end(done)
     b.ret_void()
     if team.available():
-        team.emit_team(module, task, part_fns)
+        team.emit_team(module, task, fn, sorted(part_fns))

@@ -14,13 +14,13 @@ copied in, or an initializer, never written); only the saturation counts are zer
 Threads: a session runs the graph on `threads` threads (default: $OPMLC_THREADS, else every
 core this process may use). The host module (`host_module`) exports `task_span` (a run of nodes in one call) and
 `task_part` (one part of a node that codegen split, kernels/native/__init__.py), and on x86-64
-Linux `task_team` (backend/team.py). A threaded run calls task_team on every thread at once
-(the calling thread and a pool's; ctypes releases the GIL during each call): they walk the
-graph together and meet at a native barrier around each split node, whose parts they share.
-Without task_team it walks the graph as spans of small nodes on the calling thread and, for
-each split node, hands its parts to the pool (50–100 µs a node on this VM). The parts
-partition the node's output and compute each element as one thread would, so the bits (and
-the saturation counts, added atomically) do not depend on the number of threads.
+Linux the team's entry points (backend/team.py). A threaded run there is one native call on the
+calling thread, which opens each split node to the session's standing workers (threads started
+once, waiting in native code: `team.Crew`) and runs the other nodes itself. Without the team it
+walks the graph as spans of small nodes on the calling thread and, for each split node, hands
+its parts to a thread pool (50–100 µs a node on this VM). The parts partition the node's output
+and compute each element as one thread would, so the bits (and the saturation counts, added
+atomically) do not depend on the number of threads, nor on which thread runs which part.
 
 The native build counts saturated elements per node (codegen's `count_saturation`): the counts
 are the interpreter's (fixedpoint.count_saturation), element for element, and cost a compare
@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,7 +42,7 @@ from opmlc.backend.buffer_plan import shared_slots
 from opmlc.backend.codegen import WHOLE_GRAPH, generate_module
 from opmlc.backend.kernels.native import derived_buffers, split_worth
 from opmlc.backend.target import NativeProgram, load_native, region_table
-from opmlc.backend.team import BARRIER_BYTES
+from opmlc.backend.team import Crew
 from opmlc.ir.graph import Graph
 from opmlc.ir.initializers import PackedI4, held
 from opmlc.ir.types import DType, TensorType, native_buffer, unpack_i4
@@ -222,7 +223,8 @@ class NativeSession:
             self._plan = []
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
-        self._barrier = _aligned_bytes(BARRIER_BYTES)  # task_team's barrier (backend/team.py), zero at rest
+        self._crew: Crew | None = None  # standing workers (backend/team.py), started by a first threaded run
+        self._crew_finalizer: weakref.finalize | None = None
         self.bufs = []
         aliases = alias_of(graph)
         # activations whose lifetimes do not overlap share memory (backend/buffer_plan.py)
@@ -332,14 +334,8 @@ class NativeSession:
 
     def _run_threaded(self, threads: int) -> None:
         table = ctypes.addressof(self.table)
-        team = self.program.task_team
-        if team is not None:  # every thread walks the whole graph, meeting at barriers in native code
-            barrier = self._barrier.ctypes.data
-            n = len(self.graph.nodes)
-            futures = [self._workers(threads).submit(team, table, 0, n, m, threads, barrier) for m in range(1, threads)]
-            team(table, 0, n, 0, threads, barrier)
-            for f in futures:
-                f.result()
+        if self.program.task_team_lead is not None:  # one native call; the standing workers take parts
+            self._crew_of(threads).run(table, 0, len(self.graph.nodes))
             return
         span = self.program.task_span
         for first, end, split in self._plan:
@@ -347,6 +343,17 @@ class NativeSession:
                 self._run_parts(first, threads)
             else:
                 span(table, first, end)
+
+    def _crew_of(self, threads: int) -> Crew:
+        """The standing workers for `threads` members, started on first use (again after a fork,
+        or for another count); stopped when the session is collected or the interpreter exits."""
+        crew = self._crew
+        if crew is None or crew.members != threads or not crew.alive:
+            if self._crew_finalizer is not None:
+                self._crew_finalizer()  # stops the old crew (a no-op after a fork: its threads are gone)
+            crew = self._crew = Crew(self.program, threads)
+            self._crew_finalizer = weakref.finalize(self, crew.stop)
+        return crew
 
     def _workers(self, threads: int) -> ThreadPoolExecutor:
         """The pool of threads − 1 workers (the calling thread is the first)."""

@@ -209,9 +209,12 @@ _TASK_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
 TASK_SPAN_FUNCTION, TASK_PART_FUNCTION = "task_span", "task_part"
 _SPAN_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32)
 _PART_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)
-TASK_TEAM_FUNCTION = "task_team"  # backend/team.py's TASK_TEAM
-_TEAM_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
-                               ctypes.c_uint32, ctypes.c_void_p)
+# The team's entry points (backend/team.py; x86-64 Linux host modules)
+TASK_TEAM_WORKER, TASK_TEAM_LEAD, TASK_TEAM_STOP = "task_team_worker", "task_team_lead", "task_team_stop"
+_WORKER_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)
+_LEAD_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                               ctypes.c_uint32)
+_STOP_CTYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 # The host module's edge functions (opmlc/backend/edge.py emits them under these names): an
 # input quantized or narrowed into its buffer by one call; absent from an object written before.
 QUANTIZE_F32, QUANTIZE_F64, NARROW_I64 = "opmlc.quantize_f32", "opmlc.quantize_f64", "opmlc.narrow_i64"
@@ -276,8 +279,11 @@ class NativeProgram:
         # both or neither (a host module has both; the MIPS module's text run natively has none)
         self.task_span = _SPAN_CTYPE(span) if span and part else None
         self.task_part = _PART_CTYPE(part) if span and part else None
-        team = self._engine.get_function_address(TASK_TEAM_FUNCTION)  # x86-64 Linux host modules
-        self.task_team = _TEAM_CTYPE(team) if team and self.task_part is not None else None
+        team = [self._engine.get_function_address(name) for name in (TASK_TEAM_WORKER, TASK_TEAM_LEAD, TASK_TEAM_STOP)]
+        # all three, or none (the session then hands each split node's parts to its thread pool)
+        self.task_team_worker, self.task_team_lead, self.task_team_stop = (
+            (_WORKER_CTYPE(team[0]), _LEAD_CTYPE(team[1]), _STOP_CTYPE(team[2]))
+            if self.task_part is not None and all(team) else (None, None, None))
         # the edge functions, each None when the module has none (the MIPS text, an older object)
         self.quantize_f32, self.quantize_f64, self.narrow_i64 = (
             ctype(address) if (address := self._engine.get_function_address(name)) else None

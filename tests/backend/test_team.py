@@ -1,8 +1,9 @@
-"""The threads' team entry point (backend/team.py): every thread walks the graph and meets the
-others at a native barrier around each split node. A chain that starts and ends with split
-nodes, has two in a row and small nodes between, gives the interpreter's bits and saturation
-counts on 1, 2 and 3 threads (more threads than this machine's cores), run after run, with the
-barrier's spin and with its sleep; and the same without the entry point (the thread pool's
+"""The threads' team (backend/team.py): the calling thread walks the graph and opens each split
+node to the session's standing workers, which claim parts of it. A chain that starts and ends
+with split nodes, has two in a row and small nodes between, gives the interpreter's bits and
+saturation counts on 1, 2 and 3 threads (more threads than this machine's cores), run after
+run, with the workers' spin and with their sleep (every wait sleeps: the wake-ups), with no
+worker at all (the caller runs every part), and without the entry points (the thread pool's
 per-node hand-over)."""
 
 from __future__ import annotations
@@ -33,26 +34,41 @@ def _chain(rng):
     return b.build()
 
 
-@pytest.mark.parametrize("with_team,spin", [(True, team.SPIN), (True, 1), (False, team.SPIN)])
-def test_team_gives_the_interpreters_bits_on_any_thread_count(with_team, spin, monkeypatch):
-    """spin 1: a waiting member sleeps on the barrier's futex at once (the wake-ups tested)."""
-    monkeypatch.setattr(team, "SPIN", spin)
-    rng = np.random.default_rng(3)
-    g = _chain(rng)
-    assert [split_worth(g, i) for i in range(len(g.nodes))] == [True, True, False, True, False, False, True]
-    program = native_program(g)
-    assert (program.task_team is not None) == team.available()
-    if not with_team:
-        monkeypatch.setattr(program, "task_team", None)
-    session = NativeSession(program, g)
+def _check_runs(session, g, thread_counts=(1, 2, 3, 2)):
     for seed in range(3):
         x = [rand_fx(np.random.default_rng(seed), (8, 512), 1 << 20)]
         want_sat: dict[int, int] = {}
         values = run_graph(g, x, saturated=want_sat)
         assert want_sat, "some outputs saturate: the counts are compared"
-        for threads in (1, 2, 3, 2):
+        for threads in thread_counts:
             sat: dict[int, int] = {}
             got = session.run(x, saturated=sat, threads=threads)
             assert sat == want_sat, f"threads={threads}"
             for v, out in zip(g.outputs, got, strict=True):
                 assert np.array_equal(out, values[v]), f"threads={threads}, value %{v}"
+
+
+@pytest.mark.parametrize("with_team,spin", [(True, team.SPIN), (True, 1), (False, team.SPIN)])
+def test_team_gives_the_interpreters_bits_on_any_thread_count(with_team, spin, monkeypatch):
+    """spin 1: a waiting worker sleeps on the crew's futex at once (the wake-ups tested)."""
+    monkeypatch.setattr(team, "SPIN", spin)
+    g = _chain(np.random.default_rng(3))
+    assert [split_worth(g, i) for i in range(len(g.nodes))] == [True, True, False, True, False, False, True]
+    program = native_program(g)
+    assert (program.task_team_lead is not None) == team.available()
+    if not with_team:
+        monkeypatch.setattr(program, "task_team_lead", None)
+    _check_runs(NativeSession(program, g), g)
+
+
+@pytest.mark.skipif(not team.available(), reason="the team's entry points are x86-64 Linux only")
+def test_the_caller_runs_every_part_when_no_worker_comes():
+    """A crew whose workers have left (stopped): every opening's parts are claimed by the caller,
+    which never waits for a worker, and the bits are the same."""
+    g = _chain(np.random.default_rng(4))
+    session = NativeSession(native_program(g), g)
+    _check_runs(session, g, (2,))
+    crew = session._crew_of(2)
+    crew.stop()
+    assert not crew.threads and session._crew_of(2) is crew
+    _check_runs(session, g, (2,))

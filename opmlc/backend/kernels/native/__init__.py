@@ -53,9 +53,10 @@ Work = Callable[[list[TensorType], dict, TensorType], int]
 Facts = Callable[[Graph, int], dict]
 Derive = Callable[[dict, list[np.ndarray | None]], np.ndarray]
 
-# Multiply-adds below which a node runs on one thread: ~1M i64 multiply-adds take ~150 µs on
-# one core here, against ~20–50 µs to wake another thread and wait for it.
-SPLIT_MIN_WORK = 1 << 20
+# Multiply-adds below which a node runs on one thread: the team (backend/team.py) opens a split
+# node to a spinning worker in under a microsecond; 64K multiply-adds take a few µs on one core.
+# (2^20 while each split paid the thread pool's 20–50 µs hand-over.)
+SPLIT_MIN_WORK = 1 << 16
 
 
 @dataclass(frozen=True)
