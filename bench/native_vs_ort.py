@@ -89,14 +89,25 @@ def fmt(t: tuple[float, float]) -> str:
     return f"{t[0] * 1e3:8.3f} ms ({t[1] * 1e3:7.3f})"
 
 
-def interleaved(fns: list, runs: int) -> list[tuple[float, float]]:
-    """(min, median) of each function, timed in turn in every round (one call of each per round,
-    after a warm-up call each), so that a busy moment of the shared machine hits all alike."""
+SETTLE = 0.06  # s of untimed calls before each timed one at more than one thread (`interleaved`)
+
+
+def interleaved(fns: list, runs: int, settle: float = 0.0) -> list[tuple[float, float]]:
+    """(min, median) of each function, timed in turn in every round (one timed call of each per
+    round, after a warm-up call each), so that a busy moment of the shared machine hits all
+    alike. With `settle` > 0, each timed call follows untimed calls of the same function for
+    that many seconds: at more than one thread both runtimes keep their workers spinning for a
+    while after a call (onnxruntime's pool, opmlc's crew: backend/team.py), which takes the core
+    the other's next call needs — alternating single calls measured each side slowed by the
+    other's spinning (a 0.26 ms 2-thread MLP call of opmlc took 3.3 ms at the median)."""
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for fn, ts in zip(fns, times, strict=True):
+            end = time.perf_counter() + settle
+            while time.perf_counter() < end:
+                fn()
             t0 = CLOCK()
             fn()
             ts.append(CLOCK() - t0)
@@ -110,7 +121,7 @@ def compare(name: str, build: opmlc.Build, x: np.ndarray, refs: dict[str, Path],
         sessions = [ort_session(path, t) for path in refs.values()]
         fns = [lambda t=t: opmlc.run(build, [x], backend="native", threads=t)]
         fns += [lambda s=sess: s.run(None, feed) for sess in sessions]
-        nat, *ref_times = interleaved(fns, runs)
+        nat, *ref_times = interleaved(fns, runs, SETTLE if t > 1 else 0.0)
         line = f"{name:<34} {t:>2}  opmlc {fmt(nat)}"
         for label, ref in zip(refs, ref_times, strict=True):
             line += f"  |  ort {label} {fmt(ref)} ratio {nat[0] / ref[0]:5.2f}x"
