@@ -337,15 +337,18 @@ def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
 
 @pytest.mark.parametrize("scheme", ["C", "A1o", "none"])
 def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
-    """Scheme C (the largest scratch: a pool thread's stack holds it too), the offset plane and
-    the fallback on 1 and 2 threads."""
+    """Scheme C (the largest scratch: a worker thread's stack holds it too), the offset plane and
+    the fallback on 1 and 2 threads; 229 columns, so the parts meet on a block that is not a
+    multiple of 64 (112)."""
     monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
     monkeypatch.setattr(matmul_vnni16, "ONLY", scheme != "none")  # the scheme or an unwritten output
     rng = np.random.default_rng(8)
     m, k = 9, 800
-    n = SPLIT_MIN_WORK // (m * k) + 37
+    n = max(SPLIT_MIN_WORK // (m * k), 3 * 64) + 37
     wbits, fo = (12, 30) if scheme == "A1o" else (23, 22)
-    g = _graph((1, m, k), _ints(rng, wbits, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, fo))
+    w = _ints(rng, wbits, (n, k))
+    assert matmul_vnni16.weight_facts(w) is not None  # the node takes this kernel
+    g = _graph((1, m, k), w, bias=_ints(rng, 20, (n,)), fracs=(20, 20, fo))
     assert split_worth(g, 0)
     x = [_ints(rng, 27, (1, m, k)) if scheme != "A1o" else (5 << 24) + _ints(rng, 15, (1, m, k))]
     _, want_sat = threads_equal_interpreter(g, x)

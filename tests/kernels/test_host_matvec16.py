@@ -103,7 +103,7 @@ def test_without_vnni_the_other_kernels(monkeypatch):
 def test_split_over_threads_gives_the_same_bits(only):
     rng = np.random.default_rng(8)
     k = 1000
-    n = SPLIT_MIN_WORK // k + 37
+    n = max(SPLIT_MIN_WORK // k, 2 * matvec16.GRAIN) + 37  # both parts get tiles
     g = _graph((1, k), _ints(rng, 21, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
     assert split_worth(g, 0) and node_facts(g, 0)["matvec"] == 1
     x = [_ints(rng, 27, (1, k))]

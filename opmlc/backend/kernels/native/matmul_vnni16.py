@@ -113,7 +113,7 @@ Tested per scheme with bias, ties and saturation on both sides
 (`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
 
 Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
-N padded with zero columns to whole blocks of 16 (a part starts on a multiple of GRAIN = 64
+N padded with zero columns to whole blocks of 16 (a part starts on a block, GRAIN = 16
 columns; it runs column tiles of its scheme's width, then the blocks left over one at a time,
 so a 16- or 32-column weight does no padded tile's work) and K with a zero to a multiple of 2: one 64-byte
 vector holds a k pair of 16 output columns, a k pair's planes are adjacent (the loop reads a
@@ -134,8 +134,10 @@ counted). A scheme's body is generated only when its planes exist; the
 choice between B and C (both exact) is by an estimate of their cost (instructions per chunk,
 WIDEN_COST more per widening).
 
-Parts (threads): ranges of output columns on multiples of 64 (GRAIN); each part splits the same
-x itself (rows·K work against its rows·K·N_part/16 instructions).
+Parts (threads): ranges of output columns on whole blocks of 16 (GRAIN), so that two parts of
+64 or 192 columns are even (on multiples of 64 they were 0 + 64 and 64 + 128: tiny_gpt2's
+projections); each part splits the same x itself (rows·K work against its rows·K·N_part/16
+instructions).
 
 One function per module and (plane count, K) (`_shared`, `mm16.p<planes>.k<K>`, internal and
 not inlined): rows, N, the part's columns, the rounding shift, the bias (or null) and its shift
@@ -186,7 +188,7 @@ V1x16 = ir.VectorType(ir.IntType(1), 16)
 V1x32 = ir.VectorType(ir.IntType(1), 32)
 LANES16 = 16  # output columns of one weight vector
 TILE_COLS = 64  # every scheme's column tile (C blocks of 16) divides it
-GRAIN = TILE_COLS  # part boundaries: whole column tiles
+GRAIN = LANES16  # part boundaries: whole blocks (a part's tiles, then its blocks one at a time)
 # fewer output columns: a matmul's double kernel is as fast (x 25 bits, K = 512: N = 10, 16, 24
 # took 25, 32, 44 µs there against 37, 37, 57; even from N = 32)
 MIN_COLS = TILE_COLS
