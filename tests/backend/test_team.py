@@ -72,3 +72,61 @@ def test_the_caller_runs_every_part_when_no_worker_comes():
     crew.stop()
     assert not crew.threads and session._crew_of(2) is crew
     _check_runs(session, g, (2,))
+
+
+@pytest.mark.skipif(not team.available(), reason="the team's entry points are x86-64 Linux only")
+def test_the_workers_leave_with_their_session():
+    """The session's finalizer stops its crew: the workers' threads end (they must leave the
+    program's code before its engine can be freed)."""
+    import gc
+
+    g = _chain(np.random.default_rng(5))
+    session = NativeSession(native_program(g), g)
+    _check_runs(session, g, (2,))
+    threads = list(session._crew_of(2).threads)
+    assert threads and all(t.is_alive() for t in threads)
+    del session
+    gc.collect()
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)
+
+
+_FORK_SCRIPT = """
+import os, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.backend.test_team import _chain
+from opmlc.backend.native import NativeSession, native_program
+from opmlc.ir.interpreter import run_graph
+g = _chain(np.random.default_rng(6))
+session = NativeSession(native_program(g), g)
+x = [np.random.default_rng(7).integers(-(1 << 20), 1 << 20, (8, 512)).astype(np.int32)]
+want = run_graph(g, x)[g.outputs[-1]]
+assert np.array_equal(session.run(x, threads=2)[-1], want)
+pid = os.fork()
+if pid == 0:  # the child: none of the parent's worker threads; a new crew
+    ok = np.array_equal(session.run(x, threads=2)[-1], want)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert np.array_equal(session.run(x, threads=2)[-1], want)
+print("done")
+"""
+
+
+@pytest.mark.skipif(not team.available(), reason="the team's entry points are x86-64 Linux only")
+def test_a_forked_child_runs_on_its_own_crew_and_both_exit_cleanly():
+    """After a fork the child has none of the parent's workers: its threaded run starts its own
+    crew (a child waiting for the parent's would hang, or lose their parts). Both processes then
+    exit normally: the crews are stopped at interpreter exit, before the engines are freed (a
+    worker left spinning in freed code crashed the process at exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", _FORK_SCRIPT.format(root=root)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "done"
