@@ -309,7 +309,7 @@ def _run_native(build: Build, inputs: list[np.ndarray], threads: int | None) -> 
     """`run` of the whole graph on the native backend: the build's session writes each input
     into its buffer (one edge call in the common case, else quantize_input) and runs the task;
     everything that does not depend on the input was prepared when the session was loaded."""
-    if threads is not None:
+    if threads is not None and not (type(threads) is int and threads > 0):  # a valid count needs no import
         from opmlc.backend.native import check_threads
 
         threads = check_threads(threads)

@@ -65,3 +65,15 @@ def test_opmlc_threads_sets_the_default(mlp_build, monkeypatch, tmp_path):
         monkeypatch.setenv("OPMLC_THREADS", bad)
         assert_one_line_error(invoke("run", mlp_build.directory, "--input", path, "--backend", "native"),
                               "OPMLC_THREADS")
+
+
+def test_a_bad_thread_count_is_an_input_error_through_the_api(mlp_build):
+    """Every run checks its count (valid ints take a path with no import): 0, negatives, bools,
+    floats and strings are InputErrors naming `threads`, for the whole graph and for one node."""
+    from opmlc.errors import InputError
+
+    x = np.random.default_rng(3).random((8, 784), dtype=np.float32)
+    for bad in (0, -2, True, 1.5, "2"):
+        for node in (None, 0):
+            with pytest.raises(InputError, match="threads must be a positive integer"):
+                opmlc.run(mlp_build, [x], backend="native", threads=bad, node=node)

@@ -177,6 +177,8 @@ def default_threads() -> int:
 
 def check_threads(threads: int | None) -> int:
     """`threads`, or default_threads() for None; anything but a positive int is an InputError."""
+    if type(threads) is int and threads > 0:  # every run checks it: no import on this path
+        return threads
     from opmlc.errors import InputError
 
     if threads is None:
