@@ -176,7 +176,6 @@ from opmlc.backend.kernels._ir import (
     loop,
 )
 from opmlc.backend.kernels.native._vec import V16
-from opmlc.backend.kernels.native.matmul_fma import magnitude_bits
 from opmlc.backend.kernels.native.qmatmul_vnni import has_vnni
 from opmlc.ir import fixedpoint as fp
 
@@ -384,43 +383,50 @@ def _splat(b: ir.IRBuilder, x: ir.Value, ty: ir.VectorType) -> ir.Value:
 
 def _max_abs(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> ir.Value:
     """max |v| (i64) over the i32 elements base[0 .. count) (|INT32_MIN| = 2^31 included)."""
-    v8 = ir.VectorType(I32, 8)
-    acc = entry_alloca(b, v8, name="v16.maxv")
-    b.store(ir.Constant(v8, None), acc)
-    vecs = b.udiv(count, c32(8))
-    with loop(b, vecs, "v16.mv") as i:
-        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
-        v = b.select(b.icmp_signed("<", v, ir.Constant(v8, None)), b.sub(ir.Constant(v8, None), v), v)
-        old = b.load(acc, typ=v8)
-        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), acc)
-    top = entry_alloca(b, I32, name="v16.top")
-    b.store(b.call(_fn(b, "llvm.vector.reduce.umax.v8i32", I32, [v8]), [b.load(acc, typ=v8)]), top)
-    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mt") as i:  # the tail (< 8 elements)
-        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
-        v = b.select(b.icmp_signed("<", v, c32(0)), b.sub(c32(0), v), v)
-        old = b.load(top, typ=I32)
-        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), top)
-    return b.zext(b.load(top, typ=I32), I64)
+    return _stats(b, base, count)[0]
+
+
+def _stats(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value]:
+    """One pass over the i32 elements base[0 .. count): (M = max |v| as an i64 (|INT32_MIN| =
+    2^31 included), e (i32) with v ∈ [−2^e, 2^e) for every v (matmul_fma.magnitude_bits: the
+    bit length of the largest v ^ (v >> 31), which is v for v ≥ 0 and −v − 1 below, increasing
+    in |v| on each side, so its maximum is at the least or the greatest element), the least and
+    the greatest element (i32)); for count 0: (0, 0, 0, 0). Sixteen lanes a step: a call's
+    statistics of x took two passes of eight (e, then M) before."""
+    least, most = _min_max(b, base, count)
+    empty = b.icmp_unsigned("==", count, c32(0))
+    least, most = b.select(empty, c32(0), least), b.select(empty, c32(0), most)
+    top = b.sext(most, I64)
+    neg = b.sub(c64(0), b.sext(least, I64))
+    top = b.select(b.icmp_signed(">", neg, top), neg, top)
+
+    def folded(v: ir.Value) -> ir.Value:
+        return b.xor(v, b.ashr(v, c32(31)))
+
+    ones = b.or_(folded(least), folded(most))
+    ctlz = _fn(b, "llvm.ctlz.i32", I32, [I32, ir.IntType(1)])
+    ex = b.sub(c32(32), b.call(ctlz, [ones, ir.Constant(ir.IntType(1), 0)]))
+    return top, ex, least, most
 
 
 def _min_max(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(min, max) (i32) of the i32 elements base[0 .. count), count ≥ 1."""
-    v8 = ir.VectorType(I32, 8)
-    lo_acc, hi_acc = entry_alloca(b, v8, name="v16.minv"), entry_alloca(b, v8, name="v16.maxs")
-    b.store(ir.Constant(v8, [fp.INT32_MAX] * 8), lo_acc)
-    b.store(ir.Constant(v8, [fp.INT32_MIN] * 8), hi_acc)
-    vecs = b.udiv(count, c32(8))
+    v16 = ir.VectorType(I32, 16)
+    lo_acc, hi_acc = entry_alloca(b, v16, name="v16.minv"), entry_alloca(b, v16, name="v16.maxs")
+    b.store(ir.Constant(v16, [fp.INT32_MAX] * 16), lo_acc)
+    b.store(ir.Constant(v16, [fp.INT32_MIN] * 16), hi_acc)
+    vecs = b.udiv(count, c32(16))
     with loop(b, vecs, "v16.mm") as i:
-        v = b.load(b.gep(base, [b.mul(i, c32(8))], source_etype=I32), typ=v8, align=4)
-        old = b.load(lo_acc, typ=v8)
+        v = b.load(b.gep(base, [b.mul(i, c32(16))], source_etype=I32), typ=v16, align=4)
+        old = b.load(lo_acc, typ=v16)
         b.store(b.select(b.icmp_signed("<", v, old), v, old), lo_acc)
-        old = b.load(hi_acc, typ=v8)
+        old = b.load(hi_acc, typ=v16)
         b.store(b.select(b.icmp_signed(">", v, old), v, old), hi_acc)
     least, most = entry_alloca(b, I32, name="v16.least"), entry_alloca(b, I32, name="v16.most")
-    b.store(b.call(_fn(b, "llvm.vector.reduce.smin.v8i32", I32, [v8]), [b.load(lo_acc, typ=v8)]), least)
-    b.store(b.call(_fn(b, "llvm.vector.reduce.smax.v8i32", I32, [v8]), [b.load(hi_acc, typ=v8)]), most)
-    with loop(b, b.sub(count, b.mul(vecs, c32(8))), "v16.mmt") as i:  # the tail (< 8 elements)
-        v = load(b, base, b.add(b.mul(vecs, c32(8)), i))
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smin.v16i32", I32, [v16]), [b.load(lo_acc, typ=v16)]), least)
+    b.store(b.call(_fn(b, "llvm.vector.reduce.smax.v16i32", I32, [v16]), [b.load(hi_acc, typ=v16)]), most)
+    with loop(b, b.sub(count, b.mul(vecs, c32(16))), "v16.mmt") as i:  # the tail (< 16 elements)
+        v = load(b, base, b.add(b.mul(vecs, c32(16)), i))
         old = b.load(least, typ=I32)
         b.store(b.select(b.icmp_signed("<", v, old), v, old), least)
         old = b.load(most, typ=I32)
@@ -472,7 +478,7 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
     scales = fn.args[10] if scaled else None
     fallback = b.append_basic_block("v16.other")
     count = b.mul(rows, c32(k))
-    ex = magnitude_bits(b, a_arg, c32(0), count)
+    top, ex, x_least, x_most = _stats(b, a_arg, count)  # M = max |x|, e_x, and A1o's min and max
 
     def header(i: int) -> ir.Value:
         return b.load(b.gep(d_arg, [c32(i)], source_etype=I32), typ=I32)
@@ -487,7 +493,6 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
         s = b.udiv(b.add(ex, c32(2)), c32(2))
         return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
 
-    top = _max_abs(b, a_arg, count)  # M = max |x|
 
     def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
         xl = _pow2(b, b.sub(s, c32(1)))
@@ -503,7 +508,7 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
             f = _flush_bound(b, sc, [top], wmax)
         elif sc is A1O:
             s = c32(0)
-            least, most = (b.sext(v, I64) for v in _min_max(b, a_arg, count))
+            least, most = b.sext(x_least, I64), b.sext(x_most, I64)
             span = b.sub(most, least)
             ok = b.icmp_signed("<=", span, c64((1 << 16) - 1))
             offset = b.trunc(b.ashr(b.add(b.add(least, most), c64(1)), c64(1)), I32)  # in [least, most]
