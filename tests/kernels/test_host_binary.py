@@ -70,11 +70,13 @@ def div_graph(n, fa, fb, fo):
     return b.build()
 
 
-@pytest.mark.parametrize("fa,fb,fo", [(17, 28, 17), (20, 28, 22), (30, 0, 10), (24, 24, 24), (8, 28, 0)])
+@pytest.mark.parametrize("fa,fb,fo", [(17, 28, 17), (20, 28, 22), (30, 0, 10), (24, 24, 24), (8, 28, 0), (10, 0, 10)])
 def test_division_by_a_scalar_in_double_lanes(fa, fb, fo):
     """native/divide.py: exact ties (y = ±2^29, ±3·2^29: every odd a is a tie at s = 28), quotients
     around ±2^31 (saturation), large quotients up to the fast test's 2^50 (small divisors), and
-    random numerators, against the interpreter with its counts; vectors and a scalar tail."""
+    random numerators, against the interpreter with its counts; vectors and a scalar tail. Both
+    vector loops: divisors that keep every quotient in int32 (no clamp) and those that do not,
+    on both sides of the bound (s = 0: d = ±1 takes the clamp, −2^31 / −1 saturating; ±2 not)."""
     from opmlc.ir.ops.binary import div_shift
 
     s = div_shift(fa, fb, fo)
@@ -85,6 +87,6 @@ def test_division_by_a_scalar_in_double_lanes(fa, fb, fo):
     small = 1 << max(s - 19, 0)
     g = div_graph(a.size, fa, fb, fo)
     for d in (1 << 29, -(1 << 29), 3 << 29, (1 << 29) + 1, small, small + 1, -small - 3, 12345, 2**31 - 1, -(2**31), 7,
-              0):
+              0, 1, -1, 2, -2):
         out = interp_and_native(g, [a, np.array(d, dtype=np.int32)])
         np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])
