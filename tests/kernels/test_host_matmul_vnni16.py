@@ -56,10 +56,13 @@ def test_each_scheme_equals_interpreter_on_random_shapes(only, scheme):
         check_all_backends(g, [_ints(rng, xb, (*batch, m, k))], mips=False)
 
 
-def test_scheme_edges(only):
+@pytest.mark.parametrize("multiplied", [True, False])
+def test_scheme_edges(only, monkeypatch, multiplied):
     """|x| right at the one-plane limit (−2^15 takes A1, +2^15 does not), x at the two-plane
     limit (2^30), weights at ±2^15 (one plane or split), int32 extremes in the output's
-    saturation (fo = 0)."""
+    saturation (fo = 0); one chunk's sums recombined by `vpmuldq` and by shifts (the branch
+    taken when a coefficient leaves i32)."""
+    monkeypatch.setattr(matmul_vnni16, "MULTIPLIED", multiplied)
     rng = np.random.default_rng(3)
     cases = [  # (forced scheme, x values, w values)
         ("A1", [-(1 << 15), (1 << 15) - 1, 0, 1], [-3, 2, 1]),
