@@ -52,9 +52,11 @@ sleepers' count, the stop word and the regions pointer, each group in a cache li
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 
 from opmlc.backend.kernels._ir import I32, I64, PTR, VOID, c32, loop
@@ -244,10 +246,6 @@ class Crew:
     starts another)."""
 
     def __init__(self, program, members: int) -> None:
-        import threading
-
-        import numpy as np
-
         self.program, self.members, self.pid = program, members, os.getpid()
         raw = np.zeros(CREW_BYTES + 64, dtype=np.uint8)
         at = -raw.ctypes.data % 64
