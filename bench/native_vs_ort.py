@@ -9,8 +9,10 @@ with `intra_op_num_threads = T` (and inter-op 1) on the float32 ONNX file the bu
 from. The calls are interleaved — each round calls opmlc and every reference once, in turn — and
 each figure is the minimum over --runs rounds after a warm-up (the machine is shared: the
 minimum is the figure least disturbed by other processes, and interleaving lets a busy moment
-hit both sides alike; the median is printed beside it). The ratio is opmlc / onnxruntime of the
-minima. The header prints the load average. `--clock cpu` times one thread by
+hit both sides alike; the median is printed beside it). At T > 1 each timed call follows 60 ms
+of untimed calls of the same runtime (`SETTLE`): both runtimes' worker threads keep spinning
+for a while after a call, which would take the core the other's next call needs. The ratio is
+opmlc / onnxruntime of the minima. The header prints the load average. `--clock cpu` times one thread by
 the calling thread's CPU time instead (both run their kernels on the calling thread at T = 1),
 which a loaded machine's preemptions do not inflate.
 
