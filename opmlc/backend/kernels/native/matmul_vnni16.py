@@ -398,8 +398,7 @@ def _stats(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value, 
     2^31 included), e (i32) with v ∈ [−2^e, 2^e) for every v (matmul_fma.magnitude_bits: the
     bit length of the largest v ^ (v >> 31), which is v for v ≥ 0 and −v − 1 below, increasing
     in |v| on each side, so its maximum is at the least or the greatest element), the least and
-    the greatest element (i32)); for count 0: (0, 0, 0, 0). Sixteen lanes a step: a call's
-    statistics of x took two passes of eight (e, then M) before."""
+    the greatest element (i32)); for count 0: (0, 0, 0, 0). Sixteen lanes a step."""
     least, most = _min_max(b, base, count)
     empty = b.icmp_unsigned("==", count, c32(0))
     least, most = b.select(empty, c32(0), least), b.select(empty, c32(0), most)
@@ -443,7 +442,8 @@ def _min_max(b: ir.IRBuilder, base: ir.Value, count: ir.Value) -> tuple[ir.Value
 
 def _mul32(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     """<8 x i64>: the products of the low 32 bits of x's and y's lanes, each read as a signed
-    i32 (`vpmuldq`, which LLVM selects for sign-extended halves; the high halves are ignored)."""
+    i32 (`vpmuldq`, which LLVM selects for sign-extended halves). Unlike nonlinear.Lanes.mul32,
+    whose lanes must hold i32 values, the high halves may hold anything: they are ignored."""
     k = ir.Constant(V8I64, [32] * 8)
     return b.mul(b.ashr(b.shl(x, k), k), b.ashr(b.shl(y, k), k))
 
@@ -506,7 +506,6 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
     def runtime_split() -> ir.Value:  # s = ceil((e_x + 1) / 2), at least 1
         s = b.udiv(b.add(ex, c32(2)), c32(2))
         return b.select(b.icmp_unsigned("<", s, c32(1)), c32(1), s)
-
 
     def bounds(s: ir.Value) -> list[ir.Value]:  # X_l, X_h, X_σ (i64; module docstring)
         xl = _pow2(b, b.sub(s, c32(1)))
@@ -794,9 +793,14 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     # product's weight in the recombination (A2: 1, 2^s; C: 1, 2^s_w, 2^s, 2^(s + s_w); B, by
     # Karatsuba: 1 − 2^s_w, 2^(2 s_w) − 2^s_w, 2^s_w for ll, hh, σσ)
     one = c64(1)
-    coefs = {"A1": [one], "A1o": [one], "A2": [one, _pow2(b, s)],
-             "C": [one, _pow2(b, sw), _pow2(b, s), _pow2(b, b.add(s, sw))],
-             "B": [b.sub(one, _pow2(b, sw)), b.sub(_pow2(b, b.add(sw, sw)), _pow2(b, sw)), _pow2(b, sw)]}[sc.name]
+    if sc is A1 or sc is A1O:
+        coefs = [one]
+    elif sc is A2:
+        coefs = [one, _pow2(b, s)]
+    elif sc is C4:
+        coefs = [one, _pow2(b, sw), _pow2(b, s), _pow2(b, b.add(s, sw))]
+    else:
+        coefs = [b.sub(one, _pow2(b, sw)), b.sub(_pow2(b, b.add(sw, sw)), _pow2(b, sw)), _pow2(b, sw)]
     # … one `vpmuldq` a product and eight lanes when every coefficient is an i32 (B: s_w ≤ 15)
     mul_ok = ir.Constant(ir.IntType(1), int(MULTIPLIED))
     for cf in coefs:
@@ -882,23 +886,20 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             for r in range(r_rows):
                 for c in range(cols):
                     raw = [b.load(accs[(r * cols + c) * nprod + t], typ=V16) for t in range(nprod)]
-                    vals = []
-                    for t in range(nprod):
-                        v = b.sext(raw[t], V16I64)
-                        if last:
-                            carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
-                            v = b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), v)
-                        vals.append(v)
                     row, jc = b.add(r0, c32(r)), b.mul(b.add(jb0, c32(c)), c32(LANES16))
                     if direct:  # the sums are the accumulators: `multiplied` when its coefficients allow
                         with b.if_else(mul_ok) as (fast, slow):
                             with fast:
                                 b.store(multiplied(raw), total_at)
                             with slow:
-                                b.store(combine(vals), total_at)
+                                b.store(combine([b.sext(v, V16I64) for v in raw]), total_at)
                         finish(b.load(total_at, typ=V16I64), row, jc)
-                    else:
-                        finish(combine(vals), row, jc)
+                        continue
+                    vals = []
+                    for t in range(nprod):
+                        carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
+                        vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), b.sext(raw[t], V16I64)))
+                    finish(combine(vals), row, jc)
             return
         for r in range(r_rows):
             for c in range(cols):
