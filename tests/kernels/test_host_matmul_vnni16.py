@@ -40,7 +40,7 @@ _ints = int_array
 
 
 # scheme → (x bits, w bits) it takes (module docstring)
-RANGES = {"A1": (9, 12), "A2": (22, 12), "B": (23, 21), "C": (28, 23)}
+RANGES = {"A1": (9, 12), "A2": (22, 12), "B": (23, 21), "C": (28, 23), "W": (23, 21)}
 
 
 @pytest.mark.parametrize("scheme", sorted(RANGES))
@@ -70,6 +70,8 @@ def test_scheme_edges(only, monkeypatch, multiplied):
         ("A2", [(1 << 30) - 1, -(1 << 30), 3], [1, -1, 0]),
         ("C", [(1 << 30) - 1, -(1 << 30), (1 << 29) + 12345], [1 << 15, -(1 << 15) - 1, 5]),
         ("B", [(1 << 18) - 1, -(1 << 18)], [1 << 15, -(1 << 15) - 1, 1 << 16]),
+        # s_w = 9: x's high plane ±2^13 beside the weight's ±2^6, sums of both signs
+        ("W", [(1 << 22) - 1, -(1 << 22), 255, -256, 0], [1 << 15, -(1 << 15) - 1, 5, -256, 255]),
     ]
     for scheme, xs, ws in cases:
         only(scheme)
@@ -119,6 +121,36 @@ def test_widening_at_the_interval_limit(only):
         m, k, n = 3, 2 * 40 * 3 + 1, 18
         g = _graph((m, k), np.full((n, k), wv, np.int32), fracs=(20, 20, 30))
         check_all_backends(g, [np.full((m, k), xv, np.int32)], mips=False)
+
+
+@pytest.mark.parametrize("k", [320, 319, 328])
+def test_winograd_at_the_interval_limit(only, k):
+    """Scheme W with every sum at its bound: x = −2^23 + 1 (planes at s_w = 11: h = −2^12, l = 1)
+    and w = −2^21 + 1 (h = −2^10, l = 1), so each step adds 2·(2^12 + 2^10)² to a lane, the
+    Δ its F is computed from: F = 40 steps, and K = 320 (160 pairs) runs two chunks of exactly
+    40, the largest sum the bound allows (one step more would leave i32); K = 319 pads the last
+    k with a zero; K = 328 (164 pairs) runs three chunks, where an F one too large would run two
+    of 41 steps."""
+    only("W")
+    m, n = 3, 18
+    g = _graph((m, k), np.full((n, k), -(1 << 21) + 1, np.int32), fracs=(20, 20, 30))
+    check_all_backends(g, [np.full((m, k), -(1 << 23) + 1, np.int32)], mips=False)
+
+
+def test_winograd_refuses_short_chunks(only, monkeypatch):
+    """x of 25 bits against a 21-bit weight: W's sums allow F = 3 steps a chunk, fewer than
+    W_STEPS, so W alone writes nothing (ONLY); unforced, scheme B or C computes it, exact."""
+    only("W")
+    rng = np.random.default_rng(23)
+    x = _ints(rng, 25, (6, 200))
+    x[0, 0] = (1 << 25) - 1
+    g = _graph((6, 200), _ints(rng, 21, (24, 200)), fracs=(20, 20, 26))
+    want = run_graph(g, [x])[g.outputs[0]]
+    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    assert want.any() and not got.any()
+    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
+    check_all_backends(g, [x], mips=False)
 
 
 BUDGET = (1 << 31) - (1 << 16)  # the most a lane may change from its low part (module docstring)
@@ -317,7 +349,7 @@ def test_row_groups_of_a_long_reduction(only):
 
 
 @pytest.mark.parametrize("k", [40, 300])
-@pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C"])
+@pytest.mark.parametrize("scheme", ["A1", "A1o", "A2", "B", "C", "W"])
 def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
     """K = 40 (20 pairs, within every scheme's F here: one chunk) and K = 300 (several): the
     outputs finished straight from the last chunk's accumulators (module docstring, "One
@@ -338,22 +370,23 @@ def test_outputs_from_the_last_chunk_s_accumulators(monkeypatch, scheme, k):
     assert want_sat and (want == fp.INT32_MAX).any() and (want == fp.INT32_MIN).any()
 
 
-@pytest.mark.parametrize("scheme", ["C", "A1o", "none"])
+@pytest.mark.parametrize("scheme", ["C", "A1o", "W", "none"])
 def test_split_over_threads_gives_the_same_bits(monkeypatch, scheme):
-    """Scheme C (the largest scratch: a worker thread's stack holds it too), the offset plane and
-    the fallback on 1 and 2 threads; 229 columns, so the parts meet on a block that is not a
-    multiple of 64 (112)."""
+    """Scheme C (the largest scratch: a worker thread's stack holds it too), the offset plane,
+    scheme W (each part its rows' ξ, its columns' η) and the fallback on 1 and 2 threads; 229
+    columns, so the parts meet on a block that is not a multiple of 64 (112)."""
     monkeypatch.setattr(matmul_vnni16, "FORCE", scheme)
     monkeypatch.setattr(matmul_vnni16, "ONLY", scheme != "none")  # the scheme or an unwritten output
     rng = np.random.default_rng(8)
     m, k = 9, 800
     n = max(SPLIT_MIN_WORK // (m * k), 3 * 64) + 37
-    wbits, fo = (12, 30) if scheme == "A1o" else (23, 22)
+    wbits, fo = {"A1o": (12, 30), "W": (21, 22)}.get(scheme, (23, 22))
     w = _ints(rng, wbits, (n, k))
     assert matmul_vnni16.weight_facts(w) is not None  # the node takes this kernel
     g = _graph((1, m, k), w, bias=_ints(rng, 20, (n,)), fracs=(20, 20, fo))
     assert split_worth(g, 0)
-    x = [_ints(rng, 27, (1, m, k)) if scheme != "A1o" else (5 << 24) + _ints(rng, 15, (1, m, k))]
+    x = [_ints(rng, 27 if scheme != "W" else 23, (1, m, k)) if scheme != "A1o"
+         else (5 << 24) + _ints(rng, 15, (1, m, k))]
     _, want_sat = threads_equal_interpreter(g, x)
     assert want_sat
 
@@ -376,8 +409,11 @@ def test_weight_facts_and_planes(monkeypatch):
     # Q_q and the one block's Q_q[0] (K = 3: one block): the largest column's Σ w_q², after the planes
     squares = [int(np.square(planes[q]).sum(axis=(1, 3)).max()) for q in range(3)]
     assert list(buf[:2 * matmul_vnni16.HEADER].view(np.int64)[matmul_vnni16.NORMS:][:3]) == squares
+    # then scheme W's η per padded column: w[0]·w[2] + w[1]·w[3] (K = 3: w[3] = 0)
+    eta = buf[end:end + 4 * 16].view(np.int64)
+    assert list(eta[:2]) == [(1 << 15) * 3, 0] and not eta[2:].any()
     at = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[matmul_vnni16.BLOCKS_AT]
-    assert at * 4 == end and list(buf.view(np.int64)[at:]) == squares
+    assert at * 4 == end + 4 * 16 and list(buf.view(np.int64)[at:]) == squares
     got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(16, 4)  # back to [N, K]
     assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
     assert np.array_equal(planes[2], planes[0] + planes[1])

@@ -130,7 +130,8 @@ little-endian order is the pair's dword), the last K mod 32 elements in one mask
 same (zeros past K; the stored pairs, sums and squares are those of the pairs up to ceil(K/2),
 as one pair at a time gave them: a 3 → 32-channel 3×3 conv, K = 27 all tail, 83–99 → 62 µs).
 Per column tile (C blocks of 16 columns) and chunk of the reduction (at most F
-pairs, and few enough that the tile's weights stay in L1), every row tile of R rows broadcasts
+pairs, and few enough that the vectors of the planes the tile's products read stay in L1:
+`_l1_cap`), every row tile of R rows broadcasts
 each row's pair against the tile's weight vectors into R·C·products accumulators, which start
 from and end in the tile's low parts and carries (a stack scratch). After the last chunk the
 products' sums are recombined, and each output gets bias, rounding and saturation (counted)
@@ -151,6 +152,37 @@ call two). K stays a constant: the x scratch's row and plane strides are ceil(K/
 constant the loop's x loads are constant offsets from one pointer (a version with a run-time K,
 x laid out [pair, row, plane] to keep those offsets constant, ran the MLP's layers 1.5–1.9×
 slower). The saturation count goes to the caller's counter (`internal_function(counts=True)`).
+
+Winograd pairs (scheme W, tried first for a split weight: Winograd's inner product, 1968). For
+any pairing of the k's, Σ_k x_k·w_k = Σ_(a,b) (x_a + w_b)·(x_b + w_a) − Σ_(a,b) x_a·x_b −
+Σ_(a,b) w_a·w_b: each product of sums holds x_a·w_a + x_b·w_b, and what else it holds depends on
+the row alone (ξ) or the column alone (η). The pairs here are (4m, 4m + 2) and (4m + 1, 4m + 3),
+so that the operands come from the layouts above as they are: a step (a "k quad": k pairs 2m and
+2m + 1) adds x's pair dword 2m to the weight's pair vector 2m + 1, and x's dword 2m + 1 to the
+weight's vector 2m (`vpaddw`, 16-bit lanes), and one `vpdpwssd` of the two covers four k's of
+16 columns where an x·w product covers two. ξ_r = Σ_m x[4m]·x[4m + 2] + x[4m + 1]·x[4m + 3]
+is summed while x's planes are made (32 elements a step, zeros past K adding nothing), η_j the
+same over a column of the weight by derive (`pair_products`, in the i64 per column after the
+planes); both in wrap-around i64, the op's ring. Planes: x is split at s_w, the weight's split,
+so a sum splits as its terms do: x + w = (x_h + w_h)·2^s_w + (x_l + w_l), and a product of two
+sums is the four plane products of scheme C (ll, lh, hl, hh), recombined as C's with s = s_w.
+Bound: |x_l + w_l| ≤ U_l = X_l + W_l, in s16 for s_w ≤ 15 (both l planes lie in [−2^(s−1),
+2^(s−1)), their sum in [−2^s, 2^s − 2]); |x_h + w_h| ≤ U_h = X_h + W_h ≤ 2^15 − 1 (checked). A
+step adds at most 2·U_p·U_q to a lane, so F = floor((2^31 − 2^16) / max 2·U_p·U_q) steps a
+chunk, and chunks are whole steps (an even number of pairs, balanced, then rounded up to even:
+still at most 2F). With an odd number of pairs the last one has no partner: it is paired with a
+zero pair (x = w = 0 there), which leaves x·w itself, C's products of that one pair, run at the
+end of the last chunk (an odd chunk of at most 2F pairs has at most F − 1 steps before it), and
+ξ and η get nothing from it (its partner's elements are zeros, as in `pair_products`' padding).
+A step is 4 `vpdpwssd` and 4 `vpaddw` per row and 16 columns, which this host's four vector
+pipes (two of them multiply) issue in 2 cycles; B takes 6 `vpdpwssd`, 3 cycles, for the same
+four k's (the MLP's batch-64 call 646 → 494 µs, the CIFAR CNN's 365 → 285 µs). The row sums and
+squares bound x·w, not products of sums, so W runs F's chunks (capped), and is taken only when F
+≥ W_STEPS or one chunk covers the reduction: its widening (four accumulators) every 16 steps or
+more costs less than B's third product saves, while with shorter chunks B or C, which the row
+sums may give one chunk, were faster (the tiny decoders' projections: 87 → 98 µs under W).
+`WINOGRAD = False` leaves it out (measurements). Tested at F's limit with every sum at its bound,
+for odd pair counts, on 1 and 2 threads, and refused below W_STEPS.
 
 Fallback (no scheme is exact for the run's x: some |x| > 2^30, or F < MIN_FLUSH): the weight
 read back from its planes (w = l + 2^s_w·h, or the one plane), a k pair of 16 columns decoded
@@ -214,6 +246,8 @@ FORCE: str | None = None  # tests: only the scheme of this name (when the weight
 ONE_CHUNK = True  # False: a one-chunk reduction goes through the carries too (measurements)
 BLOCK_CHUNKS = True  # False: no chunks of whole blocks (measurements)
 MULTIPLIED = True  # False: one chunk's sums recombined by shifts as the others' (tests, measurements)
+WINOGRAD = True  # False: no scheme W (measurements)
+W_STEPS = 16  # scheme W's fewest k quads a chunk, unless one chunk covers the reduction
 
 
 def available() -> bool:
@@ -257,6 +291,22 @@ def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
         return [w2.astype(np.int64)]
     lo, hi = _split(w2, s)
     return [lo, hi, lo + hi][:n]
+
+
+def pair_products(v: np.ndarray) -> np.ndarray:
+    """Per row of v [rows, K]: Σ_m v[4m]·v[4m + 2] + v[4m + 1]·v[4m + 3] (K padded with zeros to
+    a multiple of 4) in wrap-around i64: scheme W's ξ of x and η of the weight (module docstring,
+    "Winograd"); rows a few at a time, so a large weight's temporaries stay small."""
+    rows, k = v.shape
+    out = np.zeros(rows, np.int64)
+    step = max(1, (1 << 20) // max(1, k))
+    for r0 in range(0, rows, step):
+        q = np.zeros((len(v[r0:r0 + step]), -(-k // 4) * 4), np.int64)
+        q[:, :k] = v[r0:r0 + step]
+        q = q.reshape(len(q), -1, 2, 2)
+        with np.errstate(over="ignore"):
+            out[r0:r0 + step] = (q[:, :, 0] * q[:, :, 1]).sum(axis=(1, 2))
+    return out
 
 
 def _ceil4(v: int) -> int:
@@ -303,10 +353,10 @@ def weight_facts(w2: np.ndarray, min_cols: int | None = None) -> dict:
 
 def _sizes(n: int, k: int, count: int) -> tuple[int, int]:
     """(where the blocks' Q_q[b] start, the whole size), in int16 elements, of `derive`'s buffer
-    for w2 [n, k] with `count` planes: header, planes, for one plane the column sums, the blocks'
-    squares."""
+    for w2 [n, k] with `count` planes: header, planes, an i64 per padded column (for one plane
+    the column sums, for a split weight the pair products η), the blocks' squares."""
     nb, k2 = -(-n // LANES16), -(-k // 2)
-    blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + (4 * nb * LANES16 if count == 1 else 0)
+    blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + 4 * nb * LANES16
     return blocks_at, blocks_at + 4 * count * -(-k2 // BLOCK_PAIRS)
 
 
@@ -334,10 +384,12 @@ def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarr
     buf[:2 * HEADER].view(np.int32)[:3 + count] = [split, count, _bits(w2), *bounds]
     end = 2 * HEADER + count * nb * k2 * LANES16 * 2
     out = buf[2 * HEADER:end].reshape(nb, k2, count, LANES16, 2)
+    sums = np.zeros(nb * LANES16, np.int64)
     if count == 1:  # Σ_k w[j, k] per (padded) column, i64: scheme A1o's c·Σ w (exact: |Σ| < 2^15·K)
-        sums = np.zeros(nb * LANES16, np.int64)
         sums[:n] = w2.astype(np.int64).sum(axis=1)
-        buf[end:blocks_at].view(np.int64)[:] = sums
+    else:  # scheme W's η_j (wrap-around i64, the op's ring)
+        sums[:n] = pair_products(w2)
+    buf[end:blocks_at].view(np.int64)[:] = sums
     # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64) and the blocks' Q_q[b]: the squares
     # bounds (module docstring); rows a few at a time, so a large weight's temporaries stay small
     norms, blocks = np.zeros(count, np.int64), np.zeros((count, nblk), np.int64)
@@ -372,10 +424,12 @@ A1O = Scheme("A1o", ("x",), ((0, 0),), 6, 4)  # x − c in one plane (module doc
 A2 = Scheme("A2", ("l", "h"), ((0, 0), (1, 0)), 3, 4)
 C4 = Scheme("C", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 3, 2)
 B3 = Scheme("B", ("l", "h", "s"), ((0, 0), (1, 1), (2, 2)), 4, 2)
+W4 = Scheme("W", ("l", "h"), ((0, 0), (0, 1), (1, 0), (1, 1)), 2, 2)  # pairs of k pairs (module docstring, "Winograd")
 
 
 def schemes(facts: dict) -> list[Scheme]:
-    out = {1: [A1, A1O, A2], 2: [C4], 3: [B3, C4]}[facts["planes"]]
+    split = [W4] if WINOGRAD else []
+    out = {1: [A1, A1O, A2], 2: [*split, C4], 3: [*split, B3, C4]}[facts["planes"]]
     return [sc for sc in out if FORCE is None or sc.name == FORCE]
 
 
@@ -531,6 +585,15 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
             xb = bounds(s)
             ok = b.icmp_unsigned("<=", xb[2], c64(1 << 15))
             f = _flush_bound(b, sc, xb, wmax)
+        elif sc is W4:  # x split at s_w; each plane's sum x_p + w_p in s16 (module docstring, "Winograd")
+            s = sw
+            xl, xh, _ = bounds(s)
+            ub = [b.add(xl, wmax[0]), b.add(xh, wmax[1])]  # U_p ≥ |x_p + w_p|
+            ok = b.and_(b.icmp_unsigned("<=", sw, c32(15)), b.icmp_unsigned("<=", ub[1], c64((1 << 15) - 1)))
+            f = _flush_bound(b, sc, ub, ub)  # a step (a k quad) adds ≤ 2·U_p·U_q to a lane
+            # long chunks only: a widening of its four accumulators costs about as much as
+            # W_STEPS steps save against scheme B, whose chunks the row sums may lengthen
+            ok = b.and_(ok, b.icmp_unsigned(">=", f, c64(min(W_STEPS, -(-k // 4)))))
         else:
             s = runtime_split()
             ok = b.icmp_unsigned("<=", ex, c32(30))
@@ -541,18 +604,23 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
     k2 = -(-k // 2)
 
     def chunk_of(sc: Scheme, f: ir.Value) -> ir.Value:
-        cap = max(4, L1_WEIGHTS // (sc.cols * planes * 64))  # the tile's planes are read together (derive)
+        """k pairs of a chunk: F's (W: two a step), at most the L1 cap (W: an even count)."""
+        cap = _l1_cap(sc)
+        if sc is W4:
+            f = b.select(b.icmp_unsigned(">", f, c64(cap // 2)), c64(cap // 2), f)
+            return b.trunc(b.shl(f, c64(1)), I32)
         f = b.select(b.icmp_unsigned(">", f, c64(cap)), c64(cap), f)
         return b.trunc(f, I32)
 
     fin = _finisher(b, out, bias, n, shift, bias_shift, scales)  # its constants, before the branches
     bodies = [b.append_basic_block(f"v16.{sc.name}") for sc, *_ in choices]
-    if [sc for sc, *_ in choices] == [B3, C4]:  # both exact: the cheaper (module docstring)
-        (s0, ok0, f0, _), (s1, ok1, f1, _) = choices
+    names = [sc for sc, *_ in choices]
+    if names[-2:] == [B3, C4]:  # both exact: the cheaper (module docstring)
+        (s0, ok0, f0, sp0), (s1, ok1, f1, _) = choices[-2:]
         c0, c1 = (b.zext(chunk_of(sc, f), I64) for sc, f in ((s0, f0), (s1, f1)))
         cost0 = b.mul(c64(len(s0.products)), b.mul(b.add(c0, c64(WIDEN_COST)), c1))
         cost1 = b.mul(c64(len(s1.products)), b.mul(b.add(c1, c64(WIDEN_COST)), c0))
-        choices[0] = (s0, b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1))), f0, choices[0][3])
+        choices[-2] = (s0, b.and_(ok0, b.or_(b.not_(ok1), b.icmp_unsigned("<=", cost0, cost1))), f0, sp0)
     for i, ((_sc, ok, _f, _s), body) in enumerate(zip(choices, bodies, strict=True)):  # the first exact one
         nxt = b.append_basic_block("v16.next") if i + 1 < len(choices) else fallback
         b.cbranch(ok, body, nxt)
@@ -689,6 +757,13 @@ def _fallback(b: ir.IRBuilder, planes: int, a_arg, d_arg, sw: ir.Value, rows: ir
             tile(1, b.add(b.mul(full, c32(FALLBACK_ROWS)), t), jb)
 
 
+def _l1_cap(sc: Scheme) -> int:
+    """k pairs of a chunk whose weights stay in L1: a column tile reads the vectors of the
+    planes its products use (one 64-byte line each; derive lays a pair's planes side by side,
+    so a plane it does not use is not read)."""
+    return max(4, L1_WEIGHTS // (sc.cols * len({q for _p, q in sc.products}) * 64))
+
+
 def _group(sc: Scheme, rows: int, k2: int) -> int:
     """Rows of x whose planes the scratch holds at once (a multiple of the row tile); `_body`
     computes the same at run time."""
@@ -782,7 +857,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             return vals[0]
         if sc is A2:
             return b.add(vals[0], sh(vals[1], s64))
-        if sc is C4:
+        if sc is C4 or sc is W4:
             ll, lh, hl, hh = vals
             return b.add(b.add(ll, sh(lh, sw64)), b.add(sh(hl, s64), sh(hh, b.add(s64, sw64))))
         ll, hh, ss = vals
@@ -797,7 +872,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         coefs = [one]
     elif sc is A2:
         coefs = [one, _pow2(b, s)]
-    elif sc is C4:
+    elif sc is C4 or sc is W4:
         coefs = [one, _pow2(b, sw), _pow2(b, s), _pow2(b, b.add(s, sw))]
     else:
         coefs = [b.sub(one, _pow2(b, sw)), b.sub(_pow2(b, b.add(sw, sw)), _pow2(b, sw)), _pow2(b, sw)]
@@ -837,11 +912,15 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         """Outputs (g0 + row, jc .. jc + 16) from Σ x·w (<16 x i64>: `combine`, `multiplied`)."""
         rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
         rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
-        if sc is A1O:  # + c·Σ_k w[j, k] (the column sums after the plane: derive)
+        if sc is A1O or sc is W4:  # the i64 per column after the planes (derive)
             nb = b.udiv(b.add(n, c32(LANES16 - 1)), c32(LANES16))
-            sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * LANES16)), I64)], source_etype=I32)
+            sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * planes * LANES16)), I64)], source_etype=I32)
             colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
-            total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+            if sc is A1O:  # + c·Σ_k w[j, k]
+                total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
+            else:  # − ξ of the row − η of the column
+                xi_r = b.load(ptr(xi, row, I64), typ=I64)
+                total = b.sub(total, b.add(colsum, _splat(b, xi_r, V16I64)))
         fin(total, b.add(g0, row), jc, rest)
 
     def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
@@ -865,23 +944,50 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                    inbounds=True)
         x0 = b.gep(ptr(xs, c32(0), I32), [b.zext(b.add(b.mul(r0, c32(px * k2)), k0), I64)], source_etype=I32,
                    inbounds=True)
-        with loop(b, steps, "vk") as kk:
-            kk64 = b.zext(kk, I64)
+        def operands(kk64: ir.Value, pair: int) -> tuple[dict, list[dict]]:
+            """The weight vectors {(block, plane): <16 x i32>} and each row's x broadcasts {plane:
+            <16 x i32>} of k pair kk64 + pair."""
             wk = b.gep(w0, [b.mul(kk64, c64(planes * LANES16), flags=["nuw", "nsw"])], source_etype=I32, inbounds=True)
             wv = {}
             for c in range(cols):
                 for q in used_w:
-                    wv[c, q] = b.load(b.gep(wk, [c64(c * wblock + q * LANES16)], source_etype=I32, inbounds=True),
-                                      typ=V16, align=64)
+                    at = c64(c * wblock + (pair * planes + q) * LANES16)
+                    wv[c, q] = b.load(b.gep(wk, [at], source_etype=I32, inbounds=True), typ=V16, align=64)
+            xvs = []
             for r in range(r_rows):
                 xv = {}
                 for p in range(px):
-                    off = b.add(kk64, c64((r * px + p) * k2), flags=["nuw", "nsw"])
+                    off = b.add(kk64, c64((r * px + p) * k2 + pair), flags=["nuw", "nsw"])
                     xv[p] = _splat(b, b.load(b.gep(x0, [off], source_etype=I32, inbounds=True), typ=I32), V16)
+                xvs.append(xv)
+            return wv, xvs
+
+        def products(wv: dict, xvs: list[dict]) -> None:
+            for r in range(r_rows):
                 for t, (p, q) in enumerate(sc.products):
                     for c in range(cols):
                         acc = accs[(r * cols + c) * nprod + t]
-                        b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xv[p]]), acc)
+                        b.store(b.call(dp, [b.load(acc, typ=V16), wv[c, q], xvs[r][p]]), acc)
+
+        def sum16(u: ir.Value, v: ir.Value) -> ir.Value:  # s16 lanes (in range: the scheme's check)
+            return b.bitcast(b.add(b.bitcast(u, V32I16), b.bitcast(v, V32I16)), V16)
+
+        if sc is W4:  # a step is a k quad, pairs 2m and 2m + 1 (module docstring, "Winograd")
+            with loop(b, b.lshr(steps, c32(1)), "vk") as kq:
+                kk64 = b.shl(b.zext(kq, I64), c64(1))
+                (w_a, x_a), (w_b, x_b) = operands(kk64, 0), operands(kk64, 1)
+                for r in range(r_rows):
+                    for c in range(cols):
+                        first = [sum16(x_a[r][p], w_b[c, p]) for p in range(px)]  # x[2m] + w[2m + 1]
+                        second = [sum16(x_b[r][p], w_a[c, p]) for p in range(px)]  # x[2m + 1] + w[2m]
+                        for t, (p, q) in enumerate(sc.products):
+                            acc = accs[(r * cols + c) * nprod + t]
+                            b.store(b.call(dp, [b.load(acc, typ=V16), first[p], second[q]]), acc)
+            if (direct or last) and k2 % 2:  # the last pair has no partner: x·w as scheme C's
+                products(*operands(b.zext(b.sub(steps, c32(1)), I64), 0))
+        else:
+            with loop(b, steps, "vk") as kk:
+                products(*operands(b.zext(kk, I64), 0))
         if direct or last:  # the sum: sext(acc), + carry·2^16 after earlier chunks (module docstring)
             for r in range(r_rows):
                 for c in range(cols):
@@ -909,7 +1015,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                     b.store(b.add(b.load(cp, typ=V16, align=64), b.ashr(acc, sixteen)), cp, align=64)
                     b.store(b.and_(acc, mask16), state_ptr(slot(r, c, t), False), align=64)
 
-    whole = min(k2, max(4, L1_WEIGHTS // (sc.cols * planes * 64)))  # chunk_of's cap, without F's bound
+    whole = min(k2, _l1_cap(sc))  # chunk_of's cap, without F's bound
     peak = [entry_alloca(b, I64, name=f"v16.l1{p}") for p in range(px)]  # the group's max row sum per plane
     rsum = [entry_alloca(b, I64, name=f"v16.rs{p}") for p in range(px)]
     peak2 = [entry_alloca(b, I64, name=f"v16.l2{p}") for p in range(px)]  # … and its max row Σ x_p²
@@ -922,10 +1028,12 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     # the row sums and squares can only lengthen F's chunks up to the L1 cap: not worth their
     # passes when F's already reach it (the MLP's K = 784 layers)
     sums_help = b.icmp_unsigned("<", flush_f, c32(whole))
+    if sc is W4:  # the bounds by x·w do not bound its products of sums
+        sums_help = ir.Constant(ir.IntType(1), 0)
     full = k // 32  # row vectors of 16 whole pairs (one block each)
     # chunks of `top` whole blocks (module docstring, "Chunks of blocks"): nch of them
     nblk = -(-k2 // BLOCK_PAIRS)
-    top = min(whole // BLOCK_PAIRS, nblk - 1) if BLOCK_CHUNKS else 0
+    top = min(whole // BLOCK_PAIRS, nblk - 1) if BLOCK_CHUNKS and sc is not W4 else 0
     nch = -(-nblk // top) if top > 0 else 0
     if nch:
         xc_arr = entry_alloca(b, ir.ArrayType(I64, px * nch), name="v16.xchunks")  # the group's max row Σ x_p²
@@ -942,6 +1050,17 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     vsum = [entry_alloca(b, V32, name=f"v16.vs{p}") for p in range(px)]  # |plane| per lane (< 2^28: ≤ 2^13 adds of ≤ 2^15)
     vec_s, vec_half = _splat(b, s, V32), _splat(b, half, V32)
     vec_offset = _splat(b, offset, V32) if offset is not None else None
+    xi = entry_alloca(b, ir.ArrayType(I64, GROUP_MAX), name="v16.xi")  # W: each row's ξ (group-relative)
+    vxi = entry_alloca(b, V16I64, name="v16.vxi")
+    quad_a = ir.Constant(V16, [4 * (j // 2) + j % 2 for j in range(LANES16)])  # x[4m], x[4m + 1]
+    quad_b = ir.Constant(V16, [4 * (j // 2) + j % 2 + 2 for j in range(LANES16)])  # x[4m + 2], x[4m + 3]
+
+    def add_xi(v: ir.Value) -> None:
+        """ξ's terms of 32 elements of x (8 k quads; zeros past K add nothing), into vxi."""
+        if sc is W4:
+            undef = ir.Constant(V32, ir.Undefined)
+            first, second = (b.sext(b.shuffle_vector(v, undef, sel), V16I64) for sel in (quad_a, quad_b))
+            b.store(b.add(b.load(vxi, typ=V16I64), b.mul(first, second)), vxi)
 
     with loop(b, b.udiv(b.add(rows, b.sub(group, c32(1))), group), "vg") as gi:
         g0 = b.mul(gi, group)
@@ -958,12 +1077,14 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 b.store(c64(0), rsum[p])
                 b.store(c64(0), rsq[p])
                 b.store(c64(0), rtail[p])
+            b.store(ir.Constant(V16I64, None), vxi)
             if full:  # 16 pairs at a time: a pair's word is the little-endian i16 pair (no padding here)
                 for p in range(px):
                     b.store(ir.Constant(V32, None), vsum[p])
                     b.store(ir.Constant(V16I64, None), vsq[p])
                 with loop(b, c32(full), "vsv") as t:
                     v = b.load(b.gep(a_arg, [b.add(xrow, b.mul(t, c32(32)))], source_etype=I32), typ=V32, align=4)
+                    add_xi(v)
                     for p, pv in enumerate(plane_values(v, True)):
                         at = b.add(b.mul(b.add(b.mul(r, c32(px)), c32(p)), c32(k2)), b.mul(t, c32(16)))
                         p16 = b.trunc(pv, V32I16)
@@ -994,6 +1115,7 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 lanes32 = list(range(32))
                 v = b.call(mload32, [b.gep(a_arg, [b.add(xrow, c32(32 * full))], source_etype=I32), c32(4),
                                      ir.Constant(V1x32, [j < te for j in lanes32]), ir.Constant(V32, None)])
+                add_xi(v)
                 pair_mask = ir.Constant(V1x16, [j < tp for j in range(LANES16)])
                 live = ir.Constant(V1x32, [j < 2 * tp for j in lanes32])  # the scalar steps' elements
                 for p, pv in enumerate(plane_values(v, True)):
@@ -1007,6 +1129,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                         mag = b.select(b.icmp_signed("<", pv, ir.Constant(V32, None)), b.sub(ir.Constant(V32, None), pv), pv)
                         red = b.call(_fn(b, "llvm.vector.reduce.add.v32i64", I64, [V32I64]), [b.sext(mag, V32I64)])
                         b.store(b.add(b.load(rsum[p], typ=I64), red), rsum[p])
+            if sc is W4:
+                b.store(b.call(reduce16, [b.load(vxi, typ=V16I64)]), ptr(xi, r, I64))
             for p in range(px):
                 rest = b.load(rtail[p], typ=I64)
                 b.store(b.add(b.load(rsq[p], typ=I64), rest), rsq[p])
@@ -1031,6 +1155,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         chunk = b.select(whole_ok, c32(whole), flush_f)
         n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
+        if sc is W4:  # of whole quads: rounded up to even, still within F's (an even count)
+            chunk = b.and_(b.add(chunk, c32(1)), c32(-2))
+            n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         if nch:  # fewer chunks than F's, of `top` whole blocks each, when their squares allow
             blocks = entry_alloca(b, ir.IntType(1), name="v16.blocks")
             b.store(ir.Constant(ir.IntType(1), 0), blocks)
