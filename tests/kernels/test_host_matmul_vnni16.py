@@ -153,6 +153,47 @@ def test_winograd_refuses_short_chunks(only, monkeypatch):
     check_all_backends(g, [x], mips=False)
 
 
+def _winograd_squares_case(k: int, big: int, quads: list[int]):
+    """w = 2^15 everywhere (s_w = 9: w_h = 64, w_l = 0) and rows of x that are big·2^9 on the
+    four k's of each quad in `quads`, 0 elsewhere: x's high plane is `big` there, F is one step,
+    and each such quad adds 2·(big + 64)² to the hh lanes, the rest 2·64² a step."""
+    x = np.zeros((3, k), np.int32)
+    for q in quads:
+        x[:, 4 * q:4 * q + 4] = big << 9
+    g = _graph((3, k), np.full((20, k), 1 << 15, np.int32), fracs=(20, 20, 10))
+    return g, x
+
+
+@pytest.mark.parametrize("big, taken", [(32510, True), (32511, False)])
+def test_winograd_squares_bound_the_whole_reduction(only, monkeypatch, big, taken):
+    """K = 64 (no chunks of blocks): x's even and odd pairs hold 2·big² of squares each, the
+    weight's 32·64²: r = ⌊√2·big⌋ + 1 + 363, and r² ≤ 2^31 − 2^16 up to big = 32510 (the lanes
+    then reach 2·32574² + 30·64², 98.8 % of 2^31, in one chunk); from 32511 W refuses (ONLY:
+    nothing written), and unforced another scheme computes it."""
+    only("W")
+    g, x = _winograd_squares_case(64, big, [5])
+    want = run_graph(g, [x])[g.outputs[0]]
+    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    assert want.all() and (np.array_equal(got, want) if taken else not got.any())
+    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
+    check_all_backends(g, [x], mips=False)
+
+
+@pytest.mark.parametrize("big, taken", [(32404, True), (32405, False)])
+def test_winograd_squares_by_chunks_of_blocks(only, big, taken):
+    """K = 256: two chunks of 4 blocks (64 pairs), a wide quad in each (quads 31 and 32, on both
+    sides of the boundary): the whole reduction's squares fail, each chunk's (the weight's
+    64·64², ⌈√⌉ = 513) hold up to big = 32404, and W runs the two aligned chunks, exact; from
+    32405 it refuses."""
+    only("W")
+    assert matmul_vnni16._w_top(256) == 4
+    g, x = _winograd_squares_case(256, big, [31, 32])
+    want = run_graph(g, [x])[g.outputs[0]]
+    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    assert want.all() and (np.array_equal(got, want) if taken else not got.any())
+
+
 BUDGET = (1 << 31) - (1 << 16)  # the most a lane may change from its low part (module docstring)
 
 
@@ -413,7 +454,12 @@ def test_weight_facts_and_planes(monkeypatch):
     eta = buf[end:end + 4 * 16].view(np.int64)
     assert list(eta[:2]) == [(1 << 15) * 3, 0] and not eta[2:].any()
     at = buf[:2 * matmul_vnni16.HEADER].view(np.int32)[matmul_vnni16.BLOCKS_AT]
-    assert at * 4 == end + 4 * 16 and list(buf.view(np.int64)[at:]) == squares
+    assert at * 4 == end + 4 * 16 and list(buf.view(np.int64)[at:at + 3]) == squares
+    # scheme W's squares by parity, whole ([l, h][even, odd] in the header) and per block (after
+    # B's): pair 0 holds k = 0, 1, pair 1 k = 2 (and the padding)
+    parity = [int(np.square(planes[q][0, par]).sum(axis=1).max()) for q in range(2) for par in range(2)]
+    head = buf[:2 * matmul_vnni16.HEADER].view(np.int64)
+    assert list(head[matmul_vnni16.PARITY_NORMS:][:4]) == parity and list(buf.view(np.int64)[at + 3:]) == parity
     got = (planes[0] + (planes[1] << 11)).transpose(0, 2, 1, 3).reshape(16, 4)  # back to [N, K]
     assert np.array_equal(got[:2, :3], w) and not got[2:].any() and not got[:, 3].any()
     assert np.array_equal(planes[2], planes[0] + planes[1])

@@ -20,9 +20,9 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   with a plane outside s16, or with ceil(K/2) > MAX_PAIRS, has none). The kernel is specialised
   on the number of planes (`weight_facts`, when the module is generated) and K; `derive` (once per
   region table) writes a header (s_w, the plane count, e_w, per plane W_q ≥ max |w_q|, rounded
-  up to four significant bits, and per plane Q_q = max_j Σ_k w_q[j, k]², an i64), the planes
-  (for one plane also its column sums: A1o, below), and refuses a weight whose plane count is
-  not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
+  up to four significant bits, per plane Q_q = max_j Σ_k w_q[j, k]², an i64, and for a split
+  weight scheme W's squares by parity), the planes, an i64 per column (for one plane its sums:
+  A1o; for a split weight W's η), and refuses a weight whose plane count is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
@@ -32,6 +32,8 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   2^(s+s_w)·h·w_h.  B (Karatsuba, w_σ present, x split at s_w, |σ_x| ≤ 2^15): with P_ll,
   P_hh, P_σσ the three sums, Σ x·w = P_ll + 2^s_w·(P_σσ − P_ll − P_hh) + 2^(2 s_w)·P_hh
   (three products where C has four). For e_x ≤ 30, s ≤ 16: l and h fit s16 (|h| ≤ 2^14).
+  W (w split, x split at s_w, sums in s16; "Winograd" below): C's four products of sums
+  x + w over pairs of k pairs, minus a row's ξ and a column's η; tried first, before B and C.
 
 Offset (scheme A1o, a one-plane weight; x's min m and max M from one more pass): when
 M − m ≤ 2^16 − 1, c = ceil((m + M)/2) (between m and M, so an i32) makes x' = x − c lie in
@@ -117,7 +119,7 @@ outputs against 21 (tiny_llama's task 1.5 µs faster, tiny_gpt2's 1 µs).
 Tested per scheme with bias, ties and saturation on both sides
 (`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
 
-Layout and loop. The weight: after the 64-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
+Layout and loop. The weight: after the 128-byte header, s16 [blocks, ceil(K/2), planes, 16, 2],
 N padded with zero columns to whole blocks of 16 (a part starts on a block, GRAIN = 16
 columns; it runs column tiles of its scheme's width, then the blocks left over one at a time,
 so a 16- or 32-column weight does no padded tile's work) and K with a zero to a multiple of 2: one 64-byte
@@ -176,13 +178,25 @@ end of the last chunk (an odd chunk of at most 2F pairs has at most F − 1 step
 ξ and η get nothing from it (its partner's elements are zeros, as in `pair_products`' padding).
 A step is 4 `vpdpwssd` and 4 `vpaddw` per row and 16 columns, which this host's four vector
 pipes (two of them multiply) issue in 2 cycles; B takes 6 `vpdpwssd`, 3 cycles, for the same
-four k's (the MLP's batch-64 call 646 → 494 µs, the CIFAR CNN's 365 → 285 µs). The row sums and
-squares bound x·w, not products of sums, so W runs F's chunks (capped), and is taken only when F
-≥ W_STEPS or one chunk covers the reduction: its widening (four accumulators) every 16 steps or
-more costs less than B's third product saves, while with shorter chunks B or C, which the row
-sums may give one chunk, were faster (the tiny decoders' projections: 87 → 98 µs under W).
-`WINOGRAD = False` leaves it out (measurements). Tested at F's limit with every sum at its bound,
-for odd pair counts, on 1 and 2 threads, and refused below W_STEPS.
+four k's (the MLP's batch-64 call 646 → 494 µs, the CIFAR CNN's 365 → 285 µs).
+Squares (W's own, by Cauchy–Schwarz and Minkowski). The row sums and squares above bound x·w,
+not products of sums. A lane's change over any run of steps is Σ a·b over a subset of its
+first sums a (x's k's of even pairs, the weight's of odd ones) and second sums b (x's of odd
+pairs, the weight's of even ones, and the unpartnered last pair's x in a, w in b: its k's are
+of an even pair), so at most ‖a‖·‖b‖ ≤ (√X_{p,e} + √Q_{p,o})·(√X_{q,o} + √Q_{q,e}), with X the
+largest row's Σ x_p² over the k's of even (e) or odd (o) pairs and Q the weight's largest
+column's (`derive`: the header's PARITY_NORMS, and per block after B's blocks). When F is short
+(fewer than W_STEPS steps, and less than the reduction), `_sum_squares_ok` makes one pass over
+x for these sums (integer roots rounded up, through a double: exact below 2^53) and W runs the
+L1 cap's chunks when they bound the whole reduction, else `_w_top(k)` blocks a chunk, aligned
+on the chunks they were summed over, when each chunk's bound holds and the chunks are at least
+W_STEPS steps; otherwise W is not taken (B or C, whose own squares may give long chunks: a
+widening of W's four accumulators every few steps costs more than B's third product). The
+tiny decoders' projections (x of 26–27 bits against weights of 23–24: F = 3) take W through
+this: tiny_llama's task 87 → 79 µs, tiny_gpt2's 112 → 104 µs. `WINOGRAD = False` leaves W out
+(measurements). Tested at F's limit with every sum at its bound, for odd pair counts, on 1 and
+2 threads, refused below W_STEPS, and at the squares' limits (whole and by chunks) with x's
+wide elements parallel in both sums (98.8 % of 2^31 reached), one past them refused.
 
 Fallback (no scheme is exact for the run's x: some |x| > 2^30, or F < MIN_FLUSH): the weight
 read back from its planes (w = l + 2^s_w·h, or the one plane), a k pair of 16 columns decoded
@@ -270,20 +284,25 @@ def _split(w: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
     return w - (h << s), h
 
 
-HEADER = 16  # i32 fields before the planes (64 bytes): split, planes, wbits, W_q; from NORMS the Q_q (i64)
+HEADER = 32  # i32 fields before the planes (128 bytes): split, planes, wbits, W_q; from NORMS the Q_q (i64)
 NORMS = 4  # i64 index of Q_0 in the header
+PARITY_NORMS = 8  # i64 index of scheme W's Q_{q, parity}: [l, h][even pairs, odd pairs]
 BLOCKS_AT = 6  # i32 field: where the blocks' Q_q[b] start, in i64 from the header (derive)
 BLOCK_PAIRS = 16  # k pairs of a block (one x vector): the unit of the chunks' squares bound
 
 
-def block_norms(plane: np.ndarray) -> np.ndarray:
+def block_norms(plane: np.ndarray, parity: int | None = None) -> np.ndarray:
     """Q_q[b] = max_j Σ_{k in block b} w_q[j, k]² of one plane [N, K] (blocks of 2·BLOCK_PAIRS k;
-    the last one padded with zeros), i64."""
+    the last one padded with zeros), i64; with `parity` only the k's of the block's even (0) or
+    odd (1) pairs."""
     n, k = plane.shape
     width = 2 * BLOCK_PAIRS
     padded = np.zeros((n, -(-k // width) * width), np.int64)
     padded[:, :k] = plane
-    return np.square(padded).reshape(n, -1, width).sum(axis=2).max(axis=0, initial=0)
+    sq = np.square(padded).reshape(n, -1, BLOCK_PAIRS, 2)
+    if parity is not None:
+        sq = sq[:, :, parity::2]
+    return sq.sum(axis=(2, 3)).max(axis=0, initial=0)
 
 
 def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
@@ -354,10 +373,12 @@ def weight_facts(w2: np.ndarray, min_cols: int | None = None) -> dict:
 def _sizes(n: int, k: int, count: int) -> tuple[int, int]:
     """(where the blocks' Q_q[b] start, the whole size), in int16 elements, of `derive`'s buffer
     for w2 [n, k] with `count` planes: header, planes, an i64 per padded column (for one plane
-    the column sums, for a split weight the pair products η), the blocks' squares."""
+    the column sums, for a split weight the pair products η), the blocks' squares (for a split
+    weight then scheme W's, by parity)."""
     nb, k2 = -(-n // LANES16), -(-k // 2)
     blocks_at = 2 * HEADER + count * nb * k2 * LANES16 * 2 + 4 * nb * LANES16
-    return blocks_at, blocks_at + 4 * count * -(-k2 // BLOCK_PAIRS)
+    nblk = -(-k2 // BLOCK_PAIRS)
+    return blocks_at, blocks_at + 4 * count * nblk + (4 * 4 * nblk if count > 1 else 0)
 
 
 def derived_bytes(n: int, k: int, count: int) -> int:
@@ -393,18 +414,30 @@ def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarr
     # Q_q = max_j Σ_k w_q[j, k]² (≤ 2^30·K < 2^47, i64) and the blocks' Q_q[b]: the squares
     # bounds (module docstring); rows a few at a time, so a large weight's temporaries stay small
     norms, blocks = np.zeros(count, np.int64), np.zeros((count, nblk), np.int64)
+    parity = np.zeros((2, 2), np.int64)  # scheme W: max_j Σ w_q[j, k]² over the k's of even, of odd pairs
+    parity_blocks = np.zeros((2, 2, nblk), np.int64)  # … and per block
     step = max(1, (1 << 20) // max(1, k) // LANES16) * LANES16
     for r0 in range(0, n, step):
         for q, p in enumerate(_planes(w2[r0:r0 + step], split, count)):
             norms[q] = max(norms[q], int(np.square(p).sum(axis=1).max(initial=0)))
+            if q < 2 and count > 1:
+                odd = (np.arange(k) // 2) % 2
+                for par in (0, 1):
+                    got = int(np.square(p[:, odd == par]).sum(axis=1).max(initial=0))
+                    parity[q, par] = max(parity[q, par], got)
+                    parity_blocks[q, par] = np.maximum(parity_blocks[q, par], block_norms(p, par))
             blocks[q] = np.maximum(blocks[q], block_norms(p))
             padded = np.zeros((-(-len(p) // LANES16) * LANES16, k2 * 2), np.int16)
             padded[:len(p), :k] = p
             out[r0 // LANES16:r0 // LANES16 + len(padded) // LANES16, :, q] = (
                 padded.reshape(-1, LANES16, k2, 2).transpose(0, 2, 1, 3))  # [block, pair, column, k]
     buf[:2 * HEADER].view(np.int64)[NORMS:NORMS + count] = norms
+    buf[:2 * HEADER].view(np.int64)[PARITY_NORMS:PARITY_NORMS + 4] = parity.ravel()
     buf[:2 * HEADER].view(np.int32)[BLOCKS_AT] = blocks_at // 4
-    buf[blocks_at:].view(np.int64)[:] = blocks.ravel()  # [plane, block]
+    wide = buf[blocks_at:].view(np.int64)
+    wide[:count * nblk] = blocks.ravel()  # [plane, block]
+    if count > 1:
+        wide[count * nblk:] = parity_blocks.ravel()  # [plane l/h, parity, block]
     return buf
 
 
@@ -567,6 +600,7 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
         return [xl, xh, b.add(xl, xh)]
 
     offset = None  # c (i32) of scheme A1o
+    w_aligned = None  # i1: scheme W runs chunks of _w_top(k) blocks, as its squares were bounded
     choices = []  # (scheme, valid i1, F i64, s i32)
     for sc in schemes({"planes": planes}):
         if sc is A1:
@@ -592,8 +626,21 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
             ok = b.and_(b.icmp_unsigned("<=", sw, c32(15)), b.icmp_unsigned("<=", ub[1], c64((1 << 15) - 1)))
             f = _flush_bound(b, sc, ub, ub)  # a step (a k quad) adds ≤ 2·U_p·U_q to a lane
             # long chunks only: a widening of its four accumulators costs about as much as
-            # W_STEPS steps save against scheme B, whose chunks the row sums may lengthen
-            ok = b.and_(ok, b.icmp_unsigned(">=", f, c64(min(W_STEPS, -(-k // 4)))))
+            # W_STEPS steps save against scheme B, whose chunks the row sums may lengthen; F's,
+            # or any length when the squares bound the whole reduction (module docstring)
+            short = b.and_(ok, b.icmp_unsigned("<", f, c64(min(W_STEPS, -(-k // 4)))))
+            flags = [entry_alloca(b, ir.IntType(1), name=f"v16.wsq{i}") for i in range(2)]
+            for fl in flags:
+                b.store(ir.Constant(ir.IntType(1), 0), fl)
+            with b.if_then(short):
+                for fl, v in zip(flags, _sum_squares_ok(b, a_arg, rows, k, s, d_arg, wblocks, planes, _w_top(k)),
+                                 strict=True):
+                    b.store(v, fl)
+            whole, blocks = (b.load(fl, typ=ir.IntType(1)) for fl in flags)
+            ok = b.and_(ok, b.or_(b.not_(short), b.or_(whole, blocks)))
+            # the L1 cap's chunks (chunk_of), or chunks of _w_top(k) blocks aligned on them
+            w_aligned = b.and_(short, b.and_(b.not_(whole), blocks))
+            f = b.select(b.and_(short, whole), c64(1 << 20), b.select(w_aligned, c64(_w_top(k) * BLOCK_PAIRS // 2), f))
         else:
             s = runtime_split()
             ok = b.icmp_unsigned("<=", ex, c32(30))
@@ -635,7 +682,7 @@ def _shared(module: ir.Module, planes: int, k: int, scaled: bool = False) -> ir.
     for (sc, _ok, f, s), block in zip(choices, bodies, strict=True):
         b.position_at_end(block)
         _body(b, sc, planes, a_arg, planes_at, rows, k, k2, n, s, sw, chunk_of(sc, f), lo, hi, fin, scratch, offset,
-              wmax, norms, wblocks)
+              wmax, norms, wblocks, w_aligned if sc is W4 else None)
         fin.flush()
         b.ret_void()
     b.position_at_end(fallback)
@@ -757,6 +804,134 @@ def _fallback(b: ir.IRBuilder, planes: int, a_arg, d_arg, sw: ir.Value, rows: ir
             tile(1, b.add(b.mul(full, c32(FALLBACK_ROWS)), t), jb)
 
 
+def _isqrt_up(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """An i64 ≥ sqrt(v) for an i64 0 ≤ v < 2^53 (exact as a double; the double square root is
+    correctly rounded, so its integer part plus one is at least the true root)."""
+    f64 = ir.DoubleType()
+    root = b.call(_fn(b, "llvm.sqrt.f64", f64, [f64]), [b.uitofp(v, f64)])
+    return b.add(b.fptoui(root, I64), c64(1))
+
+
+def _sum_squares_ok(b: ir.IRBuilder, a_arg: ir.Value, rows: ir.Value, k: int, s: ir.Value, d_arg: ir.Value,
+                    wblocks: ir.Value, planes: int, top: int) -> tuple[ir.Value, ir.Value]:
+    """(i1, i1): scheme W's squares bound holds for the whole reduction; for each chunk of `top`
+    blocks (chunk c the pairs [16·top·c, 16·top·(c + 1)); false when top = 0) (module docstring,
+    "Winograd"). With X_{p,e} and X_{p,o} the largest row's Σ x_p[k]² over the k's of even and of
+    odd pairs (x's planes at s; |x_h| < 2^15, checked before) and Q_{p,e}, Q_{p,o} the weight's
+    (derive: the whole reduction's, or a chunk's blocks' summed), r1_p = ⌈√X_{p,e}⌉ + ⌈√Q_{p,o}⌉
+    (a first sum's norm), r2_q = ⌈√X_{q,o}⌉ + ⌈√Q_{q,e}⌉ (a second one's): max over p, q of
+    r1_p·r2_q ≤ 2^31 − 2^16. One pass over x, a block (32 elements) a step, the tail masked
+    (zeros add nothing)."""
+    half = b.shl(c32(1), b.sub(s, c32(1)))
+    vec_s, vec_half = _splat(b, s, V32), _splat(b, half, V32)
+    madd = _fn(b, "llvm.x86.avx512.pmaddw.d.512", V16, [V32I16, V32I16])
+    mload32 = _fn(b, "llvm.masked.load.v32i32.p0", V32, [PTR, I32, V1x32, V32])
+    reduce8 = _fn(b, "llvm.vector.reduce.add.v8i64", I64, [V8I64])
+    full, te = k // 32, k % 32
+    nblk = full + (te > 0)
+    nch = -(-nblk // top) if top else 0
+    # [plane][parity]: the row's sums (whole, chunk), the largest rows' (whole, per chunk)
+    row = [[entry_alloca(b, I64, name=f"v16.sqr{p}{par}") for par in range(2)] for p in range(2)]
+    most = [[entry_alloca(b, I64, name=f"v16.sqm{p}{par}") for par in range(2)] for p in range(2)]
+    most_c = entry_alloca(b, ir.ArrayType(I64, max(1, 4 * nch)), name="v16.sqc")
+    acc = [entry_alloca(b, V16I64, name=f"v16.sqa{p}") for p in range(2)]  # lane t: pair t of a block
+    lanes = [ir.Constant(ir.VectorType(I32, 8), list(range(par, LANES16, 2))) for par in range(2)]
+
+    def at_c(p: int, par: int, ci: ir.Value) -> ir.Value:
+        idx = b.add(c32((2 * p + par) * nch), ci)
+        return b.bitcast(b.gep(most_c, [c32(0), idx], source_etype=most_c.allocated_type), I64.as_pointer())
+
+    def umax_into(slot: ir.Value, v: ir.Value) -> None:
+        old = b.load(slot, typ=I64)
+        b.store(b.select(b.icmp_unsigned(">", v, old), v, old), slot)
+
+    for p in range(2):
+        for par in range(2):
+            b.store(c64(0), most[p][par])
+            for ci in range(nch):
+                b.store(c64(0), at_c(p, par, c32(ci)))
+
+    def add(v: ir.Value) -> None:
+        h = b.ashr(b.add(v, vec_half), vec_s)
+        for a, pv in zip(acc, (b.sub(v, b.shl(h, vec_s)), h), strict=True):
+            p16 = b.trunc(pv, V32I16)  # x0² + x1² ≤ 2^31: exact as an unsigned i32
+            b.store(b.add(b.load(a, typ=V16I64), b.zext(b.call(madd, [p16, p16]), V16I64)), a)
+
+    def close(ci: ir.Value | None) -> None:
+        """The blocks summed since the last close: into the row's sums and chunk ci's maxima."""
+        for p in range(2):
+            v = b.load(acc[p], typ=V16I64)
+            for par in range(2):
+                got = b.call(reduce8, [b.shuffle_vector(v, ir.Constant(V16I64, ir.Undefined), lanes[par])])
+                b.store(b.add(b.load(row[p][par], typ=I64), got), row[p][par])
+                if ci is not None:
+                    umax_into(at_c(p, par, ci), got)
+            b.store(ir.Constant(V16I64, None), acc[p])
+
+    with loop(b, rows, "vsq") as r:
+        xrow = b.mul(r, c32(k))
+        for p in range(2):
+            b.store(ir.Constant(V16I64, None), acc[p])
+            for par in range(2):
+                b.store(c64(0), row[p][par])
+        with loop(b, c32(full), "vsqv") as t:
+            add(b.load(b.gep(a_arg, [b.add(xrow, b.mul(t, c32(32)))], source_etype=I32), typ=V32, align=4))
+            if nch:
+                with b.if_then(b.icmp_unsigned("==", b.urem(b.add(t, c32(1)), c32(top)), c32(0))):
+                    close(b.udiv(t, c32(top)))
+        if te:
+            add(b.call(mload32, [b.gep(a_arg, [b.add(xrow, c32(32 * full))], source_etype=I32), c32(4),
+                                 ir.Constant(V1x32, [j < te for j in range(32)]), ir.Constant(V32, None)]))
+        # the last chunk when the loop did not close it (or every block, with no chunks)
+        close(c32((nblk - 1) // top) if nch and (te or full % top) else None)
+        for p in range(2):
+            for par in range(2):
+                umax_into(most[p][par], b.load(row[p][par], typ=I64))
+
+    def bound_ok(xsq, wsq) -> ir.Value:  # xsq(p, parity), wsq(p, parity): i64 sums of squares
+        first = [b.add(_isqrt_up(b, xsq(p, 0)), _isqrt_up(b, wsq(p, 1))) for p in range(2)]
+        second = [b.add(_isqrt_up(b, xsq(q, 1)), _isqrt_up(b, wsq(q, 0))) for q in range(2)]
+        worst = c64(0)
+        for p in range(2):
+            for q in range(2):
+                v = b.mul(first[p], second[q])  # < 2^50: each root < 2^24
+                worst = b.select(b.icmp_unsigned(">", v, worst), v, worst)
+        return b.icmp_unsigned("<=", worst, c64(BUDGET))
+
+    def whole_w(q: int, par: int) -> ir.Value:
+        return b.load(b.gep(d_arg, [c32(PARITY_NORMS + 2 * q + par)], source_etype=I64), typ=I64)
+
+    whole = bound_ok(lambda p, par: b.load(most[p][par], typ=I64), whole_w)
+    blocks = ir.Constant(ir.IntType(1), 1 if nch else 0)
+    total = entry_alloca(b, I64, name="v16.sqw")
+    for ci in range(nch):  # a chunk's weight squares: its blocks' (derive: [plane, parity, block] after B's)
+        b0, b1 = ci * top, min((ci + 1) * top, nblk)
+
+        def chunk_w(q: int, par: int, b0=b0, b1=b1) -> ir.Value:
+            b.store(c64(0), total)
+            with loop(b, c32(b1 - b0), "vsqw") as u:
+                at = b.add(c32(planes * nblk + (2 * q + par) * nblk + b0), u)
+                b.store(b.add(b.load(total, typ=I64), b.load(b.gep(wblocks, [at], source_etype=I64), typ=I64)), total)
+            return b.load(total, typ=I64)
+
+        blocks = b.and_(blocks, bound_ok(lambda p, par, ci=ci: b.load(at_c(p, par, c32(ci)), typ=I64), chunk_w))
+    return whole, blocks
+
+
+def _w_top(k: int) -> int:
+    """Blocks (of BLOCK_PAIRS k pairs) in a chunk of scheme W's squares bound by chunks: the
+    fewest chunks of at most the L1 cap's blocks, balanced (the smaller a chunk, the likelier its
+    bound holds); 0, no such chunks, when they would be shorter than W_STEPS steps or the
+    reduction is one chunk."""
+    k2 = -(-k // 2)
+    nblk = -(-k2 // BLOCK_PAIRS)
+    most = min(k2, _l1_cap(W4)) // BLOCK_PAIRS
+    if most < 1 or nblk < 2:
+        return 0
+    top = -(-nblk // max(2, -(-nblk // most)))
+    return top if top * BLOCK_PAIRS >= 2 * W_STEPS else 0
+
+
 def _l1_cap(sc: Scheme) -> int:
     """k pairs of a chunk whose weights stay in L1: a column tile reads the vectors of the
     planes its products use (one 64-byte line each; derive lays a pair's planes side by side,
@@ -812,7 +987,8 @@ def _block_chunks_ok(b: ir.IRBuilder, sc: Scheme, top: int, nch: int, nblk: int,
 
 def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value, k: int, k2: int, n: ir.Value,
           s: ir.Value, sw: ir.Value, chunk: ir.Value, lo: ir.Value, hi: ir.Value, fin, scratch: dict,
-          offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value], wblocks: ir.Value) -> None:
+          offset: ir.Value | None, wmax: list[ir.Value], norms: list[ir.Value], wblocks: ir.Value,
+          aligned: ir.Value | None = None) -> None:
     """The scheme's run over x [rows, k] (k2 = ceil(k/2)); `chunk` is F's (capped), a group whose
     rows' plane sums or squares allow it runs whole chunks (module docstring, "Row sums")."""
     px = len(sc.xplanes)
@@ -1155,8 +1331,9 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         chunk = b.select(whole_ok, c32(whole), flush_f)
         n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         chunk = b.udiv(b.add(c32(k2), b.sub(n_chunks, c32(1))), n_chunks)  # balanced chunks
-        if sc is W4:  # of whole quads: rounded up to even, still within F's (an even count)
-            chunk = b.and_(b.add(chunk, c32(1)), c32(-2))
+        if sc is W4:  # of whole quads: rounded up to even, still within F's (an even count); or
+            # aligned on the chunks of blocks its squares bounded (_sum_squares_ok), not balanced
+            chunk = b.select(aligned, flush_f, b.and_(b.add(chunk, c32(1)), c32(-2)))
             n_chunks = b.udiv(b.add(c32(k2), b.sub(chunk, c32(1))), chunk)
         if nch:  # fewer chunks than F's, of `top` whole blocks each, when their squares allow
             blocks = entry_alloca(b, ir.IntType(1), name="v16.blocks")
