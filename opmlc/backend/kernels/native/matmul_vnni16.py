@@ -723,14 +723,30 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
             slot = counter_slot(b)
             b.store(b.add(b.load(slot, typ=I32), b.call(red, [b.load(changed_v, typ=V16)])), slot)
 
-    def fin(total: ir.Value, i: ir.Value, j: ir.Value, width: ir.Value) -> None:
+    def column(j: ir.Value, width: ir.Value, pre: ir.Value | None = None):
+        """What outputs (·, j .. j + width) share, computed once for a column block's rows: (the
+        lane mask, the i64 added before the scale — `pre`, a caller's per-column term, or None —
+        the scale or None, the i64 added after it: bias << bias_shift plus the rounding half).
+        Without scales the two additions are one."""
         mask = b.icmp_unsigned("<", lanes, _splat(b, width, V16))
         bmask = b.and_(mask, _splat(b, has_bias, v1))  # a null bias is never read
         bv = b.call(mload, [b.gep(bias, [j], source_etype=I32), c32(4), bmask, ir.Constant(V16, None)])
-        if scales is not None:  # padded to whole blocks: every lane's scale is there (0 past n)
-            total = b.mul(total, b.load(b.gep(scales, [j], source_etype=I64), typ=V16I64, align=8))
-        total = b.add(total, b.shl(b.sext(bv, V16I64), bshift_v))
-        total = b.ashr(b.add(total, half_v), shift_v)
+        post = b.add(b.shl(b.sext(bv, V16I64), bshift_v), half_v)
+        if scales is None:  # padded to whole blocks: every lane's scale is there (0 past n)
+            return mask, None, None, post if pre is None else b.add(pre, post)
+        return mask, pre, b.load(b.gep(scales, [j], source_etype=I64), typ=V16I64, align=8), post
+
+    def fin(total: ir.Value, i: ir.Value, j: ir.Value, width: ir.Value) -> None:
+        store(total, i, j, column(j, width))
+
+    def store(total: ir.Value, i: ir.Value, j: ir.Value, col) -> None:
+        """Outputs (i, j ..) of the sums `total` with their column block's `column`."""
+        mask, pre, scale, post = col
+        if pre is not None:
+            total = b.add(total, pre)
+        if scale is not None:
+            total = b.mul(total, scale)
+        total = b.ashr(b.add(total, post), shift_v)
         clamped = b.select(b.icmp_signed("<", total, splat64(fp.INT32_MIN)), splat64(fp.INT32_MIN), total)
         clamped = b.select(b.icmp_signed(">", clamped, splat64(fp.INT32_MAX)), splat64(fp.INT32_MAX), clamped)
         if counting(b):  # as saturate32: the elements outside int32, i.e. (total + 2^31) ≥ 2^32
@@ -741,7 +757,7 @@ def _finisher(b: ir.IRBuilder, out: ir.Value, bias: ir.Value, n: ir.Value, shift
             b.store(b.add(b.load(changed_v, typ=V16), flags), changed_v)
         b.call(mstore, [b.trunc(clamped, V16), b.gep(out, [b.add(b.mul(i, n), j)], source_etype=I32), c32(4), mask])
 
-    fin.flush = flush
+    fin.flush, fin.column, fin.store = flush, column, store
     return fin
 
 
@@ -1033,7 +1049,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             return vals[0]
         if sc is A2:
             return b.add(vals[0], sh(vals[1], s64))
-        if sc is C4 or sc is W4:
+        if sc is W4:  # s = s_w: ((hh·2^s + lh + hl)·2^s) + ll
+            ll, lh, hl, hh = vals
+            return b.add(sh(b.add(sh(hh, sw64), b.add(lh, hl)), sw64), ll)
+        if sc is C4:
             ll, lh, hl, hh = vals
             return b.add(b.add(ll, sh(lh, sw64)), b.add(sh(hl, s64), sh(hh, b.add(s64, sw64))))
         ll, hh, ss = vals
@@ -1084,20 +1103,26 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
     mask16 = ir.Constant(V16, [0xFFFF] * LANES16)
     sixteen = ir.Constant(V16, [16] * LANES16)
 
-    def finish(total: ir.Value, row: ir.Value, jc: ir.Value) -> None:
-        """Outputs (g0 + row, jc .. jc + 16) from Σ x·w (<16 x i64>: `combine`, `multiplied`)."""
+    def column(jc: ir.Value):
+        """`fin.column` of the column block at jc, with the scheme's own per-column term: A1o's
+        + c·Σ_k w[j, k], W's − η_j (the i64 per column after the planes: derive)."""
         rest = b.sub(hi, jc)  # the part's columns in this block (none past its end)
         rest = b.select(b.icmp_signed("<", rest, c32(0)), c32(0), _umin(b, rest, c32(LANES16)))
-        if sc is A1O or sc is W4:  # the i64 per column after the planes (derive)
+        pre = None
+        if sc is A1O or sc is W4:
             nb = b.udiv(b.add(n, c32(LANES16 - 1)), c32(LANES16))
             sums = b.gep(d_arg, [b.zext(b.mul(nb, c32(k2 * planes * LANES16)), I64)], source_etype=I32)
             colsum = b.load(b.gep(sums, [jc], source_etype=I64), typ=V16I64, align=64)
-            if sc is A1O:  # + c·Σ_k w[j, k]
-                total = b.add(total, b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum))
-            else:  # − ξ of the row − η of the column
-                xi_r = b.load(ptr(xi, row, I64), typ=I64)
-                total = b.sub(total, b.add(colsum, _splat(b, xi_r, V16I64)))
-        fin(total, b.add(g0, row), jc, rest)
+            pre = (b.mul(_splat(b, b.sext(offset, I64), V16I64), colsum) if sc is A1O
+                   else b.sub(ir.Constant(V16I64, None), colsum))
+        return fin.column(jc, rest, pre)
+
+    def finish(total: ir.Value, row: ir.Value, jc: ir.Value, col) -> None:
+        """Outputs (g0 + row, jc .. jc + 16) from Σ x·w (<16 x i64>: `combine`, `multiplied`) and
+        the block's `column` (W: − ξ of the row here)."""
+        if sc is W4:
+            total = b.sub(total, _splat(b, b.load(ptr(xi, row, I64), typ=I64), V16I64))
+        fin.store(total, b.add(g0, row), jc, col)
 
     def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
              direct: bool = False, last: bool = False) -> None:
@@ -1165,23 +1190,28 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             with loop(b, steps, "vk") as kk:
                 products(*operands(b.zext(kk, I64), 0))
         if direct or last:  # the sum: sext(acc), + carry·2^16 after earlier chunks (module docstring)
+            cols_at = [b.mul(b.add(jb0, c32(c)), c32(LANES16)) for c in range(cols)]
+            col_of = [column(jc) for jc in cols_at]  # once for the tile's rows
             for r in range(r_rows):
                 for c in range(cols):
                     raw = [b.load(accs[(r * cols + c) * nprod + t], typ=V16) for t in range(nprod)]
-                    row, jc = b.add(r0, c32(r)), b.mul(b.add(jb0, c32(c)), c32(LANES16))
+                    row, jc = b.add(r0, c32(r)), cols_at[c]
+                    if direct and sc is W4:  # the sums are the accumulators; powers of two: shifts
+                        finish(combine([b.sext(v, V16I64) for v in raw]), row, jc, col_of[c])
+                        continue
                     if direct:  # the sums are the accumulators: `multiplied` when its coefficients allow
                         with b.if_else(mul_ok) as (fast, slow):
                             with fast:
                                 b.store(multiplied(raw), total_at)
                             with slow:
                                 b.store(combine([b.sext(v, V16I64) for v in raw]), total_at)
-                        finish(b.load(total_at, typ=V16I64), row, jc)
+                        finish(b.load(total_at, typ=V16I64), row, jc, col_of[c])
                         continue
                     vals = []
                     for t in range(nprod):
                         carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
                         vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), b.sext(raw[t], V16I64)))
-                    finish(combine(vals), row, jc)
+                    finish(combine(vals), row, jc, col_of[c])
             return
         for r in range(r_rows):
             for c in range(cols):
