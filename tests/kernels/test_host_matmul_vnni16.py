@@ -97,19 +97,28 @@ def test_offset_plane_equals_interpreter(only, base):
         check_all_backends(_graph((*batch, m, k), w, trans, bias, fracs=(20, 20, 30)), [x], mips=False)
 
 
+def _forced(g, x) -> tuple[np.ndarray, np.ndarray]:
+    """(the interpreter's output, the forced scheme's alone: unwritten, zeros, if it refused x)."""
+    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    return run_graph(g, [x])[g.outputs[0]], got
+
+
+def _refused_then_exact(monkeypatch, g, x) -> None:
+    """The forced scheme alone (ONLY) writes nothing for x; unforced, the kernel computes it exactly."""
+    want, got = _forced(g, x)
+    assert want.any() and not got.any()
+    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
+    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
+    check_all_backends(g, [x], mips=False)
+
+
 def test_offset_plane_refuses_a_range_of_2_to_the_16(only, monkeypatch):
     """max − min = 2^16: A1o alone writes nothing (ONLY); behind it A2 or the fallback, exact."""
     only("A1o")
     rng = np.random.default_rng(21)
     x = (-(1 << 20) + rng.integers(0, 1 << 16, size=(6, 40))).astype(np.int32)
     x[0, :2] = [-(1 << 20), -(1 << 20) + (1 << 16)]
-    g = _graph((6, 40), _ints(rng, 12, (24, 40)), fracs=(20, 20, 16))
-    want = run_graph(g, [x])[g.outputs[0]]
-    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
-    assert want.any() and not got.any()
-    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
-    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
-    check_all_backends(g, [x], mips=False)
+    _refused_then_exact(monkeypatch, _graph((6, 40), _ints(rng, 12, (24, 40)), fracs=(20, 20, 16)), x)
 
 
 def test_widening_at_the_interval_limit(only):
@@ -144,13 +153,7 @@ def test_winograd_refuses_short_chunks(only, monkeypatch):
     rng = np.random.default_rng(23)
     x = _ints(rng, 25, (6, 200))
     x[0, 0] = (1 << 25) - 1
-    g = _graph((6, 200), _ints(rng, 21, (24, 200)), fracs=(20, 20, 26))
-    want = run_graph(g, [x])[g.outputs[0]]
-    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
-    assert want.any() and not got.any()
-    monkeypatch.setattr(matmul_vnni16, "ONLY", False)
-    monkeypatch.setattr(matmul_vnni16, "FORCE", None)
-    check_all_backends(g, [x], mips=False)
+    _refused_then_exact(monkeypatch, _graph((6, 200), _ints(rng, 21, (24, 200)), fracs=(20, 20, 26)), x)
 
 
 def _winograd_squares_case(k: int, big: int, quads: list[int]):
@@ -172,8 +175,7 @@ def test_winograd_squares_bound_the_whole_reduction(only, monkeypatch, big, take
     nothing written), and unforced another scheme computes it."""
     only("W")
     g, x = _winograd_squares_case(64, big, [5])
-    want = run_graph(g, [x])[g.outputs[0]]
-    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    want, got = _forced(g, x)
     assert want.all() and (np.array_equal(got, want) if taken else not got.any())
     monkeypatch.setattr(matmul_vnni16, "ONLY", False)
     monkeypatch.setattr(matmul_vnni16, "FORCE", None)
@@ -189,8 +191,7 @@ def test_winograd_squares_by_chunks_of_blocks(only, big, taken):
     only("W")
     assert matmul_vnni16._w_top(256) == 4
     g, x = _winograd_squares_case(256, big, [31, 32])
-    want = run_graph(g, [x])[g.outputs[0]]
-    (got,) = NativeSession(native_program(g), g, threads=1).run([x])
+    want, got = _forced(g, x)
     assert want.all() and (np.array_equal(got, want) if taken else not got.any())
 
 

@@ -115,7 +115,11 @@ A one-chunk sum is recombined by multiplication (`multiplied`): Σ x·w = Σ_t c
 each product's weight in the recombination (B: 1 − 2^s_w, 2^(2 s_w) − 2^s_w, 2^s_w), one
 `vpmuldq` a product on the even and on the odd columns (sum and coefficient both i32: checked
 once a call, else the shifts of `combine`; `MULTIPLIED = False` forces those), 13 µops a 16
-outputs against 21 (tiny_llama's task 1.5 µs faster, tiny_gpt2's 1 µs).
+outputs against 21 (tiny_llama's task 1.5 µs faster, tiny_gpt2's 1 µs). Scheme W's weights are
+powers of two (1, 2^s_w, 2^s_w, 2^(2 s_w)): its sums are recombined by shifts, nested as
+((hh·2^s_w + lh + hl)·2^s_w) + ll. The bias, the rounding half and a scheme's per-column term
+(A1o's c·Σ w, W's −η) are summed once per column block of a tile (`_finisher`'s `column`),
+not once per output vector.
 Tested per scheme with bias, ties and saturation on both sides
 (`test_outputs_from_the_last_chunk_s_accumulators`) and at the budget (`test_row_sums_*`).
 
