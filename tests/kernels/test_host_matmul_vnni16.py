@@ -380,12 +380,15 @@ def test_without_vnni_the_folded_batch_takes_the_double_kernel(monkeypatch):
     check_all_backends(g, [_ints(rng, 24, (1, 32, 64))], mips=False)
 
 
-def test_row_groups_of_a_long_reduction(only):
-    """K long enough that the x planes' scratch holds only some rows at a time."""
-    only("B")
+@pytest.mark.parametrize("scheme", ["B", "W"])
+def test_row_groups_of_a_long_reduction(only, scheme):
+    """K long enough that the x planes' scratch holds only some rows at a time (W: each group's
+    rows have their own ξ)."""
+    only(scheme)
     rng = np.random.default_rng(4)
     m, k, n = 21, 5001, 19
-    assert matmul_vnni16._group(matmul_vnni16.B3, m, -(-k // 2)) < m
+    sc = {"B": matmul_vnni16.B3, "W": matmul_vnni16.W4}[scheme]
+    assert matmul_vnni16._group(sc, m, -(-k // 2)) < m
     g = _graph((m, k), _ints(rng, 21, (n, k)), bias=_ints(rng, 20, (n,)), fracs=(20, 20, 22))
     check_all_backends(g, [_ints(rng, 23, (m, k))], mips=False)
 
