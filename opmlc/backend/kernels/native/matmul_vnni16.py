@@ -22,7 +22,8 @@ plane σ = h + l lies in [−2^(s−1) − 2^(e−s), 2^(s−1) + 2^(e−s) − 
   region table) writes a header (s_w, the plane count, e_w, per plane W_q ≥ max |w_q|, rounded
   up to four significant bits, per plane Q_q = max_j Σ_k w_q[j, k]², an i64, and for a split
   weight scheme W's squares by parity), the planes, an i64 per column (for one plane its sums:
-  A1o; for a split weight W's η), and refuses a weight whose plane count is not the kernel's. So the bounds the kernel uses are always those of the weight it reads.
+  A1o; for a split weight W's η), and refuses a weight whose plane count is not the kernel's.
+  So the bounds the kernel uses are always those of the weight it reads.
 - x (at run time, per part): e_x from one pass over x (matmul_fma's magnitude bits, |x| ≤
   2^e_x). Then one of the schemes, each a list of plane products (p, q) with an i32
   accumulator each, recombined in wrap-around i64 (the op's ring: exact for any true sum):
@@ -295,18 +296,22 @@ BLOCKS_AT = 6  # i32 field: where the blocks' Q_q[b] start, in i64 from the head
 BLOCK_PAIRS = 16  # k pairs of a block (one x vector): the unit of the chunks' squares bound
 
 
-def block_norms(plane: np.ndarray, parity: int | None = None) -> np.ndarray:
-    """Q_q[b] = max_j Σ_{k in block b} w_q[j, k]² of one plane [N, K] (blocks of 2·BLOCK_PAIRS k;
-    the last one padded with zeros), i64; with `parity` only the k's of the block's even (0) or
-    odd (1) pairs."""
+def _block_squares(plane: np.ndarray) -> np.ndarray:
+    """Σ w_q[j, k]² of one plane [N, K] per column j, block (2·BLOCK_PAIRS k; the last one padded
+    with zeros) and pair parity (the k's of the block's even, of its odd pairs): [N, blocks, 2],
+    i64. Q_q[b] = max_j of the block's two (`block_norms`); scheme W's parity squares, whole and
+    per block, follow from the same (`derive`)."""
     n, k = plane.shape
     width = 2 * BLOCK_PAIRS
     padded = np.zeros((n, -(-k // width) * width), np.int64)
     padded[:, :k] = plane
-    sq = np.square(padded).reshape(n, -1, BLOCK_PAIRS, 2)
-    if parity is not None:
-        sq = sq[:, :, parity::2]
-    return sq.sum(axis=(2, 3)).max(axis=0, initial=0)
+    return np.square(padded).reshape(n, -1, BLOCK_PAIRS // 2, 2, 2).sum(axis=(2, 4))
+
+
+def block_norms(plane: np.ndarray) -> np.ndarray:
+    """Q_q[b] = max_j Σ_{k in block b} w_q[j, k]² of one plane [N, K] (blocks of 2·BLOCK_PAIRS k;
+    the last one padded with zeros), i64."""
+    return _block_squares(plane).sum(axis=2).max(axis=0, initial=0)
 
 
 def _planes(w2: np.ndarray, s: int, n: int) -> list[np.ndarray]:
@@ -423,14 +428,12 @@ def derive(facts: dict, w2: np.ndarray, min_cols: int | None = None) -> np.ndarr
     step = max(1, (1 << 20) // max(1, k) // LANES16) * LANES16
     for r0 in range(0, n, step):
         for q, p in enumerate(_planes(w2[r0:r0 + step], split, count)):
-            norms[q] = max(norms[q], int(np.square(p).sum(axis=1).max(initial=0)))
+            sq = _block_squares(p)  # [column, block, parity]
+            norms[q] = max(norms[q], int(sq.sum(axis=(1, 2)).max(initial=0)))
+            blocks[q] = np.maximum(blocks[q], sq.sum(axis=2).max(axis=0, initial=0))
             if q < 2 and count > 1:
-                odd = (np.arange(k) // 2) % 2
-                for par in (0, 1):
-                    got = int(np.square(p[:, odd == par]).sum(axis=1).max(initial=0))
-                    parity[q, par] = max(parity[q, par], got)
-                    parity_blocks[q, par] = np.maximum(parity_blocks[q, par], block_norms(p, par))
-            blocks[q] = np.maximum(blocks[q], block_norms(p))
+                parity[q] = np.maximum(parity[q], sq.sum(axis=1).max(axis=0, initial=0))
+                parity_blocks[q] = np.maximum(parity_blocks[q], sq.max(axis=0, initial=0).T)
             padded = np.zeros((-(-len(p) // LANES16) * LANES16, k2 * 2), np.int16)
             padded[:len(p), :k] = p
             out[r0 // LANES16:r0 // LANES16 + len(padded) // LANES16, :, q] = (
@@ -1071,8 +1074,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         coefs = [one]
     elif sc is A2:
         coefs = [one, _pow2(b, s)]
-    elif sc is C4 or sc is W4:
+    elif sc is C4:
         coefs = [one, _pow2(b, sw), _pow2(b, s), _pow2(b, b.add(s, sw))]
+    elif sc is W4:  # powers of two: recombined by shifts (`combine`), never `multiplied`
+        coefs = []
     else:
         coefs = [b.sub(one, _pow2(b, sw)), b.sub(_pow2(b, b.add(sw, sw)), _pow2(b, sw)), _pow2(b, sw)]
     # … one `vpmuldq` a product and eight lanes when every coefficient is an i32 (B: s_w ≤ 15)
