@@ -76,7 +76,9 @@ def test_division_by_a_scalar_in_double_lanes(fa, fb, fo):
     around ±2^31 (saturation), large quotients up to the fast test's 2^50 (small divisors), and
     random numerators, against the interpreter with its counts; vectors and a scalar tail. Both
     vector loops: divisors that keep every quotient in int32 (no clamp) and those that do not,
-    on both sides of the bound (s = 0: d = ±1 takes the clamp, −2^31 / −1 saturating; ±2 not)."""
+    on both sides of the bound (s = 0: d = ±1 takes the clamp, −2^31 / −1 saturating; ±2 not).
+    Powers of two (±1, ±2, 2^5 … 2^31, the divisor 1.0 among them) take the shifts: left when
+    2^e divides 2^s, a rounding right shift past it, none when they are equal."""
     from opmlc.ir.ops.binary import div_shift
 
     s = div_shift(fa, fb, fo)
@@ -87,6 +89,6 @@ def test_division_by_a_scalar_in_double_lanes(fa, fb, fo):
     small = 1 << max(s - 19, 0)
     g = div_graph(a.size, fa, fb, fo)
     for d in (1 << 29, -(1 << 29), 3 << 29, (1 << 29) + 1, small, small + 1, -small - 3, 12345, 2**31 - 1, -(2**31), 7,
-              0, 1, -1, 2, -2):
+              0, 1, -1, 2, -2, 1 << 30, -(1 << 30), 1 << 13, -(1 << 5), 1 << fb, 1 << min(max(s, 0), 30)):
         out = interp_and_native(g, [a, np.array(d, dtype=np.int32)])
         np.testing.assert_array_equal(out.native[g.outputs[0]], out.values[g.outputs[0]])

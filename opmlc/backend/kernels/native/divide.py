@@ -23,6 +23,11 @@ when that bound, computed as a double (relative error 2^-53, against a margin of
 2^31 − 4, every q — within one of n/d + 1/2 — lies in [−2^31 + 2, 2^31 − 2]), the vector loop runs
 without the clamp and its count: GELU's x / √2 and attention's scores / √d (~8 of the ~22
 instructions a vector).
+
+A divisor whose d is a power of two, 2^e (attention's √d for a head of 16, 64 or 256; a 1.0 or a
+0.5), takes shifts instead (`_power_of_two_loop`): the interpreter's round_div(n, 2^e) is
+floor(n / 2^e + 1/2), a rounding right shift, and n = ±a·2^max(s, 0) — about 8 instructions a
+vector, saturation counted as above. tiny_gpt2's scores / 4 went from ~1.2 to ~0.3 µs a layer.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from opmlc.backend.kernels._fx import ld
-from opmlc.backend.kernels._ir import I32, c32, c64, counter_slot, counting, loop
+from opmlc.backend.kernels._ir import I32, I64, c32, c64, counter_slot, counting, entry_alloca, loop
 from opmlc.backend.kernels.native._vec import LANES
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops.binary import div_shift
@@ -112,17 +117,62 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
 
     # every quotient in range, whatever a (module docstring): the loop without clamp or count
     bound = b.fdiv(ir.Constant(DOUBLE, float(2 ** (31 + max(s, 0)))), d)
-    with b.if_else(b.fcmp_ordered("<=", bound, ir.Constant(DOUBLE, float(2 ** 31 - 4)))) as (in_range, other):
-        with in_range:
-            vector_loop(False)
-        with other:
-            vector_loop(True)
+    power = b.icmp_unsigned("==", b.and_(dmag, b.sub(dmag, c64(1))), c64(0))
+    with b.if_else(power) as (shifted, divided):
+        with shifted:
+            _power_of_two_loop(b, out, args[0], vecs, neg, dmag, max(s, 0), slot)
+        with divided:
+            with b.if_else(b.fcmp_ordered("<=", bound, ir.Constant(DOUBLE, float(2 ** 31 - 4)))) as (in_range, other):
+                with in_range:
+                    vector_loop(False)
+                with other:
+                    vector_loop(True)
     with loop(b, c32(n), "dt", start=c32(vecs * LANES)) as i:
         a32 = b.load(b.gep(args[0], [i], source_etype=I32), typ=I32)
         res, sat = quotients(a32, 1)
         b.store(res, b.gep(out, [i], source_etype=I32))
         if slot is not None:
             b.store(b.add(b.load(slot, typ=I32), b.zext(sat, I32)), slot)
+
+
+def _power_of_two_loop(b: ir.IRBuilder, out: ir.Value, a_arg: ir.Value, vecs: int, neg: ir.Value, dmag: ir.Value,
+                       shift: int, slot: ir.Value | None) -> None:
+    """The first vecs·8 quotients when d = 2^e: round_div(±a·2^shift, 2^e) is ±a·2^(shift − e)
+    when shift ≥ e (exact), else shr_round(±a, e − shift) (floor(n/2^e + 1/2), both halves
+    of the same integer), so one left shift, one rounding add and one right shift in i64 lanes
+    (|±a·2^shift| ≤ 2^61, e ≤ 51), then saturate32 and its count (summed in a vector, added once)."""
+    e = b.call(b.module.globals.get("llvm.cttz.i64") or ir.Function(
+        b.module, ir.FunctionType(I64, [I64, ir.IntType(1)]), "llvm.cttz.i64"), [dmag, ir.Constant(ir.IntType(1), 1)])
+    left = b.sub(c64(shift), e)
+    up = b.icmp_signed(">", left, c64(0))
+    right = b.select(up, c64(0), b.sub(c64(0), left))
+    half = b.select(b.icmp_signed(">", right, c64(0)), b.shl(c64(1), b.sub(right, c64(1))), c64(0))
+    flip = b.sext(neg, I64)  # −1 or 0: ±a = (a ^ flip) − flip
+
+    vty, wty = ir.VectorType(I32, LANES), ir.VectorType(I64, LANES)
+
+    def splat(v: ir.Value) -> ir.Value:
+        w = b.insert_element(ir.Constant(wty, ir.Undefined), v, c32(0))
+        return b.shuffle_vector(w, ir.Constant(wty, ir.Undefined), ir.Constant(ir.VectorType(I32, LANES), [0] * LANES))
+
+    left_v, right_v, half_v, flip_v = (splat(v) for v in (b.select(up, left, c64(0)), right, half, flip))
+    counts = entry_alloca(b, vty, name="div.sat")
+    b.store(ir.Constant(vty, None), counts)
+    with loop(b, vecs, "dp") as k:
+        i = b.mul(k, c32(LANES))
+        a = b.sext(b.load(b.gep(a_arg, [i], source_etype=I32), typ=vty, align=4), wty)
+        q = b.ashr(b.add(b.shl(b.sub(b.xor(a, flip_v), flip_v), left_v), half_v), right_v)
+        out_of_range = b.icmp_unsigned("!=", b.lshr(b.add(q, ir.Constant(wty, [1 << 31] * LANES)),
+                                                    ir.Constant(wty, [32] * LANES)), ir.Constant(wty, [0] * LANES))
+        lo, hi = ir.Constant(wty, [fp.INT32_MIN] * LANES), ir.Constant(wty, [fp.INT32_MAX] * LANES)
+        q = b.select(b.icmp_signed("<", q, lo), lo, b.select(b.icmp_signed(">", q, hi), hi, q))
+        b.store(b.trunc(q, vty), b.gep(out, [i], source_etype=I32), align=4)
+        if slot is not None:
+            b.store(b.add(b.load(counts, typ=vty), b.zext(out_of_range, vty)), counts)
+    if slot is not None:
+        red = b.module.globals.get("llvm.vector.reduce.add.v8i32") or ir.Function(
+            b.module, ir.FunctionType(I32, [vty]), "llvm.vector.reduce.add.v8i32")
+        b.store(b.add(b.load(slot, typ=I32), b.call(red, [b.load(counts, typ=vty)])), slot)
 
 
 __all__ = ["MIN_SHIFT", "applies", "emit"]
