@@ -42,6 +42,42 @@ def test_sigmoid_and_tanh_over_the_whole_exp_range():
             check_all_backends(b.build(), [x], mips=False)
 
 
+# erf's |x| at f = 24 (a = 4|x|) whose 2^60 / (2^30 + shr_round(a·P, 26)) + 1/2 lies closest
+# below (gap 5e-9 … 1e-7) and above (3e-10 … 5e-10) an integer, of all |x| below the clamp: found
+# by scanning every one through those two steps (12 s; the test checks that each still is).
+ERF_TIES_BELOW = (100155675, 62583028, 50829472, 77499271, 39485589, 26956785)
+ERF_TIES_ABOVE = (96737356, 83990787, 81507796, 79954513, 52014087, 43168207)
+
+
+def _tie_gaps(n, d):
+    """(gap below, gap above): how far n/d + 1/2 lies below the next integer, above the last."""
+    rem = (2 * n + d) % (2 * d)
+    return (2 * d - rem) / (2 * d), rem / (2 * d)
+
+
+def test_the_divisions_near_their_ties():
+    """nonlinear.py's Lanes.round_div estimates low on purpose and corrects once: inputs whose
+    division lies just below a rounding tie (an estimate taken at n/d + 1/2 could round up) and
+    just above one (the low estimate is one short, corrected): erf's 2^60 / (2^30 + shr_round(a·P,
+    26)) at f = 24 (GELU's; ERF_TIES_*), and sigmoid's 2^(30 + fo) / (2^30 + e) at f = fo = 16,
+    the closest of every |x| whose e is not 0."""
+    from opmlc.ir import fixedpoint as fp
+    from opmlc.ir.ops import unary as unary_op
+
+    ax = np.array(ERF_TIES_BELOW + ERF_TIES_ABOVE, dtype=np.int64)
+    below, above = _tie_gaps(np.int64(1) << 60, fp.ONE_Q30 + fp.shr_round(4 * ax * unary_op.ERF_P_Q30, unary_op.ERF_FRAC))
+    assert (below[:6] < 2e-7).all() and (above[6:] < 1e-9).all()
+    x_erf = np.concatenate([ax, -ax]).astype(np.int32)
+
+    ax = np.arange(0, 22 << 16, dtype=np.int64)  # e = exp(−|x|) > 0: |x| < 22 at f = 16
+    below, above = _tie_gaps(np.int64(1) << 46, fp.ONE_Q30 + fp.exp_nonpositive_q30(-ax, 16))
+    x_sig = np.concatenate([ax[np.argsort(below)[:40]], ax[np.argsort(above)[:40]]]).astype(np.int32)
+    for kind, x, f in (("erf", x_erf, 24), ("sigmoid", x_sig, 16)):
+        b = GraphBuilder("ties")
+        b.mark_output(b.add_node("unary", [b.add_input("x", fx(x.shape, f))], {"kind": kind, "frac": f}))
+        check_all_backends(b.build(), [x], mips=False)
+
+
 def reshape_graph():
     b = GraphBuilder("aliased")
     x = b.add_input("x", fx((4, 6, 5), 16))

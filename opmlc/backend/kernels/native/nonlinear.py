@@ -134,20 +134,26 @@ class Lanes:
         """fixedpoint.round_div(n, d) = floor(n/d + 1/2) for 0 ≤ n ≤ 2^61 and 2^30 ≤ d < 2^32,
         n exact as a double (a power of two times a value below 2^53: module docstring).
 
-        The estimate q̃ = trunc(fl(fl(n · r̃) + 1/2)) (`_reciprocal`: within n/d · 2^-51 < 2^-20
-        of n/d, and the rounding of the + 1/2 adds < 2^-21) is floor(n/d + 1/2) − 1, + 0 or
-        + 1: trunc is floor as the sum is positive. With R = 2n + d − 2q̃d (< 2^63: 2n + d ≤
-        2^62 + 2^32 and q̃d ≥ 0; q̃ ≤ 2^31 + 1 makes q̃d one `vpmuludq`), q̃ is exact iff
-        0 ≤ R < 2d; otherwise R < 0 (one too large) or R ≥ 2d (one too small)."""
+        The estimate is taken low on purpose, so that one test corrects it: v = fl(n·r̃ + c) with
+        c = 1/2 − 2^-18 (one fused multiply-add; `_reciprocal`'s r̃ is within n/d · 2^-51 < 2^-20
+        of n/d, and v's one rounding, at most half an ulp of a value below 2^32, adds ≤ 2^-22)
+        lies in (n/d + 1/2 − 2^-17, n/d + 1/2): q̃ = trunc(v) (floor: v > 0) is q = floor(n/d +
+        1/2) or q − 1. q̃ + 1 ≤ q iff 2(q̃ + 1)d ≤ 2n + d, i.e. 2n − d ≥ 2q̃d (each side below
+        2^63: 2q̃d ≤ 2n + d; q̃ ≤ 2^31 + 1 makes q̃d one `vpmuludq`). Without AVX-512 the
+        estimate is fl(fl(n/d) + c), within 2^-21 of n/d + c: the same argument."""
         b = self.b
         nf, df = self.map(lambda z: b.sitofp(z, VF64), n), self.map(lambda z: b.sitofp(z, VF64), d)
-        qf = self.map(b.fmul, nf, self._reciprocal(df)) if _x86_avx512() else self.map(b.fdiv, nf, df)
-        half = ir.Constant(VF64, [0.5] * LANES)
-        q = self.map(lambda z: b.fptosi(b.fadd(z, half), VI64), qf)
-        rr = self.sub(self.add(self.shl(n, 1), d), self.shl(self.umul32(q, d), 1))
-        q = self.map(lambda z, m: b.sub(z, b.zext(m, VI64)), q, self.lt(rr, self.c(0)))
-        big = self.map(lambda x, y: b.icmp_signed(">=", x, y), rr, self.shl(d, 1))
-        return self.map(lambda z, m: b.add(z, b.zext(m, VI64)), q, big)
+        low_half = ir.Constant(VF64, [0.5 - 2.0**-18] * LANES)
+        if _x86_avx512():
+            fma = b.module.globals.get("llvm.fma.v8f64") or ir.Function(
+                b.module, ir.FunctionType(VF64, [VF64, VF64, VF64]), "llvm.fma.v8f64")
+            v = self.map(lambda x, r: b.call(fma, [x, r, low_half]), nf, self._reciprocal(df))
+        else:
+            v = self.map(lambda x, y: b.fadd(b.fdiv(x, y), low_half), nf, df)
+        q = self.map(lambda z: b.fptosi(z, VI64), v)
+        short = self.map(lambda x, y: b.icmp_signed(">=", x, y),
+                         self.sub(self.shl(n, 1), d), self.shl(self.umul32(q, d), 1))
+        return self.map(lambda z, m: b.add(z, b.zext(m, VI64)), q, short)
 
     def _reciprocal(self, df):
         """1/d within a relative 2^-51 (d = df ∈ [2^30, 2^32), exact in a double), for
@@ -170,19 +176,27 @@ class Lanes:
         return r
 
     def exp_q30_of_product(self, mag_l, frac: int):
-        """fixedpoint.exp_nonpositive_q30(d, frac) given mag_l = −d · LOG2E_Q30 ≥ 0 (< 2^63):
-        t = shr_round(d · LOG2E_Q30, frac), then 2^k · 2^r as the interpreter splits it."""
-        t = self.shr_round(self.neg(mag_l), frac)
-        k = self.map(self.b.ashr, t, self.c(fp.Q30))  # ≤ 0
-        # r = t − k·2^30 = t mod 2^30: in two's complement, t's low 30 bits
+        """fixedpoint.exp_nonpositive_q30(d, frac) given mag_l = −d · LOG2E_Q30 ≥ 0 (< 2^62):
+        t = shr_round(d · LOG2E_Q30, frac), then 2^k · 2^r as the interpreter splits it.
+
+        The last step, shr_round(p, s) with s = min(−k, 32) and p ∈ [2^30, 2^31), is taken as
+        ((p << (32 − s)) + 2^31) >> 32 (the same floor((p + 2^(s−1)) / 2^s) scaled by 2^(32 − s);
+        p itself for s = 0), so the shift is max(k + 32, 0): one variable shift and no half to
+        make. k + 32 is read off t + 32·2^30, formed inside t's rounding shift where that fits
+        (frac ≤ 27: 2^(35 + frac) + 2^(frac − 1) ≤ 2^62 and 0 ≤ mag_l < 2^62)."""
+        fused = frac <= 27
+        t = self.shr_round(self.neg(mag_l), frac) if not fused else self.map(
+            self.b.ashr, self.sub(self.c((1 << (35 + frac)) + (1 << (frac - 1) if frac else 0)), mag_l), self.c(frac))
+        # r = t − k·2^30 = t mod 2^30: in two's complement, t's low 30 bits (the added 32·2^30 too)
         r = self.map(self.b.and_, t, self.c((1 << fp.Q30) - 1))  # [0, 2^30)
         p = self.c(fp.EXP2_Q30[-1])
         for c in fp.EXP2_Q30[-2::-1]:  # p ∈ [0, 2^31), r < 2^30 (fixedpoint.exp2_frac_q30)
             p = self.horner_step(self.mul32(p, r), c)
-        s = self.neg(k)
-        s = self.select(self.lt(s, self.c(32)), s, self.c(32))
-        return self.shr_round_var(p, s)  # [0, 2^30]
-
+        k32 = self.map(self.b.ashr, t, self.c(fp.Q30))
+        if not fused:
+            k32 = self.add(k32, self.c(32))
+        k32 = self.select(self.lt(k32, self.c(0)), self.c(0), k32)  # 32 − s
+        return self.map(self.b.ashr, self.add(self.map(self.b.shl, p, k32), self.c(1 << 31)), self.c(32))  # [0, 2^30]
 
 def _sigmoid(v: Lanes, x, f: int, fo: int):
     """ops/unary.py sigmoid_fx; returns the i64 before saturate32."""
@@ -208,9 +222,9 @@ def _erf(v: Lanes, x, f: int, fo: int):
     ef = unary_op.ERF_FRAC
     a = v.shr_round(ax, f - ef) if f >= ef else v.shl(ax, ef - f)
     a = v.smin(a, v.c(unary_op.ERF_CLAMP))  # a ≤ 6·2^26 < 2^29 (a ≥ 0)
-    px = v.shr_round(v.mul32(a, v.c(unary_op.ERF_P_Q30)), ef)  # P < 2^29
-    # d = 2^30 + px < 2^30 + 6·0.33·2^30 < 2^32; t ≤ 2^30
-    t = v.round_div(v.c(1 << 60), v.add(v.c(fp.ONE_Q30), px))
+    # d = 2^30 + shr_round(a·P, 26) (P < 2^29) as one rounding shift: < 2^30 + 6·0.33·2^30 < 2^32
+    d = v.map(v.b.ashr, v.add(v.mul32(a, v.c(unary_op.ERF_P_Q30)), v.c((1 << (ef - 1)) + (fp.ONE_Q30 << ef))), v.c(ef))
+    t = v.round_div(v.c(1 << 60), d)  # t ≤ 2^30
     p = v.c(unary_op.ERF_A_Q30[-1])
     for c in unary_op.ERF_A_Q30[-2::-1]:  # |p| < 1.5·2^30 at every step (kernels/unary.py erf_fx)
         p = v.horner_step(v.mul32(p, t), c)
