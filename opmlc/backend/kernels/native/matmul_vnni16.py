@@ -1134,19 +1134,23 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
         fin.store(total, b.add(g0, row), jc, col)
 
     def tile(r_rows: int, cols: int, r0: ir.Value, jb0: ir.Value, k0: ir.Value, steps: ir.Value,
-             direct: bool = False, last: bool = False) -> None:
+             direct: bool = False, last: bool = False, opening: ir.Value | None = None) -> None:
         """Rows r0.. (group-relative) × blocks jb0..jb0+cols over pairs [k0, k0 + steps): from the
         state's low parts, then the carries take all but the low 16 bits (module docstring).
         direct (one chunk of the whole reduction): from zero, and the outputs finished from the
-        accumulators themselves (module docstring, "One chunk")."""
+        accumulators themselves (module docstring, "One chunk"). `opening` (an i1: the first of
+        several chunks): from zero, and the carries written, not added to (no state read: it
+        holds whatever the last tile left, so nothing is zeroed beforehand)."""
         def slot(r: int, c: int, t: int) -> ir.Value:
             return b.add(b.mul(b.add(r0, c32(r)), c32(sc.cols * nprod)), c32(c * nprod + t))
 
+        zero = ir.Constant(V16, None)
         for r in range(r_rows):
             for c in range(cols):
                 for t in range(nprod):
-                    start = (ir.Constant(V16, None) if direct
-                             else b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64))
+                    start = zero if direct else b.load(state_ptr(slot(r, c, t), False), typ=V16, align=64)
+                    if opening is not None:
+                        start = b.select(opening, zero, start)
                     b.store(start, accs[(r * cols + c) * nprod + t])
         # one base pointer per operand, a run-time stride per k pair (and per block of the
         # weight) and constant offsets: the same loop for every shape
@@ -1218,7 +1222,8 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                         continue
                     vals = []
                     for t in range(nprod):
-                        carry = b.sext(b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64), V16I64)
+                        carry = b.load(state_ptr(slot(r, c, t), True), typ=V16, align=64)
+                        carry = b.sext(carry if opening is None else b.select(opening, zero, carry), V16I64)
                         vals.append(b.add(b.shl(carry, ir.Constant(V16I64, [16] * LANES16)), b.sext(raw[t], V16I64)))
                     finish(combine(vals), row, jc, col_of[c])
             return
@@ -1227,7 +1232,10 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
                 for t in range(nprod):
                     acc = b.load(accs[(r * cols + c) * nprod + t], typ=V16)
                     cp = state_ptr(slot(r, c, t), True)
-                    b.store(b.add(b.load(cp, typ=V16, align=64), b.ashr(acc, sixteen)), cp, align=64)
+                    carry = b.load(cp, typ=V16, align=64)
+                    if opening is not None:
+                        carry = b.select(opening, zero, carry)
+                    b.store(b.add(carry, b.ashr(acc, sixteen)), cp, align=64)
                     b.store(b.and_(acc, mask16), state_ptr(slot(r, c, t), False), align=64)
 
     whole = min(k2, _l1_cap(sc))  # chunk_of's cap, without F's bound
@@ -1408,14 +1416,13 @@ def _body(b: ir.IRBuilder, sc: Scheme, planes: int, a_arg, d_arg, rows: ir.Value
             row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, c32(0), c32(k2), direct=True))
 
         def chunks_of(cols: int, jb0: ir.Value) -> None:
-            with loop(b, b.mul(grows, c32(sc.cols * nprod)), "vz") as z:  # low parts and carries
-                b.store(ir.Constant(V16, None), state_ptr(z, False), align=64)
-                b.store(ir.Constant(V16, None), state_ptr(z, True), align=64)
             before = b.sub(n_chunks, c32(1))  # the last chunk finishes from its accumulators
             with loop(b, before, "vch") as ci:
-                row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, b.mul(ci, chunk), chunk))
+                opening = b.icmp_unsigned("==", ci, c32(0))
+                row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, b.mul(ci, chunk), chunk, opening=opening))
             k_last = b.mul(before, chunk)
-            row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, k_last, b.sub(c32(k2), k_last), last=True))
+            only = b.icmp_unsigned("==", before, c32(0))  # ONE_CHUNK False: one chunk comes this way too
+            row_tiles(lambda rr, r0: tile(rr, cols, r0, jb0, k_last, b.sub(c32(k2), k_last), last=True, opening=only))
 
         b.position_at_end(one_bb)  # one chunk: no carries, outputs straight from the accumulators
         column_tiles(one_chunk)
