@@ -239,7 +239,10 @@ def _erf(v: Lanes, x, f: int, fo: int):
 FORMULA = {"sigmoid": _sigmoid, "tanh": _tanh, "erf": _erf}
 
 
-UNROLL = 8  # vectors in flight per iteration of the main loop (8 against 4: tiny_gpt2 ~2 µs, tiny_llama ~1 µs faster; 16 no better)
+# vectors in flight per iteration of the main loop, by kind: 8 against 4 made tiny_gpt2 ~2 µs and
+# tiny_llama ~1 µs faster; erf's longer chains gain from 12 (GELU's erf [32, 256]: 7.45 → 6.95 µs),
+# where sigmoid (tiny_llama's SiLU) lost ~1 µs a call
+UNROLL = {"sigmoid": 8, "tanh": 8, "erf": 12}
 # Kinds whose result is always an int32 (saturate32 is the identity, counts nothing): sigmoid's
 # round_div(num, 2^30 + e) with num ≤ 2^(30 + fo) is in [0, 2^fo], tanh's magnitude likewise
 # (its numerator (2^30 − e)·2^fo ≤ 2^(30 + fo)), and fo ≤ 30 (`accepts`). erf keeps the clamp:
@@ -254,7 +257,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     lo, hi = part_range(b, n, LANES, part, parts)
     slot = counter_slot(b) if counting(b) else None
     start = lo
-    for u in (UNROLL, 1):  # blocks of UNROLL vectors, then single vectors
+    for u in (UNROLL[kind], 1):  # blocks of UNROLL[kind] vectors, then single vectors
         step = u * LANES
         blocks = b.udiv(b.sub(hi, start), c32(step))
         with loop(b, blocks, f"v{u}") as j:
