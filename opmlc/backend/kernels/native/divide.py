@@ -7,16 +7,16 @@ shape, d = |y·2^(−s)| (s = div_shift ≥ −20, so 0 < d ≤ 2^51) and n = ±
 
 - every operand is exact as a double: a (31 bits), n (a scaled by a power of two, the sign of
   y folded in), d (< 2^53), and R = fl(±2^s / d) is one rounding;
-- q̃ = floor(fl(fl(a·R) + 1/2)): the fast block's test proved |n/d| < 2^50, so fl(a·R) is within
-  |n/d|·2^-52 ≤ 1/4 of n/d and the + 1/2 rounds by at most 1/8 more: q̃ is floor(n/d + 1/2),
-  the interpreter's round_div, or one off either way;
-- r = fma(−q̃, d, n) is n − q̃·d exactly (fused: one rounding of an integer of magnitude < 2d ≤
-  2^52, which is exact), and q̃ is right iff −d ≤ 2r < d; otherwise one step down (2r < −d)
-  or up (2r ≥ d) makes it so;
+- q̃ = floor(fma(a, R, 1/8)), an estimate of q = floor(n/d + 1/2) (the interpreter's round_div)
+  taken low on purpose: the fast block's test proved |n/d| < 2^50, so the exact a·R is within
+  |n/d|·2^-53 ≤ 1/8 of n/d and the fused add's one rounding adds ≤ 1/8: the argument lies within
+  1/4 of n/d + 1/2 − 3/8, below n/d + 1/2 and above q − 1, so q̃ is q or q − 1;
+- r = fma(−q̃, d, n) is n − q̃·d exactly (one rounding of an integer of magnitude < 3d/2 ≤
+  1.5·2^51, which is exact), and q = q̃ + 1 iff r ≥ d/2 (d/2 exact): one test;
 - the quotient (|q| ≤ 2^50 + 1, an exact double) is clamped to int32 and converted, counted when
   it lies outside, as saturate32 counts the interpreter's i64 quotient.
 
-About 17 µops a vector of 8. The last numel mod 8 elements take the same steps on scalars.
+About 14 µops a vector of 8. The last numel mod 8 elements take the same steps on scalars.
 
 When no quotient can leave int32 whatever a is (|a| ≤ 2^31, so |n/d| ≤ 2^(31 + max(s, 0)) / d;
 when that bound, computed as a double (relative error 2^-53, against a margin of 4), is at most
@@ -70,6 +70,7 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
     sign = b.select(neg, ir.Constant(DOUBLE, -1.0), ir.Constant(DOUBLE, 1.0))
     scale = b.fmul(sign, ir.Constant(DOUBLE, float(2 ** max(s, 0))))  # ±2^s: exact
     recip = b.fdiv(scale, d)  # R: the one rounding before the loop
+    half_d = b.fmul(d, ir.Constant(DOUBLE, 0.5))  # exact: d is an integer below 2^52
     slot = counter_slot(b) if counting(b) else None
     n = out_type.numel
 
@@ -88,11 +89,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
 
         af = b.sitofp(a32, fty)
         nf = b.fmul(af, c(scale))  # ±a·2^max(s, 0): exact
-        q = b.call(_intrinsic(b, "floor", fty, 1), [b.fadd(b.fmul(af, c(recip)), c(0.5))])
-        r = b.call(_intrinsic(b, "fma", fty, 3), [b.fneg(q), c(d), nf])  # n − q·d, exact
-        r2 = b.fadd(r, r)
-        q = b.fsub(q, b.select(b.fcmp_ordered("<", r2, b.fneg(c(d))), c(1.0), c(0.0)))
-        q = b.fadd(q, b.select(b.fcmp_ordered(">=", r2, c(d)), c(1.0), c(0.0)))
+        fma = _intrinsic(b, "fma", fty, 3)
+        q = b.call(_intrinsic(b, "floor", fty, 1), [b.call(fma, [af, c(recip), c(0.125)])])  # q or q − 1
+        r = b.call(fma, [b.fneg(q), c(d), nf])  # n − q̃·d, exact
+        q = b.fadd(q, b.select(b.fcmp_ordered(">=", r, c(half_d)), c(1.0), c(0.0)))
         ity = ir.VectorType(I32, width) if width > 1 else I32
         if not clamp:
             return b.fptosi(q, ity), None
