@@ -137,10 +137,10 @@ def emit(b: ir.IRBuilder, out: ir.Value, args: list[ir.Value], types: list[Tenso
 
 def _power_of_two_loop(b: ir.IRBuilder, out: ir.Value, a_arg: ir.Value, vecs: int, neg: ir.Value, dmag: ir.Value,
                        shift: int, slot: ir.Value | None) -> None:
-    """The first vecs·8 quotients when d = 2^e: round_div(±a·2^shift, 2^e) is ±a·2^(shift − e)
-    when shift ≥ e (exact), else shr_round(±a, e − shift) (floor(n/2^e + 1/2), both halves
-    of the same integer), so one left shift, one rounding add and one right shift in i64 lanes
-    (|±a·2^shift| ≤ 2^61, e ≤ 51), then saturate32 and its count (summed in a vector, added once)."""
+    """The first vecs·8 quotients when d = 2^e: round_div(±a·2^shift, 2^e) = floor(±a·2^(shift −
+    e) + 1/2) is ±a·2^(shift − e) when shift ≥ e (an integer), else shr_round(±a, e − shift), so
+    one left shift, one rounding add and one right shift in i64 lanes (|±a·2^shift| ≤ 2^61,
+    e ≤ 51), then saturate32 and its count (summed in a vector, added once)."""
     e = b.call(b.module.globals.get("llvm.cttz.i64") or ir.Function(
         b.module, ir.FunctionType(I64, [I64, ir.IntType(1)]), "llvm.cttz.i64"), [dmag, ir.Constant(ir.IntType(1), 1)])
     left = b.sub(c64(shift), e)

@@ -16,8 +16,8 @@ exp2_frac_q30, round_div) in the same order with the same roundings; the comment
 operand bounds that make each product a 32-bit one. Two rewrites are exact by arithmetic, not
 by order: a Horner step's shr_round(m, 30) + c is one add and one shift (`horner_step`), and
 the one division per element, round_div(n, d) with 0 ≤ n ≤ 2^61 and 2^30 ≤ d < 2^32, is a
-floating estimate of n/d + 1/2 (`vrcp14pd` and two Newton steps) within one of the answer, then
-corrected exactly by the sign of an i64 remainder (`Lanes.round_div`: the argument is there).
+floating estimate of n/d + 1/2 (`vrcp14pd` and two Newton steps) taken low, the answer or one
+less, then corrected exactly by one i64 comparison (`Lanes.round_div`: the argument is there).
 
 Elements are taken eight at a time; the last (numel mod 8) go through the portable kernel's
 scalar code (kernels/unary.py fx_scalar), the same function of the element. Parts (threads)
@@ -176,14 +176,15 @@ class Lanes:
         return r
 
     def exp_q30_of_product(self, mag_l, frac: int):
-        """fixedpoint.exp_nonpositive_q30(d, frac) given mag_l = −d · LOG2E_Q30 ≥ 0 (< 2^62):
+        """fixedpoint.exp_nonpositive_q30(d, frac) given mag_l = −d · LOG2E_Q30 ≥ 0 (< 2^63):
         t = shr_round(d · LOG2E_Q30, frac), then 2^k · 2^r as the interpreter splits it.
 
         The last step, shr_round(p, s) with s = min(−k, 32) and p ∈ [2^30, 2^31), is taken as
         ((p << (32 − s)) + 2^31) >> 32 (the same floor((p + 2^(s−1)) / 2^s) scaled by 2^(32 − s);
         p itself for s = 0), so the shift is max(k + 32, 0): one variable shift and no half to
         make. k + 32 is read off t + 32·2^30, formed inside t's rounding shift where that fits
-        (frac ≤ 27: 2^(35 + frac) + 2^(frac − 1) ≤ 2^62 and 0 ≤ mag_l < 2^62)."""
+        (frac ≤ 27: 2^(35 + frac) + 2^(frac − 1) − mag_l lies in (−2^63, 2^62 + 2^26] for
+        0 ≤ mag_l < 2^63). k ≤ 0 (t ≤ 0), so the shift is at most 32 and p << 32 < 2^63."""
         fused = frac <= 27
         t = self.shr_round(self.neg(mag_l), frac) if not fused else self.map(
             self.b.ashr, self.sub(self.c((1 << (35 + frac)) + (1 << (frac - 1) if frac else 0)), mag_l), self.c(frac))
