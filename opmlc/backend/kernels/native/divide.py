@@ -36,7 +36,7 @@ from llvmlite import ir
 
 from opmlc.backend.kernels._fx import ld
 from opmlc.backend.kernels._ir import I32, I64, c32, c64, counter_slot, counting, entry_alloca, loop
-from opmlc.backend.kernels.native._vec import LANES
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, intrinsic, splat, vload
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops.binary import div_shift
 from opmlc.ir.types import DType, TensorType
@@ -141,38 +141,28 @@ def _power_of_two_loop(b: ir.IRBuilder, out: ir.Value, a_arg: ir.Value, vecs: in
     e) + 1/2) is ±a·2^(shift − e) when shift ≥ e (an integer), else shr_round(±a, e − shift), so
     one left shift, one rounding add and one right shift in i64 lanes (|±a·2^shift| ≤ 2^61,
     e ≤ 51), then saturate32 and its count (summed in a vector, added once)."""
-    e = b.call(b.module.globals.get("llvm.cttz.i64") or ir.Function(
-        b.module, ir.FunctionType(I64, [I64, ir.IntType(1)]), "llvm.cttz.i64"), [dmag, ir.Constant(ir.IntType(1), 1)])
+    e = b.call(intrinsic(b, "llvm.cttz.i64", I64, [I64, ir.IntType(1)]), [dmag, ir.Constant(ir.IntType(1), 1)])
     left = b.sub(c64(shift), e)
     up = b.icmp_signed(">", left, c64(0))
     right = b.select(up, c64(0), b.sub(c64(0), left))
     half = b.select(b.icmp_signed(">", right, c64(0)), b.shl(c64(1), b.sub(right, c64(1))), c64(0))
     flip = b.sext(neg, I64)  # −1 or 0: ±a = (a ^ flip) − flip
 
-    vty, wty = ir.VectorType(I32, LANES), ir.VectorType(I64, LANES)
-
-    def splat(v: ir.Value) -> ir.Value:
-        w = b.insert_element(ir.Constant(wty, ir.Undefined), v, c32(0))
-        return b.shuffle_vector(w, ir.Constant(wty, ir.Undefined), ir.Constant(ir.VectorType(I32, LANES), [0] * LANES))
-
-    left_v, right_v, half_v, flip_v = (splat(v) for v in (b.select(up, left, c64(0)), right, half, flip))
-    counts = entry_alloca(b, vty, name="div.sat")
-    b.store(ir.Constant(vty, None), counts)
+    left_v, right_v, half_v, flip_v = (splat(b, v) for v in (b.select(up, left, c64(0)), right, half, flip))
+    counts = entry_alloca(b, VI32, name="div.sat")
+    b.store(ir.Constant(VI32, None), counts)
     with loop(b, vecs, "dp") as k:
         i = b.mul(k, c32(LANES))
-        a = b.sext(b.load(b.gep(a_arg, [i], source_etype=I32), typ=vty, align=4), wty)
-        q = b.ashr(b.add(b.shl(b.sub(b.xor(a, flip_v), flip_v), left_v), half_v), right_v)
-        out_of_range = b.icmp_unsigned("!=", b.lshr(b.add(q, ir.Constant(wty, [1 << 31] * LANES)),
-                                                    ir.Constant(wty, [32] * LANES)), ir.Constant(wty, [0] * LANES))
-        lo, hi = ir.Constant(wty, [fp.INT32_MIN] * LANES), ir.Constant(wty, [fp.INT32_MAX] * LANES)
+        q = b.ashr(b.add(b.shl(b.sub(b.xor(vload(b, a_arg, i), flip_v), flip_v), left_v), half_v), right_v)
+        out_of_range = b.icmp_unsigned("!=", b.lshr(b.add(q, ir.Constant(VI64, [1 << 31] * LANES)),
+                                                    ir.Constant(VI64, [32] * LANES)), ir.Constant(VI64, [0] * LANES))
+        lo, hi = ir.Constant(VI64, [fp.INT32_MIN] * LANES), ir.Constant(VI64, [fp.INT32_MAX] * LANES)
         q = b.select(b.icmp_signed("<", q, lo), lo, b.select(b.icmp_signed(">", q, hi), hi, q))
-        b.store(b.trunc(q, vty), b.gep(out, [i], source_etype=I32), align=4)
+        b.store(b.trunc(q, VI32), b.gep(out, [i], source_etype=I32), align=4)
         if slot is not None:
-            b.store(b.add(b.load(counts, typ=vty), b.zext(out_of_range, vty)), counts)
+            b.store(b.add(b.load(counts, typ=VI32), b.zext(out_of_range, VI32)), counts)
     if slot is not None:
-        red = b.module.globals.get("llvm.vector.reduce.add.v8i32") or ir.Function(
-            b.module, ir.FunctionType(I32, [vty]), "llvm.vector.reduce.add.v8i32")
-        b.store(b.add(b.load(slot, typ=I32), b.call(red, [b.load(counts, typ=vty)])), slot)
-
+        red = intrinsic(b, "llvm.vector.reduce.add.v8i32", I32, [VI32])
+        b.store(b.add(b.load(slot, typ=I32), b.call(red, [b.load(counts, typ=VI32)])), slot)
 
 __all__ = ["MIN_SHIFT", "applies", "emit"]

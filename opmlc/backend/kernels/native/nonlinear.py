@@ -34,7 +34,7 @@ from llvmlite import ir
 from opmlc.backend.kernels._fx import ld, st
 from opmlc.backend.kernels._ir import I32, I64, c32, c64, counter_slot, counting, loop
 from opmlc.backend.kernels.native import host_kernel
-from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, part_range, vload
+from opmlc.backend.kernels.native._vec import LANES, VI32, VI64, intrinsic, part_range, vload
 from opmlc.backend.kernels.unary import fx_scalar
 from opmlc.ir import fixedpoint as fp
 from opmlc.ir.ops import unary as unary_op
@@ -145,8 +145,7 @@ class Lanes:
         nf, df = self.map(lambda z: b.sitofp(z, VF64), n), self.map(lambda z: b.sitofp(z, VF64), d)
         low_half = ir.Constant(VF64, [0.5 - 2.0**-18] * LANES)
         if _x86_avx512():
-            fma = b.module.globals.get("llvm.fma.v8f64") or ir.Function(
-                b.module, ir.FunctionType(VF64, [VF64, VF64, VF64]), "llvm.fma.v8f64")
+            fma = intrinsic(b, "llvm.fma.v8f64", VF64, [VF64] * 3)
             v = self.map(lambda x, r: b.call(fma, [x, r, low_half]), nf, self._reciprocal(df))
         else:
             v = self.map(lambda x, y: b.fadd(b.fdiv(x, y), low_half), nf, df)
@@ -166,8 +165,7 @@ class Lanes:
         name = "llvm.x86.avx512.rcp14.pd.512"
         fn = b.module.globals.get(name) or ir.Function(
             b.module, ir.FunctionType(VF64, [VF64, VF64, ir.IntType(8)]), name)
-        fma = b.module.globals.get("llvm.fma.v8f64") or ir.Function(
-            b.module, ir.FunctionType(VF64, [VF64, VF64, VF64]), "llvm.fma.v8f64")
+        fma = intrinsic(b, "llvm.fma.v8f64", VF64, [VF64] * 3)
         one = ir.Constant(VF64, [1.0] * LANES)
         r = self.map(lambda z: b.call(fn, [z, ir.Constant(VF64, [0.0] * LANES), ir.Constant(ir.IntType(8), -1)]), df)
         for _ in range(2):
